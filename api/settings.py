@@ -1,0 +1,36 @@
+"""Settings from the environment (the only place that reads it)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Every field can be set by an environment variable of its name."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL; unset starts the embedded PostgreSQL in TOKENWALLET_DATA_DIR",
+    )
+    tokenwallet_data_dir: Path = Field(
+        default=Path(".tokenwallet"),
+        description="where the embedded PostgreSQL keeps its data (pgdata/ inside)",
+    )
+    tokenwallet_db_pool_size: int = Field(default=10, ge=1, le=200)
+    tokenwallet_hold_ttl_seconds: int = Field(default=600, ge=1)
+    tokenwallet_hold_expiry_interval_seconds: int = Field(default=30, ge=1)
+    tokenwallet_log_level: str = "INFO"
+    stripe_api_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

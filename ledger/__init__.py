@@ -1,0 +1,1 @@
+"""Double-entry ledger core: units, amounts, accounts, entries, holds and their invariants."""

@@ -1,0 +1,228 @@
+"""Opening ledger accounts and reading their balances."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from ledger.amounts import Amount
+from ledger.errors import InvalidEntry, NotFound
+from ledger.models import OPERATOR_BOOK, AccountType, JournalEntry, LedgerAccount, Posting
+from ledger.units import Unit
+from ledger.units import unit as unit_of
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRef:
+    """What the ledger needs to know about an account to post to it."""
+
+    id: int
+    code: str
+    type: AccountType
+    unit: Unit
+    book: str
+    owner_id: str | None
+    forbid_negative: bool
+    track_balance: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """An account's balance on its normal side (credits minus debits for a liability).
+
+    Attributes:
+        posted: the posted balance.
+        pending_out: pending amounts that will reduce the balance (held, not yet posted).
+        pending_in: pending amounts that will increase it (not spendable until posted).
+        available: ``posted - pending_out``: what can be spent now.
+        version: bumps with every change (0 for accounts without a cached balance).
+    """
+
+    account_id: int
+    posted: Amount
+    pending_out: Amount
+    pending_in: Amount
+    version: int
+
+    @property
+    def available(self) -> Amount:
+        """What may be spent now: posted minus what holds have reserved."""
+        return self.posted - self.pending_out
+
+
+def _ref(row: LedgerAccount) -> AccountRef:
+    return AccountRef(
+        id=row.id,
+        code=row.code,
+        type=AccountType(row.type),
+        unit=unit_of(row.unit),
+        book=row.book,
+        owner_id=row.owner_id,
+        forbid_negative=row.forbid_negative,
+        track_balance=row.track_balance,
+    )
+
+
+def open_account(
+    session: Session,
+    *,
+    code: str,
+    type: AccountType,
+    unit: Unit,
+    book: str = OPERATOR_BOOK,
+    owner_id: str | None = None,
+    forbid_negative: bool = False,
+    track_balance: bool = True,
+) -> AccountRef:
+    """Return the account ``(book, unit, code, owner_id)``, creating it if needed.
+
+    Safe under concurrency: two callers opening the same account get the same row.
+
+    Args:
+        session: the caller's session; not committed here.
+        code: a chart-of-accounts name such as ``customer:prepaid`` or ``revenue:usage``.
+        type: accounting type, which decides the normal side.
+        unit: currency or entitlement unit; an account holds exactly one.
+        book: ``operator`` or a reseller's own book (``reseller:<id>``).
+        owner_id: the wallet account this ledger account belongs to, if any.
+        forbid_negative: reject any posting that would take the balance below zero.
+        track_balance: keep a cached balance row; house accounts touched by every entry pass
+            False and have their balance derived from postings.
+
+    Raises:
+        InvalidEntry: an account with the same identity exists with different flags.
+    """
+    if forbid_negative and not track_balance:
+        raise InvalidEntry("an account that forbids negative balances must track its balance")
+    stmt = (
+        insert(LedgerAccount)
+        .values(
+            code=code,
+            type=type.value,
+            unit=unit.code,
+            book=book,
+            owner_id=owner_id,
+            forbid_negative=forbid_negative,
+            track_balance=track_balance,
+        )
+        .on_conflict_do_nothing(constraint="uq_ledger_accounts_identity")
+        .returning(LedgerAccount.id)
+    )
+    session.execute(stmt)
+    row = session.scalars(
+        select(LedgerAccount).where(
+            LedgerAccount.book == book,
+            LedgerAccount.unit == unit.code,
+            LedgerAccount.code == code,
+            LedgerAccount.owner_id.is_not_distinct_from(owner_id),
+        )
+    ).one()
+    ref = _ref(row)
+    if (ref.type, ref.forbid_negative, ref.track_balance) != (type, forbid_negative, track_balance):
+        raise InvalidEntry(
+            f"ledger account {code!r} in book {book!r} already exists with other settings"
+        )
+    return ref
+
+
+def get_account(session: Session, account_id: int) -> AccountRef:
+    """Load one account.
+
+    Raises:
+        NotFound: no such account.
+    """
+    row = session.get(LedgerAccount, account_id)
+    if row is None:
+        raise NotFound(f"ledger account {account_id} does not exist")
+    return _ref(row)
+
+
+def _orient(ref: AccountRef, debits: int, credits: int) -> int:
+    return debits - credits if ref.type.debit_normal else credits - debits
+
+
+def get_balance(session: Session, account_id: int) -> Balance:
+    """The current balance of an account, from its cached row or, for house accounts, postings."""
+    row = session.execute(
+        select(LedgerAccount).where(LedgerAccount.id == account_id).execution_options(
+            populate_existing=True
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"ledger account {account_id} does not exist")
+    ref = _ref(row)
+    if ref.track_balance:
+        dp, cp, dpe, cpe, version = (
+            row.debits_posted,
+            row.credits_posted,
+            row.debits_pending,
+            row.credits_pending,
+            row.version,
+        )
+    else:
+        dp, cp, dpe, cpe = _sums_from_postings(session, account_id, None)
+        version = 0
+    posted = _orient(ref, dp, cp)
+    pending_out = dpe if not ref.type.debit_normal else cpe
+    pending_in = cpe if not ref.type.debit_normal else dpe
+    return Balance(
+        account_id=account_id,
+        posted=Amount(posted, ref.unit),
+        pending_out=Amount(pending_out, ref.unit),
+        pending_in=Amount(pending_in, ref.unit),
+        version=version,
+    )
+
+
+def _sums_from_postings(
+    session: Session, account_id: int, as_of: datetime | None
+) -> tuple[int, int, int, int]:
+    cols = (
+        func.coalesce(
+            func.sum(text("CASE WHEN phase = 0 AND amount > 0 THEN amount ELSE 0 END")), 0
+        ),
+        func.coalesce(
+            func.sum(text("CASE WHEN phase = 0 AND amount < 0 THEN -amount ELSE 0 END")), 0
+        ),
+        func.coalesce(
+            func.sum(
+                text(
+                    "CASE WHEN phase = 1 AND amount > 0 THEN amount"
+                    " WHEN phase = 2 AND amount < 0 THEN amount ELSE 0 END"
+                )
+            ),
+            0,
+        ),
+        func.coalesce(
+            func.sum(
+                text(
+                    "CASE WHEN phase = 1 AND amount < 0 THEN -amount"
+                    " WHEN phase = 2 AND amount > 0 THEN -amount ELSE 0 END"
+                )
+            ),
+            0,
+        ),
+    )
+    stmt = select(*cols).select_from(Posting).where(Posting.account_id == account_id)
+    if as_of is not None:
+        stmt = stmt.join(JournalEntry, JournalEntry.id == Posting.entry_id).where(
+            JournalEntry.created_at <= as_of
+        )
+    dp, cp, dpe, cpe = session.execute(stmt).one()
+    return int(dp), int(cp), int(dpe), int(cpe)
+
+
+def balance_as_of(session: Session, account_id: int, as_of: datetime) -> Amount:
+    """The posted balance on the account's normal side as of a moment (transaction time).
+
+    Args:
+        as_of: an aware datetime; entries committed by transactions that started at or before it
+            count.
+    """
+    ref = get_account(session, account_id)
+    dp, cp, _, _ = _sums_from_postings(session, account_id, as_of)
+    return Amount(_orient(ref, dp, cp), ref.unit)

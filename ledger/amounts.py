@@ -1,0 +1,216 @@
+"""Immutable, exact amounts of one unit.
+
+An :class:`Amount` is an integer count of atoms plus its :class:`~ledger.units.Unit`.
+Arithmetic between amounts of different units raises :class:`~ledger.errors.MixedUnits`;
+nothing here ever touches a float.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation, localcontext
+from fractions import Fraction
+from typing import Literal
+
+from ledger.errors import InvalidAmount, MixedUnits
+from ledger.units import Unit
+
+RoundingMode = Literal["half_even", "half_up", "down", "up"]
+
+#: The one rounding mode used where money leaves the ledger for a document (banker's rounding).
+DOCUMENT_ROUNDING: RoundingMode = "half_even"
+
+
+def _exact_decimal(value: str | int | Decimal) -> Decimal:
+    if isinstance(value, bool):
+        raise InvalidAmount("a boolean is not an amount")
+    if isinstance(value, float):  # float-ok: rejecting floats is the point
+        raise InvalidAmount("amounts must be decimal strings or integers, never floats")
+    try:
+        dec = Decimal(value) if not isinstance(value, Decimal) else value
+    except (InvalidOperation, ValueError):
+        raise InvalidAmount(f"{value!r} is not a decimal number") from None
+    if not dec.is_finite():
+        raise InvalidAmount(f"{value!r} is not a finite number")
+    return dec
+
+
+
+@dataclass(frozen=True, slots=True, order=False)
+class Amount:
+    """An exact amount: ``atoms`` of ``unit``.
+
+    Attributes:
+        atoms: integer count of the unit's atom (may be negative).
+        unit: the unit of account.
+    """
+
+    atoms: int
+    unit: Unit
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.atoms, int) or isinstance(self.atoms, bool):
+            raise InvalidAmount(f"atoms must be an int, got {type(self.atoms).__name__}")
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def zero(cls, unit: Unit) -> Amount:
+        """The zero amount of ``unit``."""
+        return cls(0, unit)
+
+    @classmethod
+    def parse(cls, value: str | int | Decimal, unit: Unit) -> Amount:
+        """Parse a decimal string (``"12.50"``) in whole units into an exact amount.
+
+        Raises:
+            InvalidAmount: not a number, a float, or finer than the unit's atom.
+        """
+        dec = _exact_decimal(value)
+        scaled = dec.scaleb(unit.atom_exponent)
+        if scaled != scaled.to_integral_value():
+            raise InvalidAmount(
+                f"{value} has more decimal places than {unit.code} allows ({unit.atom_exponent})"
+            )
+        return cls(int(scaled), unit)
+
+    @classmethod
+    def of_minor(cls, minor_units: int, unit: Unit) -> Amount:
+        """An amount from a count of minor units (cents), as payment processors report it."""
+        return cls(minor_units * unit.atoms_per_minor, unit)
+
+    @classmethod
+    def from_fraction(cls, value: Fraction, unit: Unit) -> Amount:
+        """An amount from an exact rational number of whole units.
+
+        Raises:
+            InvalidAmount: the value is not a whole number of atoms.
+        """
+        atoms = value * unit.atoms_per_unit
+        if atoms.denominator != 1:
+            raise InvalidAmount(f"{value} {unit.code} is finer than one atom")
+        return cls(atoms.numerator, unit)
+
+    # -- views --------------------------------------------------------------------------
+    def to_decimal(self) -> Decimal:
+        """The exact value in whole units as a Decimal."""
+        with localcontext() as ctx:
+            ctx.prec = 80
+            return Decimal(self.atoms).scaleb(-self.unit.atom_exponent)
+
+    def to_fraction(self) -> Fraction:
+        """The exact value in whole units as a Fraction."""
+        return Fraction(self.atoms, self.unit.atoms_per_unit)
+
+    def format(self) -> str:
+        """A decimal string with at least the minor-unit decimals and no trailing noise.
+
+        ``Amount.parse("12.5", USD).format() == "12.50"``; sub-cent values keep their digits.
+        """
+        exp = self.unit.atom_exponent
+        sign = "-" if self.atoms < 0 else ""
+        whole, frac = divmod(abs(self.atoms), 10**exp)
+        if exp == 0:
+            return f"{sign}{whole}"
+        frac_str = str(frac).rjust(exp, "0").rstrip("0")
+        if len(frac_str) < self.unit.minor_exponent:
+            frac_str = frac_str.ljust(self.unit.minor_exponent, "0")
+        return f"{sign}{whole}.{frac_str}" if frac_str else f"{sign}{whole}"
+
+    def round_to_minor(self, mode: RoundingMode = DOCUMENT_ROUNDING) -> Amount:
+        """Round to the currency's minor unit (the only place rounding happens)."""
+        q, r = divmod(self.atoms, self.unit.atoms_per_minor)
+        step = self.unit.atoms_per_minor
+        if r == 0:
+            return self
+        # divmod floors: q*step <= atoms < (q+1)*step
+        twice = 2 * r
+        if mode == "down":  # toward zero
+            up = self.atoms < 0
+        elif mode == "up":  # away from zero
+            up = self.atoms > 0
+        elif mode == "half_up":  # half away from zero
+            up = twice > step or (twice == step and self.atoms > 0)
+        else:  # half_even
+            up = twice > step or (twice == step and q % 2 == 1)
+        return Amount((q + 1) * step if up else q * step, self.unit)
+
+    def minor_units(self) -> int:
+        """The amount as an integer count of minor units; it must already be rounded."""
+        q, r = divmod(self.atoms, self.unit.atoms_per_minor)
+        if r:
+            raise InvalidAmount(f"{self} is not a whole number of minor units; round it first")
+        return q
+
+    # -- arithmetic ---------------------------------------------------------------------
+    def _same(self, other: object) -> Amount:
+        if not isinstance(other, Amount):
+            raise TypeError(f"cannot combine Amount with {type(other).__name__}")
+        if other.unit != self.unit:
+            raise MixedUnits(f"cannot combine {self.unit.code} with {other.unit.code}")
+        return other
+
+    def __add__(self, other: Amount) -> Amount:
+        return Amount(self.atoms + self._same(other).atoms, self.unit)
+
+    def __sub__(self, other: Amount) -> Amount:
+        return Amount(self.atoms - self._same(other).atoms, self.unit)
+
+    def __neg__(self) -> Amount:
+        return Amount(-self.atoms, self.unit)
+
+    def __abs__(self) -> Amount:
+        return Amount(abs(self.atoms), self.unit)
+
+    def __mul__(self, factor: int) -> Amount:
+        if not isinstance(factor, int) or isinstance(factor, bool):
+            raise TypeError("an Amount can only be multiplied by an int; use scale() for ratios")
+        return Amount(self.atoms * factor, self.unit)
+
+    __rmul__ = __mul__
+
+    def scale(self, ratio: Fraction | Decimal | int) -> Amount:
+        """Multiply by an exact ratio; the result must be a whole number of atoms.
+
+        Raises:
+            InvalidAmount: the product is finer than one atom.
+        """
+        frac = ratio if isinstance(ratio, Fraction) else Fraction(ratio)
+        product = frac * self.atoms
+        if product.denominator != 1:
+            raise InvalidAmount(f"{self} x {ratio} is finer than one atom of {self.unit.code}")
+        return Amount(product.numerator, self.unit)
+
+    def __lt__(self, other: Amount) -> bool:
+        return self.atoms < self._same(other).atoms
+
+    def __le__(self, other: Amount) -> bool:
+        return self.atoms <= self._same(other).atoms
+
+    def __gt__(self, other: Amount) -> bool:
+        return self.atoms > self._same(other).atoms
+
+    def __ge__(self, other: Amount) -> bool:
+        return self.atoms >= self._same(other).atoms
+
+    def __bool__(self) -> bool:
+        return self.atoms != 0
+
+    def is_zero(self) -> bool:
+        """True when the amount is exactly zero."""
+        return self.atoms == 0
+
+    def __str__(self) -> str:
+        return f"{self.format()} {self.unit.code}"
+
+    def __repr__(self) -> str:
+        return f"Amount({self.format()!r}, {self.unit.code})"
+
+
+def sum_amounts(amounts: list[Amount], unit: Unit) -> Amount:
+    """Sum amounts of one unit (the zero of ``unit`` for an empty list)."""
+    total = Amount.zero(unit)
+    for a in amounts:
+        total = total + a
+    return total
+
+

@@ -1,0 +1,17 @@
+DROP TRIGGER IF EXISTS ledger_entries_have_postings ON ledger_entries;
+DROP TRIGGER IF EXISTS ledger_postings_balanced ON ledger_postings;
+DROP TRIGGER IF EXISTS ledger_accounts_no_delete ON ledger_accounts;
+DROP TRIGGER IF EXISTS ledger_accounts_guard ON ledger_accounts;
+DROP TRIGGER IF EXISTS ledger_postings_apply ON ledger_postings;
+DROP TRIGGER IF EXISTS ledger_postings_no_truncate ON ledger_postings;
+DROP TRIGGER IF EXISTS ledger_postings_append_only ON ledger_postings;
+DROP TRIGGER IF EXISTS ledger_entries_no_truncate ON ledger_entries;
+DROP TRIGGER IF EXISTS ledger_entries_append_only ON ledger_entries;
+DROP TRIGGER IF EXISTS ledger_entries_stamp ON ledger_entries;
+DROP FUNCTION IF EXISTS ledger_check_entry_has_postings();
+DROP FUNCTION IF EXISTS ledger_check_entry_balanced();
+DROP FUNCTION IF EXISTS ledger_accounts_no_delete();
+DROP FUNCTION IF EXISTS ledger_accounts_guard();
+DROP FUNCTION IF EXISTS ledger_postings_apply();
+DROP FUNCTION IF EXISTS ledger_reject_change();
+DROP FUNCTION IF EXISTS ledger_entries_stamp();
