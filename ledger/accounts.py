@@ -148,9 +148,9 @@ def _orient(ref: AccountRef, debits: int, credits: int) -> int:
 def get_balance(session: Session, account_id: int) -> Balance:
     """The current balance of an account, from its cached row or, for house accounts, postings."""
     row = session.execute(
-        select(LedgerAccount).where(LedgerAccount.id == account_id).execution_options(
-            populate_existing=True
-        )
+        select(LedgerAccount)
+        .where(LedgerAccount.id == account_id)
+        .execution_options(populate_existing=True)
     ).scalar_one_or_none()
     if row is None:
         raise NotFound(f"ledger account {account_id} does not exist")

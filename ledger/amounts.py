@@ -35,7 +35,6 @@ def _exact_decimal(value: str | int | Decimal) -> Decimal:
     return dec
 
 
-
 @dataclass(frozen=True, slots=True, order=False)
 class Amount:
     """An exact amount: ``atoms`` of ``unit``.
@@ -66,7 +65,11 @@ class Amount:
             InvalidAmount: not a number, a float, or finer than the unit's atom.
         """
         dec = _exact_decimal(value)
-        scaled = dec.scaleb(unit.atom_exponent)
+        if abs(dec.adjusted()) > 40:
+            raise InvalidAmount(f"{value} is out of range")
+        with localcontext() as ctx:
+            ctx.prec = 100  # exact: the default 28 digits would round large amounts
+            scaled = dec.scaleb(unit.atom_exponent)
         if scaled != scaled.to_integral_value():
             raise InvalidAmount(
                 f"{value} has more decimal places than {unit.code} allows ({unit.atom_exponent})"
@@ -212,5 +215,3 @@ def sum_amounts(amounts: list[Amount], unit: Unit) -> Amount:
     for a in amounts:
         total = total + a
     return total
-
-

@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, insert, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, BIGINT, NUMERIC, SMALLINT, TEXT
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
@@ -54,7 +54,9 @@ def credit(account: AccountRef | int, amount: Amount) -> Leg:
     return Leg(account if isinstance(account, int) else account.id, -amount)
 
 
-def transfer(debit_account: AccountRef | int, credit_account: AccountRef | int, amount: Amount) -> list[Leg]:
+def transfer(
+    debit_account: AccountRef | int, credit_account: AccountRef | int, amount: Amount
+) -> list[Leg]:
     """The two legs that move ``amount`` from ``credit_account`` to ``debit_account``."""
     return [debit(debit_account, amount), credit(credit_account, amount)]
 
@@ -200,9 +202,7 @@ def _leg_signature(spec: EntrySpec) -> dict[tuple[int, int], int]:
     return {k: v for k, v in sig.items() if v}
 
 
-def _existing_by_key(
-    session: Session, specs: Sequence[EntrySpec]
-) -> dict[str, Entry]:
+def _existing_by_key(session: Session, specs: Sequence[EntrySpec]) -> dict[str, Entry]:
     keys = sorted({s.idempotency_key for s in specs if s.idempotency_key})
     if not keys:
         return {}
@@ -216,8 +216,12 @@ def _existing_by_key(
         {"keys": keys},
     )
     rows = session.execute(
-        select(JournalEntry.id, JournalEntry.kind, JournalEntry.created_at, JournalEntry.idempotency_key)
-        .where(JournalEntry.idempotency_key.in_(keys))
+        select(
+            JournalEntry.id,
+            JournalEntry.kind,
+            JournalEntry.created_at,
+            JournalEntry.idempotency_key,
+        ).where(JournalEntry.idempotency_key.in_(keys))
     ).all()
     found = {
         r.idempotency_key: Entry(r.id, EntryKind(r.kind), r.created_at, r.idempotency_key, True)
@@ -278,7 +282,9 @@ def post_entries(session: Session, specs: Sequence[EntrySpec]) -> list[Entry]:
     for s in todo:
         if s.idempotency_key is not None:
             if s.idempotency_key in seen_keys:
-                raise IdempotencyConflict(f"idempotency key {s.idempotency_key!r} repeats in a batch")
+                raise IdempotencyConflict(
+                    f"idempotency key {s.idempotency_key!r} repeats in a batch"
+                )
             seen_keys.add(s.idempotency_key)
     written: dict[int, Entry] = {}
     if todo:
@@ -290,7 +296,7 @@ def post_entries(session: Session, specs: Sequence[EntrySpec]) -> list[Entry]:
         _check_funds(todo, accounts)
         now = utcnow()
         rows = session.execute(
-            JournalEntry.__table__.insert().returning(
+            insert(JournalEntry).returning(
                 JournalEntry.id, JournalEntry.created_at, sort_by_parameter_order=True
             ),
             [
@@ -332,9 +338,7 @@ def post_entries(session: Session, specs: Sequence[EntrySpec]) -> list[Entry]:
         for acct in accounts.values():
             session.expire(acct)
     return [
-        existing[s.idempotency_key]
-        if s.idempotency_key in existing
-        else written[id(s)]
+        existing[s.idempotency_key] if s.idempotency_key in existing else written[id(s)]
         for s in specs
     ]
 
@@ -468,8 +472,9 @@ def _replayed_resolution(session: Session, hold_id: int, key: str | None) -> Ent
     if key is None:
         return None
     row = session.execute(
-        select(JournalEntry.id, JournalEntry.kind, JournalEntry.created_at, JournalEntry.hold_id)
-        .where(JournalEntry.idempotency_key == key)
+        select(
+            JournalEntry.id, JournalEntry.kind, JournalEntry.created_at, JournalEntry.hold_id
+        ).where(JournalEntry.idempotency_key == key)
     ).one_or_none()
     if row is None:
         return None
@@ -483,7 +488,9 @@ def _open_hold(session: Session, hold_id: int, now: datetime) -> HoldState:
     if hold.resolution is not None:
         raise HoldNotPending(f"hold {hold_id} is already {hold.status}", status=hold.status)
     if now >= hold.expires_at:
-        raise HoldNotPending(f"hold {hold_id} expired at {hold.expires_at.isoformat()}", status="expired")
+        raise HoldNotPending(
+            f"hold {hold_id} expired at {hold.expires_at.isoformat()}", status="expired"
+        )
     return hold
 
 
@@ -557,7 +564,12 @@ def void_hold(
         return replay
     hold = _open_hold(session, hold_id, now or utcnow())
     return _resolve(
-        session, hold, EntryKind.HOLD_VOID, [], description=description, idempotency_key=idempotency_key
+        session,
+        hold,
+        EntryKind.HOLD_VOID,
+        [],
+        description=description,
+        idempotency_key=idempotency_key,
     )
 
 

@@ -87,7 +87,11 @@ class LedgerAccount(Base):
     __table_args__ = (
         UniqueConstraint("id", "unit", "book", name="uq_ledger_accounts_id_unit_book"),
         UniqueConstraint(
-            "book", "unit", "code", "owner_id", name="uq_ledger_accounts_identity",
+            "book",
+            "unit",
+            "code",
+            "owner_id",
+            name="uq_ledger_accounts_identity",
             postgresql_nulls_not_distinct=True,
         ),
         CheckConstraint(

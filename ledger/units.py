@@ -48,12 +48,14 @@ class Unit:
     @property
     def atoms_per_unit(self) -> int:
         """How many atoms make one whole unit (1 USD, 1 token)."""
-        return 10**self.atom_exponent
+        atoms: int = 10**self.atom_exponent
+        return atoms
 
     @property
     def atoms_per_minor(self) -> int:
         """How many atoms make one minor unit (1 cent, 1 fen, 1 yen)."""
-        return 10 ** (self.atom_exponent - self.minor_exponent)
+        atoms: int = 10 ** (self.atom_exponent - self.minor_exponent)
+        return atoms
 
     @property
     def is_currency(self) -> bool:
@@ -93,7 +95,9 @@ def currency(code: str) -> Unit:
     upper = code.upper()
     exponent = _ISO_4217_EXPONENTS.get(upper)
     if exponent is None or not _CODE_RE.match(upper):
-        raise UnknownUnit(f"unknown or unsupported currency {code!r}; use an ISO 4217 code such as USD")
+        raise UnknownUnit(
+            f"unknown or unsupported currency {code!r}; use an ISO 4217 code such as USD"
+        )
     return Unit(upper, UnitKind.CURRENCY, exponent, CURRENCY_ATOM_EXPONENT)
 
 

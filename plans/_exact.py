@@ -50,8 +50,9 @@ def parse_decimal(
     if isinstance(value, str):
         text = value.strip()
         if not _DECIMAL_RE.match(text):
-            raise error(f"{what} must be a decimal string such as '5.00', got {value!r}",
-                        field=what)
+            raise error(
+                f"{what} must be a decimal string such as '5.00', got {value!r}", field=what
+            )
         dec = Decimal(text)
     elif isinstance(value, int):
         dec = Decimal(value)

@@ -94,15 +94,21 @@ class Contract:
         owner = f"contract {self.id}"
         _aware_or_none(self.starts_at, "starts_at", owner)
         _aware_or_none(self.ends_at, "ends_at", owner)
-        if self.starts_at is not None and self.ends_at is not None \
-                and self.ends_at <= self.starts_at:
+        if (
+            self.starts_at is not None
+            and self.ends_at is not None
+            and self.ends_at <= self.starts_at
+        ):
             raise InvalidCatalog(f"{owner}: ends_at must be after starts_at")
         if self.card is not None and not isinstance(self.card, RateCard):
             raise InvalidCatalog(f"{owner}: card must be a RateCard")
         object.__setattr__(self, "discounts_pct", _freeze_pcts(self.discounts_pct, owner))
         if self.all_models_discount_pct is not None:
-            object.__setattr__(self, "all_models_discount_pct", parse_pct(
-                self.all_models_discount_pct, what="all_models_discount_pct"))
+            object.__setattr__(
+                self,
+                "all_models_discount_pct",
+                parse_pct(self.all_models_discount_pct, what="all_models_discount_pct"),
+            )
         if self.card is None and not self.discounts_pct and self.all_models_discount_pct is None:
             raise InvalidCatalog(f"{owner} neither locks a rate card nor grants a discount")
         if self.card is not None:
@@ -110,7 +116,8 @@ class Contract:
             if unpriced:
                 raise InvalidCatalog(
                     f"{owner}: discounts for {unpriced}, which locked card {self.card.id} "
-                    "does not price")
+                    "does not price"
+                )
             for model in self.card.prices:  # refuse a contract that cannot rate exactly
                 self.price_on(self.card, model)
 
@@ -184,12 +191,14 @@ class ResellerRetail:
                 raise InvalidCatalog(f"{owner}: overrides map model ids to ModelPrice values")
         object.__setattr__(self, "overrides", MappingProxyType(overrides))
         if self.markup_pct is not None:
-            object.__setattr__(self, "markup_pct",
-                               parse_pct(self.markup_pct, what="markup_pct", maximum=None))
+            object.__setattr__(
+                self, "markup_pct", parse_pct(self.markup_pct, what="markup_pct", maximum=None)
+            )
         if self.markup_pct is None and not overrides:
             raise InvalidCatalog(f"{owner} has neither a markup nor any override")
-        if self.wholesale_contract is not None and not isinstance(self.wholesale_contract,
-                                                                  Contract):
+        if self.wholesale_contract is not None and not isinstance(
+            self.wholesale_contract, Contract
+        ):
             raise InvalidCatalog(f"{owner}: wholesale_contract must be a Contract")
 
     def __hash__(self) -> int:
@@ -239,7 +248,10 @@ def _check_currency(expected: Unit | None, got: Unit, what: str) -> None:
 
 
 def _from_contract(
-    model: str, at: datetime, cards: tuple[RateCard, ...], contract: Contract,
+    model: str,
+    at: datetime,
+    cards: tuple[RateCard, ...],
+    contract: Contract,
     list_currency: Unit | None,
 ) -> ResolvedPrice | None:
     if not contract.in_force(at):
@@ -302,10 +314,12 @@ def resolve_price(
 
     wholesale: ResolvedPrice | None = None
     if reseller_retail is not None:
-        wholesale = resolve_price(model, at, list_cards=cards,
-                                  contract=reseller_retail.wholesale_contract)
-        _check_currency(wholesale.currency, reseller_retail.currency,
-                        f"reseller retail {reseller_retail.id}")
+        wholesale = resolve_price(
+            model, at, list_cards=cards, contract=reseller_retail.wholesale_contract
+        )
+        _check_currency(
+            wholesale.currency, reseller_retail.currency, f"reseller retail {reseller_retail.id}"
+        )
 
     if contract is not None:
         resolved = _from_contract(model, at, cards, contract, list_currency)
@@ -316,25 +330,37 @@ def resolve_price(
         override = reseller_retail.overrides.get(model)
         if override is not None:
             return ResolvedPrice(
-                model=model, price=override, currency=reseller_retail.currency,
-                source=PriceSource.RESELLER_RETAIL, source_id=reseller_retail.id,
-                card_id=None, wholesale=wholesale,
+                model=model,
+                price=override,
+                currency=reseller_retail.currency,
+                source=PriceSource.RESELLER_RETAIL,
+                source_id=reseller_retail.id,
+                card_id=None,
+                wholesale=wholesale,
             )
         if reseller_retail.markup_pct is not None:
             markup = Decimal(reseller_retail.markup_pct)
             return ResolvedPrice(
-                model=model, price=wholesale.price.with_markup(markup),
-                currency=wholesale.currency, source=PriceSource.RESELLER_RETAIL,
-                source_id=reseller_retail.id, card_id=wholesale.card_id,
-                markup_pct=markup, wholesale=wholesale,
+                model=model,
+                price=wholesale.price.with_markup(markup),
+                currency=wholesale.currency,
+                source=PriceSource.RESELLER_RETAIL,
+                source_id=reseller_retail.id,
+                card_id=wholesale.card_id,
+                markup_pct=markup,
+                wholesale=wholesale,
             )
 
     card = card_in_force(cards, at)
     return ResolvedPrice(
-        model=model, price=price_for(card, model), currency=card.currency,
-        source=PriceSource.LIST, source_id=card.id, card_id=card.id, wholesale=wholesale,
+        model=model,
+        price=price_for(card, model),
+        currency=card.currency,
+        source=PriceSource.LIST,
+        source_id=card.id,
+        card_id=card.id,
+        wholesale=wholesale,
     )
-
 
 
 def _with_wholesale(resolved: ResolvedPrice, wholesale: ResolvedPrice | None) -> ResolvedPrice:

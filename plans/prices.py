@@ -73,8 +73,9 @@ def parse_pct(value: object, *, what: str, maximum: Decimal | None = _HUNDRED) -
         InvalidPrice: a float, a malformed or negative value, more than 2 decimals, or above
             ``maximum``.
     """
-    return parse_decimal(value, what=what, max_places=PCT_PLACES, error=InvalidPrice,
-                         maximum=maximum)
+    return parse_decimal(
+        value, what=what, max_places=PCT_PLACES, error=InvalidPrice, maximum=maximum
+    )
 
 
 def parse_price(value: object, *, what: str) -> Decimal:
@@ -127,8 +128,9 @@ class ModelPrice:
                     field=f.name,
                 )
             if not value.is_finite() or value < 0:
-                raise InvalidPrice(f"{f.name} must be finite and non-negative, got {value}",
-                                   field=f.name)
+                raise InvalidPrice(
+                    f"{f.name} must be finite and non-negative, got {value}", field=f.name
+                )
         pct = Fraction(self.batch_discount_pct)
         if pct > 100 or not has_places(pct, PCT_PLACES):
             raise InvalidPrice(
@@ -196,16 +198,25 @@ class ModelPrice:
         return cls(
             input_per_mtok=inp,
             output_per_mtok=out,
-            cache_read_per_mtok=given_or(cache_read_per_mtok, "cache_read_per_mtok",
-                                         CACHE_READ_MULTIPLIER),
-            cache_write_5m_per_mtok=given_or(cache_write_5m_per_mtok, "cache_write_5m_per_mtok",
-                                             CACHE_WRITE_5M_MULTIPLIER),
-            cache_write_1h_per_mtok=given_or(cache_write_1h_per_mtok, "cache_write_1h_per_mtok",
-                                             CACHE_WRITE_1H_MULTIPLIER),
-            reasoning_per_mtok=(out if reasoning_per_mtok is None
-                                else parse_price(reasoning_per_mtok, what="reasoning_per_mtok")),
-            batch_discount_pct=(DEFAULT_BATCH_DISCOUNT_PCT if batch_discount_pct is None
-                                else parse_pct(batch_discount_pct, what="batch_discount_pct")),
+            cache_read_per_mtok=given_or(
+                cache_read_per_mtok, "cache_read_per_mtok", CACHE_READ_MULTIPLIER
+            ),
+            cache_write_5m_per_mtok=given_or(
+                cache_write_5m_per_mtok, "cache_write_5m_per_mtok", CACHE_WRITE_5M_MULTIPLIER
+            ),
+            cache_write_1h_per_mtok=given_or(
+                cache_write_1h_per_mtok, "cache_write_1h_per_mtok", CACHE_WRITE_1H_MULTIPLIER
+            ),
+            reasoning_per_mtok=(
+                out
+                if reasoning_per_mtok is None
+                else parse_price(reasoning_per_mtok, what="reasoning_per_mtok")
+            ),
+            batch_discount_pct=(
+                DEFAULT_BATCH_DISCOUNT_PCT
+                if batch_discount_pct is None
+                else parse_pct(batch_discount_pct, what="batch_discount_pct")
+            ),
         )
 
     def scaled(self, ratio: Fraction, *, why: str) -> ModelPrice:
@@ -222,15 +233,17 @@ class ModelPrice:
         if ratio < 0:
             raise InvalidPrice(f"{why}: a price cannot be scaled by a negative ratio {ratio}")
         scaled = {
-            name: to_decimal(Fraction(getattr(self, name)) * ratio, what=f"{name} ({why})",
-                             error=InvalidPrice)
+            name: to_decimal(
+                Fraction(getattr(self, name)) * ratio, what=f"{name} ({why})", error=InvalidPrice
+            )
             for name in PRICE_FIELDS
         }
         try:
             return ModelPrice(batch_discount_pct=self.batch_discount_pct, **scaled)
         except InvalidPrice as exc:
-            raise InvalidPrice(f"{why}: {exc.detail}; choose a percentage that keeps prices "
-                               "exact", **exc.extra) from None
+            raise InvalidPrice(
+                f"{why}: {exc.detail}; choose a percentage that keeps prices exact", **exc.extra
+            ) from None
 
     def with_discount(self, pct: DecimalInput) -> ModelPrice:
         """This price with ``pct`` percent off every component (``pct`` in 0..100, <= 2 dp).
@@ -277,11 +290,13 @@ class RateCard:
         if not isinstance(self.id, str) or not self.id:
             raise InvalidCatalog("a rate card needs a non-empty id")
         if not isinstance(self.currency, Unit) or not self.currency.is_currency:
-            raise InvalidCatalog(f"rate card {self.id}: currency must be a currency unit, "
-                                 f"got {self.currency}")
+            raise InvalidCatalog(
+                f"rate card {self.id}: currency must be a currency unit, got {self.currency}"
+            )
         if not isinstance(self.effective_from, datetime) or not is_aware(self.effective_from):
-            raise InvalidCatalog(f"rate card {self.id}: effective_from must be a timezone-aware "
-                                 "datetime")
+            raise InvalidCatalog(
+                f"rate card {self.id}: effective_from must be a timezone-aware datetime"
+            )
         prices = dict(self.prices)
         if not prices:
             raise InvalidCatalog(f"rate card {self.id} prices no model")
@@ -355,8 +370,11 @@ def _spec_value(item: Mapping[str, object], key: str, model: str) -> DecimalInpu
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, str | Decimal | int):
-        raise InvalidPrice(f"{key} for {model} must be a decimal string, not "
-                           f"{type(value).__name__}", model=model, field=key)
+        raise InvalidPrice(
+            f"{key} for {model} must be a decimal string, not {type(value).__name__}",
+            model=model,
+            field=key,
+        )
     return value
 
 
@@ -415,5 +433,6 @@ def price_for(card: RateCard, model: str) -> ModelPrice:
     try:
         return card.prices[model]
     except KeyError:
-        raise UnknownModel(f"model {model!r} is not priced on rate card {card.id}",
-                           model=model, card_id=card.id) from None
+        raise UnknownModel(
+            f"model {model!r} is not priced on rate card {card.id}", model=model, card_id=card.id
+        ) from None

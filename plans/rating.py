@@ -71,13 +71,15 @@ class UsageQuantities:
                 continue
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, int):
-                raise InvalidUsage(f"{f.name} must be an integer, not {type(value).__name__}",
-                                   field=f.name)
+                raise InvalidUsage(
+                    f"{f.name} must be an integer, not {type(value).__name__}", field=f.name
+                )
             if value < 0:
                 raise InvalidUsage(f"{f.name} must not be negative, got {value}", field=f.name)
         if not isinstance(self.batch, bool):
-            raise InvalidUsage(f"batch must be a boolean, not {type(self.batch).__name__}",
-                               field="batch")
+            raise InvalidUsage(
+                f"batch must be a boolean, not {type(self.batch).__name__}", field="batch"
+            )
         if self.reasoning_tokens > self.output_tokens:
             raise InvalidUsage(
                 f"reasoning_tokens ({self.reasoning_tokens}) is part of output_tokens and "
@@ -88,8 +90,13 @@ class UsageQuantities:
     @property
     def total_tokens(self) -> int:
         """All tokens of the record (input, cache reads/writes and output)."""
-        return (self.input_tokens + self.cache_read_tokens + self.cache_write_5m_tokens
-                + self.cache_write_1h_tokens + self.output_tokens)
+        return (
+            self.input_tokens
+            + self.cache_read_tokens
+            + self.cache_write_5m_tokens
+            + self.cache_write_1h_tokens
+            + self.output_tokens
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +127,8 @@ class Charge:
     Attributes:
         total: the sum of all lines (after the batch discount).
         lines: the component lines in a fixed order (input, cache_read, cache_write_5m,
-            cache_write_1h, output, reasoning, batch_discount); zero-token lines omitted.
+            cache_write_1h, output, reasoning, batch_discount); zero-token lines and a zero
+            batch discount are omitted.
     """
 
     total: Amount
@@ -181,9 +189,16 @@ def rate(usage: UsageQuantities, price: ModelPrice, unit: Unit) -> Charge:
         discounted_tokens += tokens
         lines.append(ChargeLine(component, tokens, per_mtok, _amount(value, unit)))
     total = subtotal
-    if usage.batch and discounted_tokens and price.batch_discount_pct != 0:
-        discount = subtotal * Fraction(price.batch_discount_pct) / 100
+    discount = subtotal * Fraction(price.batch_discount_pct) / 100 if usage.batch else Fraction(0)
+    if discount:
         total -= discount
-        lines.append(ChargeLine(Component.BATCH_DISCOUNT, discounted_tokens, None,
-                                _amount(-discount, unit), price.batch_discount_pct))
+        lines.append(
+            ChargeLine(
+                Component.BATCH_DISCOUNT,
+                discounted_tokens,
+                None,
+                _amount(-discount, unit),
+                price.batch_discount_pct,
+            )
+        )
     return Charge(total=_amount(total, unit), lines=tuple(lines))

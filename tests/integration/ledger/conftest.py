@@ -30,8 +30,12 @@ def make_chart(session: Session, owner: str = "cust_1") -> Chart:
     return Chart(
         cash=open_account(session, code="cash:bank", type=AccountType.ASSET, unit=USD),
         prepaid=open_account(
-            session, code="customer:prepaid", type=AccountType.LIABILITY, unit=USD,
-            owner_id=owner, forbid_negative=True,
+            session,
+            code="customer:prepaid",
+            type=AccountType.LIABILITY,
+            unit=USD,
+            owner_id=owner,
+            forbid_negative=True,
         ),
         revenue=open_account(
             session, code="revenue:usage", type=AccountType.REVENUE, unit=USD, track_balance=False

@@ -15,7 +15,8 @@ from .conftest import top_up, usd
 
 def _hold(session, chart, value, minutes=10):
     return create_hold(
-        session, transfer(chart.prepaid, chart.revenue, usd(value)),
+        session,
+        transfer(chart.prepaid, chart.revenue, usd(value)),
         expires_at=utcnow() + timedelta(minutes=minutes),
     )
 

@@ -36,13 +36,18 @@ def balanced_entries(draw):
     return unit_index, list(zip(accounts, amounts, strict=True))
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(entries=st.lists(balanced_entries(), min_size=1, max_size=8))
 def test_random_balanced_entries_keep_trial_balance_zero(session_factory, entries):
     with session_factory.begin() as s:
         accounts = {
             (u.code, i): open_account(
-                s, code=f"acct:{i}", type=TYPES[i % len(TYPES)], unit=u,
+                s,
+                code=f"acct:{i}",
+                type=TYPES[i % len(TYPES)],
+                unit=u,
                 track_balance=i != 5,
             )
             for u in UNITS
@@ -78,8 +83,14 @@ def test_sixteen_connections_moving_money_between_hot_accounts(session_factory):
     with session_factory.begin() as s:
         source = open_account(s, code="cash:bank", type=AccountType.ASSET, unit=usd)
         wallets = [
-            open_account(s, code="customer:prepaid", type=AccountType.LIABILITY, unit=usd,
-                         owner_id=f"c{i}", forbid_negative=True)
+            open_account(
+                s,
+                code="customer:prepaid",
+                type=AccountType.LIABILITY,
+                unit=usd,
+                owner_id=f"c{i}",
+                forbid_negative=True,
+            )
             for i in range(n_accounts)
         ]
         for w in wallets:

@@ -1,0 +1,87 @@
+"""The Litestar application: the composition root of the HTTP API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from sqlalchemy.engine import Engine
+
+from api.auth import ApiKeyAuthMiddleware
+from api.db import make_sessionmaker
+from api.deps import provide_db, provide_principal
+from api.errors import EXCEPTION_HANDLERS
+from api.routes import keys, system
+from api.settings import Settings, get_settings
+
+API_VERSION = "0.1.0"
+PUBLIC_PATHS = ["^/health$", "^/metrics$", "^/schema"]
+
+
+class MetricsController(PrometheusController):
+    """Prometheus text format at ``/metrics``."""
+
+    path = "/metrics"
+    include_in_schema = False
+
+
+def create_app(
+    engine: Engine, *, settings: Settings | None = None, scheduler: bool = False
+) -> Litestar:
+    """Build the app on ``engine``; with ``scheduler`` the periodic jobs run in this process."""
+    cfg = settings or get_settings()
+    factory = make_sessionmaker(engine)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        sched = None
+        if scheduler:
+            from api.scheduler import start_background
+
+            sched = start_background(factory, cfg)
+        try:
+            yield
+        finally:
+            if sched is not None:
+                sched.shutdown(wait=False)
+
+    prometheus = PrometheusConfig(
+        app_name="tokenwallet", prefix="tokenwallet", group_path=True, exclude=PUBLIC_PATHS[1:]
+    )
+    route_handlers: list[Any] = [
+        system.health,
+        MetricsController,
+        keys.ApiKeysController,
+    ]
+    return Litestar(
+        route_handlers=route_handlers,
+        dependencies={
+            "db": Provide(provide_db, sync_to_thread=False),
+            "principal": Provide(provide_principal, sync_to_thread=False),
+        },
+        middleware=[
+            prometheus.middleware,
+            DefineMiddleware(ApiKeyAuthMiddleware, exclude=PUBLIC_PATHS),
+        ],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        state=State({"engine": engine, "sessionmaker": factory, "settings": cfg}),
+        lifespan=[lifespan],
+        openapi_config=OpenAPIConfig(
+            title="tokenwallet",
+            version=API_VERSION,
+            description="Prepaid token wallet and billing API. Money is decimal strings.",
+            components=Components(
+                security_schemes={"apiKey": SecurityScheme(type="http", scheme="bearer")}
+            ),
+            security=[{"apiKey": []}],
+            path="/schema",
+        ),
+    )

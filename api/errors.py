@@ -1,0 +1,125 @@
+"""RFC 9457 problem+json responses: one table from stable error codes to HTTP statuses."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    NotFoundException,
+    PermissionDeniedException,
+    ValidationException,
+)
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from ledger.errors import DomainError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+#: code -> (HTTP status, title). Titles are the same for every occurrence of a code.
+ERROR_TABLE: dict[str, tuple[int, str]] = {
+    # request shape
+    "validation_error": (400, "The request is not valid"),
+    "invalid_amount": (400, "Invalid amount"),
+    "unknown_currency": (400, "Unknown currency"),
+    "mixed_units": (400, "Amounts in different units"),
+    "invalid_entry": (400, "Invalid journal entry"),
+    "unbalanced_entry": (400, "Unbalanced journal entry"),
+    "invalid_price": (400, "Invalid price"),
+    "invalid_usage": (400, "Invalid usage record"),
+    "invalid_idempotency_key": (400, "Invalid Idempotency-Key"),
+    # auth and visibility (a key that may not see a resource gets 404, not 403)
+    "unauthorized": (401, "Missing or invalid API key"),
+    "forbidden": (403, "This API key's role may not do that"),
+    "not_found": (404, "Not found"),
+    "method_not_allowed": (405, "Method not allowed"),
+    # state conflicts
+    "insufficient_funds": (402, "Insufficient funds"),
+    "idempotency_conflict": (409, "Idempotency key reused with a different request"),
+    "hold_not_pending": (409, "Hold is no longer pending"),
+    "already_reversed": (409, "Entry already reversed"),
+    "conflict": (409, "Conflict"),
+    "hold_exceeded": (422, "Amount exceeds the hold"),
+    "unknown_model": (422, "Unknown model"),
+    "no_rate_in_force": (422, "No rate card in force"),
+    # server side
+    "payments_not_configured": (503, "Payments are not configured"),
+    "service_unavailable": (503, "Service unavailable"),
+    "internal_error": (500, "Internal server error"),
+}
+
+
+def problem(
+    code: str, detail: str, *, status: int | None = None, instance: str | None = None, **extra: Any
+) -> Response[dict[str, Any]]:
+    """Build a problem+json response for ``code`` (its status and title come from the table)."""
+    table_status, title = ERROR_TABLE.get(code, (422, code.replace("_", " ").capitalize()))
+    body: dict[str, Any] = {
+        "type": f"/problems/{code.replace('_', '-')}",
+        "title": title,
+        "status": status or table_status,
+        "detail": detail,
+        "code": code,
+    }
+    if instance:
+        body["instance"] = instance
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return Response(body, status_code=body["status"], media_type=PROBLEM_MEDIA_TYPE)
+
+
+def _domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
+    return problem(exc.code, exc.detail, instance=request.url.path, **exc.extra)
+
+
+def _validation_error(
+    request: Request[Any, Any, Any], exc: ValidationException
+) -> Response[dict[str, Any]]:
+    errors = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if isinstance(item, dict):
+            errors.append(
+                {"field": item.get("key"), "message": item.get("message"), "in": item.get("source")}
+            )
+    summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors if e["field"])
+    detail = summary or str(exc.detail) or "the request body or parameters are not valid"
+    return problem("validation_error", detail, instance=request.url.path, errors=errors or None)
+
+
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    if isinstance(exc, NotAuthorizedException):
+        code = "unauthorized"
+    elif isinstance(exc, PermissionDeniedException):
+        code = "forbidden"
+    elif isinstance(exc, NotFoundException):
+        code = "not_found"
+    elif exc.status_code == 405:
+        code = "method_not_allowed"
+    elif exc.status_code >= 500:
+        code = "service_unavailable" if exc.status_code == 503 else "internal_error"
+    else:
+        code = "validation_error"
+    detail = exc.detail if isinstance(exc.detail, str) and exc.detail else code
+    return problem(code, detail, status=exc.status_code, instance=request.url.path)
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem(
+        "internal_error",
+        "the server failed to handle this request; nothing was changed",
+        status=HTTP_500_INTERNAL_SERVER_ERROR,
+        instance=request.url.path,
+    )
+
+
+EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+    DomainError: _domain_error,
+    ValidationException: _validation_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}

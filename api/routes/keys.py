@@ -1,0 +1,133 @@
+"""API keys: create (the only time a key is shown), list and revoke."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from litestar import Controller, Response, get, post
+from litestar.params import Parameter
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.auth import Principal, create_key, requires, revoke_key
+from api.idempotency import run_idempotent
+from api.models import ApiKey
+
+Role = Literal["admin", "finance", "gateway", "reseller", "customer"]
+IdempotencyKey = Annotated[str | None, Parameter(header="Idempotency-Key", required=False)]
+
+
+class ApiKeyIn(BaseModel):
+    """A new API key's role and, for reseller and customer keys, the account it acts for."""
+
+    model_config = ConfigDict(extra="forbid")
+    role: Role
+    account_id: str | None = Field(default=None, min_length=1, max_length=64)
+    description: str = Field(default="", max_length=200)
+
+
+class ApiKeyCreated(BaseModel):
+    """The new key. ``key`` is shown in this response only; an idempotent replay returns null."""
+
+    id: str
+    role: Role
+    account_id: str | None
+    key: str | None
+
+
+class ApiKeyOut(BaseModel):
+    """A stored key, without its secret."""
+
+    id: str
+    role: Role
+    account_id: str | None
+    prefix: str
+    description: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class ApiKeyList(BaseModel):
+    """A page of keys."""
+
+    data: list[ApiKeyOut]
+    has_more: bool
+
+
+class ApiKeysController(Controller):
+    """API keys (admin only). Handlers that share a path live in one controller."""
+
+    path = "/v1/api-keys"
+    tags = ["api keys"]
+    guards = [requires()]
+
+    @post("/", sync_to_thread=True, status_code=201)
+    def create_api_key(
+        self,
+        data: ApiKeyIn,
+        db: Session,
+        principal: Principal,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
+        """Create an API key (admin). The response is the only time the key is shown."""
+
+        def produce() -> ApiKeyCreated:
+            new = create_key(
+                db,
+                role=data.role,
+                account_id=data.account_id,
+                description=data.description,
+                created_by=principal.key_id,
+            )
+            return ApiKeyCreated(
+                id=new.id, role=data.role, account_id=new.account_id, key=new.secret
+            )
+
+        return run_idempotent(
+            db,
+            principal=principal,
+            key=idempotency_key,
+            method="POST",
+            path="/v1/api-keys",
+            body=data,
+            status_code=201,
+            produce=produce,
+            stored_view=lambda created: created.model_copy(update={"key": None}),
+        )
+
+    @get("/", sync_to_thread=True)
+    def list_api_keys(
+        self,
+        db: Session,
+        limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
+        starting_after: str | None = None,
+    ) -> ApiKeyList:
+        """List keys (admin), oldest first, without secrets."""
+        stmt = select(ApiKey).order_by(ApiKey.id).limit(limit + 1)
+        if starting_after:
+            stmt = stmt.where(ApiKey.id > starting_after)
+        rows = db.scalars(stmt).all()
+        return ApiKeyList(
+            data=[
+                ApiKeyOut(
+                    id=r.id,
+                    role=r.role,
+                    account_id=r.account_id,
+                    prefix=r.prefix,
+                    description=r.description,
+                    created_at=r.created_at,
+                    revoked_at=r.revoked_at,
+                )
+                for r in rows[:limit]
+            ],
+            has_more=len(rows) > limit,
+        )
+
+    @post("/{key_id:str}/revoke", sync_to_thread=True, status_code=200)
+    def revoke_api_key(self, key_id: str, db: Session) -> dict[str, str]:
+        """Revoke a key (admin). Repeating it is harmless."""
+        revoke_key(db, key_id)
+        db.commit()
+        return {"id": key_id, "status": "revoked"}

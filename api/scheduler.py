@@ -1,0 +1,87 @@
+"""Scheduler jobs: idempotent, each under a PostgreSQL advisory lock."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.settings import Settings
+from ledger.journal import expire_holds
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A periodic job: a name (also its advisory-lock key), an interval and its work."""
+
+    name: str
+    interval_seconds: int
+    run: Callable[[Session], object]
+
+
+def advisory_key(name: str) -> int:
+    """A stable signed 64-bit advisory-lock key for a job name."""
+    return int.from_bytes(
+        hashlib.sha256(f"tokenwallet:{name}".encode()).digest()[:8], "big", signed=True
+    )
+
+
+def run_locked(factory: sessionmaker[Session], job: Job) -> bool:
+    """Run ``job`` in one transaction if no other process holds its lock; True if it ran."""
+    with factory.begin() as session:
+        if not session.scalar(select(func.pg_try_advisory_xact_lock(advisory_key(job.name)))):
+            log.info("job %s is running elsewhere; skipped", job.name)
+            return False
+        result = job.run(session)
+        log.debug("job %s done: %s", job.name, result)
+    return True
+
+
+def default_jobs(settings: Settings) -> list[Job]:
+    """The jobs every deployment runs."""
+    return [
+        Job(
+            "expire_holds",
+            settings.tokenwallet_hold_expiry_interval_seconds,
+            lambda s: expire_holds(s),
+        ),
+    ]
+
+
+def _add_jobs(
+    scheduler: BackgroundScheduler, factory: sessionmaker[Session], jobs: list[Job]
+) -> None:
+    for job in jobs:
+        scheduler.add_job(
+            run_locked,
+            "interval",
+            args=[factory, job],
+            seconds=job.interval_seconds,
+            id=job.name,
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=job.interval_seconds,
+        )
+
+
+def start_background(factory: sessionmaker[Session], settings: Settings) -> BackgroundScheduler:
+    """Start the jobs in a background thread of this process (``tokenwallet serve``)."""
+    scheduler = BackgroundScheduler(timezone="UTC")
+    _add_jobs(scheduler, factory, default_jobs(settings))
+    scheduler.start()
+    return scheduler
+
+
+def run_blocking(factory: sessionmaker[Session], settings: Settings) -> None:
+    """Run the jobs in the foreground until interrupted (``tokenwallet scheduler``)."""
+    scheduler = BlockingScheduler(timezone="UTC")
+    _add_jobs(scheduler, factory, default_jobs(settings))
+    scheduler.start()
