@@ -19,7 +19,7 @@ from api.auth import ApiKeyAuthMiddleware
 from api.db import make_sessionmaker
 from api.deps import provide_db, provide_principal
 from api.errors import EXCEPTION_HANDLERS
-from api.routes import keys, system
+from api.routes import accounts, catalog, keys, system, usage, webhooks
 from api.settings import Settings, get_settings
 
 API_VERSION = "0.1.0"
@@ -60,6 +60,23 @@ def create_app(
         system.health,
         MetricsController,
         keys.ApiKeysController,
+        accounts.AccountsController,
+        accounts.TopupsController,
+        accounts.SubscriptionsController,
+        webhooks.WebhookEndpointsController,
+        usage.UsageController,
+        usage.AuthorizationsController,
+        usage.usage_totals,
+        catalog.ModelsController,
+        catalog.RateCardsController,
+        catalog.RatingWatermarksController,
+        catalog.ContractsController,
+        catalog.ResellerPriceBooksController,
+        catalog.PriceQuotesController,
+        catalog.PackagesController,
+        catalog.PlansController,
+        catalog.TopupBonusRulesController,
+        catalog.FailedRequestPoliciesController,
     ]
     return Litestar(
         route_handlers=route_handlers,

@@ -24,11 +24,16 @@ _embedded_servers: dict[Path, Any] = {}
 
 def metadata() -> MetaData:
     """The one MetaData holding every package's tables (imports all model modules)."""
-    import api.models
-    import ledger.models
+    import importlib
+
     from ledger.base import Base
 
-    _ = (api.models, ledger.models)
+    for module in ("ledger.models", "plans.models", "wallet.models", "api.models"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
     return Base.metadata
 
 

@@ -44,7 +44,9 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
     "hold_not_pending": (409, "Hold is no longer pending"),
     "already_reversed": (409, "Entry already reversed"),
     "conflict": (409, "Conflict"),
+    "backdated_price_change": (409, "Change would reprice usage already priced"),
     "hold_exceeded": (422, "Amount exceeds the hold"),
+    "refund_exceeds_unspent": (422, "Refund exceeds the unspent paid credit"),
     "unknown_model": (422, "Unknown model"),
     "no_rate_in_force": (422, "No rate card in force"),
     # server side

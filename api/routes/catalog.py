@@ -1,0 +1,990 @@
+"""The catalog (admin): models, rate cards, contracts, reseller price books, token packages,
+coding plans, top-up bonus rules, failed-request policies, and price quotes.
+
+Every catalog object is immutable once created; a new version supersedes it (see
+``plans/README.md``). Money and prices are decimal strings in and out, never JSON numbers.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from litestar import Controller, Response, get, post
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from api.auth import Principal, requires
+from api.idempotency import run_idempotent
+from api.schemas import IdempotencyKey, Limit
+from ledger.amounts import Amount
+from ledger.base import utcnow
+from plans import catalog
+from plans.pricebook import ResolvedPrice
+from plans.prices import PRICE_FIELDS, ModelPrice, RateCard
+
+Treatment = Literal["billed", "not_billed", "output_not_billed"]
+_PCT = "decimal string, percent (0..100, at most 2 decimals)"
+
+
+def _price_field(*, optional: bool = False) -> Any:
+    # Decimal strings are checked by plans.prices.parse_price, whose messages name the field
+    # and the rule (negative, too many decimals...); JSON numbers are refused here.
+    desc = "decimal string per million tokens, at most 6 decimals"
+    if optional:
+        return Field(default=None, examples=["0.30"], description=desc)
+    return Field(examples=["3.00"], description=desc)
+
+
+def price_str(value: Decimal) -> str:
+    """A price as a plain decimal string with at least two decimals (``3`` -> ``"3.00"``)."""
+    text = format(value, "f")
+    whole, _, frac = text.partition(".")
+    return f"{whole}.{frac.ljust(2, '0')}"
+
+
+def pct_str(value: Decimal) -> str:
+    """A percentage as a plain decimal string (``50``, ``12.5``)."""
+    return format(value, "f")
+
+
+def _post(
+    db: Session,
+    principal: Principal,
+    key: str | None,
+    path: str,
+    body: BaseModel,
+    produce: Any,
+) -> Response[bytes]:
+    return run_idempotent(
+        db,
+        principal=principal,
+        key=key,
+        method="POST",
+        path=path,
+        body=body,
+        status_code=201,
+        produce=produce,
+    )
+
+
+# -- shared shapes ------------------------------------------------------------------------
+
+
+class ModelPriceIn(BaseModel):
+    """One model's prices per million tokens. Omitted: cache read 0.1x input, 5-minute cache
+    write 1.25x input, 1-hour cache write 2x input, reasoning = output, batch discount 50 %."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(min_length=1, max_length=128)
+    input_per_mtok: str = _price_field()
+    output_per_mtok: str = _price_field()
+    cache_read_per_mtok: str | None = _price_field(optional=True)
+    cache_write_5m_per_mtok: str | None = _price_field(optional=True)
+    cache_write_1h_per_mtok: str | None = _price_field(optional=True)
+    reasoning_per_mtok: str | None = _price_field(optional=True)
+    batch_discount_pct: str | None = Field(default=None, examples=["50"], description=_PCT)
+
+
+class ModelPriceOut(BaseModel):
+    """One model's resolved prices per million tokens (defaults applied when it was created)."""
+
+    model: str
+    input_per_mtok: str
+    output_per_mtok: str
+    cache_read_per_mtok: str
+    cache_write_5m_per_mtok: str
+    cache_write_1h_per_mtok: str
+    reasoning_per_mtok: str
+    batch_discount_pct: str
+
+
+def _price_out(model: str, price: ModelPrice) -> ModelPriceOut:
+    values = {name: price_str(getattr(price, name)) for name in PRICE_FIELDS}
+    return ModelPriceOut(
+        model=model, batch_discount_pct=pct_str(price.batch_discount_pct), **values
+    )
+
+
+def _prices_out(prices: Any) -> list[ModelPriceOut]:
+    return [_price_out(model, prices[model]) for model in sorted(prices)]
+
+
+def _price_items(prices: list[ModelPriceIn]) -> list[dict[str, object]]:
+    return [p.model_dump(exclude_none=True) for p in prices]
+
+
+def _money(amount: Amount) -> str:
+    return amount.format()
+
+
+# -- models -------------------------------------------------------------------------------
+
+
+class CatalogModelIn(BaseModel):
+    """A model that rate cards can price."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1, max_length=128, examples=["claude-sonnet-4"])
+    provider: str = Field(min_length=1, max_length=100, examples=["anthropic"])
+    display_name: str = Field(min_length=1, max_length=200, examples=["Claude Sonnet 4"])
+
+
+class CatalogModelOut(BaseModel):
+    """A model in the catalog."""
+
+    id: str
+    provider: str
+    display_name: str
+    created_at: datetime
+
+
+class CatalogModelList(BaseModel):
+    """A page of models."""
+
+    data: list[CatalogModelOut]
+    has_more: bool
+
+
+def _model_out(m: catalog.ModelInfo) -> CatalogModelOut:
+    return CatalogModelOut(
+        id=m.id, provider=m.provider, display_name=m.display_name, created_at=m.created_at
+    )
+
+
+class ModelsController(Controller):
+    """Models (admin). Ids may contain ``/`` (``anthropic/claude-sonnet-4``)."""
+
+    path = "/v1/models"
+    tags = ["catalog"]
+    guards = [requires()]
+
+    @post("/", sync_to_thread=True, status_code=201)
+    def create_model(
+        self,
+        data: CatalogModelIn,
+        db: Session,
+        principal: Principal,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
+        """Add a model; 409 ``conflict`` if the id exists."""
+
+        def produce() -> CatalogModelOut:
+            return _model_out(
+                catalog.create_model(
+                    db, id=data.id, provider=data.provider, display_name=data.display_name
+                )
+            )
+
+        return _post(db, principal, idempotency_key, "/v1/models", data, produce)
+
+    @get("/", sync_to_thread=True)
+    def list_models(
+        self, db: Session, limit: Limit = 20, starting_after: str | None = None
+    ) -> CatalogModelList:
+        """Models by id."""
+        page = catalog.list_models(db, limit=limit, starting_after=starting_after)
+        return CatalogModelList(data=[_model_out(m) for m in page.items], has_more=page.has_more)
+
+    @get("/{model_id:path}", sync_to_thread=True)
+    def get_model(self, model_id: str, db: Session) -> CatalogModelOut:
+        """One model."""
+        return _model_out(catalog.get_model(db, model_id.lstrip("/")))
+
+
+# -- rate cards ---------------------------------------------------------------------------
+
+
+class RateCardIn(BaseModel):
+    """A new rate card version. It is never edited; a later ``effective_from`` supersedes it."""
+
+    model_config = ConfigDict(extra="forbid")
+    currency: str = Field(min_length=3, max_length=3, examples=["USD"])
+    effective_from: AwareDatetime
+    prices: list[ModelPriceIn] = Field(min_length=1, max_length=1000)
+
+
+class RateCardOut(BaseModel):
+    """A rate card version with its resolved prices."""
+
+    id: str
+    currency: str
+    effective_from: datetime
+    prices: list[ModelPriceOut]
+
+
+class RateCardList(BaseModel):
+    """A page of rate cards."""
+
+    data: list[RateCardOut]
+    has_more: bool
+
+
+def _card_out(card: RateCard) -> RateCardOut:
+    return RateCardOut(
+        id=card.id,
+        currency=card.currency.code,
+        effective_from=card.effective_from,
+        prices=_prices_out(card.prices),
+    )
+
+
+class RateCardsController(Controller):
+    """List rate cards (admin)."""
+
+    path = "/v1/rate-cards"
+    tags = ["catalog"]
+    guards = [requires()]
+
+    @post("/", sync_to_thread=True, status_code=201)
+    def create_rate_card(
+        self,
+        data: RateCardIn,
+        db: Session,
+        principal: Principal,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
+        """Create a rate card version. 409 ``conflict``: a card of the currency already takes
+        effect at that instant; 409 ``backdated_price_change``: usage is already priced
+        at or after ``effective_from``."""
+
+        def produce() -> RateCardOut:
+            return _card_out(
+                catalog.create_rate_card(
+                    db,
+                    currency=data.currency,
+                    effective_from=data.effective_from,
+                    prices=_price_items(data.prices),
+                )
+            )
+
+        return _post(db, principal, idempotency_key, "/v1/rate-cards", data, produce)
+
+    @get("/", sync_to_thread=True)
+    def list_rate_cards(
+        self,
+        db: Session,
+        currency: str | None = None,
+        limit: Limit = 20,
+        starting_after: str | None = None,
+    ) -> RateCardList:
+        """Rate cards in creation order, optionally of one ``currency``."""
+        page = catalog.list_rate_cards(
+            db, currency=currency, limit=limit, starting_after=starting_after
+        )
+        return RateCardList(data=[_card_out(c) for c in page.items], has_more=page.has_more)
+
+    @get("/{card_id:str}", sync_to_thread=True)
+    def get_rate_card(self, card_id: str, db: Session) -> RateCardOut:
+        """One rate card version."""
+        return _card_out(catalog.get_rate_card(db, card_id))
+
+
+class RatingWatermarkOut(BaseModel):
+    """The latest usage instant already priced in a currency; new rate cards, contracts and
+    reseller price books must take effect after it. Null: nothing priced yet."""
+
+    currency: str
+    priced_through_at: datetime | None
+
+
+class RatingWatermarksController(Controller):
+    """Rating watermarks (admin, read only)."""
+
+    path = "/v1/rating-watermarks"
+    tags = ["catalog"]
+    guards = [requires()]
+
+    @get("/{currency:str}", sync_to_thread=True)
+    def get_watermark(self, currency: str, db: Session) -> RatingWatermarkOut:
+        """The currency's watermark."""
+        return RatingWatermarkOut(
+            currency=currency.upper(), priced_through_at=catalog.priced_through(db, currency)
+        )
+
+
+# -- contracts ----------------------------------------------------------------------------
+
+
+class ContractDiscountIn(BaseModel):
+    """``pct`` off ``model``; without ``model``, off every model that has no own discount."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = Field(default=None, min_length=1, max_length=128)
+    pct: str = Field(examples=["15"], description=_PCT)
+
+
+class ContractIn(BaseModel):
+    """A new contract version for an account (supersedes older ones from ``starts_at``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    account_id: str = Field(min_length=1, max_length=64)
+    currency: str = Field(min_length=3, max_length=3, examples=["USD"])
+    rate_card_id: str | None = None
+    starts_at: AwareDatetime | None = None
+    ends_at: AwareDatetime | None = None
+    discounts: list[ContractDiscountIn] = Field(default=[], max_length=1000)
+
+
+class ContractOut(BaseModel):
+    """A contract version."""
+
+    id: str
+    account_id: str
+    currency: str
+    version: int
+    rate_card_id: str | None
+    starts_at: datetime | None
+    ends_at: datetime | None
+    discounts: list[ContractDiscountIn]
+    created_at: datetime
+
+
+class ContractList(BaseModel):
+    """A page of contracts."""
+
+    data: list[ContractOut]
+    has_more: bool
+
+
+def _contract_out(c: catalog.ContractSpec) -> ContractOut:
+    return ContractOut(
+        id=c.id,
+        account_id=c.account_id,
+        currency=c.currency.code,
+        version=c.version,
+        rate_card_id=c.rate_card_id,
+        starts_at=c.starts_at,
+        ends_at=c.ends_at,
+        discounts=[ContractDiscountIn(model=d.model, pct=pct_str(d.pct)) for d in c.discounts],
+        created_at=c.created_at,
+    )
+
+
+class ContractsController(Controller):
+    """Account contracts (admin)."""
+
+    path = "/v1/contracts"
+    tags = ["catalog"]
+    guards = [requires()]
+
+    @post("/", sync_to_thread=True, status_code=201)
+    def create_contract(
+        self,
+        data: ContractIn,
+        db: Session,
+        principal: Principal,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
+        """Create the account's next contract version; ``starts_at`` defaults to now."""
+
+        def produce() -> ContractOut:
+            return _contract_out(
+                catalog.create_contract(
+                    db,
+                    account_id=data.account_id,
+                    currency=data.currency,
+                    rate_card_id=data.rate_card_id,
+                    starts_at=data.starts_at,
+                    ends_at=data.ends_at,
+                    discounts=[d.model_dump() for d in data.discounts],
+                )
+            )
+
+        return _post(db, principal, idempotency_key, "/v1/contracts", data, produce)
+
+    @get("/", sync_to_thread=True)
+    def list_contracts(
+        self,
+        db: Session,
+        account_id: str | None = None,
+        limit: Limit = 20,
+        starting_after: str | None = None,
+    ) -> ContractList:
+        """Contract versions in creation order, optionally of one ``account_id``."""
+        page = catalog.list_contracts(
+            db, account_id=account_id, limit=limit, starting_after=starting_after
+        )
+        return ContractList(data=[_contract_out(c) for c in page.items], has_more=page.has_more)
+
+    @get("/{contract_id:str}", sync_to_thread=True)
+    def get_contract(self, contract_id: str, db: Session) -> ContractOut:
+        """One contract version."""
+        return _contract_out(catalog.get_contract(db, contract_id))
+
+
+# -- reseller price books -----------------------------------------------------------------
+
+
+class ResellerPriceBookIn(BaseModel):
+    """A reseller's retail prices for its sub-accounts: explicit per-model prices win, else
+    ``markup_pct`` over the reseller's wholesale price, else the list price."""
+
+    model_config = ConfigDict(extra="forbid")
+    reseller_account_id: str = Field(min_length=1, max_length=64)
+    currency: str = Field(min_length=3, max_length=3, examples=["USD"])
+    markup_pct: str | None = Field(
+        default=None, examples=["20"], description="decimal string, percent over wholesale"
+    )
+    prices: list[ModelPriceIn] = Field(default=[], max_length=1000)
+    effective_from: AwareDatetime | None = None
+
+
+class ResellerPriceBookOut(BaseModel):
+    """A reseller price book version."""
+
+    id: str
+    reseller_account_id: str
+    currency: str
+    markup_pct: str | None
+    prices: list[ModelPriceOut]
+    effective_from: datetime
+    created_at: datetime
+
+
+class ResellerPriceBookList(BaseModel):
+    """A page of reseller price books."""
+
+    data: list[ResellerPriceBookOut]
+    has_more: bool
+
+
+def _book_out(b: catalog.ResellerPriceBook) -> ResellerPriceBookOut:
+    return ResellerPriceBookOut(
+        id=b.id,
+        reseller_account_id=b.reseller_account_id,
+        currency=b.currency.code,
+        markup_pct=None if b.markup_pct is None else pct_str(b.markup_pct),
+        prices=_prices_out(b.prices),
+        effective_from=b.effective_from,
+        created_at=b.created_at,
+    )
+
+
+class ResellerPriceBooksController(Controller):
+    """Reseller retail price books (admin)."""
+
+    path = "/v1/reseller-price-books"
+    tags = ["catalog"]
+    guards = [requires()]
+
+    @post("/", sync_to_thread=True, status_code=201)
+    def create_book(
+        self,
+        data: ResellerPriceBookIn,
+        db: Session,
+        principal: Principal,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
+        """Create a reseller price book version; ``effective_from`` defaults to now."""
+
+        def produce() -> ResellerPriceBookOut:
+            return _book_out(
+                catalog.create_reseller_price_book(
+                    db,
+                    reseller_account_id=data.reseller_account_id,
+                    currency=data.currency,
+                    markup_pct=data.markup_pct,
+                    prices=_price_items(data.prices),
+                    effective_from=data.effective_from,
+                )
+            )
+
+        return _post(db, principal, idempotency_key, "/v1/reseller-price-books", data, produce)
+
+    @get("/", sync_to_thread=True)
+    def list_books(
+        self,
+        db: Session,
+        reseller_account_id: str | None = None,
+        limit: Limit = 20,
+        starting_after: str | None = None,
+    ) -> ResellerPriceBookList:
+        """Reseller price books in creation order, optionally of one reseller."""
+        page = catalog.list_reseller_price_books(
+            db, reseller_account_id=reseller_account_id, limit=limit, starting_after=starting_after
+        )
+        return ResellerPriceBookList(
+            data=[_book_out(b) for b in page.items], has_more=page.has_more
+        )
+
+    @get("/{book_id:str}", sync_to_thread=True)
+    def get_book(self, book_id: str, db: Session) -> ResellerPriceBookOut:
+        """One reseller price book version."""
+        return _book_out(catalog.get_reseller_price_book(db, book_id))
+
+
+# -- price quotes -------------------------------------------------------------------------
+
+
+class PriceQuoteOut(BaseModel):
+    """The price that applies to an account's usage of a model at an instant, and its source
+    (``contract`` | ``reseller_retail`` | ``list``). ``wholesale``: for a sub-account, what its
+    reseller pays."""
+
+    model: str
+    currency: str
+    source: str
+    source_id: str
+    card_id: str | None
+    discount_pct: str
+    markup_pct: str
+    prices: ModelPriceOut
+    wholesale: PriceQuoteOut | None
+
+
+def _quote_out(r: ResolvedPrice) -> PriceQuoteOut:
+    return PriceQuoteOut(
+        model=r.model,
+        currency=r.currency.code,
+        source=r.source.value,
+        source_id=r.source_id,
+        card_id=r.card_id,
+        discount_pct=pct_str(r.discount_pct),
+        markup_pct=pct_str(r.markup_pct),
+        prices=_price_out(r.model, r.price),
+        wholesale=None if r.wholesale is None else _quote_out(r.wholesale),
+    )
+
+
+class PriceQuotesController(Controller):
+    """Which price applies (admin): contract -> reseller retail -> list."""
+
+    path = "/v1/price-quotes"
+    tags = ["catalog"]
+    guards = [requires()]
+
+    @get("/", sync_to_thread=True)
+    def quote(
+        self,
+        db: Session,
+        account_id: str,
+        currency: str,
+        model: str,
+        at: datetime | None = None,
+        reseller_account_id: str | None = None,
+    ) -> PriceQuoteOut:
+        """The resolved price for ``account_id`` (a sub-account: give its
+        ``reseller_account_id``) of ``model`` at ``at`` (default now; RFC 3339 with offset)."""
+        return _quote_out(
+            catalog.resolve_account_price(
+                db,
+                model=model,
+                at=at or utcnow(),
+                currency=currency,
+                account_id=account_id,
+                reseller_account_id=reseller_account_id,
+            )
+        )
+
+
+# -- token packages -----------------------------------------------------------------------
+
+
+class TokenPackageIn(BaseModel):
+    """A token package: ``tokens`` for ``price``, on ``models`` (empty: all), usable for
+    ``valid_days`` after purchase."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1, max_length=128, examples=["pk-1m"])
+    name: str = Field(min_length=1, max_length=200)
+    currency: str = Field(min_length=3, max_length=3, examples=["USD"])
+    price: str = Field(examples=["9.00"], description="decimal string, whole minor units")
+    tokens: int = Field(strict=True, examples=[1_000_000])
+    models: list[str] = Field(default=[], max_length=1000)
+    valid_days: int = Field(strict=True, examples=[30])
+
+
+class TokenPackageOut(BaseModel):
+    """A token package."""
+
+    id: str
+    name: str
+    currency: str
+    price: str
+    tokens: int
+    models: list[str]
+    valid_days: int
+
+
+class TokenPackageList(BaseModel):
+    """A page of token packages."""
+
+    data: list[TokenPackageOut]
+    has_more: bool
+
+
+def _package_out(p: catalog.PackageSpec) -> TokenPackageOut:
+    return TokenPackageOut(
+        id=p.id,
+        name=p.name,
+        currency=p.currency.code,
+        price=_money(p.price),
+        tokens=p.tokens,
+        models=list(p.models),
+        valid_days=p.valid_days,
+    )
+
+
+class PackagesController(Controller):
+    """Token packages (admin)."""
+
+    path = "/v1/packages"
+    tags = ["catalog"]
+    guards = [requires()]
+
+    @post("/", sync_to_thread=True, status_code=201)
+    def create_package(
+        self,
+        data: TokenPackageIn,
+        db: Session,
+        principal: Principal,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
+        """Add a token package; 409 ``conflict`` if the id exists."""
+
+        def produce() -> TokenPackageOut:
+            return _package_out(
+                catalog.create_package(
+                    db,
+                    id=data.id,
+                    name=data.name,
+                    currency=data.currency,
+                    price=data.price,
+                    tokens=data.tokens,
+                    models=data.models,
+                    valid_days=data.valid_days,
+                )
+            )
+
+        return _post(db, principal, idempotency_key, "/v1/packages", data, produce)
+
+    @get("/", sync_to_thread=True)
+    def list_packages(
+        self, db: Session, limit: Limit = 20, starting_after: str | None = None
+    ) -> TokenPackageList:
+        """Token packages by id."""
+        page = catalog.list_packages(db, limit=limit, starting_after=starting_after)
+        return TokenPackageList(data=[_package_out(p) for p in page.items], has_more=page.has_more)
+
+    @get("/{package_id:str}", sync_to_thread=True)
+    def get_package(self, package_id: str, db: Session) -> TokenPackageOut:
+        """One token package."""
+        return _package_out(catalog.get_package(db, package_id))
+
+
+# -- coding plans -------------------------------------------------------------------------
+
+
+class PlanWindow(BaseModel):
+    """A quota window: at most ``limit`` requests or tokens per window."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["rolling_5h", "weekly", "monthly"]
+    unit: Literal["requests", "tokens"]
+    limit: int = Field(strict=True, examples=[100])
+
+
+class PlanIn(BaseModel):
+    """A coding plan."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1, max_length=128, examples=["coder"])
+    name: str = Field(min_length=1, max_length=200)
+    currency: str = Field(min_length=3, max_length=3, examples=["USD"])
+    monthly_fee: str = Field(examples=["20.00"], description="decimal string, whole minor units")
+    models: list[str] = Field(default=[], max_length=1000)
+    windows: list[PlanWindow] = Field(max_length=6)
+    on_exhausted: Literal["block", "wallet"]
+
+
+class PlanOut(BaseModel):
+    """A coding plan."""
+
+    id: str
+    name: str
+    currency: str
+    monthly_fee: str
+    models: list[str]
+    windows: list[PlanWindow]
+    on_exhausted: str
+
+
+class PlanList(BaseModel):
+    """A page of plans."""
+
+    data: list[PlanOut]
+    has_more: bool
+
+
+def _plan_out(p: catalog.PlanSpec) -> PlanOut:
+    return PlanOut(
+        id=p.id,
+        name=p.name,
+        currency=p.currency.code,
+        monthly_fee=_money(p.monthly_fee),
+        models=list(p.models),
+        windows=[PlanWindow.model_validate(w, from_attributes=True) for w in p.windows],
+        on_exhausted=p.on_exhausted,
+    )
+
+
+class PlansController(Controller):
+    """Coding plans (admin)."""
+
+    path = "/v1/plans"
+    tags = ["catalog"]
+    guards = [requires()]
+
+    @post("/", sync_to_thread=True, status_code=201)
+    def create_plan(
+        self,
+        data: PlanIn,
+        db: Session,
+        principal: Principal,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
+        """Add a coding plan; 409 ``conflict`` if the id exists."""
+
+        def produce() -> PlanOut:
+            return _plan_out(
+                catalog.create_plan(
+                    db,
+                    id=data.id,
+                    name=data.name,
+                    currency=data.currency,
+                    monthly_fee=data.monthly_fee,
+                    models=data.models,
+                    windows=[w.model_dump() for w in data.windows],
+                    on_exhausted=data.on_exhausted,
+                )
+            )
+
+        return _post(db, principal, idempotency_key, "/v1/plans", data, produce)
+
+    @get("/", sync_to_thread=True)
+    def list_plans(
+        self, db: Session, limit: Limit = 20, starting_after: str | None = None
+    ) -> PlanList:
+        """Coding plans by id."""
+        page = catalog.list_plans(db, limit=limit, starting_after=starting_after)
+        return PlanList(data=[_plan_out(p) for p in page.items], has_more=page.has_more)
+
+    @get("/{plan_id:str}", sync_to_thread=True)
+    def get_plan(self, plan_id: str, db: Session) -> PlanOut:
+        """One coding plan."""
+        return _plan_out(catalog.get_plan(db, plan_id))
+
+
+# -- top-up bonus rules -------------------------------------------------------------------
+
+
+class BonusTierIn(BaseModel):
+    """From ``min_amount`` on: ``bonus_pct`` percent of the top-up or a fixed
+    ``bonus_amount`` (exactly one), expiring after ``bonus_expires_days`` (null: never)."""
+
+    model_config = ConfigDict(extra="forbid")
+    min_amount: str = Field(examples=["100.00"])
+    bonus_pct: str | None = Field(default=None, examples=["5"])
+    bonus_amount: str | None = Field(default=None, examples=["25.00"])
+    bonus_expires_days: int | None = Field(default=None, strict=True)
+
+
+class BonusRuleIn(BaseModel):
+    """A top-up bonus rule version for ``currency`` (and ``owner_account_id``: a reseller's
+    rule for its sub-accounts; null: the operator's). The highest tier reached applies."""
+
+    model_config = ConfigDict(extra="forbid")
+    currency: str = Field(min_length=3, max_length=3, examples=["USD"])
+    tiers: list[BonusTierIn] = Field(max_length=100)
+    owner_account_id: str | None = Field(default=None, min_length=1, max_length=64)
+    effective_from: AwareDatetime | None = None
+
+
+class BonusRuleOut(BaseModel):
+    """A top-up bonus rule version."""
+
+    id: str
+    currency: str
+    owner_account_id: str | None
+    effective_from: datetime
+    tiers: list[BonusTierIn]
+    created_at: datetime
+
+
+class BonusRuleList(BaseModel):
+    """A page of bonus rules."""
+
+    data: list[BonusRuleOut]
+    has_more: bool
+
+
+def _rule_out(r: catalog.BonusRule) -> BonusRuleOut:
+    return BonusRuleOut(
+        id=r.id,
+        currency=r.currency.code,
+        owner_account_id=r.owner_account_id,
+        effective_from=r.effective_from,
+        tiers=[
+            BonusTierIn(
+                min_amount=_money(t.min_amount),
+                bonus_pct=None if t.bonus_pct is None else pct_str(t.bonus_pct),
+                bonus_amount=None if t.bonus_amount is None else _money(t.bonus_amount),
+                bonus_expires_days=t.bonus_expires_days,
+            )
+            for t in r.tiers
+        ],
+        created_at=r.created_at,
+    )
+
+
+class TopupBonusRulesController(Controller):
+    """Top-up bonus rules (admin)."""
+
+    path = "/v1/topup-bonus-rules"
+    tags = ["catalog"]
+    guards = [requires()]
+
+    @post("/", sync_to_thread=True, status_code=201)
+    def create_rule(
+        self,
+        data: BonusRuleIn,
+        db: Session,
+        principal: Principal,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
+        """Create a bonus rule version; ``effective_from`` defaults to now."""
+
+        def produce() -> BonusRuleOut:
+            return _rule_out(
+                catalog.create_topup_bonus_rule(
+                    db,
+                    currency=data.currency,
+                    tiers=[t.model_dump(exclude_none=True) for t in data.tiers],
+                    owner_account_id=data.owner_account_id,
+                    effective_from=data.effective_from,
+                )
+            )
+
+        return _post(db, principal, idempotency_key, "/v1/topup-bonus-rules", data, produce)
+
+    @get("/", sync_to_thread=True)
+    def list_rules(
+        self,
+        db: Session,
+        currency: str | None = None,
+        owner_account_id: str | None = None,
+        limit: Limit = 20,
+        starting_after: str | None = None,
+    ) -> BonusRuleList:
+        """Bonus rule versions in creation order, optionally of one currency / owner."""
+        page = catalog.list_topup_bonus_rules(
+            db,
+            currency=currency,
+            owner_account_id=owner_account_id,
+            limit=limit,
+            starting_after=starting_after,
+        )
+        return BonusRuleList(data=[_rule_out(r) for r in page.items], has_more=page.has_more)
+
+    @get("/{rule_id:str}", sync_to_thread=True)
+    def get_rule(self, rule_id: str, db: Session) -> BonusRuleOut:
+        """One bonus rule version."""
+        return _rule_out(catalog.get_topup_bonus_rule(db, rule_id))
+
+
+# -- failed-request policies --------------------------------------------------------------
+
+
+class PolicyRules(BaseModel):
+    """What happens to each kind of failed request; omitted kinds take the default policy's
+    value (provider_error and empty_completion not billed, the rest billed)."""
+
+    model_config = ConfigDict(extra="forbid")
+    provider_error: Treatment | None = None
+    provider_truncation: Treatment | None = None
+    refusal: Treatment | None = None
+    client_disconnect: Treatment | None = None
+    empty_completion: Treatment | None = None
+
+
+class PolicyIn(BaseModel):
+    """A failed-request policy; posting an existing id creates its next version."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1, max_length=128, examples=["lenient"])
+    rules: PolicyRules = PolicyRules()
+
+
+class PolicyOut(BaseModel):
+    """A failed-request policy version with every rule resolved; ``builtin``: the default."""
+
+    id: str
+    version: int
+    builtin: bool
+    rules: dict[str, Treatment]
+    created_at: datetime | None
+
+
+class PolicyList(BaseModel):
+    """A page of policies (latest versions)."""
+
+    data: list[PolicyOut]
+    has_more: bool
+
+
+def _policy_out(p: catalog.FailedRequestPolicy) -> PolicyOut:
+    return PolicyOut(
+        id=p.id,
+        version=p.version,
+        builtin=p is catalog.DEFAULT_FAILED_REQUEST_POLICY,
+        rules=dict(p.rules),
+        created_at=p.created_at,
+    )
+
+
+class FailedRequestPoliciesController(Controller):
+    """Failed-request policies (admin). ``default`` is built in."""
+
+    path = "/v1/failed-request-policies"
+    tags = ["catalog"]
+    guards = [requires()]
+
+    @post("/", sync_to_thread=True, status_code=201)
+    def create_policy(
+        self,
+        data: PolicyIn,
+        db: Session,
+        principal: Principal,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
+        """Create a policy, or the next version of an existing id."""
+
+        def produce() -> PolicyOut:
+            return _policy_out(
+                catalog.create_failed_request_policy(
+                    db, id=data.id, rules=data.rules.model_dump(exclude_none=True)
+                )
+            )
+
+        return _post(db, principal, idempotency_key, "/v1/failed-request-policies", data, produce)
+
+    @get("/", sync_to_thread=True)
+    def list_policies(
+        self, db: Session, limit: Limit = 20, starting_after: str | None = None
+    ) -> PolicyList:
+        """Stored policies by id, latest version each (``default`` is built in, not listed)."""
+        page = catalog.list_failed_request_policies(db, limit=limit, starting_after=starting_after)
+        return PolicyList(data=[_policy_out(p) for p in page.items], has_more=page.has_more)
+
+    @get("/{policy_id:str}", sync_to_thread=True)
+    def get_policy(self, policy_id: str, db: Session) -> PolicyOut:
+        """A policy's latest version (``default``: the built-in policy)."""
+        return _policy_out(catalog.get_failed_request_policy(db, policy_id))
+
+    @get("/{policy_id:str}/versions", sync_to_thread=True)
+    def list_versions(self, policy_id: str, db: Session) -> PolicyList:
+        """Every version of a policy, oldest first."""
+        versions = catalog.list_failed_request_policy_versions(db, policy_id)
+        return PolicyList(data=[_policy_out(p) for p in versions], has_more=False)

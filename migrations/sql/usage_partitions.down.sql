@@ -1,0 +1,1 @@
+DROP FUNCTION IF EXISTS wallet_ensure_usage_partitions(date, integer);

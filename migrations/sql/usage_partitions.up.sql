@@ -1,0 +1,25 @@
+-- Usage records are partitioned by month of occurred_at. A DEFAULT partition catches anything
+-- outside the monthly partitions; the scheduler keeps partitions for the next months in place.
+CREATE TABLE wallet_usage_records_default PARTITION OF wallet_usage_records DEFAULT;
+
+CREATE FUNCTION wallet_ensure_usage_partitions(first_month date, months integer)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    m date := date_trunc('month', first_month)::date;
+    made integer := 0;
+    name text;
+BEGIN
+    FOR i IN 0 .. months - 1 LOOP
+        name := format('wallet_usage_records_y%sm%s', to_char(m, 'YYYY'), to_char(m, 'MM'));
+        IF to_regclass(name) IS NULL THEN
+            EXECUTE format(
+                'CREATE TABLE %I PARTITION OF wallet_usage_records FOR VALUES FROM (%L) TO (%L)',
+                name, m::timestamptz AT TIME ZONE 'UTC', (m + interval '1 month')::timestamptz AT TIME ZONE 'UTC');
+            made := made + 1;
+        END IF;
+        m := (m + interval '1 month')::date;
+    END LOOP;
+    RETURN made;
+END $$;
+
+SELECT wallet_ensure_usage_partitions((date_trunc('month', now()) - interval '2 months')::date, 6);

@@ -1,0 +1,197 @@
+"""Helpers shared by the catalog services (private): ids, paging, input checks, conflicts."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Generic, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ledger.amounts import Amount
+from ledger.errors import InvalidAmount, UnknownUnit
+from ledger.units import Unit
+from ledger.units import currency as currency_unit
+from plans._exact import is_aware
+from plans.catalog_errors import CatalogConflict
+from plans.errors import InvalidCatalog, UnknownModel
+from plans.models import CatalogModel
+
+T = TypeVar("T")
+
+#: Catalog ids chosen by the operator (models, packages, plans, policies).
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+/-]{0,127}$")
+#: Most items one list call returns.
+MAX_PAGE = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a list, oldest id first; pass the last id as ``starting_after``."""
+
+    items: tuple[T, ...]
+    has_more: bool
+
+
+def clean_decimal(value: Decimal) -> Decimal:
+    """A stored NUMERIC without its padding zeros (``3.000000000000`` -> ``3``)."""
+    if value == value.to_integral_value():
+        return value.quantize(Decimal(1))
+    return value.normalize()
+
+
+def new_id(prefix: str) -> str:
+    """``rc_0187a3...``: sorts by creation time (for cursor pagination), 32 random bits."""
+    return f"{prefix}_{time.time_ns():016x}{secrets.token_hex(4)}"
+
+
+def check_id(value: object, *, what: str) -> str:
+    """An operator-chosen id: 1-128 characters, letters, digits and ``._:@+/-``.
+
+    Raises:
+        InvalidCatalog: anything else.
+    """
+    if not isinstance(value, str) or not ID_RE.match(value):
+        raise InvalidCatalog(
+            f"{what} must be 1-128 characters of letters, digits and . _ : @ + / -, "
+            f"starting with a letter or digit; got {value!r}",
+            field=what,
+        )
+    return value
+
+
+def check_text(value: object, *, what: str, max_length: int = 200) -> str:
+    """A non-blank display string of at most ``max_length`` characters."""
+    if not isinstance(value, str) or not value.strip() or len(value) > max_length:
+        raise InvalidCatalog(
+            f"{what} must be a non-empty string of at most {max_length} characters", field=what
+        )
+    return value
+
+
+def check_int(value: object, *, what: str, minimum: int, hint: str = "") -> int:
+    """An integer (not a bool) of at least ``minimum``; ``hint`` explains the bound."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidCatalog(f"{what} must be an integer, got {value!r}", field=what)
+    if value < minimum:
+        raise InvalidCatalog(
+            f"{what} must be at least {minimum}, got {value}{hint}", field=what, minimum=minimum
+        )
+    return value
+
+
+def check_aware(value: object, *, what: str) -> datetime:
+    """A timezone-aware datetime."""
+    if not isinstance(value, datetime) or not is_aware(value):
+        raise InvalidCatalog(
+            f"{what} must be a timestamp with a UTC offset, e.g. 2026-01-01T00:00:00Z",
+            field=what,
+        )
+    return value
+
+
+def money_unit(currency: Unit | str) -> Unit:
+    """The currency unit for a code or unit.
+
+    Raises:
+        UnknownUnit: an unknown code, or a unit that is not money (TOKENS, REQUESTS).
+    """
+    if isinstance(currency, Unit):
+        if not currency.is_currency:
+            raise UnknownUnit(f"{currency.code} is not a currency")
+        return currency
+    if not isinstance(currency, str):
+        raise UnknownUnit(f"currency must be an ISO 4217 code such as USD, got {currency!r}")
+    return currency_unit(currency)
+
+
+def parse_money(value: object, unit: Unit, *, what: str) -> Amount:
+    """A non-negative amount in whole minor units of ``unit`` (cents for USD, yen for JPY).
+
+    Catalog amounts (prices, fees, bonus thresholds) are shown to customers and invoiced, so
+    they may not be finer than the currency's minor unit.
+
+    Raises:
+        InvalidAmount: a float, a malformed or negative value, or finer than a minor unit.
+    """
+    if isinstance(value, bool) or not isinstance(value, str | Decimal | int):
+        raise InvalidAmount(
+            f"{what} must be a decimal string such as '9.00', not {type(value).__name__}",
+            field=what,
+        )
+    try:
+        amount = Amount.parse(value.strip() if isinstance(value, str) else value, unit)
+    except InvalidAmount as exc:
+        raise InvalidAmount(f"{what}: {exc.detail}", field=what) from None
+    if amount.atoms < 0:
+        raise InvalidAmount(f"{what} must not be negative, got {value}", field=what)
+    if amount.atoms % unit.atoms_per_minor:
+        raise InvalidAmount(
+            f"{what} must be a whole number of {unit.code} minor units "
+            f"(at most {unit.minor_exponent} decimals), got {value}",
+            field=what,
+        )
+    return amount
+
+
+def check_models(
+    session: Session, models: Iterable[object], *, what: str, allow_repeats: bool = False
+) -> tuple[str, ...]:
+    """The given model ids, each of which must exist in ``catalog_models``.
+
+    Raises:
+        InvalidCatalog: a malformed id, or one listed twice (unless ``allow_repeats``).
+        UnknownModel: an id that is not in the catalog.
+    """
+    ids: list[str] = []
+    for model in models:
+        if not isinstance(model, str) or not model:
+            raise InvalidCatalog(f"{what}: model ids must be non-empty strings", field=what)
+        if model in ids and not allow_repeats:
+            raise InvalidCatalog(f"{what} lists model {model!r} twice", field=what, model=model)
+        ids.append(model)
+    wanted = set(ids)
+    if wanted:
+        found = set(session.scalars(select(CatalogModel.id).where(CatalogModel.id.in_(wanted))))
+        missing = sorted(wanted - found)
+        if missing:
+            raise UnknownModel(
+                f"{what}: model(s) {', '.join(missing)} are not in the catalog; "
+                "create them with POST /v1/models first",
+                field=what,
+                models=missing,
+            )
+    return tuple(ids)
+
+
+def page_limit(limit: int) -> int:
+    """Clamp a page size to 1..100."""
+    return max(1, min(int(limit), MAX_PAGE))
+
+
+@contextmanager
+def conflict_as(session: Session, message: str, **extra: object) -> Iterator[None]:
+    """Run inserts (and their flush) in a savepoint; a unique violation becomes a 409.
+
+    The explicit existence checks in the services give the clear message in the normal case;
+    this catches the race where two requests create the same object at once.
+
+    Raises:
+        CatalogConflict: a unique or primary key was violated.
+    """
+    try:
+        with session.begin_nested():
+            yield
+            session.flush()
+    except IntegrityError as exc:
+        if getattr(exc.orig, "sqlstate", None) == "23505":
+            raise CatalogConflict(message, **extra) from None
+        raise

@@ -1,0 +1,445 @@
+"""The gateway hot path over HTTP on real PostgreSQL: exactly-once usage, failed-request
+policies, provider formats, holds, overdraft races, overage, resellers, plans and packages."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from api.auth import create_key
+from ledger.base import utcnow
+from wallet.authorizations import expire_authorizations
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def ok(resp, status=201):
+    assert resp.status_code == status, resp.text
+    return resp.json()
+
+
+@pytest.fixture
+def gw(admin, engine):
+    """Catalog with one model (USD 3 in / 15 out per Mtok) and a gateway key."""
+    ok(admin.post("/v1/models", json={"id": "m", "provider": "acme", "display_name": "M"}))
+    ok(
+        admin.post(
+            "/v1/rate-cards",
+            json={
+                "currency": "USD",
+                "effective_from": T0.isoformat(),
+                "prices": [{"model": "m", "input_per_mtok": "3", "output_per_mtok": "15"}],
+            },
+        )
+    )
+    with Session(engine) as s:
+        key = create_key(s, role="gateway")
+        s.commit()
+    return {"Authorization": f"Bearer {key.secret}"}
+
+
+def account(admin, top_up: str | None = None, **kw):
+    acc = ok(admin.post("/v1/accounts", json={"name": "C", "currency": "USD", **kw}))
+    if top_up:
+        ok(
+            admin.post(
+                f"/v1/accounts/{acc['id']}/topups",
+                json={"amount": top_up, "method": "bank_transfer"},
+            )
+        )
+    return acc
+
+
+def rec(rid, acc, **kw):
+    body = {
+        "id": rid,
+        "account_id": acc["id"],
+        "model": "m",
+        "occurred_at": utcnow().isoformat(),
+        "input_tokens": 1000,
+        "output_tokens": 1000,
+    }
+    body.update(kw)
+    return body
+
+
+def send(client, headers, *records):
+    return ok(client.post("/v1/usage", json={"records": list(records)}, headers=headers), 200)[
+        "results"
+    ]
+
+
+def balance(admin, acc):
+    return ok(admin.get(f"/v1/accounts/{acc['id']}/balance"), 200)
+
+
+def test_charge_and_replay_changes_nothing(admin, gw, engine):
+    acc = account(admin, "10.00")
+    batch = [
+        rec("r1", acc),
+        rec("r2", acc, input_tokens=1_000_000, output_tokens=200_000),
+        {"id": "bad"},
+    ]
+    first = send(admin, gw, *batch)
+    assert [r["status"] for r in first] == ["charged", "charged", "rejected"]
+    assert first[0]["billed"] == {"amount": "0.018", "currency": "USD"}  # 1k*3/1M + 1k*15/1M
+    assert first[1]["billed"]["amount"] == "6.00"
+    assert first[2]["reason"] == "validation_error"
+    assert balance(admin, acc)["paid"] == "3.982"
+    again = send(admin, gw, *batch)
+    assert [r["status"] for r in again] == ["duplicate", "duplicate", "rejected"]
+    assert [r["billed"] for r in again[:2]] == [r["billed"] for r in first[:2]]
+    assert balance(admin, acc)["paid"] == "3.982"
+    with Session(engine) as s:
+        assert s.scalar(sa.text("SELECT count(*) FROM wallet_usage_records")) == 2
+
+
+def test_write_failure_after_claim_leaves_record_retryable(admin, gw, monkeypatch):
+    acc = account(admin, "10.00")
+    import wallet.charging as charging
+
+    real = charging._write
+
+    def boom(*args, **kwargs):
+        real(*args, **kwargs)
+        raise RuntimeError("disk full (injected)")
+
+    monkeypatch.setattr(charging, "_write", boom)
+    resp = admin.post("/v1/usage", json={"records": [rec("x1", acc)]}, headers=gw)
+    assert resp.status_code == 500
+    assert balance(admin, acc)["paid"] == "10.00"
+    monkeypatch.setattr(charging, "_write", real)
+    assert send(admin, gw, rec("x1", acc))[0]["status"] == "charged"
+    assert send(admin, gw, rec("x1", acc))[0]["status"] == "duplicate"
+    assert balance(admin, acc)["paid"] == "9.982"
+
+
+def test_failed_request_policies(admin, gw):
+    ok(
+        admin.post(
+            "/v1/failed-request-policies",
+            json={
+                "id": "strict",
+                "rules": {
+                    "provider_truncation": "output_not_billed",
+                    "refusal": "not_billed",
+                    "client_disconnect": "billed",
+                },
+            },
+        )
+    )
+    acc = account(admin, "10.00", failed_request_policy="strict")
+    results = send(
+        admin,
+        gw,
+        rec("e500", acc, http_status=502),
+        rec("trunc", acc, finish_reason="length"),
+        rec("refuse", acc, finish_reason="content_filter"),
+        rec("gone", acc, http_status=499),
+        rec("empty", acc, output_tokens=0),
+        rec("fine", acc),
+    )
+    by_id = {r["id"]: r for r in results}
+    assert (
+        by_id["e500"]["billed"]["amount"] == "0.00"
+        and by_id["e500"]["credited"]["amount"] == "0.018"
+    )
+    assert by_id["e500"]["reason"] == "provider_error:not_billed"
+    assert (
+        by_id["trunc"]["billed"]["amount"] == "0.003"
+        and by_id["trunc"]["credited"]["amount"] == "0.015"
+    )
+    assert by_id["refuse"]["billed"]["amount"] == "0.00"
+    assert by_id["gone"]["billed"]["amount"] == "0.018"
+    assert by_id["empty"]["billed"]["amount"] == "0.00"  # default: empty completions not billed
+    assert by_id["fine"]["reason"] is None
+    totals = ok(admin.get(f"/v1/accounts/{acc['id']}/usage?group_by=reason"), 200)["data"]
+    credited = {row["key"]: row["credited"]["amount"] for row in totals}
+    assert credited["provider_error:not_billed"] == "0.018"
+
+
+def test_provider_formats_price_cached_tokens_at_the_cache_rate(admin, gw):
+    acc = account(admin, "10.00")
+    r = send(
+        admin,
+        gw,
+        rec(
+            "oa",
+            acc,
+            input_tokens=None,
+            output_tokens=None,
+            openai_usage={
+                "prompt_tokens": 1_000_000,
+                "completion_tokens": 1000,
+                "prompt_tokens_details": {"cached_tokens": 800_000},
+            },
+        ),
+        rec(
+            "an",
+            acc,
+            input_tokens=None,
+            output_tokens=None,
+            anthropic_usage={
+                "input_tokens": 200_000,
+                "output_tokens": 1000,
+                "cache_read_input_tokens": 800_000,
+                "cache_creation_input_tokens": 0,
+            },
+        ),
+    )
+    # 200k uncached at 3.00 + 800k cached at 0.30 (0.1x) + 1k output at 15 = 0.60 + 0.24 + 0.015
+    assert [x["billed"]["amount"] for x in r] == ["0.855", "0.855"]
+
+
+def test_hold_partial_capture_release_and_expiry(admin, gw, engine):
+    acc = account(admin, "1.00")
+    auth = ok(
+        admin.post(
+            "/v1/authorizations",
+            json={
+                "account_id": acc["id"],
+                "model": "m",
+                "estimated_input_tokens": 10_000,
+                "max_output_tokens": 10_000,
+            },
+            headers=gw,
+        )
+    )
+    assert auth["status"] == "approved" and auth["held"]["amount"] == "0.18"
+    b = balance(admin, acc)
+    assert (b["held"], b["available"]) == ("0.18", "0.82")
+    # capture less than held: the rest is released
+    r = send(
+        admin,
+        gw,
+        rec("c1", acc, input_tokens=1000, output_tokens=1000, authorization_id=auth["id"]),
+    )
+    assert r[0]["billed"]["amount"] == "0.018"
+    b = balance(admin, acc)
+    assert (b["held"], b["paid"], b["available"]) == ("0.00", "0.982", "0.982")
+    # void and expiry release exactly once
+    a2 = ok(
+        admin.post(
+            "/v1/authorizations",
+            json={
+                "account_id": acc["id"],
+                "model": "m",
+                "estimated_input_tokens": 0,
+                "max_output_tokens": 10_000,
+            },
+            headers=gw,
+        )
+    )
+    assert (
+        ok(admin.post(f"/v1/authorizations/{a2['id']}/void", headers=gw), 200)["status"] == "voided"
+    )
+    assert (
+        ok(admin.post(f"/v1/authorizations/{a2['id']}/void", headers=gw), 200)["status"] == "voided"
+    )
+    a3 = ok(
+        admin.post(
+            "/v1/authorizations",
+            json={
+                "account_id": acc["id"],
+                "model": "m",
+                "estimated_input_tokens": 0,
+                "max_output_tokens": 10_000,
+                "ttl_seconds": 1,
+            },
+            headers=gw,
+        )
+    )
+    with Session(engine) as s:
+        assert expire_authorizations(s, now=utcnow() + timedelta(seconds=5)) == [a3["id"]]
+        s.commit()
+        assert expire_authorizations(s, now=utcnow() + timedelta(seconds=5)) == []
+    assert balance(admin, acc)["available"] == "0.982"
+    # nothing can cover a big call: declined with a code, nothing held
+    big = ok(
+        admin.post(
+            "/v1/authorizations",
+            json={
+                "account_id": acc["id"],
+                "model": "m",
+                "estimated_input_tokens": 0,
+                "max_output_tokens": 1_000_000,
+            },
+            headers=gw,
+        )
+    )
+    assert big["status"] == "declined" and big["decline_code"] == "insufficient_funds"
+
+
+def test_capture_above_hold_is_capped_without_credit_limit(admin, gw):
+    acc = account(admin, "1.00")
+    auth = ok(
+        admin.post(
+            "/v1/authorizations",
+            json={
+                "account_id": acc["id"],
+                "model": "m",
+                "estimated_input_tokens": 0,
+                "max_output_tokens": 1000,
+            },
+            headers=gw,
+        )
+    )
+    r = send(
+        admin, gw, rec("big", acc, input_tokens=0, output_tokens=2000, authorization_id=auth["id"])
+    )
+    assert r[0]["billed"]["amount"] == "0.015" and r[0]["reason"] == "capped_at_hold"
+    assert balance(admin, acc)["paid"] == "0.985"
+
+
+def test_concurrent_void_and_capture_of_one_hold(admin, gw):
+    acc = account(admin, "1.00")
+    for n in range(4):
+        auth = ok(
+            admin.post(
+                "/v1/authorizations",
+                json={
+                    "account_id": acc["id"],
+                    "model": "m",
+                    "estimated_input_tokens": 0,
+                    "max_output_tokens": 1000,
+                },
+                headers=gw,
+            )
+        )
+        out: list[int] = []
+        barrier = threading.Barrier(2)
+
+        record = rec(
+            f"cap{n}", acc, input_tokens=0, output_tokens=1000, authorization_id=auth["id"]
+        )
+
+        def capture(record=record):
+            barrier.wait()
+            out.append(admin.post("/v1/usage", headers=gw, json={"records": [record]}).status_code)
+
+        def void(aid=auth["id"]):
+            barrier.wait()
+            out.append(admin.post(f"/v1/authorizations/{aid}/void", headers=gw).status_code)
+
+        threads = [threading.Thread(target=capture), threading.Thread(target=void)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert out and all(code == 200 for code in out)
+    b = balance(admin, acc)
+    assert b["held"] == "0.00"
+    # each charged record cost 0.015; whatever won, money only left once per capture
+    charged = ok(admin.get(f"/v1/accounts/{acc['id']}/usage"), 200)["data"]
+    spent = sum(int(row["records"]) for row in charged)
+    assert Decimal(b["paid"]) == Decimal("1.00") - Decimal("0.015") * spent
+
+
+def test_overdraft_race_exactly_n_succeed(admin, gw):
+    acc = account(admin, "0.15")  # exactly 10 records of 0.015
+    results: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(16)
+
+    def spend(worker: int) -> None:
+        barrier.wait()
+        for j in range(3):
+            record = rec(f"w{worker}-{j}", acc, input_tokens=0, output_tokens=1000)
+            r = admin.post("/v1/usage", headers=gw, json={"records": [record]})
+            with lock:
+                results.append(r.json()["results"][0]["status"])
+
+    threads = [threading.Thread(target=spend, args=(w,)) for w in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count("charged") == 10
+    assert results.count("rejected") == 38
+    b = balance(admin, acc)
+    assert (b["paid"], b["available"]) == ("0.00", "0.00")
+
+
+def test_overage_within_credit_limit_goes_to_unbilled_receivable(admin, gw):
+    acc = account(admin, "0.01", credit_limit="0.02")
+    r = send(admin, gw, *[rec(f"o{i}", acc, input_tokens=0, output_tokens=1000) for i in range(3)])
+    assert [x["status"] for x in r] == ["charged", "charged", "rejected"]
+    assert r[2]["reason"] == "insufficient_funds"
+    b = balance(admin, acc)
+    assert (b["paid"], b["overage_unbilled"], b["available"]) == ("0.00", "0.02", "0.00")
+
+
+def test_reseller_usage_draws_float_at_wholesale(admin, gw):
+    reseller = account(admin, "0.03", kind="reseller")
+    ok(
+        admin.post(
+            "/v1/reseller-price-books",
+            json={"reseller_account_id": reseller["id"], "currency": "USD", "markup_pct": "100"},
+        )
+    )
+    sub = account(admin, parent_id=reseller["id"])
+    ok(
+        admin.post(
+            f"/v1/accounts/{sub['id']}/topups", json={"amount": "1.00", "method": "reseller"}
+        )
+    )
+    r = send(admin, gw, *[rec(f"s{i}", sub, input_tokens=0, output_tokens=1000) for i in range(3)])
+    assert [x["status"] for x in r] == ["charged", "charged", "rejected"]
+    assert r[0]["billed"]["amount"] == "0.03"  # retail = wholesale 0.015 + 100 %
+    assert r[2]["reason"] == "reseller_float_exhausted"
+    assert balance(admin, sub)["paid"] == "0.94"
+    assert balance(admin, reseller)["paid"] == "0.00"
+
+
+def test_plan_quota_then_block_and_package_tokens(admin, gw, engine):
+    ok(
+        admin.post(
+            "/v1/plans",
+            json={
+                "id": "p",
+                "name": "P",
+                "currency": "USD",
+                "monthly_fee": "1.00",
+                "windows": [{"kind": "rolling_5h", "unit": "requests", "limit": 2}],
+                "on_exhausted": "block",
+            },
+        )
+    )
+    acc = account(admin, "2.00")
+    ok(admin.post(f"/v1/accounts/{acc['id']}/subscriptions", json={"plan_id": "p"}))
+    r = send(admin, gw, *[rec(f"p{i}", acc) for i in range(3)])
+    assert [x["status"] for x in r] == ["charged", "charged", "rejected"]
+    assert r[0]["billed"]["amount"] == "0.00" and r[2]["reason"] == "plan_quota_exhausted"
+    ok(
+        admin.post(
+            "/v1/packages",
+            json={
+                "id": "pk",
+                "name": "Pk",
+                "currency": "USD",
+                "price": "0.50",
+                "tokens": 3000,
+                "valid_days": 10,
+            },
+        )
+    )
+    acc2 = account(admin, "1.00")
+    ok(admin.post(f"/v1/accounts/{acc2['id']}/package-purchases", json={"package_id": "pk"}))
+    r = send(admin, gw, rec("k1", acc2), rec("k2", acc2))  # 2000 tokens each; the package has 3000
+    assert r[0]["billed"]["amount"] == "0.00"
+    assert r[1]["billed"]["amount"] == "0.009"  # half of 0.018 paid from the wallet
+    b = balance(admin, acc2)
+    assert b["packages"] == [] and b["paid"] == "0.491"
+    with Session(engine) as s:
+        recognized = s.execute(
+            sa.text(
+                "SELECT -sum(p.amount) FROM ledger_postings p"
+                " JOIN ledger_accounts a ON a.id = p.account_id WHERE a.code = 'revenue:packages'"
+            )
+        ).scalar_one()
+    assert int(recognized) == 5 * 10**17

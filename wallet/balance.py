@@ -1,0 +1,97 @@
+"""The balance view of an account, read from the ledger and the lots in one snapshot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from plans.catalog import get_plan
+from sqlalchemy.orm import Session
+
+from ledger.accounts import get_balance
+from ledger.amounts import Amount
+from ledger.base import utcnow
+from wallet.burn import PACKAGE
+from wallet.chart import currency_of, customer_ledger
+from wallet.lots import open_lots
+from wallet.models import Account
+from wallet.subscriptions import WindowState, get_live_subscription, quota_state
+
+
+@dataclass(frozen=True, slots=True)
+class PackageLine:
+    """A token package lot with tokens left."""
+
+    id: int
+    models: tuple[str, ...]
+    tokens_remaining: int
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionView:
+    """The live subscription and its quota windows."""
+
+    id: str
+    plan_id: str
+    status: str
+    current_period_end: datetime
+    cancel_at_period_end: bool
+    windows: list[WindowState]
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceView:
+    """``available`` = paid + bonus - held + (credit_limit - overage_unbilled): what the account
+    can spend now, in money. Token entitlements are listed apart."""
+
+    currency: str
+    available: Amount
+    paid: Amount
+    bonus: Amount
+    held: Amount
+    overage_unbilled: Amount
+    credit_limit: Amount
+    packages: list[PackageLine]
+    subscription: SubscriptionView | None
+
+
+def balance_of(session: Session, account: Account, *, at: datetime | None = None) -> BalanceView:
+    """The account's balance now (one REPEATABLE READ snapshot keeps the parts consistent)."""
+    when = at or utcnow()
+    unit = currency_of(account)
+    cust = customer_ledger(session, account)
+    paid = get_balance(session, cust.prepaid.id)
+    bonus = get_balance(session, cust.bonus.id)
+    overage = get_balance(session, cust.receivable_unbilled.id).posted
+    held = paid.pending_out + bonus.pending_out
+    limit = Amount(account.credit_limit, unit)
+    available = paid.posted + bonus.posted - held + limit - overage
+    packages = [
+        PackageLine(lot.id, tuple(lot.models), lot.remaining, lot.expires_at)
+        for lot in open_lots(session, account.id, [PACKAGE])
+        if lot.expires_at is None or lot.expires_at > when
+    ]
+    sub = get_live_subscription(session, account.id)
+    sub_view = None
+    if sub is not None:
+        get_plan(session, sub.plan_id)
+        sub_view = SubscriptionView(
+            sub.id,
+            sub.plan_id,
+            sub.status,
+            sub.current_period_end,
+            sub.cancel_at_period_end,
+            quota_state(session, sub.id, at=when),
+        )
+    return BalanceView(
+        currency=unit.code,
+        available=available,
+        paid=paid.posted,
+        bonus=bonus.posted,
+        held=held,
+        overage_unbilled=overage,
+        credit_limit=limit,
+        packages=packages,
+        subscription=sub_view,
+    )

@@ -1,0 +1,23 @@
+"""Wallet domain errors (stable codes, mapped to HTTP in api/errors.py)."""
+
+from __future__ import annotations
+
+from ledger.errors import DomainError
+
+
+class InvalidRequest(DomainError):
+    """Input that is well-formed JSON but makes no sense for the wallet."""
+
+    code = "validation_error"
+
+
+class Conflict(DomainError):
+    """The request conflicts with the current state (e.g. a second live subscription)."""
+
+    code = "conflict"
+
+
+class RefundTooLarge(DomainError):
+    """A refund larger than the top-up's unspent paid credit."""
+
+    code = "refund_exceeds_unspent"

@@ -1,0 +1,221 @@
+"""Credit lots: spending money in burn order, and expiring lots with their ledger entries.
+
+Lock order in the wallet: credit lots (by id), then ledger accounts (by id, inside the ledger).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ledger.accounts import get_balance
+from ledger.amounts import Amount
+from ledger.base import utcnow
+from ledger.errors import InsufficientFunds
+from ledger.journal import EntrySpec, Leg, post_entries
+from ledger.units import unit as unit_of
+from wallet.burn import (
+    BONUS,
+    MONEY_KINDS,
+    PACKAGE,
+    PAID,
+    Allocation,
+    LotView,
+    allocate,
+    validate_burn_order,
+)
+from wallet.chart import CustomerLedger, book_of, currency_of, customer_ledger, house_ledger
+from wallet.models import Account, CreditLot
+from wallet.outbox import emit
+
+
+def open_lots(
+    session: Session, account_id: str, kinds: Sequence[str], *, lock: bool = False
+) -> list[CreditLot]:
+    """Lots of ``kinds`` with something left, in id order (locked when ``lock``)."""
+    stmt = (
+        select(CreditLot)
+        .where(
+            CreditLot.account_id == account_id, CreditLot.kind.in_(kinds), CreditLot.remaining > 0
+        )
+        .order_by(CreditLot.id)
+    )
+    if lock:
+        stmt = stmt.with_for_update()
+    return list(session.scalars(stmt))
+
+
+def view(lot: CreditLot) -> LotView:
+    """The burn-order view of a lot."""
+    return LotView(lot.id, lot.kind, lot.remaining, lot.expires_at, lot.priority, tuple(lot.models))
+
+
+@dataclass(frozen=True, slots=True)
+class MoneyDraw:
+    """Debit legs that take money from an account's lots, and which lots paid."""
+
+    legs: tuple[Leg, ...]
+    allocations: tuple[Allocation, ...]
+
+
+def draw_money(
+    session: Session, account: Account, amount: Amount, *, at: datetime | None = None
+) -> MoneyDraw:
+    """Take ``amount`` from the account's bonus and paid lots in its burn order.
+
+    Decrements the lots and returns the debit legs; the caller adds the credit legs and posts
+    the entry in the same transaction.
+
+    Raises:
+        InsufficientFunds: the lots cannot cover ``amount`` (nothing is changed).
+    """
+    when = at or utcnow()
+    lots = open_lots(session, account.id, sorted(MONEY_KINDS), lock=True)
+    order = validate_burn_order(account.burn_order)
+    allocations, shortfall = allocate(
+        [view(lot) for lot in lots], amount.atoms, order=order, at=when
+    )
+    if shortfall:
+        have = Amount(amount.atoms - shortfall, amount.unit)
+        raise InsufficientFunds(
+            f"account {account.id} has {have} of credit and needs {amount}",
+            account_id=account.id,
+            available=have.format(),
+            required=amount.format(),
+        )
+    ledger = customer_ledger(session, account)
+    by_id = {lot.id: lot for lot in lots}
+    per_kind = {BONUS: 0, PAID: 0}
+    for a in allocations:
+        by_id[a.lot_id].remaining -= a.atoms
+        per_kind[a.kind] += a.atoms
+    legs = []
+    if per_kind[BONUS]:
+        legs.append(Leg(ledger.bonus.id, Amount(per_kind[BONUS], amount.unit)))
+    if per_kind[PAID]:
+        legs.append(Leg(ledger.prepaid.id, Amount(per_kind[PAID], amount.unit)))
+    session.flush()
+    return MoneyDraw(tuple(legs), tuple(allocations))
+
+
+def money_balance(session: Session, ledger: CustomerLedger) -> Amount:
+    """Paid plus bonus credit that can be spent now (holds excluded)."""
+    return (
+        get_balance(session, ledger.prepaid.id).available
+        + get_balance(session, ledger.bonus.id).available
+    )
+
+
+def check_low_balance(session: Session, account: Account, before: Amount) -> None:
+    """Emit ``balance.low`` when spending crossed the account's threshold."""
+    if account.low_balance_threshold is None:
+        return
+    threshold = Amount(account.low_balance_threshold, before.unit)
+    after = money_balance(session, customer_ledger(session, account))
+    if before >= threshold > after:
+        emit(
+            session,
+            account_id=account.id,
+            type="balance.low",
+            data={
+                "account_id": account.id,
+                "available": {"amount": after.format(), "currency": after.unit.code},
+                "threshold": {"amount": threshold.format(), "currency": threshold.unit.code},
+            },
+        )
+
+
+def expire_lots(session: Session, *, now: datetime | None = None, limit: int = 500) -> list[int]:
+    """Expire lots past their expiry: bonus back to promotions, package tokens and their deferred
+    money to breakage, paid credit (only lots that have an expiry) to breakage. Idempotent."""
+    at = now or utcnow()
+    lots = session.scalars(
+        select(CreditLot)
+        .where(CreditLot.remaining > 0, CreditLot.expires_at <= at)
+        .order_by(CreditLot.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    specs: list[EntrySpec] = []
+    for lot in lots:
+        account = session.get_one(Account, lot.account_id)
+        cust = customer_ledger(session, account)
+        unit = currency_of(account)
+        house = house_ledger(session, book_of(account), unit)
+        legs: list[Leg]
+        if lot.kind == BONUS:
+            amt = Amount(lot.remaining, unit)
+            legs = [Leg(cust.bonus.id, amt), Leg(house.promotions.id, -amt)]
+        elif lot.kind == PAID:
+            amt = Amount(lot.remaining, unit)
+            legs = [Leg(cust.prepaid.id, amt), Leg(house.revenue_breakage.id, -amt)]
+        else:
+            tokens = Amount(lot.remaining, cust.package_tokens.unit)
+            legs = [Leg(cust.package_tokens.id, tokens), Leg(house.tokens_expired.id, -tokens)]
+            if lot.deferred:
+                money = Amount(lot.deferred, unit)
+                legs += [
+                    Leg(cust.deferred_packages.id, money),
+                    Leg(house.revenue_breakage.id, -money),
+                ]
+            lot.deferred = 0
+        specs.append(
+            EntrySpec(
+                legs=tuple(legs),
+                description=f"{lot.kind} lot {lot.id} expired",
+                idempotency_key=f"lot-expiry:{lot.id}",
+                effective_at=lot.expires_at,
+                metadata={"lot_id": lot.id, "account_id": lot.account_id},
+            )
+        )
+        lot.remaining = 0
+        lot.expired_at = at
+    if specs:
+        post_entries(session, specs)
+    session.flush()
+    return [lot.id for lot in lots]
+
+
+def notify_expiring(session: Session, *, now: datetime | None = None) -> int:
+    """Emit ``credits.expiring`` once per lot when it enters its account's notice window."""
+    at = now or utcnow()
+    rows = session.execute(
+        select(CreditLot, Account.expiring_notice_days)
+        .join(Account, Account.id == CreditLot.account_id)
+        .where(
+            CreditLot.remaining > 0,
+            CreditLot.expires_at > at,
+            CreditLot.expires_at <= at + timedelta(days=90),
+        )
+    ).all()
+    sent = 0
+    for lot, days in rows:
+        assert lot.expires_at is not None
+        if lot.expires_at - at > timedelta(days=days):
+            continue
+        remaining: dict[str, object]
+        if lot.kind == PACKAGE:
+            remaining = {"tokens": lot.remaining}
+        else:
+            amount = Amount(lot.remaining, unit_of(lot.unit))
+            remaining = {"amount": amount.format(), "currency": lot.unit}
+        data = {
+            "account_id": lot.account_id,
+            "lot_id": lot.id,
+            "kind": lot.kind,
+            "expires_at": lot.expires_at.isoformat(),
+            "remaining": remaining,
+        }
+        if emit(
+            session,
+            account_id=lot.account_id,
+            type="credits.expiring",
+            data=data,
+            dedupe_key=f"credits.expiring:{lot.id}",
+        ):
+            sent += 1
+    return sent

@@ -1,0 +1,344 @@
+"""Wallet tables: accounts, credit lots, top-ups, package purchases, subscriptions, quota
+windows, and the outbox of events for webhooks."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ledger.base import Atoms, Base, UTCDateTime
+
+
+class Account(Base):
+    """A customer or reseller account in one currency.
+
+    A reseller's sub-accounts (``parent_id`` set) keep their money in the reseller's own book.
+    """
+
+    __tablename__ = "wallet_accounts"
+    __table_args__ = (
+        CheckConstraint("kind IN ('customer', 'reseller')", name="kind_known"),
+        CheckConstraint("credit_limit >= 0", name="credit_limit_non_negative"),
+        CheckConstraint("parent_id IS NULL OR parent_id <> id", name="not_own_parent"),
+        Index(
+            "uq_wallet_accounts_external_id",
+            text("coalesce(parent_id, '')"),
+            "external_id",
+            unique=True,
+            postgresql_where=text("external_id IS NOT NULL"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text)
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("wallet_accounts.id"), index=True)
+    external_id: Mapped[str | None] = mapped_column(Text)
+    currency: Mapped[str] = mapped_column(Text)
+    credit_limit: Mapped[int] = mapped_column(Atoms, server_default=text("0"))
+    failed_request_policy_id: Mapped[str | None] = mapped_column(Text)
+    discounts: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default=text("'[]'"))
+    burn_order: Mapped[list[str] | None] = mapped_column(JSONB)
+    low_balance_threshold: Mapped[int | None] = mapped_column(Atoms)
+    expiring_notice_days: Mapped[int] = mapped_column(Integer, server_default=text("7"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
+
+
+class CreditLot(Base):
+    """A lot of credit: paid money, bonus money or package tokens, with priority and expiry.
+
+    ``remaining`` always equals what the ledger holds for the lot: the sum of remaining amounts
+    of an account's lots of one kind equals the balance of the matching ledger account.
+    """
+
+    __tablename__ = "wallet_credit_lots"
+    __table_args__ = (
+        CheckConstraint("kind IN ('paid', 'bonus', 'package')", name="kind_known"),
+        CheckConstraint("remaining >= 0 AND remaining <= granted", name="remaining_in_range"),
+        CheckConstraint("deferred >= 0", name="deferred_non_negative"),
+        Index(
+            "ix_wallet_credit_lots_open",
+            "account_id",
+            "kind",
+            postgresql_where=text("remaining > 0"),
+        ),
+        Index("ix_wallet_credit_lots_expiry", "expires_at", postgresql_where=text("remaining > 0")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("wallet_accounts.id"))
+    kind: Mapped[str] = mapped_column(Text)
+    unit: Mapped[str] = mapped_column(Text)
+    ledger_account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("ledger_accounts.id"))
+    granted: Mapped[int] = mapped_column(Atoms)
+    remaining: Mapped[int] = mapped_column(Atoms)
+    priority: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    models: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    # package lots: the money still deferred (recognized as tokens are consumed or expire)
+    price: Mapped[int] = mapped_column(Atoms, server_default=text("0"))
+    deferred: Mapped[int] = mapped_column(Atoms, server_default=text("0"))
+    source_type: Mapped[str] = mapped_column(Text)
+    source_id: Mapped[str] = mapped_column(Text)
+    expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
+
+
+class Topup(Base):
+    """A top-up: paid credit plus the bonus the rule in force gave."""
+
+    __tablename__ = "wallet_topups"
+    __table_args__ = (
+        CheckConstraint("method IN ('bank_transfer', 'stripe', 'reseller')", name="method_known"),
+        CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status_known"),
+        UniqueConstraint("account_id", "idempotency_key", name="uq_wallet_topups_idempotency"),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("wallet_accounts.id"), index=True)
+    method: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text)
+    amount: Mapped[int] = mapped_column(Atoms)
+    bonus: Mapped[int] = mapped_column(Atoms, server_default=text("0"))
+    bonus_rule_id: Mapped[str | None] = mapped_column(Text)
+    refunded: Mapped[int] = mapped_column(Atoms, server_default=text("0"))
+    bonus_clawed_back: Mapped[int] = mapped_column(Atoms, server_default=text("0"))
+    reference: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(Text)
+    paid_lot_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("wallet_credit_lots.id"))
+    bonus_lot_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("wallet_credit_lots.id")
+    )
+    entry_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("ledger_entries.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
+
+
+class PackagePurchase(Base):
+    """A token package bought from the wallet balance."""
+
+    __tablename__ = "wallet_package_purchases"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("wallet_accounts.id"), index=True)
+    package_id: Mapped[str] = mapped_column(Text)
+    price: Mapped[int] = mapped_column(Atoms)
+    tokens: Mapped[int] = mapped_column(Atoms)
+    lot_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("wallet_credit_lots.id"))
+    entry_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("ledger_entries.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
+
+
+class Subscription(Base):
+    """A coding-plan subscription with its current period."""
+
+    __tablename__ = "wallet_subscriptions"
+    __table_args__ = (
+        CheckConstraint("status IN ('active', 'past_due', 'canceled')", name="status_known"),
+        Index(
+            "uq_wallet_subscriptions_one_live",
+            "account_id",
+            unique=True,
+            postgresql_where=text("status <> 'canceled'"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("wallet_accounts.id"))
+    plan_id: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text)
+    current_period_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    current_period_end: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    canceled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
+
+
+class SubscriptionPeriod(Base):
+    """One paid period of a subscription; unique per start, so a renewal happens once."""
+
+    __tablename__ = "wallet_subscription_periods"
+    __table_args__ = (
+        UniqueConstraint(
+            "subscription_id", "period_start", name="uq_wallet_subscription_periods_start"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    subscription_id: Mapped[str] = mapped_column(ForeignKey("wallet_subscriptions.id"))
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    fee: Mapped[int] = mapped_column(Atoms)
+    entry_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("ledger_entries.id"))
+    recognized_entry_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("ledger_entries.id")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
+
+
+class QuotaWindow(Base):
+    """The current window of one plan quota (kind and unit) for a subscription."""
+
+    __tablename__ = "wallet_quota_windows"
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "kind", "unit", name="uq_wallet_quota_windows_kind"),
+        CheckConstraint("used >= 0", name="used_non_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    subscription_id: Mapped[str] = mapped_column(ForeignKey("wallet_subscriptions.id"))
+    kind: Mapped[str] = mapped_column(Text)
+    unit: Mapped[str] = mapped_column(Text)
+    limit: Mapped[int] = mapped_column(BigInteger)
+    window_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    window_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    used: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+
+
+class WebhookEndpoint(Base):
+    """Where an account (or, with no account, the operator) receives signed events."""
+
+    __tablename__ = "wallet_webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    account_id: Mapped[str | None] = mapped_column(ForeignKey("wallet_accounts.id"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
+
+
+class OutboxEvent(Base):
+    """An event written in the same transaction as its cause, delivered later by a job.
+
+    ``dedupe_key`` makes emitting the same fact twice harmless (e.g. one ``credits.expiring``
+    per lot).
+    """
+
+    __tablename__ = "wallet_outbox"
+    __table_args__ = (
+        Index(
+            "ix_wallet_outbox_due", "next_attempt_at", postgresql_where=text("delivered_at IS NULL")
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("wallet_accounts.id"), index=True)
+    type: Mapped[str] = mapped_column(Text)
+    dedupe_key: Mapped[str | None] = mapped_column(Text, unique=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
+
+
+class UsageClaim(Base):
+    """A usage record id, claimed in the same transaction as its charge (exactly once).
+
+    Kept for at least the open billing period plus 35 days; a replay inside that window
+    returns the first result and changes nothing.
+    """
+
+    __tablename__ = "wallet_usage_claims"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    account_id: Mapped[str] = mapped_column(Text)
+    claimed_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, server_default=text("now()"), index=True
+    )
+
+
+class UsageRecord(Base):
+    """A charged usage record with its rated, billed and credited amounts (partitioned by month
+    of ``occurred_at``; see migration 0004)."""
+
+    __tablename__ = "wallet_usage_records"
+    __table_args__ = (
+        PrimaryKeyConstraint("occurred_at", "id", name="pk_wallet_usage_records"),
+        Index("ix_wallet_usage_records_id", "id"),
+        Index("ix_wallet_usage_records_account", "account_id", "occurred_at"),
+        {"postgresql_partition_by": "RANGE (occurred_at)"},
+    )
+
+    id: Mapped[str] = mapped_column(Text)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
+    account_id: Mapped[str] = mapped_column(Text)
+    currency: Mapped[str] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(Text)
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_read_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_write_5m_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_write_1h_tokens: Mapped[int] = mapped_column(BigInteger)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger)
+    batch: Mapped[bool] = mapped_column(Boolean)
+    http_status: Mapped[int] = mapped_column(Integer)
+    finish_reason: Mapped[str | None] = mapped_column(Text)
+    failure_kind: Mapped[str | None] = mapped_column(Text)
+    policy_id: Mapped[str] = mapped_column(Text)
+    policy_version: Mapped[int] = mapped_column(Integer)
+    price_source: Mapped[str] = mapped_column(Text)
+    rate_card_id: Mapped[str | None] = mapped_column(Text)
+    rated: Mapped[int] = mapped_column(Atoms)
+    billed: Mapped[int] = mapped_column(Atoms)
+    credited: Mapped[int] = mapped_column(Atoms)
+    reason: Mapped[str | None] = mapped_column(Text)
+    drawn: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    wholesale_billed: Mapped[int | None] = mapped_column(Atoms)
+    authorization_id: Mapped[str | None] = mapped_column(Text)
+    entry_id: Mapped[int | None] = mapped_column(BigInteger)
+    tags: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+
+
+class Authorization(Base):
+    """A gateway hold: an estimate reserved through the burn order before a call.
+
+    ``reserved`` lists the lots it took (``[[lot_id, atoms], ...]``); capture, void and expiry
+    give them back exactly once (the row is locked, and the ledger hold resolves once).
+    """
+
+    __tablename__ = "wallet_authorizations"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('approved', 'declined', 'captured', 'voided', 'expired')",
+            name="status_known",
+        ),
+        Index(
+            "ix_wallet_authorizations_open",
+            "expires_at",
+            postgresql_where=text("status = 'approved'"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("wallet_accounts.id"), index=True)
+    model: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text)
+    decline_code: Mapped[str | None] = mapped_column(Text)
+    held_money: Mapped[int] = mapped_column(Atoms, server_default=text("0"))
+    held_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    plan_covered: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    overage: Mapped[int] = mapped_column(Atoms, server_default=text("0"))
+    reserved: Mapped[list[list[int]]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    hold_entry_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("ledger_entries.id"))
+    usage_record_id: Mapped[str | None] = mapped_column(Text)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))

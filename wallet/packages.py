@@ -1,0 +1,93 @@
+"""Token packages bought from the wallet balance."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from plans.catalog import get_package
+from sqlalchemy.orm import Session
+
+from ledger.amounts import Amount
+from ledger.base import utcnow
+from ledger.journal import Leg, post_entry
+from ledger.units import TOKENS
+from wallet.accounts import EVERYTHING, Scope, get_account
+from wallet.burn import PACKAGE
+from wallet.chart import book_of, currency_of, customer_ledger, house_ledger
+from wallet.errors import InvalidRequest
+from wallet.ids import new_id
+from wallet.lots import check_low_balance, draw_money, money_balance
+from wallet.models import CreditLot, PackagePurchase
+
+
+def buy_package(
+    session: Session,
+    account_id: str,
+    package_id: str,
+    *,
+    at: datetime | None = None,
+    scope: Scope = EVERYTHING,
+) -> PackagePurchase:
+    """Buy a package with wallet credit: the price moves to deferred revenue and a token lot
+    (model scope, expiry) is granted.
+
+    Raises:
+        NotFound: unknown account or package.
+        InvalidRequest: the package is priced in another currency.
+        InsufficientFunds: the wallet cannot cover the price (nothing changes).
+    """
+    account = get_account(session, account_id, scope=scope, lock=True)
+    spec = get_package(session, package_id)
+    unit = currency_of(account)
+    if spec.currency.code != unit.code:
+        raise InvalidRequest(
+            f"package {package_id} is sold in {spec.currency.code};"
+            f" account {account.id} pays in {unit.code}"
+        )
+    when = at or utcnow()
+    cust = customer_ledger(session, account)
+    house = house_ledger(session, book_of(account), unit)
+    before = money_balance(session, cust)
+    purchase_id = new_id("pkp")
+    legs: list[Leg] = []
+    if spec.price.atoms:
+        draw = draw_money(session, account, spec.price, at=when)
+        legs += [*draw.legs, Leg(cust.deferred_packages.id, -spec.price)]
+    tokens = Amount(spec.tokens, TOKENS)
+    legs += [Leg(house.tokens_issued.id, tokens), Leg(cust.package_tokens.id, -tokens)]
+    entry = post_entry(
+        session,
+        legs,
+        description=f"package {package_id} bought ({purchase_id})",
+        idempotency_key=f"package:{purchase_id}",
+        metadata={"purchase_id": purchase_id, "package_id": package_id, "account_id": account.id},
+    )
+    lot = CreditLot(
+        account_id=account.id,
+        kind=PACKAGE,
+        unit=TOKENS.code,
+        ledger_account_id=cust.package_tokens.id,
+        granted=spec.tokens,
+        remaining=spec.tokens,
+        expires_at=when + timedelta(days=spec.valid_days),
+        models=list(spec.models),
+        price=spec.price.atoms,
+        deferred=spec.price.atoms,
+        source_type="package_purchase",
+        source_id=purchase_id,
+    )
+    session.add(lot)
+    session.flush()
+    purchase = PackagePurchase(
+        id=purchase_id,
+        account_id=account.id,
+        package_id=package_id,
+        price=spec.price.atoms,
+        tokens=spec.tokens,
+        lot_id=lot.id,
+        entry_id=entry.id,
+    )
+    session.add(purchase)
+    session.flush()
+    check_low_balance(session, account, before)
+    return purchase
