@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from plans.catalog import get_plan
 from sqlalchemy.orm import Session
 
 from ledger.accounts import get_balance
 from ledger.amounts import Amount
 from ledger.base import utcnow
+from plans.catalog import get_plan
 from wallet.burn import PACKAGE
 from wallet.chart import currency_of, customer_ledger
 from wallet.lots import open_lots

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from plans.catalog import get_package
 from sqlalchemy.orm import Session
 
 from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.journal import Leg, post_entry
 from ledger.units import TOKENS
+from plans.catalog import get_package
 from wallet.accounts import EVERYTHING, Scope, get_account
 from wallet.burn import PACKAGE
 from wallet.chart import book_of, currency_of, customer_ledger, house_ledger

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from plans.catalog import PlanSpec, get_plan
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -17,6 +16,7 @@ from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.errors import InsufficientFunds, NotFound
 from ledger.journal import Leg, post_entry
+from plans.catalog import PlanSpec, get_plan
 from wallet.accounts import EVERYTHING, Scope, get_account
 from wallet.chart import book_of, currency_of, customer_ledger, house_ledger
 from wallet.errors import Conflict, InvalidRequest

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from plans.catalog import bonus_for_topup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -14,6 +13,7 @@ from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.errors import DomainError, IdempotencyConflict, InvalidAmount, NotFound
 from ledger.journal import Leg, post_entry
+from plans.catalog import bonus_for_topup
 from wallet.accounts import EVERYTHING, Scope, get_account
 from wallet.burn import BONUS, PAID
 from wallet.chart import book_of, currency_of, customer_ledger, house_ledger
