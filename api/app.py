@@ -81,7 +81,7 @@ def create_app(
     return Litestar(
         route_handlers=route_handlers,
         dependencies={
-            "db": Provide(provide_db, sync_to_thread=False),
+            "db": Provide(provide_db),
             "principal": Provide(provide_principal, sync_to_thread=False),
         },
         middleware=[

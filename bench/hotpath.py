@@ -307,7 +307,7 @@ def overdraft(seconds: int) -> None:
             _overdraft_worker, [(server.url, gateway, accounts[0], 12, i) for i in range(64)]
         )
         elapsed = time.time() - started
-        _, balance = api.call("GET", f"/v1/accounts/{accounts[0]}/balance")
+        _, balance = Api(server.url, admin).call("GET", f"/v1/accounts/{accounts[0]}/balance")
     ok = sum(p["ok"] for p in parts)
     write_result(
         "overdraft_race",

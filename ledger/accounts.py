@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, text
+from sqlalchemy import and_, event, func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -67,6 +68,134 @@ def _ref(row: LedgerAccount) -> AccountRef:
     )
 
 
+#: An account's identity: book, unit code, chart code, owner.
+Key = tuple[str, str, str, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSpec:
+    """The identity and settings of a ledger account to open (see :func:`open_account`)."""
+
+    code: str
+    type: AccountType
+    unit: Unit
+    book: str = OPERATOR_BOOK
+    owner_id: str | None = None
+    forbid_negative: bool = False
+    track_balance: bool = True
+
+    @property
+    def key(self) -> Key:
+        """What makes an account unique: book, unit, code and owner."""
+        return (self.book, self.unit.code, self.code, self.owner_id)
+
+
+# Account identities never change and accounts are never deleted, so refs of committed accounts
+# are cached for the life of the process. Refs seen inside a transaction are kept on the session
+# and join the process cache only when that transaction commits (a rollback forgets them).
+# The cache is per database (keyed by its URL), since ids differ between databases.
+_COMMITTED: dict[str, dict[Key, AccountRef]] = {}
+_CACHE_LIMIT = 200_000
+_PENDING = "ledger_account_refs"
+
+
+def _database(session: Session) -> str:
+    return str(session.get_bind().engine.url)
+
+
+@event.listens_for(Session, "after_commit")
+def _publish_refs(session: Session) -> None:
+    pending: dict[str, dict[Key, AccountRef]] | None = session.info.pop(_PENDING, None)
+    for db, refs in (pending or {}).items():
+        cache = _COMMITTED.setdefault(db, {})
+        if len(cache) > _CACHE_LIMIT:
+            cache.clear()
+        cache.update(refs)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_refs(session: Session) -> None:
+    session.info.pop(_PENDING, None)
+
+
+def _check_settings(spec: AccountSpec, ref: AccountRef) -> AccountRef:
+    if (ref.type, ref.forbid_negative, ref.track_balance) != (
+        spec.type,
+        spec.forbid_negative,
+        spec.track_balance,
+    ):
+        raise InvalidEntry(
+            f"ledger account {spec.code!r} in book {spec.book!r} already exists with other settings"
+        )
+    return ref
+
+
+def open_accounts(session: Session, specs: Sequence[AccountSpec]) -> list[AccountRef]:
+    """Return the accounts ``specs`` describe, creating missing ones: one INSERT and one SELECT
+    for all of them, nothing at all for accounts already known to this process.
+
+    Safe under concurrency: two callers opening the same account get the same row.
+
+    Raises:
+        InvalidEntry: an account exists with different flags, or a spec forbids negative
+            balances without tracking its balance.
+    """
+    db = _database(session)
+    pending: dict[Key, AccountRef] = session.info.setdefault(_PENDING, {}).setdefault(db, {})
+    committed = _COMMITTED.get(db, {})
+    found: dict[Key, AccountRef] = {}
+    missing: list[AccountSpec] = []
+    for spec in specs:
+        if spec.forbid_negative and not spec.track_balance:
+            raise InvalidEntry("an account that forbids negative balances must track its balance")
+        ref = committed.get(spec.key) or pending.get(spec.key)
+        if ref is None:
+            missing.append(spec)
+        else:
+            found[spec.key] = _check_settings(spec, ref)
+    if missing:
+        unique = list({s.key: s for s in missing}.values())
+        session.execute(
+            insert(LedgerAccount)
+            .values(
+                [
+                    {
+                        "code": s.code,
+                        "type": s.type.value,
+                        "unit": s.unit.code,
+                        "book": s.book,
+                        "owner_id": s.owner_id,
+                        "forbid_negative": s.forbid_negative,
+                        "track_balance": s.track_balance,
+                    }
+                    for s in unique
+                ]
+            )
+            .on_conflict_do_nothing(constraint="uq_ledger_accounts_identity")
+        )
+        rows = session.scalars(
+            select(LedgerAccount).where(
+                or_(
+                    *[
+                        and_(
+                            LedgerAccount.book == s.book,
+                            LedgerAccount.unit == s.unit.code,
+                            LedgerAccount.code == s.code,
+                            LedgerAccount.owner_id.is_not_distinct_from(s.owner_id),
+                        )
+                        for s in unique
+                    ]
+                )
+            )
+        ).all()
+        by_key = {(r.book, r.unit, r.code, r.owner_id): _ref(r) for r in rows}
+        for s in unique:
+            ref = _check_settings(s, by_key[s.key])
+            pending[s.key] = ref
+            found[s.key] = ref
+    return [found[s.key] for s in specs]
+
+
 def open_account(
     session: Session,
     *,
@@ -79,8 +208,6 @@ def open_account(
     track_balance: bool = True,
 ) -> AccountRef:
     """Return the account ``(book, unit, code, owner_id)``, creating it if needed.
-
-    Safe under concurrency: two callers opening the same account get the same row.
 
     Args:
         session: the caller's session; not committed here.
@@ -96,37 +223,8 @@ def open_account(
     Raises:
         InvalidEntry: an account with the same identity exists with different flags.
     """
-    if forbid_negative and not track_balance:
-        raise InvalidEntry("an account that forbids negative balances must track its balance")
-    stmt = (
-        insert(LedgerAccount)
-        .values(
-            code=code,
-            type=type.value,
-            unit=unit.code,
-            book=book,
-            owner_id=owner_id,
-            forbid_negative=forbid_negative,
-            track_balance=track_balance,
-        )
-        .on_conflict_do_nothing(constraint="uq_ledger_accounts_identity")
-        .returning(LedgerAccount.id)
-    )
-    session.execute(stmt)
-    row = session.scalars(
-        select(LedgerAccount).where(
-            LedgerAccount.book == book,
-            LedgerAccount.unit == unit.code,
-            LedgerAccount.code == code,
-            LedgerAccount.owner_id.is_not_distinct_from(owner_id),
-        )
-    ).one()
-    ref = _ref(row)
-    if (ref.type, ref.forbid_negative, ref.track_balance) != (type, forbid_negative, track_balance):
-        raise InvalidEntry(
-            f"ledger account {code!r} in book {book!r} already exists with other settings"
-        )
-    return ref
+    spec = AccountSpec(code, type, unit, book, owner_id, forbid_negative, track_balance)
+    return open_accounts(session, [spec])[0]
 
 
 def get_account(session: Session, account_id: int) -> AccountRef:

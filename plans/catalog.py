@@ -18,6 +18,7 @@ from fractions import Fraction
 from types import MappingProxyType
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.orm import Session
 
 from ledger.amounts import Amount
@@ -913,7 +914,7 @@ def list_failed_request_policies(
     limit = page_limit(limit)
     stmt = (
         select(FailedRequestPolicyRow)
-        .distinct(FailedRequestPolicyRow.id)
+        .ext(distinct_on(FailedRequestPolicyRow.id))
         .order_by(FailedRequestPolicyRow.id, FailedRequestPolicyRow.version.desc())
         .limit(limit + 1)
     )

@@ -433,17 +433,16 @@ def _load_wallets(
         if subs
         else []
     )
-    overage: dict[str, int] = dict(
-        session.execute(
+    overage: dict[str, int] = {
+        owner: int(atoms)
+        for owner, atoms in session.execute(
             text(
                 "SELECT owner_id, debits_posted - credits_posted FROM ledger_accounts"
                 " WHERE code = 'receivable:unbilled' AND owner_id = ANY(:owners)"
             ).bindparams(bindparam("owners", type_=ARRAY(TEXT))),
             {"owners": list(accs)},
         )
-        .tuples()
-        .all()
-    )
+    }
     out: dict[str, _Wallet] = {}
     for a in accs.values():
         out[a.id] = _Wallet(

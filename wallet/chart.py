@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from ledger.accounts import AccountRef, open_account
+from ledger.accounts import AccountRef, AccountSpec, open_accounts
 from ledger.models import OPERATOR_BOOK, AccountType
 from ledger.units import TOKENS, Unit
 from ledger.units import unit as unit_of
@@ -65,44 +65,44 @@ def customer_ledger(session: Session, account: Account) -> CustomerLedger:
     """Open (or find) the ledger accounts of ``account``."""
     book, unit, owner = book_of(account), currency_of(account), account.id
 
-    def acct(code: str, type_: AccountType, u: Unit = unit, *, forbid: bool = True) -> AccountRef:
-        return open_account(
-            session,
-            code=code,
-            type=type_,
-            unit=u,
-            book=book,
-            owner_id=owner,
-            forbid_negative=forbid,
-        )
+    def acct(code: str, type_: AccountType, u: Unit = unit) -> AccountSpec:
+        return AccountSpec(code, type_, u, book, owner, forbid_negative=True)
 
     return CustomerLedger(
-        prepaid=acct("customer:prepaid", L),
-        bonus=acct("customer:bonus", L),
-        package_tokens=acct("customer:package_tokens", L, TOKENS),
-        deferred_packages=acct("deferred:packages", L),
-        deferred_subscriptions=acct("deferred:subscriptions", L),
-        receivable_unbilled=acct("receivable:unbilled", A),
+        *open_accounts(
+            session,
+            [
+                acct("customer:prepaid", L),
+                acct("customer:bonus", L),
+                acct("customer:package_tokens", L, TOKENS),
+                acct("deferred:packages", L),
+                acct("deferred:subscriptions", L),
+                acct("receivable:unbilled", A),
+            ],
+        )
     )
 
 
 def house_ledger(session: Session, book: str, unit: Unit) -> HouseLedger:
     """Open (or find) the house accounts of a book in one currency."""
 
-    def house(code: str, type_: AccountType, u: Unit = unit, *, hot: bool = True) -> AccountRef:
-        return open_account(
-            session, code=code, type=type_, unit=u, book=book, track_balance=not hot
-        )
+    def house(code: str, type_: AccountType, u: Unit = unit, *, hot: bool = True) -> AccountSpec:
+        return AccountSpec(code, type_, u, book, track_balance=not hot)
 
     cash_code = "cash:bank" if book == OPERATOR_BOOK else "cash:collected"
     return HouseLedger(
-        cash=house(cash_code, A, hot=False),
-        promotions=house("promotions", C),
-        revenue_usage=house("revenue:usage", R),
-        revenue_packages=house("revenue:packages", R),
-        revenue_subscriptions=house("revenue:subscriptions", R),
-        revenue_breakage=house("revenue:breakage", R),
-        tokens_issued=house("entitlements:issued", A, TOKENS),
-        tokens_consumed=house("entitlements:consumed", R, TOKENS),
-        tokens_expired=house("entitlements:expired", R, TOKENS),
+        *open_accounts(
+            session,
+            [
+                house(cash_code, A, hot=False),
+                house("promotions", C),
+                house("revenue:usage", R),
+                house("revenue:packages", R),
+                house("revenue:subscriptions", R),
+                house("revenue:breakage", R),
+                house("entitlements:issued", A, TOKENS),
+                house("entitlements:consumed", R, TOKENS),
+                house("entitlements:expired", R, TOKENS),
+            ],
+        )
     )

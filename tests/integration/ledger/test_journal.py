@@ -226,3 +226,22 @@ def test_open_account_is_idempotent_and_refuses_changed_flags(session):
 
 def test_leg_helpers():
     assert credit(1, usd("2")) == Leg(1, usd("-2"))
+
+
+def test_account_cache_forgets_rolled_back_accounts(session_factory):
+    usd = currency("USD")
+    with session_factory() as s:
+        lost = open_account(s, code="tmp", type=AccountType.ASSET, unit=usd, owner_id="x")
+        s.rollback()
+    with session_factory.begin() as s:
+        kept = open_account(s, code="tmp", type=AccountType.ASSET, unit=usd, owner_id="x")
+        other = open_account(s, code="tmp2", type=AccountType.LIABILITY, unit=usd, owner_id="x")
+        post_entry(s, transfer(kept, other, usd_amount("1")))
+    with session_factory() as s:
+        assert open_account(s, code="tmp", type=AccountType.ASSET, unit=usd, owner_id="x") == kept
+        assert get_balance(s, kept.id).posted == usd_amount("1")
+    assert lost.code == kept.code
+
+
+def usd_amount(value: str):
+    return usd(value)
