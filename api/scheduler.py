@@ -6,6 +6,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -14,6 +15,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.settings import Settings
 from ledger.journal import expire_holds
+from wallet.authorizations import expire_authorizations
+from wallet.lots import expire_lots, notify_expiring
+from wallet.maintenance import ensure_usage_partitions, purge_usage_claims
+from wallet.outbox import deliver_due
+from wallet.subscriptions import renew_due
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +52,29 @@ def run_locked(factory: sessionmaker[Session], job: Job) -> bool:
 
 
 def default_jobs(settings: Settings) -> list[Job]:
-    """The jobs every deployment runs."""
+    """The jobs every deployment runs. Each is idempotent and bounded per run (it picks up the
+    rest on its next run), so a crash or a second scheduler is harmless."""
+    retention = timedelta(days=settings.tokenwallet_usage_retention_days)
+    holds = settings.tokenwallet_hold_expiry_interval_seconds
     return [
+        # gateway holds: give lapsed reservations back to their lots (and void the ledger hold)
+        Job("expire_authorizations", holds, lambda s: expire_authorizations(s)),
+        # backstop for ledger holds nobody resolved (their expiry is an hour past the wallet's)
+        Job("expire_ledger_holds", holds, lambda s: expire_holds(s)),
+        Job("expire_lots", 60, lambda s: expire_lots(s)),
+        Job("notify_expiring_credits", 3600, lambda s: notify_expiring(s)),
+        Job("renew_subscriptions", 60, lambda s: renew_due(s)),
         Job(
-            "expire_holds",
-            settings.tokenwallet_hold_expiry_interval_seconds,
-            lambda s: expire_holds(s),
+            "deliver_webhooks",
+            settings.tokenwallet_webhook_interval_seconds,
+            lambda s: deliver_due(s),
         ),
+        Job(
+            "usage_partitions",
+            3600,
+            lambda s: ensure_usage_partitions(s, retention=retention),
+        ),
+        Job("purge_usage_claims", 3600, lambda s: purge_usage_claims(s, retention=retention)),
     ]
 
 

@@ -25,6 +25,13 @@ class Settings(BaseSettings):
     tokenwallet_db_pool_size: int = Field(default=10, ge=1, le=200)
     tokenwallet_hold_ttl_seconds: int = Field(default=600, ge=1)
     tokenwallet_hold_expiry_interval_seconds: int = Field(default=30, ge=1)
+    tokenwallet_webhook_interval_seconds: int = Field(default=10, ge=1)
+    tokenwallet_usage_retention_days: int = Field(
+        default=70,
+        ge=36,
+        le=3650,
+        description="usage older than this is refused; record ids are remembered this long",
+    )
     tokenwallet_log_level: str = "INFO"
     stripe_api_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None

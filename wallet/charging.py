@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from functools import lru_cache
@@ -50,11 +50,14 @@ from wallet.chart import (
     customer_ledger,
     house_ledger,
 )
+from wallet.maintenance import DEFAULT_RETENTION
 from wallet.models import Account, Authorization, CreditLot, QuotaWindow, Subscription, UsageRecord
 from wallet.normalize import Tokens, failure_kind
 from wallet.quota import window_bounds
 
 MAX_BATCH = 1000
+#: How far ahead of the server clock a record's ``occurred_at`` may be (gateway clock skew).
+MAX_CLOCK_SKEW = timedelta(minutes=5)
 #: The watermark that orders pricing against catalog changes moves in steps of this many seconds,
 #: so only about one batch a minute takes its row lock (the others take a shared key lock).
 WATERMARK_STEP_SECONDS = 60
@@ -485,19 +488,41 @@ def charge_batch(
     *,
     now: datetime | None = None,
     scope: Scope = EVERYTHING,
+    retention: timedelta = DEFAULT_RETENTION,
 ) -> list[UsageResult]:
     """Charge a batch of usage records; see the module docstring. The caller commits.
+
+    Args:
+        retention: records that occurred longer ago than this are refused (``usage_too_old``):
+            their ids may no longer be remembered, so exactly-once could not be promised.
 
     Returns:
         One result per input record, in the same order.
     """
     received = now or utcnow()
+    oldest, latest = received - retention, received + MAX_CLOCK_SKEW
     results: dict[int, UsageResult] = {}
     valid: list[tuple[int, UsageIn]] = []
     seen: dict[str, int] = {}
     for i, r in enumerate(records):
         if isinstance(r, Rejected):
             results[i] = UsageResult(r.id, "rejected", reason=r.reason, detail=r.detail)
+        elif r.occurred_at < oldest:
+            results[i] = UsageResult(
+                r.id,
+                "rejected",
+                reason="usage_too_old",
+                detail=f"occurred_at {r.occurred_at.isoformat()} is more than"
+                f" {retention.days} days ago; usage that old is no longer accepted",
+            )
+        elif r.occurred_at > latest:
+            results[i] = UsageResult(
+                r.id,
+                "rejected",
+                reason="occurred_in_future",
+                detail=f"occurred_at {r.occurred_at.isoformat()} is ahead of the server clock"
+                f" ({received.isoformat()}) by more than {MAX_CLOCK_SKEW}; check the gateway clock",
+            )
         elif r.id in seen:
             results[i] = UsageResult(
                 r.id,
@@ -533,6 +558,14 @@ def _charge_valid(
             todo.append((i, r))
             continue
         prev = previous.get(r.id)
+        if prev is not None and prev.account_id != r.account_id:
+            results[i] = UsageResult(
+                r.id,
+                "rejected",
+                reason="id_conflict",
+                detail=f"record id {r.id} was already used by another account; ids must be unique",
+            )
+            continue
         if prev is None:  # claimed by a batch that is still being written: retry later
             results[i] = UsageResult(
                 r.id,

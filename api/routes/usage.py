@@ -174,14 +174,16 @@ class UsageController(Controller):
         data: UsageBatchIn,
         db: Session,
         principal: Principal,
+        state: State,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
         """Charge a batch; each record is ``charged``, ``duplicate`` (first result) or
         ``rejected`` (with a reason), in request order."""
+        retention = timedelta(days=state.settings.tokenwallet_usage_retention_days)
 
         def produce() -> UsageBatchOut:
             parsed = [_parse(i, raw) for i, raw in enumerate(data.records)]
-            results = charge_batch(db, parsed, scope=scope_of(principal))
+            results = charge_batch(db, parsed, scope=scope_of(principal), retention=retention)
             return UsageBatchOut(
                 results=[
                     UsageResultOut(
