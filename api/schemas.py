@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Generic, TypeVar
 
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, Parameter
 from pydantic import BaseModel, Field
 
 from api.auth import Principal
@@ -13,7 +13,7 @@ from wallet.accounts import EVERYTHING, Scope
 
 T = TypeVar("T")
 
-IdempotencyKey = Annotated[str | None, Parameter(header="Idempotency-Key", required=False)]
+IdempotencyKey = Annotated[str | None, HeaderParameter(name="Idempotency-Key", required=False)]
 Limit = Annotated[int, Parameter(ge=1, le=100, description="page size (1-100)")]
 DecimalString = Annotated[
     str, Field(pattern=r"^-?\d+(\.\d+)?$", examples=["12.50"], description="decimal string")

@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 from api.auth import Principal, create_key, requires, revoke_key
 from api.idempotency import run_idempotent
 from api.models import ApiKey
+from api.schemas import IdempotencyKey
 
 Role = Literal["admin", "finance", "gateway", "reseller", "customer"]
-IdempotencyKey = Annotated[str | None, Parameter(header="Idempotency-Key", required=False)]
 
 
 class ApiKeyIn(BaseModel):
