@@ -14,6 +14,7 @@ from litestar.exceptions import (
     ValidationException,
 )
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from sqlalchemy.exc import DBAPIError
 
 from ledger.errors import DomainError
 
@@ -52,6 +53,7 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
     # server side
     "payments_not_configured": (503, "Payments are not configured"),
     "service_unavailable": (503, "Service unavailable"),
+    "concurrent_update": (503, "Busy with a concurrent update; retry"),
     "internal_error": (500, "Internal server error"),
 }
 
@@ -109,6 +111,24 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     return problem(code, detail, status=exc.status_code, instance=request.url.path)
 
 
+_RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization, deadlock, lock timeout
+
+
+def _database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[dict[str, Any]]:
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate not in _RETRYABLE_SQLSTATES:
+        return _unexpected(request, exc)
+    log.warning("retryable database conflict on %s: %s", request.url.path, sqlstate)
+    response = problem(
+        "concurrent_update",
+        "another request changed the same data at the same moment and this one was rolled"
+        " back; nothing was changed. Retry it (with the same Idempotency-Key)",
+        instance=request.url.path,
+    )
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(
@@ -123,5 +143,6 @@ EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
     DomainError: _domain_error,
     ValidationException: _validation_error,
     HTTPException: _http_error,
+    DBAPIError: _database_error,
     Exception: _unexpected,
 }

@@ -23,11 +23,13 @@ Versioning, in one place:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from types import MappingProxyType
+from typing import TypeVar
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -888,6 +890,7 @@ def resolve_account_price(
     currency: Unit | str,
     account_id: str,
     reseller_account_id: str | None = None,
+    standing_discounts: Iterable[Mapping[str, object]] = (),
 ) -> ResolvedPrice:
     """The price of ``model`` for an account at ``at``, and where it came from.
 
@@ -896,6 +899,7 @@ def resolve_account_price(
     :func:`plans.pricebook.resolve_price`: contract -> reseller retail -> list. For a
     sub-account the result's ``wholesale`` is the reseller's own price (its contract, else
     list), also when the reseller has no retail book (the sub-account then pays list).
+    To price many records, load a :class:`PriceContext` once instead.
 
     Args:
         session: the caller's session (read only).
@@ -904,6 +908,8 @@ def resolve_account_price(
         currency: the account's currency.
         account_id: the account whose usage is priced.
         reseller_account_id: the parent reseller of a sub-account, else ``None``.
+        standing_discounts: the account's own ``{"model"?, "pct"}`` discounts (see
+            :meth:`PriceContext.resolve`).
 
     Raises:
         InvalidCatalog: a naive ``at``.
@@ -911,25 +917,216 @@ def resolve_account_price(
         UnknownModel: the price book that applies does not price ``model``.
         InvalidPrice: a discount or markup that would not rate exactly.
     """
-    unit = money_unit(currency)
     at = check_aware(at, what="at")
-    try:
-        cards = [card_in_force_at(session, unit, at)]
-    except NoRateInForce:
-        cards = []  # a contract with a locked card may still price it
-    contract = contract_in_force(session, account_id, unit, at)
-    if reseller_account_id is None:
-        return resolve_price(model, at, list_cards=cards, contract=contract)
-    wholesale_contract = contract_in_force(session, reseller_account_id, unit, at)
-    book = reseller_book_in_force(session, reseller_account_id, unit, at)
-    if book is not None:
-        return resolve_price(
-            model,
-            at,
-            list_cards=cards,
-            contract=contract,
-            reseller_retail=book.to_retail(wholesale_contract),
+    ids = [account_id] + ([reseller_account_id] if reseller_account_id else [])
+    ctx = PriceContext.load(session, currency, account_ids=ids, since=at, until=at)
+    return ctx.resolve(
+        model=model,
+        at=at,
+        account_id=account_id,
+        reseller_account_id=reseller_account_id,
+        standing=standing_contract(account_id, standing_discounts),
+    )
+
+
+def standing_contract(
+    account_id: str, discounts: Iterable[Mapping[str, object]]
+) -> Contract | None:
+    """An account's standing discounts as a contract without a locked card (id
+    ``account:<id>``), or ``None`` when it has none. It prices like a contract whenever the
+    account has no contract in force."""
+    per_model: dict[str, Decimal] = {}
+    every: Decimal | None = None
+    for item in discounts:
+        pct = parse_pct(item.get("pct"), what="discount pct")
+        model = item.get("model")
+        if model is None:
+            every = pct
+        else:
+            per_model[str(model)] = pct
+    if not per_model and every is None:
+        return None
+    return Contract(
+        id=f"account:{account_id}", discounts_pct=per_model, all_models_discount_pct=every
+    )
+
+
+def check_standing_discounts(
+    session: Session,
+    currency: Unit | str,
+    account_id: str,
+    discounts: Iterable[Mapping[str, object]],
+) -> None:
+    """Refuse standing discounts that would not rate exactly on the list cards in force now or
+    later (like a contract without a locked card is checked when created).
+
+    Raises:
+        InvalidPrice: a discounted price would not rate exactly.
+        UnknownModel: a discounted model that is not in the catalog.
+    """
+    items = list(discounts)
+    contract = standing_contract(account_id, items)
+    if contract is None:
+        return
+    check_models(session, [str(d["model"]) for d in items if d.get("model")], what="discounts")
+    unit = money_unit(currency)
+    _contract_prices(session, contract, unit, utcnow())
+
+
+def _latest_before(versions: list[_V], at: datetime, key: Callable[[_V], datetime]) -> _V | None:
+    """The version with the greatest ``key <= at`` from a list sorted by ``key``."""
+    i = bisect_right([key(v) for v in versions], at)
+    return versions[i - 1] if i else None
+
+
+_V = TypeVar("_V")
+
+
+@dataclass
+class PriceContext:
+    """The catalog a batch of usage needs, loaded in a few statements; resolution is then pure.
+
+    Holds the list cards of one currency that can be in force in ``[since, until]``, every
+    contract version of the given accounts overlapping that span (with their locked cards) and
+    the reseller price books of the given accounts. :meth:`resolve` gives exactly what
+    :func:`resolve_account_price` gives, memoized per (model, account, versions in force).
+    """
+
+    currency: Unit
+    cards: list[RateCard]
+    contracts: dict[str, list[Contract]]
+    books: dict[str, list[ResellerPriceBook]]
+    _memo: dict[tuple[object, ...], ResolvedPrice] = field(default_factory=dict)
+
+    @classmethod
+    def load(
+        cls,
+        session: Session,
+        currency: Unit | str,
+        *,
+        account_ids: Iterable[str],
+        since: datetime,
+        until: datetime,
+    ) -> PriceContext:
+        """Load what pricing ``account_ids`` (and sub-accounts' resellers among them) needs
+        for instants in ``[since, until]``."""
+        unit = money_unit(currency)
+        ids = sorted(set(account_ids))
+        floor = session.scalar(
+            select(func.max(RateCardRow.effective_from)).where(
+                RateCardRow.currency == unit.code, RateCardRow.effective_from <= since
+            )
         )
-    wholesale = resolve_price(model, at, list_cards=cards, contract=wholesale_contract)
-    resolved = resolve_price(model, at, list_cards=cards, contract=contract)
-    return replace(resolved, wholesale=wholesale)
+        card_stmt = select(RateCardRow).where(
+            RateCardRow.currency == unit.code, RateCardRow.effective_from <= until
+        )
+        if floor is not None:
+            card_stmt = card_stmt.where(RateCardRow.effective_from >= floor)
+        cards = _cards(
+            session, list(session.scalars(card_stmt.order_by(RateCardRow.effective_from)))
+        )
+        contract_rows = list(
+            session.scalars(
+                select(ContractRow)
+                .where(
+                    ContractRow.account_id.in_(ids),
+                    ContractRow.currency == unit.code,
+                    or_(ContractRow.starts_at.is_(None), ContractRow.starts_at <= until),
+                    or_(ContractRow.ends_at.is_(None), ContractRow.ends_at > since),
+                )
+                .order_by(ContractRow.account_id, ContractRow.version.desc())
+            )
+        )
+        specs = _contract_specs(session, contract_rows)
+        locked_ids = sorted({s.rate_card_id for s in specs if s.rate_card_id})
+        locked = {
+            c.id: c
+            for c in _cards(
+                session,
+                list(session.scalars(select(RateCardRow).where(RateCardRow.id.in_(locked_ids)))),
+            )
+        }
+        contracts: dict[str, list[Contract]] = {}
+        for spec in specs:
+            card = locked[spec.rate_card_id] if spec.rate_card_id else None
+            contracts.setdefault(spec.account_id, []).append(_pure_contract(spec, card))
+        books: dict[str, list[ResellerPriceBook]] = {}
+        book_rows = list(
+            session.scalars(
+                select(ResellerPriceBookRow)
+                .where(
+                    ResellerPriceBookRow.reseller_account_id.in_(ids),
+                    ResellerPriceBookRow.currency == unit.code,
+                    ResellerPriceBookRow.effective_from <= until,
+                )
+                .order_by(ResellerPriceBookRow.effective_from)
+            )
+        )
+        for book in _books(session, book_rows):
+            books.setdefault(book.reseller_account_id, []).append(book)
+        return cls(unit, cards, contracts, books)
+
+    def contract_at(self, account_id: str, at: datetime) -> Contract | None:
+        """The account's contract in force at ``at``: the highest version containing it."""
+        return next((c for c in self.contracts.get(account_id, ()) if c.in_force(at)), None)
+
+    def book_at(self, reseller_account_id: str, at: datetime) -> ResellerPriceBook | None:
+        """The reseller's retail book in force at ``at``."""
+        return _latest_before(
+            self.books.get(reseller_account_id, []), at, lambda b: b.effective_from
+        )
+
+    def resolve(
+        self,
+        *,
+        model: str,
+        at: datetime,
+        account_id: str,
+        reseller_account_id: str | None = None,
+        standing: Contract | None = None,
+    ) -> ResolvedPrice:
+        """Resolve like :func:`resolve_account_price`. ``standing`` (the account's standing
+        discounts, see :func:`standing_contract`) acts as its contract when no contract of the
+        account is in force at ``at``.
+
+        Raises:
+            NoRateInForce, UnknownModel, InvalidPrice: as :func:`resolve_account_price`.
+        """
+        card = _latest_before(self.cards, at, lambda c: c.effective_from)
+        contract = self.contract_at(account_id, at) or standing
+        book = wholesale_contract = None
+        if reseller_account_id is not None:
+            book = self.book_at(reseller_account_id, at)
+            wholesale_contract = self.contract_at(reseller_account_id, at)
+        key = (
+            model,
+            card.id if card else None,
+            contract,
+            reseller_account_id is not None,
+            book.id if book else None,
+            wholesale_contract,
+            None if contract is None else contract.in_force(at),
+            None if wholesale_contract is None else wholesale_contract.in_force(at),
+        )
+        hit = self._memo.get(key)
+        if hit is not None:
+            return hit
+        cards = [card] if card is not None else []
+        if reseller_account_id is None:
+            resolved = resolve_price(model, at, list_cards=cards, contract=contract)
+        elif book is not None:
+            resolved = resolve_price(
+                model,
+                at,
+                list_cards=cards,
+                contract=contract,
+                reseller_retail=book.to_retail(wholesale_contract),
+            )
+        else:
+            wholesale = resolve_price(model, at, list_cards=cards, contract=wholesale_contract)
+            resolved = replace(
+                resolve_price(model, at, list_cards=cards, contract=contract),
+                wholesale=wholesale,
+            )
+        self._memo[key] = resolved
+        return resolved

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
@@ -12,6 +13,8 @@ from sqlalchemy.orm import Session
 from ledger.amounts import Amount
 from ledger.errors import NotFound
 from ledger.units import currency as currency_unit
+from plans.catalog import get_failed_request_policy
+from plans.pricing import check_standing_discounts
 from wallet.burn import validate_burn_order
 from wallet.chart import customer_ledger
 from wallet.errors import Conflict, InvalidRequest
@@ -51,11 +54,37 @@ def get_account(
     """
     stmt = select(Account).where(Account.id == account_id)
     if lock:
-        stmt = stmt.with_for_update()
+        stmt = stmt.with_for_update(key_share=True).execution_options(populate_existing=True)
     account = session.scalars(stmt).one_or_none()
     if account is None or not scope.allows(account):
         raise NotFound(f"account {account_id} does not exist")
     return account
+
+
+def lock_accounts(
+    session: Session, account_ids: Iterable[str], *, with_parents: bool = True
+) -> dict[str, Account]:
+    """Lock wallet accounts (``FOR NO KEY UPDATE``) in id order, with their resellers when
+    ``with_parents``: the first lock of every path that changes a wallet (see
+    ``wallet/burndown.py`` for the whole lock order). Unknown ids are left out.
+    """
+    ids = set(account_ids)
+    if with_parents and ids:
+        ids |= {
+            p
+            for p in session.scalars(select(Account.parent_id).where(Account.id.in_(sorted(ids))))
+            if p is not None
+        }
+    if not ids:
+        return {}
+    rows = session.scalars(
+        select(Account)
+        .where(Account.id.in_(sorted(ids)))
+        .order_by(Account.id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
+    ).all()
+    return {a.id: a for a in rows}
 
 
 def _parse_discounts(discounts: list[dict[str, Any]]) -> list[dict[str, str | None]]:
@@ -131,6 +160,16 @@ def create_account(
         )
         if clash:
             raise Conflict(f"external_id {external_id!r} is already used by account {clash}")
+    if failed_request_policy_id is not None:
+        try:
+            get_failed_request_policy(session, failed_request_policy_id)
+        except NotFound:
+            raise InvalidRequest(
+                f"failed_request_policy {failed_request_policy_id!r} does not exist;"
+                " create it with POST /v1/failed-request-policies or omit it for the default"
+            ) from None
+    parsed_discounts = _parse_discounts(discounts or [])
+    check_standing_discounts(session, unit, "new account", parsed_discounts)
     account = Account(
         id=new_id("acc"),
         name=name.strip(),
@@ -140,7 +179,7 @@ def create_account(
         currency=unit.code,
         credit_limit=limit.atoms,
         failed_request_policy_id=failed_request_policy_id,
-        discounts=_parse_discounts(discounts or []),
+        discounts=parsed_discounts,
         burn_order=list(validate_burn_order(burn_order)) if burn_order else None,
         low_balance_threshold=threshold.atoms if threshold else None,
     )

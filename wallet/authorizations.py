@@ -1,9 +1,15 @@
 """Gateway holds: ``authorize`` reserves an estimate through the burn order; a usage record
 that names the hold captures the actual amount; void and expiry give the rest back.
 
-Reservations take amounts out of the lots (so nothing else can spend them) and put a pending
-entry in the ledger (so ``held`` shows in the balance). Capture, void and expiry each lock the
-authorization row first, so exactly one of them resolves a hold.
+A reservation takes amounts out of everything that could pay: credit lots, plan quota windows
+and overage headroom of the account, and, for a reseller's sub-account, the reseller's float at
+the wholesale price. It also writes a pending ledger entry (so ``held`` shows in balances).
+Capture, void and expiry each lock the account rows, then the authorization row, so exactly one
+of them resolves a hold, and each gives back exactly what was reserved.
+
+Lots that would expire before the hold do not back it, and a lot with an open reservation is
+not expired until the reservation is resolved (``wallet.lots.expire_lots``), so what a hold
+gives back always returns to a live lot.
 """
 
 from __future__ import annotations
@@ -16,28 +22,35 @@ from sqlalchemy.orm import Session
 from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.errors import DomainError, NotFound
-from ledger.journal import Leg, create_hold, void_hold
+from ledger.journal import Leg, create_hold
 from ledger.units import TOKENS
 from plans.pricing import resolve_account_price
-from wallet.accounts import EVERYTHING, Scope, get_account
+from wallet.accounts import EVERYTHING, Scope, get_account, lock_accounts
 from wallet.burn import BONUS, OVERAGE, PAID
-from wallet.charging import _Draw, _load_wallets, _plan_draw, rate_atoms
-from wallet.chart import book_of, currency_of, customer_ledger, house_ledger
+from wallet.burndown import (
+    LEDGER_GRACE,
+    MONEY_SOURCES,
+    Draw,
+    WalletState,
+    draw,
+    give_back,
+    load_wallets,
+    release_ledger_hold,
+    reserve,
+)
+from wallet.charging import rate_atoms
+from wallet.chart import book_of, customer_ledger, house_ledger
 from wallet.errors import InvalidRequest
 from wallet.ids import new_id
-from wallet.models import Account, Authorization, CreditLot
+from wallet.models import Account, Authorization
 from wallet.normalize import Tokens
 
-#: The ledger hold outlives the authorization, so the wallet's expiry (which also returns the
-#: lots) always resolves it; the ledger's own expiry job is only a backstop.
-LEDGER_GRACE = timedelta(hours=1)
 
-
-def _hold_legs(session: Session, account_id: str, draw: _Draw) -> list[Leg]:
-    account = session.get_one(Account, account_id)
-    cust = customer_ledger(session, account)
-    unit = currency_of(account)
-    house = house_ledger(session, book_of(account), unit)
+def hold_legs(session: Session, w: WalletState, d: Draw) -> list[Leg]:
+    """The ledger legs a draw would post for ``w``'s account (money to usage revenue, package
+    tokens to consumed), in the account's book."""
+    cust = customer_ledger(session, w.account)
+    house = house_ledger(session, book_of(w.account), w.unit)
     legs: list[Leg] = []
     total = 0
     for kind, acct in (
@@ -45,14 +58,14 @@ def _hold_legs(session: Session, account_id: str, draw: _Draw) -> list[Leg]:
         (PAID, cust.prepaid),
         (OVERAGE, cust.receivable_unbilled),
     ):
-        atoms = draw.money.get(kind, 0)
+        atoms = d.money.get(kind, 0)
         if atoms:
-            legs.append(Leg(acct.id, Amount(atoms, unit)))
+            legs.append(Leg(acct.id, Amount(atoms, w.unit)))
             total += atoms
     if total:
-        legs.append(Leg(house.revenue_usage.id, Amount(-total, unit)))
-    if draw.package_tokens:
-        t = Amount(draw.package_tokens, TOKENS)
+        legs.append(Leg(house.revenue_usage.id, Amount(-total, w.unit)))
+    if d.package_tokens:
+        t = Amount(d.package_tokens, TOKENS)
         legs += [Leg(cust.package_tokens.id, t), Leg(house.tokens_consumed.id, -t)]
     return legs
 
@@ -77,7 +90,9 @@ def authorize(
     if estimated_input_tokens < 0 or max_output_tokens < 0:
         raise InvalidRequest("token estimates must not be negative")
     when = at or utcnow()
-    account = get_account(session, account_id, scope=scope)
+    seen = get_account(session, account_id, scope=scope)
+    locked = lock_accounts(session, [seen.id])
+    account = locked[seen.id]
     auth = Authorization(
         id=new_id("auth"),
         account_id=account.id,
@@ -85,6 +100,13 @@ def authorize(
         status="approved",
         expires_at=when + ttl,
     )
+
+    def decline(code: str | None) -> Authorization:
+        auth.status, auth.decline_code = "declined", code
+        session.add(auth)
+        session.flush()
+        return auth
+
     try:
         resolved = resolve_account_price(
             session,
@@ -93,40 +115,31 @@ def authorize(
             currency=account.currency,
             account_id=account.id,
             reseller_account_id=account.parent_id,
+            standing_discounts=account.discounts,
         )
     except DomainError as exc:
-        auth.status, auth.decline_code = "declined", exc.code
-        session.add(auth)
-        session.flush()
-        return auth
+        return decline(exc.code)
     tokens = Tokens(input_tokens=estimated_input_tokens, output_tokens=max_output_tokens)
     money, _ = rate_atoms(tokens, resolved.price, batch=False)
-    wallet = _load_wallets(session, [account], when)[account.id]
-    draw, _, _, refusal = _plan_draw(wallet, model, money, tokens.total, when)
-    if draw is None:
-        auth.status, auth.decline_code = "declined", refusal
-        session.add(auth)
-        session.flush()
-        return auth
+    wallets = load_wallets(session, locked.values())
+    w = wallets[account.id]
+    d, _, refusal = draw(w, model, money, tokens.total, when, valid_at=auth.expires_at)
+    if d is None:
+        return decline(refusal)
+    wholesale: tuple[WalletState, Draw] | None = None
     if account.parent_id and resolved.wholesale is not None:
-        wholesale, _ = rate_atoms(tokens, resolved.wholesale.price, batch=False)
-        parent = _load_wallets(session, [get_account(session, account.parent_id)], when)
-        rw = parent[account.parent_id]
-        rw.order = tuple(s for s in rw.order if s in (BONUS, PAID, OVERAGE))
-        rw.plan = None
-        if _plan_draw(rw, model, wholesale, tokens.total, when)[0] is None:
-            auth.status, auth.decline_code = "declined", "reseller_float_exhausted"
-            session.add(auth)
-            session.flush()
-            return auth
-    for lot, take in draw.lots:
-        lot.remaining -= take
-    auth.reserved = [[lot.id, take] for lot, take in draw.lots]
-    auth.held_money = sum(v for k, v in draw.money.items() if k in (BONUS, PAID, OVERAGE))
-    auth.overage = draw.money.get(OVERAGE, 0)
-    auth.held_tokens = draw.package_tokens
-    auth.plan_covered = bool(draw.plan_requests)
-    legs = _hold_legs(session, account.id, draw)
+        rw = wallets[account.parent_id]
+        wmoney, _ = rate_atoms(tokens, resolved.wholesale.price, batch=False)
+        rd, _, _ = draw(
+            rw, model, wmoney, tokens.total, when, sources=MONEY_SOURCES, valid_at=auth.expires_at
+        )
+        if rd is None:
+            return decline("reseller_float_exhausted")
+        wholesale = (rw, rd)
+    reserve(auth, (w, d), wholesale, when)
+    legs = hold_legs(session, w, d)
+    if wholesale is not None:
+        legs += hold_legs(session, *wholesale)
     if legs:
         hold = create_hold(
             session,
@@ -141,27 +154,23 @@ def authorize(
     return auth
 
 
-def release(session: Session, auth: Authorization, status: str, *, at: datetime) -> None:
-    """Give a hold's reservation back to its lots and void its ledger hold (row locked)."""
-    if auth.reserved:
-        lots = {
-            lot.id: lot
-            for lot in session.scalars(
-                select(CreditLot)
-                .where(CreditLot.id.in_([lot_id for lot_id, _ in auth.reserved]))
-                .order_by(CreditLot.id)
-                .with_for_update()
-            )
-        }
-        for lot_id, atoms in auth.reserved:
-            lot = lots[lot_id]
-            if lot.expired_at is None:
-                lot.remaining += atoms
-    if auth.hold_entry_id is not None:
-        void_hold(
-            session, auth.hold_entry_id, description=f"authorization {auth.id} {status}", now=at
-        )
-    auth.status, auth.resolved_at = status, at
+def _release(
+    session: Session,
+    locked: dict[str, Account],
+    auths: list[Authorization],
+    status: str,
+    at: datetime,
+) -> None:
+    """Give the reservations of approved holds back; ``locked``: their account rows (and the
+    resellers'), locked by the caller."""
+    if not auths:
+        return
+    reserved = [lot_id for a in auths for lot_id, _ in a.reserved]
+    wallets = load_wallets(session, locked.values(), reserved)
+    for auth in auths:
+        give_back(auth, wallets)
+        release_ledger_hold(session, auth, status, at)
+        auth.status, auth.resolved_at = status, at
     session.flush()
 
 
@@ -177,14 +186,19 @@ def void_authorization(
     Raises:
         NotFound: unknown or invisible authorization.
     """
-    auth = session.scalars(
-        select(Authorization).where(Authorization.id == authorization_id).with_for_update()
-    ).one_or_none()
-    if auth is None:
+    seen = session.get(Authorization, authorization_id)
+    if seen is None:
         raise NotFound(f"authorization {authorization_id} does not exist")
-    get_account(session, auth.account_id, scope=scope)
+    account = get_account(session, seen.account_id, scope=scope)
+    locked = lock_accounts(session, [account.id])
+    auth = session.scalars(
+        select(Authorization)
+        .where(Authorization.id == authorization_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
     if auth.status == "approved":
-        release(session, auth, "voided", at=at or utcnow())
+        _release(session, locked, [auth], "voided", at or utcnow())
     return auth
 
 
@@ -193,13 +207,26 @@ def expire_authorizations(
 ) -> list[str]:
     """Release every approved hold past its expiry, exactly once."""
     at = now or utcnow()
-    due = session.scalars(
-        select(Authorization)
+    due = session.execute(
+        select(Authorization.id, Authorization.account_id)
         .where(Authorization.status == "approved", Authorization.expires_at <= at)
-        .order_by(Authorization.id)
+        .order_by(Authorization.expires_at)
         .limit(limit)
-        .with_for_update(skip_locked=True)
     ).all()
-    for auth in due:
-        release(session, auth, "expired", at=at)
-    return [a.id for a in due]
+    if not due:
+        return []
+    locked = lock_accounts(session, {row.account_id for row in due})
+    auths = list(
+        session.scalars(
+            select(Authorization)
+            .where(
+                Authorization.id.in_([row.id for row in due]),
+                Authorization.status == "approved",
+            )
+            .order_by(Authorization.id)
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        )
+    )
+    _release(session, locked, auths, "expired", at)
+    return [a.id for a in auths]

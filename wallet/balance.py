@@ -43,7 +43,8 @@ class SubscriptionView:
 @dataclass(frozen=True, slots=True)
 class BalanceView:
     """``available`` = paid + bonus - held + (credit_limit - overage_unbilled): what the account
-    can spend now, in money. Token entitlements are listed apart."""
+    can spend now, in money; ``held`` is what open gateway holds reserve, from prepaid credit
+    and the credit limit. Token entitlements are listed apart."""
 
     currency: str
     available: Amount
@@ -63,8 +64,10 @@ def balance_of(session: Session, account: Account, *, at: datetime | None = None
     cust = customer_ledger(session, account)
     paid = get_balance(session, cust.prepaid.id)
     bonus = get_balance(session, cust.bonus.id)
-    overage = get_balance(session, cust.receivable_unbilled.id).posted
-    held = paid.pending_out + bonus.pending_out
+    receivable = get_balance(session, cust.receivable_unbilled.id)
+    overage = receivable.posted
+    # holds reserve prepaid credit and, beyond it, credit limit (a pending receivable debit)
+    held = paid.pending_out + bonus.pending_out + receivable.pending_in
     limit = Amount(account.credit_limit, unit)
     available = paid.posted + bonus.posted - held + limit - overage
     packages = [

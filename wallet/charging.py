@@ -12,14 +12,15 @@ One call charges a batch of records in one transaction:
 5. post one ledger entry per account for the whole batch, write the records and the lots in
    bulk. A record that cannot be paid is rejected and its id stays unclaimed (retryable).
 
-Lock order: credit lots (by id, one statement), quota windows, then ledger accounts (by id).
+Lock order (``wallet/burndown.py``): the account rows (with the resellers of sub-accounts) by id,
+the authorizations the records name, credit lots by id, quota windows, ledger accounts by id.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -29,31 +30,41 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, BIGINT, NUMERIC, TEXT
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.errors import DomainError
-from ledger.journal import EntrySpec, Leg, post_entries, void_hold
-from ledger.units import TOKENS, Unit
+from ledger.journal import EntrySpec, Leg, post_entries
+from ledger.units import TOKENS
 from ledger.units import unit as unit_of
-from plans.catalog import FailedRequestPolicy, PlanSpec, get_failed_request_policy, get_plan
+from plans.catalog import FailedRequestPolicy, get_failed_request_policy
 from plans.errors import InvalidUsage
 from plans.prices import ModelPrice
-from plans.pricing import advance_priced_through, resolve_account_price
-from wallet.accounts import EVERYTHING, Scope
-from wallet.burn import BONUS, NEVER, OVERAGE, PACKAGE, PAID, PLAN, validate_burn_order
+from plans.pricing import PriceContext, advance_priced_through, standing_contract
+from wallet.accounts import EVERYTHING, Scope, lock_accounts
+from wallet.burn import BONUS, OVERAGE, PACKAGE, PAID
+from wallet.burndown import (
+    MONEY_SOURCES,
+    Draw,
+    WalletState,
+    apply_draw,
+    draw,
+    give_back,
+    load_wallets,
+    release_ledger_hold,
+)
 from wallet.chart import (
     CustomerLedger,
     HouseLedger,
     book_of,
-    currency_of,
     customer_ledger,
     house_ledger,
 )
+from wallet.lots import check_low_balance
 from wallet.maintenance import DEFAULT_RETENTION
-from wallet.models import Account, Authorization, CreditLot, QuotaWindow, Subscription, UsageRecord
+from wallet.models import Account, Authorization, CreditLot, UsageRecord
 from wallet.normalize import Tokens, failure_kind
-from wallet.quota import window_bounds
 
 MAX_BATCH = 1000
 #: How far ahead of the server clock a record's ``occurred_at`` may be (gateway clock skew).
@@ -210,173 +221,6 @@ def apply_policy(
     return Billing(rated, rated, 0, total_tokens, kind, f"{kind}:billed" if kind else None)
 
 
-# -- batch state ---------------------------------------------------------------------------
-
-
-class Refusal(DomainError):
-    """A record that cannot be paid; the batch goes on without it."""
-
-    code = "insufficient_funds"
-
-
-@dataclass
-class _Wallet:
-    """One account's spendable state for the batch, changed record by record."""
-
-    account: Account
-    unit: Unit
-    order: tuple[str, ...]
-    lots: list[CreditLot]
-    overage_used: int
-    plan: PlanSpec | None = None
-    windows: list[QuotaWindow] = field(default_factory=list)
-    debits: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    package_tokens: int = 0
-    touched_lots: set[int] = field(default_factory=set)
-    touched_windows: bool = False
-
-
-@dataclass
-class _Draw:
-    """A tentative draw from one wallet for one record (applied only if the record is paid)."""
-
-    lots: list[tuple[CreditLot, int]] = field(default_factory=list)
-    money: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    package_tokens: int = 0
-    plan_requests: int = 0
-    plan_tokens: int = 0
-
-    @property
-    def charged(self) -> int:
-        """Money taken from the wallet (bonus, paid, overage); plan and packages cover the rest."""
-        return sum(self.money.values())
-
-    def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {k: str(v) for k, v in self.money.items() if v}
-        if self.package_tokens:
-            out["package_tokens"] = self.package_tokens
-        if self.plan_requests:
-            out["plan_requests"] = self.plan_requests
-        return out
-
-
-def _quota_room(w: _Wallet, requests: int, tokens: int, at: datetime) -> bool:
-    for win in w.windows:
-        need = requests if win.unit == "requests" else tokens
-        used = win.used if win.window_end is not None and at < win.window_end else 0
-        if used + need > win.limit:
-            return False
-    return True
-
-
-def _take_quota(w: _Wallet, requests: int, tokens: int, at: datetime) -> None:
-    for win in w.windows:
-        need = requests if win.unit == "requests" else tokens
-        if win.window_end is None or at >= win.window_end:
-            win.window_start, win.window_end = window_bounds(win.kind, at)
-            win.used = 0
-        win.used += need
-    w.touched_windows = True
-
-
-def _lot_order(lot: CreditLot) -> tuple[int, datetime, int]:
-    return (-lot.priority, lot.expires_at or NEVER, lot.id)
-
-
-def _plan_draw(
-    w: _Wallet,
-    model: str,
-    money: int,
-    tokens: int,
-    at: datetime,
-    limits: Mapping[int, int] | None = None,
-) -> tuple[_Draw | None, int, int, str | None]:
-    """Return (draw, money left, tokens left, refusal) for a burn order; None draw = unpaid.
-
-    With ``limits`` only those lots are used, each up to its limit (a hold's reservation).
-    """
-
-    def room(lot: CreditLot) -> int:
-        if limits is None:
-            return lot.remaining
-        return min(lot.remaining, limits.get(lot.id, 0))
-
-    draw = _Draw()
-    money_left, tokens_left = money, tokens
-    for source in w.order:
-        if money_left == 0 and tokens_left == 0:
-            break
-        if source == PLAN:
-            if w.plan is None or (w.plan.models and model not in w.plan.models):
-                continue
-            if _quota_room(w, 1, tokens_left, at):
-                draw.plan_requests, draw.plan_tokens = 1, tokens_left
-                money_left = tokens_left = 0
-            elif w.plan.on_exhausted == "block":
-                return None, money_left, tokens_left, "plan_quota_exhausted"
-        elif source == PACKAGE:
-            lots = sorted(
-                (
-                    lot
-                    for lot in w.lots
-                    if lot.kind == PACKAGE
-                    and room(lot) > 0
-                    and (not lot.models or model in lot.models)
-                    and (lot.expires_at is None or lot.expires_at > at)
-                ),
-                key=_lot_order,
-            )
-            for lot in lots:
-                if tokens_left == 0:
-                    break
-                take = min(tokens_left, room(lot))
-                draw.lots.append((lot, take))
-                draw.package_tokens += take
-                money_left -= money_left * take // tokens_left if take < tokens_left else money_left
-                tokens_left -= take
-        elif source in (BONUS, PAID):
-            lots = sorted(
-                (
-                    lot
-                    for lot in w.lots
-                    if lot.kind == source
-                    and room(lot) > 0
-                    and (lot.expires_at is None or lot.expires_at > at)
-                ),
-                key=_lot_order,
-            )
-            for lot in lots:
-                if money_left == 0:
-                    break
-                take = min(money_left, room(lot))
-                draw.lots.append((lot, take))
-                draw.money[source] += take
-                money_left -= take
-            if money_left == 0:
-                tokens_left = 0
-        elif source == OVERAGE:
-            headroom = w.account.credit_limit - w.overage_used
-            if money_left and money_left <= headroom:
-                draw.money[OVERAGE] += money_left
-                money_left = tokens_left = 0
-    if money_left > 0:
-        return None, money_left, tokens_left, "insufficient_funds"
-    return draw, 0, 0, None
-
-
-def _apply(w: _Wallet, draw: _Draw, at: datetime) -> None:
-    for lot, take in draw.lots:
-        lot.remaining -= take
-        w.touched_lots.add(lot.id)
-    for kind, atoms in draw.money.items():
-        w.debits[kind] += atoms
-        if kind == OVERAGE:
-            w.overage_used += atoms
-    w.package_tokens += draw.package_tokens
-    if draw.plan_requests:
-        _take_quota(w, draw.plan_requests, draw.plan_tokens, at)
-
-
 # -- the batch -----------------------------------------------------------------------------
 
 
@@ -384,6 +228,10 @@ _CLAIM = text(
     "INSERT INTO wallet_usage_claims (id, account_id)"
     " SELECT * FROM unnest(:ids, :accounts) ON CONFLICT DO NOTHING RETURNING id"
 ).bindparams(bindparam("ids", type_=ARRAY(TEXT)), bindparam("accounts", type_=ARRAY(TEXT)))
+
+_UNCLAIM = text("DELETE FROM wallet_usage_claims WHERE id = ANY(:ids)").bindparams(
+    bindparam("ids", type_=ARRAY(TEXT))
+)
 
 _UPDATE_LOTS = text(
     "UPDATE wallet_credit_lots l SET remaining = v.remaining, deferred = v.deferred"
@@ -402,66 +250,6 @@ def _previous_results(session: Session, ids: Sequence[str]) -> dict[str, UsageRe
     return {r.id: r for r in rows}
 
 
-def _load_wallets(
-    session: Session, accounts: Iterable[Account], at: datetime, extra_lots: Sequence[int] = ()
-) -> dict[str, _Wallet]:
-    """Lock and load the lots, plan windows and overage of the accounts (lots in id order)."""
-    accs = {a.id: a for a in accounts}
-    if not accs:
-        return {}
-    lots = session.scalars(
-        select(CreditLot)
-        .where(
-            CreditLot.account_id.in_(list(accs)),
-            (CreditLot.remaining > 0) | CreditLot.id.in_(list(extra_lots)),
-        )
-        .order_by(CreditLot.id)
-        .with_for_update()
-    ).all()
-    by_account: dict[str, list[CreditLot]] = defaultdict(list)
-    for lot in lots:
-        by_account[lot.account_id].append(lot)
-    subs = session.scalars(
-        select(Subscription).where(
-            Subscription.account_id.in_(list(accs)), Subscription.status == "active"
-        )
-    ).all()
-    windows = (
-        session.scalars(
-            select(QuotaWindow)
-            .where(QuotaWindow.subscription_id.in_([s.id for s in subs]))
-            .order_by(QuotaWindow.id)
-            .with_for_update()
-        ).all()
-        if subs
-        else []
-    )
-    overage: dict[str, int] = {
-        owner: int(atoms)
-        for owner, atoms in session.execute(
-            text(
-                "SELECT owner_id, debits_posted - credits_posted FROM ledger_accounts"
-                " WHERE code = 'receivable:unbilled' AND owner_id = ANY(:owners)"
-            ).bindparams(bindparam("owners", type_=ARRAY(TEXT))),
-            {"owners": list(accs)},
-        )
-    }
-    out: dict[str, _Wallet] = {}
-    for a in accs.values():
-        out[a.id] = _Wallet(
-            account=a,
-            unit=currency_of(a),
-            order=validate_burn_order(a.burn_order),
-            lots=by_account.get(a.id, []),
-            overage_used=int(overage.get(a.id, 0)),
-        )
-    for s in subs:
-        w = out[s.account_id]
-        w.plan = get_plan(session, s.plan_id)
-        w.windows = [win for win in windows if win.subscription_id == s.id]
-    return out
-
-
 def _advance_watermarks(session: Session, latest: Mapping[str, datetime]) -> None:
     for code, at in sorted(latest.items()):
         step = WATERMARK_STEP_SECONDS
@@ -472,14 +260,14 @@ def _advance_watermarks(session: Session, latest: Mapping[str, datetime]) -> Non
 @dataclass
 class _Priced:
     record: UsageIn
-    wallet: _Wallet
+    wallet: WalletState
     billing: Billing
     price_source: str
     card_id: str | None
     policy: FailedRequestPolicy
     wholesale: Billing | None = None
-    draw: _Draw | None = None
-    reseller_draw: _Draw | None = None
+    draw: Draw | None = None
+    reseller_draw: Draw | None = None
 
 
 def charge_batch(
@@ -538,20 +326,20 @@ def charge_batch(
     return [results[i] for i in range(len(records))]
 
 
-def _charge_valid(
+def _claim(
     session: Session,
     valid: list[tuple[int, UsageIn]],
     results: dict[int, UsageResult],
-    received: datetime,
-    scope: Scope,
-) -> None:
+) -> list[tuple[int, UsageIn]]:
+    """Claim the ids (in id order, so concurrent batches never deadlock on claims); answer
+    duplicates with their first result. Returns the records to charge."""
+    pairs = sorted((r.id, r.account_id) for _, r in valid)
     claimed = set(
         session.execute(
-            _CLAIM, {"ids": [r.id for _, r in valid], "accounts": [r.account_id for _, r in valid]}
+            _CLAIM, {"ids": [p[0] for p in pairs], "accounts": [p[1] for p in pairs]}
         ).scalars()
     )
-    dups = [r.id for _, r in valid if r.id not in claimed]
-    previous = _previous_results(session, dups)
+    previous = _previous_results(session, [r.id for _, r in valid if r.id not in claimed])
     todo: list[tuple[int, UsageIn]] = []
     for i, r in valid:
         if r.id in claimed:
@@ -565,149 +353,232 @@ def _charge_valid(
                 reason="id_conflict",
                 detail=f"record id {r.id} was already used by another account; ids must be unique",
             )
-            continue
-        if prev is None:  # claimed by a batch that is still being written: retry later
+        elif prev is None:  # claimed by a batch that is still being written: retry later
             results[i] = UsageResult(
                 r.id,
                 "rejected",
                 reason="in_progress",
                 detail="this record id is being charged by another request",
             )
-            continue
-        unit = unit_of(prev.currency)
-        results[i] = UsageResult(
-            r.id, "duplicate", Amount(prev.billed, unit), Amount(prev.credited, unit), prev.reason
-        )
+        else:
+            unit = unit_of(prev.currency)
+            results[i] = UsageResult(
+                r.id,
+                "duplicate",
+                Amount(prev.billed, unit),
+                Amount(prev.credited, unit),
+                prev.reason,
+            )
+    return todo
+
+
+def _charge_valid(
+    session: Session,
+    valid: list[tuple[int, UsageIn]],
+    results: dict[int, UsageResult],
+    received: datetime,
+    scope: Scope,
+) -> None:
+    todo = _claim(session, valid, results)
     if not todo:
         return
-    account_ids = sorted({r.account_id for _, r in todo})
-    accounts = {
-        a.id: a
-        for a in session.scalars(select(Account).where(Account.id.in_(account_ids)))
-        if scope.allows(a)  # an account outside the caller's scope looks unknown
-    }
-    parent_ids = sorted({a.parent_id for a in accounts.values() if a.parent_id} - set(accounts))
-    parents = {a.id: a for a in session.scalars(select(Account).where(Account.id.in_(parent_ids)))}
-    all_accounts = {**accounts, **parents}
     unclaim: list[str] = []
+
+    def reject(i: int, r: UsageIn, reason: str | None, detail: str) -> None:
+        results[i] = UsageResult(r.id, "rejected", reason=reason, detail=detail)
+        unclaim.append(r.id)
+
+    # every account of the batch, with the resellers of sub-accounts, locked in id order
+    locked = lock_accounts(session, {r.account_id for _, r in todo})
     latest: dict[str, datetime] = {}
+    earliest: dict[str, datetime] = {}
     for _, r in todo:
-        a = accounts.get(r.account_id)
-        if a is not None and (a.currency not in latest or r.occurred_at > latest[a.currency]):
-            latest[a.currency] = r.occurred_at
+        a = locked.get(r.account_id)
+        if a is not None and scope.allows(a):
+            latest[a.currency] = max(latest.get(a.currency, r.occurred_at), r.occurred_at)
+            earliest[a.currency] = min(earliest.get(a.currency, r.occurred_at), r.occurred_at)
     _advance_watermarks(session, latest)
     holds = _lock_authorizations(session, todo, received)
     reserved_lots = [lot_id for a in holds.values() for lot_id, _ in a.reserved]
-    wallets = _load_wallets(session, all_accounts.values(), received, reserved_lots)
+    wallets = load_wallets(session, locked.values(), reserved_lots)
+    lots_by_id = {lot.id: lot for w in wallets.values() for lot in w.lots}
+    pricing = {
+        code: PriceContext.load(
+            session, code, account_ids=list(locked), since=earliest[code], until=latest[code]
+        )
+        for code in sorted(latest)
+    }
+    standing = {a.id: standing_contract(a.id, a.discounts) for a in locked.values() if a.discounts}
     policies: dict[str | None, FailedRequestPolicy] = {}
-    priced: list[tuple[int, _Priced]] = []
-    for i, r in todo:
-        w = wallets.get(r.account_id)
-        if w is None:
-            results[i] = UsageResult(
-                r.id,
-                "rejected",
-                reason="unknown_account",
-                detail=f"account {r.account_id} does not exist",
-            )
-            unclaim.append(r.id)
-            continue
-        try:
-            resolved = resolve_account_price(
-                session,
-                model=r.model,
-                at=r.occurred_at,
-                currency=w.unit,
-                account_id=w.account.id,
-                reseller_account_id=w.account.parent_id,
-            )
-        except DomainError as exc:
-            results[i] = UsageResult(r.id, "rejected", reason=exc.code, detail=exc.detail)
-            unclaim.append(r.id)
-            continue
-        pid = w.account.failed_request_policy_id
+
+    def policy_of(account: Account) -> FailedRequestPolicy:
+        pid = account.failed_request_policy_id
         if pid not in policies:
             policies[pid] = get_failed_request_policy(session, pid)
-        policy = policies[pid]
-        rated, out_atoms = rate_atoms(r.tokens, resolved.price, batch=r.batch)
-        billing = apply_policy(r, rated, out_atoms, policy)
-        p = _Priced(r, w, billing, resolved.source.value, resolved.card_id, policy)
-        if w.account.parent_id and resolved.wholesale is not None:
-            wr, wout = rate_atoms(r.tokens, resolved.wholesale.price, batch=r.batch)
-            p.wholesale = apply_policy(r, wr, wout, policy)
+        return policies[pid]
+
+    priced: list[tuple[int, _Priced]] = []
+    for i, r in todo:
+        a = locked.get(r.account_id)
+        if a is None or not scope.allows(a):  # an account outside the caller's scope looks unknown
+            reject(i, r, "unknown_account", f"account {r.account_id} does not exist")
+            continue
+        w = wallets[a.id]
+        try:
+            resolved = pricing[a.currency].resolve(
+                model=r.model,
+                at=r.occurred_at,
+                account_id=a.id,
+                reseller_account_id=a.parent_id,
+                standing=standing.get(a.id),
+            )
+            policy = policy_of(a)
+            rated, out_atoms = rate_atoms(r.tokens, resolved.price, batch=r.batch)
+            p = _Priced(
+                r,
+                w,
+                apply_policy(r, rated, out_atoms, policy),
+                resolved.source.value,
+                resolved.card_id,
+                policy,
+            )
+            if a.parent_id and resolved.wholesale is not None:
+                # the operator bills its reseller under the reseller's own policy
+                wr, wout = rate_atoms(r.tokens, resolved.wholesale.price, batch=r.batch)
+                p.wholesale = apply_policy(r, wr, wout, policy_of(locked[a.parent_id]))
+        except DomainError as exc:
+            reject(i, r, exc.code, exc.detail)
+            continue
         priced.append((i, p))
     # burn down, record by record, in request order
     charged: list[tuple[int, _Priced]] = []
     for i, p in priced:
         r, w = p.record, p.wallet
         hold = holds.get(r.authorization_id or "")
-        refusal: str | None = None
-        draw: _Draw | None
         if hold is not None and hold.account_id == r.account_id:
-            draw, p.billing = _capture(w, hold, p.billing, r)
+            del holds[hold.id]  # a hold is captured once; a second record pays normally
+            _capture(session, p, hold, wallets, lots_by_id, received)
         else:
-            hold = None
-            draw, _, _, refusal = _plan_draw(
-                w, r.model, p.billing.billed, p.billing.billable_tokens, r.occurred_at
-            )
-        if draw is None:
-            results[i] = UsageResult(
-                r.id,
-                "rejected",
-                reason=refusal,
-                detail=_refusal_detail(refusal, w, p.billing.billed),
-            )
-            unclaim.append(r.id)
-            continue
-        if p.wholesale is not None and p.wholesale.billed:
-            rw = wallets[w.account.parent_id or ""]
-            rdraw, _, _, _ = _plan_draw(
-                _money_only(rw),
-                r.model,
-                p.wholesale.billed,
-                p.wholesale.billable_tokens,
-                r.occurred_at,
-            )
-            if rdraw is None:
-                if hold is not None:  # give the reservation back: the hold stays open
-                    _unrestore(w, hold)
-                results[i] = UsageResult(
-                    r.id,
-                    "rejected",
-                    reason="reseller_float_exhausted",
-                    detail="the reseller's float cannot cover this usage at wholesale",
-                )
-                unclaim.append(r.id)
+            refused = _pay(p, wallets)
+            if refused is not None:
+                reject(i, r, *refused)
                 continue
-            _apply(rw, rdraw, r.occurred_at)
-            p.reseller_draw = rdraw
-        if hold is not None:
-            _settle_hold(session, w, hold, r.id, received)
-        _apply(w, draw, r.occurred_at)
-        p.draw = draw
         charged.append((i, p))
+        assert p.draw is not None
         results[i] = UsageResult(
             r.id,
             "charged",
-            Amount(draw.charged, w.unit),
+            Amount(p.draw.charged, w.unit),
             Amount(p.billing.credited, w.unit),
             p.billing.reason,
         )
     if unclaim:
-        session.execute(
-            text("DELETE FROM wallet_usage_claims WHERE id = ANY(:ids)").bindparams(
-                bindparam("ids", type_=ARRAY(TEXT))
-            ),
-            {"ids": unclaim},
-        )
+        session.execute(_UNCLAIM, {"ids": unclaim})
     if charged:
         _write(session, charged, wallets, received)
+
+
+def _pay(p: _Priced, wallets: Mapping[str, WalletState]) -> tuple[str, str] | None:
+    """Pay a record that names no open hold; returns ``(refusal code, message)`` when it cannot
+    be paid (then nothing is taken)."""
+    r, w = p.record, p.wallet
+    d, _, refusal = draw(w, r.model, p.billing.billed, p.billing.billable_tokens, r.occurred_at)
+    if d is None:
+        code = refusal or "insufficient_funds"
+        return code, _refusal_detail(code, w, p.billing.billed)
+    rd: Draw | None = None
+    if p.wholesale is not None and p.wholesale.billed:
+        rw = wallets[w.account.parent_id or ""]
+        rd, _, _ = draw(
+            rw,
+            r.model,
+            p.wholesale.billed,
+            p.wholesale.billable_tokens,
+            r.occurred_at,
+            sources=MONEY_SOURCES,
+        )
+        if rd is None:
+            return (
+                "reseller_float_exhausted",
+                "the reseller's float cannot cover this usage at wholesale",
+            )
+        apply_draw(rw, rd, r.occurred_at)
+    apply_draw(w, d, r.occurred_at)
+    p.draw, p.reseller_draw = d, rd
+    return None
+
+
+def _capped(billing: Billing, unpaid: int) -> Billing:
+    """What the hold could not pay is credited, not billed (``capped_at_hold``)."""
+    if not unpaid:
+        return billing
+    return replace(
+        billing,
+        billed=billing.billed - unpaid,
+        credited=billing.credited + unpaid,
+        reason="capped_at_hold",
+    )
+
+
+def _capture(
+    session: Session,
+    p: _Priced,
+    hold: Authorization,
+    wallets: Mapping[str, WalletState],
+    lots_by_id: Mapping[int, CreditLot],
+    at: datetime,
+) -> None:
+    """Pay a record from its hold: give the reservation back, then draw the actual amount from
+    what the hold reserved plus the credit limit's headroom; what that cannot pay is credited
+    (the charge never exceeds the hold unless the credit limit covers the difference). The
+    same for the reseller's float at wholesale."""
+    r, w = p.record, p.wallet
+    give_back(hold, wallets, lots_by_id=lots_by_id)
+    limits: dict[int, int] = defaultdict(int)
+    for lot_id, atoms in hold.reserved:
+        limits[lot_id] += atoms
+
+    def room(lot: CreditLot) -> int:
+        return limits.get(lot.id, 0)
+
+    d, unpaid, _ = draw(
+        w,
+        r.model,
+        p.billing.billed,
+        p.billing.billable_tokens,
+        r.occurred_at,
+        room=room,
+        use_plan=hold.plan_covered,
+        partial=True,
+    )
+    assert d is not None
+    p.billing = _capped(p.billing, unpaid)
+    if p.wholesale is not None and p.wholesale.billed:
+        rw = wallets[w.account.parent_id or ""]
+        rd, wunpaid, _ = draw(
+            rw,
+            r.model,
+            p.wholesale.billed,
+            p.wholesale.billable_tokens,
+            r.occurred_at,
+            sources=MONEY_SOURCES,
+            room=room,
+            partial=True,
+        )
+        assert rd is not None
+        p.wholesale = _capped(p.wholesale, wunpaid)
+        apply_draw(rw, rd, r.occurred_at)
+        p.reseller_draw = rd
+    apply_draw(w, d, r.occurred_at)
+    p.draw = d
+    release_ledger_hold(session, hold, "captured", at)
+    hold.status, hold.usage_record_id, hold.resolved_at = "captured", r.id, at
 
 
 def _lock_authorizations(
     session: Session, todo: Sequence[tuple[int, UsageIn]], at: datetime
 ) -> dict[str, Authorization]:
-    """Lock the approved, unexpired holds the records name (before any lot: lock order)."""
+    """Lock the approved, unexpired holds the records name (after the account rows)."""
     ids = sorted({r.authorization_id for _, r in todo if r.authorization_id})
     if not ids:
         return {}
@@ -716,76 +587,12 @@ def _lock_authorizations(
         .where(Authorization.id.in_(ids))
         .order_by(Authorization.id)
         .with_for_update()
+        .execution_options(populate_existing=True)
     ).all()
     return {a.id: a for a in rows if a.status == "approved" and a.expires_at > at}
 
 
-def _capture(
-    w: _Wallet, hold: Authorization, billing: Billing, r: UsageIn
-) -> tuple[_Draw, Billing]:
-    """Draw a record from its hold's reservation; beyond the hold only the credit limit may pay,
-    otherwise the charge is capped at what was held (the rest is credited, ``capped_at_hold``)."""
-    by_id = {lot.id: lot for lot in w.lots}
-    limits: dict[int, int] = defaultdict(int)
-    for lot_id, atoms in hold.reserved:
-        by_id[lot_id].remaining += atoms
-        limits[lot_id] += atoms
-    view = _Wallet(
-        account=w.account,
-        unit=w.unit,
-        order=w.order,
-        lots=[by_id[lot_id] for lot_id in limits],
-        overage_used=w.overage_used,
-        plan=w.plan if hold.plan_covered else None,
-        windows=w.windows,
-    )
-    draw, money_left, _, _ = _plan_draw(
-        view, r.model, billing.billed, billing.billable_tokens, r.occurred_at, limits
-    )
-    if draw is None:
-        capped = billing.billed - money_left
-        billing = Billing(
-            billing.rated,
-            capped,
-            billing.credited + money_left,
-            billing.billable_tokens,
-            billing.failure,
-            "capped_at_hold",
-        )
-        draw, _, _, _ = _plan_draw(
-            view, r.model, capped, billing.billable_tokens, r.occurred_at, limits
-        )
-        assert draw is not None
-    return draw, billing
-
-
-def _unrestore(w: _Wallet, hold: Authorization) -> None:
-    by_id = {lot.id: lot for lot in w.lots}
-    for lot_id, atoms in hold.reserved:
-        by_id[lot_id].remaining -= atoms
-
-
-def _settle_hold(
-    session: Session, w: _Wallet, hold: Authorization, record_id: str, at: datetime
-) -> None:
-    """The hold is captured: void its ledger reservation (the charge posts with the batch)."""
-    if hold.hold_entry_id is not None:
-        void_hold(
-            session, hold.hold_entry_id, description=f"authorization {hold.id} captured", now=at
-        )
-    hold.status, hold.usage_record_id, hold.resolved_at = "captured", record_id, at
-    for lot_id, _ in hold.reserved:
-        w.touched_lots.add(lot_id)
-
-
-def _money_only(w: _Wallet) -> _Wallet:
-    """The reseller's float pays wholesale from money (bonus, paid, overage) only."""
-    w.order = tuple(s for s in w.order if s in (BONUS, PAID, OVERAGE))
-    w.plan = None
-    return w
-
-
-def _refusal_detail(refusal: str | None, w: _Wallet, billed: int) -> str:
+def _refusal_detail(refusal: str, w: WalletState, billed: int) -> str:
     if refusal == "plan_quota_exhausted":
         return "the plan's quota is used up and the plan blocks further requests until it resets"
     return (
@@ -794,10 +601,17 @@ def _refusal_detail(refusal: str | None, w: _Wallet, billed: int) -> str:
     )
 
 
+def _low_balance_events(session: Session, touched: Iterable[WalletState]) -> None:
+    """``balance.low`` for every account whose spendable money crossed its threshold."""
+    for w in touched:
+        if w.account.low_balance_threshold is not None:
+            check_low_balance(session, w.account, Amount(w.money_before, w.unit))
+
+
 def _write(
     session: Session,
     charged: list[tuple[int, _Priced]],
-    wallets: dict[str, _Wallet],
+    wallets: dict[str, WalletState],
     received: datetime,
 ) -> None:
     ledgers: dict[str, CustomerLedger] = {}
@@ -817,7 +631,7 @@ def _write(
         cust = ledgers[w.account.id] = customer_ledger(session, w.account)
         key = (book_of(w.account), w.unit.code)
         if key not in houses:
-            houses[key] = house_ledger(session, *key[:1], w.unit)
+            houses[key] = house_ledger(session, key[0], w.unit)
         house = houses[key]
         legs: list[Leg] = []
         revenue = 0
@@ -852,24 +666,28 @@ def _write(
         )
     entries = post_entries(session, specs) if specs else []
     entry_of = {acc: entries[idx].id for acc, idx in entry_index.items()}
-    # lots and quota windows
+    # lots in one statement; their ORM copies are marked clean so the flush leaves them alone
     lots = [lot for w in touched for lot in w.lots if lot.id in w.touched_lots]
     if lots:
+        for lot in lots:
+            if lot.id in deferred_after:
+                lot.deferred = deferred_after[lot.id]
         session.execute(
             _UPDATE_LOTS,
             {
                 "ids": [lot.id for lot in lots],
                 "remaining": [Decimal(lot.remaining) for lot in lots],
-                "deferred": [Decimal(deferred_after.get(lot.id, lot.deferred)) for lot in lots],
+                "deferred": [Decimal(lot.deferred) for lot in lots],
             },
         )
         for lot in lots:
-            if lot.id in deferred_after:
-                lot.deferred = deferred_after[lot.id]
-    # records
+            set_committed_value(lot, "remaining", lot.remaining)
+            set_committed_value(lot, "deferred", lot.deferred)
+    _low_balance_events(session, touched)
     rows = []
     for _, p in charged:
-        r, tk = p.record, p.record.tokens
+        r, tk, d = p.record, p.record.tokens, p.draw
+        assert d is not None
         rows.append(
             {
                 "id": r.id,
@@ -893,10 +711,10 @@ def _write(
                 "price_source": p.price_source,
                 "rate_card_id": p.card_id,
                 "rated": p.billing.rated,
-                "billed": p.draw.charged if p.draw else 0,
+                "billed": d.charged,
                 "credited": p.billing.credited,
                 "reason": p.billing.reason,
-                "drawn": p.draw.summary() if p.draw else {},
+                "drawn": d.summary(),
                 "wholesale_billed": p.reseller_draw.charged if p.reseller_draw else None,
                 "authorization_id": r.authorization_id,
                 "entry_id": entry_of.get(r.account_id),

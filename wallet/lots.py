@@ -1,6 +1,6 @@
 """Credit lots: spending money in burn order, and expiring lots with their ledger entries.
 
-Lock order in the wallet: credit lots (by id), then ledger accounts (by id, inside the ledger).
+Lock order: see ``wallet/burndown.py`` (account rows, then lots by id, then ledger accounts).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from ledger.base import utcnow
 from ledger.errors import InsufficientFunds
 from ledger.journal import EntrySpec, Leg, post_entries
 from ledger.units import unit as unit_of
+from wallet.accounts import lock_accounts
 from wallet.burn import (
     BONUS,
     MONEY_KINDS,
@@ -29,7 +30,7 @@ from wallet.burn import (
     validate_burn_order,
 )
 from wallet.chart import CustomerLedger, book_of, currency_of, customer_ledger, house_ledger
-from wallet.models import Account, CreditLot
+from wallet.models import Account, Authorization, CreditLot
 from wallet.outbox import emit
 
 
@@ -131,18 +132,44 @@ def check_low_balance(session: Session, account: Account, before: Amount) -> Non
 
 def expire_lots(session: Session, *, now: datetime | None = None, limit: int = 500) -> list[int]:
     """Expire lots past their expiry: bonus back to promotions, package tokens and their deferred
-    money to breakage, paid credit (only lots that have an expiry) to breakage. Idempotent."""
+    money to breakage, paid credit (only lots that have an expiry) to breakage. Idempotent.
+
+    A lot that an open gateway hold has reserved from waits until the hold is resolved (the
+    reservation goes back to it first), so a hold never gives back to an expired lot.
+    """
     at = now or utcnow()
+    due = session.execute(
+        select(CreditLot.id, CreditLot.account_id)
+        .where(CreditLot.remaining > 0, CreditLot.expires_at <= at)
+        .order_by(CreditLot.expires_at, CreditLot.id)
+        .limit(limit)
+    ).all()
+    if not due:
+        return []
+    accounts = lock_accounts(session, {row.account_id for row in due}, with_parents=False)
+    reserved = {
+        lot_id
+        for held in session.scalars(
+            select(Authorization.reserved).where(
+                Authorization.account_id.in_(sorted(accounts)),
+                Authorization.status == "approved",
+            )
+        )
+        for lot_id, _ in held
+    }
     lots = session.scalars(
         select(CreditLot)
-        .where(CreditLot.remaining > 0, CreditLot.expires_at <= at)
+        .where(
+            CreditLot.id.in_([row.id for row in due if row.id not in reserved]),
+            CreditLot.remaining > 0,
+        )
         .order_by(CreditLot.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     ).all()
     specs: list[EntrySpec] = []
     for lot in lots:
-        account = session.get_one(Account, lot.account_id)
+        account = accounts[lot.account_id]
         cust = customer_ledger(session, account)
         unit = currency_of(account)
         house = house_ledger(session, book_of(account), unit)

@@ -310,8 +310,10 @@ class UsageRecord(Base):
 class Authorization(Base):
     """A gateway hold: an estimate reserved through the burn order before a call.
 
-    ``reserved`` lists the lots it took (``[[lot_id, atoms], ...]``); capture, void and expiry
-    give them back exactly once (the row is locked, and the ledger hold resolves once).
+    ``reserved`` lists the lots it took (``[[lot_id, atoms], ...]``, the reseller's float lots
+    too), ``reserved_quota`` the plan quota, ``overage``/``reseller_overage`` the credit limit;
+    capture, void and expiry give them back exactly once (the row is locked, and the ledger
+    hold resolves once).
     """
 
     __tablename__ = "wallet_authorizations"
@@ -337,6 +339,12 @@ class Authorization(Base):
     plan_covered: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     overage: Mapped[int] = mapped_column(Atoms, server_default=text("0"))
     reserved: Mapped[list[list[int]]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    # plan quota taken: [[window_id, amount, window_end ISO]]; given back only to that window
+    reserved_quota: Mapped[list[list[Any]]] = mapped_column(
+        JSONB, server_default=text("'[]'::jsonb")
+    )
+    # a sub-account's hold: the reseller's credit limit reserved at wholesale
+    reseller_overage: Mapped[int] = mapped_column(Atoms, server_default=text("0"))
     hold_entry_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("ledger_entries.id"))
     usage_record_id: Mapped[str | None] = mapped_column(Text)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

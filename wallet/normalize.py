@@ -158,7 +158,13 @@ def from_anthropic(usage: Mapping[str, Any]) -> Tokens:
 def failure_kind(
     *, http_status: int, finish_reason: str | None, truncated: bool, output_tokens: int
 ) -> str | None:
-    """Classify a request's outcome for the failed-request policy (None: a normal success)."""
+    """Classify a request's outcome for the failed-request policy (None: a normal success).
+
+    In order: HTTP 5xx or an error finish reason → ``provider_error``; HTTP 499 or a cancel →
+    ``client_disconnect``; a content filter or refusal → ``refusal``; ``truncated`` or a length
+    finish reason → ``provider_truncation``; no output tokens with a finish reason or a 4xx
+    status → ``empty_completion``.
+    """
     reason = (finish_reason or "").lower()
     if http_status >= 500 or reason in {"error", "failed", "server_error"}:
         return "provider_error"
@@ -168,6 +174,9 @@ def failure_kind(
         return "refusal"
     if truncated or reason in _TRUNCATION_REASONS:
         return "provider_truncation"
-    if output_tokens == 0:
+    if output_tokens == 0 and (finish_reason is not None or 400 <= http_status < 500):
+        # a generation that produced nothing (it reported how it finished, or failed with a
+        # client error); a call with no finish reason and no output, such as an embedding or
+        # an input-only request, is a normal success
         return "empty_completion"
     return None

@@ -17,7 +17,7 @@ from ledger.base import utcnow
 from ledger.errors import InsufficientFunds, NotFound
 from ledger.journal import Leg, post_entry
 from plans.catalog import PlanSpec, get_plan
-from wallet.accounts import EVERYTHING, Scope, get_account
+from wallet.accounts import EVERYTHING, Scope, get_account, lock_accounts
 from wallet.chart import book_of, currency_of, customer_ledger, house_ledger
 from wallet.errors import Conflict, InvalidRequest
 from wallet.ids import new_id
@@ -242,20 +242,37 @@ class RenewalReport:
 
 def renew_due(session: Session, *, now: datetime | None = None, limit: int = 200) -> RenewalReport:
     """Renew every subscription whose period ended: earn the ended period, then charge the next
-    one (or end it if cancellation was asked). Idempotent: a period is paid at most once."""
+    one (or end it if cancellation was asked). Idempotent: a period is paid at most once.
+
+    A renewal the wallet cannot pay makes the subscription ``past_due`` (no plan quota while
+    so) and is retried on every run; once paid, the new period starts at that moment.
+    """
     at = now or utcnow()
-    subs = session.scalars(
-        select(Subscription)
+    due = session.execute(
+        select(Subscription.id, Subscription.account_id)
         .where(
             Subscription.status.in_(("active", "past_due")), Subscription.current_period_end <= at
         )
         .order_by(Subscription.current_period_end, Subscription.id)
         .limit(limit)
+    ).all()
+    if not due:
+        return RenewalReport([], [], [])
+    accounts = lock_accounts(session, {row.account_id for row in due}, with_parents=False)
+    subs = session.scalars(
+        select(Subscription)
+        .where(
+            Subscription.id.in_([row.id for row in due]),
+            Subscription.status.in_(("active", "past_due")),
+            Subscription.current_period_end <= at,
+        )
+        .order_by(Subscription.current_period_end, Subscription.id)
         .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
     ).all()
     report = RenewalReport([], [], [])
     for sub in subs:
-        account = session.get_one(Account, sub.account_id)
+        account = accounts[sub.account_id]
         ended = session.scalars(
             select(SubscriptionPeriod).where(
                 SubscriptionPeriod.subscription_id == sub.id,
@@ -269,7 +286,9 @@ def renew_due(session: Session, *, now: datetime | None = None, limit: int = 200
             report.canceled.append(sub.id)
             continue
         plan = get_plan(session, sub.plan_id)
-        start = sub.current_period_end
+        # an active plan renews back to back; a past-due one restarts when it is paid, so a
+        # customer never pays for the months it had no service
+        start = sub.current_period_end if sub.status == "active" else at
         try:
             with session.begin_nested():
                 _charge_period(session, account, sub, plan, start)
@@ -283,9 +302,12 @@ def renew_due(session: Session, *, now: datetime | None = None, limit: int = 200
                     "subscription_id": sub.id,
                     "plan_id": plan.id,
                     "period_start": start.isoformat(),
+                    "due_since": sub.current_period_end.isoformat(),
                     "reason": exc.detail,
                 },
-                dedupe_key=f"subscription.renewal_failed:{sub.id}:{start.isoformat()}",
+                # once per missed renewal, however often it is retried
+                dedupe_key=f"subscription.renewal_failed:{sub.id}:"
+                f"{sub.current_period_end.isoformat()}",
             )
             report.failed.append(sub.id)
             continue

@@ -196,12 +196,16 @@ def refund_topup(
         NotFound: no such top-up visible to the caller.
         RefundTooLarge: more than the unspent paid credit.
     """
-    topup = session.scalars(
-        select(Topup).where(Topup.id == topup_id).with_for_update()
-    ).one_or_none()
-    if topup is None:
+    seen = session.get(Topup, topup_id)
+    if seen is None:
         raise NotFound(f"top-up {topup_id} does not exist")
-    account = get_account(session, topup.account_id, scope=scope)
+    account = get_account(session, seen.account_id, scope=scope, lock=True)
+    topup = session.scalars(
+        select(Topup)
+        .where(Topup.id == topup_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
     unit = currency_of(account)
     lot_ids = [i for i in (topup.paid_lot_id, topup.bonus_lot_id) if i is not None]
     lots = {

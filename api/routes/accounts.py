@@ -233,7 +233,7 @@ class AccountsController(Controller):
     path = "/v1/accounts"
     tags = ["accounts"]
 
-    @post("/", sync_to_thread=True, status_code=201, guards=[requires("reseller")])
+    @post("/", sync_to_thread=True, status_code=201, guards=[requires("finance", "reseller")])
     def create(
         self,
         request: Request[Principal, Principal, State],

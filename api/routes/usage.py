@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
+from litestar.params import QueryParameter
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -20,6 +21,7 @@ from wallet.accounts import get_account
 from wallet.authorizations import authorize, void_authorization
 from wallet.charging import MAX_BATCH, Rejected, UsageIn, charge_batch, parse_tokens
 from wallet.chart import currency_of
+from wallet.errors import InvalidRequest
 from wallet.models import Authorization
 
 NonNegative = Field(default=None, ge=0, le=10**12)
@@ -301,11 +303,14 @@ def usage_totals(
     account_id: str,
     db: Session,
     principal: Principal,
-    from_: AwareDatetime | None = None,
-    to: AwareDatetime | None = None,
+    from_: Annotated[datetime | None, QueryParameter(name="from")] = None,
+    to: datetime | None = None,
     group_by: Literal["model", "day", "reason"] = "model",
 ) -> UsageTotals:
     """Rated, billed and credited totals per model, day or reason code (``[from, to)``)."""
+    for name, value in (("from", from_), ("to", to)):
+        if value is not None and value.tzinfo is None:
+            raise InvalidRequest(f"{name} must carry a UTC offset, e.g. 2026-11-01T00:00:00Z")
     account = get_account(db, account_id, scope=scope_of(principal))
     unit = currency_of(account)
     rows = db.execute(

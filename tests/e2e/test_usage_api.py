@@ -141,7 +141,8 @@ def test_failed_request_policies(admin, gw):
         rec("trunc", acc, finish_reason="length"),
         rec("refuse", acc, finish_reason="content_filter"),
         rec("gone", acc, http_status=499),
-        rec("empty", acc, output_tokens=0),
+        rec("empty", acc, output_tokens=0, finish_reason="stop"),
+        rec("input-only", acc, output_tokens=0),
         rec("fine", acc),
     )
     by_id = {r["id"]: r for r in results}
@@ -157,6 +158,7 @@ def test_failed_request_policies(admin, gw):
     assert by_id["refuse"]["billed"]["amount"] == "0.00"
     assert by_id["gone"]["billed"]["amount"] == "0.018"
     assert by_id["empty"]["billed"]["amount"] == "0.00"  # default: empty completions not billed
+    assert by_id["input-only"]["billed"]["amount"] == "0.003"  # 1k input tokens, no output
     assert by_id["fine"]["reason"] is None
     totals = ok(admin.get(f"/v1/accounts/{acc['id']}/usage?group_by=reason"), 200)["data"]
     credited = {row["key"]: row["credited"]["amount"] for row in totals}
@@ -443,3 +445,38 @@ def test_plan_quota_then_block_and_package_tokens(admin, gw, engine):
             )
         ).scalar_one()
     assert int(recognized) == 5 * 10**17
+
+
+def test_usage_totals_honour_from_and_to(admin, gw):
+    acc = account(admin, "1.00")
+    now = utcnow()
+    send(
+        admin,
+        gw,
+        rec("early", acc, occurred_at=(now - timedelta(hours=2)).isoformat()),
+        rec("late", acc, occurred_at=now.isoformat()),
+    )
+    since = (now - timedelta(hours=1)).isoformat()
+    rows = ok(admin.get(f"/v1/accounts/{acc['id']}/usage", params={"from": since}), 200)["data"]
+    assert [(r["key"], r["records"]) for r in rows] == [("m", 1)]
+    rows = ok(admin.get(f"/v1/accounts/{acc['id']}/usage", params={"to": since}), 200)["data"]
+    assert [(r["key"], r["records"]) for r in rows] == [("m", 1)]
+
+
+def test_a_database_conflict_is_a_retryable_503_that_changes_nothing(admin, gw, monkeypatch):
+    import psycopg
+    from sqlalchemy.exc import OperationalError
+
+    import api.routes.usage as route
+
+    acc = account(admin, "1.00")
+
+    def deadlock(*args, **kwargs):
+        raise OperationalError("UPDATE ...", {}, psycopg.errors.DeadlockDetected("deadlock"))
+
+    monkeypatch.setattr(route, "charge_batch", deadlock)
+    resp = admin.post("/v1/usage", json={"records": [rec("d1", acc)]}, headers=gw)
+    assert resp.status_code == 503, resp.text
+    assert resp.headers["retry-after"] == "1"
+    assert resp.json()["code"] == "concurrent_update"
+    assert balance(admin, acc)["paid"] == "1.00"

@@ -57,3 +57,57 @@ def usage(rid: str, account: Account, *, at: datetime | None = None, **kw: Any) 
         tokens=tokens,
         **kw,
     )
+
+
+def hold(session: Session, account: Account, output_tokens: int = 1000, **kw: Any):
+    """Authorize a call of ``output_tokens`` output tokens (10 minutes unless told) and commit."""
+    from datetime import timedelta
+
+    from wallet.authorizations import authorize
+
+    auth = authorize(
+        session,
+        account_id=account.id,
+        model=MODEL,
+        estimated_input_tokens=kw.pop("input_tokens", 0),
+        max_output_tokens=output_tokens,
+        ttl=kw.pop("ttl", timedelta(minutes=10)),
+        **kw,
+    )
+    session.commit()
+    return auth
+
+
+def package(session: Session, tokens: int = 5000, price: str = "0.50", valid_days: int = 30):
+    """A USD package ``pk`` (committed)."""
+    catalog.create_package(
+        session,
+        id="pk",
+        name="Pk",
+        currency="USD",
+        price=price,
+        tokens=tokens,
+        valid_days=valid_days,
+    )
+    session.commit()
+
+
+def plan(session: Session, limit: int = 1, on_exhausted: str = "block", fee: str = "1.00"):
+    """A USD plan ``p`` with one monthly window of ``limit`` requests (committed)."""
+    catalog.create_plan(
+        session,
+        id="p",
+        name="P",
+        currency="USD",
+        monthly_fee=fee,
+        windows=[{"kind": "monthly", "unit": "requests", "limit": limit}],
+        on_exhausted=on_exhausted,
+    )
+    session.commit()
+
+
+def paid_cents(session: Session, account: Account) -> str:
+    """The account's paid balance as a decimal string."""
+    from wallet.balance import balance_of
+
+    return balance_of(session, account).paid.format()

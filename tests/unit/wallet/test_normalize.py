@@ -91,6 +91,8 @@ def test_bad_openai_usage_is_rejected(usage):
         (200, "refusal", False, 0, "refusal"),
         (499, None, False, 5, "client_disconnect"),
         (200, "end_turn", False, 0, "empty_completion"),
+        (429, None, False, 0, "empty_completion"),
+        (200, None, False, 0, None),  # an input-only call (embeddings): billed as usual
     ],
 )
 def test_failure_kinds(status, reason, truncated, out, kind):
