@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, event, func, or_, select, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import bindparam, event, func, select, text, tuple_
+from sqlalchemy.dialects.postgresql import ARRAY, TEXT, insert
 from sqlalchemy.orm import Session
 
 from ledger.amounts import Amount
@@ -130,6 +130,41 @@ def _check_settings(spec: AccountSpec, ref: AccountRef) -> AccountRef:
     return ref
 
 
+_FIND_OWNED = text(
+    "SELECT a.* FROM ledger_accounts a"
+    " JOIN unnest(:books, :units, :codes, :owners) AS k(book, unit, code, owner_id)"
+    " ON a.book = k.book AND a.unit = k.unit AND a.code = k.code AND a.owner_id = k.owner_id"
+).bindparams(*(bindparam(n, type_=ARRAY(TEXT)) for n in ("books", "units", "codes", "owners")))
+
+
+def _find(session: Session, specs: Sequence[AccountSpec]) -> dict[Key, AccountRef]:
+    """The existing accounts among ``specs``, by key: one indexed join for owned accounts
+    (whatever their number), one small query for house accounts."""
+    owned = [s for s in specs if s.owner_id is not None]
+    house = [s for s in specs if s.owner_id is None]
+    rows: list[LedgerAccount] = []
+    if owned:
+        rows += session.scalars(
+            select(LedgerAccount).from_statement(_FIND_OWNED),
+            {
+                "books": [s.book for s in owned],
+                "units": [s.unit.code for s in owned],
+                "codes": [s.code for s in owned],
+                "owners": [s.owner_id for s in owned],
+            },
+        ).all()
+    if house:
+        rows += session.scalars(
+            select(LedgerAccount).where(
+                LedgerAccount.owner_id.is_(None),
+                tuple_(LedgerAccount.book, LedgerAccount.unit, LedgerAccount.code).in_(
+                    [(s.book, s.unit.code, s.code) for s in house]
+                ),
+            )
+        ).all()
+    return {(r.book, r.unit, r.code, r.owner_id): _ref(r) for r in rows}
+
+
 def open_accounts(session: Session, specs: Sequence[AccountSpec]) -> list[AccountRef]:
     """Return the accounts ``specs`` describe, creating missing ones: one INSERT and one SELECT
     for all of them, nothing at all for accounts already known to this process.
@@ -155,40 +190,28 @@ def open_accounts(session: Session, specs: Sequence[AccountSpec]) -> list[Accoun
             found[spec.key] = _check_settings(spec, ref)
     if missing:
         unique = list({s.key: s for s in missing}.values())
-        session.execute(
-            insert(LedgerAccount)
-            .values(
-                [
-                    {
-                        "code": s.code,
-                        "type": s.type.value,
-                        "unit": s.unit.code,
-                        "book": s.book,
-                        "owner_id": s.owner_id,
-                        "forbid_negative": s.forbid_negative,
-                        "track_balance": s.track_balance,
-                    }
-                    for s in unique
-                ]
-            )
-            .on_conflict_do_nothing(constraint="uq_ledger_accounts_identity")
-        )
-        rows = session.scalars(
-            select(LedgerAccount).where(
-                or_(
-                    *[
-                        and_(
-                            LedgerAccount.book == s.book,
-                            LedgerAccount.unit == s.unit.code,
-                            LedgerAccount.code == s.code,
-                            LedgerAccount.owner_id.is_not_distinct_from(s.owner_id),
-                        )
-                        for s in unique
+        by_key = _find(session, unique)
+        absent = [s for s in unique if s.key not in by_key]
+        if absent:
+            session.execute(
+                insert(LedgerAccount)
+                .values(
+                    [
+                        {
+                            "code": s.code,
+                            "type": s.type.value,
+                            "unit": s.unit.code,
+                            "book": s.book,
+                            "owner_id": s.owner_id,
+                            "forbid_negative": s.forbid_negative,
+                            "track_balance": s.track_balance,
+                        }
+                        for s in absent
                     ]
                 )
+                .on_conflict_do_nothing(constraint="uq_ledger_accounts_identity")
             )
-        ).all()
-        by_key = {(r.book, r.unit, r.code, r.owner_id): _ref(r) for r in rows}
+            by_key |= _find(session, absent)
         for s in unique:
             ref = _check_settings(s, by_key[s.key])
             pending[s.key] = ref

@@ -6,21 +6,22 @@ id. Accounts without a cached balance (house accounts) are never locked.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, insert, select, text
-from sqlalchemy.dialects.postgresql import ARRAY, BIGINT, NUMERIC, SMALLINT, TEXT
+from sqlalchemy import bindparam, select, text
+from sqlalchemy.dialects.postgresql import ARRAY, BIGINT, NUMERIC, SMALLINT, TEXT, TIMESTAMP
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from ledger.accounts import AccountRef
 from ledger.amounts import Amount
-from ledger.base import utcnow
+from ledger.base import in_array, utcnow
 from ledger.errors import (
     AlreadyReversed,
     HoldExceeded,
@@ -109,29 +110,60 @@ class Entry:
 # -- validation ------------------------------------------------------------------------------
 
 
-def _load_accounts(session: Session, ids: Iterable[int]) -> dict[int, LedgerAccount]:
-    """Load accounts; lock those with cached balances in id order (FOR NO KEY UPDATE)."""
+_ACCOUNT_COLUMNS = (
+    LedgerAccount.id,
+    LedgerAccount.code,
+    LedgerAccount.type,
+    LedgerAccount.unit,
+    LedgerAccount.book,
+    LedgerAccount.forbid_negative,
+    LedgerAccount.track_balance,
+    LedgerAccount.debits_posted,
+    LedgerAccount.credits_posted,
+    LedgerAccount.debits_pending,
+    LedgerAccount.credits_pending,
+)
+
+
+class _Acct(NamedTuple):
+    """What posting needs to know of a ledger account (its row as read under lock)."""
+
+    id: int
+    code: str
+    type: str
+    unit: str
+    book: str
+    forbid_negative: bool
+    track_balance: bool
+    debits_posted: int
+    credits_posted: int
+    debits_pending: int
+    credits_pending: int
+
+
+def _load_accounts(session: Session, ids: Iterable[int]) -> dict[int, _Acct]:
+    """Load accounts (plain rows); lock those with cached balances in id order
+    (FOR NO KEY UPDATE). House accounts are read, never locked."""
     wanted = sorted(set(ids))
-    locked = session.scalars(
-        select(LedgerAccount)
-        .where(LedgerAccount.id.in_(wanted), LedgerAccount.track_balance.is_(True))
+    locked = session.execute(
+        select(*_ACCOUNT_COLUMNS)
+        .where(in_array(LedgerAccount.id, wanted), LedgerAccount.track_balance.is_(True))
         .order_by(LedgerAccount.id)
-        .with_for_update(key_share=False, read=False, nowait=False, of=None, skip_locked=False)
-        .execution_options(populate_existing=True)
+        .with_for_update(key_share=True)
     ).all()
-    house = session.scalars(
-        select(LedgerAccount).where(
-            LedgerAccount.id.in_(wanted), LedgerAccount.track_balance.is_(False)
+    house = session.execute(
+        select(*_ACCOUNT_COLUMNS).where(
+            in_array(LedgerAccount.id, wanted), LedgerAccount.track_balance.is_(False)
         )
     ).all()
-    found = {a.id: a for a in [*locked, *house]}
+    found = {a.id: _Acct(*a) for a in [*locked, *house]}
     missing = [i for i in wanted if i not in found]
     if missing:
         raise InvalidEntry(f"ledger accounts {missing} do not exist")
     return found
 
 
-def _validate(spec: EntrySpec, accounts: Mapping[int, LedgerAccount]) -> None:
+def _validate(spec: EntrySpec, accounts: Mapping[int, _Acct]) -> None:
     if len(spec.legs) + len(spec.release_legs) < 2:
         raise InvalidEntry("a journal entry needs at least two postings")
     totals: dict[tuple[str, str, bool], int] = defaultdict(int)
@@ -154,7 +186,7 @@ def _validate(spec: EntrySpec, accounts: Mapping[int, LedgerAccount]) -> None:
             )
 
 
-def _check_funds(specs: Sequence[EntrySpec], accounts: Mapping[int, LedgerAccount]) -> None:
+def _check_funds(specs: Sequence[EntrySpec], accounts: Mapping[int, _Acct]) -> None:
     """Simulate the counters the trigger will write and refuse overdrafts with a clear error."""
     delta: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     for spec in specs:
@@ -251,6 +283,28 @@ def _existing_by_key(session: Session, specs: Sequence[EntrySpec]) -> dict[str, 
 
 # -- writing ---------------------------------------------------------------------------------
 
+_NEXT_ENTRY_IDS = text(
+    "SELECT nextval(pg_get_serial_sequence('ledger_entries', 'id')) FROM generate_series(1, :n)"
+)
+
+_INSERT_ENTRIES = text(
+    "WITH e AS (INSERT INTO ledger_entries (id, kind, idempotency_key, description, hold_id,"
+    " hold_expires_at, reverses_entry_id, effective_at, metadata)"
+    " SELECT * FROM unnest(:ids, :kinds, :keys, :descriptions, :hold_ids, :hold_expiries,"
+    " :reverses, :effective, CAST(:metadata AS jsonb[])) RETURNING created_at)"
+    " SELECT min(created_at) FROM e"
+).bindparams(
+    bindparam("ids", type_=ARRAY(BIGINT)),
+    bindparam("kinds", type_=ARRAY(TEXT)),
+    bindparam("keys", type_=ARRAY(TEXT)),
+    bindparam("descriptions", type_=ARRAY(TEXT)),
+    bindparam("hold_ids", type_=ARRAY(BIGINT)),
+    bindparam("hold_expiries", type_=ARRAY(TIMESTAMP(timezone=True))),
+    bindparam("reverses", type_=ARRAY(BIGINT)),
+    bindparam("effective", type_=ARRAY(TIMESTAMP(timezone=True))),
+    bindparam("metadata", type_=ARRAY(TEXT)),
+)
+
 _INSERT_POSTINGS = text(
     "INSERT INTO ledger_postings (entry_id, account_id, unit, book, amount, phase)"
     " SELECT * FROM unnest(:entry_ids, :account_ids, :units, :books, :amounts, :phases)"
@@ -295,32 +349,30 @@ def post_entries(session: Session, specs: Sequence[EntrySpec]) -> list[Entry]:
             _validate(s, accounts)
         _check_funds(todo, accounts)
         now = utcnow()
-        rows = session.execute(
-            insert(JournalEntry).returning(
-                JournalEntry.id, JournalEntry.created_at, sort_by_parameter_order=True
-            ),
-            [
-                {
-                    "kind": s.kind.value,
-                    "idempotency_key": s.idempotency_key,
-                    "description": s.description,
-                    "hold_id": s.hold_id,
-                    "hold_expires_at": s.hold_expires_at,
-                    "reverses_entry_id": s.reverses_entry_id,
-                    "effective_at": s.effective_at or now,
-                    "metadata": dict(s.metadata),
-                }
-                for s in todo
-            ],
-        ).all()
+        # ids first, so each entry's postings name it without relying on RETURNING order
+        entry_ids = list(session.scalars(_NEXT_ENTRY_IDS, {"n": len(todo)}))
+        created = session.execute(
+            _INSERT_ENTRIES,
+            {
+                "ids": entry_ids,
+                "kinds": [s.kind.value for s in todo],
+                "keys": [s.idempotency_key for s in todo],
+                "descriptions": [s.description for s in todo],
+                "hold_ids": [s.hold_id for s in todo],
+                "hold_expiries": [s.hold_expires_at for s in todo],
+                "reverses": [s.reverses_entry_id for s in todo],
+                "effective": [s.effective_at or now for s in todo],
+                "metadata": [json.dumps(dict(s.metadata), default=str) for s in todo],
+            },
+        ).scalar_one()
         cols: dict[str, list[Any]] = {
             k: [] for k in ("entry_ids", "account_ids", "units", "books", "amounts", "phases")
         }
-        for s, row in zip(todo, rows, strict=True):
-            written[id(s)] = Entry(row.id, s.kind, row.created_at, s.idempotency_key)
+        for s, entry_id in zip(todo, entry_ids, strict=True):
+            written[id(s)] = Entry(entry_id, s.kind, created, s.idempotency_key)
             for leg, phase in s.phased_legs():
                 acct = accounts[leg.account_id]
-                cols["entry_ids"].append(row.id)
+                cols["entry_ids"].append(entry_id)
                 cols["account_ids"].append(acct.id)
                 cols["units"].append(acct.unit)
                 cols["books"].append(acct.book)
@@ -334,9 +386,10 @@ def post_entries(session: Session, specs: Sequence[EntrySpec]) -> list[Entry]:
                     "a posting would take an account below zero (rejected by the database)"
                 ) from exc
             raise
-        # Counters changed in the database; drop stale copies from the session.
-        for acct in accounts.values():
-            session.expire(acct)
+        # Counters changed in the database; drop stale ORM copies from the session.
+        for obj in list(session.identity_map.values()):
+            if isinstance(obj, LedgerAccount) and obj.id in accounts:
+                session.expire(obj)
     return [
         existing[s.idempotency_key] if s.idempotency_key in existing else written[id(s)]
         for s in specs

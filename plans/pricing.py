@@ -35,7 +35,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from ledger.base import utcnow
+from ledger.base import in_array, utcnow
 from ledger.errors import NotFound
 from ledger.units import Unit
 from plans._db import (
@@ -1029,7 +1029,7 @@ class PriceContext:
             session.scalars(
                 select(ContractRow)
                 .where(
-                    ContractRow.account_id.in_(ids),
+                    in_array(ContractRow.account_id, ids),
                     ContractRow.currency == unit.code,
                     or_(ContractRow.starts_at.is_(None), ContractRow.starts_at <= until),
                     or_(ContractRow.ends_at.is_(None), ContractRow.ends_at > since),
@@ -1055,7 +1055,7 @@ class PriceContext:
             session.scalars(
                 select(ResellerPriceBookRow)
                 .where(
-                    ResellerPriceBookRow.reseller_account_id.in_(ids),
+                    in_array(ResellerPriceBookRow.reseller_account_id, ids),
                     ResellerPriceBookRow.currency == unit.code,
                     ResellerPriceBookRow.effective_from <= until,
                 )

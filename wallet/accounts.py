@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ledger.amounts import Amount
+from ledger.base import in_array
 from ledger.errors import NotFound
 from ledger.units import currency as currency_unit
 from plans.catalog import get_failed_request_policy
@@ -72,14 +73,16 @@ def lock_accounts(
     if with_parents and ids:
         ids |= {
             p
-            for p in session.scalars(select(Account.parent_id).where(Account.id.in_(sorted(ids))))
+            for p in session.scalars(
+                select(Account.parent_id).where(in_array(Account.id, sorted(ids)))
+            )
             if p is not None
         }
     if not ids:
         return {}
     rows = session.scalars(
         select(Account)
-        .where(Account.id.in_(sorted(ids)))
+        .where(in_array(Account.id, sorted(ids)))
         .order_by(Account.id)
         .with_for_update(key_share=True)
         .execution_options(populate_existing=True)

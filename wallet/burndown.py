@@ -7,10 +7,10 @@ the account's row lock. :func:`draw` decides how one request is paid without cha
 :func:`apply_draw` then takes it out of the state, which the caller writes back.
 
 Lock order (every path that changes a wallet): the ``wallet_accounts`` rows of every account
-involved, sorted by id (:func:`wallet.accounts.lock_accounts`); then authorizations; then credit
-lots by id; then quota windows; then ledger accounts by id (``ledger.journal``). Since every
-writer of a wallet holds its account row, two writers of one wallet serialize on it and never
-see each other's half-done work.
+involved, sorted by id (:func:`wallet.accounts.lock_accounts`); then authorizations; then ledger
+accounts by id (``ledger.journal``). Credit lots and quota windows are changed only by holders
+of their account's row, so they need no row locks of their own: two writers of one wallet
+serialize on the account row and never see each other's half-done work.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from sqlalchemy import bindparam, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, TEXT
 from sqlalchemy.orm import Session
 
+from ledger.base import in_array
 from ledger.errors import HoldNotPending
 from ledger.journal import void_hold
 from ledger.units import Unit
@@ -249,27 +250,28 @@ _OVERAGE_IN_USE = text(
 def load_wallets(
     session: Session, accounts: Iterable[Account], extra_lots: Sequence[int] = ()
 ) -> dict[str, WalletState]:
-    """Load (and lock, in id order) the lots, plan windows and overage of accounts whose rows
-    the caller has locked. ``extra_lots``: lots to load even when empty (a hold's reservation
-    is about to be given back to them)."""
+    """Load the lots, plan windows and overage of accounts whose rows the caller has locked.
+    ``extra_lots``: lots to load even when empty (a hold's reservation is about to be given
+    back to them)."""
     accs = {a.id: a for a in accounts}
     if not accs:
         return {}
+    # no row locks here: every writer of lots and quota windows holds the account rows
     lots = session.scalars(
         select(CreditLot)
         .where(
-            CreditLot.account_id.in_(list(accs)),
-            (CreditLot.remaining > 0) | CreditLot.id.in_(list(extra_lots)),
+            in_array(CreditLot.account_id, accs),
+            (CreditLot.remaining > 0) | in_array(CreditLot.id, extra_lots),
         )
         .order_by(CreditLot.id)
-        .with_for_update()
+        .execution_options(populate_existing=True)
     ).all()
     by_account: dict[str, list[CreditLot]] = defaultdict(list)
     for lot in lots:
         by_account[lot.account_id].append(lot)
     subs = session.scalars(
         select(Subscription).where(
-            Subscription.account_id.in_(list(accs)), Subscription.status == "active"
+            in_array(Subscription.account_id, accs), Subscription.status == "active"
         )
     ).all()
     windows = (
@@ -277,7 +279,7 @@ def load_wallets(
             select(QuotaWindow)
             .where(QuotaWindow.subscription_id.in_([s.id for s in subs]))
             .order_by(QuotaWindow.id)
-            .with_for_update()
+            .execution_options(populate_existing=True)
         ).all()
         if subs
         else []

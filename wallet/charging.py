@@ -27,7 +27,8 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, text
+from psycopg.types.json import Jsonb
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, BIGINT, NUMERIC, TEXT
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -721,8 +722,21 @@ def _write(
                 "tags": dict(r.tags),
             }
         )
-    session.execute(insert(UsageRecord), rows)
+    _copy_records(session, rows)
     session.flush()
+
+
+_JSON_COLUMNS = frozenset({"drawn", "tags"})
+
+
+def _copy_records(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Write usage records with one ``COPY`` (several times faster than a multi-row INSERT)."""
+    columns = list(rows[0])
+    cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    statement = f"COPY wallet_usage_records ({', '.join(columns)}) FROM STDIN"
+    with cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row([Jsonb(row[c]) if c in _JSON_COLUMNS else row[c] for c in columns])
 
 
 def parse_tokens(

@@ -14,7 +14,7 @@ BEGIN
         IF to_regclass(name) IS NULL THEN
             EXECUTE format(
                 'CREATE TABLE %I PARTITION OF wallet_usage_records FOR VALUES FROM (%L) TO (%L)',
-                name, m::timestamptz AT TIME ZONE 'UTC', (m + interval '1 month')::timestamptz AT TIME ZONE 'UTC');
+                name, m::timestamp AT TIME ZONE 'UTC', (m + interval '1 month')::timestamp AT TIME ZONE 'UTC');
             made := made + 1;
         END IF;
         m := (m + interval '1 month')::date;

@@ -1,4 +1,5 @@
-"""Gateway holds reserve plan quota and the reseller's credit limit too
+"""Gateway holds reserve plan quota and the reseller's credit limit too; one deferred ledger
+check per entry instead of one per posting; usage partitions bounded at UTC midnight
 
 Revision ID: 0004
 Revises: 0003
@@ -9,6 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
+
+from migrations.sqlfile import run_sql_file
 
 revision: str = '0004'
 down_revision: str | None = '0003'
@@ -32,6 +35,11 @@ def upgrade() -> None:
     )
 
 
+    run_sql_file("entry_check_per_entry.up.sql")
+    run_sql_file("usage_partitions_utc.up.sql")
+
+
 def downgrade() -> None:
+    run_sql_file("entry_check_per_entry.down.sql")
     op.drop_column('wallet_authorizations', 'reseller_overage')
     op.drop_column('wallet_authorizations', 'reserved_quota')

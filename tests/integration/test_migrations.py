@@ -29,7 +29,7 @@ def test_downgrade_to_base_and_upgrade_again(database_url):
         )
     eng.dispose()
     assert {
-        "ledger_postings_balanced",
+        "ledger_entries_checked",
         "ledger_postings_apply",
         "ledger_accounts_guard",
     } <= triggers
