@@ -31,7 +31,6 @@ from sqlalchemy.dialects.postgresql import ARRAY, BIGINT, NUMERIC, TEXT
 from sqlalchemy.orm import Session
 
 from ledger.amounts import Amount
-from ledger.base import utcnow
 from ledger.errors import DomainError
 from ledger.journal import EntrySpec, Leg, post_entries, void_hold
 from ledger.units import TOKENS, Unit
@@ -50,6 +49,7 @@ from wallet.chart import (
     customer_ledger,
     house_ledger,
 )
+from wallet.gate import enter_shared
 from wallet.models import Account, Authorization, CreditLot, QuotaWindow, Subscription, UsageRecord
 from wallet.normalize import Tokens, failure_kind
 from wallet.quota import window_bounds
@@ -437,8 +437,9 @@ def _load_wallets(
         owner: int(atoms)
         for owner, atoms in session.execute(
             text(
-                "SELECT owner_id, debits_posted - credits_posted FROM ledger_accounts"
-                " WHERE code = 'receivable:unbilled' AND owner_id = ANY(:owners)"
+                "SELECT owner_id, sum(debits_posted - credits_posted) FROM ledger_accounts"
+                " WHERE code IN ('receivable:unbilled', 'receivable:invoiced')"
+                " AND owner_id = ANY(:owners) GROUP BY owner_id"
             ).bindparams(bindparam("owners", type_=ARRAY(TEXT))),
             {"owners": list(accs)},
         )
@@ -491,7 +492,6 @@ def charge_batch(
     Returns:
         One result per input record, in the same order.
     """
-    received = now or utcnow()
     results: dict[int, UsageResult] = {}
     valid: list[tuple[int, UsageIn]] = []
     seen: dict[str, int] = {}
@@ -509,7 +509,7 @@ def charge_batch(
             seen[r.id] = i
             valid.append((i, r))
     if valid:
-        _charge_valid(session, valid, results, received, scope)
+        _charge_valid(session, valid, results, now, scope)
     return [results[i] for i in range(len(records))]
 
 
@@ -517,7 +517,7 @@ def _charge_valid(
     session: Session,
     valid: list[tuple[int, UsageIn]],
     results: dict[int, UsageResult],
-    received: datetime,
+    now: datetime | None,
     scope: Scope,
 ) -> None:
     claimed = set(
@@ -556,6 +556,10 @@ def _charge_valid(
     parent_ids = sorted({a.parent_id for a in accounts.values() if a.parent_id} - set(accounts))
     parents = {a.id: a for a in session.scalars(select(Account).where(Account.id.in_(parent_ids)))}
     all_accounts = {**accounts, **parents}
+    # The usage gate (wallet/gate.py): received_at is read under a shared lock per billing tree,
+    # so the month-end close has an exact cut-off without touching the records.
+    gate_at = enter_shared(session, {a.parent_id or a.id for a in accounts.values()})
+    received = now or gate_at
     unclaim: list[str] = []
     latest: dict[str, datetime] = {}
     for _, r in todo:
@@ -865,6 +869,8 @@ def _write(
                 "reason": p.billing.reason,
                 "drawn": p.draw.summary() if p.draw else {},
                 "wholesale_billed": p.reseller_draw.charged if p.reseller_draw else None,
+                "wholesale_drawn": p.reseller_draw.summary() if p.reseller_draw else None,
+                "wholesale_credited": p.wholesale.credited if p.wholesale else None,
                 "authorization_id": r.authorization_id,
                 "entry_id": entry_of.get(r.account_id),
                 "tags": dict(r.tags),

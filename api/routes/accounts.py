@@ -129,6 +129,7 @@ class BalanceOut(BaseModel):
     bonus: str
     held: str
     overage_unbilled: str
+    invoiced_outstanding: str
     credit_limit: str
     packages: list[PackageOut]
     subscription: SubscriptionBalance | None
@@ -335,6 +336,7 @@ class AccountsController(Controller):
             bonus=b.bonus.format(),
             held=b.held.format(),
             overage_unbilled=b.overage_unbilled.format(),
+            invoiced_outstanding=b.invoiced_outstanding.format(),
             credit_limit=b.credit_limit.format(),
             packages=[
                 PackageOut(
