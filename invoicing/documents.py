@@ -64,7 +64,7 @@ def invoice_context(
     ).all()
     charged, statement, credits = [], [], []
     for line in lines:
-        row = {
+        row: dict[str, Any] = {
             "description": line.description,
             "requests": f"{line.requests:,}",
             "tokens": f"{line.tokens:,}",

@@ -370,11 +370,12 @@ def receivables_aging(session: Session, *, currency: str, as_of: date) -> Report
         .where(Invoice.currency == unit.code, Invoice.status == "finalized")
         .order_by(Invoice.due_date, Invoice.number)
     ).all()
-    names = dict(
-        session.execute(
+    names: dict[str, str] = {
+        row.id: row.name
+        for row in session.execute(
             select(Account.id, Account.name).where(Account.id.in_({i.account_id for i in invoices}))
-        ).tuples()
-    )
+        )
+    }
     rows = []
     buckets = dict.fromkeys(BUCKETS, 0)
     for inv in invoices:

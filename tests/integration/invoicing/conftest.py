@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from invoicing.models import Invoice, InvoiceLine
 from invoicing.periods import Period
 from invoicing.profiles import create_tax_profile, set_billing_profile
 from ledger.amounts import Amount
@@ -154,3 +156,59 @@ def reseller_book(factory, reseller: Account, markup: str = "100"):
             markup_pct=markup,
             effective_from=JAN,
         )
+
+
+CLOSE_AT = APR.start + timedelta(days=1)
+
+
+def money(atoms: int) -> str:
+    return Amount(atoms, USD).format()
+
+
+def lines_of(session, invoice_id):
+    return session.scalars(
+        select(InvoiceLine)
+        .where(InvoiceLine.invoice_id == invoice_id)
+        .order_by(InvoiceLine.position)
+    ).all()
+
+
+def by_account(session, period=MAR):
+    return {
+        inv.account_id: inv
+        for inv in session.scalars(select(Invoice).where(Invoice.period == str(period)))
+    }
+
+
+@pytest.fixture
+def month(shop, usage):
+    """March 2026 of three billing accounts: prepaid Acme (package, plan), postpaid Globex
+    (net 30, VAT 20 %), reseller Resell with two sub-accounts."""
+    f = shop
+    acme = new_account(f, "Acme")
+    globex = new_account(
+        f,
+        "Globex",
+        credit_limit="50",
+        billing={"net_terms_days": 30, "tax_profile_id": "vat20", "legal_name": "Globex GmbH"},
+    )
+    resell = new_account(f, "Resell", kind="reseller", credit_limit="100")
+    reseller_book(f, resell)
+    s1 = new_account(f, "Sub One", parent_id=resell.id)
+    s2 = new_account(f, "Sub Two", parent_id=resell.id)
+    topup(f, acme, "100.00", at(1))
+    package(f, acme, at(2))
+    subscribe(f, acme, at(2, 13))
+    assert usage(acme, at(5), count=3) == ["charged"] * 3  # 2 plan requests, 1 from the package
+    assert usage(acme, at(5, 14), http_status=502) == ["charged"]  # not billed
+    assert usage(globex, at(10), count=5) == ["charged"] * 5  # 5 x 0.018 overage
+    assert usage(globex, at(11), input_tokens=333_333, output_tokens=1) == ["charged"]
+    assert usage(globex, at(11, 13), http_status=502) == ["charged"]
+    topup(f, resell, "10.00", at(1))
+    topup(f, s1, "50.00", at(1), method="reseller")
+    topup(f, s2, "50.00", at(1), method="reseller")
+    big = {"input_tokens": 2_000_000, "output_tokens": 200_000}  # wholesale 9.00, retail 18.00
+    assert usage(s1, at(20), **big) == ["charged"]
+    assert usage(s2, at(21), **big) == ["charged"]  # float: 1.00 paid + 8.00 overage
+    assert usage(s2, at(21, 13), http_status=502) == ["charged"]
+    return {"acme": acme, "globex": globex, "resell": resell, "s1": s1, "s2": s2}

@@ -13,68 +13,21 @@ from sqlalchemy import select
 import invoicing.close as close_mod
 from invoicing.close import close_account, close_period
 from invoicing.errors import PeriodNotEnded, PeriodOrder
-from invoicing.models import Invoice, InvoiceLine
+from invoicing.models import Invoice
 from ledger.accounts import get_balance
-from ledger.amounts import Amount
 from wallet.chart import customer_ledger
 from wallet.gate import enter_exclusive, enter_shared
 
-from .conftest import APR, MAR, USD, at, new_account, package, reseller_book, subscribe, topup
-
-CLOSE_AT = APR.start + timedelta(days=1)
-
-
-def money(atoms: int) -> str:
-    return Amount(atoms, USD).format()
-
-
-def lines_of(session, invoice_id):
-    return session.scalars(
-        select(InvoiceLine)
-        .where(InvoiceLine.invoice_id == invoice_id)
-        .order_by(InvoiceLine.position)
-    ).all()
-
-
-def by_account(session, period=MAR):
-    return {
-        inv.account_id: inv
-        for inv in session.scalars(select(Invoice).where(Invoice.period == str(period)))
-    }
-
-
-@pytest.fixture
-def month(shop, usage):
-    """March 2026 of three billing accounts: prepaid Acme (package, plan), postpaid Globex
-    (net 30, VAT 20 %), reseller Resell with two sub-accounts."""
-    f = shop
-    acme = new_account(f, "Acme")
-    globex = new_account(
-        f,
-        "Globex",
-        credit_limit="50",
-        billing={"net_terms_days": 30, "tax_profile_id": "vat20", "legal_name": "Globex GmbH"},
-    )
-    resell = new_account(f, "Resell", kind="reseller", credit_limit="100")
-    reseller_book(f, resell)
-    s1 = new_account(f, "Sub One", parent_id=resell.id)
-    s2 = new_account(f, "Sub Two", parent_id=resell.id)
-    topup(f, acme, "100.00", at(1))
-    package(f, acme, at(2))
-    subscribe(f, acme, at(2, 13))
-    assert usage(acme, at(5), count=3) == ["charged"] * 3  # 2 plan requests, 1 from the package
-    assert usage(acme, at(5, 14), http_status=502) == ["charged"]  # not billed
-    assert usage(globex, at(10), count=5) == ["charged"] * 5  # 5 x 0.018 overage
-    assert usage(globex, at(11), input_tokens=333_333, output_tokens=1) == ["charged"]
-    assert usage(globex, at(11, 13), http_status=502) == ["charged"]
-    topup(f, resell, "10.00", at(1))
-    topup(f, s1, "50.00", at(1), method="reseller")
-    topup(f, s2, "50.00", at(1), method="reseller")
-    big = {"input_tokens": 2_000_000, "output_tokens": 200_000}  # wholesale 9.00, retail 18.00
-    assert usage(s1, at(20), **big) == ["charged"]
-    assert usage(s2, at(21), **big) == ["charged"]  # float: 1.00 paid + 8.00 overage
-    assert usage(s2, at(21, 13), http_status=502) == ["charged"]
-    return {"acme": acme, "globex": globex, "resell": resell, "s1": s1, "s2": s2}
+from .conftest import (
+    APR,
+    CLOSE_AT,
+    MAR,
+    at,
+    by_account,
+    lines_of,
+    money,
+    new_account,
+)
 
 
 def test_close_bills_every_line_to_the_cent_and_ties_to_the_ledger(month, shop, session):
