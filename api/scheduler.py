@@ -6,6 +6,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -13,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.settings import Settings
+from invoicing.close import close_due
 from ledger.journal import expire_holds
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,11 @@ def default_jobs(settings: Settings) -> list[Job]:
             "expire_holds",
             settings.tokenwallet_hold_expiry_interval_seconds,
             lambda s: expire_holds(s),
+        ),
+        Job(
+            "billing_close",
+            settings.tokenwallet_billing_close_check_seconds,
+            lambda s: close_due(s, grace=timedelta(hours=settings.tokenwallet_billing_grace_hours)),
         ),
     ]
 
