@@ -10,7 +10,18 @@ from typer.testing import CliRunner
 
 from api.cli import app
 from api.settings import get_settings
-from tests.integration.invoicing.conftest import MAR, at, new_account, shop, usage  # noqa: F401
+from tests.integration.invoicing.conftest import MAR, Usage, at, new_account, stock_shop
+
+
+@pytest.fixture
+def shop(session_factory):
+    stock_shop(session_factory)
+    return session_factory
+
+
+@pytest.fixture
+def usage(session_factory) -> Usage:
+    return Usage(session_factory)
 
 
 @pytest.fixture

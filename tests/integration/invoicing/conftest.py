@@ -83,6 +83,12 @@ def usage(session_factory) -> Usage:
 
 @pytest.fixture
 def shop(session_factory):
+    """The catalog of :func:`stock_shop`; returns the session factory."""
+    stock_shop(session_factory)
+    return session_factory
+
+
+def stock_shop(session_factory) -> None:
     """Catalog: model m (USD 3 in / 15 out per Mtok), a 10 % bonus from 100.00, package pk
     (9.00 for 1M tokens of m, 30 days), plan coder (20.00 a month, 2 requests a month, then the
     wallet), tax profile vat20."""
@@ -120,7 +126,6 @@ def shop(session_factory):
             on_exhausted="wallet",
         )
         create_tax_profile(s, id="vat20", name="VAT 20 %", rate_pct="20")
-    return session_factory
 
 
 def new_account(factory, name: str, **kw) -> Account:
