@@ -8,7 +8,7 @@ Money is printed in the invoice's currency with its minor unit and symbol (invoi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
@@ -92,7 +92,7 @@ def invoice_context(
         "number": invoice.number or "(assigned when finalized)",
         "period": invoice.period,
         "period_from": invoice.period_start.date().isoformat(),
-        "period_to": invoice.period_end.date().isoformat(),
+        "period_to": (invoice.period_end - timedelta(days=1)).date().isoformat(),
         "issued": invoice.issued_at.date().isoformat() if invoice.issued_at else "-",
         "due": invoice.due_date.isoformat() if invoice.due_date else "-",
         "net_terms": invoice.net_terms_days,
@@ -119,6 +119,7 @@ def invoice_context(
             "tax": money(invoice.tax),
             "total": money(invoice.total),
             "prepaid_applied": money(invoice.prepaid_applied),
+            "show_prepaid": bool(invoice.prepaid_applied),
             "amount_due": money(invoice.amount_due, code=True),
             "show_settlement": bool(invoice.amount_paid or invoice.credited),
             "paid": money(invoice.amount_paid),

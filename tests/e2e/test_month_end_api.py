@@ -58,7 +58,7 @@ def api(engine, clock):
         yield client, {role: {"Authorization": f"Bearer {k}"} for role, k in keys.items()}
 
 
-def test_a_month_through_the_api_then_the_close(api, clock):
+def test_a_month_through_the_api_then_the_close(api, clock, engine):
     client, keys = api
     admin, finance, gateway = keys["admin"], keys["finance"], keys["gateway"]
 
@@ -345,6 +345,24 @@ def test_a_month_through_the_api_then_the_close(api, clock):
     problem(client.get("/v1/invoices", headers=gateway), 403, "forbidden")
     tb = get("/v1/reports/trial-balance?currency=USD")
     assert tb["summary"]["balanced"] is True
+    # a customer sees its own invoices only; another account's invoice is 404, not 403
+    with Session(engine) as s:
+        customer_key = create_key(s, role="customer", account_id=acme["id"]).secret
+        s.commit()
+    own = {"Authorization": f"Bearer {customer_key}"}
+    mine = get("/v1/invoices", own)["data"]
+    assert [i["account_id"] for i in mine] == [acme["id"]]
+    problem(client.get(f"/v1/invoices/{inv_globex['id']}", headers=own), 404, "not_found")
+    problem(client.get(f"/v1/invoices/{inv_globex['id']}/pdf", headers=own), 404, "not_found")
+    problem(client.get("/v1/reports/trial-balance?currency=USD", headers=own), 403, "forbidden")
+    schema = get("/schema/openapi.json", admin)["paths"]
+    for path in (
+        "/v1/billing-periods/{period}/close",
+        "/v1/invoices/{invoice_id}/pdf",
+        "/v1/invoices/{invoice_id}/credit-notes",
+        "/v1/reports/prepaid-liability",
+    ):
+        assert path in schema, path
 
 
 def test_scheduler_job_closes_the_previous_month_once(session_factory):
