@@ -256,3 +256,51 @@ def test_close_account_directly_returns_none_when_there_is_nothing_to_bill(shop,
     quiet = new_account(shop, "Quiet")
     with shop.begin() as s:
         assert close_account(s, quiet.id, MAR, now=CLOSE_AT) is None
+
+
+def test_a_usage_batch_in_flight_during_the_close_lands_on_the_invoice(
+    shop, usage, session, monkeypatch
+):
+    """Without the gate the close would read before the batch commits and, its cut-off being
+    later than the batch's received_at, the record would be on no invoice at all."""
+    import wallet.charging as charging
+
+    racer = new_account(shop, "Racer", credit_limit="10")
+    written, release = threading.Event(), threading.Event()
+    real = charging._write
+
+    def paused(*args, **kwargs):
+        real(*args, **kwargs)
+        written.set()
+        assert release.wait(30)
+
+    monkeypatch.setattr(charging, "_write", paused)
+    batch = threading.Thread(target=lambda: usage(racer, at(30)))
+    batch.start()
+    assert written.wait(30)
+    monkeypatch.setattr(charging, "_write", real)
+    results = []
+    closer = threading.Thread(
+        target=lambda: results.append(close_period(shop, MAR, grace=timedelta(days=1)))
+    )
+    closer.start()  # cut-off from the database clock, like the scheduler and the CLI
+    for _ in range(600):  # until the close waits on the batch's gate (bounded)
+        waiting = session.scalar(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'"
+            )
+        )
+        session.rollback()
+        if waiting:
+            break
+        threading.Event().wait(0.05)
+    assert waiting == 1
+    release.set()
+    batch.join(30)
+    closer.join(30)
+    (invoice,) = [i for i in by_account(session).values() if i.account_id == racer.id]
+    assert [(ln.kind, money(ln.amount_exact)) for ln in lines_of(session, invoice.id)] == [
+        ("overage", "0.018")
+    ]
+    assert results and invoice.id in results[0].invoice_ids
