@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: install serve test lint check bench clean
+.PHONY: install fonts serve test lint check bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,14 +13,28 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) fonts
+
+## CJK glyphs in invoice PDFs: Debian's fonts-wqy-microhei, installed when missing and apt is usable
+fonts:
+	@if fc-list 2>/dev/null | grep -qi 'WenQuanYi Micro Hei'; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo 'installing fonts-wqy-microhei (CJK names in invoice PDFs)'; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq fonts-wqy-microhei >/dev/null 2>&1 \
+	  || { apt-get update -qq >/dev/null && apt-get install -y -qq fonts-wqy-microhei >/dev/null; } \
+	  || echo 'WARNING: could not install fonts-wqy-microhei; CJK names will not render in invoice PDFs'; \
+	else \
+	  echo 'NOTE: invoice PDFs need a CJK font to render Chinese, Japanese or Korean names:'; \
+	  echo '  Debian/Ubuntu: sudo apt-get install fonts-wqy-microhei   (or any fontconfig CJK font)'; \
+	fi
 
 ## Install, migrate the embedded PostgreSQL (or DATABASE_URL) and serve on http://127.0.0.1:8000
 serve: $(STAMP)
 	$(BIN)/tokenwallet serve
 
 ## Install and run the whole test suite on real PostgreSQL
-test: $(STAMP)
+test: $(STAMP) fonts
 	$(BIN)/pytest
 
 ## Static checks: ruff, mypy, import-linter (the layering)

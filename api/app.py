@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 from litestar import Litestar
@@ -19,7 +20,7 @@ from api.auth import ApiKeyAuthMiddleware
 from api.db import make_sessionmaker
 from api.deps import provide_db, provide_principal
 from api.errors import EXCEPTION_HANDLERS
-from api.routes import accounts, catalog, keys, system, usage, webhooks
+from api.routes import accounts, catalog, invoices, keys, reports, system, usage, webhooks
 from api.settings import Settings, get_settings
 
 API_VERSION = "0.1.0"
@@ -34,9 +35,14 @@ class MetricsController(PrometheusController):
 
 
 def create_app(
-    engine: Engine, *, settings: Settings | None = None, scheduler: bool = False
+    engine: Engine,
+    *,
+    settings: Settings | None = None,
+    scheduler: bool = False,
+    clock: Callable[[], datetime] | None = None,
 ) -> Litestar:
-    """Build the app on ``engine``; with ``scheduler`` the periodic jobs run in this process."""
+    """Build the app on ``engine``; with ``scheduler`` the periodic jobs run in this process.
+    ``clock`` replaces "now" for the handlers that take a time (tests drive months with it)."""
     cfg = settings or get_settings()
     factory = make_sessionmaker(engine)
 
@@ -77,6 +83,10 @@ def create_app(
         catalog.PlansController,
         catalog.TopupBonusRulesController,
         catalog.FailedRequestPoliciesController,
+        invoices.BillingPeriodsController,
+        invoices.InvoicesController,
+        invoices.TaxProfilesController,
+        reports.ReportsController,
     ]
     return Litestar(
         route_handlers=route_handlers,
@@ -89,7 +99,7 @@ def create_app(
             DefineMiddleware(ApiKeyAuthMiddleware, exclude=PUBLIC_PATHS),
         ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        state=State({"engine": engine, "sessionmaker": factory, "settings": cfg}),
+        state=State({"engine": engine, "sessionmaker": factory, "settings": cfg, "clock": clock}),
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(
             title="tokenwallet",

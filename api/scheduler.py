@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.settings import Settings
+from invoicing.close import close_due
 from ledger.journal import expire_holds
 from wallet.authorizations import expire_authorizations
 from wallet.lots import expire_lots, notify_expiring
@@ -75,6 +76,11 @@ def default_jobs(settings: Settings) -> list[Job]:
             lambda s: ensure_usage_partitions(s, retention=retention),
         ),
         Job("purge_usage_claims", 3600, lambda s: purge_usage_claims(s, retention=retention)),
+        Job(
+            "billing_close",
+            settings.tokenwallet_billing_close_check_seconds,
+            lambda s: close_due(s, grace=timedelta(hours=settings.tokenwallet_billing_grace_hours)),
+        ),
     ]
 
 

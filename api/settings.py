@@ -33,6 +33,15 @@ class Settings(BaseSettings):
         description="usage older than this is refused; record ids are remembered this long",
     )
     tokenwallet_log_level: str = "INFO"
+    tokenwallet_billing_grace_hours: int = Field(
+        default=24, ge=0, le=24 * 27, description="hours after a month ends before it is closed"
+    )
+    tokenwallet_billing_close_check_seconds: int = Field(
+        default=3600, ge=60, description="how often the scheduler checks for a period to close"
+    )
+    tokenwallet_invoice_issuer_name: str = "tokenwallet operator"
+    tokenwallet_invoice_issuer_address: str | None = None
+    tokenwallet_invoice_issuer_tax_id: str | None = None
     stripe_api_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
 

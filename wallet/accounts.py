@@ -62,22 +62,24 @@ def get_account(
     return account
 
 
+def account_parents(session: Session, account_ids: Iterable[str]) -> dict[str, str | None]:
+    """Each existing account's reseller (``None`` for a top-level account); no locks."""
+    rows = session.execute(
+        select(Account.id, Account.parent_id).where(in_array(Account.id, set(account_ids)))
+    )
+    return {row.id: row.parent_id for row in rows}
+
+
 def lock_accounts(
     session: Session, account_ids: Iterable[str], *, with_parents: bool = True
 ) -> dict[str, Account]:
     """Lock wallet accounts (``FOR NO KEY UPDATE``) in id order, with their resellers when
-    ``with_parents``: the first lock of every path that changes a wallet (see
+    ``with_parents``: the first row lock of every path that changes a wallet (see
     ``wallet/burndown.py`` for the whole lock order). Unknown ids are left out.
     """
     ids = set(account_ids)
     if with_parents and ids:
-        ids |= {
-            p
-            for p in session.scalars(
-                select(Account.parent_id).where(in_array(Account.id, sorted(ids)))
-            )
-            if p is not None
-        }
+        ids |= {p for p in account_parents(session, ids).values() if p is not None}
     if not ids:
         return {}
     rows = session.scalars(

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ledger.accounts import get_balance
 from ledger.amounts import Amount
 from ledger.base import utcnow
+from ledger.models import LedgerAccount
 from plans.catalog import get_plan
 from wallet.burn import PACKAGE
 from wallet.chart import currency_of, customer_ledger
@@ -42,9 +44,10 @@ class SubscriptionView:
 
 @dataclass(frozen=True, slots=True)
 class BalanceView:
-    """``available`` = paid + bonus - held + (credit_limit - overage_unbilled): what the account
-    can spend now, in money; ``held`` is what open gateway holds reserve, from prepaid credit
-    and the credit limit. Token entitlements are listed apart."""
+    """``available`` = paid + bonus - held + (credit_limit - overage_unbilled -
+    invoiced_outstanding): what the account can spend now, in money; ``held`` is what open
+    gateway holds reserve, from prepaid credit and the credit limit. Invoiced overage that is
+    not paid yet still uses the credit limit. Token entitlements are listed apart."""
 
     currency: str
     available: Amount
@@ -52,6 +55,7 @@ class BalanceView:
     bonus: Amount
     held: Amount
     overage_unbilled: Amount
+    invoiced_outstanding: Amount
     credit_limit: Amount
     packages: list[PackageLine]
     subscription: SubscriptionView | None
@@ -68,8 +72,24 @@ def balance_of(session: Session, account: Account, *, at: datetime | None = None
     overage = receivable.posted
     # holds reserve prepaid credit and, beyond it, credit limit (a pending receivable debit)
     held = paid.pending_out + bonus.pending_out + receivable.pending_in
+    invoiced = Amount(
+        int(
+            session.scalar(
+                select(
+                    func.coalesce(
+                        func.sum(LedgerAccount.debits_posted - LedgerAccount.credits_posted), 0
+                    )
+                ).where(
+                    LedgerAccount.code == "receivable:invoiced",
+                    LedgerAccount.owner_id == account.id,
+                )
+            )
+            or 0
+        ),
+        unit,
+    )
     limit = Amount(account.credit_limit, unit)
-    available = paid.posted + bonus.posted - held + limit - overage
+    available = paid.posted + bonus.posted - held + limit - overage - invoiced
     packages = [
         PackageLine(lot.id, tuple(lot.models), lot.remaining, lot.expires_at)
         for lot in open_lots(session, account.id, [PACKAGE])
@@ -94,6 +114,7 @@ def balance_of(session: Session, account: Account, *, at: datetime | None = None
         bonus=bonus.posted,
         held=held,
         overage_unbilled=overage,
+        invoiced_outstanding=invoiced,
         credit_limit=limit,
         packages=packages,
         subscription=sub_view,

@@ -241,9 +241,12 @@ def apply_draw(w: WalletState, d: Draw, at: datetime) -> list[tuple[QuotaWindow,
     return []
 
 
+# credit limit in use: overage not yet invoiced (with holds' reservations) plus invoiced overage
+# that is not paid yet
 _OVERAGE_IN_USE = text(
     "SELECT owner_id, sum(debits_posted - credits_posted + debits_pending) FROM ledger_accounts"
-    " WHERE code = 'receivable:unbilled' AND owner_id = ANY(:owners) GROUP BY owner_id"
+    " WHERE code IN ('receivable:unbilled', 'receivable:invoiced') AND owner_id = ANY(:owners)"
+    " GROUP BY owner_id"
 ).bindparams(bindparam("owners", type_=ARRAY(TEXT)))
 
 

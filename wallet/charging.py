@@ -43,7 +43,7 @@ from plans.catalog import FailedRequestPolicy, get_failed_request_policy
 from plans.errors import InvalidUsage
 from plans.prices import ModelPrice
 from plans.pricing import PriceContext, advance_priced_through, standing_contract
-from wallet.accounts import EVERYTHING, Scope, lock_accounts
+from wallet.accounts import EVERYTHING, Scope, account_parents, lock_accounts
 from wallet.burn import BONUS, OVERAGE, PACKAGE, PAID
 from wallet.burndown import (
     MONEY_SOURCES,
@@ -62,6 +62,7 @@ from wallet.chart import (
     customer_ledger,
     house_ledger,
 )
+from wallet.gate import enter_shared
 from wallet.lots import check_low_balance
 from wallet.maintenance import DEFAULT_RETENTION
 from wallet.models import Account, Authorization, CreditLot, UsageRecord
@@ -288,7 +289,7 @@ def charge_batch(
     Returns:
         One result per input record, in the same order.
     """
-    received = now or utcnow()
+    received = now or utcnow()  # the age window; the charge's own instant comes later
     oldest, latest = received - retention, received + MAX_CLOCK_SKEW
     results: dict[int, UsageResult] = {}
     valid: list[tuple[int, UsageIn]] = []
@@ -323,7 +324,7 @@ def charge_batch(
             seen[r.id] = i
             valid.append((i, r))
     if valid:
-        _charge_valid(session, valid, results, received, scope)
+        _charge_valid(session, valid, results, now, scope)
     return [results[i] for i in range(len(records))]
 
 
@@ -377,12 +378,19 @@ def _charge_valid(
     session: Session,
     valid: list[tuple[int, UsageIn]],
     results: dict[int, UsageResult],
-    received: datetime,
+    now: datetime | None,
     scope: Scope,
 ) -> None:
     todo = _claim(session, valid, results)
     if not todo:
         return
+    ids = {r.account_id for _, r in todo}
+    parents = account_parents(session, ids)
+    # The usage gate (wallet/gate.py): received_at is read under a shared lock per billing tree
+    # (taken before any row lock), so the month-end close has an exact cut-off without
+    # touching the records.
+    gate_at = enter_shared(session, {parents[i] or i for i in ids if i in parents})
+    received = now or gate_at
     unclaim: list[str] = []
 
     def reject(i: int, r: UsageIn, reason: str | None, detail: str) -> None:
@@ -390,7 +398,9 @@ def _charge_valid(
         unclaim.append(r.id)
 
     # every account of the batch, with the resellers of sub-accounts, locked in id order
-    locked = lock_accounts(session, {r.account_id for _, r in todo})
+    locked = lock_accounts(
+        session, set(parents) | {p for p in parents.values() if p}, with_parents=False
+    )
     latest: dict[str, datetime] = {}
     earliest: dict[str, datetime] = {}
     for _, r in todo:
@@ -717,6 +727,8 @@ def _write(
                 "reason": p.billing.reason,
                 "drawn": d.summary(),
                 "wholesale_billed": p.reseller_draw.charged if p.reseller_draw else None,
+                "wholesale_drawn": p.reseller_draw.summary() if p.reseller_draw else None,
+                "wholesale_credited": p.wholesale.credited if p.wholesale else None,
                 "authorization_id": r.authorization_id,
                 "entry_id": entry_of.get(r.account_id),
                 "tags": dict(r.tags),
@@ -726,7 +738,7 @@ def _write(
     session.flush()
 
 
-_JSON_COLUMNS = frozenset({"drawn", "tags"})
+_JSON_COLUMNS = frozenset({"drawn", "tags", "wholesale_drawn"})
 
 
 def _copy_records(session: Session, rows: list[dict[str, Any]]) -> None:
@@ -736,7 +748,12 @@ def _copy_records(session: Session, rows: list[dict[str, Any]]) -> None:
     statement = f"COPY wallet_usage_records ({', '.join(columns)}) FROM STDIN"
     with cursor.copy(statement) as copy:
         for row in rows:
-            copy.write_row([Jsonb(row[c]) if c in _JSON_COLUMNS else row[c] for c in columns])
+            copy.write_row(
+                [
+                    Jsonb(row[c]) if c in _JSON_COLUMNS and row[c] is not None else row[c]
+                    for c in columns
+                ]
+            )
 
 
 def parse_tokens(

@@ -273,6 +273,7 @@ class UsageRecord(Base):
         PrimaryKeyConstraint("occurred_at", "id", name="pk_wallet_usage_records"),
         Index("ix_wallet_usage_records_id", "id"),
         Index("ix_wallet_usage_records_account", "account_id", "occurred_at"),
+        Index("ix_wallet_usage_records_account_received", "account_id", "received_at"),
         {"postgresql_partition_by": "RANGE (occurred_at)"},
     )
 
@@ -302,6 +303,10 @@ class UsageRecord(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     drawn: Mapped[dict[str, Any]] = mapped_column(JSONB)
     wholesale_billed: Mapped[int | None] = mapped_column(Atoms)
+    # a sub-account's record: how the reseller's float paid the wholesale price (bonus, paid,
+    # overage atoms as strings, like ``drawn``) and what was not billed at wholesale
+    wholesale_drawn: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    wholesale_credited: Mapped[int | None] = mapped_column(Atoms)
     authorization_id: Mapped[str | None] = mapped_column(Text)
     entry_id: Mapped[int | None] = mapped_column(BigInteger)
     tags: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))

@@ -60,6 +60,7 @@ def buy_package(
         legs,
         description=f"package {package_id} bought ({purchase_id})",
         idempotency_key=f"package:{purchase_id}",
+        effective_at=when,
         metadata={"purchase_id": purchase_id, "package_id": package_id, "account_id": account.id},
     )
     lot = CreditLot(

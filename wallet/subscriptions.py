@@ -42,6 +42,7 @@ def _charge_period(
             [*draw.legs, Leg(cust.deferred_subscriptions.id, -plan.monthly_fee)],
             description=f"plan {plan.id} fee for {start.date()}..{end.date()} ({sub.id})",
             idempotency_key=f"subscription-fee:{sub.id}:{start.isoformat()}",
+            effective_at=start,
             metadata={"subscription_id": sub.id, "account_id": account.id},
         )
         entry_id = entry.id
@@ -227,6 +228,7 @@ def _recognize(session: Session, account: Account, period: SubscriptionPeriod) -
         description=f"subscription {period.subscription_id} period"
         f" {period.period_start.date()} earned",
         idempotency_key=f"subscription-earned:{period.id}",
+        effective_at=period.period_end,
     )
     period.recognized_entry_id = entry.id
 

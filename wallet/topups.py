@@ -128,6 +128,7 @@ def record_topup(
         legs,
         description=f"top-up {topup.id} ({method})",
         idempotency_key=f"topup:{topup.id}",
+        effective_at=when,
         metadata={"topup_id": topup.id, "account_id": account.id},
     )
     paid_lot = CreditLot(

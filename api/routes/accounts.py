@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, Response, get, patch, post
 from litestar.datastructures import State
 from litestar.exceptions import PermissionDeniedException
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,8 +13,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.auth import Principal, requires
+from api.deps import now_of
 from api.idempotency import run_idempotent
+from api.routes.invoices import BillingIn, BillingOut, billing_out
 from api.schemas import DecimalString, IdempotencyKey, Limit, Money, Page, scope_of
+from invoicing.profiles import get_billing_profile, set_billing_profile
 from ledger.amounts import Amount
 from wallet.accounts import create_account, get_account
 from wallet.balance import balance_of
@@ -49,6 +52,14 @@ class AccountIn(BaseModel):
     discounts: list[Discount] = []
     burn_order: list[Literal["plan", "package", "bonus", "paid", "overage"]] | None = None
     low_balance_threshold: DecimalString | None = None
+    billing: BillingIn | None = None
+
+
+class AccountPatch(BaseModel):
+    """What can change on an account: its billing terms (only the fields sent change)."""
+
+    model_config = ConfigDict(extra="forbid")
+    billing: BillingIn
 
 
 class AccountOut(BaseModel):
@@ -66,6 +77,13 @@ class AccountOut(BaseModel):
     burn_order: list[str] | None
     low_balance_threshold: Money | None
     created_at: datetime
+    billing: BillingOut | None = None
+
+
+def with_billing(db: Session, out: AccountOut) -> AccountOut:
+    """Add the account's billing terms (net terms, tax profile, bill-to details)."""
+    out.billing = billing_out(get_billing_profile(db, out.id))
+    return out
 
 
 def account_out(a: Account) -> AccountOut:
@@ -129,6 +147,7 @@ class BalanceOut(BaseModel):
     bonus: str
     held: str
     overage_unbilled: str
+    invoiced_outstanding: str
     credit_limit: str
     packages: list[PackageOut]
     subscription: SubscriptionBalance | None
@@ -263,7 +282,9 @@ class AccountsController(Controller):
                 low_balance_threshold=data.low_balance_threshold,
                 scope=scope,
             )
-            return account_out(account)
+            if data.billing is not None:
+                set_billing_profile(db, account, data.billing.fields())
+            return with_billing(db, account_out(account))
 
         return run_idempotent(
             db,
@@ -298,13 +319,25 @@ class AccountsController(Controller):
             stmt = stmt.where(Account.id > starting_after)
         rows = db.scalars(stmt).all()
         return Page[AccountOut](
-            data=[account_out(a) for a in rows[:limit]], has_more=len(rows) > limit
+            data=[with_billing(db, account_out(a)) for a in rows[:limit]],
+            has_more=len(rows) > limit,
         )
 
     @get("/{account_id:str}", sync_to_thread=True, guards=[requires(*ALL_ROLES)])
     def get_one(self, account_id: str, db: Session, principal: Principal) -> AccountOut:
         """One account."""
-        return account_out(get_account(db, account_id, scope=scope_of(principal)))
+        return with_billing(db, account_out(get_account(db, account_id, scope=scope_of(principal))))
+
+    @patch("/{account_id:str}", sync_to_thread=True, guards=[requires("finance")])
+    def update(
+        self, account_id: str, data: AccountPatch, db: Session, principal: Principal
+    ) -> AccountOut:
+        """Set billing terms: net terms (0, 30, 60, 90 days), tax profile, bill-to details."""
+        account = get_account(db, account_id, scope=scope_of(principal), lock=True)
+        set_billing_profile(db, account, data.billing.fields())
+        out = with_billing(db, account_out(account))
+        db.commit()
+        return out
 
     @get("/{account_id:str}/balance", sync_to_thread=True, guards=[requires(*ALL_ROLES)])
     def balance(self, account_id: str, db: Session, principal: Principal) -> BalanceOut:
@@ -335,6 +368,7 @@ class AccountsController(Controller):
             bonus=b.bonus.format(),
             held=b.held.format(),
             overage_unbilled=b.overage_unbilled.format(),
+            invoiced_outstanding=b.invoiced_outstanding.format(),
             credit_limit=b.credit_limit.format(),
             packages=[
                 PackageOut(
@@ -384,6 +418,7 @@ class AccountsController(Controller):
                 method=data.method,
                 reference=data.reference,
                 idempotency_key=idempotency_key,
+                at=now_of(request.app.state),
                 scope=scope_of(principal),
             )
             return topup_out(result.topup, get_account(db, account_id))
@@ -417,7 +452,13 @@ class AccountsController(Controller):
         """Buy a token package with wallet credit."""
 
         def produce() -> PackagePurchaseOut:
-            p = buy_package(db, account_id, data.package_id, scope=scope_of(principal))
+            p = buy_package(
+                db,
+                account_id,
+                data.package_id,
+                at=now_of(request.app.state),
+                scope=scope_of(principal),
+            )
             account = get_account(db, account_id)
             from wallet.models import CreditLot
 
@@ -463,7 +504,13 @@ class AccountsController(Controller):
 
         def produce() -> SubscriptionOut:
             return subscription_out(
-                start_subscription(db, account_id, data.plan_id, scope=scope_of(principal))
+                start_subscription(
+                    db,
+                    account_id,
+                    data.plan_id,
+                    at=now_of(request.app.state),
+                    scope=scope_of(principal),
+                )
             )
 
         return run_idempotent(

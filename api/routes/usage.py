@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from api.auth import Principal, requires
+from api.deps import now_of
 from api.idempotency import run_idempotent
 from api.schemas import IdempotencyKey, Money, scope_of
 from ledger.amounts import Amount
@@ -185,7 +186,13 @@ class UsageController(Controller):
 
         def produce() -> UsageBatchOut:
             parsed = [_parse(i, raw) for i, raw in enumerate(data.records)]
-            results = charge_batch(db, parsed, scope=scope_of(principal), retention=retention)
+            results = charge_batch(
+                db,
+                parsed,
+                now=now_of(request.app.state),
+                scope=scope_of(principal),
+                retention=retention,
+            )
             return UsageBatchOut(
                 results=[
                     UsageResultOut(

@@ -245,3 +245,14 @@ def test_account_cache_forgets_rolled_back_accounts(session_factory):
 
 def usd_amount(value: str):
     return usd(value)
+
+
+def test_entry_metadata_is_stored(session, chart):
+    entry = post_entry(
+        session,
+        transfer(chart.cash, chart.prepaid, usd("1.00")),
+        metadata={"kind": "topup", "account_id": "cust_1"},
+    )
+    session.commit()
+    stored = session.get(JournalEntry, entry.id)
+    assert stored is not None and stored.metadata_ == {"kind": "topup", "account_id": "cust_1"}

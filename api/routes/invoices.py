@@ -1,0 +1,671 @@
+"""Month end: closing billing periods, invoices (JSON and PDF), credit notes, payments, tax
+profiles, and the billing fields of accounts."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.auth import Principal, requires
+from api.deps import now_of
+from api.idempotency import run_idempotent
+from api.schemas import DecimalString, IdempotencyKey, Limit, Money, Page, scope_of
+from invoicing.close import close_period
+from invoicing.documents import Issuer, render_invoice_pdf
+from invoicing.lifecycle import (
+    CreditRequest,
+    finalize_invoice,
+    is_overdue,
+    issue_credit_note,
+    open_balance,
+    record_payment,
+    void_invoice,
+)
+from invoicing.models import (
+    BillingPeriod,
+    BillingProfile,
+    CreditNote,
+    Invoice,
+    InvoiceLine,
+    InvoicePayment,
+    TaxProfile,
+)
+from invoicing.periods import Period
+from invoicing.profiles import create_tax_profile, list_tax_profiles
+from ledger.amounts import Amount
+from ledger.base import utcnow
+from ledger.errors import NotFound
+from ledger.units import Unit, currency
+from wallet.accounts import get_account
+
+# -- account billing fields ------------------------------------------------------------------
+
+
+class BillingIn(BaseModel):
+    """Billing terms of a billing account (top-level accounts only)."""
+
+    model_config = ConfigDict(extra="forbid")
+    net_terms_days: Literal[0, 30, 60, 90] | None = Field(
+        default=None, description="payment terms: due on receipt (0) or net 30, 60, 90 days"
+    )
+    tax_profile: str | None = Field(default=None, description="id of a tax profile")
+    legal_name: str | None = Field(default=None, max_length=300)
+    billing_address: str | None = Field(default=None, max_length=1000)
+    tax_id: str | None = Field(default=None, max_length=100)
+    billing_email: str | None = Field(default=None, max_length=300)
+
+    def fields(self) -> dict[str, Any]:
+        """The fields that were sent, keyed as the service names them."""
+        sent = self.model_dump(exclude_unset=True)
+        if "tax_profile" in sent:
+            sent["tax_profile_id"] = sent.pop("tax_profile")
+        return sent
+
+
+class BillingOut(BaseModel):
+    """An account's billing terms."""
+
+    net_terms_days: int
+    tax_profile: str | None
+    legal_name: str | None
+    billing_address: str | None
+    tax_id: str | None
+    billing_email: str | None
+
+
+def billing_out(profile: BillingProfile | None) -> BillingOut | None:
+    """Wire form of a billing profile (None when the account has none)."""
+    if profile is None:
+        return None
+    return BillingOut(
+        net_terms_days=profile.net_terms_days,
+        tax_profile=profile.tax_profile_id,
+        legal_name=profile.legal_name,
+        billing_address=profile.billing_address,
+        tax_id=profile.tax_id,
+        billing_email=profile.billing_email,
+    )
+
+
+# -- tax profiles ----------------------------------------------------------------------------
+
+
+class TaxProfileIn(BaseModel):
+    """A tax rate in percent. Profiles are never edited; create a new one for a new rate."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1, max_length=64)
+    name: str = Field(default="", max_length=200)
+    rate_pct: DecimalString = Field(description='0 to 100, at most 4 decimals, e.g. "20"')
+
+
+class TaxProfileOut(BaseModel):
+    """A tax profile."""
+
+    id: str
+    name: str
+    rate_pct: str
+    created_at: datetime
+
+
+def tax_profile_out(p: TaxProfile) -> TaxProfileOut:
+    """Wire form of a tax profile."""
+    return TaxProfileOut(
+        id=p.id, name=p.name, rate_pct=format(p.rate_pct.normalize(), "f"), created_at=p.created_at
+    )
+
+
+class TaxProfilesController(Controller):
+    """``/v1/tax-profiles`` (admin, finance)."""
+
+    path = "/v1/tax-profiles"
+    tags = ["month end"]
+    guards = [requires("finance")]
+
+    @post("/", sync_to_thread=True, status_code=201)
+    def create(
+        self,
+        request: Request[Principal, Principal, State],
+        data: TaxProfileIn,
+        db: Session,
+        principal: Principal,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
+        """Create a tax profile (repeating the same profile is harmless)."""
+
+        def produce() -> TaxProfileOut:
+            return tax_profile_out(
+                create_tax_profile(db, id=data.id, name=data.name, rate_pct=data.rate_pct)
+            )
+
+        return run_idempotent(
+            db,
+            principal=principal,
+            key=idempotency_key,
+            method="POST",
+            path=request.url.path,
+            body=data,
+            status_code=201,
+            produce=produce,
+        )
+
+    @get("/", sync_to_thread=True)
+    def list_profiles(self, db: Session) -> list[TaxProfileOut]:
+        """Every tax profile."""
+        return [tax_profile_out(p) for p in list_tax_profiles(db)]
+
+
+# -- invoices --------------------------------------------------------------------------------
+
+
+class InvoiceLineOut(BaseModel):
+    """A line: ``due`` (billed), ``prepaid`` (paid from the prepaid balance) or ``info``
+    (statement). ``amount`` is rounded once to the minor unit; ``amount_exact`` is the ledger's."""
+
+    id: int
+    position: int
+    kind: str
+    description: str
+    model: str | None
+    source_period: str | None = Field(description="for late usage: the month it occurred in")
+    requests: int
+    tokens: int
+    settlement: str
+    amount: Money
+    amount_exact: Money
+    tax: Money
+    tax_rate_pct: str | None
+    details: dict[str, Any]
+
+
+class TotalsOut(BaseModel):
+    """``amount_due = total - prepaid_applied``; ``balance_due`` is what is still owed."""
+
+    subtotal: Money
+    tax: Money
+    total: Money
+    prepaid_applied: Money
+    amount_due: Money
+    amount_paid: Money
+    credited: Money
+    balance_due: Money
+    rounding: Money
+
+
+class CreditNoteOut(BaseModel):
+    """A credit note against an invoice."""
+
+    id: str
+    number: str
+    invoice_id: str
+    reason: str
+    net: Money
+    tax: Money
+    total: Money
+    to_receivable: Money
+    to_wallet: Money
+    issued_at: datetime
+
+
+class PaymentOut(BaseModel):
+    """Money received against an invoice."""
+
+    id: str
+    invoice_id: str
+    amount: Money
+    method: str
+    reference: str
+    received_at: datetime
+
+
+class InvoiceOut(BaseModel):
+    """An invoice with its lines, totals, credit notes and payments."""
+
+    id: str
+    number: str | None
+    account_id: str
+    period: str
+    currency: str
+    status: str
+    overdue: bool
+    issued_at: datetime | None
+    due_date: date | None
+    net_terms_days: int
+    tax_rate_pct: str | None
+    bill_to: dict[str, Any]
+    usage_cutoff_at: datetime
+    previous_cutoff_at: datetime | None
+    totals: TotalsOut
+    lines: list[InvoiceLineOut] = []
+    credit_notes: list[CreditNoteOut] = []
+    payments: list[PaymentOut] = []
+
+
+def _pct(value: Decimal | None) -> str | None:
+    return format(value.normalize(), "f") if value is not None else None
+
+
+def credit_note_out(n: CreditNote) -> CreditNoteOut:
+    """Wire form of a credit note."""
+    unit = currency(n.currency)
+    return CreditNoteOut(
+        id=n.id,
+        number=n.number,
+        invoice_id=n.invoice_id,
+        reason=n.reason,
+        net=Money.of(Amount(n.net, unit)),
+        tax=Money.of(Amount(n.tax, unit)),
+        total=Money.of(Amount(n.total, unit)),
+        to_receivable=Money.of(Amount(n.to_receivable, unit)),
+        to_wallet=Money.of(Amount(n.to_wallet, unit)),
+        issued_at=n.issued_at,
+    )
+
+
+def payment_out(p: InvoicePayment, unit: Unit) -> PaymentOut:
+    """Wire form of a payment."""
+    return PaymentOut(
+        id=p.id,
+        invoice_id=p.invoice_id,
+        amount=Money.of(Amount(p.amount, unit)),
+        method=p.method,
+        reference=p.reference,
+        received_at=p.received_at,
+    )
+
+
+def invoice_out(db: Session, inv: Invoice, *, today: date, full: bool = True) -> InvoiceOut:
+    """Wire form of an invoice (with lines, credit notes and payments when ``full``)."""
+    unit = currency(inv.currency)
+
+    def m(atoms: int) -> Money:
+        return Money.of(Amount(atoms, unit))
+
+    out = InvoiceOut(
+        id=inv.id,
+        number=inv.number,
+        account_id=inv.account_id,
+        period=inv.period,
+        currency=inv.currency,
+        status=inv.status,
+        overdue=is_overdue(inv, today),
+        issued_at=inv.issued_at,
+        due_date=inv.due_date,
+        net_terms_days=inv.net_terms_days,
+        tax_rate_pct=_pct(inv.tax_rate_pct),
+        bill_to=inv.bill_to,
+        usage_cutoff_at=inv.usage_cutoff_at,
+        previous_cutoff_at=inv.previous_cutoff_at,
+        totals=TotalsOut(
+            subtotal=m(inv.subtotal),
+            tax=m(inv.tax),
+            total=m(inv.total),
+            prepaid_applied=m(inv.prepaid_applied),
+            amount_due=m(inv.amount_due),
+            amount_paid=m(inv.amount_paid),
+            credited=m(inv.credited),
+            balance_due=m(open_balance(inv)),
+            rounding=m(inv.rounding),
+        ),
+    )
+    if not full:
+        return out
+    lines = db.scalars(
+        select(InvoiceLine).where(InvoiceLine.invoice_id == inv.id).order_by(InvoiceLine.position)
+    ).all()
+    out.lines = [
+        InvoiceLineOut(
+            id=ln.id,
+            position=ln.position,
+            kind=ln.kind,
+            description=ln.description,
+            model=ln.model,
+            source_period=ln.source_period,
+            requests=ln.requests,
+            tokens=ln.tokens,
+            settlement=ln.settlement,
+            amount=m(ln.amount),
+            amount_exact=m(ln.amount_exact),
+            tax=m(ln.tax),
+            tax_rate_pct=_pct(ln.tax_rate_pct),
+            details=ln.details,
+        )
+        for ln in lines
+    ]
+    out.credit_notes = [
+        credit_note_out(n)
+        for n in db.scalars(
+            select(CreditNote).where(CreditNote.invoice_id == inv.id).order_by(CreditNote.number)
+        )
+    ]
+    out.payments = [
+        payment_out(p, unit)
+        for p in db.scalars(
+            select(InvoicePayment)
+            .where(InvoicePayment.invoice_id == inv.id)
+            .order_by(InvoicePayment.received_at, InvoicePayment.id)
+        )
+    ]
+    return out
+
+
+def _today(state: State) -> date:
+    return (now_of(state) or utcnow()).date()
+
+
+def visible_invoice(db: Session, invoice_id: str, principal: Principal) -> Invoice:
+    """An invoice of an account the caller may see (others are 404)."""
+    inv = db.get(Invoice, invoice_id)
+    if inv is None:
+        raise NotFound(f"invoice {invoice_id} does not exist")
+    get_account(db, inv.account_id, scope=scope_of(principal))
+    return inv
+
+
+class CloseIn(BaseModel):
+    """``finalize: false`` leaves drafts for review (a later close finalizes them)."""
+
+    model_config = ConfigDict(extra="forbid")
+    finalize: bool = True
+
+
+class CloseOut(BaseModel):
+    """The period's invoices after the close (repeat-safe: a repeat returns the same ones)."""
+
+    period: str
+    status: str
+    accounts: int
+    invoices: list[InvoiceOut]
+
+
+class BillingPeriodsController(Controller):
+    """``/v1/billing-periods``: the month-end close (finance)."""
+
+    path = "/v1/billing-periods"
+    tags = ["month end"]
+    guards = [requires("finance")]
+
+    @post("/{period:str}/close", sync_to_thread=True, status_code=200)
+    def close(
+        self, period: str, db: Session, state: State, data: CloseIn | None = None
+    ) -> CloseOut:
+        """Close a month for every billing account: one invoice per account and period, numbered
+        without gaps. Safe to repeat and to run after a crash; refused (409) before the month
+        ended plus the grace period for late usage."""
+        p = Period.parse(period)
+        cfg = state.settings
+        result = close_period(
+            state.sessionmaker,
+            p,
+            now=now_of(state),
+            grace=timedelta(hours=cfg.tokenwallet_billing_grace_hours),
+            finalize=data.finalize if data is not None else True,
+        )
+        invoices = db.scalars(
+            select(Invoice).where(Invoice.period == str(p)).order_by(Invoice.account_id)
+        ).all()
+        today = _today(state)
+        return CloseOut(
+            period=str(p),
+            status=result.status,
+            accounts=result.accounts,
+            invoices=[invoice_out(db, i, today=today, full=False) for i in invoices],
+        )
+
+    @get("/{period:str}", sync_to_thread=True)
+    def status(self, period: str, db: Session) -> dict[str, Any]:
+        """Whether the period is being closed or closed, and how many invoices it has."""
+        p = Period.parse(period)
+        row = db.get(BillingPeriod, str(p))
+        if row is None:
+            return {"period": str(p), "status": "open", "accounts": 0, "invoices": 0}
+        return {
+            "period": row.period,
+            "status": row.status,
+            "started_at": row.started_at.isoformat(),
+            "closed_at": row.closed_at.isoformat() if row.closed_at else None,
+            "accounts": row.accounts,
+            "invoices": row.invoices,
+        }
+
+
+class CreditLineIn(BaseModel):
+    """Credit an invoice line, all that is left of it or ``amount`` (net, before tax)."""
+
+    model_config = ConfigDict(extra="forbid")
+    line_id: int
+    amount: DecimalString | None = None
+
+
+class CreditNoteIn(BaseModel):
+    """Either ``lines`` or ``amount`` (net, on the invoice's billed part), and a reason."""
+
+    model_config = ConfigDict(extra="forbid")
+    lines: list[CreditLineIn] | None = Field(default=None, min_length=1, max_length=200)
+    amount: DecimalString | None = None
+    reason: str = Field(min_length=1, max_length=500)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> CreditNoteIn:
+        if (self.lines is None) == (self.amount is None):
+            raise ValueError("send either lines or amount")
+        return self
+
+
+class PaymentIn(BaseModel):
+    """Money received against an invoice; idempotent per ``method`` and ``reference``."""
+
+    model_config = ConfigDict(extra="forbid")
+    amount: DecimalString
+    method: Literal["bank_transfer", "stripe", "other"] = "bank_transfer"
+    reference: str = Field(min_length=1, max_length=200)
+    received_at: AwareDatetime | None = None
+
+
+class VoidIn(BaseModel):
+    """Why the invoice is voided."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class InvoicesController(Controller):
+    """``/v1/invoices``: finance sees every invoice; resellers and customers their own."""
+
+    path = "/v1/invoices"
+    tags = ["month end"]
+
+    @get("/", sync_to_thread=True, guards=[requires("finance", "reseller", "customer")])
+    def list_invoices(
+        self,
+        db: Session,
+        principal: Principal,
+        state: State,
+        account_id: str | None = None,
+        period: str | None = None,
+        status: str | None = None,
+        limit: Limit = 20,
+        starting_after: str | None = None,
+    ) -> Page[InvoiceOut]:
+        """Invoices by id (oldest first), filtered by account, period and status."""
+        scope = scope_of(principal)
+        stmt = select(Invoice).order_by(Invoice.id).limit(limit + 1)
+        if scope.kind != "all":
+            stmt = stmt.where(Invoice.account_id == scope.root_id)
+        if account_id:
+            stmt = stmt.where(Invoice.account_id == account_id)
+        if period:
+            stmt = stmt.where(Invoice.period == str(Period.parse(period)))
+        if status:
+            stmt = stmt.where(Invoice.status == status)
+        if starting_after:
+            stmt = stmt.where(Invoice.id > starting_after)
+        rows = db.scalars(stmt).all()
+        today = _today(state)
+        return Page[InvoiceOut](
+            data=[invoice_out(db, i, today=today) for i in rows[:limit]],
+            has_more=len(rows) > limit,
+        )
+
+    @get(
+        "/{invoice_id:str}",
+        sync_to_thread=True,
+        guards=[requires("finance", "reseller", "customer")],
+    )
+    def get_one(
+        self, invoice_id: str, db: Session, principal: Principal, state: State
+    ) -> InvoiceOut:
+        """An invoice: lines, totals, number, due date, status, credit notes, payments."""
+        return invoice_out(db, visible_invoice(db, invoice_id, principal), today=_today(state))
+
+    @get(
+        "/{invoice_id:str}/pdf",
+        sync_to_thread=True,
+        guards=[requires("finance", "reseller", "customer")],
+        media_type="application/pdf",
+    )
+    def pdf(
+        self, invoice_id: str, db: Session, principal: Principal, state: State
+    ) -> Response[bytes]:
+        """The invoice as a PDF document in the account's currency."""
+        inv = visible_invoice(db, invoice_id, principal)
+        cfg = state.settings
+        issuer = Issuer(
+            name=cfg.tokenwallet_invoice_issuer_name,
+            address=cfg.tokenwallet_invoice_issuer_address,
+            tax_id=cfg.tokenwallet_invoice_issuer_tax_id,
+        )
+        content = render_invoice_pdf(db, inv, issuer=issuer, today=_today(state))
+        name = inv.number or f"draft-{inv.id}"
+        return Response(
+            content,
+            media_type="application/pdf",
+            headers={"Content-Disposition": f'inline; filename="{name}.pdf"'},
+        )
+
+    @post(
+        "/{invoice_id:str}/finalize",
+        sync_to_thread=True,
+        status_code=200,
+        guards=[requires("finance")],
+    )
+    def finalize(self, invoice_id: str, db: Session, state: State) -> InvoiceOut:
+        """Finalize a draft: number it, post it, set its due date (repeat-safe)."""
+        inv = db.scalars(
+            select(Invoice).where(Invoice.id == invoice_id).with_for_update()
+        ).one_or_none()
+        if inv is None:
+            raise NotFound(f"invoice {invoice_id} does not exist")
+        if inv.status == "draft":
+            finalize_invoice(db, inv, now=now_of(state))
+        out = invoice_out(db, inv, today=_today(state))
+        db.commit()
+        return out
+
+    @post(
+        "/{invoice_id:str}/void", sync_to_thread=True, status_code=200, guards=[requires("finance")]
+    )
+    def void(self, invoice_id: str, data: VoidIn, db: Session, state: State) -> InvoiceOut:
+        """Void a finalized invoice with no payments or credit notes (repeat-safe)."""
+        inv = void_invoice(db, invoice_id, reason=data.reason, now=now_of(state))
+        out = invoice_out(db, inv, today=_today(state))
+        db.commit()
+        return out
+
+    @post(
+        "/{invoice_id:str}/credit-notes",
+        sync_to_thread=True,
+        status_code=201,
+        guards=[requires("finance")],
+    )
+    def credit_note(
+        self,
+        invoice_id: str,
+        request: Request[Principal, Principal, State],
+        data: CreditNoteIn,
+        db: Session,
+        principal: Principal,
+        state: State,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
+        """Issue a credit note against a finalized invoice (numbered in the CN series)."""
+
+        def produce() -> CreditNoteOut:
+            inv = db.get(Invoice, invoice_id)
+            if inv is None:
+                raise NotFound(f"invoice {invoice_id} does not exist")
+            unit = currency(inv.currency)
+            if data.lines is not None:
+                reqs = [
+                    CreditRequest(ln.line_id, Amount.parse(ln.amount, unit) if ln.amount else None)
+                    for ln in data.lines
+                ]
+            else:
+                assert data.amount is not None
+                reqs = [CreditRequest(None, Amount.parse(data.amount, unit))]
+            note = issue_credit_note(
+                db, invoice_id, requests=reqs, reason=data.reason, now=now_of(state)
+            )
+            return credit_note_out(note)
+
+        return run_idempotent(
+            db,
+            principal=principal,
+            key=idempotency_key,
+            method="POST",
+            path=request.url.path,
+            body=data,
+            status_code=201,
+            produce=produce,
+        )
+
+    @post(
+        "/{invoice_id:str}/payments",
+        sync_to_thread=True,
+        status_code=201,
+        guards=[requires("finance")],
+    )
+    def payment(
+        self,
+        invoice_id: str,
+        request: Request[Principal, Principal, State],
+        data: PaymentIn,
+        db: Session,
+        principal: Principal,
+        state: State,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
+        """Record a payment (e.g. a bank transfer); the same reference again changes nothing."""
+
+        def produce() -> PaymentOut:
+            inv = db.get(Invoice, invoice_id)
+            if inv is None:
+                raise NotFound(f"invoice {invoice_id} does not exist")
+            unit = currency(inv.currency)
+            result = record_payment(
+                db,
+                invoice_id,
+                amount=Amount.parse(data.amount, unit),
+                method=data.method,
+                reference=data.reference,
+                received_at=data.received_at or now_of(state),
+            )
+            return payment_out(result.payment, unit)
+
+        return run_idempotent(
+            db,
+            principal=principal,
+            key=idempotency_key,
+            method="POST",
+            path=request.url.path,
+            body=data,
+            status_code=201,
+            produce=produce,
+        )

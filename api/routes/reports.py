@@ -1,0 +1,117 @@
+"""Finance reports as JSON (default) or CSV (``format=csv``): trial balance, prepaid-liability
+rollforward, revenue by model, receivables aging, reseller statements."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from litestar import Controller, Response, get
+from litestar.datastructures import State
+from sqlalchemy.orm import Session
+
+from api.auth import Principal, requires
+from api.deps import now_of
+from api.schemas import scope_of
+from invoicing.periods import Period
+from invoicing.reports import (
+    Report,
+    prepaid_liability,
+    receivables_aging,
+    reseller_statement,
+    revenue_by_model,
+    trial_balance,
+)
+from ledger.base import utcnow
+from ledger.models import OPERATOR_BOOK
+from ledger.units import unit
+from wallet.accounts import get_account
+
+Format = Literal["json", "csv"]
+
+
+def _respond(report: Report, fmt: Format) -> Response[Any]:
+    if fmt == "csv":
+        return Response(
+            report.to_csv(),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{report.name}.csv"'},
+        )
+    return Response(report.to_json(), media_type="application/json")
+
+
+def _now(state: State) -> datetime:
+    return now_of(state) or utcnow()
+
+
+class ReportsController(Controller):
+    """``/v1/reports`` (finance; a reseller may read its own statement)."""
+
+    path = "/v1/reports"
+    tags = ["reports"]
+
+    @get("/trial-balance", sync_to_thread=True, guards=[requires("finance")])
+    def trial_balance(
+        self,
+        db: Session,
+        state: State,
+        currency: str,
+        as_of: datetime | None = None,
+        format: Format = "json",
+    ) -> Response[Any]:
+        """Debits and credits per book and account code as of a moment (accounting time);
+        every book sums to zero."""
+        unit(currency)
+        return _respond(trial_balance(db, currency=currency, as_of=as_of or _now(state)), format)
+
+    @get("/prepaid-liability", sync_to_thread=True, guards=[requires("finance")])
+    def prepaid_liability(
+        self,
+        db: Session,
+        period: str,
+        currency: str,
+        book: str = OPERATOR_BOOK,
+        format: Format = "json",
+    ) -> Response[Any]:
+        """Opening, purchased, bonus granted, consumed, expired, refunded, credited, other and
+        closing prepaid credit for a month; opening + movements = closing."""
+        report = prepaid_liability(db, period=Period.parse(period), currency=currency, book=book)
+        return _respond(report, format)
+
+    @get("/revenue-by-model", sync_to_thread=True, guards=[requires("finance")])
+    def revenue_by_model(
+        self, db: Session, period: str, currency: str, format: Format = "json"
+    ) -> Response[Any]:
+        """Usage revenue per model for a month, with the ledger's revenue accounts beside it."""
+        return _respond(
+            revenue_by_model(db, period=Period.parse(period), currency=currency), format
+        )
+
+    @get("/receivables-aging", sync_to_thread=True, guards=[requires("finance")])
+    def receivables_aging(
+        self,
+        db: Session,
+        state: State,
+        currency: str,
+        as_of: date | None = None,
+        format: Format = "json",
+    ) -> Response[Any]:
+        """Open invoices by days past due: current, 1-30, 31-60, 61-90, 90+."""
+        return _respond(
+            receivables_aging(db, currency=currency, as_of=as_of or _now(state).date()), format
+        )
+
+    @get("/reseller-statement", sync_to_thread=True, guards=[requires("finance", "reseller")])
+    def reseller_statement(
+        self,
+        db: Session,
+        principal: Principal,
+        reseller_id: str,
+        period: str,
+        format: Format = "json",
+    ) -> Response[Any]:
+        """Retail billed to the reseller's sub-accounts, wholesale charged, and the margin."""
+        get_account(db, reseller_id, scope=scope_of(principal))
+        return _respond(
+            reseller_statement(db, reseller_id=reseller_id, period=Period.parse(period)), format
+        )

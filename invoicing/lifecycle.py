@@ -1,0 +1,477 @@
+"""Invoice lifecycle: draft → finalized → paid | void; payments and credit notes.
+
+Ledger entries (operator book, the invoice's currency; see invoicing/chart.py):
+
+* finalize: debit ``receivable:invoiced`` (amount due); credit ``receivable:unbilled`` (the
+  exact overage), ``tax:payable`` (tax) and ``revenue:rounding`` (the rounding, either side);
+* payment: debit ``cash:<method>``; credit ``receivable:invoiced``;
+* credit note: debit ``revenue:credit-notes`` (net) and ``tax:payable`` (tax); credit
+  ``receivable:invoiced`` up to what is still owed and ``customer:prepaid`` with the rest (back
+  to the prepaid balance as a paid lot);
+* void: debit ``revenue:credit-notes`` (due net) and ``tax:payable`` (tax); credit
+  ``receivable:invoiced`` (the amount due).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from invoicing.arithmetic import tax_on
+from invoicing.chart import cash_account, invoicing_house, receivable_invoiced
+from invoicing.errors import CreditTooLarge, InvoiceState, PaymentTooLarge
+from invoicing.models import CreditNote, CreditNoteLine, Invoice, InvoiceLine, InvoicePayment
+from invoicing.numbering import next_number
+from ledger.amounts import Amount
+from ledger.base import utcnow
+from ledger.errors import IdempotencyConflict, InvalidAmount, NotFound
+from ledger.journal import Leg, post_entry
+from ledger.units import currency
+from wallet.burn import PAID
+from wallet.chart import book_of, customer_ledger
+from wallet.ids import new_id
+from wallet.models import Account, CreditLot
+
+PAYMENT_METHODS = ("bank_transfer", "stripe", "other")
+
+
+def _lock(session: Session, invoice_id: str) -> Invoice:
+    invoice = session.scalars(
+        select(Invoice).where(Invoice.id == invoice_id).with_for_update()
+    ).one_or_none()
+    if invoice is None:
+        raise NotFound(f"invoice {invoice_id} does not exist")
+    return invoice
+
+
+def open_balance(invoice: Invoice) -> int:
+    """What is still owed on the invoice, in atoms (0 for drafts and void invoices)."""
+    if invoice.status not in ("finalized", "paid"):
+        return 0
+    return invoice.amount_due - invoice.amount_paid - invoice.credited_receivable
+
+
+def is_overdue(invoice: Invoice, today: date) -> bool:
+    """Finalized, not fully paid, and past its due date."""
+    return (
+        invoice.status == "finalized"
+        and open_balance(invoice) > 0
+        and invoice.due_date is not None
+        and today > invoice.due_date
+    )
+
+
+def finalize_invoice(session: Session, invoice: Invoice, *, now: datetime | None = None) -> Invoice:
+    """Finalize a draft: post the ledger entry, set the due date, take the next number.
+
+    The invoice becomes immutable. An invoice with nothing due is settled at once (``paid``).
+    Numbering is the last step, so the series row is locked only until the caller commits.
+
+    Raises:
+        InvoiceState: the invoice is not a draft.
+    """
+    if invoice.status != "draft":
+        raise InvoiceState(f"invoice {invoice.id} is {invoice.status}, not a draft")
+    at = now or utcnow()
+    account = session.get_one(Account, invoice.account_id)
+    unit = currency(invoice.currency)
+    legs: list[Leg] = []
+    if invoice.amount_due:
+        legs.append(Leg(receivable_invoiced(session, account).id, Amount(invoice.amount_due, unit)))
+    if invoice.exact_due:
+        unbilled = customer_ledger(session, account).receivable_unbilled
+        legs.append(Leg(unbilled.id, Amount(-invoice.exact_due, unit)))
+    house = invoicing_house(session, book_of(account), unit)
+    if invoice.tax:
+        legs.append(Leg(house.tax_payable.id, Amount(-invoice.tax, unit)))
+    if invoice.rounding:
+        legs.append(Leg(house.rounding.id, Amount(-invoice.rounding, unit)))
+    if legs:
+        entry = post_entry(
+            session,
+            legs,
+            description=f"invoice {invoice.id} for {invoice.period} finalized",
+            idempotency_key=f"invoice-finalize:{invoice.id}",
+            effective_at=at,
+            metadata={"kind": "invoice", "invoice_id": invoice.id, "account_id": account.id},
+        )
+        invoice.finalize_entry_id = entry.id
+    invoice.issued_at = at
+    invoice.due_date = at.date() + timedelta(days=invoice.net_terms_days)
+    if invoice.amount_due == 0:
+        invoice.status, invoice.paid_at = "paid", at
+    else:
+        invoice.status = "finalized"
+    number = next_number(session, "INV", invoice.currency, at)
+    invoice.series, invoice.sequence, invoice.number = number.series, number.sequence, number.text
+    session.flush()
+    return invoice
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentResult:
+    """A recorded payment and whether it repeated an earlier one (same method and reference)."""
+
+    payment: InvoicePayment
+    replayed: bool
+
+
+def record_payment(
+    session: Session,
+    invoice_id: str,
+    *,
+    amount: Amount,
+    method: str,
+    reference: str,
+    received_at: datetime | None = None,
+) -> PaymentResult:
+    """Mark money received against an invoice (a bank transfer, a card payment...).
+
+    Idempotent per ``(method, reference)``: the same payment recorded again returns the first
+    record and changes nothing. The invoice becomes ``paid`` when nothing is left to pay.
+
+    Raises:
+        NotFound: no such invoice.
+        InvoiceState: a draft or void invoice.
+        PaymentTooLarge: more than the open balance.
+        IdempotencyConflict: the reference was used for another invoice or amount.
+        InvalidAmount: not a positive whole number of minor units.
+    """
+    method = method.strip()
+    reference = reference.strip()
+    if not method or not reference:
+        raise InvalidAmount("a payment needs a method and a reference")
+    invoice = _lock(session, invoice_id)
+    unit = currency(invoice.currency)
+    if amount.unit != unit:
+        raise InvalidAmount(f"invoice {invoice.id} is in {unit.code}, not {amount.unit.code}")
+    if amount.atoms <= 0 or amount.atoms % unit.atoms_per_minor:
+        raise InvalidAmount(
+            f"a payment is a positive whole number of {unit.code} minor units; got {amount}"
+        )
+    prior = session.scalars(
+        select(InvoicePayment).where(
+            InvoicePayment.method == method, InvoicePayment.reference == reference
+        )
+    ).one_or_none()
+    if prior is not None:
+        if prior.invoice_id != invoice.id or prior.amount != amount.atoms:
+            raise IdempotencyConflict(
+                f"payment reference {reference!r} ({method}) was already recorded as {prior.id}"
+                f" for invoice {prior.invoice_id}"
+            )
+        return PaymentResult(prior, True)
+    if invoice.status not in ("finalized", "paid"):
+        raise InvoiceState(
+            f"invoice {invoice.id} is {invoice.status}; only finalized invoices take payments"
+        )
+    left = open_balance(invoice)
+    if amount.atoms > left:
+        raise PaymentTooLarge(
+            f"invoice {invoice.number} has {Amount(left, unit)} left to pay; cannot take {amount}",
+            open_balance=Amount(left, unit).format(),
+        )
+    at = received_at or utcnow()
+    account = session.get_one(Account, invoice.account_id)
+    payment_id = new_id("pay")
+    entry = post_entry(
+        session,
+        [
+            Leg(cash_account(session, book_of(account), unit, method).id, amount),
+            Leg(receivable_invoiced(session, account).id, -amount),
+        ],
+        description=f"payment {reference} ({method}) of invoice {invoice.number}",
+        idempotency_key=f"invoice-payment:{method}:{reference}",
+        effective_at=at,
+        metadata={"kind": "invoice_payment", "invoice_id": invoice.id, "account_id": account.id},
+    )
+    payment = InvoicePayment(
+        id=payment_id,
+        invoice_id=invoice.id,
+        account_id=account.id,
+        amount=amount.atoms,
+        method=method,
+        reference=reference,
+        entry_id=entry.id,
+        received_at=at,
+    )
+    session.add(payment)
+    invoice.amount_paid += amount.atoms
+    if open_balance(invoice) == 0:
+        invoice.status, invoice.paid_at = "paid", at
+    session.flush()
+    return PaymentResult(payment, False)
+
+
+@dataclass(frozen=True, slots=True)
+class CreditRequest:
+    """Credit one invoice line (``line_id``) or, without one, the invoice's due part; ``net``
+    None credits everything left (of the line or of the due part)."""
+
+    line_id: int | None
+    net: Amount | None
+
+
+@dataclass
+class _Item:
+    line: InvoiceLine | None
+    description: str
+    settlement: str
+    net: int
+    tax: int
+
+
+def _credited_so_far(
+    session: Session, invoice: Invoice
+) -> tuple[dict[int, tuple[int, int]], int, int]:
+    """Per line (net, tax) already credited, and the net and tax of lump credits."""
+    per_line: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    lump_net = lump_tax = 0
+    rows = session.execute(
+        select(CreditNoteLine.invoice_line_id, CreditNoteLine.net, CreditNoteLine.tax)
+        .join(CreditNote, CreditNote.id == CreditNoteLine.credit_note_id)
+        .where(CreditNote.invoice_id == invoice.id)
+    ).all()
+    for line_id, net, tax in rows:
+        if line_id is None:
+            lump_net += net
+            lump_tax += tax
+        else:
+            per_line[line_id][0] += net
+            per_line[line_id][1] += tax
+    return {k: (v[0], v[1]) for k, v in per_line.items()}, lump_net, lump_tax
+
+
+def issue_credit_note(
+    session: Session,
+    invoice_id: str,
+    *,
+    requests: Sequence[CreditRequest],
+    reason: str,
+    now: datetime | None = None,
+) -> CreditNote:
+    """Issue a credit note against a finalized (or paid) invoice, numbered in the ``CN`` series.
+
+    Due lines are credited with their tax (at the line's rate; crediting what is left of a
+    line credits exactly its remaining tax). What the customer still owes is reduced first;
+    anything beyond that (already paid, or paid from the prepaid balance) goes back to the
+    prepaid balance as a new paid lot.
+
+    Raises:
+        NotFound: no such invoice or line.
+        InvoiceState: a draft or void invoice, or an informational line.
+        CreditTooLarge: more than is left to credit.
+        InvalidAmount: a non-positive amount or one finer than the minor unit.
+    """
+    if not reason.strip():
+        raise InvalidAmount("a credit note needs a reason")
+    if not requests:
+        raise InvalidAmount("a credit note needs lines or an amount")
+    invoice = _lock(session, invoice_id)
+    if invoice.status not in ("finalized", "paid"):
+        raise InvoiceState(
+            f"invoice {invoice.id} is {invoice.status}; credit notes go against finalized invoices"
+        )
+    unit = currency(invoice.currency)
+    lines = {
+        line.id: line
+        for line in session.scalars(select(InvoiceLine).where(InvoiceLine.invoice_id == invoice.id))
+    }
+    per_line, lump_net, lump_tax = _credited_so_far(session, invoice)
+    items: list[_Item] = []
+    seen: set[int | None] = set()
+    for req in requests:
+        if req.line_id in seen:
+            raise InvalidAmount(f"line {req.line_id} is named twice; one entry per line")
+        seen.add(req.line_id)
+        if req.net is not None:
+            if req.net.unit != unit:
+                raise InvalidAmount(f"invoice {invoice.id} is in {unit.code}")
+            if req.net.atoms <= 0 or req.net.atoms % unit.atoms_per_minor:
+                raise InvalidAmount(
+                    f"credit amounts are positive whole {unit.code} minor units; got {req.net}"
+                )
+        if req.line_id is None:
+            due = [line for line in lines.values() if line.settlement == "due"]
+            left_net = (
+                sum(line.amount for line in due)
+                - lump_net
+                - sum(per_line.get(line.id, (0, 0))[0] for line in due)
+            )
+            left_tax = (
+                invoice.tax - lump_tax - sum(per_line.get(line.id, (0, 0))[1] for line in due)
+            )
+            net = req.net.atoms if req.net is not None else left_net
+            if net <= 0 or net > left_net:
+                raise CreditTooLarge(
+                    f"invoice {invoice.number} has {Amount(max(left_net, 0), unit)} of billed"
+                    f" amounts left to credit; cannot credit {Amount(net, unit)}",
+                    creditable=Amount(max(left_net, 0), unit).format(),
+                )
+            if net == left_net:
+                tax = left_tax
+            elif invoice.tax_rate_pct is not None:
+                tax = tax_on(Amount(net, unit), invoice.tax_rate_pct).atoms
+            else:
+                tax = 0
+            items.append(_Item(None, "Credit on billed amounts", "due", net, min(tax, left_tax)))
+            continue
+        line = lines.get(req.line_id)
+        if line is None:
+            raise NotFound(f"invoice {invoice.id} has no line {req.line_id}")
+        if line.settlement == "info":
+            raise InvoiceState(
+                f"line {line.id} is a statement (nothing was charged for it); it cannot be credited"
+            )
+        done_net, done_tax = per_line.get(line.id, (0, 0))
+        left_net, left_tax = line.amount - done_net, line.tax - done_tax
+        net = req.net.atoms if req.net is not None else left_net
+        if net <= 0 or net > left_net:
+            raise CreditTooLarge(
+                f"line {line.id} has {Amount(max(left_net, 0), unit)} left to credit;"
+                f" cannot credit {Amount(net, unit)}",
+                creditable=Amount(max(left_net, 0), unit).format(),
+            )
+        if net == left_net:
+            tax = left_tax
+        elif line.tax_rate_pct is not None:
+            tax = min(tax_on(Amount(net, unit), line.tax_rate_pct).atoms, left_tax)
+        else:
+            tax = 0
+        items.append(_Item(line, line.description, line.settlement, net, tax))
+    if any(i.line is None for i in items) and any(
+        i.line is not None and i.settlement == "due" for i in items
+    ):
+        raise InvalidAmount("credit either due lines or an amount on the due part, not both")
+    net_total = sum(i.net for i in items)
+    tax_total = sum(i.tax for i in items)
+    total = net_total + tax_total
+    due_gross = sum(i.net + i.tax for i in items if i.settlement == "due")
+    to_receivable = min(due_gross, open_balance(invoice))
+    to_wallet = total - to_receivable
+    at = now or utcnow()
+    account = session.get_one(Account, invoice.account_id)
+    house = invoicing_house(session, book_of(account), unit)
+    legs = [Leg(house.credit_notes.id, Amount(net_total, unit))]
+    if tax_total:
+        legs.append(Leg(house.tax_payable.id, Amount(tax_total, unit)))
+    if to_receivable:
+        legs.append(Leg(receivable_invoiced(session, account).id, Amount(-to_receivable, unit)))
+    cust = customer_ledger(session, account)
+    if to_wallet:
+        legs.append(Leg(cust.prepaid.id, Amount(-to_wallet, unit)))
+    note_id = new_id("cn")
+    entry = post_entry(
+        session,
+        legs,
+        description=f"credit note {note_id} on invoice {invoice.number}: {reason}",
+        idempotency_key=f"credit-note:{note_id}",
+        effective_at=at,
+        metadata={
+            "kind": "credit_note",
+            "credit_note_id": note_id,
+            "invoice_id": invoice.id,
+            "account_id": account.id,
+        },
+    )
+    lot_id = None
+    if to_wallet:
+        lot = CreditLot(
+            account_id=account.id,
+            kind=PAID,
+            unit=unit.code,
+            ledger_account_id=cust.prepaid.id,
+            granted=to_wallet,
+            remaining=to_wallet,
+            source_type="credit_note",
+            source_id=note_id,
+        )
+        session.add(lot)
+        session.flush()
+        lot_id = lot.id
+    number = next_number(session, "CN", invoice.currency, at)
+    note = CreditNote(
+        id=note_id,
+        number=number.text,
+        series=number.series,
+        sequence=number.sequence,
+        invoice_id=invoice.id,
+        account_id=account.id,
+        currency=invoice.currency,
+        reason=reason.strip(),
+        net=net_total,
+        tax=tax_total,
+        total=total,
+        to_receivable=to_receivable,
+        to_wallet=to_wallet,
+        entry_id=entry.id,
+        lot_id=lot_id,
+        issued_at=at,
+    )
+    session.add(note)
+    session.flush()
+    session.add_all(
+        CreditNoteLine(
+            credit_note_id=note.id,
+            invoice_line_id=i.line.id if i.line is not None else None,
+            description=i.description,
+            settlement=i.settlement,
+            net=i.net,
+            tax=i.tax,
+        )
+        for i in items
+    )
+    invoice.credited += total
+    invoice.credited_receivable += to_receivable
+    if invoice.status == "finalized" and open_balance(invoice) == 0:
+        invoice.status, invoice.paid_at = "paid", at
+    session.flush()
+    return note
+
+
+def void_invoice(
+    session: Session, invoice_id: str, *, reason: str, now: datetime | None = None
+) -> Invoice:
+    """Void a finalized invoice nothing was paid or credited on: what it billed is no longer
+    owed (written off against ``revenue:credit-notes``, tax reversed). Lines paid from the
+    prepaid balance stay paid; refund those with a credit note instead.
+
+    Raises:
+        NotFound: no such invoice.
+        InvoiceState: not finalized, or payments or credit notes exist.
+    """
+    invoice = _lock(session, invoice_id)
+    if invoice.status == "void":
+        return invoice
+    if invoice.status != "finalized" or invoice.amount_paid or invoice.credited:
+        raise InvoiceState(
+            f"invoice {invoice.id} is {invoice.status} with {invoice.amount_paid} atoms paid and"
+            f" {invoice.credited} credited; only finalized invoices without payments or credit"
+            " notes can be voided (issue a credit note instead)"
+        )
+    unit = currency(invoice.currency)
+    at = now or utcnow()
+    account = session.get_one(Account, invoice.account_id)
+    house = invoicing_house(session, book_of(account), unit)
+    net = invoice.amount_due - invoice.tax
+    legs = [Leg(receivable_invoiced(session, account).id, Amount(-invoice.amount_due, unit))]
+    if net:
+        legs.append(Leg(house.credit_notes.id, Amount(net, unit)))
+    if invoice.tax:
+        legs.append(Leg(house.tax_payable.id, Amount(invoice.tax, unit)))
+    entry = post_entry(
+        session,
+        legs,
+        description=f"invoice {invoice.number} voided: {reason}".strip(": "),
+        idempotency_key=f"invoice-void:{invoice.id}",
+        effective_at=at,
+        metadata={"kind": "invoice_void", "invoice_id": invoice.id, "account_id": account.id},
+    )
+    invoice.status, invoice.voided_at, invoice.void_entry_id = "void", at, entry.id
+    session.flush()
+    return invoice

@@ -1,0 +1,505 @@
+"""Finance reports, derived from the ledger (postings) and usage records; CSV and JSON.
+
+Time is *accounting* time: a ledger entry counts at its ``effective_at`` (when the event
+happened: a top-up's receipt, a usage batch's ``received_at``, a lot's expiry), a usage record
+at its ``received_at`` for revenue and at ``occurred_at`` for reseller statements. Every report
+carries its own check (``summary``): the trial balance sums to zero per book, the rollforward's
+opening plus movements equals its independently summed closing, revenue by model equals the
+ledger's ``revenue:usage``, the aging equals the ledger's ``receivable:invoiced``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from invoicing.lifecycle import open_balance
+from invoicing.models import Invoice
+from invoicing.periods import Period
+from ledger.amounts import Amount
+from ledger.errors import NotFound
+from ledger.models import OPERATOR_BOOK
+from ledger.units import Unit
+from ledger.units import unit as unit_of
+from wallet.models import Account
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A report: named columns, rows of plain values (money as decimal strings) and a summary
+    with its checks."""
+
+    name: str
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"report", "columns", "rows", "summary"}``."""
+        return {
+            "report": self.name,
+            "columns": self.columns,
+            "rows": self.rows,
+            "summary": self.summary,
+        }
+
+    def to_csv(self) -> str:
+        """The rows as CSV with a header line (the summary is not part of the CSV)."""
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=self.columns, lineterminator="\n")
+        writer.writeheader()
+        for row in self.rows:
+            writer.writerow({k: row.get(k, "") for k in self.columns})
+        return out.getvalue()
+
+
+def _fmt(atoms: int, unit: Unit) -> str:
+    return Amount(int(atoms), unit).format()
+
+
+# -- trial balance ---------------------------------------------------------------------------
+
+_TRIAL = text(
+    """
+    SELECT p.book, a.type, a.code,
+           coalesce(sum(p.amount) FILTER (WHERE p.amount > 0), 0) AS debits,
+           coalesce(-sum(p.amount) FILTER (WHERE p.amount < 0), 0) AS credits
+    FROM ledger_postings p
+    JOIN ledger_accounts a ON a.id = p.account_id
+    JOIN ledger_entries e ON e.id = p.entry_id
+    WHERE p.phase = 0 AND p.unit = :unit AND e.effective_at <= :as_of
+    GROUP BY p.book, a.type, a.code
+    ORDER BY p.book, a.code
+    """
+)
+
+
+def trial_balance(session: Session, *, currency: str, as_of: datetime) -> Report:
+    """Debits and credits per book and chart code (all owners summed), as of a moment.
+
+    Each book's debits equal its credits (``summary.books[*].balanced``): every entry balances
+    per book and unit, so the report proves it again from the raw postings.
+    """
+    unit = unit_of(currency)
+    rows = []
+    books: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for r in session.execute(_TRIAL, {"unit": unit.code, "as_of": as_of}):
+        debits, credits = int(r.debits), int(r.credits)
+        books[r.book][0] += debits
+        books[r.book][1] += credits
+        rows.append(
+            {
+                "book": r.book,
+                "code": r.code,
+                "type": r.type,
+                "debits": _fmt(debits, unit),
+                "credits": _fmt(credits, unit),
+                "balance": _fmt(debits - credits, unit),
+            }
+        )
+    summary_books = {
+        book: {
+            "debits": _fmt(d, unit),
+            "credits": _fmt(c, unit),
+            "net": _fmt(d - c, unit),
+            "balanced": d == c,
+        }
+        for book, (d, c) in sorted(books.items())
+    }
+    return Report(
+        "trial-balance",
+        ["book", "code", "type", "debits", "credits", "balance"],
+        rows,
+        {
+            "currency": unit.code,
+            "as_of": as_of.isoformat(),
+            "books": summary_books,
+            "balanced": all(v["balanced"] for v in summary_books.values()),
+        },
+    )
+
+
+# -- prepaid liability rollforward -----------------------------------------------------------
+
+PREPAID_CODES = ("customer:prepaid", "customer:bonus")
+MOVEMENTS = (
+    "purchased",
+    "bonus_granted",
+    "consumed",
+    "expired",
+    "refunded",
+    "credited",
+    "other",
+)
+
+_BALANCE_BEFORE = text(
+    """
+    SELECT a.code, coalesce(-sum(p.amount), 0) AS balance
+    FROM ledger_postings p
+    JOIN ledger_accounts a ON a.id = p.account_id
+    JOIN ledger_entries e ON e.id = p.entry_id
+    WHERE p.phase = 0 AND a.code IN ('customer:prepaid', 'customer:bonus')
+      AND a.book = :book AND a.unit = :unit AND e.effective_at < :before
+    GROUP BY a.code
+    """
+)
+
+_MOVEMENTS = text(
+    """
+    WITH mv AS (
+        SELECT p.entry_id, a.code, -p.amount AS delta
+        FROM ledger_postings p
+        JOIN ledger_accounts a ON a.id = p.account_id
+        JOIN ledger_entries e ON e.id = p.entry_id
+        WHERE p.phase = 0 AND a.code IN ('customer:prepaid', 'customer:bonus')
+          AND a.book = :book AND a.unit = :unit
+          AND e.effective_at >= :ps AND e.effective_at < :pe
+    ), ctx AS (
+        SELECT p.entry_id, array_agg(DISTINCT a.code ORDER BY a.code) AS codes
+        FROM ledger_postings p JOIN ledger_accounts a ON a.id = p.account_id
+        WHERE p.phase = 0 AND p.entry_id IN (SELECT entry_id FROM mv)
+        GROUP BY p.entry_id
+    )
+    SELECT mv.code, e.metadata->>'kind' AS kind, ctx.codes, sign(mv.delta) AS direction,
+           sum(mv.delta) AS delta
+    FROM mv JOIN ctx ON ctx.entry_id = mv.entry_id JOIN ledger_entries e ON e.id = mv.entry_id
+    GROUP BY 1, 2, 3, 4
+    """
+)
+
+
+def classify_movement(code: str, kind: str | None, codes: list[str], direction: int) -> str:
+    """Which rollforward line a prepaid or bonus movement belongs to, from the entry's other
+    accounts: cash in = purchased (bonus: granted), cash out = refunded (bonus: clawed back),
+    usage revenue or deferred revenue = consumed, promotions or breakage without cash = expired,
+    credit notes = credited, anything else (SLA credits, reversals...) = other."""
+    if any(c.startswith("cash:") for c in codes):
+        if direction > 0:
+            return "bonus_granted" if code == "customer:bonus" else "purchased"
+        return "refunded"
+    if kind == "credit_note":
+        return "credited"
+    if {"revenue:usage", "deferred:packages", "deferred:subscriptions"} & set(codes):
+        return "consumed"
+    if direction < 0 and (
+        (code == "customer:bonus" and "promotions" in codes)
+        or (code == "customer:prepaid" and "revenue:breakage" in codes)
+    ):
+        return "expired"
+    return "other"
+
+
+def prepaid_liability(
+    session: Session, *, period: Period, currency: str, book: str = OPERATOR_BOOK
+) -> Report:
+    """Rollforward of what customers hold as prepaid (paid and bonus credit) over a period:
+    opening + purchased + bonus granted + consumed + expired + refunded + credited + other =
+    closing, every figure summed from ledger postings. ``summary.ties`` compares the computed
+    closing with the closing summed independently."""
+    unit = unit_of(currency)
+    split = {"customer:prepaid": "paid", "customer:bonus": "bonus"}
+
+    def balances(before: datetime) -> dict[str, int]:
+        got = {"paid": 0, "bonus": 0}
+        for r in session.execute(
+            _BALANCE_BEFORE, {"book": book, "unit": unit.code, "before": before}
+        ):
+            got[split[r.code]] = int(r.balance)
+        return got
+
+    opening = balances(period.start)
+    closing = balances(period.end)
+    moves: dict[str, dict[str, int]] = {m: {"paid": 0, "bonus": 0} for m in MOVEMENTS}
+    for r in session.execute(
+        _MOVEMENTS, {"book": book, "unit": unit.code, "ps": period.start, "pe": period.end}
+    ):
+        line = classify_movement(r.code, r.kind, list(r.codes), int(r.direction))
+        moves[line][split[r.code]] += int(r.delta)
+    computed = {k: opening[k] + sum(m[k] for m in moves.values()) for k in ("paid", "bonus")}
+
+    def row(name: str, v: dict[str, int]) -> dict[str, Any]:
+        return {
+            "line": name,
+            "paid": _fmt(v["paid"], unit),
+            "bonus": _fmt(v["bonus"], unit),
+            "total": _fmt(v["paid"] + v["bonus"], unit),
+        }
+
+    rows = [row("opening", opening)]
+    rows += [row(m, moves[m]) for m in MOVEMENTS]
+    rows.append(row("closing", closing))
+    return Report(
+        "prepaid-liability",
+        ["line", "paid", "bonus", "total"],
+        rows,
+        {
+            "currency": unit.code,
+            "book": book,
+            "period": str(period),
+            "from": period.start.isoformat(),
+            "to": period.end.isoformat(),
+            "computed_closing": _fmt(computed["paid"] + computed["bonus"], unit),
+            "ties": computed == closing,
+        },
+    )
+
+
+# -- revenue by model ------------------------------------------------------------------------
+
+_REVENUE = text(
+    """
+    SELECT r.model, count(*) AS requests,
+           sum(r.input_tokens + r.output_tokens + r.cache_read_tokens
+               + r.cache_write_5m_tokens + r.cache_write_1h_tokens) AS tokens,
+           sum(CASE WHEN a.parent_id IS NULL THEN r.billed
+                    ELSE coalesce(r.wholesale_billed, 0) END) AS revenue,
+           sum(CASE WHEN a.parent_id IS NULL THEN coalesce(CAST(r.drawn->>'overage' AS numeric), 0)
+                    ELSE coalesce(CAST(r.wholesale_drawn->>'overage' AS numeric), 0) END)
+             AS overage,
+           sum(CASE WHEN a.parent_id IS NULL THEN r.credited
+                    ELSE coalesce(r.wholesale_credited, 0) END) AS credited,
+           sum(CASE WHEN a.parent_id IS NULL
+                    THEN coalesce(CAST(r.drawn->>'package_tokens' AS numeric), 0) ELSE 0 END)
+             AS package_tokens,
+           sum(CASE WHEN a.parent_id IS NULL
+                    THEN coalesce(CAST(r.drawn->>'plan_requests' AS numeric), 0) ELSE 0 END)
+             AS plan_requests
+    FROM wallet_usage_records r JOIN wallet_accounts a ON a.id = r.account_id
+    WHERE r.currency = :unit AND r.received_at >= :ps AND r.received_at < :pe
+    GROUP BY r.model ORDER BY r.model
+    """
+)
+
+_REVENUE_LEDGER = text(
+    """
+    SELECT a.code, coalesce(-sum(p.amount), 0) AS amount
+    FROM ledger_postings p
+    JOIN ledger_accounts a ON a.id = p.account_id
+    JOIN ledger_entries e ON e.id = p.entry_id
+    WHERE p.phase = 0 AND a.book = :book AND a.unit = :unit
+      AND a.type IN ('revenue', 'contra_revenue')
+      AND e.effective_at >= :ps AND e.effective_at < :pe
+    GROUP BY a.code ORDER BY a.code
+    """
+)
+
+
+def revenue_by_model(session: Session, *, period: Period, currency: str) -> Report:
+    """The operator's usage revenue per model for a period (usage received in the period):
+    money drawn from direct customers, and the wholesale price drawn from resellers' floats for
+    their sub-accounts' usage. ``summary.ledger`` lists every revenue account of the operator's
+    book for the period; ``summary.ties`` checks that the models add up to ``revenue:usage``."""
+    unit = unit_of(currency)
+    params = {"unit": unit.code, "ps": period.start, "pe": period.end}
+    rows = []
+    total = 0
+    for r in session.execute(_REVENUE, params):
+        total += int(r.revenue)
+        rows.append(
+            {
+                "model": r.model,
+                "requests": int(r.requests),
+                "tokens": int(r.tokens),
+                "revenue": _fmt(int(r.revenue), unit),
+                "of_which_overage": _fmt(int(r.overage), unit),
+                "not_billed": _fmt(int(r.credited), unit),
+                "package_tokens": int(r.package_tokens),
+                "plan_requests": int(r.plan_requests),
+            }
+        )
+    ledger = {
+        r.code: int(r.amount)
+        for r in session.execute(_REVENUE_LEDGER, {**params, "book": OPERATOR_BOOK})
+    }
+    return Report(
+        "revenue-by-model",
+        [
+            "model",
+            "requests",
+            "tokens",
+            "revenue",
+            "of_which_overage",
+            "not_billed",
+            "package_tokens",
+            "plan_requests",
+        ],
+        rows,
+        {
+            "currency": unit.code,
+            "period": str(period),
+            "usage_revenue": _fmt(total, unit),
+            "ledger": {code: _fmt(v, unit) for code, v in ledger.items()},
+            "ledger_total_revenue": _fmt(sum(ledger.values()), unit),
+            "ties": ledger.get("revenue:usage", 0) == total,
+        },
+    )
+
+
+# -- receivables aging -----------------------------------------------------------------------
+
+BUCKETS = ("current", "1-30", "31-60", "61-90", "90+")
+
+
+def aging_bucket(days_overdue: int) -> str:
+    """``current`` (not yet due), ``1-30``, ``31-60``, ``61-90`` or ``90+`` days past due."""
+    if days_overdue <= 0:
+        return "current"
+    if days_overdue <= 30:
+        return "1-30"
+    if days_overdue <= 60:
+        return "31-60"
+    if days_overdue <= 90:
+        return "61-90"
+    return "90+"
+
+
+def receivables_aging(session: Session, *, currency: str, as_of: date) -> Report:
+    """Open (finalized, not fully paid) invoices by days past due on ``as_of``.
+    ``summary.ledger_receivable`` is the ledger's ``receivable:invoiced`` total in the currency,
+    which equals the open balances (``ties``)."""
+    unit = unit_of(currency)
+    invoices = session.scalars(
+        select(Invoice)
+        .where(Invoice.currency == unit.code, Invoice.status == "finalized")
+        .order_by(Invoice.due_date, Invoice.number)
+    ).all()
+    names: dict[str, str] = {
+        row.id: row.name
+        for row in session.execute(
+            select(Account.id, Account.name).where(Account.id.in_({i.account_id for i in invoices}))
+        )
+    }
+    rows = []
+    buckets = dict.fromkeys(BUCKETS, 0)
+    for inv in invoices:
+        left = open_balance(inv)
+        if left <= 0 or inv.due_date is None:
+            continue
+        days = (as_of - inv.due_date).days
+        bucket = aging_bucket(days)
+        buckets[bucket] += left
+        rows.append(
+            {
+                "invoice": inv.number,
+                "invoice_id": inv.id,
+                "account_id": inv.account_id,
+                "account": names.get(inv.account_id, ""),
+                "period": inv.period,
+                "due_date": inv.due_date.isoformat(),
+                "days_overdue": max(days, 0),
+                "bucket": bucket,
+                "open": _fmt(left, unit),
+            }
+        )
+    ledger = int(
+        session.execute(
+            text(
+                "SELECT coalesce(sum(debits_posted - credits_posted), 0) FROM ledger_accounts"
+                " WHERE code = 'receivable:invoiced' AND unit = :unit"
+            ),
+            {"unit": unit.code},
+        ).scalar_one()
+    )
+    total = sum(buckets.values())
+    return Report(
+        "receivables-aging",
+        [
+            "invoice",
+            "invoice_id",
+            "account_id",
+            "account",
+            "period",
+            "due_date",
+            "days_overdue",
+            "bucket",
+            "open",
+        ],
+        rows,
+        {
+            "currency": unit.code,
+            "as_of": as_of.isoformat(),
+            "buckets": {b: _fmt(v, unit) for b, v in buckets.items()},
+            "total": _fmt(total, unit),
+            "ledger_receivable": _fmt(ledger, unit),
+            "ties": ledger == total,
+        },
+    )
+
+
+# -- reseller statement ----------------------------------------------------------------------
+
+_RESELLER = text(
+    """
+    SELECT r.account_id, a.name, r.model, count(*) AS requests,
+           sum(r.input_tokens + r.output_tokens + r.cache_read_tokens
+               + r.cache_write_5m_tokens + r.cache_write_1h_tokens) AS tokens,
+           sum(r.billed) AS retail, sum(coalesce(r.wholesale_billed, 0)) AS wholesale
+    FROM wallet_usage_records r JOIN wallet_accounts a ON a.id = r.account_id
+    WHERE a.parent_id = :reseller AND r.occurred_at >= :ps AND r.occurred_at < :pe
+    GROUP BY r.account_id, a.name, r.model
+    ORDER BY r.account_id, r.model
+    """
+)
+
+
+def reseller_statement(session: Session, *, reseller_id: str, period: Period) -> Report:
+    """A reseller's margin for a period (usage that occurred in it): per sub-account and model,
+    the retail price its sub-accounts were charged, the wholesale price its float was drawn,
+    and the difference.
+
+    Raises:
+        NotFound: no such reseller.
+    """
+    reseller = session.get(Account, reseller_id)
+    if reseller is None or reseller.kind != "reseller":
+        raise NotFound(f"reseller {reseller_id} does not exist")
+    unit = unit_of(reseller.currency)
+    rows = []
+    retail_total = wholesale_total = 0
+    for r in session.execute(
+        _RESELLER, {"reseller": reseller.id, "ps": period.start, "pe": period.end}
+    ):
+        retail, wholesale = int(r.retail), int(r.wholesale)
+        retail_total += retail
+        wholesale_total += wholesale
+        rows.append(
+            {
+                "sub_account_id": r.account_id,
+                "sub_account": r.name,
+                "model": r.model,
+                "requests": int(r.requests),
+                "tokens": int(r.tokens),
+                "retail_billed": _fmt(retail, unit),
+                "wholesale_charged": _fmt(wholesale, unit),
+                "margin": _fmt(retail - wholesale, unit),
+            }
+        )
+    return Report(
+        "reseller-statement",
+        [
+            "sub_account_id",
+            "sub_account",
+            "model",
+            "requests",
+            "tokens",
+            "retail_billed",
+            "wholesale_charged",
+            "margin",
+        ],
+        rows,
+        {
+            "reseller_id": reseller.id,
+            "currency": unit.code,
+            "period": str(period),
+            "retail_billed": _fmt(retail_total, unit),
+            "wholesale_charged": _fmt(wholesale_total, unit),
+            "margin": _fmt(retail_total - wholesale_total, unit),
+        },
+    )
