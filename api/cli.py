@@ -46,12 +46,17 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     scheduler: Annotated[bool, typer.Option(help="run the periodic jobs in this process")] = True,
     migrate: Annotated[bool, typer.Option(help="apply migrations before serving")] = True,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="HTTP worker processes (one per core is typical)")
+    ] = 1,
 ) -> None:
     """Serve the HTTP API (and the scheduler). Without DATABASE_URL, starts embedded PostgreSQL."""
+    import os
+
     import uvicorn
 
     from api.app import create_app
-    from api.db import make_engine, upgrade
+    from api.db import make_engine, make_sessionmaker, upgrade
 
     _setup_logging()
     started = time.monotonic()
@@ -59,12 +64,40 @@ def serve(
     if migrate:
         upgrade(url)
     settings = get_settings()
-    engine = make_engine(url, pool_size=settings.tokenwallet_db_pool_size)
-    application = create_app(engine, settings=settings, scheduler=scheduler)
-    logging.getLogger("tokenwallet").warning(
-        "database ready in %.1f s; serving on http://%s:%d", time.monotonic() - started, host, port
+    log = logging.getLogger("tokenwallet")
+    log.warning(
+        "database ready in %.1f s; serving on http://%s:%d with %d worker(s)",
+        time.monotonic() - started,
+        host,
+        port,
+        workers,
     )
-    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+    if workers == 1:
+        engine = make_engine(url, pool_size=settings.tokenwallet_db_pool_size)
+        application = create_app(engine, settings=settings, scheduler=scheduler)
+        uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+        return
+    # Several processes: each worker builds its own app on the resolved database; the jobs run
+    # once, in this supervising process.
+    os.environ["DATABASE_URL"] = url
+    sched = None
+    if scheduler:
+        from api.scheduler import start_background
+
+        sched = start_background(make_sessionmaker(make_engine(url, pool_size=2)), settings)
+    try:
+        uvicorn.run(
+            "api.asgi:create",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            access_log=False,
+        )
+    finally:
+        if sched is not None:
+            sched.shutdown(wait=False)
 
 
 @app.command("scheduler")

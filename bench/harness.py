@@ -88,7 +88,10 @@ def wait_for_health(
 
 @contextmanager
 def serve(
-    data_dir: Path | None = None, *, extra_env: dict[str, str] | None = None
+    data_dir: Path | None = None,
+    *,
+    extra_env: dict[str, str] | None = None,
+    workers: int = 1,
 ) -> Iterator[Server]:
     """Start ``tokenwallet serve`` on a fresh (or given) data directory; stop it afterwards."""
     owned = data_dir is None
@@ -99,7 +102,7 @@ def serve(
     env.update(extra_env or {})
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [str(BIN / "tokenwallet"), "serve", "--port", str(port)],
+        [str(BIN / "tokenwallet"), "serve", "--port", str(port), "--workers", str(workers)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -29,6 +29,8 @@ from typing import Any
 from bench.harness import Server, pgbench_tpcb, serve, write_result
 
 MODEL = "bench-model"
+#: HTTP worker processes of the server under test (``--workers``).
+WORKERS = 1
 PRICE_IN, PRICE_OUT = "3", "15"
 
 
@@ -204,7 +206,7 @@ def _baseline(server: Server, clients: int) -> dict[str, Any]:
 
 
 def _ingest(name: str, n_accounts: int, seconds: int, target: int) -> None:
-    with serve() as server:
+    with serve(workers=WORKERS) as server:
         baseline = _baseline(server, 4)
         gateway, accounts = setup(server, n_accounts, "100000.00")
         # warm up (imports, caches, connection pool)
@@ -223,6 +225,7 @@ def _ingest(name: str, n_accounts: int, seconds: int, target: int) -> None:
         name,
         {
             "clients": 4,
+            "server_workers": WORKERS,
             "batch_size": 1000,
             "accounts": n_accounts,
             "seconds": round(elapsed, 1),
@@ -253,7 +256,7 @@ def hot_wallet(seconds: int) -> None:
 
 def authorize_settle(seconds: int) -> None:
     """32 clients, each: authorize, then settle with a one-record usage report."""
-    with serve() as server:
+    with serve(workers=WORKERS) as server:
         baseline = _baseline(server, 4)
         gateway, accounts = setup(server, 1000, "100000.00")
         deadline = time.time() + seconds
@@ -270,6 +273,7 @@ def authorize_settle(seconds: int) -> None:
         "authorize_settle",
         {
             "clients": 32,
+            "server_workers": WORKERS,
             "seconds": round(elapsed, 1),
             "holds": holds,
             "holds_per_s": round(rate),
@@ -288,7 +292,7 @@ def authorize_settle(seconds: int) -> None:
 def overdraft(seconds: int) -> None:
     """64 clients race on one account funded for exactly N records: exactly N succeed."""
     n = 500
-    with serve() as server:
+    with serve(workers=WORKERS) as server:
         gateway, accounts = setup(server, 1, "0.01")
         # each record costs 1000 * 15 / 1e6 + 1000 * 3 / 1e6 = 0.018; fund exactly n of them
         admin = server.cli("create-key", "--role", "finance")
@@ -350,7 +354,10 @@ def main() -> None:
     )
     parser.add_argument("bench", choices=[*BENCHES, "all"])
     parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument("--workers", type=int, default=1, help="tokenwallet serve --workers")
     args = parser.parse_args()
+    global WORKERS
+    WORKERS = args.workers
     for name in BENCHES if args.bench == "all" else [args.bench]:
         BENCHES[name](args.seconds)
 

@@ -600,9 +600,26 @@ class SubscriptionsController(Controller):
         status_code=200,
         guards=[requires("finance", "reseller", "customer")],
     )
-    def cancel(self, subscription_id: str, db: Session, principal: Principal) -> SubscriptionOut:
+    def cancel(
+        self,
+        subscription_id: str,
+        db: Session,
+        principal: Principal,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
         """Cancel at the end of the current period (repeat-safe)."""
-        sub = cancel_subscription(db, subscription_id, scope=scope_of(principal))
-        out = subscription_out(sub)
-        db.commit()
-        return out
+
+        def produce() -> SubscriptionOut:
+            sub = cancel_subscription(db, subscription_id, scope=scope_of(principal))
+            return subscription_out(sub)
+
+        return run_idempotent(
+            db,
+            principal=principal,
+            key=idempotency_key,
+            method="POST",
+            path=f"/v1/subscriptions/{subscription_id}/cancel",
+            body=None,
+            status_code=200,
+            produce=produce,
+        )

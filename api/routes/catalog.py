@@ -17,12 +17,15 @@ from sqlalchemy.orm import Session
 
 from api.auth import Principal, requires
 from api.idempotency import run_idempotent
-from api.schemas import IdempotencyKey, Limit
+from api.schemas import IdempotencyKey, Limit, scope_of
 from ledger.amounts import Amount
 from ledger.base import utcnow
+from ledger.errors import NotFound
 from plans import catalog
 from plans.pricebook import ResolvedPrice
 from plans.prices import PRICE_FIELDS, ModelPrice, RateCard
+from wallet.accounts import get_account
+from wallet.errors import InvalidRequest
 
 Treatment = Literal["billed", "not_billed", "output_not_billed"]
 _PCT = "decimal string, percent (0..100, at most 2 decimals)"
@@ -47,6 +50,31 @@ def price_str(value: Decimal) -> str:
 def pct_str(value: Decimal) -> str:
     """A percentage as a plain decimal string (``50``, ``12.5``)."""
     return format(value, "f")
+
+
+def _reseller_of(db: Session, principal: Principal, account_id: str | None) -> str | None:
+    """The reseller account a bonus rule or retail price book belongs to.
+
+    A reseller key acts only for its own account (another id looks unknown: 404); an admin
+    names any reseller, checked to exist and to be a reseller.
+
+    Raises:
+        NotFound: the account does not exist or is not visible to the key.
+        InvalidRequest: the account is not a reseller.
+    """
+    if principal.role == "reseller":
+        if account_id not in (None, principal.account_id):
+            raise NotFound(f"account {account_id} does not exist")
+        account_id = principal.account_id
+    if account_id is None:
+        return None
+    account = get_account(db, account_id, scope=scope_of(principal))
+    if account.kind != "reseller" or account.parent_id is not None:
+        raise InvalidRequest(
+            f"account {account_id} is not a reseller; only resellers have their own bonus rules"
+            " and retail prices for sub-accounts"
+        )
+    return account.id
 
 
 def _post(
@@ -378,6 +406,11 @@ class ContractsController(Controller):
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
         """Create the account's next contract version; ``starts_at`` defaults to now."""
+        account = get_account(db, data.account_id)
+        if account.currency != data.currency.upper():
+            raise InvalidRequest(
+                f"account {account.id} pays in {account.currency}; its contract must too"
+            )
 
         def produce() -> ContractOut:
             return _contract_out(
@@ -463,11 +496,11 @@ def _book_out(b: catalog.ResellerPriceBook) -> ResellerPriceBookOut:
 
 
 class ResellerPriceBooksController(Controller):
-    """Reseller retail price books (admin)."""
+    """Reseller retail price books (admin, or a reseller for its own sub-accounts)."""
 
     path = "/v1/reseller-price-books"
     tags = ["catalog"]
-    guards = [requires()]
+    guards = [requires("reseller")]
 
     @post("/", sync_to_thread=True, status_code=201)
     def create_book(
@@ -478,12 +511,14 @@ class ResellerPriceBooksController(Controller):
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
         """Create a reseller price book version; ``effective_from`` defaults to now."""
+        reseller = _reseller_of(db, principal, data.reseller_account_id)
+        assert reseller is not None
 
         def produce() -> ResellerPriceBookOut:
             return _book_out(
                 catalog.create_reseller_price_book(
                     db,
-                    reseller_account_id=data.reseller_account_id,
+                    reseller_account_id=reseller,
                     currency=data.currency,
                     markup_pct=data.markup_pct,
                     prices=_price_items(data.prices),
@@ -497,11 +532,15 @@ class ResellerPriceBooksController(Controller):
     def list_books(
         self,
         db: Session,
+        principal: Principal,
         reseller_account_id: str | None = None,
         limit: Limit = 20,
         starting_after: str | None = None,
     ) -> ResellerPriceBookList:
-        """Reseller price books in creation order, optionally of one reseller."""
+        """Reseller price books in creation order, optionally of one reseller (a reseller key
+        sees its own)."""
+        if principal.role == "reseller":
+            reseller_account_id = _reseller_of(db, principal, reseller_account_id)
         page = catalog.list_reseller_price_books(
             db, reseller_account_id=reseller_account_id, limit=limit, starting_after=starting_after
         )
@@ -510,9 +549,12 @@ class ResellerPriceBooksController(Controller):
         )
 
     @get("/{book_id:str}", sync_to_thread=True)
-    def get_book(self, book_id: str, db: Session) -> ResellerPriceBookOut:
+    def get_book(self, book_id: str, db: Session, principal: Principal) -> ResellerPriceBookOut:
         """One reseller price book version."""
-        return _book_out(catalog.get_reseller_price_book(db, book_id))
+        book = catalog.get_reseller_price_book(db, book_id)
+        if principal.role == "reseller" and book.reseller_account_id != principal.account_id:
+            raise NotFound(f"reseller price book {book_id} does not exist")
+        return _book_out(book)
 
 
 # -- price quotes -------------------------------------------------------------------------
@@ -565,8 +607,18 @@ class PriceQuotesController(Controller):
         at: datetime | None = None,
         reseller_account_id: str | None = None,
     ) -> PriceQuoteOut:
-        """The resolved price for ``account_id`` (a sub-account: give its
-        ``reseller_account_id``) of ``model`` at ``at`` (default now; RFC 3339 with offset)."""
+        """The resolved price for ``account_id`` of ``model`` at ``at`` (default now; RFC 3339
+        with offset), as usage would be charged: a sub-account's reseller and an account's
+        standing discounts are taken from the account (``reseller_account_id`` prices a
+        hypothetical sub-account when ``account_id`` does not exist yet)."""
+        discounts: list[dict[str, Any]] = []
+        try:
+            account = get_account(db, account_id)
+        except NotFound:
+            pass
+        else:
+            reseller_account_id = account.parent_id
+            discounts = account.discounts
         return _quote_out(
             catalog.resolve_account_price(
                 db,
@@ -575,6 +627,7 @@ class PriceQuotesController(Controller):
                 currency=currency,
                 account_id=account_id,
                 reseller_account_id=reseller_account_id,
+                standing_discounts=discounts,
             )
         )
 
@@ -840,11 +893,11 @@ def _rule_out(r: catalog.BonusRule) -> BonusRuleOut:
 
 
 class TopupBonusRulesController(Controller):
-    """Top-up bonus rules (admin)."""
+    """Top-up bonus rules (admin; a reseller for top-ups it records on its sub-accounts)."""
 
     path = "/v1/topup-bonus-rules"
     tags = ["catalog"]
-    guards = [requires()]
+    guards = [requires("reseller")]
 
     @post("/", sync_to_thread=True, status_code=201)
     def create_rule(
@@ -854,7 +907,10 @@ class TopupBonusRulesController(Controller):
         principal: Principal,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
-        """Create a bonus rule version; ``effective_from`` defaults to now."""
+        """Create a bonus rule version; ``effective_from`` defaults to now. A reseller's rules
+        (``owner_account_id``; a reseller key always owns its rules) apply to top-ups it records
+        on its sub-accounts."""
+        owner = _reseller_of(db, principal, data.owner_account_id)
 
         def produce() -> BonusRuleOut:
             return _rule_out(
@@ -862,7 +918,7 @@ class TopupBonusRulesController(Controller):
                     db,
                     currency=data.currency,
                     tiers=[t.model_dump(exclude_none=True) for t in data.tiers],
-                    owner_account_id=data.owner_account_id,
+                    owner_account_id=owner,
                     effective_from=data.effective_from,
                 )
             )
@@ -873,12 +929,16 @@ class TopupBonusRulesController(Controller):
     def list_rules(
         self,
         db: Session,
+        principal: Principal,
         currency: str | None = None,
         owner_account_id: str | None = None,
         limit: Limit = 20,
         starting_after: str | None = None,
     ) -> BonusRuleList:
-        """Bonus rule versions in creation order, optionally of one currency / owner."""
+        """Bonus rule versions in creation order, optionally of one currency / owner (a
+        reseller key sees its own)."""
+        if principal.role == "reseller":
+            owner_account_id = _reseller_of(db, principal, owner_account_id)
         page = catalog.list_topup_bonus_rules(
             db,
             currency=currency,
@@ -889,9 +949,12 @@ class TopupBonusRulesController(Controller):
         return BonusRuleList(data=[_rule_out(r) for r in page.items], has_more=page.has_more)
 
     @get("/{rule_id:str}", sync_to_thread=True)
-    def get_rule(self, rule_id: str, db: Session) -> BonusRuleOut:
+    def get_rule(self, rule_id: str, db: Session, principal: Principal) -> BonusRuleOut:
         """One bonus rule version."""
-        return _rule_out(catalog.get_topup_bonus_rule(db, rule_id))
+        rule = catalog.get_topup_bonus_rule(db, rule_id)
+        if principal.role == "reseller" and rule.owner_account_id != principal.account_id:
+            raise NotFound(f"top-up bonus rule {rule_id} does not exist")
+        return _rule_out(rule)
 
 
 # -- failed-request policies --------------------------------------------------------------

@@ -394,11 +394,19 @@ class BillingPeriodsController(Controller):
 
     @post("/{period:str}/close", sync_to_thread=True, status_code=200)
     def close(
-        self, period: str, db: Session, state: State, data: CloseIn | None = None
+        self,
+        period: str,
+        db: Session,
+        state: State,
+        data: CloseIn | None = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> CloseOut:
         """Close a month for every billing account: one invoice per account and period, numbered
         without gaps. Safe to repeat and to run after a crash; refused (409) before the month
-        ended plus the grace period for late usage."""
+        ended plus the grace period for late usage. The close commits account by account, so
+        it is repeat-safe by construction: an ``Idempotency-Key`` is accepted, and a repeat
+        (with or without one) answers with the period's invoices as they are."""
+        del idempotency_key
         p = Period.parse(period)
         cfg = state.settings
         result = close_period(
@@ -556,28 +564,65 @@ class InvoicesController(Controller):
         status_code=200,
         guards=[requires("finance")],
     )
-    def finalize(self, invoice_id: str, db: Session, state: State) -> InvoiceOut:
+    def finalize(
+        self,
+        invoice_id: str,
+        db: Session,
+        state: State,
+        principal: Principal,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
         """Finalize a draft: number it, post it, set its due date (repeat-safe)."""
-        inv = db.scalars(
-            select(Invoice).where(Invoice.id == invoice_id).with_for_update()
-        ).one_or_none()
-        if inv is None:
-            raise NotFound(f"invoice {invoice_id} does not exist")
-        if inv.status == "draft":
-            finalize_invoice(db, inv, now=now_of(state))
-        out = invoice_out(db, inv, today=_today(state))
-        db.commit()
-        return out
+
+        def produce() -> InvoiceOut:
+            inv = db.scalars(
+                select(Invoice).where(Invoice.id == invoice_id).with_for_update()
+            ).one_or_none()
+            if inv is None:
+                raise NotFound(f"invoice {invoice_id} does not exist")
+            if inv.status == "draft":
+                finalize_invoice(db, inv, now=now_of(state))
+            return invoice_out(db, inv, today=_today(state))
+
+        return run_idempotent(
+            db,
+            principal=principal,
+            key=idempotency_key,
+            method="POST",
+            path=f"/v1/invoices/{invoice_id}/finalize",
+            body=None,
+            status_code=200,
+            produce=produce,
+        )
 
     @post(
         "/{invoice_id:str}/void", sync_to_thread=True, status_code=200, guards=[requires("finance")]
     )
-    def void(self, invoice_id: str, data: VoidIn, db: Session, state: State) -> InvoiceOut:
+    def void(
+        self,
+        invoice_id: str,
+        data: VoidIn,
+        db: Session,
+        state: State,
+        principal: Principal,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
         """Void a finalized invoice with no payments or credit notes (repeat-safe)."""
-        inv = void_invoice(db, invoice_id, reason=data.reason, now=now_of(state))
-        out = invoice_out(db, inv, today=_today(state))
-        db.commit()
-        return out
+
+        def produce() -> InvoiceOut:
+            inv = void_invoice(db, invoice_id, reason=data.reason, now=now_of(state))
+            return invoice_out(db, inv, today=_today(state))
+
+        return run_idempotent(
+            db,
+            principal=principal,
+            key=idempotency_key,
+            method="POST",
+            path=f"/v1/invoices/{invoice_id}/void",
+            body=data,
+            status_code=200,
+            produce=produce,
+        )
 
     @post(
         "/{invoice_id:str}/credit-notes",

@@ -126,8 +126,27 @@ class ApiKeysController(Controller):
         )
 
     @post("/{key_id:str}/revoke", sync_to_thread=True, status_code=200)
-    def revoke_api_key(self, key_id: str, db: Session) -> dict[str, str]:
+    def revoke_api_key(
+        self,
+        key_id: str,
+        db: Session,
+        principal: Principal,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
         """Revoke a key (admin). Repeating it is harmless."""
-        revoke_key(db, key_id)
-        db.commit()
-        return {"id": key_id, "status": "revoked"}
+
+        def produce() -> dict[str, str]:
+            revoke_key(db, key_id)
+            return {"id": key_id, "status": "revoked"}
+
+        path = f"/v1/api-keys/{key_id}/revoke"
+        return run_idempotent(
+            db,
+            principal=principal,
+            key=idempotency_key,
+            method="POST",
+            path=path,
+            body=None,
+            status_code=200,
+            produce=produce,
+        )

@@ -263,12 +263,29 @@ class AuthorizationsController(Controller):
         )
 
     @post("/{authorization_id:str}/void", sync_to_thread=True, status_code=200)
-    def void(self, authorization_id: str, db: Session, principal: Principal) -> AuthorizationOut:
+    def void(
+        self,
+        authorization_id: str,
+        db: Session,
+        principal: Principal,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
         """Release a hold now (repeat-safe)."""
-        a = void_authorization(db, authorization_id, scope=scope_of(principal))
-        out = authorization_out(a, db)
-        db.commit()
-        return out
+
+        def produce() -> AuthorizationOut:
+            a = void_authorization(db, authorization_id, scope=scope_of(principal))
+            return authorization_out(a, db)
+
+        return run_idempotent(
+            db,
+            principal=principal,
+            key=idempotency_key,
+            method="POST",
+            path=f"/v1/authorizations/{authorization_id}/void",
+            body=None,
+            status_code=200,
+            produce=produce,
+        )
 
 
 class UsageTotalsRow(BaseModel):

@@ -134,3 +134,18 @@ def test_concurrent_requests_with_one_idempotency_key_create_once(admin, engine)
         assert (
             s.scalar(select(func.count()).select_from(ApiKey).where(ApiKey.role == "finance")) == 1
         )
+
+
+def test_every_post_accepts_an_idempotency_key(client):
+    schema = client.get("/schema/openapi.json").json()
+    missing = [
+        path
+        for path, ops in schema["paths"].items()
+        if "post" in ops
+        and not any(
+            p.get("in") == "header" and p.get("name") == "Idempotency-Key"
+            for p in ops["post"].get("parameters", [])
+        )
+        and path != "/v1/webhooks/stripe"  # Stripe's own event id is the key there
+    ]
+    assert missing == []

@@ -52,6 +52,11 @@ def cat(admin):
     return admin
 
 
+def new_reseller(client):
+    body = {"name": "R", "currency": "USD", "kind": "reseller"}
+    return ok(client.post("/v1/accounts", json=body))
+
+
 def test_models(cat):
     slash = ok(
         cat.post(
@@ -154,6 +159,13 @@ def test_backdated_card_is_refused_after_usage_was_priced(cat, engine):
 
 
 def test_contracts_reseller_books_and_price_quotes(cat):
+    reseller = ok(
+        cat.post("/v1/accounts", json={"name": "R", "currency": "USD", "kind": "reseller"})
+    )
+    sub = ok(
+        cat.post("/v1/accounts", json={"name": "S", "currency": "USD", "parent_id": reseller["id"]})
+    )
+    plain = ok(cat.post("/v1/accounts", json={"name": "P", "currency": "USD"}))
     card = ok(
         cat.post(
             "/v1/rate-cards", json={"currency": "USD", "effective_from": JAN, "prices": [LARGE]}
@@ -163,7 +175,7 @@ def test_contracts_reseller_books_and_price_quotes(cat):
         cat.post(
             "/v1/contracts",
             json={
-                "account_id": "acc_r",
+                "account_id": reseller["id"],
                 "currency": "USD",
                 "starts_at": JAN,
                 "discounts": [{"pct": "20"}, {"model": "m-large", "pct": "50"}],
@@ -175,12 +187,14 @@ def test_contracts_reseller_books_and_price_quotes(cat):
         {"model": "m-large", "pct": "50"},
     ]
     assert ok(cat.get(f"/v1/contracts/{contract['id']}"), 200) == contract
-    assert ok(cat.get("/v1/contracts", params={"account_id": "acc_r"}), 200)["data"] == [contract]
+    assert ok(cat.get("/v1/contracts", params={"account_id": reseller["id"]}), 200)["data"] == [
+        contract
+    ]
     book = ok(
         cat.post(
             "/v1/reseller-price-books",
             json={
-                "reseller_account_id": "acc_r",
+                "reseller_account_id": reseller["id"],
                 "currency": "USD",
                 "markup_pct": "40",
                 "effective_from": JAN,
@@ -189,15 +203,17 @@ def test_contracts_reseller_books_and_price_quotes(cat):
     )
     assert book["markup_pct"] == "40" and book["prices"] == []
     assert ok(cat.get(f"/v1/reseller-price-books/{book['id']}"), 200) == book
-    listed = ok(cat.get("/v1/reseller-price-books", params={"reseller_account_id": "acc_r"}), 200)
+    listed = ok(
+        cat.get("/v1/reseller-price-books", params={"reseller_account_id": reseller["id"]}), 200
+    )
     assert listed["data"] == [book]
 
     quote = ok(
         cat.get(
             "/v1/price-quotes",
             params={
-                "account_id": "acc_sub",
-                "reseller_account_id": "acc_r",
+                "account_id": sub["id"],
+                "reseller_account_id": reseller["id"],
                 "currency": "USD",
                 "model": "m-large",
                 "at": MAR,
@@ -217,20 +233,39 @@ def test_contracts_reseller_books_and_price_quotes(cat):
 
     problem(
         cat.post(
-            "/v1/contracts", json={"account_id": "a", "currency": "USD", "rate_card_id": "rc_x"}
+            "/v1/contracts",
+            json={"account_id": plain["id"], "currency": "USD", "rate_card_id": "rc_x"},
         ),
         404,
         "not_found",
     )
     problem(
-        cat.post("/v1/contracts", json={"account_id": "a", "currency": "USD"}),
+        cat.post("/v1/contracts", json={"account_id": plain["id"], "currency": "USD"}),
+        400,
+        "validation_error",
+    )
+    problem(  # contracts, price books and bonus rules name real accounts of the right kind
+        cat.post("/v1/contracts", json={"account_id": "acc_nope", "currency": "USD"}),
+        404,
+        "not_found",
+    )
+    problem(
+        cat.post("/v1/contracts", json={"account_id": plain["id"], "currency": "EUR"}),
         400,
         "validation_error",
     )
     problem(
         cat.post(
             "/v1/reseller-price-books",
-            json={"reseller_account_id": "acc_r", "currency": "USD", "markup_pct": "-1"},
+            json={"reseller_account_id": plain["id"], "currency": "USD", "markup_pct": "10"},
+        ),
+        400,
+        "validation_error",
+    )
+    problem(
+        cat.post(
+            "/v1/reseller-price-books",
+            json={"reseller_account_id": reseller["id"], "currency": "USD", "markup_pct": "-1"},
         ),
         400,
         "invalid_price",
@@ -352,20 +387,48 @@ def test_topup_bonus_rules(cat, engine):
             "bonus_expires_days": 90,
         },
     ]
+    reseller = ok(
+        cat.post("/v1/accounts", json={"name": "R", "currency": "USD", "kind": "reseller"})
+    )
     own = ok(
         cat.post(
             "/v1/topup-bonus-rules",
             json={
                 "currency": "USD",
                 "tiers": tiers[:1],
-                "owner_account_id": "acc_r",
+                "owner_account_id": reseller["id"],
                 "effective_from": JAN,
             },
         )
     )
     assert ok(cat.get(f"/v1/topup-bonus-rules/{rule['id']}"), 200) == rule
-    listed = ok(cat.get("/v1/topup-bonus-rules", params={"owner_account_id": "acc_r"}), 200)
+    listed = ok(cat.get("/v1/topup-bonus-rules", params={"owner_account_id": reseller["id"]}), 200)
     assert [r["id"] for r in listed["data"]] == [own["id"]]
+    # a reseller key sets its own rules and sees only them; naming another owner looks unknown
+    with Session(engine) as s:
+        key = create_key(s, role="reseller", account_id=reseller["id"]).secret
+        s.commit()
+    as_reseller = {"Authorization": f"Bearer {key}"}
+    mine = ok(
+        cat.post(
+            "/v1/topup-bonus-rules",
+            json={"currency": "USD", "tiers": tiers[:1]},
+            headers=as_reseller,
+        )
+    )
+    assert mine["owner_account_id"] == reseller["id"]
+    seen = ok(cat.get("/v1/topup-bonus-rules", headers=as_reseller), 200)["data"]
+    assert {r["id"] for r in seen} == {own["id"], mine["id"]}
+    problem(cat.get(f"/v1/topup-bonus-rules/{rule['id']}", headers=as_reseller), 404, "not_found")
+    problem(
+        cat.post(
+            "/v1/topup-bonus-rules",
+            json={"currency": "USD", "tiers": tiers[:1], "owner_account_id": "acc_other"},
+            headers=as_reseller,
+        ),
+        404,
+        "not_found",
+    )
     before = row_counts(engine)
     both = [{"min_amount": "1", "bonus_pct": "1", "bonus_amount": "1"}]
     problem(
