@@ -137,21 +137,25 @@ def db_check() -> None:
 
 @db_app.command("audit")
 def db_audit() -> None:
-    """Re-derive the ledger invariants from the raw rows; fail if any is broken."""
+    """Re-derive the ledger and wallet invariants from the raw rows; fail if any is broken."""
     from sqlalchemy.orm import Session
 
     from api.db import make_engine
     from ledger.audit import find_violations
+    from wallet.audit import find_violations as wallet_violations
 
     engine = make_engine(_database_url(), pool_size=1)
     with Session(engine) as session:
-        problems = find_violations(session)
+        problems = find_violations(session) + wallet_violations(session)
     engine.dispose()
     for p in problems:
         typer.echo(p, err=True)
     if problems:
         raise typer.Exit(1)
-    typer.echo("ledger audit ok: every entry balances, every cached balance equals its postings")
+    typer.echo(
+        "audit ok: every entry balances, every cached balance equals its postings,"
+        " every account's lots equal its ledger balances"
+    )
 
 
 @app.command("create-key")

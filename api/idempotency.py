@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from litestar import Response
 from pydantic import BaseModel
-from sqlalchemy import update
+from sqlalchemy import text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -44,6 +45,20 @@ def _encode(result: BaseModel | dict[str, Any] | list[Any]) -> bytes:
     if isinstance(result, BaseModel):
         return result.model_dump_json().encode()
     return json.dumps(result, default=str).encode()
+
+
+def purge_expired(session: Session, *, older_than: datetime, limit: int = 50_000) -> int:
+    """Forget up to ``limit`` Idempotency-Key records created before ``older_than`` (a repeat
+    after that runs as a new request). Returns how many were removed."""
+    result = session.execute(
+        text(
+            "DELETE FROM idempotency_records WHERE (principal, key) IN ("
+            " SELECT principal, key FROM idempotency_records WHERE created_at < :before"
+            " ORDER BY created_at LIMIT :limit FOR UPDATE SKIP LOCKED)"
+        ),
+        {"before": older_than, "limit": limit},
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def run_idempotent(

@@ -13,8 +13,10 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.idempotency import purge_expired
 from api.settings import Settings
 from invoicing.close import close_due
+from ledger.base import utcnow
 from ledger.journal import expire_holds
 from wallet.authorizations import expire_authorizations
 from wallet.lots import expire_lots, notify_expiring
@@ -76,6 +78,15 @@ def default_jobs(settings: Settings) -> list[Job]:
             lambda s: ensure_usage_partitions(s, retention=retention),
         ),
         Job("purge_usage_claims", 3600, lambda s: purge_usage_claims(s, retention=retention)),
+        Job(
+            "purge_idempotency_keys",
+            3600,
+            lambda s: purge_expired(
+                s,
+                older_than=utcnow()
+                - timedelta(hours=settings.tokenwallet_idempotency_key_retention_hours),
+            ),
+        ),
         Job(
             "billing_close",
             settings.tokenwallet_billing_close_check_seconds,

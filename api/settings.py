@@ -32,6 +32,9 @@ class Settings(BaseSettings):
         le=3650,
         description="usage older than this is refused; record ids are remembered this long",
     )
+    tokenwallet_idempotency_key_retention_hours: int = Field(
+        default=72, ge=1, description="how long a POST's Idempotency-Key replays its response"
+    )
     tokenwallet_log_level: str = "INFO"
     tokenwallet_billing_grace_hours: int = Field(
         default=24, ge=0, le=24 * 27, description="hours after a month ends before it is closed"

@@ -118,3 +118,23 @@ def test_partitions_are_kept_ahead(session: Session):
     )
     month = far.replace(day=1)
     assert f"wallet_usage_records_y{month:%Y}m{month:%m}" in names
+
+
+def test_old_idempotency_keys_are_forgotten(session: Session):
+    from api.idempotency import purge_expired
+
+    now = utcnow()
+    for key, age in (("old", timedelta(hours=80)), ("new", timedelta(hours=1))):
+        session.execute(
+            sa.text(
+                "INSERT INTO idempotency_records (principal, key, method, path, request_hash,"
+                " status_code, response_body, created_at)"
+                " VALUES ('k', :key, 'POST', '/v1/x', 'h', 200, '', :at)"
+            ),
+            {"key": key, "at": now - age},
+        )
+    session.commit()
+    assert purge_expired(session, older_than=now - timedelta(hours=72)) == 1
+    session.commit()
+    left = session.scalars(sa.text("SELECT key FROM idempotency_records")).all()
+    assert left == ["new"]
