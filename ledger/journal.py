@@ -141,22 +141,34 @@ class _Acct(NamedTuple):
     credits_pending: int
 
 
+#: Untracked (house) accounts by database and id. Their rows never change (no counters, a fixed
+#: identity) and ids are never reused, so once read they are kept for the process.
+_HOUSE: dict[str, dict[int, _Acct]] = {}
+
+
 def _load_accounts(session: Session, ids: Iterable[int]) -> dict[int, _Acct]:
     """Load accounts (plain rows); lock those with cached balances in id order
-    (FOR NO KEY UPDATE). House accounts are read, never locked."""
+    (FOR NO KEY UPDATE). House accounts are read (once per process), never locked."""
     wanted = sorted(set(ids))
-    locked = session.execute(
-        select(*_ACCOUNT_COLUMNS)
-        .where(in_array(LedgerAccount.id, wanted), LedgerAccount.track_balance.is_(True))
-        .order_by(LedgerAccount.id)
-        .with_for_update(key_share=True)
-    ).all()
-    house = session.execute(
-        select(*_ACCOUNT_COLUMNS).where(
-            in_array(LedgerAccount.id, wanted), LedgerAccount.track_balance.is_(False)
-        )
-    ).all()
-    found = {a.id: _Acct(*a) for a in [*locked, *house]}
+    house_cache = _HOUSE.setdefault(str(session.get_bind().engine.url), {})
+    found = {i: house_cache[i] for i in wanted if i in house_cache}
+    rest = [i for i in wanted if i not in found]
+    if rest:
+        locked = session.execute(
+            select(*_ACCOUNT_COLUMNS)
+            .where(in_array(LedgerAccount.id, rest), LedgerAccount.track_balance.is_(True))
+            .order_by(LedgerAccount.id)
+            .with_for_update(key_share=True)
+        ).all()
+        found.update((a.id, _Acct(*a)) for a in locked)
+    unknown = [i for i in rest if i not in found]
+    if unknown:
+        for row in session.execute(
+            select(*_ACCOUNT_COLUMNS).where(
+                in_array(LedgerAccount.id, unknown), LedgerAccount.track_balance.is_(False)
+            )
+        ).all():
+            found[row.id] = house_cache[row.id] = _Acct(*row)
     missing = [i for i in wanted if i not in found]
     if missing:
         raise InvalidEntry(f"ledger accounts {missing} do not exist")
@@ -498,6 +510,42 @@ def get_hold(session: Session, hold_id: int, *, lock: bool = False) -> HoldState
         resolution=EntryKind(resolution.kind) if resolution else None,
         resolution_entry_id=resolution.id if resolution else None,
     )
+
+
+def void_specs(
+    session: Session, hold_ids: Sequence[int], *, description: str = ""
+) -> list[EntrySpec]:
+    """The entries that void the given holds, to post together with others in one
+    :func:`post_entries` call; holds already resolved (or unknown) are left out.
+
+    The caller must keep other resolvers away (e.g. by holding the row that owns the hold);
+    the unique ``hold_id`` still refuses a second resolution at the database.
+    """
+    if not hold_ids:
+        return []
+    resolved = set(
+        session.scalars(
+            select(JournalEntry.hold_id).where(in_array(JournalEntry.hold_id, hold_ids))
+        )
+    )
+    legs: dict[int, list[Leg]] = defaultdict(list)
+    for p in session.execute(
+        select(Posting.entry_id, Posting.account_id, Posting.unit, Posting.amount)
+        .where(in_array(Posting.entry_id, hold_ids), Posting.phase == Phase.PENDING)
+        .order_by(Posting.id)
+    ):
+        legs[p.entry_id].append(Leg(p.account_id, Amount(-p.amount, unit_of(p.unit))))
+    return [
+        EntrySpec(
+            legs=(),
+            kind=EntryKind.HOLD_VOID,
+            description=description or f"hold {hold_id} released",
+            hold_id=hold_id,
+            release_legs=tuple(legs[hold_id]),
+        )
+        for hold_id in hold_ids
+        if hold_id not in resolved and hold_id in legs
+    ]
 
 
 def _resolve(

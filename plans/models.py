@@ -114,6 +114,10 @@ class RatingWatermark(Base):
 
     currency: Mapped[str] = mapped_column(Text, primary_key=True)
     priced_through_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # set from the sequence ``catalog_versions`` by every change that can alter a price in this
+    # currency (rate card, contract, reseller price book), in the same transaction: processes
+    # cache the catalog per version
+    catalog_version: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
 
 

@@ -36,7 +36,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.errors import DomainError
-from ledger.journal import EntrySpec, Leg, post_entries
+from ledger.journal import EntrySpec, Leg, post_entries, void_specs
 from ledger.units import TOKENS
 from ledger.units import unit as unit_of
 from plans.catalog import FailedRequestPolicy, get_failed_request_policy
@@ -53,7 +53,6 @@ from wallet.burndown import (
     draw,
     give_back,
     load_wallets,
-    release_ledger_hold,
 )
 from wallet.chart import (
     CustomerLedger,
@@ -270,6 +269,7 @@ class _Priced:
     wholesale: Billing | None = None
     draw: Draw | None = None
     reseller_draw: Draw | None = None
+    captured_hold: int | None = None
 
 
 def charge_batch(
@@ -468,7 +468,7 @@ def _charge_valid(
         hold = holds.get(r.authorization_id or "")
         if hold is not None and hold.account_id == r.account_id:
             del holds[hold.id]  # a hold is captured once; a second record pays normally
-            _capture(session, p, hold, wallets, lots_by_id, received)
+            _capture(p, hold, wallets, lots_by_id, received)
         else:
             refused = _pay(p, wallets)
             if refused is not None:
@@ -532,7 +532,6 @@ def _capped(billing: Billing, unpaid: int) -> Billing:
 
 
 def _capture(
-    session: Session,
     p: _Priced,
     hold: Authorization,
     wallets: Mapping[str, WalletState],
@@ -582,7 +581,7 @@ def _capture(
         p.reseller_draw = rd
     apply_draw(w, d, r.occurred_at)
     p.draw = d
-    release_ledger_hold(session, hold, "captured", at)
+    p.captured_hold = hold.hold_entry_id  # its pending entry is released with the batch
     hold.status, hold.usage_record_id, hold.resolved_at = "captured", r.id, at
 
 
@@ -675,7 +674,9 @@ def _write(
                 metadata={"account_id": w.account.id, "kind": "usage"},
             )
         )
-    entries = post_entries(session, specs) if specs else []
+    held = [p.captured_hold for _, p in charged if p.captured_hold is not None]
+    voids = void_specs(session, held, description="authorization captured")
+    entries = post_entries(session, specs + voids) if specs or voids else []
     entry_of = {acc: entries[idx].id for acc, idx in entry_index.items()}
     # lots in one statement; their ORM copies are marked clean so the flush leaves them alone
     lots = [lot for w in touched for lot in w.lots if lot.id in w.touched_lots]

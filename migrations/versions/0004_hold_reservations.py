@@ -1,5 +1,6 @@
 """Gateway holds reserve plan quota and the reseller's credit limit too; one deferred ledger
-check per entry instead of one per posting; usage partitions bounded at UTC midnight
+check per entry instead of one per posting; usage partitions bounded at UTC midnight; a
+catalog version per currency (processes cache prices by it)
 
 Revision ID: 0004
 Revises: 0003
@@ -35,11 +36,18 @@ def upgrade() -> None:
     )
 
 
+    op.execute("CREATE SEQUENCE catalog_versions")
+    op.add_column(
+        'rating_watermarks',
+        sa.Column('catalog_version', sa.BigInteger(), server_default=sa.text('0'), nullable=False),
+    )
     run_sql_file("entry_check_per_entry.up.sql")
     run_sql_file("usage_partitions_utc.up.sql")
 
 
 def downgrade() -> None:
+    op.drop_column('rating_watermarks', 'catalog_version')
+    op.execute("DROP SEQUENCE catalog_versions")
     run_sql_file("entry_check_per_entry.down.sql")
     op.drop_column('wallet_authorizations', 'reseller_overage')
     op.drop_column('wallet_authorizations', 'reserved_quota')

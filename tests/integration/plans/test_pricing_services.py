@@ -310,3 +310,34 @@ def test_markup_that_cannot_rate_exactly_is_refused_when_created(models):
     assert len(catalog.list_reseller_price_books(models).items) == 1
     assert len(catalog.list_contracts(models).items) == 1
     assert len(catalog.load_rate_cards(models, USD)) == 1
+
+
+def test_the_process_price_cache_follows_every_catalog_change(models, session_factory):
+    from plans.pricing import PriceContext
+
+    def price_at(session: Session, at) -> Decimal:
+        ctx = PriceContext.load(session, USD, account_ids=["acc_1"], since=at, until=at)
+        return ctx.resolve(model="m-large", at=at, account_id="acc_1").price.input_per_mtok
+
+    list_cards(models)
+    assert price_at(models, FEB) == Decimal("10")  # loaded and cached
+    catalog.create_contract(
+        models,
+        account_id="acc_1",
+        currency="USD",
+        starts_at=APR,
+        discounts=[{"pct": "50"}],
+    )
+    models.commit()
+    assert price_at(models, APR) == Decimal("4")  # MAR card 8, contract 50 % off
+    # a change that rolls back leaves no trace, even if this process priced with it meanwhile
+    with session_factory() as s:
+        catalog.create_rate_card(
+            s,
+            currency="USD",
+            effective_from=APR + timedelta(days=1),
+            prices=[price("m-large", "100", "300")],
+        )
+        assert price_at(s, APR + timedelta(days=2)) == Decimal("50")
+        s.rollback()
+    assert price_at(models, APR + timedelta(days=2)) == Decimal("4")
