@@ -308,7 +308,7 @@ def post_entries(session: Session, specs: Sequence[EntrySpec]) -> list[Entry]:
                     "hold_expires_at": s.hold_expires_at,
                     "reverses_entry_id": s.reverses_entry_id,
                     "effective_at": s.effective_at or now,
-                    "metadata": dict(s.metadata),
+                    "metadata_": dict(s.metadata),
                 }
                 for s in todo
             ],

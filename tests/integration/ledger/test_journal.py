@@ -245,3 +245,14 @@ def test_account_cache_forgets_rolled_back_accounts(session_factory):
 
 def usd_amount(value: str):
     return usd(value)
+
+
+def test_entry_metadata_is_stored(session, chart):
+    entry = post_entry(
+        session,
+        transfer(chart.cash, chart.prepaid, usd("5")),
+        metadata={"topup_id": "top_1", "payment_intent_id": "pi_1"},
+    )
+    session.commit()
+    stored = session.get_one(JournalEntry, entry.id)
+    assert stored.metadata_ == {"topup_id": "top_1", "payment_intent_id": "pi_1"}
