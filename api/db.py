@@ -28,7 +28,13 @@ def metadata() -> MetaData:
 
     from ledger.base import Base
 
-    for module in ("ledger.models", "plans.models", "wallet.models", "api.models"):
+    for module in (
+        "ledger.models",
+        "plans.models",
+        "wallet.models",
+        "api.models",
+        "invoicing.payments.models",
+    ):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
