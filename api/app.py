@@ -19,11 +19,13 @@ from api.auth import ApiKeyAuthMiddleware
 from api.db import make_sessionmaker
 from api.deps import provide_db, provide_principal
 from api.errors import EXCEPTION_HANDLERS
-from api.routes import accounts, catalog, keys, system, usage, webhooks
+from api.payments import gateway_from_settings
+from api.routes import accounts, catalog, keys, payments, stripe_webhooks, system, usage, webhooks
 from api.settings import Settings, get_settings
+from invoicing.payments.gateway import PaymentGateway
 
 API_VERSION = "0.1.0"
-PUBLIC_PATHS = ["^/health$", "^/metrics$", "^/schema"]
+PUBLIC_PATHS = ["^/health$", "^/metrics$", "^/schema", "^/v1/webhooks/stripe$"]
 
 
 class MetricsController(PrometheusController):
@@ -34,10 +36,19 @@ class MetricsController(PrometheusController):
 
 
 def create_app(
-    engine: Engine, *, settings: Settings | None = None, scheduler: bool = False
+    engine: Engine,
+    *,
+    settings: Settings | None = None,
+    scheduler: bool = False,
+    payment_gateway: PaymentGateway | None = None,
 ) -> Litestar:
-    """Build the app on ``engine``; with ``scheduler`` the periodic jobs run in this process."""
+    """Build the app on ``engine``; with ``scheduler`` the periodic jobs run in this process.
+
+    ``payment_gateway`` replaces the Stripe gateway built from the settings (tests inject one
+    whose HTTP client is offline); without either, card payments answer 503.
+    """
     cfg = settings or get_settings()
+    gateway = payment_gateway if payment_gateway is not None else gateway_from_settings(cfg)
     factory = make_sessionmaker(engine)
 
     @asynccontextmanager
@@ -77,6 +88,9 @@ def create_app(
         catalog.PlansController,
         catalog.TopupBonusRulesController,
         catalog.FailedRequestPoliciesController,
+        payments.PaymentsController,
+        payments.ReconciliationsController,
+        stripe_webhooks.stripe_webhook,
     ]
     return Litestar(
         route_handlers=route_handlers,
@@ -89,7 +103,9 @@ def create_app(
             DefineMiddleware(ApiKeyAuthMiddleware, exclude=PUBLIC_PATHS),
         ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        state=State({"engine": engine, "sessionmaker": factory, "settings": cfg}),
+        state=State(
+            {"engine": engine, "sessionmaker": factory, "settings": cfg, "payments": gateway}
+        ),
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(
             title="tokenwallet",

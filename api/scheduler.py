@@ -6,6 +6,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -13,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.settings import Settings
+from invoicing.payments.gateway import PaymentGateway
 from ledger.journal import expire_holds
 
 log = logging.getLogger(__name__)
@@ -47,12 +49,40 @@ def run_locked(factory: sessionmaker[Session], job: Job) -> bool:
 
 def default_jobs(settings: Settings) -> list[Job]:
     """The jobs every deployment runs."""
-    return [
+    jobs = [
         Job(
             "expire_holds",
             settings.tokenwallet_hold_expiry_interval_seconds,
             lambda s: expire_holds(s),
         ),
+    ]
+    jobs += payment_jobs(settings)
+    return jobs
+
+
+def payment_jobs(settings: Settings, gateway: PaymentGateway | None = None) -> list[Job]:
+    """With Stripe configured: retry failed webhook events, and reconcile yesterday's Stripe
+    balance transactions with ``cash:stripe`` (re-running a day replaces its report, and fees
+    are booked once per balance transaction, so the frequent runs are harmless)."""
+    from api.payments import gateway_from_settings
+    from invoicing.payments.events import retry_failed_events
+    from invoicing.payments.reconcile import reconcile_day
+
+    gw = gateway or gateway_from_settings(settings)
+    if gw is None:
+        return []
+
+    def reconcile_yesterday(session: Session) -> object:
+        yesterday = (datetime.now(UTC) - timedelta(days=1)).date()
+        return reconcile_day(session, gw, yesterday)
+
+    return [
+        Job(
+            "stripe_event_retry",
+            settings.stripe_event_retry_interval_seconds,
+            lambda s: retry_failed_events(s),
+        ),
+        Job("stripe_reconcile", settings.stripe_reconcile_interval_seconds, reconcile_yesterday),
     ]
 
 
