@@ -78,11 +78,17 @@ def freeze_topup_credit(
     existing = get_freeze(session, key, lock=True)
     if existing is not None:
         return existing
-    topup = session.scalars(
-        select(Topup).where(Topup.id == topup_id).with_for_update()
-    ).one_or_none()
-    if topup is None:
+    found = session.get(Topup, topup_id)
+    if found is None:
         raise NotFound(f"top-up {topup_id} does not exist")
+    # The wallet's lock order: account row, then lots, then ledger accounts.
+    get_account(session, found.account_id, lock=True)
+    topup = session.scalars(
+        select(Topup)
+        .where(Topup.id == topup_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
     if topup.status != "succeeded" or topup.paid_lot_id is None:
         raise InvalidRequest(f"top-up {topup_id} is {topup.status}: there is no credit to freeze")
     account = get_account(session, topup.account_id)

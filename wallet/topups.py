@@ -269,6 +269,21 @@ def create_pending_topup(
     return TopupResult(topup, False)
 
 
+def _lock_with_account(session: Session, topup_id: str) -> Topup:
+    """Lock the top-up's account row, then the top-up row (the wallet's lock order: account,
+    then lots, then ledger; new lots reference the account, so crediting needs it first)."""
+    topup = session.get(Topup, topup_id)
+    if topup is None:
+        raise NotFound(f"top-up {topup_id} does not exist")
+    get_account(session, topup.account_id, lock=True)
+    return session.scalars(
+        select(Topup)
+        .where(Topup.id == topup_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+
+
 def settle_topup(
     session: Session,
     topup_id: str,
@@ -289,11 +304,7 @@ def settle_topup(
     Raises:
         NotFound: no such top-up.
     """
-    topup = session.scalars(
-        select(Topup).where(Topup.id == topup_id).with_for_update()
-    ).one_or_none()
-    if topup is None:
-        raise NotFound(f"top-up {topup_id} does not exist")
+    topup = _lock_with_account(session, topup_id)
     if topup.status == "succeeded":
         return topup
     account = get_account(session, topup.account_id)

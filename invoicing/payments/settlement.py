@@ -267,6 +267,49 @@ def apply_dispute(
     row.provider_status = status
     row.amount_minor = int(dispute["amount"])
     done: list[str] = []
+    was_open = row.outcome == "open"
+    # The customer's credit first (lots, then ledger: the wallet's lock order), then the funds.
+    if was_open:
+        disputed = Amount.of_minor(row.amount_minor, unit)
+        freeze: CreditFreeze | None = get_freeze(session, f"dispute:{row.id}")
+        if freeze is None and status not in WON_STATUSES:
+            freeze = freeze_topup_credit(
+                session,
+                payment.topup_id,
+                disputed,
+                key=f"dispute:{row.id}",
+                forfeit_to_account_id=accounts.disputed.id,
+                reason=f"dispute {row.id} ({row.reason or 'no reason given'})",
+            )
+            row.freeze_id = freeze.id
+            done.append(
+                f"froze {Amount(freeze.frozen_paid, unit)} paid and"
+                f" {Amount(freeze.frozen_bonus, unit)} bonus credit"
+            )
+        if status in WON_STATUSES:
+            if freeze is not None:
+                release_freeze(session, freeze.id, at=when)
+                done.append("freeze released")
+            row.outcome, row.closed_at = "won", when
+        elif status in LOST_STATUSES:
+            assert freeze is not None
+            forfeit_freeze(session, freeze.id, at=when)
+            uncovered = disputed - Amount(freeze.frozen_paid, unit)
+            done.append(f"lost: {Amount(freeze.frozen_paid, unit)} of credit taken")
+            if uncovered.atoms > 0:
+                book_receivable(
+                    session,
+                    payment.account_id,
+                    uncovered,
+                    credit_account_id=accounts.disputed.id,
+                    key=f"dispute-receivable:{row.id}",
+                    description=f"dispute {row.id} lost after the credit was spent",
+                    effective_at=when,
+                    metadata={"dispute_id": row.id, "payment_id": payment.id},
+                )
+                row.receivable = uncovered.atoms
+                done.append(f"{uncovered} owed by the customer")
+            row.outcome, row.closed_at = "lost", when
     for i, bt in enumerate(dispute.get("balance_transactions") or []):
         # Each balance transaction is booked once (snapshots are cumulative, and an older
         # snapshot arriving late lists only transactions already booked).
@@ -290,49 +333,8 @@ def apply_dispute(
         if not entry.replayed:
             row.withdrawn_minor += move
             done.append(f"funds {'withdrawn' if move > 0 else 'reinstated'} {abs(amt)}")
-    if row.outcome != "open":
-        session.flush()
-        return "; ".join(done) or f"dispute {row.id} already {row.outcome}"
-    disputed = Amount.of_minor(row.amount_minor, unit)
-    freeze: CreditFreeze | None = get_freeze(session, f"dispute:{row.id}")
-    if freeze is None and status not in WON_STATUSES:
-        freeze = freeze_topup_credit(
-            session,
-            payment.topup_id,
-            disputed,
-            key=f"dispute:{row.id}",
-            forfeit_to_account_id=accounts.disputed.id,
-            reason=f"dispute {row.id} ({row.reason or 'no reason given'})",
-        )
-        row.freeze_id = freeze.id
-        done.append(
-            f"froze {Amount(freeze.frozen_paid, unit)} paid and"
-            f" {Amount(freeze.frozen_bonus, unit)} bonus credit"
-        )
-    if status in WON_STATUSES:
-        if freeze is not None:
-            release_freeze(session, freeze.id, at=when)
-            done.append("freeze released")
-        row.outcome, row.closed_at = "won", when
-    elif status in LOST_STATUSES:
-        assert freeze is not None
-        forfeit_freeze(session, freeze.id, at=when)
-        uncovered = disputed - Amount(freeze.frozen_paid, unit)
-        done.append(f"lost: {Amount(freeze.frozen_paid, unit)} of credit taken")
-        if uncovered.atoms > 0:
-            book_receivable(
-                session,
-                payment.account_id,
-                uncovered,
-                credit_account_id=accounts.disputed.id,
-                key=f"dispute-receivable:{row.id}",
-                description=f"dispute {row.id} lost after the credit was spent",
-                effective_at=when,
-                metadata={"dispute_id": row.id, "payment_id": payment.id},
-            )
-            row.receivable = uncovered.atoms
-            done.append(f"{uncovered} owed by the customer")
-        row.outcome, row.closed_at = "lost", when
+    if not was_open and not done:
+        done.append(f"dispute {row.id} already {row.outcome}")
     payment.updated_at = utcnow()
     session.flush()
     return "; ".join(done) or f"dispute {row.id} is {status}"

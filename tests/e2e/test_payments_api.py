@@ -857,3 +857,57 @@ def test_secrets_are_not_shown():
     gw = StripeGateway("sk_live_secret123", "whsec_secret456")
     for text in (repr(s), str(s), repr(gw), s.model_dump_json()):
         assert "secret123" not in text and "secret456" not in text
+
+
+def test_frozen_credit_cannot_be_spent_by_usage_or_holds(catalog, acc, fake, engine):
+    ok(
+        catalog.post(
+            "/v1/rate-cards",
+            json={
+                "currency": "USD",
+                "effective_from": "2026-01-01T00:00:00+00:00",
+                "prices": [{"model": "m-1", "input_per_mtok": "3", "output_per_mtok": "15"}],
+            },
+        )
+    )
+    with Session(engine) as s:
+        gw = {"Authorization": f"Bearer {create_key(s, role='gateway').secret}"}
+        s.commit()
+    t = start_topup(catalog, acc["id"], "100.00")  # bonus 5.00
+    pi = pay(catalog, fake, t["payment_id"])
+    opened = dispute_event(
+        "charge.dispute.created", "dp_u", pi, amount=10000, status="needs_response"
+    )
+    ok(deliver(catalog, opened), 200)
+    assert money(balance(catalog, acc["id"])) == ("100.00", "5.00", "105.00", "0.00")
+    hold = ok(
+        catalog.post(
+            "/v1/authorizations",
+            json={
+                "account_id": acc["id"],
+                "model": "m-1",
+                "estimated_input_tokens": 1000,
+                "max_output_tokens": 1000,
+            },
+            headers=gw,
+        )
+    )
+    assert hold["status"] == "declined"
+    usage = {
+        "id": "u-1",
+        "account_id": acc["id"],
+        "model": "m-1",
+        "occurred_at": "2026-06-01T00:00:00+00:00",
+        "input_tokens": 1000,
+        "output_tokens": 1000,
+    }
+    (first,) = ok(catalog.post("/v1/usage", json={"records": [usage]}, headers=gw), 200)["results"]
+    assert first["status"] == "rejected"
+    won = dispute_event(
+        "charge.dispute.closed", "dp_u", pi, amount=10000, status="won", reinstated=True
+    )
+    ok(deliver(catalog, won), 200)
+    usage["id"] = "u-2"
+    (second,) = ok(catalog.post("/v1/usage", json={"records": [usage]}, headers=gw), 200)["results"]
+    assert second["status"] == "charged" and second["billed"]["amount"] == "0.018"
+    assert money(balance(catalog, acc["id"])) == ("100.00", "4.982", "0.00", "104.982")

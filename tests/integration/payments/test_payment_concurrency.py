@@ -4,6 +4,7 @@ each with its own session) on real PostgreSQL."""
 from __future__ import annotations
 
 import threading
+from decimal import Decimal
 
 from sqlalchemy import text
 
@@ -142,3 +143,35 @@ def test_dispute_freeze_racing_a_purchase_stays_consistent(
         # 100 of paid credit left (the disputed 200 is larger than what is unspent).
         assert isinstance(bought, str)
         assert (paid, bonus, held) == ("100.00", "0.00", "100.00")
+
+
+def test_card_settlement_racing_a_wallet_purchase_both_succeed(
+    session_factory, in_tx, gateway, card_topup, deliver, account_id
+):
+    in_tx(
+        lambda s: create_package(
+            s, id="pk-9", name="Small", currency="USD", price="9.00", tokens=10, valid_days=30
+        )
+    )
+    _, _, first = card_topup("100.00", pi="pi_first")
+    deliver(first)  # 100 paid + 5 bonus to spend
+    for round_ in range(3):
+        _, _, completed = card_topup("100.00", pi=f"pi_race_{round_}")
+
+        def purchase():
+            with session_factory() as s:
+                p = buy_package(s, account_id, "pk-9")
+                s.commit()
+                return p.id
+
+        def settle(evt=completed):
+            with session_factory() as s:
+                return handle_stripe_webhook(s, gateway, *signed(evt)).result.outcome
+
+        bought, settled = run_together(purchase, settle)
+        assert isinstance(bought, str), bought
+        assert settled == "credited", settled
+    paid, bonus, held = money(session_factory, account_id)
+    # 400 paid + 4 x 5 bonus in, 3 x 9 spent (how it splits between bonus and paid depends on
+    # which of each pair went first).
+    assert Decimal(paid) + Decimal(bonus) == Decimal("393.00") and held == "0.00"
