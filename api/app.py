@@ -20,11 +20,24 @@ from api.auth import ApiKeyAuthMiddleware
 from api.db import make_sessionmaker
 from api.deps import provide_db, provide_principal
 from api.errors import EXCEPTION_HANDLERS
-from api.routes import accounts, catalog, invoices, keys, reports, system, usage, webhooks
+from api.payments import gateway_from_settings
+from api.routes import (
+    accounts,
+    catalog,
+    invoices,
+    keys,
+    payments,
+    reports,
+    stripe_webhooks,
+    system,
+    usage,
+    webhooks,
+)
 from api.settings import Settings, get_settings
+from invoicing.payments.gateway import PaymentGateway
 
 API_VERSION = "0.1.0"
-PUBLIC_PATHS = ["^/health$", "^/metrics$", "^/schema"]
+PUBLIC_PATHS = ["^/health$", "^/metrics$", "^/schema", "^/v1/webhooks/stripe$"]
 
 
 class MetricsController(PrometheusController):
@@ -40,10 +53,16 @@ def create_app(
     settings: Settings | None = None,
     scheduler: bool = False,
     clock: Callable[[], datetime] | None = None,
+    payment_gateway: PaymentGateway | None = None,
 ) -> Litestar:
     """Build the app on ``engine``; with ``scheduler`` the periodic jobs run in this process.
-    ``clock`` replaces "now" for the handlers that take a time (tests drive months with it)."""
+
+    ``clock`` replaces "now" for the handlers that take a time (tests drive months with it).
+    ``payment_gateway`` replaces the Stripe gateway built from the settings (tests inject one
+    whose HTTP client is offline); without either, card payments answer 503.
+    """
     cfg = settings or get_settings()
+    gateway = payment_gateway if payment_gateway is not None else gateway_from_settings(cfg)
     factory = make_sessionmaker(engine)
 
     @asynccontextmanager
@@ -60,7 +79,10 @@ def create_app(
                 sched.shutdown(wait=False)
 
     prometheus = PrometheusConfig(
-        app_name="tokenwallet", prefix="tokenwallet", group_path=True, exclude=PUBLIC_PATHS[1:]
+        app_name="tokenwallet",
+        prefix="tokenwallet",
+        group_path=True,
+        exclude=["^/metrics$", "^/schema"],
     )
     route_handlers: list[Any] = [
         system.health,
@@ -87,6 +109,9 @@ def create_app(
         invoices.InvoicesController,
         invoices.TaxProfilesController,
         reports.ReportsController,
+        payments.PaymentsController,
+        payments.ReconciliationsController,
+        stripe_webhooks.stripe_webhook,
     ]
     return Litestar(
         route_handlers=route_handlers,
@@ -99,7 +124,15 @@ def create_app(
             DefineMiddleware(ApiKeyAuthMiddleware, exclude=PUBLIC_PATHS),
         ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        state=State({"engine": engine, "sessionmaker": factory, "settings": cfg, "clock": clock}),
+        state=State(
+            {
+                "engine": engine,
+                "sessionmaker": factory,
+                "settings": cfg,
+                "clock": clock,
+                "payments": gateway,
+            }
+        ),
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(
             title="tokenwallet",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -25,6 +25,8 @@ billing_app = typer.Typer(help="Month end: close periods, invoice documents", no
 app.add_typer(billing_app, name="billing")
 reports_app = typer.Typer(help="Finance reports (JSON or CSV)", no_args_is_help=True)
 app.add_typer(reports_app, name="reports")
+payments_app = typer.Typer(help="Card payments (Stripe)", no_args_is_help=True)
+app.add_typer(payments_app, name="payments")
 
 
 def _setup_logging() -> None:
@@ -396,6 +398,83 @@ def report_reseller_statement(
         lambda s: reseller_statement(s, reseller_id=reseller, period=Period.parse(period)),
         fmt,
         output,
+    )
+
+
+def _payment_gateway() -> Any:
+    """The Stripe gateway from the settings (a hook tests replace with an offline one)."""
+    from api.payments import gateway_from_settings, require_gateway
+
+    return require_gateway(gateway_from_settings(get_settings()))
+
+
+@payments_app.command("reconcile")
+def payments_reconcile(
+    day: Annotated[str | None, typer.Option(help="UTC day YYYY-MM-DD (default: yesterday)")] = None,
+) -> None:
+    """Compare a day of Stripe balance transactions with cash:stripe; store and print the
+    report. Exits 1 when they differ."""
+    from datetime import UTC, date, datetime, timedelta
+
+    from sqlalchemy.orm import Session
+
+    from api.db import make_engine
+    from invoicing.payments.reconcile import reconcile_day
+    from ledger.errors import DomainError
+
+    _setup_logging()
+    try:
+        when = date.fromisoformat(day) if day else (datetime.now(UTC) - timedelta(days=1)).date()
+    except ValueError as exc:
+        typer.echo(f"error: --day must be YYYY-MM-DD; got {day!r}", err=True)
+        raise typer.Exit(2) from exc
+    engine = make_engine(_database_url(), pool_size=1)
+    try:
+        gateway = _payment_gateway()
+        with Session(engine) as session:
+            reports = reconcile_day(session, gateway, when)
+            session.commit()
+    except DomainError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(2) from exc
+    finally:
+        engine.dispose()
+    if not reports:
+        typer.echo(f"{when}: no Stripe balance transactions and no cash:stripe movements")
+    for r in reports:
+        state = "balanced" if r.balanced else f"DIFFERENCE {r.difference.format()}"
+        typer.echo(
+            f"{when} {r.currency}: Stripe net {r.provider_net.format()}"
+            f" (fees {r.provider_fees.format()}, {r.transactions} transactions),"
+            f" ledger {r.ledger_net.format()}: {state}"
+        )
+        for m in r.details.get("mismatches", []):
+            typer.echo(
+                f"  {m['ref']}: Stripe {m['provider']}, ledger {m['ledger']}"
+                f" (difference {m['difference']})"
+            )
+    if any(not r.balanced for r in reports):
+        raise typer.Exit(1)
+
+
+@payments_app.command("retry-events")
+def payments_retry_events() -> None:
+    """Process again the Stripe events whose processing failed."""
+    from sqlalchemy.orm import Session
+
+    from api.db import make_engine
+    from invoicing.payments.events import retry_failed_events
+
+    _setup_logging()
+    engine = make_engine(_database_url(), pool_size=1)
+    try:
+        with Session(engine) as session:
+            report = retry_failed_events(session)
+            session.commit()
+    finally:
+        engine.dispose()
+    typer.echo(
+        f"processed {len(report['processed'])} event(s); still failing: {len(report['failed'])}"
     )
 
 

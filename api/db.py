@@ -34,6 +34,7 @@ def metadata() -> MetaData:
         "wallet.models",
         "api.models",
         "invoicing.models",
+        "invoicing.payments.models",
     ):
         try:
             importlib.import_module(module)

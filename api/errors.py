@@ -56,8 +56,12 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
     "refund_exceeds_unspent": (422, "Refund exceeds the unspent paid credit"),
     "unknown_model": (422, "Unknown model"),
     "no_rate_in_force": (422, "No rate card in force"),
+    "payment_mismatch": (422, "Payment disagrees with the provider"),
+    "invalid_webhook_signature": (400, "Invalid webhook signature"),
     # server side
     "payments_not_configured": (503, "Payments are not configured"),
+    "payment_provider_error": (502, "The payment provider failed the request"),
+    "webhook_processing_failed": (500, "The webhook could not be processed; it will be retried"),
     "service_unavailable": (503, "Service unavailable"),
     "concurrent_update": (503, "Busy with a concurrent update; retry"),
     "internal_error": (500, "Internal server error"),

@@ -6,7 +6,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.idempotency import purge_expired
 from api.settings import Settings
 from invoicing.close import close_due
+from invoicing.payments.gateway import PaymentGateway
 from ledger.base import utcnow
 from ledger.journal import expire_holds
 from wallet.authorizations import expire_authorizations
@@ -59,7 +60,7 @@ def default_jobs(settings: Settings) -> list[Job]:
     rest on its next run), so a crash or a second scheduler is harmless."""
     retention = timedelta(days=settings.tokenwallet_usage_retention_days)
     holds = settings.tokenwallet_hold_expiry_interval_seconds
-    return [
+    jobs = [
         # gateway holds: give lapsed reservations back to their lots (and void the ledger hold)
         Job("expire_authorizations", holds, lambda s: expire_authorizations(s)),
         # backstop for ledger holds nobody resolved (their expiry is an hour past the wallet's)
@@ -92,6 +93,34 @@ def default_jobs(settings: Settings) -> list[Job]:
             settings.tokenwallet_billing_close_check_seconds,
             lambda s: close_due(s, grace=timedelta(hours=settings.tokenwallet_billing_grace_hours)),
         ),
+    ]
+    jobs += payment_jobs(settings)
+    return jobs
+
+
+def payment_jobs(settings: Settings, gateway: PaymentGateway | None = None) -> list[Job]:
+    """With Stripe configured: retry failed webhook events, and reconcile yesterday's Stripe
+    balance transactions with ``cash:stripe`` (re-running a day replaces its report, and fees
+    are booked once per balance transaction, so the frequent runs are harmless)."""
+    from api.payments import gateway_from_settings
+    from invoicing.payments.events import retry_failed_events
+    from invoicing.payments.reconcile import reconcile_day
+
+    gw = gateway or gateway_from_settings(settings)
+    if gw is None:
+        return []
+
+    def reconcile_yesterday(session: Session) -> object:
+        yesterday = (datetime.now(UTC) - timedelta(days=1)).date()
+        return reconcile_day(session, gw, yesterday)
+
+    return [
+        Job(
+            "stripe_event_retry",
+            settings.stripe_event_retry_interval_seconds,
+            lambda s: retry_failed_events(s),
+        ),
+        Job("stripe_reconcile", settings.stripe_reconcile_interval_seconds, reconcile_yesterday),
     ]
 
 

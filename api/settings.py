@@ -47,6 +47,17 @@ class Settings(BaseSettings):
     tokenwallet_invoice_issuer_tax_id: str | None = None
     stripe_api_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
+    stripe_success_url: str = Field(
+        default="http://localhost:8000/payments/success?session_id={CHECKOUT_SESSION_ID}",
+        description="where Stripe Checkout sends the customer after paying (per-request override)",
+    )
+    stripe_cancel_url: str = Field(
+        default="http://localhost:8000/payments/canceled",
+        description="where Stripe Checkout sends the customer who gives up",
+    )
+    stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
+    stripe_reconcile_interval_seconds: int = Field(default=21600, ge=60)
+    stripe_event_retry_interval_seconds: int = Field(default=300, ge=10)
 
 
 @lru_cache(maxsize=1)

@@ -23,9 +23,26 @@ _LOTS_VS_LEDGER = text(
 )
 
 
+_FREEZES_VS_HOLDS = text(
+    """
+    SELECT f.id, f.status, r.kind AS resolution
+    FROM wallet_credit_freezes f
+    LEFT JOIN ledger_entries r ON r.hold_id = f.hold_entry_id
+    WHERE f.hold_entry_id IS NOT NULL
+      AND ((f.status = 'frozen') <> (r.id IS NULL)
+           OR (f.status = 'forfeited' AND r.kind <> 'hold_post'))
+    LIMIT 20
+    """
+)
+
+
 def find_violations(session: Session) -> list[str]:
-    """Lot totals that disagree with their ledger accounts; empty when all agree."""
+    """Lot totals that disagree with their ledger accounts, and credit freezes whose ledger hold
+    disagrees with their status; empty when all agree."""
     return [
         f"account {r.owner_id} {r.code}: lots hold {r.lots} atoms, the ledger {r.ledger}"
         for r in session.execute(_LOTS_VS_LEDGER)
+    ] + [
+        f"freeze {r.id} is {r.status} but its ledger hold is {r.resolution or 'pending'}"
+        for r in session.execute(_FREEZES_VS_HOLDS)
     ]

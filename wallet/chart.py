@@ -59,6 +59,7 @@ class HouseLedger:
     tokens_issued: AccountRef
     tokens_consumed: AccountRef
     tokens_expired: AccountRef
+    cash_stripe: AccountRef
 
 
 def customer_ledger(session: Session, account: Account) -> CustomerLedger:
@@ -103,6 +104,32 @@ def house_ledger(session: Session, book: str, unit: Unit) -> HouseLedger:
                 house("entitlements:issued", A, TOKENS),
                 house("entitlements:consumed", R, TOKENS),
                 house("entitlements:expired", R, TOKENS),
+                house("cash:stripe", A, hot=False),
             ],
         )
     )
+
+
+def cash_for_method(house: HouseLedger, method: str) -> AccountRef:
+    """Where money of a top-up ``method`` lands: card money in ``cash:stripe``, the rest in the
+    book's cash account (``cash:bank``, or ``cash:collected`` in a reseller's book)."""
+    return house.cash_stripe if method == "stripe" else house.cash
+
+
+def reversal_receivable(session: Session, account: Account) -> AccountRef:
+    """The account's ``receivable:reversals``: money a customer owes because a payment was
+    reversed (refund or lost dispute) after the credit it bought was spent."""
+    (ref,) = open_accounts(
+        session,
+        [
+            AccountSpec(
+                "receivable:reversals",
+                A,
+                currency_of(account),
+                book_of(account),
+                account.id,
+                forbid_negative=True,
+            )
+        ],
+    )
+    return ref

@@ -64,18 +64,29 @@ class MoneyDraw:
 
 
 def draw_money(
-    session: Session, account: Account, amount: Amount, *, at: datetime | None = None
+    session: Session,
+    account: Account,
+    amount: Amount,
+    *,
+    at: datetime | None = None,
+    from_lot_id: int | None = None,
 ) -> MoneyDraw:
     """Take ``amount`` from the account's bonus and paid lots in its burn order.
 
     Decrements the lots and returns the debit legs; the caller adds the credit legs and posts
     the entry in the same transaction.
 
+    Args:
+        from_lot_id: take the whole amount from this one lot (e.g. the paid lot a card payment
+            just created for a purchase), not from the burn order.
+
     Raises:
         InsufficientFunds: the lots cannot cover ``amount`` (nothing is changed).
     """
     when = at or utcnow()
     lots = open_lots(session, account.id, sorted(MONEY_KINDS), lock=True)
+    if from_lot_id is not None:
+        lots = [lot for lot in lots if lot.id == from_lot_id]
     order = validate_burn_order(account.burn_order)
     allocations, shortfall = allocate(
         [view(lot) for lot in lots], amount.atoms, order=order, at=when

@@ -355,3 +355,40 @@ class Authorization(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
+
+
+class CreditFreeze(Base):
+    """Credit of one top-up made unspendable until a dispute (or other claim) is settled.
+
+    The frozen amounts are taken out of the top-up's lots (so usage, holds and purchases cannot
+    spend them) and held in the ledger by a pending entry (so the ledger agrees with the lots).
+    Exactly one resolution follows: ``released`` (the lots get the amounts back, the hold is
+    voided) or ``forfeited`` (the hold is posted: the money leaves). ``key`` makes freezing the
+    same claim twice return the first freeze.
+    """
+
+    __tablename__ = "wallet_credit_freezes"
+    __table_args__ = (
+        CheckConstraint("status IN ('frozen', 'released', 'forfeited')", name="status_known"),
+        CheckConstraint(
+            "frozen_paid >= 0 AND frozen_bonus >= 0 AND requested >= 0", name="amounts_non_negative"
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    key: Mapped[str] = mapped_column(Text, unique=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("wallet_accounts.id"), index=True)
+    topup_id: Mapped[str] = mapped_column(ForeignKey("wallet_topups.id"), index=True)
+    status: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text, server_default=text("''"))
+    requested: Mapped[int] = mapped_column(Atoms)
+    frozen_paid: Mapped[int] = mapped_column(Atoms)
+    frozen_bonus: Mapped[int] = mapped_column(Atoms)
+    reserved: Mapped[list[list[int]]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    forfeit_account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("ledger_accounts.id"))
+    hold_entry_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("ledger_entries.id"))
+    resolution_entry_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("ledger_entries.id")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

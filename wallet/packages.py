@@ -27,9 +27,13 @@ def buy_package(
     *,
     at: datetime | None = None,
     scope: Scope = EVERYTHING,
+    from_lot_id: int | None = None,
 ) -> PackagePurchase:
     """Buy a package with wallet credit: the price moves to deferred revenue and a token lot
     (model scope, expiry) is granted.
+
+    Args:
+        from_lot_id: pay from this one money lot (a card payment's paid lot), not in burn order.
 
     Raises:
         NotFound: unknown account or package.
@@ -51,7 +55,7 @@ def buy_package(
     purchase_id = new_id("pkp")
     legs: list[Leg] = []
     if spec.price.atoms:
-        draw = draw_money(session, account, spec.price, at=when)
+        draw = draw_money(session, account, spec.price, at=when, from_lot_id=from_lot_id)
         legs += [*draw.legs, Leg(cust.deferred_packages.id, -spec.price)]
     tokens = Amount(spec.tokens, TOKENS)
     legs += [Leg(house.tokens_issued.id, tokens), Leg(cust.package_tokens.id, -tokens)]

@@ -28,7 +28,13 @@ from wallet.quota import add_months, window_bounds
 
 
 def _charge_period(
-    session: Session, account: Account, sub: Subscription, plan: PlanSpec, start: datetime
+    session: Session,
+    account: Account,
+    sub: Subscription,
+    plan: PlanSpec,
+    start: datetime,
+    *,
+    from_lot_id: int | None = None,
 ) -> SubscriptionPeriod:
     """Pay one period's fee from the wallet into deferred revenue (raises InsufficientFunds)."""
     end = add_months(start)
@@ -36,7 +42,7 @@ def _charge_period(
     before = money_balance(session, cust)
     entry_id = None
     if plan.monthly_fee.atoms:
-        draw = draw_money(session, account, plan.monthly_fee, at=start)
+        draw = draw_money(session, account, plan.monthly_fee, at=start, from_lot_id=from_lot_id)
         entry = post_entry(
             session,
             [*draw.legs, Leg(cust.deferred_subscriptions.id, -plan.monthly_fee)],
@@ -66,8 +72,12 @@ def start_subscription(
     *,
     at: datetime | None = None,
     scope: Scope = EVERYTHING,
+    from_lot_id: int | None = None,
 ) -> Subscription:
     """Subscribe an account to a plan, paying the first month from its wallet.
+
+    Args:
+        from_lot_id: pay the first month from this one money lot (a card payment's paid lot).
 
     Raises:
         NotFound: unknown account or plan.
@@ -98,7 +108,7 @@ def start_subscription(
     )
     session.add(sub)
     session.flush()
-    _charge_period(session, account, sub, plan, when)
+    _charge_period(session, account, sub, plan, when, from_lot_id=from_lot_id)
     for w in plan.windows:
         session.add(QuotaWindow(subscription_id=sub.id, kind=w.kind, unit=w.unit, limit=w.limit))
     session.flush()

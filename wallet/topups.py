@@ -7,8 +7,10 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ledger.accounts import AccountRef
 from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.errors import DomainError, IdempotencyConflict, InvalidAmount, NotFound
@@ -16,8 +18,15 @@ from ledger.journal import Leg, post_entry
 from plans.catalog import bonus_for_topup
 from wallet.accounts import EVERYTHING, Scope, get_account
 from wallet.burn import BONUS, PAID
-from wallet.chart import book_of, currency_of, customer_ledger, house_ledger
-from wallet.errors import InvalidRequest, RefundTooLarge
+from wallet.chart import (
+    book_of,
+    cash_for_method,
+    currency_of,
+    customer_ledger,
+    house_ledger,
+    reversal_receivable,
+)
+from wallet.errors import Conflict, InvalidRequest, RefundTooLarge
 from wallet.ids import new_id
 from wallet.models import Account, CreditLot, Topup
 
@@ -55,6 +64,107 @@ class TopupResult:
     replayed: bool
 
 
+def _check_method(account: Account, method: Method) -> None:
+    if method == "reseller" and account.parent_id is None:
+        raise InvalidRequest(
+            "method 'reseller' is for top-ups a reseller records on its sub-accounts"
+        )
+    if method in ("bank_transfer", "stripe") and account.parent_id is not None:
+        raise InvalidRequest(
+            "a sub-account's money is collected by its reseller; record it with method 'reseller'"
+        )
+
+
+def _prior_topup(
+    session: Session, account: Account, idempotency_key: str, money: Amount, method: Method
+) -> Topup | None:
+    prior = session.scalars(
+        select(Topup).where(
+            Topup.account_id == account.id, Topup.idempotency_key == idempotency_key
+        )
+    ).one_or_none()
+    if prior is not None and (prior.amount != money.atoms or prior.method != method):
+        raise IdempotencyConflict(
+            f"idempotency key {idempotency_key!r} was used for another top-up ({prior.id})"
+        )
+    return prior
+
+
+def _credit(
+    session: Session,
+    account: Account,
+    topup: Topup,
+    *,
+    cash: AccountRef,
+    bonus_at: datetime | None,
+    effective_at: datetime | None = None,
+) -> None:
+    """Credit a top-up: one entry (cash to prepaid, promotions to bonus), a paid lot and, when
+    ``bonus_at`` is given, a bonus lot by the rule in force at that moment.
+
+    The one crediting path for every kind of top-up (bank transfer, reseller, card).
+    """
+    unit = currency_of(account)
+    money = Amount(topup.amount, unit)
+    grant = (
+        bonus_for_topup(
+            session, currency=unit, amount=money, at=bonus_at, owner_account_id=account.parent_id
+        )
+        if bonus_at is not None
+        else None
+    )
+    cust = customer_ledger(session, account)
+    house = house_ledger(session, book_of(account), unit)
+    legs = [Leg(cash.id, money), Leg(cust.prepaid.id, -money)]
+    bonus = grant.amount if grant and grant.amount.atoms > 0 else None
+    if bonus is not None:
+        legs += [Leg(house.promotions.id, bonus), Leg(cust.bonus.id, -bonus)]
+    entry = post_entry(
+        session,
+        legs,
+        description=f"top-up {topup.id} ({topup.method})",
+        idempotency_key=f"topup:{topup.id}",
+        effective_at=effective_at,
+        metadata={"topup_id": topup.id, "account_id": account.id},
+    )
+    paid_lot = CreditLot(
+        account_id=account.id,
+        kind=PAID,
+        unit=unit.code,
+        ledger_account_id=cust.prepaid.id,
+        granted=money.atoms,
+        remaining=money.atoms,
+        source_type="topup",
+        source_id=topup.id,
+    )
+    session.add(paid_lot)
+    bonus_lot = None
+    if bonus is not None and grant is not None:
+        assert bonus_at is not None
+        expires = bonus_at + timedelta(days=grant.expires_days) if grant.expires_days else None
+        bonus_lot = CreditLot(
+            account_id=account.id,
+            kind=BONUS,
+            unit=unit.code,
+            ledger_account_id=cust.bonus.id,
+            granted=bonus.atoms,
+            remaining=bonus.atoms,
+            expires_at=expires,
+            source_type="topup",
+            source_id=topup.id,
+        )
+        session.add(bonus_lot)
+        topup.bonus = bonus.atoms
+        topup.bonus_rule_id = grant.rule_id
+    session.flush()
+    topup.status = "succeeded"
+    topup.paid_lot_id = paid_lot.id
+    topup.bonus_lot_id = bonus_lot.id if bonus_lot else None
+    topup.entry_id = entry.id
+    session.add(topup)
+    session.flush()
+
+
 def record_topup(
     session: Session,
     account_id: str,
@@ -74,108 +184,297 @@ def record_topup(
     Raises:
         NotFound: the account is not visible to the caller.
         InvalidAmount: see :func:`parse_money`.
-        PaymentsNotConfigured: ``method="stripe"``: card top-ups go through Stripe Checkout.
+        PaymentsNotConfigured: ``method="stripe"``: card money is credited only when the
+            payment provider confirms it (:func:`create_pending_topup`, :func:`settle_topup`).
         IdempotencyConflict: the key was used for a different top-up of this account.
     """
     account = get_account(session, account_id, scope=scope, lock=True)
     money = parse_money(amount, account, what="amount")
     if method == "stripe":
         raise PaymentsNotConfigured(
-            "card top-ups need Stripe keys (STRIPE_API_KEY); use method bank_transfer meanwhile"
+            "card top-ups are credited only by a verified payment webhook; start one through"
+            " the payments service (POST /v1/accounts/{id}/topups with Stripe configured)"
         )
-    if method == "reseller" and account.parent_id is None:
-        raise InvalidRequest(
-            "method 'reseller' is for top-ups a reseller records on its sub-accounts"
-        )
-    if method == "bank_transfer" and account.parent_id is not None:
-        raise InvalidRequest(
-            "a sub-account's money is collected by its reseller; record it with method 'reseller'"
-        )
+    _check_method(account, method)
     if idempotency_key:
-        prior = session.scalars(
-            select(Topup).where(
-                Topup.account_id == account.id, Topup.idempotency_key == idempotency_key
-            )
-        ).one_or_none()
+        prior = _prior_topup(session, account, idempotency_key, money, method)
         if prior is not None:
-            if prior.amount != money.atoms or prior.method != method:
-                raise IdempotencyConflict(
-                    f"idempotency key {idempotency_key!r} was used for another top-up ({prior.id})"
-                )
             return TopupResult(prior, True)
     when = at or utcnow()
     unit = currency_of(account)
-    grant = bonus_for_topup(
-        session, currency=unit, amount=money, at=when, owner_account_id=account.parent_id
-    )
-    cust = customer_ledger(session, account)
-    house = house_ledger(session, book_of(account), unit)
     topup = Topup(
         id=new_id("top"),
         account_id=account.id,
         method=method,
-        status="succeeded",
+        status="pending",
         amount=money.atoms,
         reference=reference,
         idempotency_key=idempotency_key,
     )
-    legs = [Leg(house.cash.id, money), Leg(cust.prepaid.id, -money)]
-    bonus = grant.amount if grant and grant.amount.atoms > 0 else None
-    if bonus is not None:
-        legs += [Leg(house.promotions.id, bonus), Leg(cust.bonus.id, -bonus)]
-    entry = post_entry(
+    house = house_ledger(session, book_of(account), unit)
+    _credit(
         session,
-        legs,
-        description=f"top-up {topup.id} ({method})",
-        idempotency_key=f"topup:{topup.id}",
+        account,
+        topup,
+        cash=cash_for_method(house, method),
+        bonus_at=when,
         effective_at=when,
-        metadata={"topup_id": topup.id, "account_id": account.id},
     )
-    paid_lot = CreditLot(
-        account_id=account.id,
-        kind=PAID,
-        unit=unit.code,
-        ledger_account_id=cust.prepaid.id,
-        granted=money.atoms,
-        remaining=money.atoms,
-        source_type="topup",
-        source_id=topup.id,
-    )
-    session.add(paid_lot)
-    bonus_lot = None
-    if bonus is not None and grant is not None:
-        expires = when + timedelta(days=grant.expires_days) if grant.expires_days else None
-        bonus_lot = CreditLot(
-            account_id=account.id,
-            kind=BONUS,
-            unit=unit.code,
-            ledger_account_id=cust.bonus.id,
-            granted=bonus.atoms,
-            remaining=bonus.atoms,
-            expires_at=expires,
-            source_type="topup",
-            source_id=topup.id,
-        )
-        session.add(bonus_lot)
-        topup.bonus = bonus.atoms
-        topup.bonus_rule_id = grant.rule_id
-    session.flush()
-    topup.paid_lot_id = paid_lot.id
-    topup.bonus_lot_id = bonus_lot.id if bonus_lot else None
-    topup.entry_id = entry.id
-    session.add(topup)
-    session.flush()
     return TopupResult(topup, False)
+
+
+def create_pending_topup(
+    session: Session,
+    account_id: str,
+    *,
+    amount: str | Amount,
+    method: Method = "stripe",
+    reference: str | None = None,
+    idempotency_key: str | None = None,
+    scope: Scope = EVERYTHING,
+) -> TopupResult:
+    """Record a top-up whose money has not arrived yet (``pending``); nothing is credited.
+
+    :func:`settle_topup` credits it when the payment is confirmed, :func:`fail_topup` marks it
+    failed. Card money is for top-level accounts only (a sub-account's money is collected by its
+    reseller). Idempotent per account and ``idempotency_key``. Takes no lock on the account, so
+    a slow payment provider call made in the same transaction does not block its usage.
+
+    Raises:
+        NotFound: the account is not visible to the caller.
+        InvalidAmount: see :func:`parse_money`.
+        InvalidRequest: a sub-account.
+        IdempotencyConflict: the key was used for a different top-up of this account.
+    """
+    account = get_account(session, account_id, scope=scope)
+    money = amount if isinstance(amount, Amount) else parse_money(amount, account, what="amount")
+    if money.unit.code != account.currency or money.atoms <= 0:
+        raise InvalidAmount(f"a top-up of account {account.id} is a positive {account.currency}")
+    _check_method(account, method)
+    if idempotency_key:
+        prior = _prior_topup(session, account, idempotency_key, money, method)
+        if prior is not None:
+            return TopupResult(prior, True)
+    topup = Topup(
+        id=new_id("top"),
+        account_id=account.id,
+        method=method,
+        status="pending",
+        amount=money.atoms,
+        reference=reference,
+        idempotency_key=idempotency_key,
+    )
+    try:
+        with session.begin_nested():
+            session.add(topup)
+            session.flush()
+    except IntegrityError as exc:
+        raise Conflict(
+            f"a concurrent request created a top-up with idempotency key {idempotency_key!r};"
+            " retry to get it"
+        ) from exc
+    return TopupResult(topup, False)
+
+
+def _lock_with_account(session: Session, topup_id: str) -> Topup:
+    """Lock the top-up's account row, then the top-up row (the wallet's lock order: account,
+    then lots, then ledger; new lots reference the account, so crediting needs it first)."""
+    topup = session.get(Topup, topup_id)
+    if topup is None:
+        raise NotFound(f"top-up {topup_id} does not exist")
+    get_account(session, topup.account_id, lock=True)
+    return session.scalars(
+        select(Topup)
+        .where(Topup.id == topup_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+
+
+def settle_topup(
+    session: Session,
+    topup_id: str,
+    *,
+    with_bonus: bool = True,
+    effective_at: datetime | None = None,
+) -> Topup:
+    """Credit a pending (or failed) top-up now that its money arrived; a settled one is left
+    as it is (exactly once: the top-up row is locked and the entry has a unique key).
+
+    The bonus is the one the rule in force when the top-up was started gives (the offer the
+    customer accepted at checkout). Card money lands in ``cash:stripe``.
+
+    Args:
+        with_bonus: False for money that pays a purchase (no top-up bonus).
+        effective_at: when the money moved (the provider's time), for the ledger entry.
+
+    Raises:
+        NotFound: no such top-up.
+    """
+    topup = _lock_with_account(session, topup_id)
+    if topup.status == "succeeded":
+        return topup
+    account = get_account(session, topup.account_id)
+    house = house_ledger(session, book_of(account), currency_of(account))
+    _credit(
+        session,
+        account,
+        topup,
+        cash=cash_for_method(house, topup.method),
+        bonus_at=topup.created_at if with_bonus else None,
+        effective_at=effective_at,
+    )
+    return topup
+
+
+def fail_topup(session: Session, topup_id: str) -> Topup:
+    """Mark a pending top-up failed (the payment did not go through); settled ones stay.
+
+    Raises:
+        NotFound: no such top-up.
+    """
+    topup = session.scalars(
+        select(Topup).where(Topup.id == topup_id).with_for_update()
+    ).one_or_none()
+    if topup is None:
+        raise NotFound(f"top-up {topup_id} does not exist")
+    if topup.status == "pending":
+        topup.status = "failed"
+        session.flush()
+    return topup
 
 
 @dataclass(frozen=True, slots=True)
 class Refund:
-    """What a refund gave back and took back."""
+    """What a refund gave back and took back.
+
+    Attributes:
+        refunded: unspent paid credit reversed.
+        bonus_clawed_back: unspent bonus of the same top-up taken back with it.
+        receivable: the part of the refund that exceeded the unspent credit and is now owed by
+            the customer (``receivable:reversals``); zero unless ``on_excess="receivable"``.
+    """
 
     topup_id: str
     refunded: Amount
     bonus_clawed_back: Amount
     entry_id: int
+    receivable: Amount | None = None
+
+
+Excess = Literal["reject", "receivable"]
+
+
+def unspent_paid(session: Session, topup_id: str) -> Amount:
+    """The top-up's paid credit that is still unspent (and not frozen).
+
+    Raises:
+        NotFound: no such top-up, or nothing was credited yet.
+    """
+    topup = session.get(Topup, topup_id)
+    if topup is None or topup.paid_lot_id is None:
+        raise NotFound(f"top-up {topup_id} does not exist or was not credited")
+    lot = session.get_one(CreditLot, topup.paid_lot_id)
+    return Amount(lot.remaining, currency_of(get_account(session, topup.account_id)))
+
+
+def reverse_topup(
+    session: Session,
+    topup_id: str,
+    amount: Amount,
+    *,
+    on_excess: Excess = "reject",
+    reason: str = "",
+    idempotency_key: str | None = None,
+    effective_at: datetime | None = None,
+    scope: Scope = EVERYTHING,
+) -> Refund:
+    """Give back ``amount`` of a top-up's money: reverse unspent paid credit and claw back the
+    proportional unspent bonus.
+
+    The rule: refunding a share ``r`` of the top-up's unspent paid credit claws back the same
+    share of its unspent bonus (rounded down to the atom, in the customer's favour); refunding
+    all of it (or more) claws back all of the unspent bonus. A refund larger than the unspent
+    paid credit is refused (``on_excess="reject"``: the money has not left yet) or, when the
+    money has already left (``"receivable"``: a card refund made at the provider), the excess is
+    booked as owed by the customer in ``receivable:reversals``. Frozen credit is not unspent.
+
+    Raises:
+        NotFound: no such top-up visible to the caller.
+        InvalidRequest: the top-up was never credited.
+        RefundTooLarge: more than the unspent paid credit, with ``on_excess="reject"``.
+    """
+    seen = session.get(Topup, topup_id)
+    if seen is None:
+        raise NotFound(f"top-up {topup_id} does not exist")
+    get_account(session, seen.account_id, scope=scope)  # visibility before any lock
+    topup = _lock_with_account(session, topup_id)
+    account = get_account(session, topup.account_id, scope=scope)
+    unit = currency_of(account)
+    if topup.status != "succeeded" or topup.paid_lot_id is None:
+        raise InvalidRequest(f"top-up {topup_id} is {topup.status}: nothing was credited")
+    if amount.unit.code != unit.code or amount.atoms <= 0:
+        raise InvalidAmount(f"a refund of top-up {topup_id} is a positive {unit.code} amount")
+    lot_ids = [i for i in (topup.paid_lot_id, topup.bonus_lot_id) if i is not None]
+    lots = {
+        lot.id: lot
+        for lot in session.scalars(
+            select(CreditLot)
+            .where(CreditLot.id.in_(lot_ids))
+            .order_by(CreditLot.id)
+            .with_for_update()
+        )
+    }
+    paid = lots[topup.paid_lot_id]
+    unspent = Amount(paid.remaining, unit)
+    excess = Amount(0, unit)
+    if amount > unspent:
+        if on_excess == "reject":
+            raise RefundTooLarge(
+                f"top-up {topup_id} has {unspent} of unspent paid credit; cannot refund {amount}",
+                unspent=unspent.format(),
+            )
+        excess = amount - unspent
+    refunded = amount - excess
+    bonus_lot = lots.get(topup.bonus_lot_id) if topup.bonus_lot_id else None
+    clawback = Amount(0, unit)
+    if bonus_lot is not None and bonus_lot.remaining:
+        if refunded >= unspent:
+            clawback = Amount(bonus_lot.remaining, unit)
+        else:
+            clawback = Amount(bonus_lot.remaining * refunded.atoms // unspent.atoms, unit)
+    cust = customer_ledger(session, account)
+    house = house_ledger(session, book_of(account), unit)
+    cash = cash_for_method(house, topup.method)
+    legs: list[Leg] = []
+    if refunded.atoms:
+        legs += [Leg(cust.prepaid.id, refunded), Leg(cash.id, -refunded)]
+    if clawback.atoms:
+        legs += [Leg(cust.bonus.id, clawback), Leg(house.promotions.id, -clawback)]
+    if excess.atoms:
+        owed = reversal_receivable(session, account)
+        legs += [Leg(owed.id, excess), Leg(cash.id, -excess)]
+    entry = post_entry(
+        session,
+        legs,
+        description=f"refund of top-up {topup_id}: {reason}".strip(": "),
+        idempotency_key=idempotency_key,
+        effective_at=effective_at,
+        metadata={
+            "topup_id": topup_id,
+            "reason": reason,
+            "refunded": refunded.format(),
+            "receivable": excess.format(),
+        },
+    )
+    if not entry.replayed:
+        paid.remaining -= refunded.atoms
+        if bonus_lot is not None:
+            bonus_lot.remaining -= clawback.atoms
+        topup.refunded += amount.atoms
+        topup.bonus_clawed_back += clawback.atoms
+    session.flush()
+    return Refund(topup_id, refunded, clawback, entry.id, excess)
 
 
 def refund_topup(
@@ -191,63 +490,24 @@ def refund_topup(
     The rule: at most the top-up's unspent paid credit can be refunded (a larger refund is
     rejected, ``refund_exceeds_unspent``). Refunding a share ``r`` of the unspent paid credit
     claws back the same share of the top-up's unspent bonus (rounded down to the atom, in the
-    customer's favour).
+    customer's favour). See :func:`reverse_topup`.
 
     Raises:
         NotFound: no such top-up visible to the caller.
         RefundTooLarge: more than the unspent paid credit.
     """
-    seen = session.get(Topup, topup_id)
-    if seen is None:
+    topup = session.get(Topup, topup_id)
+    if topup is None:
         raise NotFound(f"top-up {topup_id} does not exist")
-    account = get_account(session, seen.account_id, scope=scope, lock=True)
-    topup = session.scalars(
-        select(Topup)
-        .where(Topup.id == topup_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
-    unit = currency_of(account)
-    lot_ids = [i for i in (topup.paid_lot_id, topup.bonus_lot_id) if i is not None]
-    lots = {
-        lot.id: lot
-        for lot in session.scalars(
-            select(CreditLot)
-            .where(CreditLot.id.in_(lot_ids))
-            .order_by(CreditLot.id)
-            .with_for_update()
+    account = get_account(session, topup.account_id, scope=scope)
+    if topup.method == "stripe":
+        raise InvalidRequest(
+            f"top-up {topup_id} was paid by card: refund it through the payment provider"
         )
-    }
-    assert topup.paid_lot_id is not None
-    paid = lots[topup.paid_lot_id]
-    unspent = Amount(paid.remaining, unit)
-    wanted = parse_money(amount, account, what="refund amount") if amount else unspent
-    if wanted.atoms == 0:
-        raise RefundTooLarge(f"top-up {topup_id} has no unspent paid credit left to refund")
-    if wanted > unspent:
-        raise RefundTooLarge(
-            f"top-up {topup_id} has {unspent} of unspent paid credit; cannot refund {wanted}",
-            unspent=unspent.format(),
-        )
-    bonus_lot = lots.get(topup.bonus_lot_id) if topup.bonus_lot_id else None
-    clawback = Amount(0, unit)
-    if bonus_lot is not None and bonus_lot.remaining:
-        clawback = Amount(bonus_lot.remaining * wanted.atoms // unspent.atoms, unit)
-    cust = customer_ledger(session, account)
-    house = house_ledger(session, book_of(account), unit)
-    legs = [Leg(cust.prepaid.id, wanted), Leg(house.cash.id, -wanted)]
-    if clawback.atoms:
-        legs += [Leg(cust.bonus.id, clawback), Leg(house.promotions.id, -clawback)]
-    entry = post_entry(
-        session,
-        legs,
-        description=f"refund of top-up {topup_id}: {reason}".strip(": "),
-        metadata={"topup_id": topup_id, "reason": reason},
-    )
-    paid.remaining -= wanted.atoms
-    if bonus_lot is not None:
-        bonus_lot.remaining -= clawback.atoms
-    topup.refunded += wanted.atoms
-    topup.bonus_clawed_back += clawback.atoms
-    session.flush()
-    return Refund(topup_id, wanted, clawback, entry.id)
+    if amount:
+        wanted = parse_money(amount, account, what="refund amount")
+    else:
+        wanted = unspent_paid(session, topup_id)
+        if wanted.atoms == 0:
+            raise RefundTooLarge(f"top-up {topup_id} has no unspent paid credit left to refund")
+    return reverse_topup(session, topup_id, wanted, reason=reason, scope=scope)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from litestar import Controller, Request, Response, get, patch, post
 from litestar.datastructures import State
@@ -15,8 +15,12 @@ from sqlalchemy.orm import Session
 from api.auth import Principal, requires
 from api.deps import now_of
 from api.idempotency import run_idempotent
+from api.payments import checkout_urls, require_gateway
 from api.routes.invoices import BillingIn, BillingOut, billing_out
+from api.routes.payments import CardRefundIn, payment_out, run_card_refund
 from api.schemas import DecimalString, IdempotencyKey, Limit, Money, Page, scope_of
+from invoicing.payments.checkout import start_card_payment
+from invoicing.payments.refunds import payment_for_topup
 from invoicing.profiles import get_billing_profile, set_billing_profile
 from ledger.amounts import Amount
 from wallet.accounts import create_account, get_account
@@ -154,12 +158,16 @@ class BalanceOut(BaseModel):
 
 
 class TopupIn(BaseModel):
-    """Money received for an account."""
+    """Money received for an account, or (``stripe``) a card top-up to start: the response's
+    ``checkout_url`` is Stripe's hosted payment page; the wallet is credited when Stripe
+    confirms the payment. ``success_url``/``cancel_url`` override the configured return pages."""
 
     model_config = ConfigDict(extra="forbid")
     amount: DecimalString
     method: Literal["bank_transfer", "stripe", "reseller"]
     reference: str | None = Field(default=None, max_length=200)
+    success_url: str | None = Field(default=None, max_length=2000)
+    cancel_url: str | None = Field(default=None, max_length=2000)
 
 
 class TopupOut(BaseModel):
@@ -175,11 +183,14 @@ class TopupOut(BaseModel):
     refunded: Money
     reference: str | None
     created_at: datetime
+    payment_id: str | None = None
+    checkout_url: str | None = None
 
 
-def topup_out(t: Topup, account: Account) -> TopupOut:
-    """Wire form of a top-up."""
+def topup_out(t: Topup, account: Account, *, payment: Any = None) -> TopupOut:
+    """Wire form of a top-up (a pending card top-up has credited nothing yet)."""
     unit = currency_of(account)
+    credited = t.amount + t.bonus if t.status == "succeeded" else 0
     return TopupOut(
         id=t.id,
         account_id=t.account_id,
@@ -187,18 +198,27 @@ def topup_out(t: Topup, account: Account) -> TopupOut:
         method=t.method,
         amount=Money.of(Amount(t.amount, unit)),
         bonus=Money.of(Amount(t.bonus, unit)),
-        credited_total=Money.of(Amount(t.amount + t.bonus, unit)),
+        credited_total=Money.of(Amount(credited, unit)),
         refunded=Money.of(Amount(t.refunded, unit)),
         reference=t.reference,
         created_at=t.created_at,
+        payment_id=payment.id if payment is not None else None,
+        checkout_url=payment.checkout_url
+        if payment is not None and payment.status == "pending"
+        else None,
     )
 
 
 class PackagePurchaseIn(BaseModel):
-    """A package to buy with wallet credit."""
+    """A package to buy with wallet credit, or (``method: stripe``) by card: the answer is then
+    a pending payment (202) whose ``checkout_url`` is Stripe's payment page; the package is
+    bought when Stripe confirms the payment."""
 
     model_config = ConfigDict(extra="forbid")
     package_id: str
+    method: Literal["wallet", "stripe"] = "wallet"
+    success_url: str | None = Field(default=None, max_length=2000)
+    cancel_url: str | None = Field(default=None, max_length=2000)
 
 
 class PackagePurchaseOut(BaseModel):
@@ -215,10 +235,14 @@ class PackagePurchaseOut(BaseModel):
 
 
 class SubscriptionIn(BaseModel):
-    """A plan to subscribe to (the first month is paid from the wallet)."""
+    """A plan to subscribe to: the first month is paid from the wallet or (``method: stripe``)
+    by card, answered with a pending payment (202) like a card package purchase."""
 
     model_config = ConfigDict(extra="forbid")
     plan_id: str
+    method: Literal["wallet", "stripe"] = "wallet"
+    success_url: str | None = Field(default=None, max_length=2000)
+    cancel_url: str | None = Field(default=None, max_length=2000)
 
 
 class SubscriptionOut(BaseModel):
@@ -409,6 +433,34 @@ class AccountsController(Controller):
                 f"a {principal.role} key may not record {data.method} top-ups"
                 f" (allowed: {', '.join(allowed)})"
             )
+        if data.method == "stripe":
+            gateway = require_gateway(request.app.state.payments)
+            urls = checkout_urls(request.app.state.settings, data.success_url, data.cancel_url)
+
+            def produce_card() -> TopupOut:
+                started = start_card_payment(
+                    db,
+                    gateway,
+                    account_id,
+                    purpose="topup",
+                    urls=urls,
+                    amount=data.amount,
+                    idempotency_key=idempotency_key,
+                    scope=scope_of(principal),
+                )
+                topup = db.get_one(Topup, started.payment.topup_id)
+                return topup_out(topup, get_account(db, account_id), payment=started.payment)
+
+            return run_idempotent(
+                db,
+                principal=principal,
+                key=idempotency_key,
+                method="POST",
+                path=request.url.path,
+                body=data,
+                status_code=201,
+                produce=produce_card,
+            )
 
         def produce() -> TopupOut:
             result = record_topup(
@@ -449,7 +501,11 @@ class AccountsController(Controller):
         principal: Principal,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
-        """Buy a token package with wallet credit."""
+        """Buy a token package with wallet credit (or start paying for it by card)."""
+        if data.method == "stripe":
+            return _card_purchase(
+                request, db, principal, account_id, data, idempotency_key, "package"
+            )
 
         def produce() -> PackagePurchaseOut:
             p = buy_package(
@@ -500,7 +556,10 @@ class AccountsController(Controller):
         principal: Principal,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
-        """Start a coding-plan subscription; the first month's fee is paid from the wallet."""
+        """Start a coding-plan subscription; the first month's fee is paid from the wallet (or
+        by card: the subscription starts when Stripe confirms the payment)."""
+        if data.method == "stripe":
+            return _card_purchase(request, db, principal, account_id, data, idempotency_key, "plan")
 
         def produce() -> SubscriptionOut:
             return subscription_out(
@@ -563,7 +622,18 @@ class TopupsController(Controller):
         principal: Principal,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
-        """Refund unspent paid credit of a top-up; the proportional unspent bonus is clawed back."""
+        """Refund unspent paid credit of a top-up; the proportional unspent bonus is clawed back.
+        A top-up paid by card is refunded through Stripe (see ``/v1/payments/{id}/refunds``)."""
+        card = payment_for_topup(db, topup_id)
+        if card is not None:
+            return run_card_refund(
+                request,
+                db,
+                principal,
+                card.id,
+                CardRefundIn(amount=data.amount, reason=data.reason),
+                idempotency_key,
+            )
 
         def produce() -> RefundOut:
             r = refund_topup(
@@ -623,3 +693,42 @@ class SubscriptionsController(Controller):
             status_code=200,
             produce=produce,
         )
+
+
+def _card_purchase(
+    request: Request[Principal, Principal, State],
+    db: Session,
+    principal: Principal,
+    account_id: str,
+    data: PackagePurchaseIn | SubscriptionIn,
+    idempotency_key: str | None,
+    purpose: Literal["package", "plan"],
+) -> Response[bytes]:
+    """Start paying for a package or a plan by card: a pending payment (202)."""
+    gateway = require_gateway(request.app.state.payments)
+    urls = checkout_urls(request.app.state.settings, data.success_url, data.cancel_url)
+
+    def produce() -> BaseModel:
+        started = start_card_payment(
+            db,
+            gateway,
+            account_id,
+            purpose=purpose,
+            urls=urls,
+            package_id=data.package_id if isinstance(data, PackagePurchaseIn) else None,
+            plan_id=data.plan_id if isinstance(data, SubscriptionIn) else None,
+            idempotency_key=idempotency_key,
+            scope=scope_of(principal),
+        )
+        return payment_out(db, started.payment)
+
+    return run_idempotent(
+        db,
+        principal=principal,
+        key=idempotency_key,
+        method="POST",
+        path=request.url.path,
+        body=data,
+        status_code=202,
+        produce=produce,
+    )

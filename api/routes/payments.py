@@ -1,0 +1,297 @@
+"""Card payments: status, refunds by finance, and reconciliation reports."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.auth import Principal, requires
+from api.idempotency import run_idempotent
+from api.payments import require_gateway
+from api.schemas import DecimalString, IdempotencyKey, Limit, Money, Page, scope_of
+from invoicing.payments.models import Payment, PaymentDispute, ReconciliationReport
+from invoicing.payments.refunds import CardRefund, refund_card_payment
+from ledger.amounts import Amount
+from ledger.errors import NotFound
+from ledger.units import unit as unit_of
+from wallet.accounts import Scope, get_account
+from wallet.models import CreditFreeze
+
+VIEW_ROLES = ("finance", "reseller", "customer")
+
+
+class DisputeOut(BaseModel):
+    """A dispute on a card payment: the disputed amount, what is frozen, and how it ended."""
+
+    id: str
+    amount: Money
+    reason: str | None
+    provider_status: str
+    outcome: str
+    frozen_paid: Money
+    frozen_bonus: Money
+    receivable: Money
+    created_at: dt.datetime
+    closed_at: dt.datetime | None
+
+
+class PaymentOut(BaseModel):
+    """A card payment. ``checkout_url`` is where the customer pays (hosted by Stripe);
+    the wallet is credited when Stripe confirms the payment (``status`` ``succeeded``)."""
+
+    id: str
+    object: str = "payment"
+    account_id: str
+    purpose: str
+    purpose_ref: str | None
+    status: str
+    amount: Money
+    refunded: Money
+    topup_id: str
+    checkout_url: str | None
+    checkout_expires_at: dt.datetime | None
+    fulfilled_ref: str | None
+    fulfillment_error: str | None
+    failure_code: str | None
+    failure_message: str | None
+    disputes: list[DisputeOut]
+    created_at: dt.datetime
+    succeeded_at: dt.datetime | None
+
+
+def payment_out(db: Session, p: Payment) -> PaymentOut:
+    """Wire form of a payment (with its disputes)."""
+    unit = unit_of(p.currency)
+    disputes = []
+    for d in db.scalars(
+        select(PaymentDispute).where(PaymentDispute.payment_id == p.id).order_by(PaymentDispute.id)
+    ):
+        freeze = db.get(CreditFreeze, d.freeze_id) if d.freeze_id else None
+        disputes.append(
+            DisputeOut(
+                id=d.id,
+                amount=Money.of(Amount.of_minor(d.amount_minor, unit)),
+                reason=d.reason,
+                provider_status=d.provider_status,
+                outcome=d.outcome,
+                frozen_paid=Money.of(Amount(freeze.frozen_paid if freeze else 0, unit)),
+                frozen_bonus=Money.of(Amount(freeze.frozen_bonus if freeze else 0, unit)),
+                receivable=Money.of(Amount(d.receivable, unit)),
+                created_at=d.created_at,
+                closed_at=d.closed_at,
+            )
+        )
+    return PaymentOut(
+        id=p.id,
+        account_id=p.account_id,
+        purpose=p.purpose,
+        purpose_ref=p.purpose_ref,
+        status=p.status,
+        amount=Money.of(Amount(p.amount, unit)),
+        refunded=Money.of(Amount.of_minor(p.refunded_minor, unit)),
+        topup_id=p.topup_id,
+        checkout_url=p.checkout_url if p.status == "pending" else None,
+        checkout_expires_at=p.checkout_expires_at,
+        fulfilled_ref=p.fulfilled_ref,
+        fulfillment_error=p.fulfillment_error,
+        failure_code=p.failure_code,
+        failure_message=p.failure_message,
+        disputes=disputes,
+        created_at=p.created_at,
+        succeeded_at=p.succeeded_at,
+    )
+
+
+def visible_payment(db: Session, payment_id: str, scope: Scope) -> Payment:
+    """A payment the caller may see (others are 404)."""
+    p = db.get(Payment, payment_id)
+    if p is None:
+        raise NotFound(f"payment {payment_id} does not exist")
+    get_account(db, p.account_id, scope=scope)
+    return p
+
+
+class CardRefundIn(BaseModel):
+    """A refund of a card payment's unspent paid credit; without ``amount``, all of it."""
+
+    model_config = ConfigDict(extra="forbid")
+    amount: DecimalString | None = None
+    reason: str = Field(default="", max_length=450)
+
+
+class CardRefundOut(BaseModel):
+    """A refund made at Stripe and what it reversed in the wallet."""
+
+    topup_id: str
+    payment_id: str
+    provider_refund_id: str
+    refunded: Money
+    bonus_clawed_back: Money
+    receivable: Money
+    entry_id: int | None
+
+
+def card_refund_out(r: CardRefund) -> CardRefundOut:
+    """Wire form of a card refund."""
+    unit = unit_of(r.payment.currency)
+    zero = Amount(0, unit)
+    applied = r.applied
+    return CardRefundOut(
+        topup_id=r.payment.topup_id,
+        payment_id=r.payment.id,
+        provider_refund_id=r.provider_refund_id,
+        refunded=Money.of(applied.refunded if applied else zero),
+        bonus_clawed_back=Money.of(applied.bonus_clawed_back if applied else zero),
+        receivable=Money.of((applied.receivable or zero) if applied else zero),
+        entry_id=applied.entry_id if applied else None,
+    )
+
+
+def run_card_refund(
+    request: Request[Principal, Principal, State],
+    db: Session,
+    principal: Principal,
+    payment_id: str,
+    data: CardRefundIn,
+    idempotency_key: str | None,
+) -> Response[bytes]:
+    """Refund a card payment through Stripe under the request's idempotency key."""
+    gateway = require_gateway(request.app.state.payments)
+
+    def produce() -> CardRefundOut:
+        return card_refund_out(
+            refund_card_payment(
+                db,
+                gateway,
+                payment_id,
+                amount=data.amount,
+                reason=data.reason,
+                request_key=idempotency_key,
+                scope=scope_of(principal),
+            )
+        )
+
+    return run_idempotent(
+        db,
+        principal=principal,
+        key=idempotency_key,
+        method="POST",
+        path=request.url.path,
+        body=data,
+        status_code=201,
+        produce=produce,
+    )
+
+
+class PaymentsController(Controller):
+    """``/v1/payments``: card payments (each key sees the payments of its accounts)."""
+
+    path = "/v1/payments"
+    tags = ["payments"]
+
+    @get("/", sync_to_thread=True, guards=[requires(*VIEW_ROLES)])
+    def list_payments(
+        self,
+        db: Session,
+        principal: Principal,
+        account_id: str,
+        limit: Limit = 20,
+        starting_after: str | None = None,
+    ) -> Page[PaymentOut]:
+        """An account's card payments, oldest first."""
+        get_account(db, account_id, scope=scope_of(principal))
+        stmt = (
+            select(Payment)
+            .where(Payment.account_id == account_id)
+            .order_by(Payment.id)
+            .limit(limit + 1)
+        )
+        if starting_after:
+            stmt = stmt.where(Payment.id > starting_after)
+        rows = db.scalars(stmt).all()
+        return Page[PaymentOut](
+            data=[payment_out(db, p) for p in rows[:limit]], has_more=len(rows) > limit
+        )
+
+    @get("/{payment_id:str}", sync_to_thread=True, guards=[requires(*VIEW_ROLES)])
+    def get_payment(self, payment_id: str, db: Session, principal: Principal) -> PaymentOut:
+        """One card payment with its disputes."""
+        return payment_out(db, visible_payment(db, payment_id, scope_of(principal)))
+
+    @post(
+        "/{payment_id:str}/refunds",
+        sync_to_thread=True,
+        status_code=201,
+        guards=[requires("finance")],
+    )
+    def refund(
+        self,
+        payment_id: str,
+        request: Request[Principal, Principal, State],
+        data: CardRefundIn,
+        db: Session,
+        principal: Principal,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
+        """Refund unspent paid credit of a card payment through Stripe (at most the unspent
+        credit: a larger refund is refused before Stripe is called)."""
+        return run_card_refund(request, db, principal, payment_id, data, idempotency_key)
+
+
+class ReconciliationOut(BaseModel):
+    """One day of Stripe balance transactions against ``cash:stripe``, in one currency."""
+
+    day: dt.date
+    currency: str
+    provider_net: Money
+    provider_fees: Money
+    ledger_net: Money
+    difference: Money
+    balanced: bool
+    transactions: int
+    details: dict[str, Any]
+    run_count: int
+    updated_at: dt.datetime
+
+
+class ReconciliationsController(Controller):
+    """``/v1/payment-reconciliations``: stored daily reports (finance)."""
+
+    path = "/v1/payment-reconciliations"
+    tags = ["payments"]
+
+    @get("/", sync_to_thread=True, guards=[requires("finance")])
+    def list_reports(
+        self, db: Session, day: dt.date | None = None, limit: Limit = 31
+    ) -> list[ReconciliationOut]:
+        """Reports, newest day first (or one day's, per currency)."""
+        stmt = select(ReconciliationReport).order_by(
+            ReconciliationReport.day.desc(), ReconciliationReport.currency
+        )
+        if day is not None:
+            stmt = stmt.where(ReconciliationReport.day == day)
+        out = []
+        for r in db.scalars(stmt.limit(limit)):
+            unit = unit_of(r.currency)
+            out.append(
+                ReconciliationOut(
+                    day=r.day,
+                    currency=r.currency,
+                    provider_net=Money.of(Amount(r.provider_net, unit)),
+                    provider_fees=Money.of(Amount(r.provider_fees, unit)),
+                    ledger_net=Money.of(Amount(r.ledger_net, unit)),
+                    difference=Money.of(Amount(r.difference, unit)),
+                    balanced=r.difference == 0,
+                    transactions=r.transactions,
+                    details=r.details,
+                    run_count=r.run_count,
+                    updated_at=r.updated_at,
+                )
+            )
+        return out

@@ -1,0 +1,2 @@
+"""Card payments through a payment provider (Stripe): checkout, webhooks, refunds, disputes and
+reconciliation. Only :mod:`invoicing.payments.stripe_gateway` imports the ``stripe`` SDK."""

@@ -1,0 +1,179 @@
+"""Starting a card payment: a pending top-up, a payment row and a hosted checkout page.
+
+The pending top-up, the payment and the checkout session's URL are committed together by the
+caller. The provider call happens inside that transaction, after our rows are written, with an
+idempotency key derived from the payment id (so the SDK's network retries cannot create two
+sessions). If our commit fails after the provider created the session, nobody ever saw its URL:
+it expires unpaid, and a webhook naming an unknown payment is stored and ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from invoicing.payments.gateway import CheckoutRequest, PaymentGateway
+from invoicing.payments.models import Payment
+from ledger.amounts import Amount
+from ledger.base import utcnow
+from ledger.errors import InvalidAmount
+from plans.catalog import get_package, get_plan
+from wallet.accounts import EVERYTHING, Scope, get_account
+from wallet.chart import currency_of
+from wallet.errors import Conflict, InvalidRequest
+from wallet.ids import new_id
+from wallet.subscriptions import get_live_subscription
+from wallet.topups import create_pending_topup, parse_money
+
+Purpose = Literal["topup", "package", "plan"]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutUrls:
+    """Where the provider sends the customer after paying or giving up."""
+
+    success_url: str
+    cancel_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartedPayment:
+    """A payment and whether it was a replay of an earlier request with the same key."""
+
+    payment: Payment
+    replayed: bool
+
+
+def _whole_minor(amount: Amount, what: str) -> int:
+    try:
+        minor = amount.minor_units()
+    except InvalidAmount as exc:
+        raise InvalidRequest(
+            f"{what} is {amount}, which is not a whole number of {amount.unit.code} minor units"
+            " and cannot be charged by card"
+        ) from exc
+    if minor <= 0:
+        raise InvalidRequest(f"{what} is free: nothing to pay by card")
+    return minor
+
+
+def start_card_payment(
+    session: Session,
+    gateway: PaymentGateway,
+    account_id: str,
+    *,
+    purpose: Purpose,
+    urls: CheckoutUrls,
+    amount: str | None = None,
+    package_id: str | None = None,
+    plan_id: str | None = None,
+    idempotency_key: str | None = None,
+    scope: Scope = EVERYTHING,
+) -> StartedPayment:
+    """Start paying by card for a top-up (``amount``), a package or a plan's first month.
+
+    Nothing is credited here: the wallet is credited only when the verified webhook says the
+    payment succeeded (see :mod:`invoicing.payments.events`).
+
+    Raises:
+        NotFound: unknown account (or not visible), package or plan.
+        InvalidAmount: a top-up amount that is not positive or finer than the minor unit.
+        InvalidRequest: a sub-account (its money is collected by its reseller), another
+            currency, or a price that cannot be charged by card.
+        Conflict: a plan while the account already has a live subscription.
+        IdempotencyConflict: the key was used for a different payment.
+        PaymentProviderError: the provider refused or could not be reached (nothing is kept).
+    """
+    account = get_account(session, account_id, scope=scope)
+    unit = currency_of(account)
+    if purpose == "topup":
+        if amount is None:
+            raise InvalidRequest("a card top-up needs an amount")
+        money = parse_money(amount, account, what="amount")
+        purpose_ref = None
+        product = "Prepaid credit"
+    elif purpose == "package":
+        if package_id is None:
+            raise InvalidRequest("a card package purchase needs a package_id")
+        pkg = get_package(session, package_id)
+        if pkg.currency.code != unit.code:
+            raise InvalidRequest(
+                f"package {package_id} is sold in {pkg.currency.code};"
+                f" account {account.id} pays in {unit.code}"
+            )
+        money, purpose_ref, product = pkg.price, pkg.id, f"{pkg.name} (token package)"
+    else:
+        if plan_id is None:
+            raise InvalidRequest("a card plan subscription needs a plan_id")
+        plan = get_plan(session, plan_id)
+        if plan.currency.code != unit.code:
+            raise InvalidRequest(
+                f"plan {plan_id} is priced in {plan.currency.code}, the account in {unit.code}"
+            )
+        live = get_live_subscription(session, account.id)
+        if live is not None:
+            raise Conflict(
+                f"account {account.id} already has subscription {live.id}; cancel it first"
+            )
+        money, purpose_ref, product = plan.monthly_fee, plan.id, f"{plan.name} (first month)"
+    minor = _whole_minor(money, "the price" if purpose != "topup" else "the amount")
+    payment_id = new_id("pay")
+    what = f"{purpose} {purpose_ref}" if purpose_ref else purpose
+    started = create_pending_topup(
+        session,
+        account.id,
+        amount=money,
+        method="stripe",
+        reference=f"card payment {payment_id} ({what})",
+        idempotency_key=f"card:{purpose}:{idempotency_key}" if idempotency_key else None,
+        scope=scope,
+    )
+    if started.replayed:
+        prior = session.scalars(
+            select(Payment).where(Payment.topup_id == started.topup.id)
+        ).one_or_none()
+        if prior is not None and prior.purpose_ref == purpose_ref:
+            return StartedPayment(prior, True)
+        raise Conflict(f"idempotency key {idempotency_key!r} was used for another card payment")
+    payment = Payment(
+        id=payment_id,
+        account_id=account.id,
+        provider=gateway.name,
+        purpose=purpose,
+        purpose_ref=purpose_ref,
+        topup_id=started.topup.id,
+        status="pending",
+        currency=unit.code,
+        amount=money.atoms,
+        amount_minor=minor,
+        refunded_minor=0,
+    )
+    session.add(payment)
+    session.flush()
+    checkout = gateway.create_checkout(
+        CheckoutRequest(
+            payment_id=payment.id,
+            amount_minor=minor,
+            currency=unit.code,
+            product_name=product,
+            success_url=urls.success_url,
+            cancel_url=urls.cancel_url,
+            idempotency_key=f"tokenwallet-checkout-{payment.id}",
+            metadata={
+                "tw_payment_id": payment.id,
+                "tw_account_id": account.id,
+                "tw_topup_id": started.topup.id,
+                "tw_purpose": purpose,
+            },
+        )
+    )
+    payment.checkout_session_id = checkout.id
+    payment.checkout_url = checkout.url
+    payment.checkout_expires_at = checkout.expires_at
+    payment.payment_intent_id = checkout.payment_intent_id
+    payment.updated_at = utcnow()
+    session.flush()
+    return StartedPayment(payment, False)

@@ -1,0 +1,24 @@
+"""Payment errors (stable codes, mapped to HTTP in api/errors.py)."""
+
+from __future__ import annotations
+
+from ledger.errors import DomainError
+
+
+class PaymentProviderError(DomainError):
+    """The payment provider refused a request or could not be reached; nothing was changed."""
+
+    code = "payment_provider_error"
+
+
+class InvalidWebhook(DomainError):
+    """A webhook whose signature does not verify (wrong secret, tampered body, stale timestamp)
+    or whose body is not an event."""
+
+    code = "invalid_webhook_signature"
+
+
+class PaymentMismatch(DomainError):
+    """The provider reports a payment that disagrees with ours (amount or currency)."""
+
+    code = "payment_mismatch"

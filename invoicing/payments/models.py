@@ -1,0 +1,160 @@
+"""Payment tables: card payments, provider events (webhooks), disputes, reconciliation reports."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ledger.base import Atoms, Base, UTCDateTime
+
+#: What a card payment pays for. Paying a finalized invoice adds ``'invoice'`` here (and in the
+#: check constraint) plus a fulfilment branch in ``invoicing/payments/settlement.py``.
+PURPOSES = ("topup", "package", "plan")
+
+
+class Payment(Base):
+    """One card payment through the provider, for a top-up, a package or a plan.
+
+    The money always enters the wallet as a top-up (``topup_id``, pending until the provider
+    confirms it); a package or plan is then bought from that top-up's paid credit in the same
+    transaction (``fulfilled_ref``). ``refunded_minor`` is the provider's cumulative refunded
+    amount that has been applied to the wallet, so refunds are applied exactly once whatever the
+    order their events arrive in.
+    """
+
+    __tablename__ = "payments"
+    __table_args__ = (
+        CheckConstraint("purpose IN ('topup', 'package', 'plan')", name="purpose_known"),
+        CheckConstraint(
+            "status IN ('pending', 'succeeded', 'failed', 'expired')", name="status_known"
+        ),
+        CheckConstraint("amount_minor > 0 AND refunded_minor >= 0", name="amounts_valid"),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("wallet_accounts.id"), index=True)
+    provider: Mapped[str] = mapped_column(Text)
+    purpose: Mapped[str] = mapped_column(Text)
+    purpose_ref: Mapped[str | None] = mapped_column(Text)
+    topup_id: Mapped[str] = mapped_column(ForeignKey("wallet_topups.id"), unique=True)
+    status: Mapped[str] = mapped_column(Text)
+    currency: Mapped[str] = mapped_column(Text)
+    amount: Mapped[int] = mapped_column(Atoms)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    refunded_minor: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    checkout_session_id: Mapped[str | None] = mapped_column(Text, unique=True)
+    checkout_url: Mapped[str | None] = mapped_column(Text)
+    checkout_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    payment_intent_id: Mapped[str | None] = mapped_column(Text, unique=True)
+    charge_id: Mapped[str | None] = mapped_column(Text, unique=True)
+    fulfilled_ref: Mapped[str | None] = mapped_column(Text)
+    fulfillment_error: Mapped[str | None] = mapped_column(Text)
+    failure_code: Mapped[str | None] = mapped_column(Text)
+    failure_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
+    succeeded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
+
+
+class PaymentEvent(Base):
+    """A verified provider event (webhook), stored unique by the provider's event id in the same
+    transaction as its effect.
+
+    ``status``: ``processed`` (its effect is committed with it), ``ignored`` (nothing to do),
+    ``deferred`` (it concerns a payment not known yet, e.g. a refund that arrived before the
+    payment's completion; applied when that payment succeeds) or ``failed`` (processing raised;
+    the effect was rolled back and the event is retried on redelivery and by a job).
+    """
+
+    __tablename__ = "payment_events"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('processed', 'ignored', 'deferred', 'failed')", name="status_known"
+        ),
+        Index(
+            "ix_payment_events_deferred",
+            "payment_intent_id",
+            postgresql_where=text("status = 'deferred'"),
+        ),
+        Index(
+            "ix_payment_events_failed", "received_at", postgresql_where=text("status = 'failed'")
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    provider: Mapped[str] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(Text, server_default=text("''"))
+    object_id: Mapped[str | None] = mapped_column(Text)
+    payment_intent_id: Mapped[str | None] = mapped_column(Text)
+    payment_id: Mapped[str | None] = mapped_column(Text, index=True)
+    livemode: Mapped[bool] = mapped_column(server_default=text("false"))
+    provider_created_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class PaymentDispute(Base):
+    """A dispute (chargeback) on a card payment and what it did to the wallet.
+
+    ``withdrawn_minor`` is the net amount the provider has taken from our balance for it
+    (withdrawn minus reinstated), as booked between ``cash:stripe`` and ``cash:stripe_disputed``.
+    """
+
+    __tablename__ = "payment_disputes"
+    __table_args__ = (CheckConstraint("outcome IN ('open', 'won', 'lost')", name="outcome_known"),)
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    payment_id: Mapped[str] = mapped_column(ForeignKey("payments.id"), index=True)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    provider_status: Mapped[str] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(Text, server_default=text("'open'"))
+    withdrawn_minor: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    freeze_id: Mapped[str | None] = mapped_column(ForeignKey("wallet_credit_freezes.id"))
+    receivable: Mapped[int] = mapped_column(Atoms, server_default=text("0"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ReconciliationReport(Base):
+    """The comparison of one day of provider balance transactions with ``cash:stripe`` in one
+    currency. Re-running a day replaces its report (``run_count`` counts the runs)."""
+
+    __tablename__ = "payment_reconciliations"
+    __table_args__ = (
+        UniqueConstraint("provider", "day", "currency", name="uq_payment_reconciliations_day"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(Text)
+    day: Mapped[date] = mapped_column(Date)
+    currency: Mapped[str] = mapped_column(Text)
+    provider_net: Mapped[int] = mapped_column(Atoms)
+    provider_fees: Mapped[int] = mapped_column(Atoms)
+    ledger_net: Mapped[int] = mapped_column(Atoms)
+    difference: Mapped[int] = mapped_column(Atoms)
+    transactions: Mapped[int] = mapped_column(Integer)
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    run_count: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))

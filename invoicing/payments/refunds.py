@@ -1,0 +1,126 @@
+"""Refunds of card payments initiated by finance through our API.
+
+The rule: finance may refund at most the top-up's unspent paid credit. The check is made before
+calling the provider, so a refund that is too large is refused and nothing reaches the provider.
+The provider call carries an idempotency key derived from the request, and its answer includes
+the charge's cumulative refunded amount; the wallet is brought up to that total exactly as for a
+``charge.refunded`` webhook (so the webhook that follows, or a retried request, applies nothing
+twice). Usage landing between the check and the provider's answer can leave part of the refund
+uncovered by unspent credit: that part is then booked as owed by the customer.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from invoicing.payments.gateway import PaymentGateway
+from invoicing.payments.models import Payment
+from invoicing.payments.settlement import apply_refunded_total
+from ledger.amounts import Amount
+from ledger.base import utcnow
+from ledger.errors import NotFound
+from ledger.units import unit as unit_of
+from wallet.accounts import EVERYTHING, Scope, get_account
+from wallet.errors import InvalidRequest, RefundTooLarge
+from wallet.topups import Refund, parse_money, unspent_paid
+
+
+@dataclass(frozen=True, slots=True)
+class CardRefund:
+    """A refund made at the provider and what it did to the wallet (None: already applied,
+    e.g. by the provider's webhook after an earlier attempt of the same request)."""
+
+    payment: Payment
+    provider_refund_id: str
+    amount: Amount
+    applied: Refund | None
+
+
+def payment_for_topup(session: Session, topup_id: str, *, lock: bool = False) -> Payment | None:
+    """The card payment whose money a top-up holds, if it was paid by card."""
+    stmt = select(Payment).where(Payment.topup_id == topup_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    return session.scalars(stmt).one_or_none()
+
+
+def refund_card_payment(
+    session: Session,
+    gateway: PaymentGateway,
+    payment_id: str,
+    *,
+    amount: str | None = None,
+    reason: str = "",
+    request_key: str | None = None,
+    scope: Scope = EVERYTHING,
+) -> CardRefund:
+    """Refund ``amount`` (default: all the unspent paid credit) of a card payment.
+
+    Args:
+        request_key: the caller's idempotency key; the same key makes the provider return the
+            same refund instead of making a second one.
+
+    Raises:
+        NotFound: no such payment visible to the caller.
+        InvalidRequest: the payment has not succeeded.
+        RefundTooLarge: more than the unspent paid credit (checked before calling the provider).
+        PaymentProviderError: the provider refused or could not be reached (nothing changed).
+    """
+    payment = session.scalars(
+        select(Payment).where(Payment.id == payment_id).with_for_update()
+    ).one_or_none()
+    if payment is None:
+        raise NotFound(f"payment {payment_id} does not exist")
+    account = get_account(session, payment.account_id, scope=scope)
+    if payment.status != "succeeded" or not payment.payment_intent_id:
+        raise InvalidRequest(
+            f"payment {payment_id} is {payment.status}: there is nothing to refund"
+        )
+    unspent = unspent_paid(session, payment.topup_id)
+    if amount:
+        wanted = parse_money(amount, account, what="refund amount")
+    else:
+        wanted = unspent
+        if wanted.atoms == 0:
+            raise RefundTooLarge(
+                f"payment {payment_id} has no unspent paid credit left to refund",
+                unspent=unspent.format(),
+            )
+    if wanted > unspent:
+        raise RefundTooLarge(
+            f"payment {payment_id} has {unspent} of unspent paid credit; cannot refund {wanted}"
+            " (the customer spent the rest)",
+            unspent=unspent.format(),
+        )
+    minor = wanted.minor_units()
+    key = request_key or uuid.uuid4().hex
+    provider_refund = gateway.refund(
+        payment_intent_id=payment.payment_intent_id,
+        amount_minor=minor,
+        idempotency_key=f"tokenwallet-refund-{payment.id}-{key}"[:255],
+        metadata={
+            "tw_payment_id": payment.id,
+            "tw_topup_id": payment.topup_id,
+            "tw_reason": reason[:450],
+        },
+    )
+    total = provider_refund.charge_amount_refunded_minor
+    if total is None:
+        total = payment.refunded_minor + minor
+    applied = apply_refunded_total(
+        session,
+        payment,
+        total,
+        at=utcnow(),
+        reason=f"refund {provider_refund.id} by finance: {reason}".strip(": "),
+    )
+    return CardRefund(
+        payment,
+        provider_refund.id,
+        Amount.of_minor(provider_refund.amount_minor, unit_of(payment.currency)),
+        applied,
+    )
