@@ -16,8 +16,8 @@ import invoicing.payments.settlement as settlement
 from api.app import create_app
 from api.auth import ApiKeyAuthMiddleware, create_key
 from api.settings import Settings
-from ledger.base import utcnow
 from invoicing.payments.stripe_gateway import StripeGateway
+from ledger.base import utcnow
 from tests.stripe_fakes import (
     API_KEY,
     T0,
