@@ -19,16 +19,8 @@ from ledger.errors import InsufficientFunds
 from ledger.journal import EntrySpec, Leg, post_entries
 from ledger.units import unit as unit_of
 from wallet.accounts import lock_accounts
-from wallet.burn import (
-    BONUS,
-    MONEY_KINDS,
-    PACKAGE,
-    PAID,
-    Allocation,
-    LotView,
-    allocate,
-    validate_burn_order,
-)
+from wallet.burn import BONUS, MONEY_KINDS, PACKAGE, PAID, validate_burn_order
+from wallet.burndown import WalletState, draw
 from wallet.chart import CustomerLedger, book_of, currency_of, customer_ledger, house_ledger
 from wallet.models import Account, Authorization, CreditLot
 from wallet.outbox import emit
@@ -50,17 +42,12 @@ def open_lots(
     return list(session.scalars(stmt))
 
 
-def view(lot: CreditLot) -> LotView:
-    """The burn-order view of a lot."""
-    return LotView(lot.id, lot.kind, lot.remaining, lot.expires_at, lot.priority, tuple(lot.models))
-
-
 @dataclass(frozen=True, slots=True)
 class MoneyDraw:
-    """Debit legs that take money from an account's lots, and which lots paid."""
+    """Debit legs that take money from an account's lots, and what each lot paid."""
 
     legs: tuple[Leg, ...]
-    allocations: tuple[Allocation, ...]
+    taken: tuple[tuple[int, int], ...]  # (lot id, atoms)
 
 
 def draw_money(
@@ -71,7 +58,9 @@ def draw_money(
     at: datetime | None = None,
     from_lot_id: int | None = None,
 ) -> MoneyDraw:
-    """Take ``amount`` from the account's bonus and paid lots in its burn order.
+    """Take ``amount`` from the account's bonus and paid lots in its burn order (the same
+    :func:`wallet.burndown.draw` that usage and holds use; purchases use money only). The
+    caller holds the account row.
 
     Decrements the lots and returns the debit legs; the caller adds the credit legs and posts
     the entry in the same transaction.
@@ -87,12 +76,16 @@ def draw_money(
     lots = open_lots(session, account.id, sorted(MONEY_KINDS), lock=True)
     if from_lot_id is not None:
         lots = [lot for lot in lots if lot.id == from_lot_id]
-    order = validate_burn_order(account.burn_order)
-    allocations, shortfall = allocate(
-        [view(lot) for lot in lots], amount.atoms, order=order, at=when
+    wallet = WalletState(
+        account=account,
+        unit=amount.unit,
+        order=validate_burn_order(account.burn_order),
+        lots=lots,
+        overage_used=0,
     )
-    if shortfall:
-        have = Amount(amount.atoms - shortfall, amount.unit)
+    paid, short, _ = draw(wallet, "", amount.atoms, 0, when, sources=MONEY_KINDS, use_plan=False)
+    if paid is None:
+        have = Amount(amount.atoms - short, amount.unit)
         raise InsufficientFunds(
             f"account {account.id} has {have} of credit and needs {amount}",
             account_id=account.id,
@@ -100,18 +93,15 @@ def draw_money(
             required=amount.format(),
         )
     ledger = customer_ledger(session, account)
-    by_id = {lot.id: lot for lot in lots}
-    per_kind = {BONUS: 0, PAID: 0}
-    for a in allocations:
-        by_id[a.lot_id].remaining -= a.atoms
-        per_kind[a.kind] += a.atoms
+    for lot, take in paid.lots:
+        lot.remaining -= take
     legs = []
-    if per_kind[BONUS]:
-        legs.append(Leg(ledger.bonus.id, Amount(per_kind[BONUS], amount.unit)))
-    if per_kind[PAID]:
-        legs.append(Leg(ledger.prepaid.id, Amount(per_kind[PAID], amount.unit)))
+    if paid.money.get(BONUS):
+        legs.append(Leg(ledger.bonus.id, Amount(paid.money[BONUS], amount.unit)))
+    if paid.money.get(PAID):
+        legs.append(Leg(ledger.prepaid.id, Amount(paid.money[PAID], amount.unit)))
     session.flush()
-    return MoneyDraw(tuple(legs), tuple(allocations))
+    return MoneyDraw(tuple(legs), tuple((lot.id, take) for lot, take in paid.lots))
 
 
 def money_balance(session: Session, ledger: CustomerLedger) -> Amount:
