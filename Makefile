@@ -46,5 +46,10 @@ lint: $(STAMP)
 
 check: lint test
 
+## Every benchmark (about 15 minutes); each writes bench/results/<name>.json (see bench/README.md)
+bench: $(STAMP)
+	$(BIN)/python -m bench.startup
+	$(BIN)/python -m bench.hotpath all
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -293,6 +293,7 @@ def overdraft(seconds: int) -> None:
     """64 clients race on one account funded for exactly N records: exactly N succeed."""
     n = 500
     with serve(workers=WORKERS) as server:
+        baseline = _baseline(server, 4)
         gateway, accounts = setup(server, 1, "0.01")
         # each record costs 1000 * 15 / 1e6 + 1000 * 3 / 1e6 = 0.018; fund exactly n of them
         admin = server.cli("create-key", "--role", "finance")
@@ -325,6 +326,11 @@ def overdraft(seconds: int) -> None:
             "final_balance": balance["paid"],
             "final_available": balance["available"],
             "seconds": round(elapsed, 1),
+            "attempts_per_s": round(64 * 12 / elapsed),
+            "pgbench_tpcb": baseline,
+            "ratio_to_pgbench_tps": round(64 * 12 / elapsed / float(baseline["tps"]), 2)
+            if baseline["tps"]
+            else None,
         },
     )
     if ok != n or balance["paid"] not in ("0.00", "0"):
