@@ -32,6 +32,7 @@ from ledger.base import utcnow
 from ledger.errors import IdempotencyConflict, InvalidAmount, NotFound
 from ledger.journal import Leg, post_entry
 from ledger.units import currency
+from wallet.accounts import lock_accounts
 from wallet.burn import PAID
 from wallet.chart import book_of, customer_ledger
 from wallet.ids import new_id
@@ -41,12 +42,18 @@ PAYMENT_METHODS = ("bank_transfer", "stripe", "other")
 
 
 def _lock(session: Session, invoice_id: str) -> Invoice:
-    invoice = session.scalars(
-        select(Invoice).where(Invoice.id == invoice_id).with_for_update()
-    ).one_or_none()
-    if invoice is None:
+    """Lock the invoice's account row (the wallet's first lock: a credit note may add credit
+    and payments move the receivable that the credit limit counts), then the invoice."""
+    seen = session.get(Invoice, invoice_id)
+    if seen is None:
         raise NotFound(f"invoice {invoice_id} does not exist")
-    return invoice
+    lock_accounts(session, [seen.account_id], with_parents=False)
+    return session.scalars(
+        select(Invoice)
+        .where(Invoice.id == invoice_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
 
 
 def open_balance(invoice: Invoice) -> int:

@@ -162,12 +162,18 @@ def freeze_topup_credit(
 
 
 def _lock(session: Session, freeze_id: str) -> CreditFreeze:
-    freeze = session.scalars(
-        select(CreditFreeze).where(CreditFreeze.id == freeze_id).with_for_update()
-    ).one_or_none()
-    if freeze is None:
+    """Lock the freeze's account row (the wallet's first lock: usage rewrites lots under it
+    alone), then the freeze row."""
+    seen = session.get(CreditFreeze, freeze_id)
+    if seen is None:
         raise NotFound(f"freeze {freeze_id} does not exist")
-    return freeze
+    get_account(session, seen.account_id, lock=True)
+    return session.scalars(
+        select(CreditFreeze)
+        .where(CreditFreeze.id == freeze_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
 
 
 def release_freeze(session: Session, freeze_id: str, *, at: datetime | None = None) -> CreditFreeze:

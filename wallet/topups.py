@@ -28,7 +28,7 @@ from wallet.chart import (
 )
 from wallet.errors import Conflict, InvalidRequest, RefundTooLarge
 from wallet.ids import new_id
-from wallet.models import Account, CreditLot, Topup
+from wallet.models import Account, CreditFreeze, CreditLot, Topup
 
 Method = Literal["bank_transfer", "stripe", "reseller"]
 
@@ -350,9 +350,12 @@ class Refund:
 
     Attributes:
         refunded: unspent paid credit reversed.
-        bonus_clawed_back: unspent bonus of the same top-up taken back with it.
-        receivable: the part of the refund that exceeded the unspent credit and is now owed by
-            the customer (``receivable:reversals``); zero unless ``on_excess="receivable"``.
+        bonus_clawed_back: the bonus taken back with it (unspent bonus, plus spent bonus
+            withheld or owed).
+        receivable: what the customer now owes (``receivable:reversals``): the part of a refund
+            that exceeded the unspent credit, and spent bonus, when the money had already left.
+        withheld: spent bonus kept back from the payout (money not paid out yet); the payout is
+            ``refunded - withheld``.
     """
 
     topup_id: str
@@ -360,6 +363,7 @@ class Refund:
     bonus_clawed_back: Amount
     entry_id: int
     receivable: Amount | None = None
+    withheld: Amount | None = None
 
 
 Excess = Literal["reject", "receivable"]
@@ -389,15 +393,18 @@ def reverse_topup(
     effective_at: datetime | None = None,
     scope: Scope = EVERYTHING,
 ) -> Refund:
-    """Give back ``amount`` of a top-up's money: reverse unspent paid credit and claw back the
-    proportional unspent bonus.
+    """Give back ``amount`` of a top-up's money: reverse unspent paid credit and take back the
+    bonus that came with the money returned.
 
-    The rule: refunding a share ``r`` of the top-up's unspent paid credit claws back the same
-    share of its unspent bonus (rounded down to the atom, in the customer's favour); refunding
-    all of it (or more) claws back all of the unspent bonus. A refund larger than the unspent
-    paid credit is refused (``on_excess="reject"``: the money has not left yet) or, when the
-    money has already left (``"receivable"``: a card refund made at the provider), the excess is
-    booked as owed by the customer in ``receivable:reversals``. Frozen credit is not unspent.
+    The rule: returning ``amount`` of a top-up of ``P`` that came with bonus ``B`` takes back
+    ``B x amount / P`` of bonus (cumulative over refunds, rounded down to the atom in the
+    customer's favour). It comes out of the top-up's unspent bonus first; bonus already spent
+    is the customer's to repay: kept back from what is paid out when the money has not left yet
+    (``on_excess="reject"``, e.g. a bank refund: ``withheld``), or booked as owed in
+    ``receivable:reversals`` when it has (``"receivable"``: a card refund made at the
+    provider). A bonus lot that expired is not charged for (what it had left went back at
+    expiry). A refund larger than the unspent paid credit is refused (``"reject"``) or its
+    excess booked as owed (``"receivable"``). Frozen credit is not unspent.
 
     Raises:
         NotFound: no such top-up visible to the caller.
@@ -437,23 +444,48 @@ def reverse_topup(
         excess = amount - unspent
     refunded = amount - excess
     bonus_lot = lots.get(topup.bonus_lot_id) if topup.bonus_lot_id else None
-    clawback = Amount(0, unit)
-    if bonus_lot is not None and bonus_lot.remaining:
-        if refunded >= unspent:
-            clawback = Amount(bonus_lot.remaining, unit)
-        else:
-            clawback = Amount(bonus_lot.remaining * refunded.atoms // unspent.atoms, unit)
+    # the bonus that goes with the money returned, over all refunds of this top-up so far
+    due_total = topup.bonus * min(topup.refunded + amount.atoms, topup.amount) // topup.amount
+    due = max(0, due_total - topup.bonus_clawed_back)
+    from_lot = 0
+    spent_share = 0
+    if bonus_lot is not None and bonus_lot.expired_at is None:
+        from_lot = min(due, bonus_lot.remaining)
+        frozen = sum(
+            f.frozen_bonus
+            for f in session.scalars(
+                select(CreditFreeze).where(
+                    CreditFreeze.topup_id == topup.id, CreditFreeze.status == "frozen"
+                )
+            )
+        )
+        # spent bonus not reclaimed yet: granted - left - frozen - reclaimed so far
+        spent = topup.bonus - bonus_lot.remaining - frozen - topup.bonus_clawed_back
+        spent_share = max(0, min(due - from_lot, spent))
+    withheld = min(spent_share, refunded.atoms) if on_excess == "reject" else 0
+    owed_bonus = spent_share - withheld
+    clawback = Amount(from_lot, unit)
     cust = customer_ledger(session, account)
     house = house_ledger(session, book_of(account), unit)
     cash = cash_for_method(house, topup.method)
     legs: list[Leg] = []
     if refunded.atoms:
-        legs += [Leg(cust.prepaid.id, refunded), Leg(cash.id, -refunded)]
+        legs.append(Leg(cust.prepaid.id, refunded))
+        if refunded.atoms - withheld:
+            legs.append(Leg(cash.id, Amount(withheld - refunded.atoms, unit)))
+        if withheld:
+            legs.append(Leg(house.promotions.id, Amount(-withheld, unit)))
     if clawback.atoms:
         legs += [Leg(cust.bonus.id, clawback), Leg(house.promotions.id, -clawback)]
-    if excess.atoms:
+    if excess.atoms or owed_bonus:
         owed = reversal_receivable(session, account)
-        legs += [Leg(owed.id, excess), Leg(cash.id, -excess)]
+        if excess.atoms:
+            legs += [Leg(owed.id, excess), Leg(cash.id, -excess)]
+        if owed_bonus:
+            legs += [
+                Leg(owed.id, Amount(owed_bonus, unit)),
+                Leg(house.promotions.id, Amount(-owed_bonus, unit)),
+            ]
     entry = post_entry(
         session,
         legs,
@@ -464,7 +496,8 @@ def reverse_topup(
             "topup_id": topup_id,
             "reason": reason,
             "refunded": refunded.format(),
-            "receivable": excess.format(),
+            "receivable": (excess + Amount(owed_bonus, unit)).format(),
+            "withheld": Amount(withheld, unit).format(),
         },
     )
     if not entry.replayed:
@@ -472,9 +505,16 @@ def reverse_topup(
         if bonus_lot is not None:
             bonus_lot.remaining -= clawback.atoms
         topup.refunded += amount.atoms
-        topup.bonus_clawed_back += clawback.atoms
+        topup.bonus_clawed_back += from_lot + spent_share
     session.flush()
-    return Refund(topup_id, refunded, clawback, entry.id, excess)
+    return Refund(
+        topup_id,
+        refunded,
+        Amount(from_lot + spent_share, unit),
+        entry.id,
+        excess + Amount(owed_bonus, unit),
+        Amount(withheld, unit),
+    )
 
 
 def refund_topup(

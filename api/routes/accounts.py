@@ -593,11 +593,14 @@ class RefundIn(BaseModel):
 
 
 class RefundOut(BaseModel):
-    """What was refunded and how much bonus was clawed back."""
+    """What was refunded, how much bonus was taken back with it, and what to pay out: the
+    refunded credit minus the spent bonus that goes with it (``withheld``)."""
 
     topup_id: str
     refunded: Money
     bonus_clawed_back: Money
+    withheld: Money
+    payout: Money
     entry_id: int
 
 
@@ -622,7 +625,8 @@ class TopupsController(Controller):
         principal: Principal,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
-        """Refund unspent paid credit of a top-up; the proportional unspent bonus is clawed back.
+        """Refund unspent paid credit of a top-up; the bonus that came with that money is taken
+        back (unspent bonus first, spent bonus withheld from the payout).
         A top-up paid by card is refunded through Stripe (see ``/v1/payments/{id}/refunds``)."""
         card = payment_for_topup(db, topup_id)
         if card is not None:
@@ -639,10 +643,13 @@ class TopupsController(Controller):
             r = refund_topup(
                 db, topup_id, amount=data.amount, reason=data.reason, scope=scope_of(principal)
             )
+            withheld = r.withheld or r.refunded - r.refunded
             return RefundOut(
                 topup_id=r.topup_id,
                 refunded=Money.of(r.refunded),
                 bonus_clawed_back=Money.of(r.bonus_clawed_back),
+                withheld=Money.of(withheld),
+                payout=Money.of(r.refunded - withheld),
                 entry_id=r.entry_id,
             )
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import literal_column, select, update
+from sqlalchemy import literal_column, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -91,11 +91,30 @@ def _ours(obj: dict[str, Any]) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _payment_intent_of(etype: str, obj: dict[str, Any]) -> str | None:
+    if etype.startswith("payment_intent."):
+        return _id(obj.get("id"))
+    return _id(obj.get("payment_intent"))
+
+
+def _serialize_on(session: Session, payment_intent_id: str | None) -> None:
+    """Events about one payment intent apply one at a time (a transaction-level advisory
+    lock): a refund or dispute that arrives while the payment is being settled waits for the
+    settlement to commit and then finds the payment, instead of deferring itself after the
+    settlement already looked for deferred events."""
+    if payment_intent_id:
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+            {"k": f"stripe-payment-intent:{payment_intent_id}"},
+        )
+
+
 def _apply(session: Session, event: dict[str, Any]) -> _Applied:
     """Apply one event's effect (no commit)."""
     etype = str(event.get("type", ""))
     obj = _obj(event)
     at = _created(event) or utcnow()
+    _serialize_on(session, _payment_intent_of(etype, obj))
     if etype.startswith("checkout.session."):
         payment = find_payment(
             session,

@@ -530,9 +530,11 @@ def test_refund_by_stripe_beyond_unspent_credit_is_a_receivable(catalog, acc, fa
     # 9.00 spent: 5.00 from bonus, 4.00 from paid (burn order bonus before paid).
     assert money(balance(catalog, acc["id"])) == ("96.00", "0.00", "0.00", "96.00")
     r = ok(deliver(catalog, refunded_event(pi, amount=10000, refunded=10000)), 200)
-    assert r["outcome"] == "refunded 96.00 USD, bonus clawed back 0.00 USD, receivable 4.00 USD"
+    # all the money went back, so all the bonus that came with it is taken back: it was spent,
+    # so the customer owes it (5.00) with the paid credit it spent (4.00)
+    assert r["outcome"] == "refunded 96.00 USD, bonus clawed back 5.00 USD, receivable 9.00 USD"
     assert money(balance(catalog, acc["id"])) == ("0.00", "0.00", "0.00", "0.00")
-    assert ledger_balance(engine, "receivable:reversals", acc["id"]) == 4 * 10**18
+    assert ledger_balance(engine, "receivable:reversals", acc["id"]) == 9 * 10**18
 
 
 def test_finance_refund_goes_through_stripe_and_is_limited_to_unspent(catalog, acc, fake):

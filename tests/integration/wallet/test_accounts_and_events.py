@@ -12,7 +12,7 @@ from ledger.errors import DomainError
 from tests.integration.wallet.conftest import funded, paid_cents, plan, usage
 from wallet.accounts import create_account
 from wallet.charging import charge_batch
-from wallet.models import OutboxEvent, Subscription
+from wallet.models import OutboxEvent, Subscription, Topup
 from wallet.subscriptions import renew_due, start_subscription
 from wallet.topups import record_topup
 
@@ -69,3 +69,31 @@ def test_a_past_due_plan_restarts_when_paid_without_charging_missed_months(price
     assert (s.status, s.current_period_start) == ("active", paid_at)
     assert paid_cents(priced, acc) == "4.00"  # one month paid, not three
     assert renew_due(priced, now=paid_at + timedelta(days=1)).renewed == []
+
+
+def test_a_refund_takes_back_the_bonus_that_came_with_the_money(priced: Session):
+    from datetime import UTC, datetime
+
+    from plans import catalog
+    from wallet.topups import refund_topup
+
+    catalog.create_topup_bonus_rule(
+        priced,
+        currency="USD",
+        tiers=[{"min_amount": "100.00", "bonus_pct": "10"}],
+        effective_from=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    priced.commit()
+    acc = funded(priced, "100.00")  # + 10.00 bonus
+    top = priced.scalars(sa.select(Topup).where(Topup.account_id == acc.id)).one()
+    # 10.50 of usage: the 10.00 bonus burns first, then 0.50 of paid credit
+    assert charge_batch(priced, [usage("big", acc, output_tokens=700_000)])[0].status == "charged"
+    priced.commit()
+    r = refund_topup(priced, top.id)  # all the unspent paid credit: 99.50
+    priced.commit()
+    # 99.50 of 100.00 returned takes back 9.95 of the 10.00 bonus; it was spent, so it is
+    # kept from the payout: the customer paid 10.45 for 10.50 of usage (the bonus of the 0.50
+    # it did spend stays with it)
+    assert (r.refunded.format(), r.bonus_clawed_back.format()) == ("99.50", "9.95")
+    assert r.withheld is not None and r.withheld.format() == "9.95"
+    assert paid_cents(priced, acc) == "0.00"
