@@ -653,3 +653,64 @@ def test_lost_dispute_reopens_the_invoice_and_a_won_one_leaves_it_paid(world):
     )
     assert w.invoice("acme")["totals"]["balance_due"]["amount"] == "21.60"
     w.books_tie()
+
+
+def test_events_out_of_order_end_in_the_same_state(world):
+    w = world
+    inv_id = w.invoices["acme"]["id"]
+    p = w.start("acme")
+    evt = w.completed(p["id"])
+    pi = evt["data"]["object"]["payment_intent"]
+    # A refund of 6.00 reported before the payment's completion waits for it.
+    ch = charge_obj("ch_ooo", pi, amount=2160, amount_refunded=600)
+    early = ok(w.deliver(event("charge.refunded", ch, created=T0 + 3600)), 200)
+    assert early["status"] == "deferred"
+    assert w.invoice("acme")["payments"] == []
+    done = ok(w.deliver(evt), 200)
+    assert done["outcome"].startswith(f"invoice {inv_id} payment recorded; applied 1 earlier")
+    inv = w.invoice("acme")
+    assert (inv["status"], inv["totals"]["balance_due"]["amount"]) == ("finalized", "6.00")
+    # The PaymentIntent's success, late, changes nothing.
+    late = event(
+        "payment_intent.succeeded",
+        payment_intent_obj(pi, amount=2160, metadata={"tw_payment_id": p["id"]}),
+    )
+    assert ok(w.deliver(late), 200)["outcome"] == "invoice payment already recorded"
+    assert w.invoice("acme")["totals"]["balance_due"]["amount"] == "6.00"
+    assert w.ledger("cash:stripe") == 1560 * USD // 100
+    w.books_tie()
+
+
+def test_lost_dispute_takes_the_credit_first_then_reopens_the_invoice(world):
+    w = world
+    inv_id = w.invoices["acme"]["id"]
+    p = w.start("acme")
+    w.post(
+        w.pay_url("acme"),
+        {"method": "bank_transfer", "amount": "10.00", "reference": "TX-first"},
+        who="finance",
+    )
+    pi = w.pay(p["id"])  # 11.60 on the invoice, 10.00 as paid credit
+    assert w.balance("acme")["paid"] == "10.00"
+
+    def dispute(etype, status):
+        obj = dispute_obj("dp_x", "ch_x", pi, amount=2160, status=status)
+        return ok(w.deliver(event(etype, obj, created=T0 + 7200)), 200)
+
+    opened = dispute("charge.dispute.created", "needs_response")
+    assert "froze 10.00 USD paid and 0.00 USD bonus credit" in opened["outcome"]
+    b = w.balance("acme")
+    # The frozen credit cannot be spent; what is available is the credit limit (100.00).
+    assert (b["paid"], b["held"], b["available"]) == ("10.00", "10.00", "100.00")
+    assert w.invoice("acme")["status"] == "paid"
+    lost = dispute("charge.dispute.closed", "lost")
+    assert "lost: 10.00 USD of credit taken" in lost["outcome"]
+    assert f"lost: 11.60 USD owed on invoice {inv_id} again" in lost["outcome"]
+    b = w.balance("acme")
+    assert (b["paid"], b["held"]) == ("0.00", "0.00")
+    inv = w.invoice("acme")
+    assert (inv["status"], inv["totals"]["balance_due"]["amount"]) == ("finalized", "11.60")
+    assert w.ledger("cash:stripe") == 0 and w.ledger("cash:stripe_disputed") == 0
+    assert w.ledger("cash:bank") == 10 * USD
+    assert w.ledger("receivable:reversals", w.accounts["acme"]["id"]) == 0
+    w.books_tie()
