@@ -1,10 +1,11 @@
-"""What a confirmed, failed, refunded or disputed card payment does to the wallet.
+"""What a confirmed, failed, refunded or disputed card payment does to the wallet (or, for an
+invoice payment, to the invoice: recorded when confirmed, owed again when refunded or lost).
 
 Every function here takes the payment row locked (``FOR UPDATE``), so events about the same
 payment, and finance refunds, apply one after the other. Each one brings our state up to the
 state the provider reports (paid or not, cumulative amount refunded, dispute status and the
 funds it moved), so a repeated or late event changes nothing and events arriving out of order
-end in the same state.
+end in the same state. Invoice payments lock the invoice row next, before any wallet row.
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ def settle_payment(
     charge_id: str | None = None,
     at: datetime | None = None,
 ) -> bool:
-    """The provider says the payment succeeded: credit the wallet (and make the purchase).
+    """The provider says the payment succeeded: credit the wallet (and make the purchase), or,
+    for an invoice payment, record it on the invoice (:func:`_pay_invoice`).
 
     Returns:
         True when this call credited it; False when it was already settled.
