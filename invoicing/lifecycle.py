@@ -5,6 +5,8 @@ Ledger entries (operator book, the invoice's currency; see invoicing/chart.py):
 * finalize: debit ``receivable:invoiced`` (amount due); credit ``receivable:unbilled`` (the
   exact overage), ``tax:payable`` (tax) and ``revenue:rounding`` (the rounding, either side);
 * payment: debit ``cash:<method>``; credit ``receivable:invoiced``;
+* payment reversed (card refund, lost dispute): debit ``receivable:invoiced`` (owed again);
+  credit ``cash:<method>`` (or ``cash:stripe_disputed``);
 * credit note: debit ``revenue:credit-notes`` (net) and ``tax:payable`` (tax); credit
   ``receivable:invoiced`` up to what is still owed and ``customer:prepaid`` with the rest (back
   to the prepaid balance as a paid lot);
@@ -15,7 +17,7 @@ Ledger entries (operator book, the invoice's currency; see invoicing/chart.py):
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -31,6 +33,7 @@ from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.errors import IdempotencyConflict, InvalidAmount, NotFound
 from ledger.journal import Leg, post_entry
+from ledger.models import JournalEntry
 from ledger.units import currency
 from wallet.accounts import lock_accounts
 from wallet.burn import PAID
@@ -136,11 +139,16 @@ def record_payment(
     method: str,
     reference: str,
     received_at: datetime | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> PaymentResult:
     """Mark money received against an invoice (a bank transfer, a card payment...).
 
     Idempotent per ``(method, reference)``: the same payment recorded again returns the first
     record and changes nothing. The invoice becomes ``paid`` when nothing is left to pay.
+
+    Args:
+        metadata: extra keys for the ledger entry's metadata (e.g. the card payment's
+            ``payment_intent_id``, which reconciliation matches provider transactions by).
 
     Raises:
         NotFound: no such invoice.
@@ -195,7 +203,12 @@ def record_payment(
         description=f"payment {reference} ({method}) of invoice {invoice.number}",
         idempotency_key=f"invoice-payment:{method}:{reference}",
         effective_at=at,
-        metadata={"kind": "invoice_payment", "invoice_id": invoice.id, "account_id": account.id},
+        metadata={
+            **(metadata or {}),
+            "kind": "invoice_payment",
+            "invoice_id": invoice.id,
+            "account_id": account.id,
+        },
     )
     payment = InvoicePayment(
         id=payment_id,
@@ -213,6 +226,87 @@ def record_payment(
         invoice.status, invoice.paid_at = "paid", at
     session.flush()
     return PaymentResult(payment, False)
+
+
+def reverse_payment(
+    session: Session,
+    payment_id: str,
+    amount: Amount,
+    *,
+    key: str,
+    reason: str,
+    cash_account_id: int | None = None,
+    at: datetime | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> int | None:
+    """Money received against an invoice went back to the payer (a card refund, a lost
+    dispute): that much is owed on the invoice again.
+
+    Debits ``receivable:invoiced`` and credits the cash account the payment came into (or
+    ``cash_account_id``, e.g. ``cash:stripe_disputed`` for a lost dispute, whose money Stripe
+    already withdrew). The payment's ``reversed`` and the invoice's ``amount_paid`` follow; a
+    ``paid`` invoice that owes something again is ``finalized`` again (and can be overdue).
+
+    Idempotent per ``key`` (the ledger entry's idempotency key): a repeat changes nothing.
+
+    Returns:
+        The ledger entry's id when this call reversed it; None for a repeat.
+
+    Raises:
+        NotFound: no such invoice payment.
+        InvalidAmount: not a positive whole number of minor units, or more than the part of the
+            payment not reversed yet.
+    """
+    found = session.get(InvoicePayment, payment_id)
+    if found is None:
+        raise NotFound(f"invoice payment {payment_id} does not exist")
+    invoice = _lock(session, found.invoice_id)
+    payment = session.scalars(
+        select(InvoicePayment)
+        .where(InvoicePayment.id == payment_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+    unit = currency(invoice.currency)
+    if amount.unit != unit or amount.atoms <= 0 or amount.atoms % unit.atoms_per_minor:
+        raise InvalidAmount(
+            f"a reversal of payment {payment_id} is a positive whole number of {unit.code} minor"
+            f" units; got {amount}"
+        )
+    if session.scalar(select(JournalEntry.id).where(JournalEntry.idempotency_key == key)):
+        return None
+    left = payment.amount - payment.reversed
+    if amount.atoms > left:
+        raise InvalidAmount(
+            f"payment {payment_id} has {Amount(left, unit)} left to reverse;"
+            f" cannot reverse {amount}"
+        )
+    at = at or utcnow()
+    account = session.get_one(Account, invoice.account_id)
+    cash_id = cash_account_id or cash_account(session, book_of(account), unit, payment.method).id
+    entry = post_entry(
+        session,
+        [Leg(receivable_invoiced(session, account).id, amount), Leg(cash_id, -amount)],
+        description=f"payment {payment.reference} ({payment.method}) of invoice"
+        f" {invoice.number} reversed: {reason}".strip(": "),
+        idempotency_key=key,
+        effective_at=at,
+        metadata={
+            **(metadata or {}),
+            "kind": "invoice_payment_reversal",
+            "invoice_id": invoice.id,
+            "invoice_payment_id": payment.id,
+            "account_id": account.id,
+        },
+    )
+    if entry.replayed:
+        return None
+    payment.reversed += amount.atoms
+    invoice.amount_paid -= amount.atoms
+    if invoice.status == "paid" and open_balance(invoice) > 0:
+        invoice.status, invoice.paid_at = "finalized", None
+    session.flush()
+    return entry.id
 
 
 @dataclass(frozen=True, slots=True)

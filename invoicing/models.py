@@ -244,12 +244,18 @@ class CreditNoteLine(Base):
 
 class InvoicePayment(Base):
     """Money received against an invoice (bank transfer, card...), once per method and
-    reference: recording the same payment again returns the first record."""
+    reference: recording the same payment again returns the first record.
+
+    ``reversed`` is the part of it that went back (a card refund, a lost dispute): that much
+    is owed on the invoice again (``receivable:invoiced``), and ``invoice.amount_paid`` no
+    longer counts it.
+    """
 
     __tablename__ = "invoicing_payments"
     __table_args__ = (
         UniqueConstraint("method", "reference", name="uq_invoicing_payments_reference"),
         CheckConstraint("amount > 0", name="positive"),
+        CheckConstraint("reversed >= 0 AND reversed <= amount", name="reversed_within_amount"),
     )
 
     id: Mapped[str] = mapped_column(Text, primary_key=True)
@@ -261,3 +267,4 @@ class InvoicePayment(Base):
     entry_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("ledger_entries.id"))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
+    reversed: Mapped[int] = mapped_column(Atoms, server_default=text("0"))

@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
+from litestar.exceptions import PermissionDeniedException
+from litestar.openapi import ResponseSpec
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -16,6 +18,9 @@ from sqlalchemy.orm import Session
 from api.auth import Principal, requires
 from api.deps import now_of
 from api.idempotency import run_idempotent
+from api.payments import checkout_urls, require_gateway
+from api.routes.payments import PaymentOut as CardPaymentOut
+from api.routes.payments import payment_out as card_payment_out
 from api.schemas import DecimalString, IdempotencyKey, Limit, Money, Page, scope_of
 from invoicing.close import close_period
 from invoicing.documents import Issuer, render_invoice_pdf
@@ -37,6 +42,7 @@ from invoicing.models import (
     InvoicePayment,
     TaxProfile,
 )
+from invoicing.payments.checkout import start_invoice_payment
 from invoicing.periods import Period
 from invoicing.profiles import create_tax_profile, list_tax_profiles
 from ledger.amounts import Amount
@@ -215,7 +221,8 @@ class CreditNoteOut(BaseModel):
 
 
 class PaymentOut(BaseModel):
-    """Money received against an invoice."""
+    """Money received against an invoice. ``reversed``: the part that went back (a card refund
+    or a lost dispute), owed on the invoice again."""
 
     id: str
     invoice_id: str
@@ -223,6 +230,7 @@ class PaymentOut(BaseModel):
     method: str
     reference: str
     received_at: datetime
+    reversed: Money
 
 
 class InvoiceOut(BaseModel):
@@ -278,6 +286,7 @@ def payment_out(p: InvoicePayment, unit: Unit) -> PaymentOut:
         method=p.method,
         reference=p.reference,
         received_at=p.received_at,
+        reversed=Money.of(Amount(p.reversed, unit)),
     )
 
 
@@ -468,13 +477,37 @@ class CreditNoteIn(BaseModel):
 
 
 class PaymentIn(BaseModel):
-    """Money received against an invoice; idempotent per ``method`` and ``reference``."""
+    """Money received against an invoice (``bank_transfer``, ``other``: finance records it;
+    idempotent per ``method`` and ``reference``), or ``stripe``: start paying the invoice by
+    card. A card payment is for what is still owed (or ``amount``, a part of it); the answer
+    (202) carries ``checkout_url``, Stripe's hosted payment page, and the payment is recorded on
+    the invoice when Stripe confirms it. ``success_url``/``cancel_url`` override the configured
+    return pages."""
 
     model_config = ConfigDict(extra="forbid")
-    amount: DecimalString
+    amount: DecimalString | None = None
     method: Literal["bank_transfer", "stripe", "other"] = "bank_transfer"
-    reference: str = Field(min_length=1, max_length=200)
+    reference: str | None = Field(default=None, min_length=1, max_length=200)
     received_at: AwareDatetime | None = None
+    success_url: str | None = Field(default=None, max_length=2000)
+    cancel_url: str | None = Field(default=None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _fields_of_method(self) -> PaymentIn:
+        if self.method == "stripe":
+            if self.reference is not None or self.received_at is not None:
+                raise ValueError(
+                    "a card payment (method stripe) is recorded when Stripe confirms it: send no"
+                    " reference or received_at (to record a card payment received elsewhere, use"
+                    " method other)"
+                )
+        else:
+            missing = [f for f in ("amount", "reference") if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"method {self.method} needs {' and '.join(missing)}")
+            if self.success_url is not None or self.cancel_url is not None:
+                raise ValueError("success_url and cancel_url are for card payments (stripe)")
+        return self
 
 
 class VoidIn(BaseModel):
@@ -675,7 +708,13 @@ class InvoicesController(Controller):
         "/{invoice_id:str}/payments",
         sync_to_thread=True,
         status_code=201,
-        guards=[requires("finance")],
+        guards=[requires("finance", "reseller", "customer")],
+        responses={
+            202: ResponseSpec(
+                CardPaymentOut,
+                description="method stripe: the card payment started (pay at checkout_url)",
+            )
+        },
     )
     def payment(
         self,
@@ -687,13 +726,26 @@ class InvoicesController(Controller):
         state: State,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
-        """Record a payment (e.g. a bank transfer); the same reference again changes nothing."""
+        """Record a payment (``bank_transfer``, ``other``: finance; the same reference again
+        changes nothing), or start paying by card (``stripe``: finance, or the invoice's own
+        customer or reseller; only a finalized invoice with something owed; 202 with the
+        checkout URL)."""
+        if data.method == "stripe":
+            return self._card_payment(
+                invoice_id, request, data, db, principal, state, idempotency_key
+            )
+        if not principal.has_role("finance"):
+            raise PermissionDeniedException(
+                f"a {principal.role} key may not record {data.method} payments (allowed: admin,"
+                " finance); pay by card with method stripe"
+            )
 
         def produce() -> PaymentOut:
             inv = db.get(Invoice, invoice_id)
             if inv is None:
                 raise NotFound(f"invoice {invoice_id} does not exist")
             unit = currency(inv.currency)
+            assert data.amount is not None and data.reference is not None  # the validator
             result = record_payment(
                 db,
                 invoice_id,
@@ -712,5 +764,43 @@ class InvoicesController(Controller):
             path=request.url.path,
             body=data,
             status_code=201,
+            produce=produce,
+        )
+
+    def _card_payment(
+        self,
+        invoice_id: str,
+        request: Request[Principal, Principal, State],
+        data: PaymentIn,
+        db: Session,
+        principal: Principal,
+        state: State,
+        idempotency_key: str | None,
+    ) -> Response[bytes]:
+        """Start paying an invoice by card through Stripe (202)."""
+        visible_invoice(db, invoice_id, principal)  # 404 before anything else for others
+        gateway = require_gateway(state.payments)
+        urls = checkout_urls(state.settings, data.success_url, data.cancel_url)
+
+        def produce() -> CardPaymentOut:
+            started = start_invoice_payment(
+                db,
+                gateway,
+                invoice_id,
+                urls=urls,
+                amount=data.amount,
+                scope=scope_of(principal),
+                now=now_of(state),
+            )
+            return card_payment_out(db, started.payment)
+
+        return run_idempotent(
+            db,
+            principal=principal,
+            key=idempotency_key,
+            method="POST",
+            path=request.url.path,
+            body=data,
+            status_code=202,
             produce=produce,
         )

@@ -17,6 +17,7 @@ from api.payments import require_gateway
 from api.schemas import DecimalString, IdempotencyKey, Limit, Money, Page, scope_of
 from invoicing.payments.models import Payment, PaymentDispute, ReconciliationReport
 from invoicing.payments.refunds import CardRefund, refund_card_payment
+from invoicing.payments.settlement import InvoiceRefund
 from ledger.amounts import Amount
 from ledger.errors import NotFound
 from ledger.units import unit as unit_of
@@ -43,7 +44,10 @@ class DisputeOut(BaseModel):
 
 class PaymentOut(BaseModel):
     """A card payment. ``checkout_url`` is where the customer pays (hosted by Stripe);
-    the wallet is credited when Stripe confirms the payment (``status`` ``succeeded``)."""
+    the wallet is credited (or, ``purpose`` ``invoice``, the payment is recorded on the invoice
+    ``purpose_ref``) when Stripe confirms the payment (``status`` ``succeeded``). An invoice
+    payment has a ``topup_id`` only when it paid more than the invoice owed (the rest became paid
+    credit); its ``fulfilled_ref`` is the invoice payment it recorded."""
 
     id: str
     object: str = "payment"
@@ -53,7 +57,7 @@ class PaymentOut(BaseModel):
     status: str
     amount: Money
     refunded: Money
-    topup_id: str
+    topup_id: str | None
     checkout_url: str | None
     checkout_expires_at: dt.datetime | None
     fulfilled_ref: str | None
@@ -126,14 +130,16 @@ class CardRefundIn(BaseModel):
 
 
 class CardRefundOut(BaseModel):
-    """A refund made at Stripe and what it reversed in the wallet."""
+    """A refund made at Stripe and what it reversed in the wallet (and, for an invoice payment,
+    ``reopened``: owed on the invoice again)."""
 
-    topup_id: str
+    topup_id: str | None
     payment_id: str
     provider_refund_id: str
     refunded: Money
     bonus_clawed_back: Money
     receivable: Money
+    reopened: Money
     entry_id: int | None
 
 
@@ -149,6 +155,7 @@ def card_refund_out(r: CardRefund) -> CardRefundOut:
         refunded=Money.of(applied.refunded if applied else zero),
         bonus_clawed_back=Money.of(applied.bonus_clawed_back if applied else zero),
         receivable=Money.of((applied.receivable or zero) if applied else zero),
+        reopened=Money.of(applied.reopened if isinstance(applied, InvoiceRefund) else zero),
         entry_id=applied.entry_id if applied else None,
     )
 

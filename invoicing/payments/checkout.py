@@ -1,4 +1,5 @@
-"""Starting a card payment: a pending top-up, a payment row and a hosted checkout page.
+"""Starting a card payment: a pending top-up (or, for an invoice, none), a payment row and a
+hosted checkout page.
 
 The pending top-up, the payment and the checkout session's URL are committed together by the
 caller. The provider call happens inside that transaction, after our rows are written, with an
@@ -10,16 +11,21 @@ it expires unpaid, and a webhook naming an unknown payment is stored and ignored
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from invoicing.errors import InvoiceState, PaymentTooLarge
+from invoicing.lifecycle import open_balance
+from invoicing.models import Invoice
 from invoicing.payments.gateway import CheckoutRequest, PaymentGateway
 from invoicing.payments.models import Payment
 from ledger.amounts import Amount
 from ledger.base import utcnow
-from ledger.errors import InvalidAmount
+from ledger.errors import InvalidAmount, NotFound
+from ledger.units import currency
 from plans.catalog import get_package, get_plan
 from wallet.accounts import EVERYTHING, Scope, get_account
 from wallet.chart import currency_of
@@ -167,6 +173,129 @@ def start_card_payment(
                 "tw_account_id": account.id,
                 "tw_topup_id": started.topup.id,
                 "tw_purpose": purpose,
+            },
+        )
+    )
+    payment.checkout_session_id = checkout.id
+    payment.checkout_url = checkout.url
+    payment.checkout_expires_at = checkout.expires_at
+    payment.payment_intent_id = checkout.payment_intent_id
+    payment.updated_at = utcnow()
+    session.flush()
+    return StartedPayment(payment, False)
+
+
+def start_invoice_payment(
+    session: Session,
+    gateway: PaymentGateway,
+    invoice_id: str,
+    *,
+    urls: CheckoutUrls,
+    amount: str | None = None,
+    scope: Scope = EVERYTHING,
+    now: datetime | None = None,
+) -> StartedPayment:
+    """Start paying a finalized invoice by card: a checkout for what is still owed on it (or
+    for ``amount``, a part of it), in the invoice currency's minor units.
+
+    Nothing is recorded on the invoice here: the payment is recorded (cash:stripe ->
+    receivable:invoiced) when the verified webhook says it succeeded
+    (:func:`invoicing.payments.settlement.settle_payment`). No top-up is created.
+
+    The invoice row is locked while the checkout is created, so two starts for one invoice
+    run one after the other; a second start for the same amount while a checkout is still
+    open returns that checkout (``replayed``) instead of opening another one, so a customer who
+    clicks twice pays once.
+
+    Raises:
+        NotFound: no such invoice, or its account is not visible to the caller.
+        InvoiceState: the invoice is a draft, void or already paid (nothing is owed).
+        PaymentTooLarge: ``amount`` is more than what is still owed.
+        InvalidAmount: ``amount`` is not positive or finer than the currency's minor unit.
+        InvalidRequest: the amount owed cannot be charged by card (not whole minor units).
+        PaymentProviderError: the provider refused or could not be reached (nothing is kept).
+    """
+    found = session.get(Invoice, invoice_id)
+    if found is None:
+        raise NotFound(f"invoice {invoice_id} does not exist")
+    account = get_account(session, found.account_id, scope=scope)  # visibility before the lock
+    invoice = session.scalars(
+        select(Invoice)
+        .where(Invoice.id == invoice_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+    label = invoice.number or invoice.id
+    if invoice.status != "finalized":
+        why = {
+            "draft": "is a draft: it is not final yet and cannot be paid",
+            "void": "is void: nothing is owed on it",
+            "paid": "is paid: nothing is left to pay",
+        }.get(invoice.status, f"is {invoice.status}")
+        raise InvoiceState(f"invoice {label} {why}", invoice_status=invoice.status)
+    unit = currency(invoice.currency)
+    owed = Amount(open_balance(invoice), unit)
+    if owed.atoms <= 0:
+        raise InvoiceState(
+            f"invoice {label} has nothing left to pay", invoice_status=invoice.status
+        )
+    if amount is not None:
+        money = parse_money(amount, account, what="amount")
+        if money > owed:
+            raise PaymentTooLarge(
+                f"invoice {label} has {owed} left to pay; cannot take {money}",
+                open_balance=owed.format(),
+            )
+    else:
+        money = owed
+    minor = _whole_minor(money, f"the amount owed on invoice {label}")
+    at = now or utcnow()
+    open_checkout = session.scalars(
+        select(Payment)
+        .where(
+            Payment.purpose == "invoice",
+            Payment.purpose_ref == invoice.id,
+            Payment.status == "pending",
+            Payment.amount_minor == minor,
+            Payment.checkout_url.is_not(None),
+        )
+        .order_by(Payment.created_at.desc())
+        .limit(1)
+    ).one_or_none()
+    if open_checkout is not None and (
+        open_checkout.checkout_expires_at is None or open_checkout.checkout_expires_at > at
+    ):
+        return StartedPayment(open_checkout, True)
+    payment = Payment(
+        id=new_id("pay"),
+        account_id=account.id,
+        provider=gateway.name,
+        purpose="invoice",
+        purpose_ref=invoice.id,
+        topup_id=None,
+        status="pending",
+        currency=unit.code,
+        amount=money.atoms,
+        amount_minor=minor,
+        refunded_minor=0,
+    )
+    session.add(payment)
+    session.flush()
+    checkout = gateway.create_checkout(
+        CheckoutRequest(
+            payment_id=payment.id,
+            amount_minor=minor,
+            currency=unit.code,
+            product_name=f"Invoice {label}",
+            success_url=urls.success_url,
+            cancel_url=urls.cancel_url,
+            idempotency_key=f"tokenwallet-checkout-{payment.id}",
+            metadata={
+                "tw_payment_id": payment.id,
+                "tw_account_id": account.id,
+                "tw_invoice_id": invoice.id,
+                "tw_invoice_number": label,
+                "tw_purpose": "invoice",
             },
         )
     )

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from invoicing.payments.models import Payment, PaymentEvent
 from invoicing.payments.settlement import (
+    InvoiceRefund,
     apply_dispute,
     apply_refunded_total,
     fail_payment,
@@ -109,6 +110,15 @@ def _serialize_on(session: Session, payment_intent_id: str | None) -> None:
         )
 
 
+def _settled_outcome(payment: Payment, settled: bool) -> str:
+    if payment.purpose != "invoice":
+        return "credited" if settled else "already credited"
+    if not settled:
+        return "invoice payment already recorded"
+    outcome = f"invoice {payment.purpose_ref} payment recorded"
+    return f"{outcome}; {payment.fulfillment_error}" if payment.fulfillment_error else outcome
+
+
 def _apply(session: Session, event: dict[str, Any]) -> _Applied:
     """Apply one event's effect (no commit)."""
     etype = str(event.get("type", ""))
@@ -143,9 +153,7 @@ def _apply(session: Session, event: dict[str, Any]) -> _Applied:
                 payment_intent_id=pi,
                 at=at,
             )
-            return _Applied(
-                "processed", "credited" if settled else "already credited", payment, pi, settled
-            )
+            return _Applied("processed", _settled_outcome(payment, settled), payment, pi, settled)
         if etype in ("checkout.session.async_payment_failed", "checkout.session.expired"):
             status = "expired" if etype.endswith("expired") else "failed"
             changed = fail_payment(session, payment, status=status, payment_intent_id=pi)
@@ -168,9 +176,7 @@ def _apply(session: Session, event: dict[str, Any]) -> _Applied:
                 charge_id=_id(obj.get("latest_charge")),
                 at=at,
             )
-            return _Applied(
-                "processed", "credited" if settled else "already credited", payment, pi, settled
-            )
+            return _Applied("processed", _settled_outcome(payment, settled), payment, pi, settled)
         if etype == "payment_intent.payment_failed":
             error = obj.get("last_payment_error") or {}
             changed = fail_payment(
@@ -210,6 +216,11 @@ def _apply(session: Session, event: dict[str, Any]) -> _Applied:
         outcome = "credited, then " if settled else ""
         if refund is None:
             outcome += "refund already applied"
+        elif isinstance(refund, InvoiceRefund):
+            outcome += f"refunded: invoice {refund.invoice_id} owes {refund.reopened} again" + (
+                f", paid credit reversed {refund.refunded}" if refund.refunded.atoms else ""
+            )
+            outcome += f", receivable {refund.receivable}" if refund.receivable else ""
         else:
             outcome += (
                 f"refunded {refund.refunded}, bonus clawed back {refund.bonus_clawed_back}"

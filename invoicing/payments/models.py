@@ -21,24 +21,33 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from ledger.base import Atoms, Base, UTCDateTime
 
-#: What a card payment pays for. Paying a finalized invoice adds ``'invoice'`` here (and in the
-#: check constraint) plus a fulfilment branch in ``invoicing/payments/settlement.py``.
-PURPOSES = ("topup", "package", "plan")
+#: What a card payment pays for: a top-up, a package, a plan's first month, or a finalized
+#: invoice (``purpose_ref`` is then the invoice id).
+PURPOSES = ("topup", "package", "plan", "invoice")
 
 
 class Payment(Base):
-    """One card payment through the provider, for a top-up, a package or a plan.
+    """One card payment through the provider, for a top-up, a package, a plan or an invoice.
 
-    The money always enters the wallet as a top-up (``topup_id``, pending until the provider
-    confirms it); a package or plan is then bought from that top-up's paid credit in the same
-    transaction (``fulfilled_ref``). ``refunded_minor`` is the provider's cumulative refunded
-    amount that has been applied to the wallet, so refunds are applied exactly once whatever the
-    order their events arrive in.
+    For a top-up, package or plan the money enters the wallet as a top-up (``topup_id``,
+    pending until the provider confirms it); a package or plan is then bought from that
+    top-up's paid credit in the same transaction (``fulfilled_ref``). An invoice payment has no
+    top-up when it is started: the money settles ``receivable:invoiced`` directly
+    (``fulfilled_ref`` names the ``invoicing_payments`` row); only money beyond what the
+    invoice still owed at settlement becomes a paid top-up (``topup_id``, set then).
+    ``refunded_minor`` is the provider's cumulative refunded amount that has been applied, so
+    refunds are applied exactly once whatever the order their events arrive in.
     """
 
     __tablename__ = "payments"
     __table_args__ = (
-        CheckConstraint("purpose IN ('topup', 'package', 'plan')", name="purpose_known"),
+        CheckConstraint("purpose IN ('topup', 'package', 'plan', 'invoice')", name="purpose_known"),
+        CheckConstraint("topup_id IS NOT NULL OR purpose = 'invoice'", name="topup_unless_invoice"),
+        Index(
+            "ix_payments_invoice",
+            "purpose_ref",
+            postgresql_where=text("purpose = 'invoice'"),
+        ),
         CheckConstraint(
             "status IN ('pending', 'succeeded', 'failed', 'expired')", name="status_known"
         ),
@@ -50,7 +59,7 @@ class Payment(Base):
     provider: Mapped[str] = mapped_column(Text)
     purpose: Mapped[str] = mapped_column(Text)
     purpose_ref: Mapped[str | None] = mapped_column(Text)
-    topup_id: Mapped[str] = mapped_column(ForeignKey("wallet_topups.id"), unique=True)
+    topup_id: Mapped[str | None] = mapped_column(ForeignKey("wallet_topups.id"), unique=True)
     status: Mapped[str] = mapped_column(Text)
     currency: Mapped[str] = mapped_column(Text)
     amount: Mapped[int] = mapped_column(Atoms)

@@ -1,6 +1,8 @@
 """Refunds of card payments initiated by finance through our API.
 
-The rule: finance may refund at most the top-up's unspent paid credit. The check is made before
+The rule: finance may refund at most the top-up's unspent paid credit (for an invoice payment:
+what it recorded on the invoice, which is then owed again, plus any unspent paid credit it left
+in the wallet). The check is made before
 calling the provider, so a refund that is too large is refused and nothing reaches the provider.
 The provider call carries an idempotency key derived from the request, and its answer includes
 the charge's cumulative refunded amount; the wallet is brought up to that total exactly as for a
@@ -19,7 +21,11 @@ from sqlalchemy.orm import Session
 
 from invoicing.payments.gateway import PaymentGateway
 from invoicing.payments.models import Payment
-from invoicing.payments.settlement import apply_refunded_total
+from invoicing.payments.settlement import (
+    InvoiceRefund,
+    apply_refunded_total,
+    refundable_of_invoice_payment,
+)
 from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.errors import NotFound
@@ -37,7 +43,7 @@ class CardRefund:
     payment: Payment
     provider_refund_id: str
     amount: Amount
-    applied: Refund | None
+    applied: Refund | InvoiceRefund | None
 
 
 def payment_for_topup(session: Session, topup_id: str, *, lock: bool = False) -> Payment | None:
@@ -80,33 +86,41 @@ def refund_card_payment(
         raise InvalidRequest(
             f"payment {payment_id} is {payment.status}: there is nothing to refund"
         )
-    unspent = unspent_paid(session, payment.topup_id)
+    if payment.purpose == "invoice":
+        credit, on_invoice = refundable_of_invoice_payment(session, payment)
+        unspent = credit + on_invoice
+        why = (
+            f"payment {payment_id} can give back {unspent}: {on_invoice} recorded on invoice"
+            f" {payment.purpose_ref} (owed again once refunded) and {credit} of unspent paid"
+            " credit"
+        )
+    else:
+        assert payment.topup_id is not None
+        unspent = unspent_paid(session, payment.topup_id)
+        why = f"payment {payment_id} has {unspent} of unspent paid credit"
     if amount:
         wanted = parse_money(amount, account, what="refund amount")
     else:
         wanted = unspent
         if wanted.atoms == 0:
-            raise RefundTooLarge(
-                f"payment {payment_id} has no unspent paid credit left to refund",
-                unspent=unspent.format(),
-            )
+            raise RefundTooLarge(f"{why}: nothing left to refund", unspent=unspent.format())
     if wanted > unspent:
         raise RefundTooLarge(
-            f"payment {payment_id} has {unspent} of unspent paid credit; cannot refund {wanted}"
-            " (the customer spent the rest)",
+            f"{why}; cannot refund {wanted} (the customer spent the rest)",
             unspent=unspent.format(),
         )
     minor = wanted.minor_units()
     key = request_key or uuid.uuid4().hex
+    metadata = {"tw_payment_id": payment.id, "tw_reason": reason[:450]}
+    if payment.topup_id:
+        metadata["tw_topup_id"] = payment.topup_id
+    if payment.purpose == "invoice" and payment.purpose_ref:
+        metadata["tw_invoice_id"] = payment.purpose_ref
     provider_refund = gateway.refund(
         payment_intent_id=payment.payment_intent_id,
         amount_minor=minor,
         idempotency_key=f"tokenwallet-refund-{payment.id}-{key}"[:255],
-        metadata={
-            "tw_payment_id": payment.id,
-            "tw_topup_id": payment.topup_id,
-            "tw_reason": reason[:450],
-        },
+        metadata=metadata,
     )
     total = provider_refund.charge_amount_refunded_minor
     if total is None:

@@ -1,21 +1,25 @@
-"""What a confirmed, failed, refunded or disputed card payment does to the wallet.
+"""What a confirmed, failed, refunded or disputed card payment does to the wallet (or, for an
+invoice payment, to the invoice: recorded when confirmed, owed again when refunded or lost).
 
 Every function here takes the payment row locked (``FOR UPDATE``), so events about the same
 payment, and finance refunds, apply one after the other. Each one brings our state up to the
 state the provider reports (paid or not, cumulative amount refunded, dispute status and the
 funds it moved), so a repeated or late event changes nothing and events arriving out of order
-end in the same state.
+end in the same state. Invoice payments lock the invoice row next, before any wallet row.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from invoicing.lifecycle import open_balance, record_payment, reverse_payment
+from invoicing.models import Invoice, InvoicePayment
 from invoicing.payments.accounts import card_ledger
 from invoicing.payments.errors import PaymentMismatch
 from invoicing.payments.models import Payment, PaymentDispute
@@ -37,7 +41,14 @@ from wallet.lots import open_lots
 from wallet.models import CreditFreeze, Topup
 from wallet.packages import buy_package
 from wallet.subscriptions import start_subscription
-from wallet.topups import Refund, fail_topup, reverse_topup, settle_topup
+from wallet.topups import (
+    Refund,
+    create_pending_topup,
+    fail_topup,
+    reverse_topup,
+    settle_topup,
+    unspent_paid,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +101,8 @@ def settle_payment(
     charge_id: str | None = None,
     at: datetime | None = None,
 ) -> bool:
-    """The provider says the payment succeeded: credit the wallet (and make the purchase).
+    """The provider says the payment succeeded: credit the wallet (and make the purchase), or,
+    for an invoice payment, record it on the invoice (:func:`_pay_invoice`).
 
     Returns:
         True when this call credited it; False when it was already settled.
@@ -108,14 +120,19 @@ def settle_payment(
             f" units); the provider reports {amount_minor} {currency.upper()}"
         )
     when = at or utcnow()
-    if payment.purpose != "topup":
-        # Lock order of the wallet: account row, then its lots, then ledger accounts. The
-        # purchase below needs the first two, so take them before crediting touches the ledger.
-        get_account(session, payment.account_id, lock=True)
-        open_lots(session, payment.account_id, sorted(MONEY_KINDS), lock=True)
-    settle_topup(
-        session, payment.topup_id, with_bonus=payment.purpose == "topup", effective_at=when
-    )
+    if payment.purpose == "invoice":
+        _pay_invoice(session, payment, when)
+    else:
+        assert payment.topup_id is not None  # the check constraint topup_unless_invoice
+        if payment.purpose != "topup":
+            # Lock order of the wallet: account row, then its lots, then ledger accounts. The
+            # purchase below needs the first two, so take them before crediting touches the
+            # ledger.
+            get_account(session, payment.account_id, lock=True)
+            open_lots(session, payment.account_id, sorted(MONEY_KINDS), lock=True)
+        settle_topup(
+            session, payment.topup_id, with_bonus=payment.purpose == "topup", effective_at=when
+        )
     payment.status, payment.succeeded_at, payment.updated_at = "succeeded", when, utcnow()
     payment.failure_code = payment.failure_message = None
     _fulfil(session, payment, utcnow())
@@ -123,12 +140,80 @@ def settle_payment(
     return True
 
 
+def _lock_invoice(session: Session, payment: Payment) -> Invoice:
+    """The invoice an invoice payment pays, locked (taken before any wallet lock: the order of
+    every invoice path is invoice row, then account row, then ledger accounts)."""
+    return session.scalars(
+        select(Invoice)
+        .where(Invoice.id == payment.purpose_ref)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+
+
+def _card_metadata(payment: Payment) -> dict[str, str]:
+    meta = {"payment_id": payment.id}
+    if payment.payment_intent_id:
+        meta["payment_intent_id"] = payment.payment_intent_id
+    return meta
+
+
+def _pay_invoice(session: Session, payment: Payment, at: datetime) -> None:
+    """Record a confirmed card payment on its invoice (``cash:stripe`` -> ``receivable:invoiced``).
+
+    The rule when the amount no longer matches what the invoice owes (it changed between the
+    checkout and the payment: a bank transfer or a credit note arrived, another checkout was
+    paid, the invoice was voided): what the invoice still owes is recorded as paid (a partial
+    payment if it owes more), and the rest becomes the customer's paid credit (a top-up without
+    bonus, ``payment.topup_id``), so no money is lost or counted twice; the reason is kept on the
+    payment.
+    """
+    invoice = _lock_invoice(session, payment)
+    unit = unit_of(payment.currency)
+    paid = Amount(payment.amount, unit)
+    owed = Amount(max(open_balance(invoice), 0), unit)
+    applied = min(paid, owed)
+    excess = paid - applied
+    label = invoice.number or invoice.id
+    if excess.atoms:
+        # The wallet's lock order (account row before ledger accounts): the top-up below needs it.
+        get_account(session, payment.account_id, lock=True)
+    if applied.atoms:
+        recorded = record_payment(
+            session,
+            invoice.id,
+            amount=applied,
+            method="stripe",
+            reference=payment.payment_intent_id or payment.id,
+            received_at=at,
+            metadata=_card_metadata(payment),
+        )
+        payment.fulfilled_ref = recorded.payment.id
+    if excess.atoms:
+        started = create_pending_topup(
+            session,
+            payment.account_id,
+            amount=excess,
+            method="stripe",
+            reference=f"card payment {payment.id}: more than invoice {label} owed",
+        )
+        payment.topup_id = started.topup.id
+        session.flush()
+        settle_topup(session, started.topup.id, with_bonus=False, effective_at=at)
+        why = "it is void" if invoice.status == "void" else f"it owed {owed}"
+        payment.fulfillment_error = (
+            f"invoice {label} could not take all of {paid} ({why} when the payment arrived):"
+            f" {applied} recorded on it, {excess} kept as paid credit"
+        )
+        log.warning("payment %s: %s", payment.id, payment.fulfillment_error)
+
+
 def _fulfil(session: Session, payment: Payment, at: datetime) -> None:
     """Buy the package or plan from the paid lot the payment just credited (the package's
     validity and the plan's first period start now, when the customer gets them). If the purchase
     cannot be made any more (plan already live, package gone...), the money stays in the wallet
     as paid credit and the reason is kept on the payment."""
-    if payment.purpose == "topup" or payment.purpose_ref is None:
+    if payment.purpose in ("topup", "invoice") or payment.purpose_ref is None:
         return
     topup = session.get_one(Topup, payment.topup_id)
     try:
@@ -184,9 +269,133 @@ def fail_payment(
     payment.updated_at = utcnow()
     if payment.status == "pending" or status == "expired":
         payment.status = status
-        fail_topup(session, payment.topup_id)
+        if payment.topup_id is not None:
+            fail_topup(session, payment.topup_id)
     session.flush()
     return True
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceRefund:
+    """What a refund of an invoice payment did.
+
+    Attributes:
+        reopened: owed on the invoice again (``receivable:invoiced``).
+        refunded: paid credit reversed (the part of the payment the invoice could not take).
+        bonus_clawed_back: always zero (that credit came without bonus).
+        receivable: that credit, already spent, now owed (``receivable:reversals``).
+        entry_id: the last ledger entry written.
+    """
+
+    invoice_id: str
+    reopened: Amount
+    refunded: Amount
+    bonus_clawed_back: Amount
+    receivable: Amount | None
+    entry_id: int | None
+
+
+def refundable_of_invoice_payment(session: Session, payment: Payment) -> tuple[Amount, Amount]:
+    """What finance may still refund of an invoice payment without creating a receivable:
+    (unspent paid credit it left in the wallet, part recorded on the invoice not reversed)."""
+    unit = unit_of(payment.currency)
+    unspent = unspent_paid(session, payment.topup_id) if payment.topup_id else Amount(0, unit)
+    on_invoice = Amount(0, unit)
+    if payment.fulfilled_ref:
+        ip = session.get_one(InvoicePayment, payment.fulfilled_ref)
+        on_invoice = Amount(ip.amount - ip.reversed, unit)
+    return unspent, on_invoice
+
+
+def _reopen_invoice(
+    session: Session,
+    payment: Payment,
+    wanted: Amount,
+    *,
+    key: str,
+    reason: str,
+    at: datetime | None,
+    cash_account_id: int | None = None,
+) -> tuple[Amount, int | None]:
+    """Reverse up to ``wanted`` of what the payment recorded on its invoice; (amount, entry)."""
+    if not payment.fulfilled_ref or wanted.atoms <= 0:
+        return Amount(0, wanted.unit), None
+    ip = session.get_one(InvoicePayment, payment.fulfilled_ref)
+    take = min(wanted, Amount(ip.amount - ip.reversed, wanted.unit))
+    if take.atoms <= 0:
+        return take, None
+    entry_id = reverse_payment(
+        session,
+        ip.id,
+        take,
+        key=key,
+        reason=reason,
+        cash_account_id=cash_account_id,
+        at=at,
+        metadata=_card_metadata(payment),
+    )
+    return take, entry_id
+
+
+def _refund_invoice_payment(
+    session: Session,
+    payment: Payment,
+    amount: Amount,
+    *,
+    key: str,
+    reason: str,
+    at: datetime | None,
+) -> InvoiceRefund:
+    """The refund rule of an invoice payment, in this order: the unspent paid credit it left in
+    the wallet (if it paid more than the invoice owed), then the part recorded on the invoice
+    (owed again: ``receivable:invoiced``), then that credit already spent (owed:
+    ``receivable:reversals``)."""
+    invoice = _lock_invoice(session, payment)
+    unit = amount.unit
+    zero = Amount(0, unit)
+    left = amount
+    refunded, receivable = zero, zero
+    entry_id: int | None = None
+    topup = session.get(Topup, payment.topup_id) if payment.topup_id else None
+    if topup is not None:
+        take = min(left, unspent_paid(session, topup.id))
+        if take.atoms:
+            r = reverse_topup(
+                session,
+                topup.id,
+                take,
+                reason=reason,
+                idempotency_key=f"{key}:credit",
+                effective_at=at,
+            )
+            refunded, entry_id, left = refunded + r.refunded, r.entry_id, left - take
+    reopened, reopen_entry = _reopen_invoice(
+        session, payment, left, key=f"{key}:invoice", reason=reason, at=at
+    )
+    left -= reopened
+    entry_id = reopen_entry or entry_id
+    if left.atoms and topup is not None:
+        take = min(left, Amount(topup.amount - topup.refunded, unit))
+        if take.atoms:
+            r = reverse_topup(
+                session,
+                topup.id,
+                take,
+                on_excess="receivable",
+                reason=reason,
+                idempotency_key=f"{key}:spent",
+                effective_at=at,
+            )
+            refunded += r.refunded
+            receivable += r.receivable or zero
+            entry_id, left = r.entry_id, left - take
+    if left.atoms:
+        raise PaymentMismatch(
+            f"payment {payment.id}: a refund of {amount} is {left} more than it paid"
+        )
+    return InvoiceRefund(
+        invoice.id, reopened, refunded, zero, receivable if receivable.atoms else None, entry_id
+    )
 
 
 def apply_refunded_total(
@@ -196,13 +405,15 @@ def apply_refunded_total(
     *,
     at: datetime | None = None,
     reason: str = "refunded at the payment provider",
-) -> Refund | None:
-    """Bring the wallet up to the provider's cumulative refunded amount for this payment.
+) -> Refund | InvoiceRefund | None:
+    """Bring the wallet (or the invoice) up to the provider's cumulative refunded amount for
+    this payment.
 
     Only the part not applied yet is reversed (``refunded_minor`` tracks it), so a repeated or
     older ``charge.refunded`` changes nothing. The money has already left, so a refund larger
     than the top-up's unspent credit cannot be refused: the excess is booked as owed by the
-    customer (``receivable:reversals``).
+    customer (``receivable:reversals``). A refund of an invoice payment makes its amount owed
+    on the invoice again (see :func:`_refund_invoice_payment`).
 
     Returns:
         What was reversed now, or None when nothing was new.
@@ -213,15 +424,23 @@ def apply_refunded_total(
     if payment.status != "succeeded":
         raise PaymentMismatch(f"payment {payment.id} is {payment.status}; nothing to refund")
     unit = unit_of(payment.currency)
-    refund = reverse_topup(
-        session,
-        payment.topup_id,
-        Amount.of_minor(delta, unit),
-        on_excess="receivable",
-        reason=reason,
-        idempotency_key=f"card-refund:{payment.id}:{refunded_total_minor}",
-        effective_at=at,
-    )
+    key = f"card-refund:{payment.id}:{refunded_total_minor}"
+    refund: Refund | InvoiceRefund
+    if payment.purpose == "invoice":
+        refund = _refund_invoice_payment(
+            session, payment, Amount.of_minor(delta, unit), key=key, reason=reason, at=at
+        )
+    else:
+        assert payment.topup_id is not None
+        refund = reverse_topup(
+            session,
+            payment.topup_id,
+            Amount.of_minor(delta, unit),
+            on_excess="receivable",
+            reason=reason,
+            idempotency_key=key,
+            effective_at=at,
+        )
     payment.refunded_minor = refunded_total_minor
     payment.updated_at = utcnow()
     session.flush()
@@ -245,6 +464,8 @@ def apply_dispute(
     """
     when = at or utcnow()
     unit = unit_of(payment.currency)
+    if payment.purpose == "invoice":
+        _lock_invoice(session, payment)  # invoice row before the wallet's locks
     accounts = card_ledger(session, unit)
     row = session.scalars(
         select(PaymentDispute).where(PaymentDispute.id == dispute["id"]).with_for_update()
@@ -272,7 +493,7 @@ def apply_dispute(
     if was_open:
         disputed = Amount.of_minor(row.amount_minor, unit)
         freeze: CreditFreeze | None = get_freeze(session, f"dispute:{row.id}")
-        if freeze is None and status not in WON_STATUSES:
+        if freeze is None and status not in WON_STATUSES and payment.topup_id is not None:
             freeze = freeze_topup_credit(
                 session,
                 payment.topup_id,
@@ -292,10 +513,25 @@ def apply_dispute(
                 done.append("freeze released")
             row.outcome, row.closed_at = "won", when
         elif status in LOST_STATUSES:
-            assert freeze is not None
-            forfeit_freeze(session, freeze.id, at=when)
-            uncovered = disputed - Amount(freeze.frozen_paid, unit)
-            done.append(f"lost: {Amount(freeze.frozen_paid, unit)} of credit taken")
+            uncovered = disputed
+            if freeze is not None:
+                forfeit_freeze(session, freeze.id, at=when)
+                uncovered = disputed - Amount(freeze.frozen_paid, unit)
+                done.append(f"lost: {Amount(freeze.frozen_paid, unit)} of credit taken")
+            if payment.purpose == "invoice":
+                # What the invoice took is owed on it again; Stripe already withdrew the money.
+                reopened, _ = _reopen_invoice(
+                    session,
+                    payment,
+                    uncovered,
+                    key=f"dispute-invoice:{row.id}",
+                    reason=f"dispute {row.id} lost",
+                    at=when,
+                    cash_account_id=accounts.disputed.id,
+                )
+                if reopened.atoms:
+                    uncovered -= reopened
+                    done.append(f"lost: {reopened} owed on invoice {payment.purpose_ref} again")
             if uncovered.atoms > 0:
                 book_receivable(
                     session,

@@ -19,6 +19,7 @@ from invoicing.lifecycle import (
     issue_credit_note,
     open_balance,
     record_payment,
+    reverse_payment,
     void_invoice,
 )
 from invoicing.models import Invoice
@@ -29,7 +30,7 @@ from invoicing.reports import (
     revenue_by_model,
     trial_balance,
 )
-from ledger.errors import IdempotencyConflict
+from ledger.errors import IdempotencyConflict, InvalidAmount
 from wallet.balance import balance_of
 from wallet.models import Account
 
@@ -46,6 +47,42 @@ def closed(month, shop):
 
 def invoice_of(session, account) -> Invoice:
     return by_account(session)[account.id]
+
+
+def test_a_reversed_payment_is_owed_again_once_and_no_more_than_was_paid(closed, shop, session):
+    globex = closed["globex"]
+    inv_id = invoice_of(session, globex).id
+    with shop.begin() as s:
+        paid = record_payment(s, inv_id, amount=usd("1.31"), method="stripe", reference="pi_1")
+    session.expire_all()
+    assert session.get(Invoice, inv_id).status == "paid"
+    for _ in range(2):  # the same key twice: once
+        with shop.begin() as s:
+            reverse_payment(s, paid.payment.id, usd("0.31"), key="refund:pi_1:31", reason="r")
+    session.expire_all()
+    inv = session.get(Invoice, inv_id)
+    assert (inv.status, inv.paid_at, open_balance(inv)) == ("finalized", None, usd("0.31").atoms)
+    with shop.begin() as s, pytest.raises(InvalidAmount):
+        reverse_payment(s, paid.payment.id, usd("1.01"), key="refund:pi_1:132", reason="r")
+    with shop.begin() as s, pytest.raises(InvalidAmount):
+        reverse_payment(s, paid.payment.id, usd("0.001"), key="refund:pi_1:x", reason="r")
+    with shop.begin() as s:
+        reverse_payment(s, paid.payment.id, usd("1.00"), key="refund:pi_1:131", reason="r")
+    session.expire_all()
+    inv = session.get(Invoice, inv_id)
+    assert (inv.status, inv.amount_paid, open_balance(inv)) == ("finalized", 0, usd("1.31").atoms)
+    # The receivable and cash:stripe are back where they were before the payment.
+    moved = session.execute(
+        sa.text(
+            "SELECT a.code, sum(p.amount) FROM ledger_postings p JOIN ledger_accounts a"
+            " ON a.id = p.account_id JOIN ledger_entries e ON e.id = p.entry_id"
+            " WHERE e.metadata->>'invoice_id' = :inv"
+            " AND e.metadata->>'kind' IN ('invoice_payment', 'invoice_payment_reversal')"
+            " GROUP BY a.code ORDER BY a.code"
+        ),
+        {"inv": inv_id},
+    ).all()
+    assert [tuple(r) for r in moved] == [("cash:stripe", 0), ("receivable:invoiced", 0)]
 
 
 def test_payments_are_idempotent_per_reference_and_settle_the_invoice(closed, shop, session):
