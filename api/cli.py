@@ -293,6 +293,7 @@ def _report(builder: Callable[[Session], Report], fmt: str, output: str) -> None
     engine = make_engine(_database_url(), pool_size=1)
     try:
         with Session(engine) as session:
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             report = builder(session)
     except DomainError as exc:
         typer.echo(f"error: {exc.detail}", err=True)

@@ -4,7 +4,11 @@ Rounding happens here and only here, when exact ledger amounts become document a
 
 * every line's exact amount (atoms, 10^-18 of the major unit) is rounded once to the currency's
   minor unit with :data:`ledger.amounts.DOCUMENT_ROUNDING` (half-even, "banker's rounding");
-* tax is computed per taxed line on the *rounded* net amount and rounded the same way;
+* tax is computed per line on its *rounded* taxable amount and rounded the same way. A line's
+  taxable amount is the whole line for overage, the part paid from paid credit for lines
+  settled from the prepaid balance (bonus credit is a promotional discount and carries no tax),
+  nothing for debts that are not a supply (refund and dispute reversals); see
+  invoicing/README.md, "Tax";
 * totals are sums of rounded line amounts, so the document adds up exactly as printed;
 * the rounding difference of the lines that are due (rounded minus exact) is what the close
   posts to ``revenue:rounding``, so the amount due ties to the ledger to the atom.
@@ -59,25 +63,78 @@ def tax_on(net: Amount, rate_pct: Decimal) -> Amount:
     return round_line(exact)
 
 
+def round_fraction(value: Fraction, unit: Unit) -> Amount:
+    """An exact rational amount of whole units rounded to the minor unit with
+    :data:`ledger.amounts.DOCUMENT_ROUNDING` (for values that need not be whole atoms)."""
+    minor = value * 10**unit.minor_exponent
+    q = minor.numerator // minor.denominator  # floor
+    r = minor - q
+    if r == 0:
+        up = False
+    elif DOCUMENT_ROUNDING == "down":
+        up = minor < 0
+    elif DOCUMENT_ROUNDING == "up":
+        up = minor > 0
+    elif DOCUMENT_ROUNDING == "half_up":
+        up = r > Fraction(1, 2) or (r == Fraction(1, 2) and minor > 0)
+    else:  # half_even
+        up = r > Fraction(1, 2) or (r == Fraction(1, 2) and q % 2 == 1)
+    return Amount((q + 1 if up else q) * unit.atoms_per_minor, unit)
+
+
+def tax_on_share(net: Amount, *, amount: Amount, taxable: Amount, rate_pct: Decimal) -> Amount:
+    """Tax on ``net`` credited out of a line of rounded ``amount`` whose rounded taxable part is
+    ``taxable``: the same share of it is taxable (all of it when the whole line is)."""
+    if amount.is_zero() or taxable.is_zero():
+        return Amount.zero(net.unit)
+    if taxable == amount:
+        return tax_on(net, rate_pct)
+    share = net.to_fraction() * taxable.to_fraction() / amount.to_fraction()
+    return round_fraction(share * Fraction(rate_pct) / 100, net.unit)
+
+
 @dataclass(frozen=True, slots=True)
 class PricedLine:
-    """A line's money: exact amount, rounded amount, tax and how it is settled."""
+    """A line's money: exact amount, rounded amount, rounded taxable part, tax and how it is
+    settled."""
 
     settlement: Settlement
     exact: Amount
     amount: Amount
     tax: Amount
+    taxable: Amount
 
 
-def price_line(exact: Amount, settlement: Settlement, rate_pct: Decimal | None) -> PricedLine:
-    """Round a line and tax it (only ``due`` lines carry tax; see invoicing/README.md)."""
+def price_line(
+    exact: Amount,
+    settlement: Settlement,
+    rate_pct: Decimal | None,
+    *,
+    taxable: Amount | None = None,
+) -> PricedLine:
+    """Round a line and tax it.
+
+    Lines that are charged (``due``, and ``prepaid``: consumed and paid from the prepaid
+    balance) are taxed on their rounded taxable part at ``rate_pct``; statements (``info``) and
+    accounts without a tax profile (``rate_pct`` None) carry no tax.
+
+    Args:
+        exact: the line's exact amount.
+        taxable: the exact part of ``exact`` that is taxable (default: all of it). It is
+            rounded on its own, then taxed: ``tax = round(round(taxable) x rate)``.
+
+    Raises:
+        InvalidBilling: ``taxable`` is negative or more than the line.
+    """
+    unit = exact.unit
     amount = round_line(exact)
-    tax = (
-        tax_on(amount, rate_pct)
-        if settlement == "due" and rate_pct is not None
-        else Amount.zero(exact.unit)
-    )
-    return PricedLine(settlement, exact, amount, tax)
+    base = exact if taxable is None else taxable
+    if base.unit != unit or base.atoms < 0 or base.atoms > max(exact.atoms, 0):
+        raise InvalidBilling(f"a line's taxable part {base} must be within its amount {exact}")
+    if settlement == "info" or rate_pct is None:
+        return PricedLine(settlement, exact, amount, Amount.zero(unit), Amount.zero(unit))
+    rounded_base = round_line(base)
+    return PricedLine(settlement, exact, amount, tax_on(rounded_base, rate_pct), rounded_base)
 
 
 @dataclass(frozen=True, slots=True)

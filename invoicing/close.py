@@ -11,9 +11,12 @@ resellers) in id order and closes each in its **own transaction** (``close_accou
 3. collect the lines: plan fees and package purchases not invoiced yet (each billed once: a
    unique index on the line's source), usage by model for the period (received at or before the
    cut-off) plus *late* usage of earlier periods received since the previous invoice's cut-off,
-   failed-request credits by reason code;
-4. round each line once, tax the due lines, write the draft with its lines, and finalize it:
-   post the ledger entry and take the next number of the series last, just before commit.
+   failed-request credits by reason code, and the debts refunds and disputes left
+   (``receivable:reversals``) that no invoice bills yet;
+4. round each line once, tax every charged line on its part paid with money (overage, and the
+   paid-credit part of what the prepaid balance paid), write the draft with its lines, and
+   finalize it: post the ledger entry (which moves the billed debts) and take the next number
+   of the series last, just before commit.
 
 A crash between two accounts leaves the committed invoices in place and nothing of the others
 (their transactions rolled back, numbers included), so the re-run completes the period with
@@ -33,7 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from invoicing.arithmetic import PricedLine, Settlement, price_line, totals
 from invoicing.errors import PeriodNotEnded, PeriodOrder
-from invoicing.lifecycle import finalize_invoice
+from invoicing.lifecycle import REVERSAL_DEBT, finalize_invoice
 from invoicing.models import BillingPeriod, Invoice, InvoiceLine
 from invoicing.periods import Period
 from invoicing.profiles import billing_terms
@@ -41,7 +44,8 @@ from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.errors import NotFound
 from plans.catalog import get_package, get_plan
-from wallet.chart import currency_of
+from wallet.accounts import lock_accounts
+from wallet.chart import book_of, currency_of
 from wallet.gate import enter_exclusive
 from wallet.ids import new_id
 from wallet.models import Account
@@ -62,6 +66,10 @@ class DraftLine:
     source_type: str | None = None
     source_id: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    #: the exact taxable part (None: all of it); see invoicing/arithmetic.py ``price_line``
+    taxable: Amount | None = None
+    #: False for lines that are not a supply (a debt from a reversed payment): never taxed
+    taxed: bool = True
 
 
 # -- collecting lines ------------------------------------------------------------------------
@@ -69,35 +77,47 @@ class DraftLine:
 _USAGE = text(
     """
     WITH recs AS (
-        SELECT r.model, r.occurred_at, r.reason, r.account_id <> :root AS via_sub,
+        SELECT r.model, r.occurred_at, r.account_id <> :root AS via_sub,
                r.input_tokens + r.output_tokens + r.cache_read_tokens
                  + r.cache_write_5m_tokens + r.cache_write_1h_tokens AS tokens,
                CASE WHEN r.account_id = :root THEN r.drawn
-                    ELSE coalesce(r.wholesale_drawn, '{}'::jsonb) END AS d,
-               CASE WHEN r.account_id = :root THEN r.credited
-                    ELSE coalesce(r.wholesale_credited, 0) END AS cred
+                    ELSE coalesce(r.wholesale_drawn, '{}'::jsonb) END AS d
         FROM wallet_usage_records r
         WHERE r.account_id = ANY(CAST(:tree AS text[]))
           AND ((r.occurred_at >= :ps AND r.occurred_at < :pe AND r.received_at <= :cut)
                OR (r.occurred_at < :ps AND r.received_at <= :cut
                    AND (CAST(:prev AS timestamptz) IS NULL OR r.received_at > :prev)))
+    ), paid AS (
+        SELECT model, occurred_at, via_sub, tokens, d,
+               coalesce(CAST(d->>'overage' AS numeric), 0) AS ov,
+               coalesce(CAST(d->>'bonus' AS numeric), 0) AS bonus,
+               coalesce(CAST(d->>'paid' AS numeric), 0) AS paid,
+               least(coalesce(CAST(d->>'package_tokens' AS numeric), 0), tokens) AS pkg,
+               d ?| array['bonus', 'paid', 'package_tokens', 'plan_requests'] AS from_prepaid
+        FROM recs
+    ), split AS (
+        -- a record paid partly from prepaid credit and partly as overage counts its tokens
+        -- once: the tokens paid with money are shared in proportion to the money (floored on
+        -- the overage side); package tokens stay on the prepaid side
+        SELECT *, CASE WHEN ov > 0 THEN div((tokens - pkg) * ov, ov + bonus + paid) ELSE 0 END
+                    AS ov_tokens
+        FROM paid
     )
     SELECT CASE WHEN occurred_at < :ps
                 THEN to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM') END AS late_from,
            via_sub, model,
-           count(*) FILTER (WHERE d ? 'overage') AS overage_requests,
-           coalesce(sum(tokens) FILTER (WHERE d ? 'overage'), 0) AS overage_tokens,
-           coalesce(sum(CAST(d->>'overage' AS numeric)), 0) AS overage,
-           count(*) FILTER (WHERE d ?| array['bonus', 'paid', 'package_tokens', 'plan_requests'])
-             AS prepaid_requests,
-           coalesce(sum(tokens) FILTER (
-             WHERE d ?| array['bonus', 'paid', 'package_tokens', 'plan_requests']), 0)
-             AS prepaid_tokens,
-           coalesce(sum(CAST(d->>'bonus' AS numeric)), 0) AS bonus,
-           coalesce(sum(CAST(d->>'paid' AS numeric)), 0) AS paid,
+           count(*) FILTER (WHERE ov > 0) AS overage_requests,
+           coalesce(sum(ov_tokens) FILTER (WHERE ov > 0), 0) AS overage_tokens,
+           coalesce(sum(ov), 0) AS overage,
+           count(*) FILTER (WHERE from_prepaid AND ov = 0) AS prepaid_requests,
+           count(*) FILTER (WHERE from_prepaid AND ov > 0) AS shared_requests,
+           coalesce(sum(tokens - ov_tokens) FILTER (WHERE from_prepaid), 0) AS prepaid_tokens,
+           coalesce(sum(bonus), 0) AS bonus,
+           coalesce(sum(paid), 0) AS paid,
            coalesce(sum(CAST(d->>'package_tokens' AS numeric)), 0) AS package_tokens,
-           coalesce(sum(CAST(d->>'plan_requests' AS numeric)), 0) AS plan_requests
-    FROM recs
+           coalesce(sum(CAST(d->>'plan_requests' AS numeric)), 0) AS plan_requests,
+           count(*) FILTER (WHERE from_prepaid) AS prepaid_records
+    FROM split
     GROUP BY 1, 2, 3
     ORDER BY late_from NULLS FIRST, via_sub, model
     """
@@ -125,7 +145,11 @@ _CREDITS = text(
 
 _PLAN_FEES = text(
     """
-    SELECT sp.id, sp.period_start, sp.period_end, sp.fee, s.plan_id, s.id AS subscription_id
+    SELECT sp.id, sp.period_start, sp.period_end, sp.fee, s.plan_id, s.id AS subscription_id,
+           coalesce((SELECT sum(p.amount) FROM ledger_postings p
+                     JOIN ledger_accounts a ON a.id = p.account_id
+                     WHERE p.entry_id = sp.entry_id AND p.phase = 0 AND p.amount > 0
+                       AND a.code = 'customer:bonus'), 0) AS from_bonus
     FROM wallet_subscription_periods sp
     JOIN wallet_subscriptions s ON s.id = sp.subscription_id
     WHERE s.account_id = :acc AND sp.fee > 0 AND sp.period_start < :pe
@@ -138,7 +162,11 @@ _PLAN_FEES = text(
 
 _PACKAGES = text(
     """
-    SELECT pp.id, pp.package_id, pp.price, pp.tokens, e.effective_at
+    SELECT pp.id, pp.package_id, pp.price, pp.tokens, e.effective_at,
+           coalesce((SELECT sum(p.amount) FROM ledger_postings p
+                     JOIN ledger_accounts a ON a.id = p.account_id
+                     WHERE p.entry_id = pp.entry_id AND p.phase = 0 AND p.amount > 0
+                       AND a.code = 'customer:bonus'), 0) AS from_bonus
     FROM wallet_package_purchases pp
     JOIN ledger_entries e ON e.id = pp.entry_id
     WHERE pp.account_id = :acc AND pp.price > 0 AND e.effective_at < :pe
@@ -147,6 +175,33 @@ _PACKAGES = text(
     ORDER BY e.effective_at, pp.id
     """
 )
+
+
+_REVERSALS_UNBILLED = text(
+    """
+    SELECT coalesce((SELECT sum(a.debits_posted - a.credits_posted) FROM ledger_accounts a
+                     WHERE a.code = 'receivable:reversals' AND a.owner_id = :acc
+                       AND a.book = :book AND a.unit = :unit), 0)
+         - coalesce((SELECT sum(l.amount_exact)
+                     FROM invoicing_invoice_lines l
+                     JOIN invoicing_invoices i ON i.id = l.invoice_id
+                     WHERE i.account_id = :acc AND i.status = 'draft'
+                       AND l.kind = :kind), 0)
+    """
+)
+
+
+def reversal_debt_to_bill(session: Session, account: Account) -> Amount:
+    """What refunds and disputes left the account owing (``receivable:reversals``) that no
+    invoice bills yet: the ledger balance less what drafts already carry (a draft moves its
+    share when it is finalized). The caller holds the account row, as every writer of that
+    receivable does."""
+    unit = currency_of(account)
+    owed = session.scalar(
+        _REVERSALS_UNBILLED,
+        {"acc": account.id, "book": book_of(account), "unit": unit.code, "kind": REVERSAL_DEBT},
+    )
+    return Amount(max(int(owed or 0), 0), unit)
 
 
 def _late(label: str | None, text_: str) -> str:
@@ -205,7 +260,12 @@ def collect_lines(
                 requests=1,
                 source_type="subscription_period",
                 source_id=str(row.id),
-                details={"plan_id": row.plan_id, "subscription_id": row.subscription_id},
+                details={
+                    "plan_id": row.plan_id,
+                    "subscription_id": row.subscription_id,
+                    "from_bonus": Amount(int(row.from_bonus), unit).format(),
+                },
+                taxable=Amount(int(row.fee) - int(row.from_bonus), unit),
             )
         )
     for row in session.execute(_PACKAGES, {"acc": account.id, "pe": period.end}):
@@ -224,7 +284,11 @@ def collect_lines(
                 tokens=int(row.tokens),
                 source_type="package_purchase",
                 source_id=row.id,
-                details={"package_id": row.package_id},
+                details={
+                    "package_id": row.package_id,
+                    "from_bonus": Amount(int(row.from_bonus), unit).format(),
+                },
+                taxable=Amount(int(row.price) - int(row.from_bonus), unit),
             )
         )
     usage = session.execute(_USAGE, params).all()
@@ -245,16 +309,22 @@ def collect_lines(
                 )
             )
     for row in usage:
-        if row.prepaid_requests:
+        if row.prepaid_records:
             who = "sub-accounts at wholesale, " if row.via_sub else ""
+            money = int(row.bonus) + int(row.paid)
             lines.append(
                 DraftLine(
                     kind="prepaid_usage",
                     description=_late(
-                        row.late_from, f"{row.model}: {who}paid from prepaid credit (statement)"
+                        row.late_from,
+                        f"{row.model}: {who}paid from prepaid credit"
+                        if money
+                        else f"{row.model}: {who}covered by packages and plan quota (statement)",
                     ),
-                    settlement="info",
-                    exact=Amount(int(row.bonus) + int(row.paid), unit),
+                    # charged to the prepaid balance; usage covered by package tokens and plan
+                    # quota only is a statement (its packages and plan fees are lines of their own)
+                    settlement="prepaid" if money else "info",
+                    exact=Amount(money, unit),
                     model=row.model,
                     source_period=row.late_from,
                     requests=int(row.prepaid_requests),
@@ -265,7 +335,11 @@ def collect_lines(
                         "bonus": Amount(int(row.bonus), unit).format(),
                         "package_tokens": int(row.package_tokens),
                         "plan_requests": int(row.plan_requests),
+                        # requests paid partly from here and partly as overage: counted on the
+                        # overage line, their tokens shared between the two
+                        "requests_shared_with_overage": int(row.shared_requests),
                     },
+                    taxable=Amount(int(row.paid), unit),
                 )
             )
     for row in session.execute(_CREDITS, params):
@@ -279,6 +353,18 @@ def collect_lines(
                 requests=int(row.requests),
                 tokens=int(row.tokens),
                 details={"reason": row.reason, "via_sub_accounts": bool(row.via_sub)},
+            )
+        )
+    owed = reversal_debt_to_bill(session, account)
+    if owed.atoms > 0:
+        lines.append(
+            DraftLine(
+                kind=REVERSAL_DEBT,
+                description="Owed from refunds and disputes (credit already spent)",
+                settlement="due",
+                exact=owed,
+                taxed=False,
+                details={"ledger_account": "receivable:reversals"},
             )
         )
     return lines
@@ -309,7 +395,13 @@ def write_draft(
     unit = currency_of(account)
     terms = billing_terms(session, account)
     priced: list[PricedLine] = [
-        price_line(d.exact, d.settlement, terms.tax_rate_pct) for d in drafts
+        price_line(
+            d.exact,
+            d.settlement,
+            terms.tax_rate_pct if d.taxed else None,
+            taxable=d.taxable,
+        )
+        for d in drafts
     ]
     t = totals(priced, unit)
     invoice = Invoice(
@@ -349,7 +441,8 @@ def write_draft(
             settlement=d.settlement,
             amount_exact=p.exact.atoms,
             amount=p.amount.atoms,
-            tax_rate_pct=terms.tax_rate_pct if d.settlement == "due" else None,
+            tax_rate_pct=terms.tax_rate_pct if d.settlement != "info" and d.taxed else None,
+            taxable=p.taxable.atoms,
             tax=p.tax.atoms,
             source_type=d.source_type,
             source_id=d.source_id,
@@ -383,7 +476,9 @@ def close_account(
         PeriodOrder: the account already has an invoice for a later period.
     """
     gate_at = enter_exclusive(session, account_id)
-    account = session.get(Account, account_id)
+    # then the wallet's first row lock: the close moves the account's refund and dispute debts,
+    # which refunds and disputes write under this lock
+    account = lock_accounts(session, [account_id], with_parents=False).get(account_id)
     if account is None:
         raise NotFound(f"account {account_id} does not exist")
     existing = session.scalars(

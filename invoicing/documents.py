@@ -79,6 +79,12 @@ def invoice_context(
         else:
             row["tax"] = money(line.tax)
             row["rate"] = _rate(line.tax_rate_pct)
+            # a line partly paid with bonus credit is taxed on the part paid with money
+            row["base"] = (
+                money(line.taxable)
+                if line.tax_rate_pct is not None and line.taxable != line.amount
+                else None
+            )
             row["settled"] = "prepaid balance" if line.settlement == "prepaid" else "due"
             charged.append(row)
     notes = session.scalars(

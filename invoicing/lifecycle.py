@@ -3,14 +3,16 @@
 Ledger entries (operator book, the invoice's currency; see invoicing/chart.py):
 
 * finalize: debit ``receivable:invoiced`` (amount due); credit ``receivable:unbilled`` (the
-  exact overage), ``tax:payable`` (tax) and ``revenue:rounding`` (the rounding, either side);
+  exact overage), ``receivable:reversals`` (the refund and dispute debts the invoice bills),
+  ``tax:payable`` (tax, prepaid lines' included) and ``revenue:rounding`` (either side);
 * payment: debit ``cash:<method>``; credit ``receivable:invoiced``;
 * payment reversed (card refund, lost dispute): debit ``receivable:invoiced`` (owed again);
   credit ``cash:<method>`` (or ``cash:stripe_disputed``);
 * credit note: debit ``revenue:credit-notes`` (net) and ``tax:payable`` (tax); credit
   ``receivable:invoiced`` up to what is still owed and ``customer:prepaid`` with the rest (back
   to the prepaid balance as a paid lot);
-* void: debit ``revenue:credit-notes`` (due net) and ``tax:payable`` (tax); credit
+* void: debit ``revenue:credit-notes`` (due net), ``tax:payable`` (tax) and
+  ``receivable:reversals`` (the refund and dispute debts go back, to be billed again); credit
   ``receivable:invoiced`` (the amount due).
 """
 
@@ -21,10 +23,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from invoicing.arithmetic import tax_on
+from invoicing.arithmetic import tax_on_share
 from invoicing.chart import cash_account, invoicing_house, receivable_invoiced
 from invoicing.errors import CreditTooLarge, InvoiceState, PaymentTooLarge
 from invoicing.models import CreditNote, CreditNoteLine, Invoice, InvoiceLine, InvoicePayment
@@ -37,11 +40,14 @@ from ledger.models import JournalEntry
 from ledger.units import currency
 from wallet.accounts import lock_accounts
 from wallet.burn import PAID
-from wallet.chart import book_of, customer_ledger
+from wallet.chart import book_of, customer_ledger, reversal_receivable
 from wallet.ids import new_id
 from wallet.models import Account, CreditLot
 
 PAYMENT_METHODS = ("bank_transfer", "stripe", "other")
+
+#: the line kind that bills refund and dispute debts (``receivable:reversals``)
+REVERSAL_DEBT = "reversal_debt"
 
 
 def _lock(session: Session, invoice_id: str) -> Invoice:
@@ -88,14 +94,21 @@ def finalize_invoice(session: Session, invoice: Invoice, *, now: datetime | None
     if invoice.status != "draft":
         raise InvoiceState(f"invoice {invoice.id} is {invoice.status}, not a draft")
     at = now or utcnow()
+    # the wallet's first lock (a no-op for callers that took it): refund and dispute debts move
+    lock_accounts(session, [invoice.account_id], with_parents=False)
     account = session.get_one(Account, invoice.account_id)
     unit = currency(invoice.currency)
+    reversals = _reversal_debt_billed(session, invoice)
+    overage = invoice.exact_due - reversals
     legs: list[Leg] = []
     if invoice.amount_due:
         legs.append(Leg(receivable_invoiced(session, account).id, Amount(invoice.amount_due, unit)))
-    if invoice.exact_due:
+    if overage:
         unbilled = customer_ledger(session, account).receivable_unbilled
-        legs.append(Leg(unbilled.id, Amount(-invoice.exact_due, unit)))
+        legs.append(Leg(unbilled.id, Amount(-overage, unit)))
+    if reversals:
+        owed = reversal_receivable(session, account)
+        legs.append(Leg(owed.id, Amount(-reversals, unit)))
     house = invoicing_house(session, book_of(account), unit)
     if invoice.tax:
         legs.append(Leg(house.tax_payable.id, Amount(-invoice.tax, unit)))
@@ -120,6 +133,31 @@ def finalize_invoice(session: Session, invoice: Invoice, *, now: datetime | None
     number = next_number(session, "INV", invoice.currency, at)
     invoice.series, invoice.sequence, invoice.number = number.series, number.sequence, number.text
     session.flush()
+    return invoice
+
+
+def _reversal_debt_billed(session: Session, invoice: Invoice) -> int:
+    """The exact refund and dispute debts the invoice bills (its ``reversal_debt`` lines)."""
+    return int(
+        session.scalar(
+            select(func.coalesce(func.sum(InvoiceLine.amount_exact), 0)).where(
+                InvoiceLine.invoice_id == invoice.id, InvoiceLine.kind == REVERSAL_DEBT
+            )
+        )
+        or 0
+    )
+
+
+def finalize_draft(session: Session, invoice_id: str, *, now: datetime | None = None) -> Invoice:
+    """Finalize a draft by id (the invoice's account row locked first, the wallet's lock
+    order); an invoice that is already finalized is returned as it is (repeat-safe).
+
+    Raises:
+        NotFound: no such invoice.
+    """
+    invoice = _lock(session, invoice_id)
+    if invoice.status == "draft":
+        finalize_invoice(session, invoice, now=now)
     return invoice
 
 
@@ -169,6 +207,13 @@ def record_payment(
         raise InvalidAmount(
             f"a payment is a positive whole number of {unit.code} minor units; got {amount}"
         )
+    # One recorder of a reference at a time (after the row locks; the same lock the ledger takes
+    # for the entry's idempotency key): a concurrent recorder of the same reference, for any
+    # invoice, waits here and then finds the first payment below.
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 7))"),
+        {"k": _payment_key(method, reference)},
+    )
     prior = session.scalars(
         select(InvoicePayment).where(
             InvoicePayment.method == method, InvoicePayment.reference == reference
@@ -176,10 +221,7 @@ def record_payment(
     ).one_or_none()
     if prior is not None:
         if prior.invoice_id != invoice.id or prior.amount != amount.atoms:
-            raise IdempotencyConflict(
-                f"payment reference {reference!r} ({method}) was already recorded as {prior.id}"
-                f" for invoice {prior.invoice_id}"
-            )
+            raise _reference_taken(prior, method, reference)
         return PaymentResult(prior, True)
     if invoice.status not in ("finalized", "paid"):
         raise InvoiceState(
@@ -201,7 +243,7 @@ def record_payment(
             Leg(receivable_invoiced(session, account).id, -amount),
         ],
         description=f"payment {reference} ({method}) of invoice {invoice.number}",
-        idempotency_key=f"invoice-payment:{method}:{reference}",
+        idempotency_key=_payment_key(method, reference),
         effective_at=at,
         metadata={
             **(metadata or {}),
@@ -220,12 +262,37 @@ def record_payment(
         entry_id=entry.id,
         received_at=at,
     )
-    session.add(payment)
+    try:
+        with session.begin_nested():  # a savepoint: a refused insert leaves a usable session
+            session.add(payment)
+            session.flush()
+    except IntegrityError as exc:
+        if "uq_invoicing_payments_reference" not in str(exc.orig):
+            raise
+        # a writer that did not take the reference's lock recorded it first
+        taken = session.scalars(
+            select(InvoicePayment).where(
+                InvoicePayment.method == method, InvoicePayment.reference == reference
+            )
+        ).one()
+        raise _reference_taken(taken, method, reference) from exc
     invoice.amount_paid += amount.atoms
     if open_balance(invoice) == 0:
         invoice.status, invoice.paid_at = "paid", at
     session.flush()
     return PaymentResult(payment, False)
+
+
+def _payment_key(method: str, reference: str) -> str:
+    return f"invoice-payment:{method}:{reference}"
+
+
+def _reference_taken(prior: InvoicePayment, method: str, reference: str) -> IdempotencyConflict:
+    return IdempotencyConflict(
+        f"payment reference {reference!r} ({method}) was already recorded as {prior.id} for"
+        f" invoice {prior.invoice_id}: a reference identifies one payment of one invoice; record"
+        " a different payment with its own reference"
+    )
 
 
 def reverse_payment(
@@ -358,10 +425,11 @@ def issue_credit_note(
 ) -> CreditNote:
     """Issue a credit note against a finalized (or paid) invoice, numbered in the ``CN`` series.
 
-    Due lines are credited with their tax (at the line's rate; crediting what is left of a
-    line credits exactly its remaining tax). What the customer still owes is reduced first;
-    anything beyond that (already paid, or paid from the prepaid balance) goes back to the
-    prepaid balance as a new paid lot.
+    Lines are credited with their tax (at the line's rate, on the same share of the line's
+    taxable part; crediting what is left of a line credits exactly its remaining tax). What the
+    invoice billed (due lines and the tax of prepaid lines) reduces what the customer still owes
+    first; anything beyond that (already paid, or paid from the prepaid balance) goes back to
+    the prepaid balance as a new paid lot.
 
     Raises:
         NotFound: no such invoice or line.
@@ -405,7 +473,9 @@ def issue_credit_note(
                 - sum(per_line.get(line.id, (0, 0))[0] for line in due)
             )
             left_tax = (
-                invoice.tax - lump_tax - sum(per_line.get(line.id, (0, 0))[1] for line in due)
+                sum(line.tax for line in due)
+                - lump_tax
+                - sum(per_line.get(line.id, (0, 0))[1] for line in due)
             )
             net = req.net.atoms if req.net is not None else left_net
             if net <= 0 or net > left_net:
@@ -417,7 +487,12 @@ def issue_credit_note(
             if net == left_net:
                 tax = left_tax
             elif invoice.tax_rate_pct is not None:
-                tax = tax_on(Amount(net, unit), invoice.tax_rate_pct).atoms
+                tax = tax_on_share(
+                    Amount(net, unit),
+                    amount=Amount(sum(line.amount for line in due), unit),
+                    taxable=Amount(sum(line.taxable for line in due), unit),
+                    rate_pct=invoice.tax_rate_pct,
+                ).atoms
             else:
                 tax = 0
             items.append(_Item(None, "Credit on billed amounts", "due", net, min(tax, left_tax)))
@@ -441,7 +516,13 @@ def issue_credit_note(
         if net == left_net:
             tax = left_tax
         elif line.tax_rate_pct is not None:
-            tax = min(tax_on(Amount(net, unit), line.tax_rate_pct).atoms, left_tax)
+            share = tax_on_share(
+                Amount(net, unit),
+                amount=Amount(line.amount, unit),
+                taxable=Amount(line.taxable, unit),
+                rate_pct=line.tax_rate_pct,
+            )
+            tax = min(share.atoms, left_tax)
         else:
             tax = 0
         items.append(_Item(line, line.description, line.settlement, net, tax))
@@ -452,8 +533,10 @@ def issue_credit_note(
     net_total = sum(i.net for i in items)
     tax_total = sum(i.tax for i in items)
     total = net_total + tax_total
-    due_gross = sum(i.net + i.tax for i in items if i.settlement == "due")
-    to_receivable = min(due_gross, open_balance(invoice))
+    # what the invoice billed: due lines with their tax, and the tax of prepaid lines (their net
+    # was paid from the prepaid balance and goes back there)
+    billed = sum(i.net + i.tax if i.settlement == "due" else i.tax for i in items)
+    to_receivable = min(billed, open_balance(invoice))
     to_wallet = total - to_receivable
     at = now or utcnow()
     account = session.get_one(Account, invoice.account_id)
@@ -539,8 +622,10 @@ def void_invoice(
     session: Session, invoice_id: str, *, reason: str, now: datetime | None = None
 ) -> Invoice:
     """Void a finalized invoice nothing was paid or credited on: what it billed is no longer
-    owed (written off against ``revenue:credit-notes``, tax reversed). Lines paid from the
-    prepaid balance stay paid; refund those with a credit note instead.
+    owed (written off against ``revenue:credit-notes``, all its tax reversed), except refund and
+    dispute debts, which go back to ``receivable:reversals`` for the next invoice (forgive one
+    with a credit note on its line). Lines paid from the prepaid balance stay paid; refund those
+    with a credit note instead.
 
     Raises:
         NotFound: no such invoice.
@@ -559,8 +644,11 @@ def void_invoice(
     at = now or utcnow()
     account = session.get_one(Account, invoice.account_id)
     house = invoicing_house(session, book_of(account), unit)
-    net = invoice.amount_due - invoice.tax
+    reversals = _reversal_debt_billed(session, invoice)
+    net = invoice.amount_due - invoice.tax - reversals
     legs = [Leg(receivable_invoiced(session, account).id, Amount(-invoice.amount_due, unit))]
+    if reversals:  # still owed: back where the next invoice bills it from
+        legs.append(Leg(reversal_receivable(session, account).id, Amount(reversals, unit)))
     if net:
         legs.append(Leg(house.credit_notes.id, Amount(net, unit)))
     if invoice.tax:

@@ -3,7 +3,9 @@ number series, credit notes and invoice payments.
 
 Amounts are integer atoms (``Atoms``); document amounts are whole minor units, exact amounts
 keep every atom. A finalized invoice is immutable except for its settlement columns
-(``amount_paid``, ``credited``, ``credited_receivable``, ``status``, ``paid_at``, ``voided_at``).
+(``amount_paid``, ``credited``, ``credited_receivable``, ``status``, ``paid_at``, ``voided_at``,
+``void_entry_id``), and its lines are immutable; a trigger enforces both (migrations/sql/
+invoicing_immutable.up.sql).
 """
 
 from __future__ import annotations
@@ -142,8 +144,9 @@ class Invoice(Base):
 
 
 class InvoiceLine(Base):
-    """A line: ``due`` lines are billed, ``prepaid`` lines were paid from the prepaid balance,
-    ``info`` lines are statements (prepaid consumption, failed-request credits).
+    """A line: ``due`` lines are billed, ``prepaid`` lines were paid from the prepaid balance
+    (their tax is billed), ``info`` lines are statements (usage covered by packages and plan
+    quota, failed-request credits). ``tax = round(taxable x tax_rate_pct)``.
 
     ``source_type``/``source_id`` name what a line bills once (a package purchase, a subscription
     period); the partial unique index makes billing it on a second invoice impossible.
@@ -175,6 +178,8 @@ class InvoiceLine(Base):
     amount_exact: Mapped[int] = mapped_column(Atoms)
     amount: Mapped[int] = mapped_column(Atoms)
     tax_rate_pct: Mapped[Decimal | None] = mapped_column(Numeric(7, 4))
+    #: the rounded part of ``amount`` that is taxed (the paid-credit part of a prepaid line)
+    taxable: Mapped[int] = mapped_column(Atoms, server_default=text("0"))
     tax: Mapped[int] = mapped_column(Atoms, server_default=text("0"))
     source_type: Mapped[str | None] = mapped_column(Text)
     source_id: Mapped[str | None] = mapped_column(Text)

@@ -4,8 +4,10 @@ Time is *accounting* time: a ledger entry counts at its ``effective_at`` (when t
 happened: a top-up's receipt, a usage batch's ``received_at``, a lot's expiry), a usage record
 at its ``received_at`` for revenue and at ``occurred_at`` for reseller statements. Every report
 carries its own check (``summary``): the trial balance sums to zero per book, the rollforward's
-opening plus movements equals its independently summed closing, revenue by model equals the
-ledger's ``revenue:usage``, the aging equals the ledger's ``receivable:invoiced``.
+opening plus movements equals its closing and the ledger's cached balances (less later
+movements), revenue by model equals the ledger's ``revenue:usage``, the aging's invoices equal
+the ledger's ``receivable:invoiced`` as of the same moment. Callers read a report from one
+snapshot (REPEATABLE READ) so that its checks compare figures of the same moment.
 """
 
 from __future__ import annotations
@@ -14,14 +16,12 @@ import csv
 import io
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from invoicing.lifecycle import open_balance
-from invoicing.models import Invoice
 from invoicing.periods import Period
 from ledger.amounts import Amount
 from ledger.errors import NotFound
@@ -175,6 +175,23 @@ _MOVEMENTS = text(
 )
 
 
+# the independent figure: the ledger's cached balances (kept by the posting trigger, audited
+# against the postings) less whatever took effect after the period, read in one statement
+_LEDGER_CLOSING = text(
+    """
+    SELECT a.code,
+           coalesce(sum(a.credits_posted - a.debits_posted), 0)
+             + coalesce(sum((SELECT sum(p.amount) FROM ledger_postings p
+                             JOIN ledger_entries e ON e.id = p.entry_id
+                             WHERE p.account_id = a.id AND p.phase = 0
+                               AND e.effective_at >= :since)), 0) AS balance
+    FROM ledger_accounts a
+    WHERE a.code IN ('customer:prepaid', 'customer:bonus') AND a.book = :book AND a.unit = :unit
+    GROUP BY a.code
+    """
+)
+
+
 def classify_movement(code: str, kind: str | None, codes: list[str], direction: int) -> str:
     """Which rollforward line a prepaid or bonus movement belongs to, from the entry's other
     accounts: cash in = purchased (bonus: granted), cash out = refunded (bonus: clawed back),
@@ -201,8 +218,13 @@ def prepaid_liability(
 ) -> Report:
     """Rollforward of what customers hold as prepaid (paid and bonus credit) over a period:
     opening + purchased + bonus granted + consumed + expired + refunded + credited + other =
-    closing, every figure summed from ledger postings. ``summary.ties`` compares the computed
-    closing with the closing summed independently."""
+    closing, every figure summed from ledger postings by accounting time (``effective_at``).
+
+    ``summary.ties`` holds when opening plus movements equals the closing summed from the
+    postings, and both equal ``ledger_closing``: the customers' balances as the ledger caches
+    them (counters kept by the posting trigger, not by this report) less every movement that
+    took effect from the period's end on. A report that misread the postings (a phase, a book,
+    a movement left out or counted twice) would not tie."""
     unit = unit_of(currency)
     split = {"customer:prepaid": "paid", "customer:bonus": "bonus"}
 
@@ -223,6 +245,13 @@ def prepaid_liability(
         line = classify_movement(r.code, r.kind, list(r.codes), int(r.direction))
         moves[line][split[r.code]] += int(r.delta)
     computed = {k: opening[k] + sum(m[k] for m in moves.values()) for k in ("paid", "bonus")}
+    # independently: the customers' balances as the ledger caches them now, less what moved
+    # from the period's end on
+    ledger = {"paid": 0, "bonus": 0}
+    for r in session.execute(
+        _LEDGER_CLOSING, {"book": book, "unit": unit.code, "since": period.end}
+    ):
+        ledger[split[r.code]] = int(r.balance)
 
     def row(name: str, v: dict[str, int]) -> dict[str, Any]:
         return {
@@ -246,7 +275,8 @@ def prepaid_liability(
             "from": period.start.isoformat(),
             "to": period.end.isoformat(),
             "computed_closing": _fmt(computed["paid"] + computed["bonus"], unit),
-            "ties": computed == closing,
+            "ledger_closing": _fmt(ledger["paid"] + ledger["bonus"], unit),
+            "ties": computed == closing == ledger,
         },
     )
 
@@ -345,6 +375,8 @@ def revenue_by_model(session: Session, *, period: Period, currency: str) -> Repo
 # -- receivables aging -----------------------------------------------------------------------
 
 BUCKETS = ("current", "1-30", "31-60", "61-90", "90+")
+#: debts left by refunds and disputes (``receivable:reversals``) that no invoice bills yet
+NOT_INVOICED = "not_invoiced"
 
 
 def aging_bucket(days_overdue: int) -> str:
@@ -360,26 +392,60 @@ def aging_bucket(days_overdue: int) -> str:
     return "90+"
 
 
+_OPEN_AS_OF = text(
+    """
+    SELECT i.id, i.number, i.account_id, a.name, i.period, i.due_date,
+           i.amount_due
+             - coalesce((SELECT sum(p.amount) FROM invoicing_payments p
+                         WHERE p.invoice_id = i.id AND p.received_at < :at), 0)
+             - coalesce((SELECT sum(c.to_receivable) FROM invoicing_credit_notes c
+                         WHERE c.invoice_id = i.id AND c.issued_at < :at), 0)
+             + coalesce((SELECT sum(rp.amount) FROM ledger_entries re
+                         JOIN ledger_postings rp ON rp.entry_id = re.id AND rp.phase = 0
+                         JOIN ledger_accounts ra ON ra.id = rp.account_id
+                         WHERE re.metadata->>'kind' = 'invoice_payment_reversal'
+                           AND re.metadata->>'invoice_id' = i.id
+                           AND ra.code = 'receivable:invoiced'
+                           AND re.effective_at < :at), 0) AS open
+    FROM invoicing_invoices i JOIN wallet_accounts a ON a.id = i.account_id
+    WHERE i.currency = :unit AND i.status IN ('finalized', 'paid', 'void')
+      AND i.issued_at < :at AND (i.voided_at IS NULL OR i.voided_at >= :at)
+    ORDER BY i.due_date, i.number
+    """
+)
+
+_RECEIVABLE_AS_OF = text(
+    """
+    SELECT a.code, a.owner_id, w.name, coalesce(sum(p.amount), 0) AS balance
+    FROM ledger_postings p
+    JOIN ledger_accounts a ON a.id = p.account_id
+    JOIN ledger_entries e ON e.id = p.entry_id
+    LEFT JOIN wallet_accounts w ON w.id = a.owner_id
+    WHERE p.phase = 0 AND a.code IN ('receivable:invoiced', 'receivable:reversals')
+      AND a.book = :book AND a.unit = :unit AND e.effective_at < :at
+    GROUP BY a.code, a.owner_id, w.name
+    ORDER BY a.code, a.owner_id
+    """
+)
+
+
 def receivables_aging(session: Session, *, currency: str, as_of: date) -> Report:
-    """Open (finalized, not fully paid) invoices by days past due on ``as_of``.
-    ``summary.ledger_receivable`` is the ledger's ``receivable:invoiced`` total in the currency,
-    which equals the open balances (``ties``)."""
+    """What customers owe the operator at the end of ``as_of`` (UTC): open invoices by days
+    past due, and debts left by refunds and disputes that no invoice bills yet (bucket
+    ``not_invoiced``; the next invoice bills them).
+
+    Everything is as of that moment: invoices issued by then and not voided by then, less the
+    payments received (less those reversed by then: card refunds, lost disputes) and credit
+    notes issued by then. ``summary.ledger_receivable`` is the
+    ledger's ``receivable:invoiced`` as of the same moment (entries effective before it), which
+    equals the invoices' open balances (``ties``).
+    """
     unit = unit_of(currency)
-    invoices = session.scalars(
-        select(Invoice)
-        .where(Invoice.currency == unit.code, Invoice.status == "finalized")
-        .order_by(Invoice.due_date, Invoice.number)
-    ).all()
-    names: dict[str, str] = {
-        row.id: row.name
-        for row in session.execute(
-            select(Account.id, Account.name).where(Account.id.in_({i.account_id for i in invoices}))
-        )
-    }
+    at = datetime.combine(as_of + timedelta(days=1), time(0), tzinfo=UTC)
     rows = []
-    buckets = dict.fromkeys(BUCKETS, 0)
-    for inv in invoices:
-        left = open_balance(inv)
+    buckets = dict.fromkeys((*BUCKETS, NOT_INVOICED), 0)
+    for inv in session.execute(_OPEN_AS_OF, {"unit": unit.code, "at": at}):
+        left = int(inv.open)
         if left <= 0 or inv.due_date is None:
             continue
         days = (as_of - inv.due_date).days
@@ -390,7 +456,7 @@ def receivables_aging(session: Session, *, currency: str, as_of: date) -> Report
                 "invoice": inv.number,
                 "invoice_id": inv.id,
                 "account_id": inv.account_id,
-                "account": names.get(inv.account_id, ""),
+                "account": inv.name,
                 "period": inv.period,
                 "due_date": inv.due_date.isoformat(),
                 "days_overdue": max(days, 0),
@@ -398,16 +464,28 @@ def receivables_aging(session: Session, *, currency: str, as_of: date) -> Report
                 "open": _fmt(left, unit),
             }
         )
-    ledger = int(
-        session.execute(
-            text(
-                "SELECT coalesce(sum(debits_posted - credits_posted), 0) FROM ledger_accounts"
-                " WHERE code = 'receivable:invoiced' AND unit = :unit"
-            ),
-            {"unit": unit.code},
-        ).scalar_one()
-    )
-    total = sum(buckets.values())
+    ledger = 0
+    for r in session.execute(
+        _RECEIVABLE_AS_OF, {"book": OPERATOR_BOOK, "unit": unit.code, "at": at}
+    ):
+        if r.code == "receivable:invoiced":
+            ledger += int(r.balance)
+        elif int(r.balance) > 0:
+            buckets[NOT_INVOICED] += int(r.balance)
+            rows.append(
+                {
+                    "invoice": "",
+                    "invoice_id": "",
+                    "account_id": r.owner_id,
+                    "account": r.name or "",
+                    "period": "",
+                    "due_date": "",
+                    "days_overdue": 0,
+                    "bucket": NOT_INVOICED,
+                    "open": _fmt(int(r.balance), unit),
+                }
+            )
+    invoiced = sum(buckets[b] for b in BUCKETS)
     return Report(
         "receivables-aging",
         [
@@ -425,10 +503,13 @@ def receivables_aging(session: Session, *, currency: str, as_of: date) -> Report
         {
             "currency": unit.code,
             "as_of": as_of.isoformat(),
+            "at": at.isoformat(),
             "buckets": {b: _fmt(v, unit) for b, v in buckets.items()},
-            "total": _fmt(total, unit),
+            "total": _fmt(invoiced + buckets[NOT_INVOICED], unit),
+            "invoiced": _fmt(invoiced, unit),
+            "not_invoiced": _fmt(buckets[NOT_INVOICED], unit),
             "ledger_receivable": _fmt(ledger, unit),
-            "ties": ledger == total,
+            "ties": ledger == invoiced,
         },
     )
 

@@ -45,9 +45,10 @@ class SubscriptionView:
 @dataclass(frozen=True, slots=True)
 class BalanceView:
     """``available`` = paid + bonus - held + (credit_limit - overage_unbilled -
-    invoiced_outstanding): what the account can spend now, in money; ``held`` is what open
-    gateway holds reserve, from prepaid credit and the credit limit. Invoiced overage that is
-    not paid yet still uses the credit limit. Token entitlements are listed apart."""
+    invoiced_outstanding - reversals_owed): what the account can spend now, in money; ``held``
+    is what open gateway holds reserve, from prepaid credit and the credit limit. Invoices not
+    paid yet and debts left by refunds and disputes (``receivable:reversals``, until an invoice
+    bills them) use the credit limit too. Token entitlements are listed apart."""
 
     currency: str
     available: Amount
@@ -57,6 +58,7 @@ class BalanceView:
     overage_unbilled: Amount
     invoiced_outstanding: Amount
     credit_limit: Amount
+    reversals_owed: Amount
     packages: list[PackageLine]
     subscription: SubscriptionView | None
 
@@ -72,24 +74,24 @@ def balance_of(session: Session, account: Account, *, at: datetime | None = None
     overage = receivable.posted
     # holds reserve prepaid credit and, beyond it, credit limit (a pending receivable debit)
     held = paid.pending_out + bonus.pending_out + receivable.pending_in
-    invoiced = Amount(
-        int(
-            session.scalar(
-                select(
-                    func.coalesce(
-                        func.sum(LedgerAccount.debits_posted - LedgerAccount.credits_posted), 0
-                    )
-                ).where(
-                    LedgerAccount.code == "receivable:invoiced",
-                    LedgerAccount.owner_id == account.id,
-                )
+    owed = {
+        code: Amount(int(atoms), unit)
+        for code, atoms in session.execute(
+            select(
+                LedgerAccount.code,
+                func.sum(LedgerAccount.debits_posted - LedgerAccount.credits_posted),
             )
-            or 0
-        ),
-        unit,
-    )
+            .where(
+                LedgerAccount.code.in_(("receivable:invoiced", "receivable:reversals")),
+                LedgerAccount.owner_id == account.id,
+            )
+            .group_by(LedgerAccount.code)
+        )
+    }
+    invoiced = owed.get("receivable:invoiced", Amount.zero(unit))
+    reversals = owed.get("receivable:reversals", Amount.zero(unit))
     limit = Amount(account.credit_limit, unit)
-    available = paid.posted + bonus.posted - held + limit - overage - invoiced
+    available = paid.posted + bonus.posted - held + limit - overage - invoiced - reversals
     packages = [
         PackageLine(lot.id, tuple(lot.models), lot.remaining, lot.expires_at)
         for lot in open_lots(session, account.id, [PACKAGE])
@@ -116,6 +118,7 @@ def balance_of(session: Session, account: Account, *, at: datetime | None = None
         overage_unbilled=overage,
         invoiced_outstanding=invoiced,
         credit_limit=limit,
+        reversals_owed=reversals,
         packages=packages,
         subscription=sub_view,
     )

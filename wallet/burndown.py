@@ -45,8 +45,9 @@ class WalletState:
     """One account's spendable state for a transaction, changed request by request.
 
     Attributes:
-        overage_used: atoms of credit limit in use: unbilled (and, once invoicing exists,
-            invoiced but unpaid) overage posted, plus overage reserved by open holds.
+        overage_used: atoms of credit limit in use: unbilled overage posted, overage reserved
+            by open holds, invoices not paid yet and debts left by refunds and disputes
+            (:data:`CREDIT_IN_USE_CODES`).
         money_before: bonus plus paid credit in the lots when loaded (for ``balance.low``).
     """
 
@@ -241,13 +242,18 @@ def apply_draw(w: WalletState, d: Draw, at: datetime) -> list[tuple[QuotaWindow,
     return []
 
 
-# credit limit in use: overage not yet invoiced (with holds' reservations) plus invoiced overage
-# that is not paid yet
+#: what uses the credit limit: overage not yet invoiced (with holds' reservations), invoices
+#: not paid yet, and what refunds and disputes left the customer owing
+CREDIT_IN_USE_CODES = ("receivable:unbilled", "receivable:invoiced", "receivable:reversals")
+
 _OVERAGE_IN_USE = text(
     "SELECT owner_id, sum(debits_posted - credits_posted + debits_pending) FROM ledger_accounts"
-    " WHERE code IN ('receivable:unbilled', 'receivable:invoiced') AND owner_id = ANY(:owners)"
+    " WHERE code = ANY(:codes) AND owner_id = ANY(:owners)"
     " GROUP BY owner_id"
-).bindparams(bindparam("owners", type_=ARRAY(TEXT)))
+).bindparams(
+    bindparam("owners", type_=ARRAY(TEXT)),
+    bindparam("codes", type_=ARRAY(TEXT), value=list(CREDIT_IN_USE_CODES)),
+)
 
 
 def load_wallets(

@@ -153,6 +153,9 @@ class BalanceOut(BaseModel):
     overage_unbilled: str
     invoiced_outstanding: str
     credit_limit: str
+    reversals_owed: str = Field(
+        default="0", description="owed after refunds and disputes; billed on the next invoice"
+    )
     packages: list[PackageOut]
     subscription: SubscriptionBalance | None
 
@@ -394,6 +397,7 @@ class AccountsController(Controller):
             overage_unbilled=b.overage_unbilled.format(),
             invoiced_outstanding=b.invoiced_outstanding.format(),
             credit_limit=b.credit_limit.format(),
+            reversals_owed=b.reversals_owed.format(),
             packages=[
                 PackageOut(
                     id=p.id,

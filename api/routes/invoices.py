@@ -26,7 +26,7 @@ from invoicing.close import close_period
 from invoicing.documents import Issuer, render_invoice_pdf
 from invoicing.lifecycle import (
     CreditRequest,
-    finalize_invoice,
+    finalize_draft,
     is_overdue,
     issue_credit_note,
     open_balance,
@@ -173,7 +173,8 @@ class TaxProfilesController(Controller):
 
 class InvoiceLineOut(BaseModel):
     """A line: ``due`` (billed), ``prepaid`` (paid from the prepaid balance) or ``info``
-    (statement). ``amount`` is rounded once to the minor unit; ``amount_exact`` is the ledger's."""
+    (statement). ``amount`` is rounded once to the minor unit; ``amount_exact`` is the ledger's.
+    ``tax`` is ``taxable`` (the part paid with money, not bonus credit) at ``tax_rate_pct``."""
 
     id: int
     position: int
@@ -188,6 +189,7 @@ class InvoiceLineOut(BaseModel):
     amount_exact: Money
     tax: Money
     tax_rate_pct: str | None
+    taxable: Money
     details: dict[str, Any]
 
 
@@ -344,6 +346,7 @@ def invoice_out(db: Session, inv: Invoice, *, today: date, full: bool = True) ->
             amount_exact=m(ln.amount_exact),
             tax=m(ln.tax),
             tax_rate_pct=_pct(ln.tax_rate_pct),
+            taxable=m(ln.taxable),
             details=ln.details,
         )
         for ln in lines
@@ -608,13 +611,7 @@ class InvoicesController(Controller):
         """Finalize a draft: number it, post it, set its due date (repeat-safe)."""
 
         def produce() -> InvoiceOut:
-            inv = db.scalars(
-                select(Invoice).where(Invoice.id == invoice_id).with_for_update()
-            ).one_or_none()
-            if inv is None:
-                raise NotFound(f"invoice {invoice_id} does not exist")
-            if inv.status == "draft":
-                finalize_invoice(db, inv, now=now_of(state))
+            inv = finalize_draft(db, invoice_id, now=now_of(state))  # account row locked first
             return invoice_out(db, inv, today=_today(state))
 
         return run_idempotent(

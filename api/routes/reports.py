@@ -44,6 +44,11 @@ def _now(state: State) -> datetime:
     return now_of(state) or utcnow()
 
 
+def _snapshot(db: Session) -> None:
+    """Read the whole report from one snapshot (its checks compare figures of several queries)."""
+    db.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+
+
 class ReportsController(Controller):
     """``/v1/reports`` (finance; a reseller may read its own statement)."""
 
@@ -62,6 +67,7 @@ class ReportsController(Controller):
         """Debits and credits per book and account code as of a moment (accounting time);
         every book sums to zero."""
         unit(currency)
+        _snapshot(db)
         return _respond(trial_balance(db, currency=currency, as_of=as_of or _now(state)), format)
 
     @get("/prepaid-liability", sync_to_thread=True, guards=[requires("finance")])
@@ -75,6 +81,7 @@ class ReportsController(Controller):
     ) -> Response[Any]:
         """Opening, purchased, bonus granted, consumed, expired, refunded, credited, other and
         closing prepaid credit for a month; opening + movements = closing."""
+        _snapshot(db)
         report = prepaid_liability(db, period=Period.parse(period), currency=currency, book=book)
         return _respond(report, format)
 
@@ -83,6 +90,7 @@ class ReportsController(Controller):
         self, db: Session, period: str, currency: str, format: Format = "json"
     ) -> Response[Any]:
         """Usage revenue per model for a month, with the ledger's revenue accounts beside it."""
+        _snapshot(db)
         return _respond(
             revenue_by_model(db, period=Period.parse(period), currency=currency), format
         )
@@ -96,7 +104,9 @@ class ReportsController(Controller):
         as_of: date | None = None,
         format: Format = "json",
     ) -> Response[Any]:
-        """Open invoices by days past due: current, 1-30, 31-60, 61-90, 90+."""
+        """Open invoices by days past due (current, 1-30, 31-60, 61-90, 90+) and refund and
+        dispute debts not invoiced yet, as of the end of ``as_of`` (UTC)."""
+        _snapshot(db)
         return _respond(
             receivables_aging(db, currency=currency, as_of=as_of or _now(state).date()), format
         )

@@ -1,7 +1,8 @@
 """A month through the HTTP API, then the close: catalog, a prepaid customer (package and plan),
-a postpaid customer (net 30, VAT 20 %), a reseller with two sub-accounts, top-ups, usage with
-failed requests; every invoice line and total to the cent, the numbering, the PDF, payments,
-credit notes, and reports that tie (trial balance zero, rollforward). The app's clock is
+a postpaid customer (net 30, VAT 20 %, a little prepaid credit too), a reseller with two
+sub-accounts, top-ups, usage with failed requests; every invoice line and total to the cent
+(tax on everything consumed, each record's tokens counted once), the numbering, the PDF,
+payments, credit notes, and reports that tie (trial balance zero, rollforward). The app's clock is
 injected, so the month is March 2026 whatever day the tests run."""
 
 from __future__ import annotations
@@ -156,6 +157,7 @@ def test_a_month_through_the_api_then_the_close(api, clock, engine):
     # money in
     for acc, amount, method in (
         (acme, "100.00", "bank_transfer"),
+        (globex, "0.05", "bank_transfer"),  # pays its first 0.05 of usage, then overage
         (resell, "10.00", "bank_transfer"),
         (s1, "50.00", "reseller"),
         (s2, "50.00", "reseller"),
@@ -188,7 +190,7 @@ def test_a_month_through_the_api_then_the_close(api, clock, engine):
 
     usage(acme, march(5), 3)  # two plan requests, one from the package
     usage(acme, march(5, 14), http_status=502)  # provider error: not billed
-    usage(globex, march(10), 5)  # 5 x 0.018 overage
+    usage(globex, march(10), 5)  # 0.05 from prepaid credit, 0.04 overage
     usage(globex, march(11), input_tokens=333_333, output_tokens=1)  # 1.000014
     usage(globex, march(11, 13), http_status=502)
     big = {"input_tokens": 2_000_000, "output_tokens": 200_000}  # wholesale 9.00, retail 18.00
@@ -240,13 +242,19 @@ def test_a_month_through_the_api_then_the_close(api, clock, engine):
     assert inv_acme["lines"][3]["details"]["reason"] == "provider_error:not_billed"
 
     inv_globex = get(f"/v1/invoices/{by_account[globex['id']]['id']}")
+    # everything consumed is taxed: the overage and the 0.05 the prepaid balance paid (its net
+    # settled by the balance, its tax due). The third record was paid 0.014 from credit and
+    # 0.004 as overage: one request, on the overage line, its 2,000 tokens shared 444/1,556.
     assert lines(inv_globex) == [
-        ("overage", "due", "1.09", "0.22", 6, 343_334),
+        ("overage", "due", "1.04", "0.21", 4, 337_778),
+        ("prepaid_usage", "prepaid", "0.05", "0.01", 2, 5_556),
         ("failed_request_credit", "info", "0.02", "0.00", 1, 2000),
     ]
-    assert inv_globex["lines"][0]["amount_exact"]["amount"] == "1.090014"
+    assert inv_globex["lines"][0]["amount_exact"]["amount"] == "1.040014"
     assert inv_globex["lines"][0]["tax_rate_pct"] == "20"
-    assert totals(inv_globex) == ("1.09", "0.22", "1.31", "0.00", "1.31", "1.31")
+    assert inv_globex["lines"][1]["taxable"]["amount"] == "0.05"
+    assert inv_globex["lines"][1]["details"]["requests_shared_with_overage"] == 1
+    assert totals(inv_globex) == ("1.09", "0.22", "1.31", "0.05", "1.26", "1.26")
     assert inv_globex["totals"]["rounding"]["amount"] == "-0.000014"
     assert (inv_globex["status"], inv_globex["due_date"], inv_globex["overdue"]) == (
         "finalized",
@@ -256,12 +264,14 @@ def test_a_month_through_the_api_then_the_close(api, clock, engine):
     assert inv_globex["bill_to"]["name"] == "Globex GmbH"
 
     inv_resell = get(f"/v1/invoices/{by_account[resell['id']]['id']}")
+    # 4.4M tokens used, 4.4M on the invoice: Sub Two's record (1.00 from the float, 8.00
+    # overage) is counted once, its tokens shared 1:8; no tax profile, so no tax
     assert lines(inv_resell) == [
-        ("overage", "due", "8.00", "0.00", 1, 2_200_000),
-        ("prepaid_usage", "info", "10.00", "0.00", 2, 4_400_000),
+        ("overage", "due", "8.00", "0.00", 1, 1_955_555),
+        ("prepaid_usage", "prepaid", "10.00", "0.00", 1, 2_444_445),
         ("failed_request_credit", "info", "0.02", "0.00", 1, 2000),
     ]
-    assert totals(inv_resell) == ("8.00", "0.00", "8.00", "0.00", "8.00", "8.00")
+    assert totals(inv_resell) == ("18.00", "0.00", "18.00", "10.00", "8.00", "8.00")
 
     # the ledger: trial balance sums to zero in every book, the rollforward ties
     tb = get("/v1/reports/trial-balance?currency=USD&as_of=2026-04-02T00:00:00Z")
@@ -269,7 +279,7 @@ def test_a_month_through_the_api_then_the_close(api, clock, engine):
     for book, sums in tb["summary"]["books"].items():
         assert sums["net"] == "0.00", book
     codes = {(r["book"], r["code"]): r["balance"] for r in tb["rows"]}
-    assert codes[("operator", "receivable:invoiced")] == "9.31"
+    assert codes[("operator", "receivable:invoiced")] == "9.26"
     assert codes[("operator", "receivable:unbilled")] == "0.00"
     assert codes[("operator", "tax:payable")] == "-0.22"
     roll = get("/v1/reports/prepaid-liability?period=2026-03&currency=USD")
@@ -277,9 +287,9 @@ def test_a_month_through_the_api_then_the_close(api, clock, engine):
     movements = {r["line"]: r["total"] for r in roll["rows"]}
     assert movements == {
         "opening": "0.00",
-        "purchased": "110.00",
+        "purchased": "110.05",
         "bonus_granted": "10.00",
-        "consumed": "-39.00",
+        "consumed": "-39.05",
         "expired": "0.00",
         "refunded": "0.00",
         "credited": "0.00",
@@ -301,14 +311,20 @@ def test_a_month_through_the_api_then_the_close(api, clock, engine):
     pdf = client.get(f"/v1/invoices/{inv_globex['id']}/pdf", headers=finance)
     assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
     text = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.content)).pages)
-    assert "INV-USD-2026-000002" in text and "$1.31 USD" in text and "Globex GmbH" in text
+    assert "INV-USD-2026-000002" in text and "$1.26 USD" in text and "Globex GmbH" in text
+    assert "(20% of $0.05)" not in text  # the whole line was paid with money: no base shown
 
     # payments (idempotent per reference) and credit notes (own series)
     clock.now = datetime(2026, 4, 20, tzinfo=UTC)
-    pay = {"amount": "1.31", "method": "bank_transfer", "reference": "BANK-2026-0420-1"}
+    pay = {"amount": "1.26", "method": "bank_transfer", "reference": "BANK-2026-0420-1"}
     first = post(f"/v1/invoices/{inv_globex['id']}/payments", pay, finance)
     repeat = post(f"/v1/invoices/{inv_globex['id']}/payments", pay, finance)
     assert repeat["id"] == first["id"]
+    reused = client.post(  # the same reference for another invoice: a clear 409
+        f"/v1/invoices/{inv_resell['id']}/payments", json={**pay, "amount": "1.00"}, headers=finance
+    )
+    problem(reused, 409, "idempotency_conflict")
+    assert f"already recorded as {first['id']}" in reused.json()["detail"]
     assert get(f"/v1/invoices/{inv_globex['id']}")["status"] == "paid"
     problem(
         client.post(

@@ -84,11 +84,21 @@ def test_close_bills_every_line_to_the_cent_and_ties_to_the_ledger(month, shop, 
     assert globex.bill_to["name"] == "Globex GmbH"
     # Resell: its sub-accounts' usage at wholesale; the float paid 10.00, 8.00 is overage
     r = lines_of(session, resell.id)
-    assert [(ln.kind, money(ln.amount), ln.requests, ln.tokens) for ln in r] == [
-        ("overage", "8.00", 1, 2_200_000),
-        ("prepaid_usage", "10.00", 2, 4_400_000),
-        ("failed_request_credit", "0.02", 1, 2000),
+    # Sub Two's record was paid 1.00 from the float and 8.00 as overage: its request is on the
+    # overage line, its 2.2M tokens shared 8:1 (each record's tokens are counted once)
+    assert [(ln.kind, ln.settlement, money(ln.amount), ln.requests, ln.tokens) for ln in r] == [
+        ("overage", "due", "8.00", 1, 1_955_555),
+        ("prepaid_usage", "prepaid", "10.00", 1, 2_444_445),
+        ("failed_request_credit", "info", "0.02", 1, 2000),
     ]
+    assert r[1].details["requests_shared_with_overage"] == 1
+    assert sum(ln.tokens for ln in r[:2]) == 2 * 2_200_000
+    # no tax profile: nothing taxed, the prepaid balance settles the prepaid line
+    assert (money(resell.subtotal), money(resell.tax), money(resell.prepaid_applied)) == (
+        "18.00",
+        "0.00",
+        "10.00",
+    )
     assert money(resell.amount_due) == "8.00"
     # the ledger: unbilled overage moved to invoiced receivables, tax payable, rounding
     for key, due in (("globex", "1.31"), ("resell", "8.00")):
