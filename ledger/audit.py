@@ -57,7 +57,7 @@ _NEGATIVE = text(
     """
 )
 
-_DOUBLE_RESOLVED = text(
+_RESOLVED_TWICE = text(
     "SELECT hold_id FROM ledger_entries WHERE hold_id IS NOT NULL"
     " GROUP BY hold_id HAVING count(*) > 1 LIMIT 20"
 )
@@ -72,7 +72,7 @@ def find_violations(session: Session) -> list[str]:
         problems.append(f"account {r.id} ({r.code}) cached balance differs from its postings")
     for r in session.execute(_NEGATIVE):
         problems.append(f"account {r.id} ({r.code}) is below zero but forbids it")
-    for r in session.execute(_DOUBLE_RESOLVED):
+    for r in session.execute(_RESOLVED_TWICE):
         problems.append(f"hold {r.hold_id} resolved more than once")
     return problems
 
