@@ -14,13 +14,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from litestar import Response
+from litestar import Request, Response
 from pydantic import BaseModel
 from sqlalchemy import text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from api.auth import Principal
+from api.auth import principal_of
 from api.models import IdempotencyRecord
 from ledger.errors import DomainError, IdempotencyConflict
 
@@ -63,11 +63,9 @@ def purge_expired(session: Session, *, older_than: datetime, limit: int = 50_000
 
 def run_idempotent(
     session: Session,
-    *,
-    principal: Principal,
+    request: Request[Any, Any, Any],
     key: str | None,
-    method: str,
-    path: str,
+    *,
     body: Any,
     status_code: int,
     produce: Callable[[], BaseModel | dict[str, Any] | list[Any]],
@@ -77,14 +75,17 @@ def run_idempotent(
 
     Args:
         session: the request's session; committed here on success.
-        principal: the caller; keys are scoped to the API key that sent them.
+        request: the request: its caller (keys are scoped to the API key that sent them), method
+            and path (fingerprinted with the body).
         key: the ``Idempotency-Key`` header, or None to run without replay protection.
-        body: the parsed request body, fingerprinted together with method and path.
+        body: the parsed request body.
         status_code: the status of a successful response.
         produce: does the work and returns the response model.
         stored_view: what to keep for replays when the response holds a secret that must not be
             stored (a new API key): replays then return this redacted view.
     """
+    principal = principal_of(request)
+    method, path = request.method, request.url.path
     if key is None:
         content = _encode(produce())
         session.commit()

@@ -314,14 +314,7 @@ class AccountsController(Controller):
             return with_billing(db, account_out(account))
 
         return run_idempotent(
-            db,
-            principal=principal,
-            key=idempotency_key,
-            method="POST",
-            path=request.url.path,
-            body=data,
-            status_code=201,
-            produce=produce,
+            db, request, idempotency_key, body=data, status_code=201, produce=produce
         )
 
     @get("/", sync_to_thread=True, guards=[requires(*ALL_ROLES)])
@@ -456,14 +449,7 @@ class AccountsController(Controller):
                 return topup_out(topup, get_account(db, account_id), payment=started.payment)
 
             return run_idempotent(
-                db,
-                principal=principal,
-                key=idempotency_key,
-                method="POST",
-                path=request.url.path,
-                body=data,
-                status_code=201,
-                produce=produce_card,
+                db, request, idempotency_key, body=data, status_code=201, produce=produce_card
             )
 
         def produce() -> TopupOut:
@@ -480,14 +466,7 @@ class AccountsController(Controller):
             return topup_out(result.topup, get_account(db, account_id))
 
         return run_idempotent(
-            db,
-            principal=principal,
-            key=idempotency_key,
-            method="POST",
-            path=request.url.path,
-            body=data,
-            status_code=201,
-            produce=produce,
+            db, request, idempotency_key, body=data, status_code=201, produce=produce
         )
 
     @post(
@@ -535,14 +514,7 @@ class AccountsController(Controller):
             )
 
         return run_idempotent(
-            db,
-            principal=principal,
-            key=idempotency_key,
-            method="POST",
-            path=request.url.path,
-            body=data,
-            status_code=201,
-            produce=produce,
+            db, request, idempotency_key, body=data, status_code=201, produce=produce
         )
 
     @post(
@@ -577,14 +549,7 @@ class AccountsController(Controller):
             )
 
         return run_idempotent(
-            db,
-            principal=principal,
-            key=idempotency_key,
-            method="POST",
-            path=request.url.path,
-            body=data,
-            status_code=201,
-            produce=produce,
+            db, request, idempotency_key, body=data, status_code=201, produce=produce
         )
 
 
@@ -658,14 +623,7 @@ class TopupsController(Controller):
             )
 
         return run_idempotent(
-            db,
-            principal=principal,
-            key=idempotency_key,
-            method="POST",
-            path=request.url.path,
-            body=data,
-            status_code=201,
-            produce=produce,
+            db, request, idempotency_key, body=data, status_code=201, produce=produce
         )
 
 
@@ -683,6 +641,7 @@ class SubscriptionsController(Controller):
     )
     def cancel(
         self,
+        request: Request[Any, Any, Any],
         subscription_id: str,
         db: Session,
         principal: Principal,
@@ -695,14 +654,7 @@ class SubscriptionsController(Controller):
             return subscription_out(sub)
 
         return run_idempotent(
-            db,
-            principal=principal,
-            key=idempotency_key,
-            method="POST",
-            path=f"/v1/subscriptions/{subscription_id}/cancel",
-            body=None,
-            status_code=200,
-            produce=produce,
+            db, request, idempotency_key, body=None, status_code=200, produce=produce
         )
 
 
@@ -733,13 +685,4 @@ def _card_purchase(
         )
         return payment_out(db, started.payment)
 
-    return run_idempotent(
-        db,
-        principal=principal,
-        key=idempotency_key,
-        method="POST",
-        path=request.url.path,
-        body=data,
-        status_code=202,
-        produce=produce,
-    )
+    return run_idempotent(db, request, idempotency_key, body=data, status_code=202, produce=produce)

@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
@@ -78,23 +78,9 @@ def _reseller_of(db: Session, principal: Principal, account_id: str | None) -> s
 
 
 def _post(
-    db: Session,
-    principal: Principal,
-    key: str | None,
-    path: str,
-    body: BaseModel,
-    produce: Any,
+    request: Request[Any, Any, Any], db: Session, key: str | None, body: BaseModel, produce: Any
 ) -> Response[bytes]:
-    return run_idempotent(
-        db,
-        principal=principal,
-        key=key,
-        method="POST",
-        path=path,
-        body=body,
-        status_code=201,
-        produce=produce,
-    )
+    return run_idempotent(db, request, key, body=body, status_code=201, produce=produce)
 
 
 # -- shared shapes ------------------------------------------------------------------------
@@ -191,9 +177,9 @@ class ModelsController(Controller):
     @post("/", sync_to_thread=True, status_code=201)
     def create_model(
         self,
+        request: Request[Any, Any, Any],
         data: CatalogModelIn,
         db: Session,
-        principal: Principal,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
         """Add a model; 409 ``conflict`` if the id exists."""
@@ -205,7 +191,7 @@ class ModelsController(Controller):
                 )
             )
 
-        return _post(db, principal, idempotency_key, "/v1/models", data, produce)
+        return _post(request, db, idempotency_key, data, produce)
 
     @get("/", sync_to_thread=True)
     def list_models(
@@ -268,9 +254,9 @@ class RateCardsController(Controller):
     @post("/", sync_to_thread=True, status_code=201)
     def create_rate_card(
         self,
+        request: Request[Any, Any, Any],
         data: RateCardIn,
         db: Session,
-        principal: Principal,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
         """Create a rate card version. 409 ``conflict``: a card of the currency already takes
@@ -287,7 +273,7 @@ class RateCardsController(Controller):
                 )
             )
 
-        return _post(db, principal, idempotency_key, "/v1/rate-cards", data, produce)
+        return _post(request, db, idempotency_key, data, produce)
 
     @get("/", sync_to_thread=True)
     def list_rate_cards(
@@ -400,9 +386,9 @@ class ContractsController(Controller):
     @post("/", sync_to_thread=True, status_code=201)
     def create_contract(
         self,
+        request: Request[Any, Any, Any],
         data: ContractIn,
         db: Session,
-        principal: Principal,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
         """Create the account's next contract version; ``starts_at`` defaults to now."""
@@ -425,7 +411,7 @@ class ContractsController(Controller):
                 )
             )
 
-        return _post(db, principal, idempotency_key, "/v1/contracts", data, produce)
+        return _post(request, db, idempotency_key, data, produce)
 
     @get("/", sync_to_thread=True)
     def list_contracts(
@@ -505,6 +491,7 @@ class ResellerPriceBooksController(Controller):
     @post("/", sync_to_thread=True, status_code=201)
     def create_book(
         self,
+        request: Request[Any, Any, Any],
         data: ResellerPriceBookIn,
         db: Session,
         principal: Principal,
@@ -526,7 +513,7 @@ class ResellerPriceBooksController(Controller):
                 )
             )
 
-        return _post(db, principal, idempotency_key, "/v1/reseller-price-books", data, produce)
+        return _post(request, db, idempotency_key, data, produce)
 
     @get("/", sync_to_thread=True)
     def list_books(
@@ -690,9 +677,9 @@ class PackagesController(Controller):
     @post("/", sync_to_thread=True, status_code=201)
     def create_package(
         self,
+        request: Request[Any, Any, Any],
         data: TokenPackageIn,
         db: Session,
-        principal: Principal,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
         """Add a token package; 409 ``conflict`` if the id exists."""
@@ -711,7 +698,7 @@ class PackagesController(Controller):
                 )
             )
 
-        return _post(db, principal, idempotency_key, "/v1/packages", data, produce)
+        return _post(request, db, idempotency_key, data, produce)
 
     @get("/", sync_to_thread=True)
     def list_packages(
@@ -793,9 +780,9 @@ class PlansController(Controller):
     @post("/", sync_to_thread=True, status_code=201)
     def create_plan(
         self,
+        request: Request[Any, Any, Any],
         data: PlanIn,
         db: Session,
-        principal: Principal,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
         """Add a coding plan; 409 ``conflict`` if the id exists."""
@@ -814,7 +801,7 @@ class PlansController(Controller):
                 )
             )
 
-        return _post(db, principal, idempotency_key, "/v1/plans", data, produce)
+        return _post(request, db, idempotency_key, data, produce)
 
     @get("/", sync_to_thread=True)
     def list_plans(
@@ -902,6 +889,7 @@ class TopupBonusRulesController(Controller):
     @post("/", sync_to_thread=True, status_code=201)
     def create_rule(
         self,
+        request: Request[Any, Any, Any],
         data: BonusRuleIn,
         db: Session,
         principal: Principal,
@@ -923,7 +911,7 @@ class TopupBonusRulesController(Controller):
                 )
             )
 
-        return _post(db, principal, idempotency_key, "/v1/topup-bonus-rules", data, produce)
+        return _post(request, db, idempotency_key, data, produce)
 
     @get("/", sync_to_thread=True)
     def list_rules(
@@ -1017,9 +1005,9 @@ class FailedRequestPoliciesController(Controller):
     @post("/", sync_to_thread=True, status_code=201)
     def create_policy(
         self,
+        request: Request[Any, Any, Any],
         data: PolicyIn,
         db: Session,
-        principal: Principal,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
         """Create a policy, or the next version of an existing id."""
@@ -1031,7 +1019,7 @@ class FailedRequestPoliciesController(Controller):
                 )
             )
 
-        return _post(db, principal, idempotency_key, "/v1/failed-request-policies", data, produce)
+        return _post(request, db, idempotency_key, data, produce)
 
     @get("/", sync_to_thread=True)
     def list_policies(

@@ -141,7 +141,6 @@ class TaxProfilesController(Controller):
         request: Request[Principal, Principal, State],
         data: TaxProfileIn,
         db: Session,
-        principal: Principal,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
         """Create a tax profile (repeating the same profile is harmless)."""
@@ -152,14 +151,7 @@ class TaxProfilesController(Controller):
             )
 
         return run_idempotent(
-            db,
-            principal=principal,
-            key=idempotency_key,
-            method="POST",
-            path=request.url.path,
-            body=data,
-            status_code=201,
-            produce=produce,
+            db, request, idempotency_key, body=data, status_code=201, produce=produce
         )
 
     @get("/", sync_to_thread=True)
@@ -602,10 +594,10 @@ class InvoicesController(Controller):
     )
     def finalize(
         self,
+        request: Request[Any, Any, Any],
         invoice_id: str,
         db: Session,
         state: State,
-        principal: Principal,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
         """Finalize a draft: number it, post it, set its due date (repeat-safe)."""
@@ -615,14 +607,7 @@ class InvoicesController(Controller):
             return invoice_out(db, inv, today=_today(state))
 
         return run_idempotent(
-            db,
-            principal=principal,
-            key=idempotency_key,
-            method="POST",
-            path=f"/v1/invoices/{invoice_id}/finalize",
-            body=None,
-            status_code=200,
-            produce=produce,
+            db, request, idempotency_key, body=None, status_code=200, produce=produce
         )
 
     @post(
@@ -630,11 +615,11 @@ class InvoicesController(Controller):
     )
     def void(
         self,
+        request: Request[Any, Any, Any],
         invoice_id: str,
         data: VoidIn,
         db: Session,
         state: State,
-        principal: Principal,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
         """Void a finalized invoice with no payments or credit notes (repeat-safe)."""
@@ -644,14 +629,7 @@ class InvoicesController(Controller):
             return invoice_out(db, inv, today=_today(state))
 
         return run_idempotent(
-            db,
-            principal=principal,
-            key=idempotency_key,
-            method="POST",
-            path=f"/v1/invoices/{invoice_id}/void",
-            body=data,
-            status_code=200,
-            produce=produce,
+            db, request, idempotency_key, body=data, status_code=200, produce=produce
         )
 
     @post(
@@ -666,7 +644,6 @@ class InvoicesController(Controller):
         request: Request[Principal, Principal, State],
         data: CreditNoteIn,
         db: Session,
-        principal: Principal,
         state: State,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
@@ -691,14 +668,7 @@ class InvoicesController(Controller):
             return credit_note_out(note)
 
         return run_idempotent(
-            db,
-            principal=principal,
-            key=idempotency_key,
-            method="POST",
-            path=request.url.path,
-            body=data,
-            status_code=201,
-            produce=produce,
+            db, request, idempotency_key, body=data, status_code=201, produce=produce
         )
 
     @post(
@@ -754,14 +724,7 @@ class InvoicesController(Controller):
             return payment_out(result.payment, unit)
 
         return run_idempotent(
-            db,
-            principal=principal,
-            key=idempotency_key,
-            method="POST",
-            path=request.url.path,
-            body=data,
-            status_code=201,
-            produce=produce,
+            db, request, idempotency_key, body=data, status_code=201, produce=produce
         )
 
     def _card_payment(
@@ -792,12 +755,5 @@ class InvoicesController(Controller):
             return card_payment_out(db, started.payment)
 
         return run_idempotent(
-            db,
-            principal=principal,
-            key=idempotency_key,
-            method="POST",
-            path=request.url.path,
-            body=data,
-            status_code=202,
-            produce=produce,
+            db, request, idempotency_key, body=data, status_code=202, produce=produce
         )

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.params import Parameter
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
@@ -66,6 +66,7 @@ class ApiKeysController(Controller):
     @post("/", sync_to_thread=True, status_code=201)
     def create_api_key(
         self,
+        request: Request[Any, Any, Any],
         data: ApiKeyIn,
         db: Session,
         principal: Principal,
@@ -87,10 +88,8 @@ class ApiKeysController(Controller):
 
         return run_idempotent(
             db,
-            principal=principal,
-            key=idempotency_key,
-            method="POST",
-            path="/v1/api-keys",
+            request,
+            idempotency_key,
             body=data,
             status_code=201,
             produce=produce,
@@ -128,9 +127,9 @@ class ApiKeysController(Controller):
     @post("/{key_id:str}/revoke", sync_to_thread=True, status_code=200)
     def revoke_api_key(
         self,
+        request: Request[Any, Any, Any],
         key_id: str,
         db: Session,
-        principal: Principal,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
         """Revoke a key (admin). Repeating it is harmless."""
@@ -139,14 +138,6 @@ class ApiKeysController(Controller):
             revoke_key(db, key_id)
             return {"id": key_id, "status": "revoked"}
 
-        path = f"/v1/api-keys/{key_id}/revoke"
         return run_idempotent(
-            db,
-            principal=principal,
-            key=idempotency_key,
-            method="POST",
-            path=path,
-            body=None,
-            status_code=200,
-            produce=produce,
+            db, request, idempotency_key, body=None, status_code=200, produce=produce
         )

@@ -184,16 +184,7 @@ def run_card_refund(
             )
         )
 
-    return run_idempotent(
-        db,
-        principal=principal,
-        key=idempotency_key,
-        method="POST",
-        path=request.url.path,
-        body=data,
-        status_code=201,
-        produce=produce,
-    )
+    return run_idempotent(db, request, idempotency_key, body=data, status_code=201, produce=produce)
 
 
 class PaymentsController(Controller):

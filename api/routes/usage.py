@@ -208,14 +208,7 @@ class UsageController(Controller):
             )
 
         return run_idempotent(
-            db,
-            principal=principal,
-            key=idempotency_key,
-            method="POST",
-            path=request.url.path,
-            body=data,
-            status_code=200,
-            produce=produce,
+            db, request, idempotency_key, body=data, status_code=200, produce=produce
         )
 
 
@@ -252,19 +245,13 @@ class AuthorizationsController(Controller):
             return authorization_out(a, db)
 
         return run_idempotent(
-            db,
-            principal=principal,
-            key=idempotency_key,
-            method="POST",
-            path=request.url.path,
-            body=data,
-            status_code=201,
-            produce=produce,
+            db, request, idempotency_key, body=data, status_code=201, produce=produce
         )
 
     @post("/{authorization_id:str}/void", sync_to_thread=True, status_code=200)
     def void(
         self,
+        request: Request[Any, Any, Any],
         authorization_id: str,
         db: Session,
         principal: Principal,
@@ -277,14 +264,7 @@ class AuthorizationsController(Controller):
             return authorization_out(a, db)
 
         return run_idempotent(
-            db,
-            principal=principal,
-            key=idempotency_key,
-            method="POST",
-            path=f"/v1/authorizations/{authorization_id}/void",
-            body=None,
-            status_code=200,
-            produce=produce,
+            db, request, idempotency_key, body=None, status_code=200, produce=produce
         )
 
 

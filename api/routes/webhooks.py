@@ -72,10 +72,8 @@ class WebhookEndpointsController(Controller):
 
         return run_idempotent(
             db,
-            principal=principal,
-            key=idempotency_key,
-            method="POST",
-            path=request.url.path,
+            request,
+            idempotency_key,
             body=data,
             status_code=201,
             produce=produce,
