@@ -17,6 +17,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from sqlalchemy.engine import Engine
 
 from api.auth import ApiKeyAuthMiddleware
+from api.batcher import Batcher
 from api.db import make_sessionmaker
 from api.deps import provide_db, provide_principal
 from api.errors import EXCEPTION_HANDLERS
@@ -64,6 +65,7 @@ def create_app(
     cfg = settings or get_settings()
     gateway = payment_gateway if payment_gateway is not None else gateway_from_settings(cfg)
     factory = make_sessionmaker(engine)
+    batcher = Batcher(factory, threads=cfg.tokenwallet_gateway_threads, clock=clock)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -75,6 +77,7 @@ def create_app(
         try:
             yield
         finally:
+            batcher.stop()
             if sched is not None:
                 sched.shutdown(wait=False)
 
@@ -131,6 +134,7 @@ def create_app(
                 "settings": cfg,
                 "clock": clock,
                 "payments": gateway,
+                "batcher": batcher,
             }
         ),
         lifespan=[lifespan],

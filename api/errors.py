@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
 from litestar import Request, Response
 from litestar.exceptions import (
     HTTPException,
@@ -44,6 +45,8 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
     "insufficient_funds": (402, "Insufficient funds"),
     "idempotency_conflict": (409, "Idempotency key reused with a different request"),
     "hold_not_pending": (409, "Hold is no longer pending"),
+    "authorization_closed": (409, "Authorization is closed"),
+    "not_multi_capture": (409, "Not a multi-capture authorization"),
     "already_reversed": (409, "Entry already reversed"),
     "conflict": (409, "Conflict"),
     "backdated_price_change": (409, "Change would reprice usage already priced"),
@@ -124,8 +127,11 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
 _RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization, deadlock, lock timeout
 
 
-def _database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[dict[str, Any]]:
-    sqlstate = getattr(exc.orig, "sqlstate", None)
+def _database_error(
+    request: Request[Any, Any, Any], exc: DBAPIError | psycopg.Error
+) -> Response[dict[str, Any]]:
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    sqlstate = getattr(orig, "sqlstate", None)
     if sqlstate not in _RETRYABLE_SQLSTATES:
         return _unexpected(request, exc)
     log.warning("retryable database conflict on %s: %s", request.url.path, sqlstate)
@@ -154,5 +160,6 @@ EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
     ValidationException: _validation_error,
     HTTPException: _http_error,
     DBAPIError: _database_error,
+    psycopg.Error: _database_error,
     Exception: _unexpected,
 }

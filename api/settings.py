@@ -23,6 +23,8 @@ class Settings(BaseSettings):
         description="where the embedded PostgreSQL keeps its data (pgdata/ inside)",
     )
     tokenwallet_db_pool_size: int = Field(default=10, ge=1, le=200)
+    #: gateway groups in flight at once per process (each holds a connection while it runs)
+    tokenwallet_gateway_threads: int = Field(default=4, ge=1, le=64)
     tokenwallet_hold_ttl_seconds: int = Field(default=600, ge=1)
     tokenwallet_hold_expiry_interval_seconds: int = Field(default=30, ge=1)
     tokenwallet_webhook_interval_seconds: int = Field(default=10, ge=1)

@@ -30,6 +30,11 @@ class AccountRef:
     forbid_negative: bool
     track_balance: bool
 
+    @property
+    def unit_code(self) -> str:
+        """The account's unit code."""
+        return self.unit.code
+
 
 @dataclass(frozen=True, slots=True)
 class Balance:

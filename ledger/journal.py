@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, BIGINT, NUMERIC, SMALLINT, TEXT, TIMESTAMP
@@ -140,6 +140,11 @@ class _Acct(NamedTuple):
     debits_pending: int
     credits_pending: int
 
+    @property
+    def unit_code(self) -> str:
+        """The account's unit code."""
+        return self.unit
+
 
 #: Untracked (house) accounts by database and id. Their rows never change (no counters, a fixed
 #: identity) and ids are never reused, so once read they are kept for the process.
@@ -175,7 +180,26 @@ def _load_accounts(session: Session, ids: Iterable[int]) -> dict[int, _Acct]:
     return found
 
 
-def _validate(spec: EntrySpec, accounts: Mapping[int, _Acct]) -> None:
+class _AccountLike(Protocol):
+    """What checking an entry needs of each account it posts to."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def code(self) -> str: ...
+    @property
+    def unit_code(self) -> str: ...
+    @property
+    def book(self) -> str: ...
+
+
+def validate_entry(spec: EntrySpec, accounts: Mapping[int, _AccountLike]) -> None:
+    """Check that an entry has two postings or more, no zero amounts, amounts in each account's
+    unit, and balances per book and unit (posted legs apart from pending and release legs).
+
+    Raises:
+        InvalidEntry, MixedUnits, UnbalancedEntry: what is wrong, naming the account.
+    """
     if len(spec.legs) + len(spec.release_legs) < 2:
         raise InvalidEntry("a journal entry needs at least two postings")
     totals: dict[tuple[str, str, bool], int] = defaultdict(int)
@@ -183,12 +207,12 @@ def _validate(spec: EntrySpec, accounts: Mapping[int, _Acct]) -> None:
         acct = accounts[leg.account_id]
         if leg.amount.is_zero():
             raise InvalidEntry(f"posting to ledger account {leg.account_id} has a zero amount")
-        if leg.amount.unit.code != acct.unit:
+        if leg.amount.unit.code != acct.unit_code:
             raise MixedUnits(
-                f"ledger account {acct.id} ({acct.code}) holds {acct.unit},"
+                f"ledger account {acct.id} ({acct.code}) holds {acct.unit_code},"
                 f" not {leg.amount.unit.code}"
             )
-        totals[(acct.book, acct.unit, phase == Phase.POSTED)] += leg.amount.atoms
+        totals[(acct.book, acct.unit_code, phase == Phase.POSTED)] += leg.amount.atoms
     for (book, unit, posted), total in totals.items():
         if total != 0:
             amount = Amount(total, unit_of(unit))
@@ -358,7 +382,7 @@ def post_entries(session: Session, specs: Sequence[EntrySpec]) -> list[Entry]:
             session, (leg.account_id for s in todo for leg, _ in s.phased_legs())
         )
         for s in todo:
-            _validate(s, accounts)
+            validate_entry(s, accounts)
         _check_funds(todo, accounts)
         now = utcnow()
         # ids first, so each entry's postings name it without relying on RETURNING order
@@ -406,6 +430,75 @@ def post_entries(session: Session, specs: Sequence[EntrySpec]) -> list[Entry]:
         existing[s.idempotency_key] if s.idempotency_key in existing else written[id(s)]
         for s in specs
     ]
+
+
+#: Statements that append standard entries with ids taken beforehand (see :func:`append_entries`)
+APPEND_ENTRIES_SQL = (
+    "INSERT INTO ledger_entries (id, kind, description, effective_at, metadata)"
+    " SELECT * FROM unnest(%(entry_ids)s::bigint[], %(entry_kinds)s::text[],"
+    " %(entry_descriptions)s::text[], %(entry_effective)s::timestamptz[],"
+    " %(entry_metadata)s::text[]::jsonb[])"
+)
+APPEND_POSTINGS_SQL = (
+    "INSERT INTO ledger_postings (entry_id, account_id, unit, book, amount, phase)"
+    " SELECT * FROM unnest(%(posting_entries)s::bigint[], %(posting_accounts)s::bigint[],"
+    " %(posting_units)s::text[], %(posting_books)s::text[], %(posting_amounts)s::numeric[],"
+    " %(posting_phases)s::smallint[])"
+)
+
+
+def append_entries(
+    entries: Sequence[tuple[int, EntrySpec]], accounts: Mapping[int, _AccountLike]
+) -> dict[str, list[Any]]:
+    """Check standard entries and return the parameters of :data:`APPEND_ENTRIES_SQL` and
+    :data:`APPEND_POSTINGS_SQL`, for a caller that writes them in its own round trip (the
+    gateway path pipelines them with its other writes).
+
+    The caller holds the rows that make the postings safe (the wallet's account rows, whose
+    lots pay for them); overdrafts are refused by the database's CHECK constraint, and every
+    entry's balance is checked again at commit.
+
+    Args:
+        entries: ``(entry id, spec)``; ids from the ``ledger_entries`` sequence.
+        accounts: every account the legs post to.
+
+    Raises:
+        InvalidEntry, MixedUnits, UnbalancedEntry: a malformed entry (nothing is returned).
+    """
+    cols: dict[str, list[Any]] = {
+        k: []
+        for k in (
+            "entry_ids",
+            "entry_kinds",
+            "entry_descriptions",
+            "entry_effective",
+            "entry_metadata",
+            "posting_entries",
+            "posting_accounts",
+            "posting_units",
+            "posting_books",
+            "posting_amounts",
+            "posting_phases",
+        )
+    }
+    for entry_id, spec in entries:
+        if spec.kind is not EntryKind.STANDARD or spec.idempotency_key is not None:
+            raise InvalidEntry("append_entries writes standard entries without idempotency keys")
+        validate_entry(spec, accounts)
+        cols["entry_ids"].append(entry_id)
+        cols["entry_kinds"].append(spec.kind.value)
+        cols["entry_descriptions"].append(spec.description)
+        cols["entry_effective"].append(spec.effective_at or utcnow())
+        cols["entry_metadata"].append(json.dumps(dict(spec.metadata), default=str))
+        for leg in spec.legs:
+            acct = accounts[leg.account_id]
+            cols["posting_entries"].append(entry_id)
+            cols["posting_accounts"].append(leg.account_id)
+            cols["posting_units"].append(acct.unit_code)
+            cols["posting_books"].append(acct.book)
+            cols["posting_amounts"].append(leg.amount.atoms)
+            cols["posting_phases"].append(Phase.POSTED)
+    return cols
 
 
 def post_entry(

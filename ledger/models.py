@@ -110,6 +110,7 @@ class LedgerAccount(Base):
             " ELSE credits_posted - debits_posted - debits_pending >= 0 END",
             name="no_negative_balance",
         ),
+        Index("ix_ledger_accounts_owner_id", "owner_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)

@@ -31,7 +31,7 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import TypeVar
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -106,15 +106,22 @@ def priced_through(session: Session, currency: Unit | str) -> datetime | None:
     )
 
 
+#: The catalog lock of a currency: pricing batches take it shared for their whole
+#: transaction, catalog changes exclusively (``tw_lock_key`` is defined by migration 0009).
+_CATALOG_SHARED = text("SELECT pg_advisory_xact_lock_shared(tw_lock_key('catalog', :c))")
+_CATALOG_EXCLUSIVE = text("SELECT pg_advisory_xact_lock(tw_lock_key('catalog', :c))")
+
+
 def advance_priced_through(session: Session, currency: Unit | str, at: datetime) -> datetime:
     """Record that usage in ``currency`` up to ``at`` is being priced (monotonic).
 
-    The usage path calls this once per batch and currency with the batch's latest
-    ``occurred_at``, **before** it loads rate cards and price books, in the transaction that
-    stores the charges. The row lock taken here orders it against catalog changes:
-    a concurrent new rate card either commits first (and is then seen by the batch) or waits
-    for the batch and is refused. Batches that do not move the mark only take a ``FOR KEY
-    SHARE`` lock, which never blocks another batch.
+    A pricing batch takes the currency's catalog lock *shared* (until its transaction ends),
+    then moves the mark when it prices later usage than it shows. A catalog change takes the
+    same lock *exclusively* before it reads the mark (:func:`_lock_watermark`), so it either
+    commits before the batch (and the batch sees it) or waits for the batch and is then refused
+    if it would take effect at or before the mark. Batches never block each other; only the one
+    that moves the mark writes its row. The gateway path does the same in its own statements
+    (``wallet/snapshot.py``, ``wallet/writeback.py``).
 
     Args:
         session: the caller's session (not committed here).
@@ -126,13 +133,12 @@ def advance_priced_through(session: Session, currency: Unit | str, at: datetime)
     """
     unit = money_unit(currency)
     at = check_aware(at, what="priced_through_at")
-    current = session.execute(
-        select(RatingWatermark.priced_through_at)
-        .where(RatingWatermark.currency == unit.code)
-        .with_for_update(read=True, key_share=True)
-    ).first()
-    if current is not None and current[0] is not None and current[0] >= at:
-        return current[0]
+    session.execute(_CATALOG_SHARED, {"c": unit.code})
+    current = session.scalar(
+        select(RatingWatermark.priced_through_at).where(RatingWatermark.currency == unit.code)
+    )
+    if current is not None and current >= at:
+        return current
     now = utcnow()
     insert = pg_insert(RatingWatermark).values(
         currency=unit.code, priced_through_at=at, updated_at=now
@@ -152,8 +158,10 @@ def advance_priced_through(session: Session, currency: Unit | str, at: datetime)
 
 
 def _lock_watermark(session: Session, unit: Unit) -> datetime | None:
-    """Lock the currency's watermark row against pricing batches, bump its catalog version
-    (a price is about to change) and return the mark."""
+    """Wait for the pricing batches in flight, keep new ones out until this transaction ends
+    (the catalog lock, exclusively), bump the currency's catalog version (a price is about to
+    change) and return the mark."""
+    session.execute(_CATALOG_EXCLUSIVE, {"c": unit.code})
     session.execute(
         pg_insert(RatingWatermark)
         .values(currency=unit.code, priced_through_at=None, updated_at=utcnow())
@@ -939,7 +947,7 @@ def resolve_account_price(
     """
     at = check_aware(at, what="at")
     ids = [account_id] + ([reseller_account_id] if reseller_account_id else [])
-    ctx = PriceContext.load(session, currency, account_ids=ids, since=at, until=at)
+    ctx = PriceContext.load(session, currency, account_ids=ids)
     return ctx.resolve(
         model=model,
         at=at,
@@ -1098,19 +1106,24 @@ class PriceContext:
         currency: Unit | str,
         *,
         account_ids: Iterable[str],
-        since: datetime,
-        until: datetime,
+        version: int | None = None,
     ) -> PriceContext:
-        """What pricing ``account_ids`` (and sub-accounts' resellers among them) needs for
-        instants in ``[since, until]``.
+        """What pricing ``account_ids`` (and sub-accounts' resellers among them) needs, at any
+        instant (every version of every card, contract and book is kept; resolution picks the
+        one in force).
 
         Rate cards, contracts and price books are never edited, and every change that can
         alter a price bumps the currency's :func:`catalog_version` in its own transaction, so
         what was loaded for a version is kept by the process and reused until the version
-        moves: a batch then costs one query here instead of eight.
+        moves: a batch then costs no query here once warm.
+
+        Args:
+            version: the catalog version the caller read under the currency's catalog lock
+                (read here when omitted).
         """
         unit = money_unit(currency)
-        version = catalog_version(session, unit)
+        if version is None:
+            version = catalog_version(session, unit)
         key = (str(session.get_bind().engine.url), unit.code)
         cached = _CACHE.get(key)
         if cached is None or cached.version != version or cached.size > _CACHE_ACCOUNTS:
@@ -1123,7 +1136,6 @@ class PriceContext:
             for account_id in missing:
                 cached.contracts[account_id] = contracts.get(account_id, [])
                 cached.books[account_id] = books.get(account_id, [])
-        del since, until  # the cache holds every version; resolution picks the one in force
         return cls(
             unit,
             cached.cards,

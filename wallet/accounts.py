@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -23,6 +23,15 @@ from wallet.ids import new_id
 from wallet.models import Account
 
 
+class Placed(Protocol):
+    """An account's place in the tree: its id and its reseller."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def parent_id(self) -> str | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Scope:
     """Which accounts a caller may see: all, one account and its sub-accounts, or one account.
@@ -33,7 +42,7 @@ class Scope:
     kind: Literal["all", "subtree", "self"]
     root_id: str | None = None
 
-    def allows(self, account: Account) -> bool:
+    def allows(self, account: Placed) -> bool:
         """True when the caller may see ``account``."""
         if self.kind == "all":
             return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from ledger.accounts import get_balance
@@ -46,7 +46,8 @@ class SubscriptionView:
 class BalanceView:
     """``available`` = paid + bonus - held + (credit_limit - overage_unbilled -
     invoiced_outstanding - reversals_owed): what the account can spend now, in money; ``held``
-    is what open gateway holds reserve, from prepaid credit and the credit limit. Invoices not
+    is what open gateway authorizations reserve (from prepaid credit and the credit limit,
+    and a reseller's float for its sub-accounts) plus credit frozen by disputes. Invoices not
     paid yet and debts left by refunds and disputes (``receivable:reversals``, until an invoice
     bills them) use the credit limit too. Token entitlements are listed apart."""
 
@@ -72,8 +73,25 @@ def balance_of(session: Session, account: Account, *, at: datetime | None = None
     bonus = get_balance(session, cust.bonus.id)
     receivable = get_balance(session, cust.receivable_unbilled.id)
     overage = receivable.posted
-    # holds reserve prepaid credit and, beyond it, credit limit (a pending receivable debit)
-    held = paid.pending_out + bonus.pending_out + receivable.pending_in
+    # open authorizations reserve credit from the lots and, beyond it, the credit limit;
+    # credit freezes hold prepaid and bonus credit in the ledger
+    reserved_lots, reserved_overage = session.execute(
+        text(
+            "SELECT (SELECT coalesce(sum(reserved), 0) FROM wallet_credit_lots"
+            "        WHERE account_id = :a AND kind IN ('paid', 'bonus') AND reserved > 0),"
+            "       (SELECT coalesce(sum(overage), 0) FROM wallet_authorizations"
+            "        WHERE account_id = :a AND status = 'approved')"
+            "     + (SELECT coalesce(sum(reseller_overage), 0) FROM wallet_authorizations"
+            "        WHERE reseller_account_id = :a AND status = 'approved')"
+        ),
+        {"a": account.id},
+    ).one()
+    held = (
+        paid.pending_out
+        + bonus.pending_out
+        + receivable.pending_in
+        + Amount(int(reserved_lots) + int(reserved_overage), unit)
+    )
     owed = {
         code: Amount(int(atoms), unit)
         for code, atoms in session.execute(

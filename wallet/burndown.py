@@ -1,43 +1,94 @@
-"""Burn-down against locked wallet state: what pays for one request, in the account's order.
+"""Burn-down: what pays for one request, in the account's order (pure; no database).
 
-Shared by the usage path (``wallet/charging.py``) and gateway holds
-(``wallet/authorizations.py``). A :class:`WalletState` is one account's spendable state for the
-length of a transaction: its credit lots, plan quota windows and overage headroom, loaded under
-the account's row lock. :func:`draw` decides how one request is paid without changing anything;
-:func:`apply_draw` then takes it out of the state, which the caller writes back.
+One implementation, used by every path that spends from a wallet: usage records and gateway
+authorizations (``wallet/gateway.py``) and purchases paid from the balance (``wallet/lots.py``).
+A :class:`WalletState` is one account's spendable state for the length of a transaction: its
+credit lots, plan quota windows and overage headroom, loaded under the account's row lock.
+:func:`draw` decides how one request is paid without changing anything; :func:`apply_draw` then
+takes it out of the state, which the caller writes back.
+
+Reservations (gateway authorizations) move amounts from a lot's ``remaining`` to its
+``reserved`` (and take plan quota and overage headroom); :func:`reserve` records exactly what
+was taken in a :class:`Reservation`, and :func:`give_back` returns exactly that. Capturing is
+"give the reservation back, charge the record as usage, reserve again what the grant still
+holds" (:mod:`wallet.gateway`), so the burn order and the credit limit apply to captures exactly
+as to plain usage.
 
 Lock order (every path that changes a wallet): the ``wallet_accounts`` rows of every account
-involved, sorted by id (:func:`wallet.accounts.lock_accounts`); then authorizations; then ledger
-accounts by id (``ledger.journal``). Credit lots and quota windows are changed only by holders
-of their account's row, so they need no row locks of their own: two writers of one wallet
-serialize on the account row and never see each other's half-done work.
+involved, sorted by id; then authorizations by id; then ledger accounts by id. Credit lots and
+quota windows are changed only by holders of their account's row, so they need no row locks of
+their own.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import suppress
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, text
-from sqlalchemy.dialects.postgresql import ARRAY, TEXT
-from sqlalchemy.orm import Session
-
-from ledger.base import in_array
-from ledger.errors import HoldNotPending
-from ledger.journal import void_hold
 from ledger.units import Unit
-from plans.catalog import PlanSpec, get_plan
-from wallet.burn import BONUS, NEVER, OVERAGE, PACKAGE, PAID, PLAN, validate_burn_order
-from wallet.chart import currency_of
-from wallet.models import Account, Authorization, CreditLot, QuotaWindow, Subscription
+from wallet.burn import BONUS, NEVER, OVERAGE, PACKAGE, PAID, PLAN
 from wallet.quota import window_bounds
 
 #: The sources a reseller's float pays wholesale from: money only, never its own plan/packages.
 MONEY_SOURCES = frozenset({BONUS, PAID, OVERAGE})
+#: The sources a multi-capture money grant reserves from.
+GRANT_MONEY_SOURCES = MONEY_SOURCES
+#: The source a token grant reserves from.
+GRANT_TOKEN_SOURCES = frozenset({PACKAGE})
+
+
+@dataclass(slots=True, eq=False)
+class Lot:
+    """A credit lot's spendable state (``remaining``) and what open authorizations hold from it
+    (``reserved``); money lots count atoms of the currency, package lots tokens."""
+
+    id: int
+    account_id: str
+    kind: str
+    remaining: int
+    reserved: int
+    granted: int
+    priority: int
+    expires_at: datetime | None
+    models: tuple[str, ...] = ()
+    price: int = 0
+    deferred: int = 0
+    ledger_account_id: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class Window:
+    """The current window of one plan quota."""
+
+    id: int
+    subscription_id: str
+    kind: str
+    unit: str
+    limit: int
+    window_start: datetime | None
+    window_end: datetime | None
+    used: int
+
+
+@dataclass(frozen=True, slots=True)
+class PlanTerms:
+    """What the burn-down needs of a coding plan: its model scope and what happens when a
+    window is exhausted (``block`` or fall back to the ``wallet``)."""
+
+    models: tuple[str, ...]
+    on_exhausted: str
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """What the burn-down needs of the wallet's account."""
+
+    id: str
+    parent_id: str | None
+    credit_limit: int
 
 
 @dataclass
@@ -46,21 +97,22 @@ class WalletState:
 
     Attributes:
         overage_used: atoms of credit limit in use: unbilled overage posted, overage reserved
-            by open holds, invoices not paid yet and debts left by refunds and disputes
-            (:data:`CREDIT_IN_USE_CODES`).
+            by open authorizations, invoices not paid yet and debts left by refunds and
+            disputes.
         money_before: bonus plus paid credit in the lots when loaded (for ``balance.low``).
     """
 
-    account: Account
+    account: Owner
     unit: Unit
     order: tuple[str, ...]
-    lots: list[CreditLot]
+    lots: list[Lot]
     overage_used: int
-    plan: PlanSpec | None = None
-    windows: list[QuotaWindow] = field(default_factory=list)
+    plan: PlanTerms | None = None
+    windows: list[Window] = field(default_factory=list)
     debits: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     package_tokens: int = 0
     touched_lots: set[int] = field(default_factory=set)
+    touched_windows: set[int] = field(default_factory=set)
     money_before: int = 0
 
     @property
@@ -69,7 +121,7 @@ class WalletState:
         return self.account.credit_limit - self.overage_used
 
     def money_left(self) -> int:
-        """Bonus plus paid credit left in the lots now."""
+        """Bonus plus paid credit left in the lots now (reservations excluded)."""
         return sum(lot.remaining for lot in self.lots if lot.kind in (BONUS, PAID))
 
 
@@ -77,7 +129,7 @@ class WalletState:
 class Draw:
     """How one request is paid (decided by :func:`draw`, taken by :func:`apply_draw`)."""
 
-    lots: list[tuple[CreditLot, int]] = field(default_factory=list)
+    lots: list[tuple[Lot, int]] = field(default_factory=list)
     money: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     package_tokens: int = 0
     plan_requests: int = 0
@@ -99,7 +151,7 @@ class Draw:
         return out
 
 
-def _window_used(win: QuotaWindow, at: datetime) -> int:
+def _window_used(win: Window, at: datetime) -> int:
     return win.used if win.window_end is not None and at < win.window_end else 0
 
 
@@ -114,7 +166,7 @@ def quota_room(w: WalletState, requests: int, tokens: int, at: datetime) -> bool
 
 def take_quota(
     w: WalletState, requests: int, tokens: int, at: datetime
-) -> list[tuple[QuotaWindow, int]]:
+) -> list[tuple[Window, int]]:
     """Count a request in every window (opening a new window where the last one closed);
     returns what each window took."""
     taken = []
@@ -124,23 +176,23 @@ def take_quota(
             win.window_start, win.window_end = window_bounds(win.kind, at)
             win.used = 0
         win.used += need
+        w.touched_windows.add(win.id)
         taken.append((win, need))
     return taken
 
 
-def _lot_order(lot: CreditLot) -> tuple[int, datetime, int]:
+def _lot_order(lot: Lot) -> tuple[int, datetime, int]:
     return (-lot.priority, lot.expires_at or NEVER, lot.id)
 
 
 def draw(
     w: WalletState,
-    model: str,
+    model: str | None,
     money: int,
     tokens: int,
     at: datetime,
     *,
     sources: Iterable[str] | None = None,
-    room: Callable[[CreditLot], int] | None = None,
     use_plan: bool = True,
     partial: bool = False,
     valid_at: datetime | None = None,
@@ -149,11 +201,12 @@ def draw(
 
     Plan quota covers the whole request or none of it; package tokens cover their share of the
     tokens and the same share of the money; bonus and paid lots cover money; overage covers
-    money within the credit limit.
+    money within the credit limit. Only what lots have ``remaining`` is used (what open
+    authorizations reserved is not).
 
     Args:
+        model: the request's model (package and plan scopes); None matches only unscoped ones.
         sources: the kinds that may pay (default: all, in the account's order).
-        room: how much each lot may give (default: what it has left).
         use_plan: whether plan quota may pay.
         partial: take what can be paid and report the rest instead of refusing.
         valid_at: lots must not have expired by this instant (default ``at``).
@@ -166,13 +219,10 @@ def draw(
     allowed = set(sources) if sources is not None else None
     cutoff = valid_at or at
 
-    def lot_room(lot: CreditLot) -> int:
-        return lot.remaining if room is None else min(lot.remaining, room(lot))
-
-    def usable(lot: CreditLot, kind: str) -> bool:
+    def usable(lot: Lot, kind: str) -> bool:
         return (
             lot.kind == kind
-            and lot_room(lot) > 0
+            and lot.remaining > 0
             and (lot.expires_at is None or lot.expires_at > cutoff)
             and (kind != PACKAGE or not lot.models or model in lot.models)
         )
@@ -200,7 +250,7 @@ def draw(
             for lot in sorted((x for x in w.lots if usable(x, PACKAGE)), key=_lot_order):
                 if tokens_left == 0:
                     break
-                take = min(tokens_left, lot_room(lot))
+                take = min(tokens_left, lot.remaining)
                 d.lots.append((lot, take))
                 d.package_tokens += take
                 money_left -= money_left * take // tokens_left
@@ -209,7 +259,7 @@ def draw(
             for lot in sorted((x for x in w.lots if usable(x, source)), key=_lot_order):
                 if money_left == 0:
                     break
-                take = min(money_left, lot_room(lot))
+                take = min(money_left, lot.remaining)
                 d.lots.append((lot, take))
                 d.money[source] += take
                 money_left -= take
@@ -227,165 +277,118 @@ def draw(
     return d, money_left, refusal if money_left else None
 
 
-def apply_draw(w: WalletState, d: Draw, at: datetime) -> list[tuple[QuotaWindow, int]]:
-    """Take a draw out of the wallet state; returns the quota each window took."""
+def _take(w: WalletState, d: Draw, at: datetime) -> list[tuple[Window, int]]:
+    """Take a draw's lots, credit limit and quota out of the state (no debits recorded)."""
     for lot, take in d.lots:
         lot.remaining -= take
         w.touched_lots.add(lot.id)
-    for kind, atoms in d.money.items():
-        w.debits[kind] += atoms
-        if kind == OVERAGE:
-            w.overage_used += atoms
-    w.package_tokens += d.package_tokens
+    w.overage_used += d.money.get(OVERAGE, 0)
     if d.plan_requests:
         return take_quota(w, d.plan_requests, d.plan_tokens, at)
     return []
 
 
-#: what uses the credit limit: overage not yet invoiced (with holds' reservations), invoices
-#: not paid yet, and what refunds and disputes left the customer owing
-CREDIT_IN_USE_CODES = ("receivable:unbilled", "receivable:invoiced", "receivable:reversals")
-
-_OVERAGE_IN_USE = text(
-    "SELECT owner_id, sum(debits_posted - credits_posted + debits_pending) FROM ledger_accounts"
-    " WHERE code = ANY(:codes) AND owner_id = ANY(:owners)"
-    " GROUP BY owner_id"
-).bindparams(
-    bindparam("owners", type_=ARRAY(TEXT)),
-    bindparam("codes", type_=ARRAY(TEXT), value=list(CREDIT_IN_USE_CODES)),
-)
+def apply_draw(w: WalletState, d: Draw, at: datetime) -> list[tuple[Window, int]]:
+    """Spend a draw: take it out of the wallet state and record the debits the batch posts;
+    returns the quota each window took."""
+    taken = _take(w, d, at)
+    for kind, atoms in d.money.items():
+        w.debits[kind] += atoms
+    w.package_tokens += d.package_tokens
+    return taken
 
 
-def load_wallets(
-    session: Session, accounts: Iterable[Account], extra_lots: Sequence[int] = ()
-) -> dict[str, WalletState]:
-    """Load the lots, plan windows and overage of accounts whose rows the caller has locked.
-    ``extra_lots``: lots to load even when empty (a hold's reservation is about to be given
-    back to them)."""
-    accs = {a.id: a for a in accounts}
-    if not accs:
-        return {}
-    # no row locks here: every writer of lots and quota windows holds the account rows
-    lots = session.scalars(
-        select(CreditLot)
-        .where(
-            in_array(CreditLot.account_id, accs),
-            (CreditLot.remaining > 0) | in_array(CreditLot.id, extra_lots),
-        )
-        .order_by(CreditLot.id)
-        .execution_options(populate_existing=True)
-    ).all()
-    by_account: dict[str, list[CreditLot]] = defaultdict(list)
-    for lot in lots:
-        by_account[lot.account_id].append(lot)
-    subs = session.scalars(
-        select(Subscription).where(
-            in_array(Subscription.account_id, accs), Subscription.status == "active"
-        )
-    ).all()
-    windows = (
-        session.scalars(
-            select(QuotaWindow)
-            .where(QuotaWindow.subscription_id.in_([s.id for s in subs]))
-            .order_by(QuotaWindow.id)
-            .execution_options(populate_existing=True)
-        ).all()
-        if subs
-        else []
-    )
-    overage = {
-        owner: int(atoms)
-        for owner, atoms in session.execute(_OVERAGE_IN_USE, {"owners": list(accs)})
-    }
-    out: dict[str, WalletState] = {}
-    for a in accs.values():
-        own = by_account.get(a.id, [])
-        out[a.id] = WalletState(
-            account=a,
-            unit=currency_of(a),
-            order=validate_burn_order(a.burn_order),
-            lots=own,
-            overage_used=overage.get(a.id, 0),
-            money_before=sum(lot.remaining for lot in own if lot.kind in (BONUS, PAID)),
-        )
-    for s in subs:
-        w = out[s.account_id]
-        w.plan = get_plan(session, s.plan_id)
-        w.windows = [win for win in windows if win.subscription_id == s.id]
-    return out
+# -- reservations ---------------------------------------------------------------------------
 
 
-# -- hold reservations ----------------------------------------------------------------------
+@dataclass
+class Reservation:
+    """What an authorization holds: atoms (or tokens) per lot, plan quota per window (with the
+    window's end, so quota is only given back to the window it came from), and credit limit
+    of the account and of its reseller."""
 
-#: The ledger hold outlives the authorization, so the wallet's expiry (which also returns the
-#: lots) normally resolves it; the ledger's own expiry job is only a backstop.
-LEDGER_GRACE = timedelta(hours=1)
+    lots: dict[int, int] = field(default_factory=dict)
+    quota: list[tuple[int, int, str | None]] = field(default_factory=list)
+    overage: int = 0
+    reseller_overage: int = 0
 
+    @classmethod
+    def from_stored(
+        cls,
+        lots: Iterable[Iterable[int]],
+        quota: Iterable[Iterable[Any]],
+        overage: int,
+        reseller_overage: int,
+    ) -> Reservation:
+        """From the authorization row's columns."""
+        out = cls(overage=overage, reseller_overage=reseller_overage)
+        for lot_id, atoms in lots:
+            out.lots[int(lot_id)] = out.lots.get(int(lot_id), 0) + int(atoms)
+        out.quota = [(int(w), int(n), end) for w, n, end in quota]
+        return out
 
-def release_ledger_hold(session: Session, auth: Authorization, status: str, at: datetime) -> None:
-    """Void the hold's pending ledger entry, unless the ledger's backstop expiry already
-    released it (then there is nothing left to release)."""
-    if auth.hold_entry_id is None:
-        return
-    with suppress(HoldNotPending):  # raised before anything is written
-        void_hold(
-            session,
-            auth.hold_entry_id,
-            description=f"authorization {auth.id} {status}",
-            # resolve it even when the ledger's own expiry instant has passed unprocessed
-            now=min(at, auth.expires_at + LEDGER_GRACE - timedelta(microseconds=1)),
+    def stored_lots(self) -> list[list[int]]:
+        """The ``reserved`` column: ``[[lot_id, atoms], ...]`` by lot id."""
+        return [[lot_id, atoms] for lot_id, atoms in sorted(self.lots.items()) if atoms]
+
+    def stored_quota(self) -> list[list[Any]]:
+        """The ``reserved_quota`` column."""
+        return [[w, n, end] for w, n, end in self.quota]
+
+    def is_empty(self) -> bool:
+        """True when nothing is held."""
+        return (
+            not any(self.lots.values())
+            and not self.quota
+            and not self.overage
+            and not (self.reseller_overage)
         )
 
 
 def reserve(
-    auth: Authorization,
-    retail: tuple[WalletState, Draw],
-    wholesale: tuple[WalletState, Draw] | None,
-    at: datetime,
+    w: WalletState, d: Draw, at: datetime, res: Reservation, *, reseller: bool = False
 ) -> None:
-    """Take a hold's draws out of the wallets and record on ``auth`` what it reserved, so that
-    :func:`give_back` can return exactly that."""
-    w, d = retail
-    taken = apply_draw(w, d, at)
-    reserved = [[lot.id, take] for lot, take in d.lots]
-    auth.held_money = d.money.get(BONUS, 0) + d.money.get(PAID, 0) + d.money.get(OVERAGE, 0)
-    auth.overage = d.money.get(OVERAGE, 0)
-    auth.held_tokens = d.package_tokens
-    auth.plan_covered = bool(d.plan_requests)
-    auth.reserved_quota = [
-        [win.id, need, win.window_end.isoformat() if win.window_end else None]
+    """Take a draw out of the wallet into a reservation: lot amounts move from ``remaining``
+    to ``reserved``; plan quota and credit limit are taken and recorded."""
+    taken = _take(w, d, at)
+    for lot, take in d.lots:
+        lot.reserved += take
+        res.lots[lot.id] = res.lots.get(lot.id, 0) + take
+    overage = d.money.get(OVERAGE, 0)
+    if reseller:
+        res.reseller_overage += overage
+    else:
+        res.overage += overage
+    res.quota += [
+        (win.id, need, win.window_end.isoformat() if win.window_end else None)
         for win, need in taken
     ]
-    if wholesale is not None:
-        rw, rd = wholesale
-        apply_draw(rw, rd, at)
-        reserved += [[lot.id, take] for lot, take in rd.lots]
-        auth.reseller_overage = rd.money.get(OVERAGE, 0)
-    auth.reserved = reserved
 
 
 def give_back(
-    auth: Authorization,
+    res: Reservation,
+    account_id: str,
     wallets: Mapping[str, WalletState],
-    *,
-    lots_by_id: Mapping[int, CreditLot] | None = None,
+    lots_by_id: Mapping[int, Lot],
 ) -> None:
-    """Return a hold's reservation to its lots, quota windows and overage headroom (the caller
-    holds the account rows and has loaded the reserved lots)."""
-    lots = lots_by_id or {lot.id: lot for w in wallets.values() for lot in w.lots}
-    owners = {lot.id: w for w in wallets.values() for lot in w.lots}
-    for lot_id, atoms in auth.reserved:
-        lots[lot_id].remaining += atoms
-        owner = owners.get(lot_id)
+    """Return a reservation to its lots, quota windows and overage headroom and empty it (the
+    caller holds the account rows and has loaded the reserved lots)."""
+    for lot_id, atoms in res.lots.items():
+        lot = lots_by_id[lot_id]
+        lot.remaining += atoms
+        lot.reserved -= atoms
+        owner = wallets.get(lot.account_id)
         if owner is not None:
             owner.touched_lots.add(lot_id)
-    w = wallets[auth.account_id]
+    w = wallets[account_id]
     windows = {win.id: win for win in w.windows}
-    for win_id, need, end in auth.reserved_quota:
+    for win_id, need, end in res.quota:
         win = windows.get(win_id)
         if win is not None and win.window_end is not None and win.window_end.isoformat() == end:
             win.used = max(0, win.used - need)
-    w.overage_used -= auth.overage
+            w.touched_windows.add(win.id)
+    w.overage_used -= res.overage
     parent = w.account.parent_id
     if parent and parent in wallets:
-        wallets[parent].overage_used -= auth.reseller_overage
+        wallets[parent].overage_used -= res.reseller_overage
+    res.lots, res.quota, res.overage, res.reseller_overage = {}, [], 0, 0

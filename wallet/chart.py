@@ -26,7 +26,12 @@ L, A, R, C = (
 
 def book_of(account: Account) -> str:
     """The book an account's money lives in."""
-    return f"reseller:{account.parent_id}" if account.parent_id else OPERATOR_BOOK
+    return book_for(account.parent_id)
+
+
+def book_for(parent_id: str | None) -> str:
+    """The book of an account whose reseller is ``parent_id`` (None: the operator's)."""
+    return f"reseller:{parent_id}" if parent_id else OPERATOR_BOOK
 
 
 def currency_of(account: Account) -> Unit:
@@ -64,7 +69,15 @@ class HouseLedger:
 
 def customer_ledger(session: Session, account: Account) -> CustomerLedger:
     """Open (or find) the ledger accounts of ``account``."""
-    book, unit, owner = book_of(account), currency_of(account), account.id
+    return customer_ledger_of(session, account.id, account.parent_id, account.currency)
+
+
+def customer_ledger_of(
+    session: Session, account_id: str, parent_id: str | None, currency: str
+) -> CustomerLedger:
+    """Open (or find) the ledger accounts of the wallet account ``account_id``."""
+    book = book_for(parent_id)
+    unit, owner = unit_of(currency), account_id
 
     def acct(code: str, type_: AccountType, u: Unit = unit) -> AccountSpec:
         return AccountSpec(code, type_, u, book, owner, forbid_negative=True)

@@ -20,9 +20,9 @@ from ledger.journal import EntrySpec, Leg, post_entries
 from ledger.units import unit as unit_of
 from wallet.accounts import lock_accounts
 from wallet.burn import BONUS, MONEY_KINDS, PACKAGE, PAID, validate_burn_order
-from wallet.burndown import WalletState, draw
+from wallet.burndown import Lot, Owner, WalletState, draw
 from wallet.chart import CustomerLedger, book_of, currency_of, customer_ledger, house_ledger
-from wallet.models import Account, Authorization, CreditLot
+from wallet.models import Account, CreditLot
 from wallet.outbox import emit
 
 
@@ -73,14 +73,15 @@ def draw_money(
         InsufficientFunds: the lots cannot cover ``amount`` (nothing is changed).
     """
     when = at or utcnow()
-    lots = open_lots(session, account.id, sorted(MONEY_KINDS), lock=True)
+    rows = open_lots(session, account.id, sorted(MONEY_KINDS), lock=True)
     if from_lot_id is not None:
-        lots = [lot for lot in lots if lot.id == from_lot_id]
+        rows = [lot for lot in rows if lot.id == from_lot_id]
+    lean = {row.id: lean_lot(row) for row in rows}
     wallet = WalletState(
-        account=account,
+        account=Owner(account.id, account.parent_id, account.credit_limit),
         unit=amount.unit,
         order=validate_burn_order(account.burn_order),
-        lots=lots,
+        lots=list(lean.values()),
         overage_used=0,
     )
     paid, short, _ = draw(wallet, "", amount.atoms, 0, when, sources=MONEY_KINDS, use_plan=False)
@@ -93,8 +94,9 @@ def draw_money(
             required=amount.format(),
         )
     ledger = customer_ledger(session, account)
+    by_id = {row.id: row for row in rows}
     for lot, take in paid.lots:
-        lot.remaining -= take
+        by_id[lot.id].remaining -= take
     legs = []
     if paid.money.get(BONUS):
         legs.append(Leg(ledger.bonus.id, Amount(paid.money[BONUS], amount.unit)))
@@ -102,6 +104,24 @@ def draw_money(
         legs.append(Leg(ledger.prepaid.id, Amount(paid.money[PAID], amount.unit)))
     session.flush()
     return MoneyDraw(tuple(legs), tuple((lot.id, take) for lot, take in paid.lots))
+
+
+def lean_lot(row: CreditLot) -> Lot:
+    """The burn-down's view of a lot row."""
+    return Lot(
+        id=row.id,
+        account_id=row.account_id,
+        kind=row.kind,
+        remaining=row.remaining,
+        reserved=row.reserved,
+        granted=row.granted,
+        priority=row.priority,
+        expires_at=row.expires_at,
+        models=tuple(row.models or ()),
+        price=row.price,
+        deferred=row.deferred,
+        ledger_account_id=row.ledger_account_id,
+    )
 
 
 def money_balance(session: Session, ledger: CustomerLedger) -> Amount:
@@ -148,21 +168,13 @@ def expire_lots(session: Session, *, now: datetime | None = None, limit: int = 5
     if not due:
         return []
     accounts = lock_accounts(session, {row.account_id for row in due}, with_parents=False)
-    reserved = {
-        lot_id
-        for held in session.scalars(
-            select(Authorization.reserved).where(
-                Authorization.account_id.in_(sorted(accounts)),
-                Authorization.status == "approved",
-            )
-        )
-        for lot_id, _ in held
-    }
+    # read after the account rows are locked; a lot an authorization still reserves from waits
     lots = session.scalars(
         select(CreditLot)
         .where(
-            CreditLot.id.in_([row.id for row in due if row.id not in reserved]),
+            CreditLot.id.in_([row.id for row in due]),
             CreditLot.remaining > 0,
+            CreditLot.reserved == 0,
         )
         .order_by(CreditLot.id)
         .with_for_update()

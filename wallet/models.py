@@ -62,14 +62,18 @@ class Account(Base):
 class CreditLot(Base):
     """A lot of credit: paid money, bonus money or package tokens, with priority and expiry.
 
-    ``remaining`` always equals what the ledger holds for the lot: the sum of remaining amounts
-    of an account's lots of one kind equals the balance of the matching ledger account.
+    ``remaining`` is what can be spent; ``reserved`` is what open gateway authorizations hold
+    from it. ``remaining + reserved`` always equals what the ledger holds for the lot: summed
+    over an account's lots of one kind, the balance of the matching ledger account.
     """
 
     __tablename__ = "wallet_credit_lots"
     __table_args__ = (
         CheckConstraint("kind IN ('paid', 'bonus', 'package')", name="kind_known"),
-        CheckConstraint("remaining >= 0 AND remaining <= granted", name="remaining_in_range"),
+        CheckConstraint(
+            "remaining >= 0 AND reserved >= 0 AND remaining + reserved <= granted",
+            name="remaining_in_range",
+        ),
         CheckConstraint("deferred >= 0", name="deferred_non_negative"),
         Index(
             "ix_wallet_credit_lots_open",
@@ -87,6 +91,7 @@ class CreditLot(Base):
     ledger_account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("ledger_accounts.id"))
     granted: Mapped[int] = mapped_column(Atoms)
     remaining: Mapped[int] = mapped_column(Atoms)
+    reserved: Mapped[int] = mapped_column(Atoms, server_default=text("0"))
     priority: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     models: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
@@ -313,12 +318,21 @@ class UsageRecord(Base):
 
 
 class Authorization(Base):
-    """A gateway hold: an estimate reserved through the burn order before a call.
+    """A gateway authorization: money or tokens reserved through the burn order before calls.
 
-    ``reserved`` lists the lots it took (``[[lot_id, atoms], ...]``, the reseller's float lots
-    too), ``reserved_quota`` the plan quota, ``overage``/``reseller_overage`` the credit limit;
-    capture, void and expiry give them back exactly once (the row is locked, and the ledger
-    hold resolves once).
+    A single-use hold (``multi_capture`` false) reserves an estimate for one call; the first
+    usage record naming it captures it and the rest goes back. A multi-capture grant reserves
+    an amount that usage records naming it capture many times; increments add to it; void or
+    expiry returns the rest.
+
+    The reservation lives in the wallet, not the ledger: ``reserved`` lists what it holds from
+    each lot (``[[lot_id, atoms], ...]``, the reseller's float lots too, each lot's ``reserved``
+    column counting it), ``reserved_quota`` the plan quota, ``overage``/``reseller_overage``
+    the credit limit. ``held_money``/``held_tokens`` are what was granted in total;
+    ``captured_*`` what records took from it; ``released_*`` what went back. Capture, void and
+    expiry change it only under the account row lock, so each atom is given back once.
+    ``hold_entry_id`` is set only on authorizations made before migration 0009 (their pending
+    ledger entry).
     """
 
     __tablename__ = "wallet_authorizations"
@@ -332,15 +346,36 @@ class Authorization(Base):
             "expires_at",
             postgresql_where=text("status = 'approved'"),
         ),
+        Index(
+            "ix_wallet_authorizations_open_by_account",
+            "account_id",
+            postgresql_where=text("status = 'approved'"),
+        ),
+        Index(
+            "ix_wallet_authorizations_open_by_reseller",
+            "reseller_account_id",
+            postgresql_where=text("status = 'approved' AND reseller_account_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(Text, primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("wallet_accounts.id"), index=True)
-    model: Mapped[str] = mapped_column(Text)
+    reseller_account_id: Mapped[str | None] = mapped_column(Text)
+    model: Mapped[str | None] = mapped_column(Text)
+    multi_capture: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    # a multi-capture grant of package tokens (amounts in tokens), not money
+    token_grant: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     status: Mapped[str] = mapped_column(Text)
     decline_code: Mapped[str | None] = mapped_column(Text)
+    requested: Mapped[int] = mapped_column(Atoms, server_default=text("0"))
     held_money: Mapped[int] = mapped_column(Atoms, server_default=text("0"))
     held_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    captured_money: Mapped[int] = mapped_column(Atoms, server_default=text("0"))
+    captured_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    released_money: Mapped[int] = mapped_column(Atoms, server_default=text("0"))
+    released_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    captures: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    final: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     plan_covered: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     overage: Mapped[int] = mapped_column(Atoms, server_default=text("0"))
     reserved: Mapped[list[list[int]]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
@@ -348,13 +383,14 @@ class Authorization(Base):
     reserved_quota: Mapped[list[list[Any]]] = mapped_column(
         JSONB, server_default=text("'[]'::jsonb")
     )
-    # a sub-account's hold: the reseller's credit limit reserved at wholesale
+    # a sub-account's authorization: the reseller's credit limit reserved at wholesale
     reseller_overage: Mapped[int] = mapped_column(Atoms, server_default=text("0"))
     hold_entry_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("ledger_entries.id"))
     usage_record_id: Mapped[str | None] = mapped_column(Text)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
 
 
 class CreditFreeze(Base):

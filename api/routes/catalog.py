@@ -114,7 +114,8 @@ class ModelPriceOut(BaseModel):
     batch_discount_pct: str
 
 
-def _price_out(model: str, price: ModelPrice) -> ModelPriceOut:
+def price_out(model: str, price: ModelPrice) -> ModelPriceOut:
+    """Wire form of one model's prices."""
     values = {name: price_str(getattr(price, name)) for name in PRICE_FIELDS}
     return ModelPriceOut(
         model=model, batch_discount_pct=pct_str(price.batch_discount_pct), **values
@@ -122,7 +123,7 @@ def _price_out(model: str, price: ModelPrice) -> ModelPriceOut:
 
 
 def _prices_out(prices: Any) -> list[ModelPriceOut]:
-    return [_price_out(model, prices[model]) for model in sorted(prices)]
+    return [price_out(model, prices[model]) for model in sorted(prices)]
 
 
 def _price_items(prices: list[ModelPriceIn]) -> list[dict[str, object]]:
@@ -572,7 +573,7 @@ def _quote_out(r: ResolvedPrice) -> PriceQuoteOut:
         card_id=r.card_id,
         discount_pct=pct_str(r.discount_pct),
         markup_pct=pct_str(r.markup_pct),
-        prices=_price_out(r.model, r.price),
+        prices=price_out(r.model, r.price),
         wholesale=None if r.wholesale is None else _quote_out(r.wholesale),
     )
 

@@ -1,29 +1,60 @@
-"""The gateway hot path: usage records and authorizations (holds), plus usage queries."""
+"""The gateway hot path: usage records and authorizations, plus usage queries.
+
+Usage reports and authorization calls are async handlers that hand their operation to the
+process's :class:`api.batcher.Batcher` (group commit); no session or thread is taken per
+request. A call that carries an ``Idempotency-Key`` runs on its own through
+:func:`api.idempotency.run_idempotent`, so a retry returns the first response.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
+import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import QueryParameter
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from api.auth import Principal, requires
+from api.batcher import Batcher
 from api.deps import now_of
 from api.idempotency import run_idempotent
+from api.routes.catalog import ModelPriceOut, price_out
 from api.schemas import IdempotencyKey, Money, scope_of
 from ledger.amounts import Amount
 from ledger.errors import DomainError
 from wallet.accounts import get_account
-from wallet.authorizations import authorize, void_authorization
-from wallet.charging import MAX_BATCH, Rejected, UsageIn, charge_batch, parse_tokens
+from wallet.authorizations import get_authorization
+from wallet.charging import MAX_BATCH, parse_tokens
 from wallet.chart import currency_of
 from wallet.errors import InvalidRequest
-from wallet.models import Authorization
+from wallet.gateway import (
+    AuthorizationView,
+    Authorize,
+    ChargeUsage,
+    Grant,
+    Increment,
+    Operation,
+    OperationResult,
+    Release,
+    UsageResult,
+    run_one,
+)
+from wallet.records import Rejected, UsageIn
 
 NonNegative = Field(default=None, ge=0, le=10**12)
 
@@ -70,6 +101,17 @@ class UsageBatchIn(BaseModel):
     records: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH)
 
 
+class GrantState(BaseModel):
+    """A multi-capture authorization's state after a record captured from it."""
+
+    id: str
+    status: str
+    held: Money | dict[str, int]
+    captured: Money | dict[str, int]
+    remaining: Money | dict[str, int]
+    final: bool
+
+
 class UsageResultOut(BaseModel):
     """One record's outcome, in request order."""
 
@@ -79,6 +121,7 @@ class UsageResultOut(BaseModel):
     credited: Money | None = None
     reason: str | None = None
     detail: str | None = None
+    authorization: GrantState | None = None
 
 
 class UsageBatchOut(BaseModel):
@@ -120,47 +163,175 @@ def _parse(index: int, raw: dict[str, Any]) -> UsageIn | Rejected:
     )
 
 
-class AuthorizationIn(BaseModel):
-    """Reserve the most a call can cost before making it."""
+def _parse_all(records: Sequence[dict[str, Any]]) -> tuple[UsageIn | Rejected, ...]:
+    return tuple(_parse(i, raw) for i, raw in enumerate(records))
 
-    model_config = ConfigDict(extra="forbid")
-    account_id: str = Field(min_length=1, max_length=64)
-    model: str = Field(min_length=1, max_length=200)
-    estimated_input_tokens: int = Field(ge=0, le=10**9)
-    max_output_tokens: int = Field(ge=0, le=10**9)
-    ttl_seconds: int | None = Field(default=None, ge=1, le=86_400)
+
+# -- wire forms (plain dicts: the hot path encodes them with msgspec) ----------------------------
+
+
+def _money(atoms: int | None, amount_of: Amount) -> dict[str, str] | None:
+    if atoms is None:
+        return None
+    return {"amount": Amount(atoms, amount_of.unit).format(), "currency": amount_of.unit.code}
+
+
+def _amount(atoms: int, view: AuthorizationView) -> dict[str, Any]:
+    if view.token_grant:
+        return {"tokens": atoms}
+    return {"amount": Amount(atoms, view.currency).format(), "currency": view.currency.code}
+
+
+def _grant_state(view: AuthorizationView) -> dict[str, Any]:
+    return {
+        "id": view.id,
+        "status": view.status,
+        "held": _amount(view.granted, view),
+        "captured": _amount(view.captured, view),
+        "remaining": _amount(view.remaining, view),
+        "final": view.final,
+    }
+
+
+def _result_out(r: UsageResult) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": r.id,
+        "status": r.status,
+        "billed": None,
+        "credited": None,
+        "reason": r.reason,
+        "detail": r.detail,
+    }
+    if r.billed is not None:
+        out["billed"] = {"amount": r.billed.format(), "currency": r.billed.unit.code}
+    if r.credited is not None:
+        out["credited"] = {"amount": r.credited.format(), "currency": r.credited.unit.code}
+    if r.authorization is not None:
+        out["authorization"] = _grant_state(r.authorization)
+    return out
+
+
+def _results_out(results: Sequence[UsageResult]) -> dict[str, Any]:
+    return {"results": [_result_out(r) for r in results]}
 
 
 class AuthorizationOut(BaseModel):
-    """``held`` is money, or ``{"tokens": n}`` when a package covers the call."""
+    """An authorization. ``held``: what was granted (money, or ``{"tokens": n}`` when package
+    tokens cover it); ``captured``: what usage records took from it; ``remaining``: what it
+    still reserves; ``final``: the account could give no more than this."""
 
     id: str
     account_id: str
-    status: str
+    status: Literal["approved", "declined", "captured", "voided", "expired"]
+    multi_capture: bool
+    model: str | None
     held: Money | dict[str, int] | None
+    captured: Money | dict[str, int]
+    remaining: Money | dict[str, int]
+    final: bool
     expires_at: datetime
     decline_code: str | None = None
-
-
-def authorization_out(a: Authorization, session: Session) -> AuthorizationOut:
-    """Wire form of an authorization."""
-    held: Money | dict[str, int] | None = None
-    if a.status != "declined":
-        if a.held_money:
-            unit = currency_of(get_account(session, a.account_id))
-            held = Money.of(Amount(a.held_money, unit))
-        elif a.held_tokens:
-            held = {"tokens": a.held_tokens}
-        else:
-            held = {"tokens": 0}
-    return AuthorizationOut(
-        id=a.id,
-        account_id=a.account_id,
-        status=a.status,
-        held=held,
-        expires_at=a.expires_at,
-        decline_code=a.decline_code,
+    price: ModelPriceOut | None = None
+    granted: Money | dict[str, int] | None = Field(
+        default=None, description="increments: what this call added"
     )
+    usage: UsageBatchOut | None = Field(
+        default=None, description="increments: the results of the records sent with it"
+    )
+
+
+def authorization_out(view: AuthorizationView) -> dict[str, Any]:
+    """Wire form of an authorization."""
+    held: dict[str, Any] | None
+    if view.multi_capture:
+        held = _amount(view.granted, view)
+        captured, remaining = _amount(view.captured, view), _amount(view.remaining, view)
+    else:
+        money = Amount.zero(view.currency)
+        held = None
+        if view.status != "declined":
+            held = (
+                _money(view.held_money, money) if view.held_money else {"tokens": view.held_tokens}
+            )
+        captured = _money(view.captured_money, money) or {}
+        remaining = _money(view.remaining, money) or {}
+    out: dict[str, Any] = {
+        "id": view.id,
+        "account_id": view.account_id,
+        "status": view.status,
+        "multi_capture": view.multi_capture,
+        "model": view.model,
+        "held": held,
+        "captured": captured,
+        "remaining": remaining,
+        "final": view.final,
+        "expires_at": view.expires_at.isoformat(),
+        "decline_code": view.decline_code,
+    }
+    if view.price is not None and view.model is not None:
+        out["price"] = price_out(view.model, view.price).model_dump()
+    if view.granted_now is not None:
+        out["granted"] = _amount(view.granted_now, view)
+    if view.usage is not None:
+        out["usage"] = _results_out(view.usage)
+    return out
+
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def _json(status: int, body: Any) -> Response[bytes]:
+    return Response(_ENCODER.encode(body), status_code=status, media_type="application/json")
+
+
+async def _run(
+    request: Request[Any, Any, Any],
+    key: str | None,
+    op: Operation,
+    *,
+    body: Any,
+    status: int,
+    render: Callable[[Any], Any],
+) -> Response[bytes]:
+    """Run one gateway operation: grouped with concurrent calls, or alone with its
+    Idempotency-Key (a replay returns the first response)."""
+    if key is not None:
+        return await _run_keyed(request, key, op, body=body, status=status, render=render)
+    batcher: Batcher = request.app.state.batcher
+    result: OperationResult = await batcher.run(op)
+    if isinstance(result, DomainError):
+        raise result
+    return _json(status, render(result))
+
+
+async def _run_keyed(
+    request: Request[Any, Any, Any],
+    key: str,
+    op: Operation,
+    *,
+    body: Any,
+    status: int,
+    render: Callable[[Any], Any],
+) -> Response[bytes]:
+    import anyio
+
+    state = request.app.state
+
+    def work() -> Response[bytes]:
+        with state.sessionmaker() as db:
+            return run_idempotent(
+                db,
+                request,
+                key,
+                body=body,
+                status_code=status,
+                produce=lambda: render(run_one(db, op, now=now_of(state))),
+            )
+
+    return await anyio.to_thread.run_sync(work)
+
+
+# -- usage ---------------------------------------------------------------------------------------
 
 
 class UsageController(Controller):
@@ -170,102 +341,186 @@ class UsageController(Controller):
     tags = ["gateway"]
     guards = [requires("gateway")]
 
-    @post("/", sync_to_thread=True, status_code=200)
-    def report(
+    @post("/", status_code=200, responses={200: ResponseSpec(UsageBatchOut)})
+    async def report(
         self,
         request: Request[Principal, Principal, State],
         data: UsageBatchIn,
-        db: Session,
         principal: Principal,
         state: State,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
         """Charge a batch; each record is ``charged``, ``duplicate`` (first result) or
-        ``rejected`` (with a reason), in request order."""
-        retention = timedelta(days=state.settings.tokenwallet_usage_retention_days)
-
-        def produce() -> UsageBatchOut:
-            parsed = [_parse(i, raw) for i, raw in enumerate(data.records)]
-            results = charge_batch(
-                db,
-                parsed,
-                now=now_of(request.app.state),
-                scope=scope_of(principal),
-                retention=retention,
-            )
-            return UsageBatchOut(
-                results=[
-                    UsageResultOut(
-                        id=r.id,
-                        status=r.status,
-                        billed=Money.of(r.billed) if r.billed is not None else None,
-                        credited=Money.of(r.credited) if r.credited is not None else None,
-                        reason=r.reason,
-                        detail=r.detail,
-                    )
-                    for r in results
-                ]
-            )
-
-        return run_idempotent(
-            db, request, idempotency_key, body=data, status_code=200, produce=produce
+        ``rejected`` (with a reason), in request order. A record that names a multi-capture
+        authorization carries its state after the capture."""
+        op = ChargeUsage(
+            _parse_all(data.records),
+            scope_of(principal),
+            timedelta(days=state.settings.tokenwallet_usage_retention_days),
         )
+        return await _run(request, idempotency_key, op, body=data, status=200, render=_results_out)
+
+
+# -- authorizations ------------------------------------------------------------------------------
+
+
+class AuthorizationIn(BaseModel):
+    """A single-use hold (``model``, ``estimated_input_tokens``, ``max_output_tokens``: the
+    most one call can cost is reserved) or, with ``multi_capture``, a grant of ``amount``
+    (money in the account's currency) or ``tokens`` (package tokens) that usage records naming
+    it capture many times, optionally scoped to ``model``."""
+
+    model_config = ConfigDict(extra="forbid")
+    account_id: str = Field(min_length=1, max_length=64)
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+    estimated_input_tokens: int | None = Field(default=None, ge=0, le=10**9)
+    max_output_tokens: int | None = Field(default=None, ge=0, le=10**9)
+    multi_capture: bool = False
+    amount: str | None = Field(
+        default=None, pattern=r"^[0-9]{1,20}(\.[0-9]{1,18})?$", examples=["5.00"]
+    )
+    tokens: int | None = Field(default=None, ge=1, le=10**15)
+    ttl_seconds: int | None = Field(default=None, ge=1, le=86_400)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> AuthorizationIn:
+        if self.multi_capture:
+            if (self.amount is None) == (self.tokens is None):
+                raise ValueError("a multi-capture authorization asks for amount or tokens")
+            if self.estimated_input_tokens is not None or self.max_output_tokens is not None:
+                raise ValueError(
+                    "estimated_input_tokens and max_output_tokens are for single-use holds"
+                )
+        else:
+            if self.amount is not None or self.tokens is not None:
+                raise ValueError("amount and tokens need multi_capture: true")
+            if (
+                self.model is None
+                or self.estimated_input_tokens is None
+                or (self.max_output_tokens is None)
+            ):
+                raise ValueError(
+                    "a single-use hold needs model, estimated_input_tokens and max_output_tokens"
+                )
+        return self
+
+
+class IncrementIn(BaseModel):
+    """Ask a multi-capture authorization for more (``amount`` or ``tokens``, in its unit),
+    after charging ``records`` (the usage so far); ``ttl_seconds`` extends it from now."""
+
+    model_config = ConfigDict(extra="forbid")
+    amount: str | None = Field(
+        default=None, pattern=r"^[0-9]{1,20}(\.[0-9]{1,18})?$", examples=["5.00"]
+    )
+    tokens: int | None = Field(default=None, ge=1, le=10**15)
+    ttl_seconds: int | None = Field(default=None, ge=1, le=86_400)
+    records: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_BATCH)
+
+    @model_validator(mode="after")
+    def _one_unit(self) -> IncrementIn:
+        if (self.amount is None) == (self.tokens is None):
+            raise ValueError("send amount or tokens (the authorization's unit)")
+        return self
+
+
+_AUTH_RESPONSES = {201: ResponseSpec(AuthorizationOut)}
 
 
 class AuthorizationsController(Controller):
-    """``/v1/authorizations``: holds before a call."""
+    """``/v1/authorizations``: holds and multi-capture grants before calls."""
 
     path = "/v1/authorizations"
     tags = ["gateway"]
     guards = [requires("gateway")]
 
-    @post("/", sync_to_thread=True, status_code=201)
-    def create(
+    @post("/", status_code=201, responses=_AUTH_RESPONSES)
+    async def create(
         self,
         request: Request[Principal, Principal, State],
         data: AuthorizationIn,
-        db: Session,
         principal: Principal,
         state: State,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
-        """Approve (reserving the estimate) or decline with a ``decline_code``."""
-        ttl = data.ttl_seconds or state.settings.tokenwallet_hold_ttl_seconds
-
-        def produce() -> AuthorizationOut:
-            a = authorize(
-                db,
-                account_id=data.account_id,
-                model=data.model,
-                estimated_input_tokens=data.estimated_input_tokens,
-                max_output_tokens=data.max_output_tokens,
-                ttl=timedelta(seconds=ttl),
-                scope=scope_of(principal),
+        """Approve (reserving what is asked, or for a grant what the account can give) or
+        decline with a ``decline_code``."""
+        ttl = timedelta(seconds=data.ttl_seconds or state.settings.tokenwallet_hold_ttl_seconds)
+        op: Operation
+        if data.multi_capture:
+            op = Grant(
+                data.account_id, ttl, data.amount, data.tokens, data.model, scope_of(principal)
             )
-            return authorization_out(a, db)
-
-        return run_idempotent(
-            db, request, idempotency_key, body=data, status_code=201, produce=produce
+        else:
+            assert data.model is not None
+            op = Authorize(
+                data.account_id,
+                data.model,
+                data.estimated_input_tokens or 0,
+                data.max_output_tokens or 0,
+                ttl,
+                scope_of(principal),
+            )
+        return await _run(
+            request, idempotency_key, op, body=data, status=201, render=authorization_out
         )
 
-    @post("/{authorization_id:str}/void", sync_to_thread=True, status_code=200)
-    def void(
+    @post(
+        "/{authorization_id:str}/increment",
+        status_code=200,
+        responses={200: ResponseSpec(AuthorizationOut)},
+    )
+    async def increment(
         self,
-        request: Request[Any, Any, Any],
+        request: Request[Principal, Principal, State],
         authorization_id: str,
-        db: Session,
+        data: IncrementIn,
+        principal: Principal,
+        state: State,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
+        """Charge the records sent, then grant more (``granted``: what this call added, possibly
+        0 with ``final``). 409 ``authorization_closed`` once voided or expired."""
+        op = Increment(
+            authorization_id,
+            data.amount,
+            data.tokens,
+            timedelta(seconds=data.ttl_seconds) if data.ttl_seconds else None,
+            _parse_all(data.records),
+            scope_of(principal),
+            timedelta(days=state.settings.tokenwallet_usage_retention_days),
+        )
+        return await _run(
+            request, idempotency_key, op, body=data, status=200, render=authorization_out
+        )
+
+    @post(
+        "/{authorization_id:str}/void",
+        status_code=200,
+        responses={200: ResponseSpec(AuthorizationOut)},
+    )
+    async def void(
+        self,
+        request: Request[Principal, Principal, State],
+        authorization_id: str,
         principal: Principal,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
-        """Release a hold now (repeat-safe)."""
-
-        def produce() -> AuthorizationOut:
-            a = void_authorization(db, authorization_id, scope=scope_of(principal))
-            return authorization_out(a, db)
-
-        return run_idempotent(
-            db, request, idempotency_key, body=None, status_code=200, produce=produce
+        """Give back what it still reserves (repeat-safe)."""
+        op = Release(authorization_id, "voided", scope_of(principal))
+        return await _run(
+            request, idempotency_key, op, body=None, status=200, render=authorization_out
         )
+
+    @get(
+        "/{authorization_id:str}",
+        sync_to_thread=True,
+        responses={200: ResponseSpec(AuthorizationOut)},
+    )
+    def show(self, authorization_id: str, db: Session, principal: Principal) -> Response[bytes]:
+        """What it granted, what was captured and what it still reserves."""
+        view = get_authorization(db, authorization_id, scope=scope_of(principal))
+        return _json(200, authorization_out(view))
 
 
 class UsageTotalsRow(BaseModel):

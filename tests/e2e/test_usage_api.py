@@ -101,19 +101,19 @@ def test_charge_and_replay_changes_nothing(admin, gw, engine):
 
 def test_write_failure_after_claim_leaves_record_retryable(admin, gw, monkeypatch):
     acc = account(admin, "10.00")
-    import wallet.charging as charging
+    import wallet.gateway as gateway
 
-    real = charging._write
+    real = gateway.write
 
     def boom(*args, **kwargs):
         real(*args, **kwargs)
         raise RuntimeError("disk full (injected)")
 
-    monkeypatch.setattr(charging, "_write", boom)
+    monkeypatch.setattr(gateway, "write", boom)
     resp = admin.post("/v1/usage", json={"records": [rec("x1", acc)]}, headers=gw)
     assert resp.status_code == 500
     assert balance(admin, acc)["paid"] == "10.00"
-    monkeypatch.setattr(charging, "_write", real)
+    monkeypatch.setattr(gateway, "write", real)
     assert send(admin, gw, rec("x1", acc))[0]["status"] == "charged"
     assert send(admin, gw, rec("x1", acc))[0]["status"] == "duplicate"
     assert balance(admin, acc)["paid"] == "9.982"
@@ -277,25 +277,38 @@ def test_hold_partial_capture_release_and_expiry(admin, gw, engine):
     assert big["status"] == "declined" and big["decline_code"] == "insufficient_funds"
 
 
-def test_capture_above_hold_is_capped_without_credit_limit(admin, gw):
-    acc = account(admin, "1.00")
-    auth = ok(
-        admin.post(
-            "/v1/authorizations",
-            json={
-                "account_id": acc["id"],
-                "model": "m",
-                "estimated_input_tokens": 0,
-                "max_output_tokens": 1000,
-            },
-            headers=gw,
+def test_capture_above_hold_is_charged_as_usage_and_capped_only_at_the_wallet(admin, gw):
+    for funds, billed, credited, reason, left in (
+        ("1.00", "0.03", "0.00", None, "0.97"),  # the excess is plain usage
+        ("0.02", "0.02", "0.01", "capped_at_hold", "0.00"),  # what nothing can pay is credited
+    ):
+        acc = account(admin, funds)
+        auth = ok(
+            admin.post(
+                "/v1/authorizations",
+                json={
+                    "account_id": acc["id"],
+                    "model": "m",
+                    "estimated_input_tokens": 0,
+                    "max_output_tokens": 1000,
+                },
+                headers=gw,
+            )
         )
-    )
-    r = send(
-        admin, gw, rec("big", acc, input_tokens=0, output_tokens=2000, authorization_id=auth["id"])
-    )
-    assert r[0]["billed"]["amount"] == "0.015" and r[0]["reason"] == "capped_at_hold"
-    assert balance(admin, acc)["paid"] == "0.985"
+        assert auth["held"]["amount"] == "0.015"
+        r = send(
+            admin,
+            gw,
+            rec(
+                "big" + funds, acc, input_tokens=0, output_tokens=2000, authorization_id=auth["id"]
+            ),
+        )
+        assert (r[0]["billed"]["amount"], r[0]["credited"]["amount"], r[0]["reason"]) == (
+            billed,
+            credited,
+            reason,
+        )
+        assert balance(admin, acc)["paid"] == left
 
 
 def test_concurrent_void_and_capture_of_one_hold(admin, gw):
@@ -467,14 +480,14 @@ def test_a_database_conflict_is_a_retryable_503_that_changes_nothing(admin, gw, 
     import psycopg
     from sqlalchemy.exc import OperationalError
 
-    import api.routes.usage as route
+    import api.batcher as route
 
     acc = account(admin, "1.00")
 
     def deadlock(*args, **kwargs):
         raise OperationalError("UPDATE ...", {}, psycopg.errors.DeadlockDetected("deadlock"))
 
-    monkeypatch.setattr(route, "charge_batch", deadlock)
+    monkeypatch.setattr(route, "execute", deadlock)
     resp = admin.post("/v1/usage", json={"records": [rec("d1", acc)]}, headers=gw)
     assert resp.status_code == 503, resp.text
     assert resp.headers["retry-after"] == "1"

@@ -273,22 +273,22 @@ def test_a_usage_batch_in_flight_during_the_close_lands_on_the_invoice(
 ):
     """Without the gate the close would read before the batch commits and, its cut-off being
     later than the batch's received_at, the record would be on no invoice at all."""
-    import wallet.charging as charging
+    import wallet.gateway as charging
 
     racer = new_account(shop, "Racer", credit_limit="10")
     written, release = threading.Event(), threading.Event()
-    real = charging._write
+    real = charging.write
 
     def paused(*args, **kwargs):
         real(*args, **kwargs)
         written.set()
         assert release.wait(30)
 
-    monkeypatch.setattr(charging, "_write", paused)
+    monkeypatch.setattr(charging, "write", paused)
     batch = threading.Thread(target=lambda: usage(racer, at(30)))
     batch.start()
     assert written.wait(30)
-    monkeypatch.setattr(charging, "_write", real)
+    monkeypatch.setattr(charging, "write", real)
     results = []
     closer = threading.Thread(
         target=lambda: results.append(close_period(shop, MAR, grace=timedelta(days=1)))

@@ -8,7 +8,7 @@ import threading
 
 from sqlalchemy import select
 
-import wallet.charging as charging
+import wallet.gateway as charging
 from invoicing.payments.accounts import card_ledger
 from wallet.audit import find_violations
 from wallet.freezes import freeze_topup_credit, release_freeze
@@ -30,14 +30,14 @@ def test_a_release_waits_for_a_usage_batch_and_nothing_is_lost(
         )
         freeze_id, lot_id = freeze.id, t.paid_lot_id
     reached, go, released = threading.Event(), threading.Event(), threading.Event()
-    real = charging._write
+    real = charging.write
 
     def paused(*args, **kwargs):
         reached.set()
         assert go.wait(30)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(charging, "_write", paused)
+    monkeypatch.setattr(charging, "write", paused)
     results: list[object] = []
     batch = threading.Thread(target=lambda: results.append(usage(acc, at(6))))
     batch.start()

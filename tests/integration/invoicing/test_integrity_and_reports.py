@@ -21,9 +21,12 @@ from invoicing.lifecycle import (
 )
 from invoicing.periods import Period
 from invoicing.reports import prepaid_liability, receivables_aging
+from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.errors import IdempotencyConflict
-from wallet.authorizations import authorize
+from wallet.chart import book_of, currency_of, house_ledger
+from wallet.freezes import freeze_topup_credit
+from wallet.models import Account
 from wallet.topups import record_topup
 
 from .conftest import CLOSE_AT, MAR, by_account, lines_of, new_account, usd
@@ -295,24 +298,26 @@ def test_a_voided_invoice_was_owed_until_it_was_voided(closed, shop, session):
 def test_the_rollforward_ties_to_the_ledger_and_would_not_if_it_misread_the_postings(
     shop, session, monkeypatch
 ):
-    """An open gateway hold at the period's end is a *pending* posting on the customer's prepaid
-    account. A report that read pending postings as posted would still agree with itself
-    (opening + movements = its own closing), so only the independent figure catches it."""
+    """Credit frozen by an open dispute at the period's end is a *pending* posting on the
+    customer's prepaid account. A report that read pending postings as posted would still agree
+    with itself (opening + movements = its own closing), so only the independent figure catches
+    it."""
     now = utcnow()
     period = Period.containing(now)
     acc = new_account(shop, "Holder")
     with shop.begin() as s:
-        record_topup(s, acc.id, amount="10.00", method="bank_transfer")
+        topup = record_topup(s, acc.id, amount="10.00", method="bank_transfer").topup
     with shop.begin() as s:
-        auth = authorize(
+        account = s.get_one(Account, acc.id)
+        house = house_ledger(s, book_of(account), currency_of(account))
+        freeze = freeze_topup_credit(
             s,
-            account_id=acc.id,
-            model="m",
-            estimated_input_tokens=100_000,
-            max_output_tokens=10_000,
-            ttl=timedelta(hours=1),
+            topup.id,
+            Amount.parse("0.45", currency_of(account)),
+            key="dispute:dp_1",
+            forfeit_to_account_id=house.cash.id,
         )
-        assert auth.status == "approved"
+        assert freeze.status == "frozen"
     good = prepaid_liability(session, period=period, currency="USD")
     assert good.summary["ties"] is True
     assert good.summary["ledger_closing"] == good.summary["computed_closing"] == "10.00"
@@ -325,6 +330,6 @@ def test_the_rollforward_ties_to_the_ledger_and_would_not_if_it_misread_the_post
     monkeypatch.setattr(reports, "_BALANCE_BEFORE", pending_too(reports._BALANCE_BEFORE))
     monkeypatch.setattr(reports, "_MOVEMENTS", pending_too(reports._MOVEMENTS))
     wrong = prepaid_liability(session, period=period, currency="USD")
-    assert wrong.summary["computed_closing"] == "9.55"  # 0.30 + 0.15 held, read as spent
+    assert wrong.summary["computed_closing"] == "9.55"  # 0.45 frozen, read as spent
     assert wrong.summary["ledger_closing"] == "10.00"
     assert wrong.summary["ties"] is False

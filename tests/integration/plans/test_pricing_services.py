@@ -316,7 +316,7 @@ def test_the_process_price_cache_follows_every_catalog_change(models, session_fa
     from plans.pricing import PriceContext
 
     def price_at(session: Session, at) -> Decimal:
-        ctx = PriceContext.load(session, USD, account_ids=["acc_1"], since=at, until=at)
+        ctx = PriceContext.load(session, USD, account_ids=["acc_1"])
         return ctx.resolve(model="m-large", at=at, account_id="acc_1").price.input_per_mtok
 
     list_cards(models)

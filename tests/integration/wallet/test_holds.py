@@ -9,7 +9,7 @@ from datetime import timedelta
 from sqlalchemy.orm import Session
 
 from ledger.base import utcnow
-from ledger.journal import expire_holds, get_hold
+from ledger.journal import expire_holds
 from tests.integration.wallet.conftest import funded, hold, package, paid_cents, plan, usage
 from wallet.authorizations import expire_authorizations, void_authorization
 from wallet.balance import balance_of
@@ -20,7 +20,7 @@ from wallet.packages import buy_package
 from wallet.subscriptions import start_subscription
 
 
-def test_capture_beyond_a_package_reservation_is_capped_not_a_crash(priced: Session):
+def test_capture_beyond_its_reservation_is_charged_as_plain_usage(priced: Session):
     package(priced)
     acc = funded(priced, "1.00")
     buy_package(priced, acc.id, "pk")
@@ -29,12 +29,23 @@ def test_capture_beyond_a_package_reservation_is_capped_not_a_crash(priced: Sess
     assert (auth.status, auth.held_tokens) == ("approved", 1000)
     r = charge_batch(priced, [usage("big", acc, output_tokens=2000, authorization_id=auth.id)])
     priced.commit()
-    # 2,000 tokens cost 0.03; the hold's 1,000 package tokens pay half, the rest is credited
-    assert (r[0].status, r[0].reason) == ("charged", "capped_at_hold")
-    assert (r[0].billed.format(), r[0].credited.format()) == ("0.00", "0.015")
+    # the hold's 1,000 package tokens pay half; the package's other tokens pay the rest
+    assert (r[0].status, r[0].reason) == ("charged", None)
+    assert (r[0].billed.format(), r[0].credited.format()) == ("0.00", "0.00")
     lot = priced.query(CreditLot).filter_by(account_id=acc.id, kind="package").one()
-    assert lot.remaining == 4000
+    assert (lot.remaining, lot.reserved) == (3000, 0)
     assert paid_cents(priced, acc) == "0.50"
+
+
+def test_capture_beyond_what_the_wallet_has_is_capped_not_a_crash(priced: Session):
+    acc = funded(priced, "0.02")
+    auth = hold(priced, acc, 1000)  # 0.015 of 0.02 reserved
+    r = charge_batch(priced, [usage("big", acc, output_tokens=2000, authorization_id=auth.id)])
+    priced.commit()
+    # 2,000 tokens cost 0.03: the wallet's 0.02 pays, the rest is credited, not an error
+    assert (r[0].status, r[0].reason) == ("charged", "capped_at_hold")
+    assert (r[0].billed.format(), r[0].credited.format()) == ("0.02", "0.01")
+    assert paid_cents(priced, acc) == "0.00"
 
 
 def test_a_hold_reserves_plan_quota_and_gives_it_back(priced: Session):
@@ -74,7 +85,7 @@ def test_two_records_naming_one_hold_capture_once(priced: Session):
 def test_a_hold_reserves_credit_limit(priced: Session):
     acc = funded(priced, None, credit_limit="0.02")
     first, second = hold(priced, acc), hold(priced, acc)
-    assert first.status == "approved" and first.overage == 15 * 10**15
+    assert first.status == "approved" and first.held_money == 15 * 10**15
     assert (second.status, second.decline_code) == ("declined", "insufficient_funds")
     b = balance_of(priced, acc)
     assert (b.held.format(), b.available.format()) == ("0.015", "0.005")
@@ -136,14 +147,12 @@ def test_a_reserved_lot_expires_only_after_its_hold_is_resolved(priced: Session)
     assert (lot.remaining, paid_cents(priced, acc)) == (0, "0.00")
 
 
-def test_wallet_expiry_after_the_ledger_backstop_still_gives_the_hold_back(priced: Session):
+def test_authorizations_write_no_ledger_holds(priced: Session):
     acc = funded(priced, "1.00")
     auth = hold(priced, acc)
     much_later = utcnow() + timedelta(hours=3)
-    assert expire_holds(priced, now=much_later) == [auth.hold_entry_id]
-    priced.commit()
+    assert expire_holds(priced, now=much_later) == []  # the reservation lives in the wallet
     assert expire_authorizations(priced, now=much_later) == [auth.id]
     priced.commit()
-    assert get_hold(priced, auth.hold_entry_id).status == "expired"
     b = balance_of(priced, acc)
     assert (b.held.format(), b.available.format()) == ("0.00", "1.00")

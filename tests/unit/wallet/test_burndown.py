@@ -10,10 +10,9 @@ from hypothesis import strategies as st
 from ledger.units import currency
 from plans.prices import ModelPrice
 from plans.rating import UsageQuantities, rate
+from wallet.billing import rate_atoms
 from wallet.burn import DEFAULT_BURN_ORDER, validate_burn_order
-from wallet.burndown import MONEY_SOURCES, WalletState, apply_draw, draw
-from wallet.charging import rate_atoms
-from wallet.models import Account, CreditLot
+from wallet.burndown import MONEY_SOURCES, Lot, Owner, WalletState, apply_draw, draw
 from wallet.normalize import Tokens
 
 USD = currency("USD")
@@ -22,24 +21,22 @@ CENT = 10**16
 
 
 def lot(i, kind, remaining, days=None, priority=0, models=()):
-    return CreditLot(
+    return Lot(
         id=i,
         account_id="a",
         kind=kind,
         remaining=remaining,
+        reserved=0,
         granted=remaining,
         expires_at=T0 + timedelta(days=days) if days is not None else None,
         priority=priority,
-        models=list(models),
-        price=0,
-        deferred=0,
+        models=tuple(models),
     )
 
 
 def wallet(*lots, credit_limit=0, order=None):
-    account = Account(id="a", credit_limit=credit_limit, burn_order=order, currency="USD")
     return WalletState(
-        account=account,
+        account=Owner("a", None, credit_limit),
         unit=USD,
         order=validate_burn_order(order),
         lots=list(lots),

@@ -1,0 +1,1 @@
+DROP FUNCTION IF EXISTS tw_lock_key(text, text);

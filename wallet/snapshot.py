@@ -1,0 +1,545 @@
+"""The gateway path's first round trip: lock and read everything a batch of operations needs.
+
+One pipelined round trip (psycopg pipeline mode, statements prepared by the driver after a few
+uses) runs, in this order, in the caller's transaction:
+
+1. the usage gate of every billing tree that records are charged to, shared (``wallet/gate.py``),
+   and the database clock read after it (``received_at``);
+2. the catalog lock of every currency, shared, with the catalog versions and rating watermarks
+   (``plans/pricing.py``: catalog changes take it exclusively);
+3. record ids claimed (``INSERT ... ON CONFLICT DO NOTHING``, in id order), with the first
+   results of ids claimed before;
+4. the wallet account rows of the batch, with their resellers, ``FOR NO KEY UPDATE`` in id order
+   (the wallet's lock);
+5. the authorizations the batch names, ``FOR UPDATE`` in id order;
+6. then, without locks (the account rows protect them): open credit lots (and the lots those
+   authorizations reserved from), live subscriptions with their quota windows, credit limit in
+   use, failed-request policies, customer ledger account ids not cached yet, and ledger entry
+   ids for the batch's entries.
+
+No ORM objects are loaded; rows become the plain state of :mod:`wallet.burndown`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+import psycopg
+from psycopg.adapt import Buffer, Loader
+from sqlalchemy.orm import Session
+
+from ledger.accounts import AccountRef
+from ledger.models import AccountType
+from ledger.units import Unit
+from ledger.units import unit as unit_of
+from plans.catalog import DEFAULT_FAILED_REQUEST_POLICY, FailedRequestPolicy, get_plan
+from wallet.burn import BONUS, PAID, validate_burn_order
+from wallet.burndown import Lot, Owner, PlanTerms, Reservation, WalletState, Window
+from wallet.chart import CustomerLedger, customer_ledger_of
+from wallet.normalize import FAILURE_KINDS
+
+#: what uses the credit limit besides open authorizations: overage not yet invoiced, invoices
+#: not paid yet, and what refunds and disputes left the customer owing
+CREDIT_IN_USE_CODES = ("receivable:unbilled", "receivable:invoiced", "receivable:reversals")
+_LEDGER_CODES = (
+    "customer:prepaid",
+    "customer:bonus",
+    "customer:package_tokens",
+    "deferred:packages",
+    "deferred:subscriptions",
+    "receivable:unbilled",
+)
+
+
+class _IntLoader(Loader):
+    """NUMERIC as a Python int (every amount on these paths is a whole number of atoms)."""
+
+    def load(self, data: Buffer) -> int:
+        return int(bytes(data))
+
+
+def cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
+    """A cursor that reads NUMERIC as int."""
+    cur = conn.cursor()
+    cur.adapters.register_loader("numeric", _IntLoader)
+    return cur
+
+
+def driver_connection(session: Session) -> psycopg.Connection[Any]:
+    """The psycopg connection under the session's transaction."""
+    conn = session.connection().connection.driver_connection
+    assert isinstance(conn, psycopg.Connection)
+    return conn
+
+
+# -- statements ------------------------------------------------------------------------------
+
+# The accounts of the batch with the resellers of sub-accounts (repeated in the statements
+# that need it; the rows are locked by the first statement that reads them).
+_FAMILY = """
+WITH want AS (
+    SELECT unnest(%(accounts)s::text[]) AS id
+    UNION SELECT account_id FROM wallet_authorizations WHERE id = ANY(%(auths)s::text[])
+), fam AS (
+    SELECT id FROM want
+    UNION SELECT a.parent_id FROM wallet_accounts a JOIN want USING (id)
+    WHERE a.parent_id IS NOT NULL
+)
+"""
+
+_GATE = """
+SELECT count(*) AS n, clock_timestamp() AS at FROM (
+    SELECT pg_advisory_xact_lock_shared(k) FROM (
+        SELECT k, row_number() OVER (ORDER BY k) AS i FROM (
+            SELECT DISTINCT tw_lock_key('usage-gate', coalesce(a.parent_id, a.id)) AS k
+            FROM wallet_accounts a WHERE a.id = ANY(%(gated)s::text[])
+        ) d
+    ) keys ORDER BY i
+) s
+"""
+
+_CATALOG = """
+SELECT w.currency, w.catalog_version, w.priced_through_at
+FROM rating_watermarks w,
+     LATERAL (SELECT pg_advisory_xact_lock_shared(tw_lock_key('catalog', w.currency))) l
+ORDER BY w.currency
+"""
+
+_CLAIM = """
+WITH c AS (
+    INSERT INTO wallet_usage_claims (id, account_id)
+    SELECT i, a FROM unnest(%(ids)s::text[], %(claim_accounts)s::text[]) AS t(i, a) ORDER BY i
+    ON CONFLICT DO NOTHING RETURNING id
+)
+SELECT c.id, true AS claimed, NULL::text AS account_id, NULL::text AS currency,
+       NULL::numeric AS billed, NULL::numeric AS credited, NULL::text AS reason
+FROM c
+UNION ALL
+SELECT r.id, false, r.account_id, r.currency, r.billed, r.credited, r.reason
+FROM wallet_usage_records r
+WHERE r.id IN (SELECT unnest(%(ids)s::text[]) EXCEPT SELECT id FROM c)
+"""
+
+_ACCOUNTS = (
+    _FAMILY
+    + """
+SELECT a.id, a.kind, a.parent_id, a.currency, a.credit_limit, a.failed_request_policy_id,
+       a.discounts, a.burn_order, a.low_balance_threshold
+FROM wallet_accounts a WHERE a.id IN (SELECT id FROM fam)
+ORDER BY a.id FOR NO KEY UPDATE
+"""
+)
+
+AUTH_COLUMNS = (
+    "id",
+    "account_id",
+    "reseller_account_id",
+    "model",
+    "multi_capture",
+    "token_grant",
+    "status",
+    "decline_code",
+    "requested",
+    "held_money",
+    "held_tokens",
+    "captured_money",
+    "captured_tokens",
+    "released_money",
+    "released_tokens",
+    "captures",
+    "final",
+    "plan_covered",
+    "overage",
+    "reserved",
+    "reserved_quota",
+    "reseller_overage",
+    "hold_entry_id",
+    "usage_record_id",
+    "expires_at",
+    "resolved_at",
+    "created_at",
+)
+
+_AUTHS = f"""
+SELECT {", ".join(AUTH_COLUMNS)} FROM wallet_authorizations
+WHERE id = ANY(%(auths)s::text[]) ORDER BY id FOR UPDATE
+"""
+
+_LOT_COLUMNS = (
+    "id, account_id, kind, remaining, reserved, granted, priority, expires_at, models, price,"
+    " deferred, ledger_account_id"
+)
+_LOTS = (
+    _FAMILY
+    + f"""
+SELECT {_LOT_COLUMNS} FROM wallet_credit_lots
+WHERE account_id IN (SELECT id FROM fam) AND remaining > 0
+UNION
+SELECT {_LOT_COLUMNS} FROM wallet_credit_lots
+WHERE id IN (
+    SELECT (e ->> 0)::bigint FROM wallet_authorizations a, jsonb_array_elements(a.reserved) e
+    WHERE a.id = ANY(%(auths)s::text[])
+)
+ORDER BY id
+"""
+)
+
+_WINDOWS = (
+    _FAMILY
+    + """
+SELECT s.account_id, s.id AS subscription_id, s.plan_id, w.id, w.kind, w.unit, w."limit",
+       w.window_start, w.window_end, w.used
+FROM wallet_subscriptions s LEFT JOIN wallet_quota_windows w ON w.subscription_id = s.id
+WHERE s.account_id IN (SELECT id FROM fam) AND s.status = 'active'
+ORDER BY w.id
+"""
+)
+
+_CREDIT_IN_USE = (
+    _FAMILY
+    + """
+SELECT owner_id, sum(atoms) AS atoms FROM (
+    SELECT owner_id, debits_posted - credits_posted + debits_pending AS atoms
+    FROM ledger_accounts
+    WHERE owner_id IN (SELECT id FROM fam) AND code = ANY(%(credit_codes)s::text[])
+    UNION ALL
+    SELECT account_id, overage FROM wallet_authorizations
+    WHERE status = 'approved' AND overage > 0 AND account_id IN (SELECT id FROM fam)
+    UNION ALL
+    SELECT reseller_account_id, reseller_overage FROM wallet_authorizations
+    WHERE status = 'approved' AND reseller_overage > 0
+      AND reseller_account_id IN (SELECT id FROM fam)
+) x GROUP BY owner_id
+"""
+)
+
+_POLICIES = (
+    _FAMILY
+    + """
+SELECT DISTINCT ON (p.id) p.id, p.version, p.created_at, p.provider_error,
+       p.provider_truncation, p.refusal, p.client_disconnect, p.empty_completion
+FROM catalog_failed_request_policies p
+WHERE p.id IN (
+    SELECT failed_request_policy_id FROM wallet_accounts WHERE id IN (SELECT id FROM fam)
+)
+ORDER BY p.id, p.version DESC
+"""
+)
+
+_LEDGERS = (
+    _FAMILY
+    + """
+SELECT owner_id, code, id, unit, book, type, forbid_negative, track_balance,
+       age(xmin) > 0 AS committed
+FROM ledger_accounts
+WHERE owner_id IN (SELECT id FROM fam EXCEPT SELECT unnest(%(cached)s::text[]))
+  AND code = ANY(%(ledger_codes)s::text[])
+"""
+)
+
+# one journal entry per book per batch; ids are taken up front so postings can name them
+_ENTRY_IDS = (
+    _FAMILY
+    + """
+SELECT nextval(pg_get_serial_sequence('ledger_entries', 'id')) FROM generate_series(1, (
+    SELECT count(DISTINCT coalesce(parent_id, '')) FROM wallet_accounts
+    WHERE id IN (SELECT id FROM fam)
+))
+"""
+)
+
+
+# -- state -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class AccountRow:
+    """A wallet account as the gateway path needs it."""
+
+    id: str
+    kind: str
+    parent_id: str | None
+    currency: str
+    credit_limit: int
+    failed_request_policy_id: str | None
+    discounts: list[dict[str, Any]]
+    burn_order: list[str] | None
+    low_balance_threshold: int | None
+
+    @property
+    def unit(self) -> Unit:
+        """The account's currency."""
+        return unit_of(self.currency)
+
+
+@dataclass(slots=True, eq=False)
+class AuthRow:
+    """An authorization row, changed in memory and written back when ``dirty``."""
+
+    id: str
+    account_id: str
+    reseller_account_id: str | None
+    model: str | None
+    multi_capture: bool
+    token_grant: bool
+    status: str
+    decline_code: str | None
+    requested: int
+    held_money: int
+    held_tokens: int
+    captured_money: int
+    captured_tokens: int
+    released_money: int
+    released_tokens: int
+    captures: int
+    final: bool
+    plan_covered: bool
+    expires_at: datetime
+    reservation: Reservation = field(default_factory=Reservation)
+    hold_entry_id: int | None = None
+    usage_record_id: str | None = None
+    resolved_at: datetime | None = None
+    created_at: datetime | None = None
+    new: bool = False
+    dirty: bool = False
+
+    @property
+    def is_open(self) -> bool:
+        """Approved and not resolved (it may still have passed its expiry)."""
+        return self.status == "approved"
+
+
+@dataclass(frozen=True, slots=True)
+class PreviousResult:
+    """The stored outcome of a record id charged before."""
+
+    account_id: str
+    currency: str
+    billed: int
+    credited: int
+    reason: str | None
+
+
+@dataclass
+class Snapshot:
+    """What the batch read under its locks."""
+
+    received_at: datetime
+    accounts: dict[str, AccountRow]
+    wallets: dict[str, WalletState]
+    lots: dict[int, Lot]
+    auths: dict[str, AuthRow]
+    claimed: set[str]
+    previous: dict[str, PreviousResult]
+    catalog_versions: dict[str, int]
+    priced_through: dict[str, datetime | None]
+    policies: dict[str, FailedRequestPolicy]
+    ledgers: dict[str, CustomerLedger]
+    entry_ids: list[int]
+
+    def policy_of(self, account: AccountRow) -> FailedRequestPolicy:
+        """The account's failed-request policy (its latest version), or the built-in one."""
+        pid = account.failed_request_policy_id
+        if pid is None:
+            return DEFAULT_FAILED_REQUEST_POLICY
+        return self.policies.get(pid, DEFAULT_FAILED_REQUEST_POLICY)
+
+
+#: Customer ledger accounts per database and wallet account: their identities never change and
+#: they are never deleted, so rows read from the database are kept for the process.
+_LEDGER_CACHE: dict[str, dict[str, CustomerLedger]] = {}
+_LEDGER_CACHE_LIMIT = 500_000
+
+
+def _aware(at: datetime | None) -> datetime | None:
+    return at.astimezone(UTC) if at is not None else None
+
+
+def auth_from_row(row: Sequence[Any]) -> AuthRow:
+    """An :class:`AuthRow` from a row in :data:`AUTH_COLUMNS` order."""
+    r = dict(zip(AUTH_COLUMNS, row, strict=True))
+    expires_at = _aware(r["expires_at"])
+    assert expires_at is not None
+    return AuthRow(
+        id=r["id"],
+        account_id=r["account_id"],
+        reseller_account_id=r["reseller_account_id"],
+        model=r["model"],
+        multi_capture=r["multi_capture"],
+        token_grant=r["token_grant"],
+        status=r["status"],
+        decline_code=r["decline_code"],
+        requested=int(r["requested"]),
+        held_money=int(r["held_money"]),
+        held_tokens=int(r["held_tokens"]),
+        captured_money=int(r["captured_money"]),
+        captured_tokens=int(r["captured_tokens"]),
+        released_money=int(r["released_money"]),
+        released_tokens=int(r["released_tokens"]),
+        captures=r["captures"],
+        final=r["final"],
+        plan_covered=r["plan_covered"],
+        expires_at=expires_at,
+        reservation=Reservation.from_stored(
+            r["reserved"] or [],
+            r["reserved_quota"] or [],
+            int(r["overage"]),
+            int(r["reseller_overage"]),
+        ),
+        hold_entry_id=r["hold_entry_id"],
+        usage_record_id=r["usage_record_id"],
+        resolved_at=_aware(r["resolved_at"]),
+        created_at=_aware(r["created_at"]),
+    )
+
+
+def load(
+    session: Session,
+    *,
+    account_ids: Iterable[str],
+    authorization_ids: Iterable[str],
+    claims: Mapping[str, str],
+    gated_accounts: Iterable[str],
+) -> Snapshot:
+    """Lock and read what a batch needs, in one round trip (see the module docstring).
+
+    Args:
+        account_ids: accounts the batch's operations name (resellers are added).
+        authorization_ids: authorizations named by operations or records.
+        claims: record id -> account id, to claim for exactly-once charging.
+        gated_accounts: accounts that records are charged to (their billing trees' gates).
+    """
+    conn = driver_connection(session)
+    db = str(session.get_bind().engine.url)
+    cache = _LEDGER_CACHE.setdefault(db, {})
+    claim_ids = sorted(claims)
+    params: dict[str, Any] = {
+        "accounts": sorted(set(account_ids)),
+        "auths": sorted(set(authorization_ids)),
+        "gated": sorted(set(gated_accounts)),
+        "ids": claim_ids,
+        "claim_accounts": [claims[i] for i in claim_ids],
+        "credit_codes": list(CREDIT_IN_USE_CODES),
+        "ledger_codes": list(_LEDGER_CODES),
+    }
+    # resellers are not known yet; their rows are read again, which is cheap
+    params["cached"] = [a for a in params["accounts"] if a in cache]
+    statements = [_GATE, _CATALOG, _CLAIM, _ACCOUNTS, _AUTHS, _LOTS, _WINDOWS, _CREDIT_IN_USE]
+    statements += [_POLICIES, _LEDGERS, _ENTRY_IDS]
+    curs = []
+    with conn.pipeline():
+        for sql in statements:
+            cur = cursor(conn)
+            cur.execute(sql, params)
+            curs.append(cur)
+    gate, catalog, claim, accounts, auths, lots, windows, credit, policies, ledgers, entries = (
+        c.fetchall() for c in curs
+    )
+    received_at = gate[0][1].astimezone(UTC)
+    account_rows = {
+        r[0]: AccountRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6] or [], r[7], r[8])
+        for r in accounts
+    }
+    lot_map = {
+        r[0]: Lot(
+            id=r[0],
+            account_id=r[1],
+            kind=r[2],
+            remaining=r[3],
+            reserved=r[4],
+            granted=r[5],
+            priority=r[6],
+            expires_at=_aware(r[7]),
+            models=tuple(r[8] or ()),
+            price=r[9],
+            deferred=r[10],
+            ledger_account_id=r[11],
+        )
+        for r in lots
+    }
+    in_use = {r[0]: int(r[1]) for r in credit}
+    by_account: dict[str, list[Lot]] = defaultdict(list)
+    for lot in lot_map.values():
+        by_account[lot.account_id].append(lot)
+    wallets: dict[str, WalletState] = {}
+    for a in account_rows.values():
+        own = by_account.get(a.id, [])
+        wallets[a.id] = WalletState(
+            account=Owner(a.id, a.parent_id, a.credit_limit),
+            unit=a.unit,
+            order=validate_burn_order(a.burn_order),
+            lots=own,
+            overage_used=in_use.get(a.id, 0),
+            money_before=sum(lot.remaining for lot in own if lot.kind in (BONUS, PAID)),
+        )
+    for r in windows:
+        w = wallets[r[0]]
+        if w.plan is None:
+            plan = get_plan(session, r[2])
+            w.plan = PlanTerms(tuple(plan.models), plan.on_exhausted)
+        if r[3] is not None:
+            w.windows.append(Window(r[3], r[1], r[4], r[5], r[6], _aware(r[7]), _aware(r[8]), r[9]))
+    return Snapshot(
+        received_at=received_at,
+        accounts=account_rows,
+        wallets=wallets,
+        lots=lot_map,
+        auths={r[0]: auth_from_row(r) for r in auths},
+        claimed={r[0] for r in claim if r[1]},
+        previous={r[0]: PreviousResult(r[2], r[3], r[4], r[5], r[6]) for r in claim if not r[1]},
+        catalog_versions={r[0]: int(r[1]) for r in catalog},
+        priced_through={r[0]: _aware(r[2]) for r in catalog},
+        policies={
+            r[0]: FailedRequestPolicy(
+                r[0], r[1], MappingProxyType(dict(zip(FAILURE_KINDS, r[3:], strict=True))), r[2]
+            )
+            for r in policies
+        },
+        ledgers=_read_ledgers(session, cache, account_rows, ledgers),
+        entry_ids=[r[0] for r in entries],
+    )
+
+
+def _read_ledgers(
+    session: Session,
+    cache: dict[str, CustomerLedger],
+    accounts: Mapping[str, AccountRow],
+    rows: Sequence[Sequence[Any]],
+) -> dict[str, CustomerLedger]:
+    """The customer ledger accounts of every account of the batch: cached ones, those read now
+    (cached when their rows were committed before this transaction), and any still missing
+    opened now (an account made before its chart was complete)."""
+    found: dict[str, dict[str, AccountRef]] = defaultdict(dict)
+    committed: dict[str, bool] = defaultdict(lambda: True)
+    for owner, code, id_, unit, book, type_, forbid, track, done in rows:
+        found[owner][code] = AccountRef(
+            id_, code, AccountType(type_), unit_of(unit), book, owner, forbid, track
+        )
+        committed[owner] = committed[owner] and done
+    if len(cache) > _LEDGER_CACHE_LIMIT:
+        cache.clear()
+    out: dict[str, CustomerLedger] = {}
+    for account_id, a in accounts.items():
+        if account_id in cache:
+            out[account_id] = cache[account_id]
+            continue
+        refs = found.get(account_id, {})
+        if all(code in refs for code in _LEDGER_CODES):
+            out[account_id] = CustomerLedger(
+                prepaid=refs["customer:prepaid"],
+                bonus=refs["customer:bonus"],
+                package_tokens=refs["customer:package_tokens"],
+                deferred_packages=refs["deferred:packages"],
+                deferred_subscriptions=refs["deferred:subscriptions"],
+                receivable_unbilled=refs["receivable:unbilled"],
+            )
+            if committed[account_id]:
+                cache[account_id] = out[account_id]
+        else:
+            out[account_id] = customer_ledger_of(session, a.id, a.parent_id, a.currency)
+    return out
