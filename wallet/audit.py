@@ -73,8 +73,8 @@ def find_violations(session: Session) -> list[str]:
             for r in session.execute(_LOTS_VS_LEDGER)
         ]
         + [
-            f"lot {r.id} of {r.account_id} says {r.reserved} atoms are reserved; open authorizations"
-            f" hold {r.held}"
+            f"lot {r.id} of {r.account_id} says {r.reserved} atoms are reserved;"
+            f" open authorizations hold {r.held}"
             for r in session.execute(_RESERVED_VS_AUTHORIZATIONS)
         ]
         + [
