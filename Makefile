@@ -39,8 +39,8 @@ test: $(STAMP) fonts
 
 ## Static checks: ruff, mypy, import-linter (the layering)
 lint: $(STAMP)
-	$(BIN)/ruff check ledger plans wallet invoicing api migrations tests bench
-	$(BIN)/ruff format --check ledger plans wallet invoicing api migrations tests bench
+	$(BIN)/ruff check ledger plans wallet invoicing api integrations migrations tests bench
+	$(BIN)/ruff format --check ledger plans wallet invoicing api integrations migrations tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from litestar import Litestar
 
-from api.app import create_app
+from api.app import create_app, tune_gc
 from api.db import make_engine, resolve_database_url
 from api.settings import get_settings
 
@@ -16,4 +16,6 @@ def create() -> Litestar:
     engine = make_engine(
         resolve_database_url(settings), pool_size=settings.tokenwallet_db_pool_size
     )
-    return create_app(engine, settings=settings, scheduler=False)
+    app = create_app(engine, settings=settings, scheduler=False)
+    tune_gc()
+    return app

@@ -14,6 +14,7 @@ transaction failed answers with the error of its own run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -22,8 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.metrics import observe, observe_failure
+from ledger.errors import DomainError
 from wallet.gateway import Operation, OperationResult, execute
 
 log = logging.getLogger(__name__)
@@ -126,37 +130,88 @@ class Batcher:
         return group, False
 
     def _work(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            group, stop = self._take(first)
-            try:
-                self._run(group)
-            except Exception:  # never let a worker die
-                log.exception("gateway batch failed unexpectedly")
-            if stop:
-                return
+        worker = _Worker(self._factory)
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                group, stop = self._take(first)
+                try:
+                    self._run(worker, group)
+                except Exception:  # never let a worker die
+                    log.exception("gateway batch failed unexpectedly")
+                if stop:
+                    return
+        finally:
+            worker.close()
 
-    def _run(self, group: list[_Call]) -> None:
+    def _run(self, worker: _Worker, group: list[_Call]) -> None:
         self.groups += 1
         self.calls += len(group)
+        ops = [c.op for c in group]
         try:
-            with self._factory() as session:
-                results = execute(
-                    session,
-                    [c.op for c in group],
-                    now=self._clock() if self._clock else None,
-                )
-                session.commit()
+            results = worker.run(ops, self._clock() if self._clock else None)
+        except CommitOutcomeUnknown as exc:
+            for c in group:  # retrying could apply them twice: the caller replays safely
+                observe_failure(c.op, exc)
+                c.loop.call_soon_threadsafe(_settle, c.future, None, exc)
+            return
         except Exception as exc:
             if len(group) == 1:
                 c = group[0]
+                observe_failure(c.op, exc)
                 c.loop.call_soon_threadsafe(_settle, c.future, None, exc)
                 return
             log.info("a group of %d gateway calls failed (%s); running each alone", len(group), exc)
             for c in group:
-                self._run([c])
+                self._run(worker, [c])
             return
         for c, result in zip(group, results, strict=True):
             c.loop.call_soon_threadsafe(_settle, c.future, result, None)
+        observe(ops, results)
+
+
+class CommitOutcomeUnknown(DomainError):
+    """The connection failed while committing: the changes may or may not have been saved."""
+
+    code = "commit_unknown"
+
+
+class _Worker:
+    """One worker's database connection, kept between groups (no pool checkout or ping per
+    group) and replaced after any failure."""
+
+    def __init__(self, factory: sessionmaker[Session]) -> None:
+        self._factory = factory
+        self._connection: Connection | None = None
+
+    def run(self, ops: list[Operation], now: datetime | None) -> list[OperationResult]:
+        if self._connection is None:
+            bind = self._factory.kw["bind"]
+            self._connection = bind.connect()
+        session = self._factory(bind=self._connection)
+        committing = False
+        try:
+            results = execute(session, ops, now=now)
+            committing = True
+            session.commit()
+            return results
+        except Exception as exc:
+            self.close()
+            if committing:
+                raise CommitOutcomeUnknown(
+                    "the database connection failed while this request was being committed, so"
+                    " it may or may not have been saved; send it again with the same record ids"
+                    " or Idempotency-Key (a replay never applies it twice)"
+                ) from exc
+            raise
+        finally:
+            session.close()
+
+    def close(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                self._connection.invalidate()
+                self._connection.close()
+            self._connection = None

@@ -57,7 +57,7 @@ def serve(
 
     import uvicorn
 
-    from api.app import create_app
+    from api.app import create_app, tune_gc
     from api.db import make_engine, make_sessionmaker, upgrade
 
     _setup_logging()
@@ -77,6 +77,7 @@ def serve(
     if workers == 1:
         engine = make_engine(url, pool_size=settings.tokenwallet_db_pool_size)
         application = create_app(engine, settings=settings, scheduler=scheduler)
+        tune_gc()
         uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
         return
     # Several processes: each worker builds its own app on the resolved database; the jobs run

@@ -67,6 +67,7 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
     "webhook_processing_failed": (500, "The webhook could not be processed; it will be retried"),
     "service_unavailable": (503, "Service unavailable"),
     "concurrent_update": (503, "Busy with a concurrent update; retry"),
+    "commit_unknown": (503, "The outcome of the commit is unknown; replay the request"),
     "internal_error": (500, "Internal server error"),
 }
 
@@ -90,7 +91,10 @@ def problem(
 
 
 def _domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
-    return problem(exc.code, exc.detail, instance=request.url.path, **exc.extra)
+    response = problem(exc.code, exc.detail, instance=request.url.path, **exc.extra)
+    if response.status_code == 503:
+        response.headers["Retry-After"] = "1"
+    return response
 
 
 def _validation_error(

@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, TEXT, insert
 from sqlalchemy.orm import Session
 
 from ledger.amounts import Amount
+from ledger.base import database_key
 from ledger.errors import InvalidEntry, NotFound
 from ledger.models import OPERATOR_BOOK, AccountType, JournalEntry, LedgerAccount, Posting
 from ledger.units import Unit
@@ -105,7 +106,7 @@ _PENDING = "ledger_account_refs"
 
 
 def _database(session: Session) -> str:
-    return str(session.get_bind().engine.url)
+    return database_key(session)
 
 
 @event.listens_for(Session, "after_commit")

@@ -6,11 +6,12 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import ColumnElement, DateTime, MetaData, Numeric, any_, literal
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -80,3 +81,16 @@ def in_array(column: Any, values: Iterable[Any]) -> ColumnElement[bool]:
 def utcnow() -> datetime:
     """The current time, aware, in UTC."""
     return datetime.now(UTC)
+
+
+_DATABASE_KEYS: WeakKeyDictionary[Engine, str] = WeakKeyDictionary()
+
+
+def database_key(session: Session) -> str:
+    """Which database a session works on (its engine's URL), for per-process caches of rows
+    that never change; computed once per engine (rendering a URL is not cheap)."""
+    engine = session.get_bind().engine
+    key = _DATABASE_KEYS.get(engine)
+    if key is None:
+        key = _DATABASE_KEYS[engine] = str(engine.url)
+    return key

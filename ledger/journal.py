@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, aliased
 
 from ledger.accounts import AccountRef
 from ledger.amounts import Amount
-from ledger.base import in_array, utcnow
+from ledger.base import database_key, in_array, utcnow
 from ledger.errors import (
     AlreadyReversed,
     HoldExceeded,
@@ -155,7 +155,7 @@ def _load_accounts(session: Session, ids: Iterable[int]) -> dict[int, _Acct]:
     """Load accounts (plain rows); lock those with cached balances in id order
     (FOR NO KEY UPDATE). House accounts are read (once per process), never locked."""
     wanted = sorted(set(ids))
-    house_cache = _HOUSE.setdefault(str(session.get_bind().engine.url), {})
+    house_cache = _HOUSE.setdefault(database_key(session), {})
     found = {i: house_cache[i] for i in wanted if i in house_cache}
     rest = [i for i in wanted if i not in found]
     if rest:
@@ -435,21 +435,20 @@ def post_entries(session: Session, specs: Sequence[EntrySpec]) -> list[Entry]:
 #: Statements that append standard entries with ids taken beforehand (see :func:`append_entries`)
 APPEND_ENTRIES_SQL = (
     "INSERT INTO ledger_entries (id, kind, description, effective_at, metadata)"
-    " SELECT * FROM unnest(%(entry_ids)s::bigint[], %(entry_kinds)s::text[],"
-    " %(entry_descriptions)s::text[], %(entry_effective)s::timestamptz[],"
-    " %(entry_metadata)s::text[]::jsonb[])"
+    " SELECT id, kind, description, effective_at, metadata"
+    " FROM json_to_recordset(%(ledger_entries)s::json)"
+    " AS e(id bigint, kind text, description text, effective_at timestamptz, metadata jsonb)"
 )
 APPEND_POSTINGS_SQL = (
     "INSERT INTO ledger_postings (entry_id, account_id, unit, book, amount, phase)"
-    " SELECT * FROM unnest(%(posting_entries)s::bigint[], %(posting_accounts)s::bigint[],"
-    " %(posting_units)s::text[], %(posting_books)s::text[], %(posting_amounts)s::numeric[],"
-    " %(posting_phases)s::smallint[])"
+    " SELECT e, a, u, b, m, 0 FROM json_to_recordset(%(ledger_postings)s::json)"
+    " AS p(e bigint, a bigint, u text, b text, m numeric)"
 )
 
 
 def append_entries(
     entries: Sequence[tuple[int, EntrySpec]], accounts: Mapping[int, _AccountLike]
-) -> dict[str, list[Any]]:
+) -> dict[str, str]:
     """Check standard entries and return the parameters of :data:`APPEND_ENTRIES_SQL` and
     :data:`APPEND_POSTINGS_SQL`, for a caller that writes them in its own round trip (the
     gateway path pipelines them with its other writes).
@@ -465,40 +464,40 @@ def append_entries(
     Raises:
         InvalidEntry, MixedUnits, UnbalancedEntry: a malformed entry (nothing is returned).
     """
-    cols: dict[str, list[Any]] = {
-        k: []
-        for k in (
-            "entry_ids",
-            "entry_kinds",
-            "entry_descriptions",
-            "entry_effective",
-            "entry_metadata",
-            "posting_entries",
-            "posting_accounts",
-            "posting_units",
-            "posting_books",
-            "posting_amounts",
-            "posting_phases",
-        )
-    }
+    rows: list[dict[str, Any]] = []
+    postings: list[dict[str, Any]] = []
     for entry_id, spec in entries:
-        if spec.kind is not EntryKind.STANDARD or spec.idempotency_key is not None:
+        if (
+            spec.kind is not EntryKind.STANDARD
+            or spec.idempotency_key is not None
+            or (spec.release_legs)
+        ):
             raise InvalidEntry("append_entries writes standard entries without idempotency keys")
         validate_entry(spec, accounts)
-        cols["entry_ids"].append(entry_id)
-        cols["entry_kinds"].append(spec.kind.value)
-        cols["entry_descriptions"].append(spec.description)
-        cols["entry_effective"].append(spec.effective_at or utcnow())
-        cols["entry_metadata"].append(json.dumps(dict(spec.metadata), default=str))
+        rows.append(
+            {
+                "id": entry_id,
+                "kind": spec.kind.value,
+                "description": spec.description,
+                "effective_at": (spec.effective_at or utcnow()).isoformat(),
+                "metadata": dict(spec.metadata),
+            }
+        )
         for leg in spec.legs:
             acct = accounts[leg.account_id]
-            cols["posting_entries"].append(entry_id)
-            cols["posting_accounts"].append(leg.account_id)
-            cols["posting_units"].append(acct.unit_code)
-            cols["posting_books"].append(acct.book)
-            cols["posting_amounts"].append(leg.amount.atoms)
-            cols["posting_phases"].append(Phase.POSTED)
-    return cols
+            postings.append(
+                {
+                    "e": entry_id,
+                    "a": leg.account_id,
+                    "u": acct.unit_code,
+                    "b": acct.book,
+                    "m": leg.amount.atoms,
+                }
+            )
+    return {
+        "ledger_entries": json.dumps(rows, default=str),
+        "ledger_postings": json.dumps(postings),
+    }
 
 
 def post_entry(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 from ledger.errors import UnknownUnit
 
@@ -83,8 +84,9 @@ REQUESTS = Unit("REQUESTS", UnitKind.REQUESTS, 0, 0)
 _CODE_RE = re.compile(r"^[A-Z]{3}$")
 
 
+@lru_cache(maxsize=512)
 def currency(code: str) -> Unit:
-    """Return the currency unit for an ISO 4217 code.
+    """Return the currency unit for an ISO 4217 code (units are immutable, so cached).
 
     Args:
         code: three-letter code, case-insensitive.

@@ -35,7 +35,7 @@ from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from ledger.base import in_array, utcnow
+from ledger.base import database_key, utcnow
 from ledger.errors import NotFound
 from ledger.units import Unit
 from plans._db import (
@@ -1009,22 +1009,17 @@ def _latest_before(versions: list[_V], at: datetime, key: Callable[[_V], datetim
 
 _V = TypeVar("_V")
 
-#: Contracts and books kept per (database, currency) before the cache starts over.
-_CACHE_ACCOUNTS = 200_000
-
 
 @dataclass
 class _CachedCatalog:
-    """One process's copy of a currency's catalog at one version."""
+    """One process's copy of a currency's catalog at one version: every list card, every
+    contract version and every reseller price book (contracts and books are few next to
+    accounts, and any of them changing moves the version)."""
 
     version: int
     cards: list[RateCard]
     contracts: dict[str, list[Contract]] = field(default_factory=dict)
     books: dict[str, list[ResellerPriceBook]] = field(default_factory=dict)
-
-    @property
-    def size(self) -> int:
-        return len(self.contracts)
 
 
 _CACHE: dict[tuple[str, str], _CachedCatalog] = {}
@@ -1041,18 +1036,15 @@ def _load_cards(session: Session, unit: Unit) -> list[RateCard]:
 
 
 def _load_price_books(
-    session: Session, unit: Unit, account_ids: list[str]
+    session: Session, unit: Unit
 ) -> tuple[dict[str, list[Contract]], dict[str, list[ResellerPriceBook]]]:
-    """Every contract version (highest first) and reseller book (oldest first) of accounts."""
+    """Every contract version (highest first) and reseller book (oldest first) of a currency."""
     specs = _contract_specs(
         session,
         list(
             session.scalars(
                 select(ContractRow)
-                .where(
-                    in_array(ContractRow.account_id, account_ids),
-                    ContractRow.currency == unit.code,
-                )
+                .where(ContractRow.currency == unit.code)
                 .order_by(ContractRow.account_id, ContractRow.version.desc())
             )
         ),
@@ -1072,10 +1064,7 @@ def _load_price_books(
     books: dict[str, list[ResellerPriceBook]] = {}
     rows = session.scalars(
         select(ResellerPriceBookRow)
-        .where(
-            in_array(ResellerPriceBookRow.reseller_account_id, account_ids),
-            ResellerPriceBookRow.currency == unit.code,
-        )
+        .where(ResellerPriceBookRow.currency == unit.code)
         .order_by(ResellerPriceBookRow.effective_from)
     )
     for book in _books(session, list(rows)):
@@ -1124,23 +1113,18 @@ class PriceContext:
         unit = money_unit(currency)
         if version is None:
             version = catalog_version(session, unit)
-        key = (str(session.get_bind().engine.url), unit.code)
+        key = (database_key(session), unit.code)
         cached = _CACHE.get(key)
-        if cached is None or cached.version != version or cached.size > _CACHE_ACCOUNTS:
-            cached = _CachedCatalog(version, _load_cards(session, unit))
+        if cached is None or cached.version != version:
+            contracts, books = _load_price_books(session, unit)
+            cached = _CachedCatalog(version, _load_cards(session, unit), contracts, books)
             _CACHE[key] = cached
         ids = sorted(set(account_ids))
-        missing = [i for i in ids if i not in cached.contracts]
-        if missing:
-            contracts, books = _load_price_books(session, unit, missing)
-            for account_id in missing:
-                cached.contracts[account_id] = contracts.get(account_id, [])
-                cached.books[account_id] = books.get(account_id, [])
         return cls(
             unit,
             cached.cards,
-            {i: cached.contracts[i] for i in ids},
-            {i: cached.books[i] for i in ids},
+            {i: cached.contracts.get(i, []) for i in ids},
+            {i: cached.books.get(i, []) for i in ids},
         )
 
     def contract_at(self, account_id: str, at: datetime) -> Contract | None:

@@ -31,7 +31,7 @@ from wallet.gateway import (
 )
 from wallet.models import Authorization
 from wallet.records import Rejected, UsageIn
-from wallet.snapshot import AUTH_COLUMNS, auth_from_row, cursor, driver_connection
+from wallet.snapshot import AUTH_COLUMNS, auth_from_row, driver_connection
 
 
 def authorize(
@@ -137,14 +137,10 @@ def get_authorization(
         NotFound: unknown or invisible authorization.
     """
     conn = driver_connection(session)
-    row = (
-        cursor(conn)
-        .execute(
-            f"SELECT {', '.join(AUTH_COLUMNS)} FROM wallet_authorizations WHERE id = %s",
-            (authorization_id,),
-        )
-        .fetchone()
-    )
+    row = conn.execute(
+        f"SELECT {', '.join(AUTH_COLUMNS)} FROM wallet_authorizations WHERE id = %s",
+        (authorization_id,),
+    ).fetchone()
     if row is None:
         raise NotFound(f"authorization {authorization_id} does not exist")
     auth = auth_from_row(row)

@@ -11,11 +11,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from plans.catalog import FailedRequestPolicy
 from plans.errors import InvalidUsage
 from plans.prices import ModelPrice
 from wallet.normalize import Tokens, failure_kind
+
+if TYPE_CHECKING:
+    from plans.catalog import FailedRequestPolicy
 
 #: Atoms of a currency unit per token, from a price per million tokens: 10**18 / 10**6.
 _ATOMS_PER_MTOK_UNIT = 10**12

@@ -832,9 +832,9 @@ class _Batch:
         got, code = self._grant_more(auth, a, ask, tokens, resolved)
         if got == 0:
             auth.final, auth.dirty = True, True
-        return self.view(
-            auth, price=price, granted_now=got, usage=usage, decline_code=None if got else code
-        )
+        # why nothing more could be granted (the grant stays open); cleared when more is
+        auth.decline_code = None if got else code
+        return self.view(auth, price=price, granted_now=got, usage=usage)
 
     def release(self, op: Release) -> AuthorizationView | DomainError:
         auth = self.snap.auths.get(op.authorization_id)

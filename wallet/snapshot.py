@@ -29,11 +29,12 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
+import msgspec
 import psycopg
-from psycopg.adapt import Buffer, Loader
 from sqlalchemy.orm import Session
 
 from ledger.accounts import AccountRef
+from ledger.base import database_key
 from ledger.models import AccountType
 from ledger.units import Unit
 from ledger.units import unit as unit_of
@@ -44,7 +45,7 @@ from wallet.chart import CustomerLedger, customer_ledger_of
 from wallet.normalize import FAILURE_KINDS
 
 #: what uses the credit limit besides open authorizations: overage not yet invoiced, invoices
-#: not paid yet, and what refunds and disputes left the customer owing
+#: not paid yet, and what refunds and disputes left the customer owing (in _STATE's SQL)
 CREDIT_IN_USE_CODES = ("receivable:unbilled", "receivable:invoiced", "receivable:reversals")
 _LEDGER_CODES = (
     "customer:prepaid",
@@ -54,20 +55,6 @@ _LEDGER_CODES = (
     "deferred:subscriptions",
     "receivable:unbilled",
 )
-
-
-class _IntLoader(Loader):
-    """NUMERIC as a Python int (every amount on these paths is a whole number of atoms)."""
-
-    def load(self, data: Buffer) -> int:
-        return int(bytes(data))
-
-
-def cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
-    """A cursor that reads NUMERIC as int."""
-    cur = conn.cursor()
-    cur.adapters.register_loader("numeric", _IntLoader)
-    return cur
 
 
 def driver_connection(session: Session) -> psycopg.Connection[Any]:
@@ -81,39 +68,68 @@ def driver_connection(session: Session) -> psycopg.Connection[Any]:
 
 # The accounts of the batch with the resellers of sub-accounts (repeated in the statements
 # that need it; the rows are locked by the first statement that reads them).
-_FAMILY = """
-WITH want AS (
-    SELECT unnest(%(accounts)s::text[]) AS id
-    UNION SELECT account_id FROM wallet_authorizations WHERE id = ANY(%(auths)s::text[])
+#: The batch's parameters, decoded once per statement: one JSON document of id lists.
+_ARGS = """
+args AS (
+    SELECT tw_texts(d -> 'accounts') AS accounts, tw_texts(d -> 'auths') AS auths,
+           tw_texts(d -> 'gated') AS gated, tw_texts(d -> 'ids') AS ids,
+           tw_texts(d -> 'claim_accounts') AS claim_accounts, tw_texts(d -> 'cached') AS cached
+    FROM (SELECT %(p)s::jsonb AS d) j
+)"""
+
+
+_FAMILY = (
+    "WITH"
+    + _ARGS
+    + """, want AS (
+    SELECT ARRAY(
+        SELECT unnest((SELECT accounts FROM args))
+        UNION SELECT account_id FROM wallet_authorizations
+        WHERE id = ANY((SELECT auths FROM args)::text[])
+    ) AS ids
 ), fam AS (
-    SELECT id FROM want
-    UNION SELECT a.parent_id FROM wallet_accounts a JOIN want USING (id)
-    WHERE a.parent_id IS NOT NULL
+    SELECT w.ids || ARRAY(
+        SELECT DISTINCT parent_id FROM wallet_accounts
+        WHERE id = ANY(w.ids) AND parent_id IS NOT NULL
+    ) AS ids
+    FROM want w
 )
 """
+)
+#: the family's ids as an array (``= ANY`` keeps every lookup on an index)
+_FAM = "ANY((SELECT ids FROM fam)::text[])"
 
-_GATE = """
-SELECT count(*) AS n, clock_timestamp() AS at FROM (
-    SELECT pg_advisory_xact_lock_shared(k) FROM (
-        SELECT k, row_number() OVER (ORDER BY k) AS i FROM (
-            SELECT DISTINCT tw_lock_key('usage-gate', coalesce(a.parent_id, a.id)) AS k
-            FROM wallet_accounts a WHERE a.id = ANY(%(gated)s::text[])
-        ) d
-    ) keys ORDER BY i
-) s
+_GATE_AND_CATALOG = (
+    "WITH"
+    + _ARGS
+    + """, gate AS (
+    SELECT count(*) AS n, clock_timestamp() AS at FROM (
+        SELECT pg_advisory_xact_lock_shared(k) FROM (
+            SELECT k, row_number() OVER (ORDER BY k) AS i FROM (
+                SELECT DISTINCT tw_lock_key('usage-gate', coalesce(a.parent_id, a.id)) AS k
+                FROM wallet_accounts a WHERE a.id = ANY((SELECT gated FROM args)::text[])
+            ) d
+        ) keys ORDER BY i
+    ) s
+)
+SELECT gate.at, (
+    SELECT json_agg(json_build_array(w.currency, w.catalog_version, w.priced_through_at)
+                    ORDER BY w.currency)
+    FROM rating_watermarks w,
+         LATERAL (SELECT pg_advisory_xact_lock_shared(tw_lock_key('catalog', w.currency))) l
+) AS catalog
+FROM gate
 """
+)
 
-_CATALOG = """
-SELECT w.currency, w.catalog_version, w.priced_through_at
-FROM rating_watermarks w,
-     LATERAL (SELECT pg_advisory_xact_lock_shared(tw_lock_key('catalog', w.currency))) l
-ORDER BY w.currency
-"""
-
-_CLAIM = """
-WITH c AS (
+_CLAIM = (
+    "WITH"
+    + _ARGS
+    + """, c AS (
     INSERT INTO wallet_usage_claims (id, account_id)
-    SELECT i, a FROM unnest(%(ids)s::text[], %(claim_accounts)s::text[]) AS t(i, a) ORDER BY i
+    SELECT i, a
+    FROM unnest((SELECT ids FROM args), (SELECT claim_accounts FROM args)) AS t(i, a)
+    ORDER BY i
     ON CONFLICT DO NOTHING RETURNING id
 )
 SELECT c.id, true AS claimed, NULL::text AS account_id, NULL::text AS currency,
@@ -122,15 +138,16 @@ FROM c
 UNION ALL
 SELECT r.id, false, r.account_id, r.currency, r.billed, r.credited, r.reason
 FROM wallet_usage_records r
-WHERE r.id IN (SELECT unnest(%(ids)s::text[]) EXCEPT SELECT id FROM c)
+WHERE r.id = ANY(ARRAY(SELECT unnest((SELECT ids FROM args)) EXCEPT SELECT id FROM c))
 """
+)
 
 _ACCOUNTS = (
     _FAMILY
-    + """
+    + f"""
 SELECT a.id, a.kind, a.parent_id, a.currency, a.credit_limit, a.failed_request_policy_id,
        a.discounts, a.burn_order, a.low_balance_threshold
-FROM wallet_accounts a WHERE a.id IN (SELECT id FROM fam)
+FROM wallet_accounts a WHERE a.id = {_FAM}
 ORDER BY a.id FOR NO KEY UPDATE
 """
 )
@@ -165,91 +182,91 @@ AUTH_COLUMNS = (
     "created_at",
 )
 
-_AUTHS = f"""
+_AUTHS = (
+    "WITH"
+    + _ARGS
+    + f"""
 SELECT {", ".join(AUTH_COLUMNS)} FROM wallet_authorizations
-WHERE id = ANY(%(auths)s::text[]) ORDER BY id FOR UPDATE
+WHERE id = ANY((SELECT auths FROM args)::text[]) ORDER BY id FOR UPDATE
 """
-
-_LOT_COLUMNS = (
-    "id, account_id, kind, remaining, reserved, granted, priority, expires_at, models, price,"
-    " deferred, ledger_account_id"
 )
-_LOTS = (
+
+# Everything else, read under the locks above, as one JSON document (one statement to send,
+# one row to decode).
+_STATE = (
     _FAMILY
     + f"""
-SELECT {_LOT_COLUMNS} FROM wallet_credit_lots
-WHERE account_id IN (SELECT id FROM fam) AND remaining > 0
-UNION
-SELECT {_LOT_COLUMNS} FROM wallet_credit_lots
-WHERE id IN (
-    SELECT (e ->> 0)::bigint FROM wallet_authorizations a, jsonb_array_elements(a.reserved) e
-    WHERE a.id = ANY(%(auths)s::text[])
-)
-ORDER BY id
-"""
-)
-
-_WINDOWS = (
-    _FAMILY
-    + """
-SELECT s.account_id, s.id AS subscription_id, s.plan_id, w.id, w.kind, w.unit, w."limit",
-       w.window_start, w.window_end, w.used
-FROM wallet_subscriptions s LEFT JOIN wallet_quota_windows w ON w.subscription_id = s.id
-WHERE s.account_id IN (SELECT id FROM fam) AND s.status = 'active'
-ORDER BY w.id
-"""
-)
-
-_CREDIT_IN_USE = (
-    _FAMILY
-    + """
-SELECT owner_id, sum(atoms) AS atoms FROM (
-    SELECT owner_id, debits_posted - credits_posted + debits_pending AS atoms
-    FROM ledger_accounts
-    WHERE owner_id IN (SELECT id FROM fam) AND code = ANY(%(credit_codes)s::text[])
-    UNION ALL
-    SELECT account_id, overage FROM wallet_authorizations
-    WHERE status = 'approved' AND overage > 0 AND account_id IN (SELECT id FROM fam)
-    UNION ALL
-    SELECT reseller_account_id, reseller_overage FROM wallet_authorizations
-    WHERE status = 'approved' AND reseller_overage > 0
-      AND reseller_account_id IN (SELECT id FROM fam)
-) x GROUP BY owner_id
-"""
-)
-
-_POLICIES = (
-    _FAMILY
-    + """
-SELECT DISTINCT ON (p.id) p.id, p.version, p.created_at, p.provider_error,
-       p.provider_truncation, p.refusal, p.client_disconnect, p.empty_completion
-FROM catalog_failed_request_policies p
-WHERE p.id IN (
-    SELECT failed_request_policy_id FROM wallet_accounts WHERE id IN (SELECT id FROM fam)
-)
-ORDER BY p.id, p.version DESC
-"""
-)
-
-_LEDGERS = (
-    _FAMILY
-    + """
-SELECT owner_id, code, id, unit, book, type, forbid_negative, track_balance,
-       age(xmin) > 0 AS committed
-FROM ledger_accounts
-WHERE owner_id IN (SELECT id FROM fam EXCEPT SELECT unnest(%(cached)s::text[]))
-  AND code = ANY(%(ledger_codes)s::text[])
-"""
-)
-
-# one journal entry per book per batch; ids are taken up front so postings can name them
-_ENTRY_IDS = (
-    _FAMILY
-    + """
-SELECT nextval(pg_get_serial_sequence('ledger_entries', 'id')) FROM generate_series(1, (
-    SELECT count(DISTINCT coalesce(parent_id, '')) FROM wallet_accounts
-    WHERE id IN (SELECT id FROM fam)
-))
+SELECT json_build_object(
+    'lots', (
+        SELECT json_agg(json_build_array(id, account_id, kind, remaining, reserved, granted,
+                                         priority, expires_at, models, price, deferred,
+                                         ledger_account_id))
+        FROM (
+            SELECT * FROM wallet_credit_lots WHERE account_id = {_FAM} AND remaining > 0
+            UNION
+            SELECT * FROM wallet_credit_lots WHERE id = ANY(ARRAY(
+                SELECT (e ->> 0)::bigint
+                FROM wallet_authorizations a, jsonb_array_elements(a.reserved) e
+                WHERE a.id = ANY((SELECT auths FROM args)::text[])
+            ))
+        ) l
+    ),
+    'windows', (
+        SELECT json_agg(json_build_array(s.account_id, s.id, s.plan_id, w.id, w.kind, w.unit,
+                                         w."limit", w.window_start, w.window_end, w.used)
+                        ORDER BY w.id)
+        FROM wallet_subscriptions s LEFT JOIN wallet_quota_windows w ON w.subscription_id = s.id
+        WHERE s.account_id = {_FAM} AND s.status = 'active'
+    ),
+    'credit', (
+        SELECT json_agg(json_build_array(owner_id, atoms)) FROM (
+            SELECT owner_id, sum(atoms) AS atoms FROM (
+                SELECT owner_id, debits_posted - credits_posted + debits_pending AS atoms
+                FROM ledger_accounts
+                WHERE owner_id = {_FAM}
+                  AND code IN ('receivable:unbilled', 'receivable:invoiced',
+                               'receivable:reversals')
+                UNION ALL
+                SELECT account_id, overage FROM wallet_authorizations
+                WHERE status = 'approved' AND overage > 0 AND account_id = {_FAM}
+                UNION ALL
+                SELECT reseller_account_id, reseller_overage FROM wallet_authorizations
+                WHERE status = 'approved' AND reseller_overage > 0
+                  AND reseller_account_id = {_FAM}
+            ) x GROUP BY owner_id
+        ) y
+    ),
+    'policies', (
+        SELECT json_agg(json_build_array(id, version, created_at, provider_error,
+                                         provider_truncation, refusal, client_disconnect,
+                                         empty_completion))
+        FROM (
+            SELECT DISTINCT ON (p.id) p.* FROM catalog_failed_request_policies p
+            WHERE p.id = ANY(ARRAY(
+                SELECT failed_request_policy_id FROM wallet_accounts WHERE id = {_FAM}
+            ))
+            ORDER BY p.id, p.version DESC
+        ) p
+    ),
+    'ledgers', (
+        SELECT json_agg(json_build_array(owner_id, code, id, unit, book, type, forbid_negative,
+                                         track_balance, age(xmin) > 0))
+        FROM ledger_accounts
+        WHERE owner_id = ANY(ARRAY(
+            SELECT unnest((SELECT ids FROM fam)) EXCEPT SELECT unnest((SELECT cached FROM args))
+        ))
+          AND code IN ('customer:prepaid', 'customer:bonus', 'customer:package_tokens',
+                       'deferred:packages', 'deferred:subscriptions', 'receivable:unbilled')
+    ),
+    -- one journal entry per book per batch; ids are taken up front so postings can name them
+    'entry_ids', (
+        SELECT json_agg(nextval(pg_get_serial_sequence('ledger_entries', 'id')))
+        FROM generate_series(1, (
+            SELECT count(DISTINCT coalesce(parent_id, '')) FROM wallet_accounts
+            WHERE id = {_FAM}
+        ))
+    )
+)::text
 """
 )
 
@@ -415,35 +432,34 @@ def load(
         gated_accounts: accounts that records are charged to (their billing trees' gates).
     """
     conn = driver_connection(session)
-    db = str(session.get_bind().engine.url)
+    db = database_key(session)
     cache = _LEDGER_CACHE.setdefault(db, {})
     claim_ids = sorted(claims)
-    params: dict[str, Any] = {
-        "accounts": sorted(set(account_ids)),
+    accounts = sorted(set(account_ids))
+    doc = {
+        "accounts": accounts,
         "auths": sorted(set(authorization_ids)),
         "gated": sorted(set(gated_accounts)),
         "ids": claim_ids,
         "claim_accounts": [claims[i] for i in claim_ids],
-        "credit_codes": list(CREDIT_IN_USE_CODES),
-        "ledger_codes": list(_LEDGER_CODES),
+        # resellers are not known yet; their rows are read again, which is cheap
+        "cached": [a for a in accounts if a in cache],
     }
-    # resellers are not known yet; their rows are read again, which is cheap
-    params["cached"] = [a for a in params["accounts"] if a in cache]
-    statements = [_GATE, _CATALOG, _CLAIM, _ACCOUNTS, _AUTHS, _LOTS, _WINDOWS, _CREDIT_IN_USE]
-    statements += [_POLICIES, _LEDGERS, _ENTRY_IDS]
+    params = {"p": msgspec.json.encode(doc).decode()}
     curs = []
     with conn.pipeline():
-        for sql in statements:
-            cur = cursor(conn)
-            cur.execute(sql, params)
-            curs.append(cur)
-    gate, catalog, claim, accounts, auths, lots, windows, credit, policies, ledgers, entries = (
-        c.fetchall() for c in curs
-    )
-    received_at = gate[0][1].astimezone(UTC)
+        # the same few statements run all day with parameters of the same shape: plan once
+        conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        for sql in (_GATE_AND_CATALOG, _CLAIM, _ACCOUNTS, _AUTHS, _STATE):
+            curs.append(conn.execute(sql, params))
+    gate, claim, account_list, auths, state = (c.fetchall() for c in curs)
+    received_at, catalog = gate[0][0].astimezone(UTC), gate[0][1] or []
+    doc = msgspec.json.decode(state[0][0])
     account_rows = {
-        r[0]: AccountRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6] or [], r[7], r[8])
-        for r in accounts
+        r[0]: AccountRow(
+            r[0], r[1], r[2], r[3], int(r[4]), r[5], r[6] or [], r[7], _int_or_none(r[8])
+        )
+        for r in account_list
     }
     lot_map = {
         r[0]: Lot(
@@ -454,20 +470,65 @@ def load(
             reserved=r[4],
             granted=r[5],
             priority=r[6],
-            expires_at=_aware(r[7]),
+            expires_at=_parse_at(r[7]),
             models=tuple(r[8] or ()),
             price=r[9],
             deferred=r[10],
             ledger_account_id=r[11],
         )
-        for r in lots
+        for r in sorted(doc["lots"] or [])
     }
-    in_use = {r[0]: int(r[1]) for r in credit}
+    wallets = _wallets(account_rows, lot_map, {r[0]: r[1] for r in doc["credit"] or []})
+    for r in doc["windows"] or []:
+        w = wallets[r[0]]
+        if w.plan is None:
+            w.plan = _plan_terms(session, r[2])
+        if r[3] is not None:
+            w.windows.append(
+                Window(r[3], r[1], r[4], r[5], r[6], _parse_at(r[7]), _parse_at(r[8]), r[9])
+            )
+    return Snapshot(
+        received_at=received_at,
+        accounts=account_rows,
+        wallets=wallets,
+        lots=lot_map,
+        auths={r[0]: auth_from_row(r) for r in auths},
+        claimed={r[0] for r in claim if r[1]},
+        previous={
+            r[0]: PreviousResult(r[2], r[3], int(r[4]), int(r[5]), r[6]) for r in claim if not r[1]
+        },
+        catalog_versions={r[0]: int(r[1]) for r in catalog},
+        priced_through={r[0]: _parse_at(r[2]) for r in catalog},
+        policies={
+            r[0]: FailedRequestPolicy(
+                r[0],
+                r[1],
+                MappingProxyType(dict(zip(FAILURE_KINDS, r[3:], strict=True))),
+                _parse_at(r[2]),
+            )
+            for r in doc["policies"] or []
+        },
+        ledgers=_read_ledgers(session, cache, account_rows, doc["ledgers"] or []),
+        entry_ids=doc["entry_ids"] or [],
+    )
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _parse_at(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value).astimezone(UTC) if value is not None else None
+
+
+def _wallets(
+    accounts: Mapping[str, AccountRow], lots: Mapping[int, Lot], in_use: Mapping[str, int]
+) -> dict[str, WalletState]:
     by_account: dict[str, list[Lot]] = defaultdict(list)
-    for lot in lot_map.values():
+    for lot in lots.values():
         by_account[lot.account_id].append(lot)
     wallets: dict[str, WalletState] = {}
-    for a in account_rows.values():
+    for a in accounts.values():
         own = by_account.get(a.id, [])
         wallets[a.id] = WalletState(
             account=Owner(a.id, a.parent_id, a.credit_limit),
@@ -477,32 +538,20 @@ def load(
             overage_used=in_use.get(a.id, 0),
             money_before=sum(lot.remaining for lot in own if lot.kind in (BONUS, PAID)),
         )
-    for r in windows:
-        w = wallets[r[0]]
-        if w.plan is None:
-            plan = get_plan(session, r[2])
-            w.plan = PlanTerms(tuple(plan.models), plan.on_exhausted)
-        if r[3] is not None:
-            w.windows.append(Window(r[3], r[1], r[4], r[5], r[6], _aware(r[7]), _aware(r[8]), r[9]))
-    return Snapshot(
-        received_at=received_at,
-        accounts=account_rows,
-        wallets=wallets,
-        lots=lot_map,
-        auths={r[0]: auth_from_row(r) for r in auths},
-        claimed={r[0] for r in claim if r[1]},
-        previous={r[0]: PreviousResult(r[2], r[3], r[4], r[5], r[6]) for r in claim if not r[1]},
-        catalog_versions={r[0]: int(r[1]) for r in catalog},
-        priced_through={r[0]: _aware(r[2]) for r in catalog},
-        policies={
-            r[0]: FailedRequestPolicy(
-                r[0], r[1], MappingProxyType(dict(zip(FAILURE_KINDS, r[3:], strict=True))), r[2]
-            )
-            for r in policies
-        },
-        ledgers=_read_ledgers(session, cache, account_rows, ledgers),
-        entry_ids=[r[0] for r in entries],
-    )
+    return wallets
+
+
+#: Plans never change once created: their burn-down terms are kept for the process.
+_PLANS: dict[tuple[str, str], PlanTerms] = {}
+
+
+def _plan_terms(session: Session, plan_id: str) -> PlanTerms:
+    key = (database_key(session), plan_id)
+    terms = _PLANS.get(key)
+    if terms is None:
+        plan = get_plan(session, plan_id)
+        terms = _PLANS[key] = PlanTerms(tuple(plan.models), plan.on_exhausted)
+    return terms
 
 
 def _read_ledgers(

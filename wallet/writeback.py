@@ -9,13 +9,13 @@ records, each naming its book's entry. ``balance.low`` events follow through the
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from sqlalchemy.orm import Session
 
 from ledger.accounts import AccountRef
@@ -37,7 +37,7 @@ from wallet.chart import HouseLedger, book_for, house_ledger
 from wallet.models import Authorization, CreditLot, QuotaWindow
 from wallet.outbox import emit
 from wallet.records import UsageIn
-from wallet.snapshot import AccountRow, AuthRow, Snapshot, cursor, driver_connection
+from wallet.snapshot import AccountRow, AuthRow, Snapshot, driver_connection
 
 
 @dataclass
@@ -57,7 +57,7 @@ class ChargedRecord:
 
 _WATERMARKS = """
 INSERT INTO rating_watermarks (currency, priced_through_at, updated_at)
-SELECT c, m, now() FROM unnest(%(wm_currencies)s::text[], %(wm_marks)s::timestamptz[]) AS t(c, m)
+SELECT c, m, now() FROM json_to_recordset(%(watermarks)s::json) AS t(c text, m timestamptz)
 ON CONFLICT (currency) DO UPDATE
 SET priced_through_at = greatest(rating_watermarks.priced_through_at, excluded.priced_through_at),
     updated_at = excluded.updated_at
@@ -70,108 +70,55 @@ _UNCLAIM = "DELETE FROM wallet_usage_claims WHERE id = ANY(%(unclaim)s::text[])"
 _LOTS = """
 UPDATE wallet_credit_lots l
 SET remaining = v.remaining, reserved = v.reserved, deferred = v.deferred
-FROM unnest(%(lot_ids)s::bigint[], %(lot_remaining)s::numeric[], %(lot_reserved)s::numeric[],
-            %(lot_deferred)s::numeric[]) AS v(id, remaining, reserved, deferred)
-WHERE l.id = v.id
+FROM json_to_recordset(%(lots)s::json)
+     AS v(id bigint, remaining numeric, reserved numeric, deferred numeric)
+WHERE l.id = v.id AND l.id = ANY(%(lot_ids)s::bigint[])
 """
 
 _WINDOWS = """
 UPDATE wallet_quota_windows w SET window_start = v.s, window_end = v.e, used = v.u
-FROM unnest(%(win_ids)s::bigint[], %(win_starts)s::timestamptz[], %(win_ends)s::timestamptz[],
-            %(win_used)s::bigint[]) AS v(id, s, e, u)
-WHERE w.id = v.id
+FROM json_to_recordset(%(windows)s::json) AS v(id bigint, s timestamptz, e timestamptz, u bigint)
+WHERE w.id = v.id AND w.id = ANY(%(window_ids)s::bigint[])
 """
 
-_AUTH_FIELDS: tuple[tuple[str, str], ...] = (
-    ("id", "text"),
-    ("account_id", "text"),
-    ("reseller_account_id", "text"),
-    ("model", "text"),
-    ("multi_capture", "boolean"),
-    ("token_grant", "boolean"),
-    ("status", "text"),
-    ("decline_code", "text"),
-    ("requested", "numeric"),
-    ("held_money", "numeric"),
-    ("held_tokens", "bigint"),
-    ("captured_money", "numeric"),
-    ("captured_tokens", "bigint"),
-    ("released_money", "numeric"),
-    ("released_tokens", "bigint"),
-    ("captures", "integer"),
-    ("final", "boolean"),
-    ("plan_covered", "boolean"),
-    ("overage", "numeric"),
-    ("reserved", "jsonb"),
-    ("reserved_quota", "jsonb"),
-    ("reseller_overage", "numeric"),
-    ("usage_record_id", "text"),
-    ("expires_at", "timestamptz"),
-    ("resolved_at", "timestamptz"),
-    ("created_at", "timestamptz"),
+#: columns an update of an authorization may change
+_AUTH_MUTABLE = (
+    "model",
+    "status",
+    "decline_code",
+    "requested",
+    "held_money",
+    "held_tokens",
+    "captured_money",
+    "captured_tokens",
+    "released_money",
+    "released_tokens",
+    "captures",
+    "final",
+    "plan_covered",
+    "overage",
+    "reserved",
+    "reserved_quota",
+    "reseller_overage",
+    "usage_record_id",
+    "expires_at",
+    "resolved_at",
+    "updated_at",
 )
 _AUTHS = (
-    f"INSERT INTO wallet_authorizations ({', '.join(n for n, _ in _AUTH_FIELDS)}, updated_at)"
-    " SELECT *, now() FROM unnest("
-    + ", ".join(
-        f"%(auth_{n})s::text[]::jsonb[]" if t == "jsonb" else f"%(auth_{n})s::{t}[]"
-        for n, t in _AUTH_FIELDS
-    )
-    + ") ON CONFLICT (id) DO UPDATE SET "
-    + ", ".join(
-        f"{n} = excluded.{n}"
-        for n, _ in _AUTH_FIELDS
-        if n not in ("id", "account_id", "reseller_account_id", "multi_capture", "created_at")
-    )
-    + ", updated_at = now()"
+    "INSERT INTO wallet_authorizations"
+    " SELECT * FROM json_populate_recordset(NULL::wallet_authorizations, %(auths)s::json)"
+    " ON CONFLICT (id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in _AUTH_MUTABLE)
 )
 
-_RECORD_FIELDS: tuple[tuple[str, str], ...] = (
-    ("id", "text"),
-    ("occurred_at", "timestamptz"),
-    ("received_at", "timestamptz"),
-    ("account_id", "text"),
-    ("currency", "text"),
-    ("model", "text"),
-    ("input_tokens", "bigint"),
-    ("output_tokens", "bigint"),
-    ("cache_read_tokens", "bigint"),
-    ("cache_write_5m_tokens", "bigint"),
-    ("cache_write_1h_tokens", "bigint"),
-    ("reasoning_tokens", "bigint"),
-    ("batch", "boolean"),
-    ("http_status", "integer"),
-    ("finish_reason", "text"),
-    ("failure_kind", "text"),
-    ("policy_id", "text"),
-    ("policy_version", "integer"),
-    ("price_source", "text"),
-    ("rate_card_id", "text"),
-    ("rated", "numeric"),
-    ("billed", "numeric"),
-    ("credited", "numeric"),
-    ("reason", "text"),
-    ("drawn", "jsonb"),
-    ("wholesale_billed", "numeric"),
-    ("wholesale_drawn", "jsonb"),
-    ("wholesale_credited", "numeric"),
-    ("authorization_id", "text"),
-    ("entry_id", "bigint"),
-    ("tags", "jsonb"),
-)
 _RECORDS = (
-    f"INSERT INTO wallet_usage_records ({', '.join(n for n, _ in _RECORD_FIELDS)})"
-    " SELECT * FROM unnest("
-    + ", ".join(
-        f"%(rec_{n})s::text[]::jsonb[]" if t == "jsonb" else f"%(rec_{n})s::{t}[]"
-        for n, t in _RECORD_FIELDS
-    )
-    + ")"
+    "INSERT INTO wallet_usage_records"
+    " SELECT * FROM json_populate_recordset(NULL::wallet_usage_records, %(records)s::json)"
 )
 
 
-def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"), default=str)
+def _json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
 
 
 def _recognize_packages(snap: Snapshot) -> dict[str, int]:
@@ -259,20 +206,9 @@ def _merge(legs: Sequence[Leg]) -> list[Leg]:
     return [Leg(k, v) for k, v in total.items() if not v.is_zero()]
 
 
-def _columns(
-    names: Sequence[str], prefix: str, rows: Sequence[Sequence[Any]]
-) -> dict[str, list[Any]]:
-    cols: dict[str, list[Any]] = {f"{prefix}{n}": [] for n in names}
-    keys = list(cols)
-    for row in rows:
-        for key, value in zip(keys, row, strict=True):
-            cols[key].append(value)
-    return cols
-
-
-def _auth_row(auth: AuthRow) -> list[Any]:
+def _auth_row(auth: AuthRow, now: datetime) -> dict[str, Any]:
     res = auth.reservation
-    values = {
+    return {
         "id": auth.id,
         "account_id": auth.account_id,
         "reseller_account_id": auth.reseller_account_id,
@@ -292,54 +228,55 @@ def _auth_row(auth: AuthRow) -> list[Any]:
         "final": auth.final,
         "plan_covered": auth.plan_covered,
         "overage": res.overage,
-        "reserved": _json(res.stored_lots()),
-        "reserved_quota": _json(res.stored_quota()),
+        "reserved": res.stored_lots(),
+        "reserved_quota": res.stored_quota(),
         "reseller_overage": res.reseller_overage,
+        "hold_entry_id": auth.hold_entry_id,
         "usage_record_id": auth.usage_record_id,
         "expires_at": auth.expires_at,
         "resolved_at": auth.resolved_at,
-        "created_at": auth.created_at,
+        "created_at": auth.created_at or now,
+        "updated_at": now,
     }
-    return [values[n] for n, _ in _AUTH_FIELDS]
 
 
-def _record_row(c: ChargedRecord, received_at: datetime, entry_id: int | None) -> list[Any]:
+def _record_row(c: ChargedRecord, received_at: datetime, entry_id: int | None) -> dict[str, Any]:
     r, tk, d = c.record, c.record.tokens, c.draw
     assert d is not None
     rd = c.reseller_draw
-    return [
-        r.id,
-        r.occurred_at,
-        received_at,
-        r.account_id,
-        c.account.currency,
-        r.model,
-        tk.input_tokens,
-        tk.output_tokens,
-        tk.cache_read_tokens,
-        tk.cache_write_5m_tokens,
-        tk.cache_write_1h_tokens,
-        tk.reasoning_tokens,
-        r.batch,
-        r.http_status,
-        r.finish_reason,
-        c.billing.failure,
-        c.policy.id,
-        c.policy.version,
-        c.price_source,
-        c.card_id,
-        c.billing.rated,
-        d.charged,
-        c.billing.credited,
-        c.billing.reason,
-        _json(d.summary()),
-        rd.charged if rd else None,
-        _json(rd.summary()) if rd else None,
-        c.wholesale.credited if c.wholesale else None,
-        r.authorization_id,
-        entry_id,
-        _json(dict(r.tags)),
-    ]
+    return {
+        "id": r.id,
+        "occurred_at": r.occurred_at,
+        "received_at": received_at,
+        "account_id": r.account_id,
+        "currency": c.account.currency,
+        "model": r.model,
+        "input_tokens": tk.input_tokens,
+        "output_tokens": tk.output_tokens,
+        "cache_read_tokens": tk.cache_read_tokens,
+        "cache_write_5m_tokens": tk.cache_write_5m_tokens,
+        "cache_write_1h_tokens": tk.cache_write_1h_tokens,
+        "reasoning_tokens": tk.reasoning_tokens,
+        "batch": r.batch,
+        "http_status": r.http_status,
+        "finish_reason": r.finish_reason,
+        "failure_kind": c.billing.failure,
+        "policy_id": c.policy.id,
+        "policy_version": c.policy.version,
+        "price_source": c.price_source,
+        "rate_card_id": c.card_id,
+        "rated": c.billing.rated,
+        "billed": d.charged,
+        "credited": c.billing.credited,
+        "reason": c.billing.reason,
+        "drawn": d.summary(),
+        "wholesale_billed": rd.charged if rd else None,
+        "wholesale_drawn": rd.summary() if rd else None,
+        "wholesale_credited": c.wholesale.credited if c.wholesale else None,
+        "authorization_id": r.authorization_id,
+        "entry_id": entry_id,
+        "tags": dict(r.tags),
+    }
 
 
 def write(
@@ -367,7 +304,7 @@ def write(
             marks[currency] = at
     if marks:
         statements.append(_WATERMARKS)
-        params["wm_currencies"], params["wm_marks"] = list(marks), list(marks.values())
+        params["watermarks"] = _json([{"c": c, "m": at} for c, at in marks.items()])
     if unclaim:
         statements.append(_UNCLAIM)
         params["unclaim"] = list(unclaim)
@@ -380,41 +317,48 @@ def write(
     ]
     if lots:
         statements.append(_LOTS)
-        params["lot_ids"] = [lot.id for lot in lots]
-        params["lot_remaining"] = [lot.remaining for lot in lots]
-        params["lot_reserved"] = [lot.reserved for lot in lots]
-        params["lot_deferred"] = [lot.deferred for lot in lots]
+        params["lot_ids"] = [x.id for x in lots]
+        params["lots"] = _json(
+            [
+                {
+                    "id": x.id,
+                    "remaining": x.remaining,
+                    "reserved": x.reserved,
+                    "deferred": x.deferred,
+                }
+                for x in lots
+            ]
+        )
     windows = [
         win for w in snap.wallets.values() for win in w.windows if win.id in w.touched_windows
     ]
     if windows:
         statements.append(_WINDOWS)
-        params["win_ids"] = [win.id for win in windows]
-        params["win_starts"] = [win.window_start for win in windows]
-        params["win_ends"] = [win.window_end for win in windows]
-        params["win_used"] = [win.used for win in windows]
+        params["window_ids"] = [x.id for x in windows]
+        params["windows"] = _json(
+            [{"id": x.id, "s": x.window_start, "e": x.window_end, "u": x.used} for x in windows]
+        )
     auths = [a for a in snap.auths.values() if a.dirty]
     if auths:
         statements.append(_AUTHS)
-        params.update(
-            _columns([n for n, _ in _AUTH_FIELDS], "auth_", [_auth_row(a) for a in auths])
-        )
+        params["auths"] = _json([_auth_row(a, received_at) for a in auths])
     entries, entry_of, refs = _entries(session, snap, recognized, received_at)
     if entries:
         statements += [APPEND_ENTRIES_SQL, APPEND_POSTINGS_SQL]
         params.update(append_entries(entries, refs))
     if charged:
         statements.append(_RECORDS)
-        rows = [
-            _record_row(c, received_at, entry_of.get(book_for(c.account.parent_id)))
-            for c in charged
-        ]
-        params.update(_columns([n for n, _ in _RECORD_FIELDS], "rec_", rows))
+        params["records"] = _json(
+            [
+                _record_row(c, received_at, entry_of.get(book_for(c.account.parent_id)))
+                for c in charged
+            ]
+        )
     if statements:
         conn = driver_connection(session)
         with conn.pipeline():
             for sql in statements:
-                cursor(conn).execute(sql, params)
+                conn.execute(sql, params)
     _low_balance_events(session, snap)
     _forget_orm_copies(session)
 
