@@ -114,6 +114,17 @@ class WalletState:
     touched_lots: set[int] = field(default_factory=set)
     touched_windows: set[int] = field(default_factory=set)
     money_before: int = 0
+    _by_kind: dict[str, list[Lot]] = field(default_factory=dict, repr=False)
+
+    def lots_of(self, kind: str) -> list[Lot]:
+        """The lots of one kind in spending order: higher priority, then earliest expiry
+        (never-expiring last), then oldest (the order never changes within a transaction)."""
+        lots = self._by_kind.get(kind)
+        if lots is None:
+            lots = self._by_kind[kind] = sorted(
+                (x for x in self.lots if x.kind == kind), key=_lot_order
+            )
+        return lots
 
     @property
     def headroom(self) -> int:
@@ -219,12 +230,11 @@ def draw(
     allowed = set(sources) if sources is not None else None
     cutoff = valid_at or at
 
-    def usable(lot: Lot, kind: str) -> bool:
+    def usable(lot: Lot) -> bool:
         return (
-            lot.kind == kind
-            and lot.remaining > 0
+            lot.remaining > 0
             and (lot.expires_at is None or lot.expires_at > cutoff)
-            and (kind != PACKAGE or not lot.models or model in lot.models)
+            and (not lot.models or model in lot.models)
         )
 
     d = Draw()
@@ -247,18 +257,22 @@ def draw(
                     return None, money_left, "plan_quota_exhausted"
                 refusal = "plan_quota_exhausted"
         elif source == PACKAGE:
-            for lot in sorted((x for x in w.lots if usable(x, PACKAGE)), key=_lot_order):
+            for lot in w.lots_of(PACKAGE):
                 if tokens_left == 0:
                     break
+                if not usable(lot):
+                    continue
                 take = min(tokens_left, lot.remaining)
                 d.lots.append((lot, take))
                 d.package_tokens += take
                 money_left -= money_left * take // tokens_left
                 tokens_left -= take
         elif source in (BONUS, PAID):
-            for lot in sorted((x for x in w.lots if usable(x, source)), key=_lot_order):
+            for lot in w.lots_of(source):
                 if money_left == 0:
                     break
+                if not usable(lot):
+                    continue
                 take = min(money_left, lot.remaining)
                 d.lots.append((lot, take))
                 d.money[source] += take

@@ -161,7 +161,11 @@ def expire_lots(session: Session, *, now: datetime | None = None, limit: int = 5
     at = now or utcnow()
     due = session.execute(
         select(CreditLot.id, CreditLot.account_id)
-        .where(CreditLot.remaining > 0, CreditLot.expires_at <= at)
+        .where(
+            CreditLot.expired_at.is_(None),
+            CreditLot.expires_at.is_not(None),
+            CreditLot.expires_at <= at,
+        )
         .order_by(CreditLot.expires_at, CreditLot.id)
         .limit(limit)
     ).all()
@@ -169,17 +173,21 @@ def expire_lots(session: Session, *, now: datetime | None = None, limit: int = 5
         return []
     accounts = lock_accounts(session, {row.account_id for row in due}, with_parents=False)
     # read after the account rows are locked; a lot an authorization still reserves from waits
-    lots = session.scalars(
+    rows = session.scalars(
         select(CreditLot)
         .where(
             CreditLot.id.in_([row.id for row in due]),
-            CreditLot.remaining > 0,
+            CreditLot.expired_at.is_(None),
             CreditLot.reserved == 0,
         )
         .order_by(CreditLot.id)
         .with_for_update()
         .execution_options(populate_existing=True)
     ).all()
+    for lot in rows:
+        if lot.remaining == 0:  # spent before it expired: nothing to book, out of the index
+            lot.expired_at = at
+    lots = [lot for lot in rows if lot.remaining > 0]
     specs: list[EntrySpec] = []
     for lot in lots:
         account = accounts[lot.account_id]
@@ -227,6 +235,8 @@ def notify_expiring(session: Session, *, now: datetime | None = None) -> int:
         select(CreditLot, Account.expiring_notice_days)
         .join(Account, Account.id == CreditLot.account_id)
         .where(
+            CreditLot.expired_at.is_(None),
+            CreditLot.expires_at.is_not(None),
             CreditLot.remaining > 0,
             CreditLot.expires_at > at,
             CreditLot.expires_at <= at + timedelta(days=90),

@@ -39,7 +39,7 @@ from ledger.models import AccountType
 from ledger.units import Unit
 from ledger.units import unit as unit_of
 from plans.catalog import DEFAULT_FAILED_REQUEST_POLICY, FailedRequestPolicy, get_plan
-from wallet.burn import BONUS, PAID, validate_burn_order
+from wallet.burn import BONUS, DEFAULT_BURN_ORDER, PAID, validate_burn_order
 from wallet.burndown import Lot, Owner, PlanTerms, Reservation, WalletState, Window
 from wallet.chart import CustomerLedger, customer_ledger_of
 from wallet.normalize import FAILURE_KINDS
@@ -146,7 +146,7 @@ _ACCOUNTS = (
     _FAMILY
     + f"""
 SELECT a.id, a.kind, a.parent_id, a.currency, a.credit_limit, a.failed_request_policy_id,
-       a.discounts, a.burn_order, a.low_balance_threshold
+       nullif(a.discounts::text, '[]'), a.burn_order::text, a.low_balance_threshold
 FROM wallet_accounts a WHERE a.id = {_FAM}
 ORDER BY a.id FOR NO KEY UPDATE
 """
@@ -218,12 +218,15 @@ SELECT json_build_object(
         FROM wallet_subscriptions s LEFT JOIN wallet_quota_windows w ON w.subscription_id = s.id
         WHERE s.account_id = {_FAM} AND s.status = 'active'
     ),
+    -- only accounts with a credit limit can draw overage, so only theirs is read
     'credit', (
         SELECT json_agg(json_build_array(owner_id, atoms)) FROM (
             SELECT owner_id, sum(atoms) AS atoms FROM (
                 SELECT owner_id, debits_posted - credits_posted + debits_pending AS atoms
                 FROM ledger_accounts
-                WHERE owner_id = {_FAM}
+                WHERE owner_id = ANY(ARRAY(
+                        SELECT id FROM wallet_accounts WHERE id = {_FAM} AND credit_limit > 0
+                      ))
                   AND code IN ('receivable:unbilled', 'receivable:invoiced',
                                'receivable:reversals')
                 UNION ALL
@@ -367,6 +370,8 @@ class Snapshot:
         return self.policies.get(pid, DEFAULT_FAILED_REQUEST_POLICY)
 
 
+_ACCOUNT_TYPES = {t.value: t for t in AccountType}
+
 #: Customer ledger accounts per database and wallet account: their identities never change and
 #: they are never deleted, so rows read from the database are kept for the process.
 _LEDGER_CACHE: dict[str, dict[str, CustomerLedger]] = {}
@@ -457,7 +462,15 @@ def load(
     doc = msgspec.json.decode(state[0][0])
     account_rows = {
         r[0]: AccountRow(
-            r[0], r[1], r[2], r[3], int(r[4]), r[5], r[6] or [], r[7], _int_or_none(r[8])
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            int(r[4]),
+            r[5],
+            msgspec.json.decode(r[6]) if r[6] else [],
+            msgspec.json.decode(r[7]) if r[7] else None,
+            _int_or_none(r[8]),
         )
         for r in account_list
     }
@@ -513,6 +526,10 @@ def load(
     )
 
 
+def _order(burn_order: list[str] | None) -> tuple[str, ...]:
+    return DEFAULT_BURN_ORDER if burn_order is None else validate_burn_order(burn_order)
+
+
 def _int_or_none(value: Any) -> int | None:
     return None if value is None else int(value)
 
@@ -533,7 +550,7 @@ def _wallets(
         wallets[a.id] = WalletState(
             account=Owner(a.id, a.parent_id, a.credit_limit),
             unit=a.unit,
-            order=validate_burn_order(a.burn_order),
+            order=_order(a.burn_order),
             lots=own,
             overage_used=in_use.get(a.id, 0),
             money_before=sum(lot.remaining for lot in own if lot.kind in (BONUS, PAID)),
@@ -567,7 +584,7 @@ def _read_ledgers(
     committed: dict[str, bool] = defaultdict(lambda: True)
     for owner, code, id_, unit, book, type_, forbid, track, done in rows:
         found[owner][code] = AccountRef(
-            id_, code, AccountType(type_), unit_of(unit), book, owner, forbid, track
+            id_, code, _ACCOUNT_TYPES[type_], unit_of(unit), book, owner, forbid, track
         )
         committed[owner] = committed[owner] and done
     if len(cache) > _LEDGER_CACHE_LIMIT:

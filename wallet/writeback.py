@@ -28,7 +28,6 @@ from ledger.journal import (
     append_entries,
 )
 from ledger.models import JournalEntry, LedgerAccount
-from ledger.units import TOKENS
 from plans.catalog import FailedRequestPolicy
 from wallet.billing import Billing
 from wallet.burn import BONUS, OVERAGE, PACKAGE, PAID
@@ -139,23 +138,30 @@ def _entries(
     session: Session, snap: Snapshot, recognized: Mapping[str, int], received_at: datetime
 ) -> tuple[list[tuple[int, EntrySpec]], dict[str, int], dict[int, AccountRef]]:
     """One entry per book: each account's debits (bonus, paid, overage to usage revenue;
-    package tokens to consumed; deferred package money to package revenue). Returns the
+    package tokens to consumed; deferred package money to package revenue), one posting per
+    ledger account (a book's house accounts get one posting for the whole batch). Returns the
     entries, the entry id of each book and every ledger account they post to."""
-    legs: dict[str, list[Leg]] = defaultdict(list)
+    sums: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     refs: dict[int, AccountRef] = {}
     houses: dict[tuple[str, str], HouseLedger] = {}
+
+    def move(book: str, debit: AccountRef, credit: AccountRef, atoms: int) -> None:
+        per = sums[book]
+        per[debit.id] += atoms
+        per[credit.id] -= atoms
+        refs[debit.id], refs[credit.id] = debit, credit
+
     for account_id in sorted(snap.wallets):
         w = snap.wallets[account_id]
-        a = snap.accounts[account_id]
         rec = recognized.get(account_id, 0)
-        if not (any(w.debits.values()) or w.package_tokens or rec):
+        if not (w.package_tokens or rec or any(w.debits.values())):
             continue
+        a = snap.accounts[account_id]
         cust = snap.ledgers[account_id]
         book = book_for(a.parent_id)
         house = houses.get((book, a.currency))
         if house is None:
             house = houses[(book, a.currency)] = house_ledger(session, book, w.unit)
-        revenue = 0
         for kind, acct in (
             (BONUS, cust.bonus),
             (PAID, cust.prepaid),
@@ -163,31 +169,23 @@ def _entries(
         ):
             atoms = w.debits.get(kind, 0)
             if atoms:
-                legs[book].append(Leg(acct.id, Amount(atoms, w.unit)))
-                refs[acct.id] = acct
-                revenue += atoms
-        if revenue:
-            legs[book].append(Leg(house.revenue_usage.id, Amount(-revenue, w.unit)))
-            refs[house.revenue_usage.id] = house.revenue_usage
+                move(book, acct, house.revenue_usage, atoms)
         if w.package_tokens:
-            t = Amount(w.package_tokens, TOKENS)
-            legs[book] += [Leg(cust.package_tokens.id, t), Leg(house.tokens_consumed.id, -t)]
-            refs[cust.package_tokens.id] = cust.package_tokens
-            refs[house.tokens_consumed.id] = house.tokens_consumed
+            move(book, cust.package_tokens, house.tokens_consumed, w.package_tokens)
         if rec:
-            m = Amount(rec, w.unit)
-            legs[book] += [Leg(cust.deferred_packages.id, m), Leg(house.revenue_packages.id, -m)]
-            refs[cust.deferred_packages.id] = cust.deferred_packages
-            refs[house.revenue_packages.id] = house.revenue_packages
+            move(book, cust.deferred_packages, house.revenue_packages, rec)
     entry_of: dict[str, int] = {}
     entries: list[tuple[int, EntrySpec]] = []
-    for book, book_legs in sorted(legs.items()):
+    for book, per in sorted(sums.items()):
+        legs = tuple(Leg(i, Amount(atoms, refs[i].unit)) for i, atoms in per.items() if atoms)
+        if not legs:
+            continue
         entry_of[book] = entry_id = snap.entry_ids[len(entries)]
         entries.append(
             (
                 entry_id,
                 EntrySpec(
-                    legs=tuple(_merge(book_legs)),
+                    legs=legs,
                     description="usage batch",
                     effective_at=received_at,
                     metadata={"kind": "usage", "book": book},
@@ -195,15 +193,6 @@ def _entries(
             )
         )
     return entries, entry_of, refs
-
-
-def _merge(legs: Sequence[Leg]) -> list[Leg]:
-    """One leg per ledger account (house accounts get one posting per entry, not per customer)."""
-    total: dict[int, Amount] = {}
-    for leg in legs:
-        prev = total.get(leg.account_id)
-        total[leg.account_id] = leg.amount if prev is None else prev + leg.amount
-    return [Leg(k, v) for k, v in total.items() if not v.is_zero()]
 
 
 def _auth_row(auth: AuthRow, now: datetime) -> dict[str, Any]:
