@@ -1,12 +1,16 @@
 """Benchmark plumbing: run ``tokenwallet serve`` as a user would (embedded PostgreSQL in a fresh
-data directory), measure pgbench's TPC-B on the same PostgreSQL as a baseline, write JSON.
+data directory), measure pgbench's TPC-B on the same PostgreSQL as a baseline, read the CPU time
+of the server, of PostgreSQL and of the whole machine from ``/proc``, write JSON.
 
 Absolute figures drift on shared machines; every benchmark reports its figure as a ratio to the
-TPC-B baseline measured in the same run.
+TPC-B baseline measured in the same run, and the CPU seconds each party used in the timed window
+(the load generator, ``tokenwallet serve`` with its worker processes, PostgreSQL, and everything
+else running on the machine meanwhile).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -21,14 +25,15 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 BIN = Path(sys.executable).parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def pg_bin(name: str) -> str:
@@ -44,6 +49,115 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# -- CPU accounting from /proc ------------------------------------------------------------------
+
+
+def _proc_table() -> dict[int, tuple[int, int]]:
+    """``pid -> (ppid, cpu ticks)`` of every process, where cpu ticks is utime + stime of the
+    process plus cutime + cstime (its children that exited and were reaped)."""
+    table: dict[int, tuple[int, int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry.name}/stat").read_bytes()
+        except OSError:  # exited meanwhile
+            continue
+        # fields after "(comm)": state ppid ... utime(14) stime(15) cutime(16) cstime(17)
+        rest = raw[raw.rindex(b")") + 2 :].split()
+        ticks = int(rest[11]) + int(rest[12]) + int(rest[13]) + int(rest[14])
+        table[int(entry.name)] = (int(rest[1]), ticks)
+    return table
+
+
+def _tree(table: dict[int, tuple[int, int]], roots: set[int], exclude: set[int]) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    seen: set[int] = set()
+    todo = [r for r in roots if r in table and r not in exclude]
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        todo.extend(c for c in children.get(pid, ()) if c not in exclude)
+    return seen
+
+
+def machine_busy_ticks() -> int:
+    """CPU ticks the whole machine spent busy (all but idle and iowait), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    values = [int(v) for v in fields[:8]]
+    return sum(values) - values[3] - values[4]
+
+
+@dataclass
+class CpuSample:
+    at: float
+    server: int
+    postgres: int
+    machine: int
+    client: float
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds of ``tokenwallet serve`` (its process tree), of PostgreSQL (the postmaster
+    and its backends) and of the machine, between :meth:`start` and :meth:`stop`.
+
+    Processes that exit inside the window are counted through their parent's ``cutime``, so
+    PostgreSQL backends of closed connections and finished worker processes are included.
+    The client's own CPU is ``time.process_time()`` of the calling process unless the caller
+    passes it (a multi-process client sums its processes).
+    """
+
+    server: Server
+    samples: list[CpuSample] = field(default_factory=list)
+
+    def sample(self, client: float | None = None) -> CpuSample:
+        table = _proc_table()
+        pg = _tree(table, {self.server.postmaster_pid}, set())
+        srv = _tree(table, {self.server.process.pid}, pg)
+        s = CpuSample(
+            at=time.perf_counter(),
+            server=sum(table[p][1] for p in srv),
+            postgres=sum(table[p][1] for p in pg),
+            machine=machine_busy_ticks(),
+            client=time.process_time() if client is None else client,
+        )
+        self.samples.append(s)
+        return s
+
+    def start(self, client: float | None = None) -> None:
+        self.samples.clear()
+        self.sample(client)
+
+    def stop(self, client: float | None = None) -> dict[str, Any]:
+        """The CPU seconds used since :meth:`start` (``client`` as CPU seconds when given)."""
+        end = self.sample(client)
+        begin = self.samples[0]
+        server = (end.server - begin.server) / CLK_TCK
+        postgres = (end.postgres - begin.postgres) / CLK_TCK
+        machine = (end.machine - begin.machine) / CLK_TCK
+        client_s = end.client - begin.client
+        wall = end.at - begin.at
+        return {
+            "window_seconds": round(wall, 2),
+            "client": round(client_s, 2),
+            "server": round(server, 2),
+            "postgres": round(postgres, 2),
+            "machine_busy": round(machine, 2),
+            # everything else on the machine meanwhile (other users, the kernel's own threads)
+            "other": round(max(0.0, machine - server - postgres - client_s), 2),
+            "cores": os.cpu_count(),
+            "note": "CPU seconds in the timed window; window_seconds x cores is the capacity",
+        }
+
+
+# -- the server under test ---------------------------------------------------------------------
+
+
 @dataclass
 class Server:
     """A running ``tokenwallet serve``."""
@@ -53,11 +167,29 @@ class Server:
     process: subprocess.Popen[bytes]
     seconds_to_health: float
     env: dict[str, str]
+    log_path: Path
+
+    @property
+    def host(self) -> str:
+        return self.url.removeprefix("http://").rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
 
     @property
     def socket_dir(self) -> str:
         """The embedded PostgreSQL's socket directory (line 5 of postmaster.pid)."""
         return (self.data_dir / "pgdata" / "postmaster.pid").read_text().splitlines()[4]
+
+    @property
+    def postmaster_pid(self) -> int:
+        """The embedded PostgreSQL's postmaster (line 1 of postmaster.pid)."""
+        return int((self.data_dir / "pgdata" / "postmaster.pid").read_text().splitlines()[0])
+
+    @property
+    def database_url(self) -> str:
+        return f"postgresql+psycopg://postgres@/tokenwallet?host={self.socket_dir}"
 
     def cli(self, *args: str) -> str:
         """Run a ``tokenwallet`` command against the same database; return its stdout."""
@@ -65,6 +197,30 @@ class Server:
             [str(BIN / "tokenwallet"), *args], env=self.env, check=True, capture_output=True
         )
         return out.stdout.decode().strip()
+
+    def log_tail(self, lines: int = 40) -> list[str]:
+        """The last lines the server wrote to stderr (warnings and errors: it logs at
+        WARNING)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return []
+        return text.splitlines()[-lines:]
+
+    def log_problems(self) -> dict[str, Any]:
+        """How many lines of the server's stderr look like errors, and the last of them."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return {"lines": 0}
+        lines = text.splitlines()
+        bad = [
+            ln
+            for ln in lines
+            if re.search(r"\b(ERROR|CRITICAL|Traceback|Exception)\b", ln)
+            and "database ready in" not in ln
+        ]
+        return {"lines": len(lines), "error_lines": len(bad), "last_errors": bad[-5:]}
 
 
 def wait_for_health(
@@ -74,8 +230,7 @@ def wait_for_health(
     started = time.perf_counter()
     while time.perf_counter() - started < timeout_s:
         if process is not None and process.poll() is not None:
-            err = process.stderr.read().decode()[-2000:] if process.stderr else ""
-            raise RuntimeError(f"tokenwallet serve exited with {process.returncode}:\n{err}")
+            raise RuntimeError(f"tokenwallet serve exited with {process.returncode}")
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
                 if resp.status == 200:
@@ -86,6 +241,29 @@ def wait_for_health(
     raise RuntimeError(f"{url}/health did not answer within {timeout_s} s")
 
 
+def _stop_postgres(pgdata: Path, timeout_s: float = 30) -> None:
+    """Fast-shut-down the embedded PostgreSQL of ``pgdata`` if it still runs (it normally
+    stops with the last ``tokenwallet`` process using it)."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return
+
+    def gone(within: float) -> bool:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if not Path(f"/proc/{pid}").exists():
+                return True
+            time.sleep(0.1)
+        return False
+
+    for sig in (signal.SIGINT, signal.SIGQUIT):  # "fast", then "immediate" shutdown
+        if gone(timeout_s / 2):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
 @contextmanager
 def serve(
     data_dir: Path | None = None,
@@ -93,32 +271,57 @@ def serve(
     extra_env: dict[str, str] | None = None,
     workers: int = 1,
 ) -> Iterator[Server]:
-    """Start ``tokenwallet serve`` on a fresh (or given) data directory; stop it afterwards."""
+    """Start ``tokenwallet serve`` on a fresh (or given) data directory; stop it (and its
+    PostgreSQL) afterwards, whatever happened meanwhile."""
     owned = data_dir is None
     base = Path(tempfile.mkdtemp(prefix="tw-bench-")) if data_dir is None else data_dir
     port = free_port()
     env = {**os.environ, "TOKENWALLET_DATA_DIR": str(base), "TOKENWALLET_LOG_LEVEL": "WARNING"}
     env.pop("DATABASE_URL", None)
     env.update(extra_env or {})
+    # stderr goes to a file: a pipe nobody reads would block the server once it filled up
+    log_fd, log_name = tempfile.mkstemp(prefix="tw-bench-serve-", suffix=".log")
+    log_path = Path(log_name)
+    log: IO[bytes] = os.fdopen(log_fd, "wb")
     started = time.perf_counter()
     proc = subprocess.Popen(
         [str(BIN / "tokenwallet"), "serve", "--port", str(port), "--workers", str(workers)],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_health(url, process=proc)
-        yield Server(url, base, proc, time.perf_counter() - started, env)
-    finally:
-        proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            wait_for_health(url, process=proc)
+        except RuntimeError as exc:
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-40:])
+            raise RuntimeError(f"{exc}\n{tail}") from None
+        yield Server(url, base, proc, time.perf_counter() - started, env, log_path)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        _stop_postgres(base / "pgdata")
+        log.close()
         if owned:
             shutil.rmtree(base, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            log_path.unlink()
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so ``serve``'s cleanup runs (the server and PostgreSQL
+    are stopped) when a benchmark is terminated."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def pgbench_tpcb(
@@ -158,6 +361,7 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
+            "loadavg_at_end": Path("/proc/loadavg").read_text().split()[:3],
         },
         **result,
     }

@@ -493,3 +493,116 @@ def test_a_database_conflict_is_a_retryable_503_that_changes_nothing(admin, gw, 
     assert resp.headers["retry-after"] == "1"
     assert resp.json()["code"] == "concurrent_update"
     assert balance(admin, acc)["paid"] == "1.00"
+
+
+# -- multi-capture authorizations over HTTP -----------------------------------------------------
+
+
+def grant_(admin, gw, acc, status=201, **body):
+    return ok(
+        admin.post(
+            "/v1/authorizations",
+            json={"account_id": acc["id"], "multi_capture": True, **body},
+            headers=gw,
+        ),
+        status,
+    )
+
+
+def test_multi_capture_over_http(admin, gw):
+    acc = account(admin, "2.00")
+    g = grant_(admin, gw, acc, amount="1.00", model="m", ttl_seconds=600)
+    assert (g["status"], g["multi_capture"], g["final"]) == ("approved", True, False)
+    assert g["held"] == {"amount": "1.00", "currency": "USD"}
+    assert g["remaining"] == {"amount": "1.00", "currency": "USD"}
+    assert g["price"]["input_per_mtok"] == "3.00" and g["price"]["output_per_mtok"] == "15.00"
+    r = send(admin, gw, *[rec(f"mc{n}", acc, authorization_id=g["id"]) for n in range(3)])
+    assert [x["billed"]["amount"] for x in r] == ["0.018"] * 3
+    assert r[-1]["authorization"]["remaining"] == {"amount": "0.946", "currency": "USD"}
+    assert r[-1]["authorization"]["captured"] == {"amount": "0.054", "currency": "USD"}
+    more = ok(
+        admin.post(
+            f"/v1/authorizations/{g['id']}/increment",
+            json={"amount": "0.50", "records": [rec("mc3", acc, authorization_id=g["id"])]},
+            headers=gw,
+        ),
+        200,
+    )
+    assert more["granted"] == {"amount": "0.50", "currency": "USD"}
+    assert more["held"] == {"amount": "1.50", "currency": "USD"}
+    assert more["usage"]["results"][0]["status"] == "charged"
+    shown = ok(admin.get(f"/v1/authorizations/{g['id']}", headers=gw), 200)
+    assert shown["captured"] == {"amount": "0.072", "currency": "USD"}
+    assert shown["remaining"] == {"amount": "1.428", "currency": "USD"}
+    assert balance(admin, acc)["held"] == "1.428"
+    voided = ok(admin.post(f"/v1/authorizations/{g['id']}/void", headers=gw), 200)
+    assert voided["status"] == "voided" and voided["remaining"]["amount"] == "0.00"
+    b = balance(admin, acc)
+    assert (b["held"], b["paid"]) == ("0.00", "1.928")
+    closed = admin.post(
+        f"/v1/authorizations/{g['id']}/increment", json={"amount": "0.10"}, headers=gw
+    )
+    assert closed.status_code == 409 and closed.json()["code"] == "authorization_closed"
+
+
+def test_grant_answers_are_replayed_by_idempotency_key(admin, gw):
+    acc = account(admin, "1.00")
+    headers = {**gw, "Idempotency-Key": "grant-1"}
+    body = {"account_id": acc["id"], "multi_capture": True, "amount": "0.40"}
+    first = ok(admin.post("/v1/authorizations", json=body, headers=headers))
+    again = ok(admin.post("/v1/authorizations", json=body, headers=headers))
+    assert first == again
+    assert balance(admin, acc)["held"] == "0.40"  # reserved once
+    inc = {**gw, "Idempotency-Key": "inc-1"}
+    a = ok(
+        admin.post(
+            f"/v1/authorizations/{first['id']}/increment", json={"amount": "0.10"}, headers=inc
+        ),
+        200,
+    )
+    b = ok(
+        admin.post(
+            f"/v1/authorizations/{first['id']}/increment", json={"amount": "0.10"}, headers=inc
+        ),
+        200,
+    )
+    assert a == b and a["held"]["amount"] == "0.50"
+    assert balance(admin, acc)["held"] == "0.50"
+
+
+def test_authorization_bodies_are_checked(admin, gw):
+    acc = account(admin, "1.00")
+    for body in (
+        {"account_id": acc["id"], "multi_capture": True},  # neither amount nor tokens
+        {"account_id": acc["id"], "multi_capture": True, "amount": "1.00", "tokens": 5},
+        {"account_id": acc["id"], "multi_capture": True, "amount": "1.5e2"},
+        {"account_id": acc["id"], "multi_capture": True, "amount": 1.5},
+        {"account_id": acc["id"], "amount": "1.00"},  # amount needs multi_capture
+        {"account_id": acc["id"], "model": "m"},  # a hold needs its estimates
+    ):
+        resp = admin.post("/v1/authorizations", json=body, headers=gw)
+        assert resp.status_code == 400, (body, resp.text)
+        assert resp.headers["content-type"].startswith("application/problem+json")
+    unknown = admin.post(
+        "/v1/authorizations",
+        json={"account_id": "acc_nope", "multi_capture": True, "amount": "1.00"},
+        headers=gw,
+    )
+    assert unknown.status_code == 404
+    assert ok(admin.get(f"/v1/accounts/{acc['id']}/balance"), 200)["held"] == "0.00"
+    missing = admin.get("/v1/authorizations/auth_nope", headers=gw)
+    assert missing.status_code == 404
+
+
+def test_a_bound_gateway_key_cannot_use_another_trees_authorization(admin, gw, engine):
+    mine, theirs = account(admin, "1.00"), account(admin, "1.00")
+    with Session(engine) as s:
+        key = create_key(s, role="gateway", account_id=mine["id"]).secret
+        s.commit()
+    bound = {"Authorization": f"Bearer {key}"}
+    g = grant_(admin, gw, theirs, amount="0.50")
+    assert admin.get(f"/v1/authorizations/{g['id']}", headers=bound).status_code == 404
+    assert admin.post(f"/v1/authorizations/{g['id']}/void", headers=bound).status_code == 404
+    r = send(admin, bound, rec("b1", mine, authorization_id=g["id"]))
+    assert (r[0]["status"], r[0]["reason"]) == ("rejected", "unknown_authorization")
+    assert balance(admin, theirs)["held"] == "0.50"

@@ -114,3 +114,109 @@ def test_holds_race_top_ups_and_purchases_without_deadlock(priced: Session, sess
     b = balance_of(priced, acc)
     # 10 + 6 top-ups - 6 packages at 0.10; holds only reserve, the posted balance is exact
     assert b.paid.format() == "15.40"
+
+
+# -- multi-capture authorizations ---------------------------------------------------------------
+
+
+def test_captures_increments_top_ups_and_a_void_race_on_one_grant(priced: Session, session_factory):
+    from decimal import Decimal
+
+    from wallet.authorizations import grant, increment, void_authorization
+
+    acc = funded(priced, "1.00")
+    g = grant(priced, account_id=acc.id, amount="0.30", ttl=timedelta(minutes=10))
+    priced.commit()
+    billed: list[Decimal] = []
+    lock = threading.Lock()
+
+    def capture(n: int) -> Callable[[Session], str]:
+        def job(s: Session) -> str:
+            rs = charge_batch(s, [usage(f"g{n}-{j}", acc, authorization_id=g.id) for j in range(3)])
+            with lock:
+                billed.extend(Decimal(r.billed.format()) for r in rs if r.status == "charged")
+            return ",".join(r.status for r in rs)
+
+        return job
+
+    def more(s: Session) -> str:
+        return increment(s, g.id, amount="0.10").status
+
+    def top_up(s: Session) -> str:
+        record_topup(s, acc.id, amount="0.50", method="bank_transfer")
+        return "topped_up"
+
+    outcomes = race(session_factory, [capture(n) for n in range(12)] + [more] * 4 + [top_up] * 2)
+    assert not [k for k in outcomes if "Error" in k or "Deadlock" in k], outcomes
+    assert len(billed) == 36 and all(b == Decimal("0.015") for b in billed)
+    void_authorization(priced, g.id)
+    priced.commit()
+    b = balance_of(priced, acc)
+    assert Decimal(b.paid.format()) == Decimal("2.00") - sum(billed)
+    assert b.held.format() == "0.00"
+
+
+def test_grants_racing_on_one_account_never_pass_the_hard_stop(priced: Session, session_factory):
+    from decimal import Decimal
+
+    from wallet.authorizations import grant
+
+    acc = funded(priced, "0.30")  # exactly 20 records of 0.015
+    billed: list[Decimal] = []
+    lock = threading.Lock()
+
+    def gateway(n: int) -> Callable[[Session], str]:
+        def job(s: Session) -> str:
+            g = grant(s, account_id=acc.id, amount="0.06", ttl=timedelta(minutes=10))
+            if g.status != "approved":
+                return "declined"
+            got = 0
+            rs = charge_batch(s, [usage(f"h{n}-{j}", acc, authorization_id=g.id) for j in range(6)])
+            for r in rs:
+                if r.status == "charged":
+                    got += 1
+                    with lock:
+                        billed.append(Decimal(r.billed.format()))
+            return f"granted:{got}"
+
+        return job
+
+    outcomes = race(session_factory, [gateway(n) for n in range(8)])
+    assert not [k for k in outcomes if "Error" in k or "Deadlock" in k], outcomes
+    assert sum(billed) == Decimal("0.30"), (outcomes, billed)
+    b = balance_of(priced, acc)
+    assert (b.paid.format(), b.available.format(), b.held.format()) == ("0.00", "0.00", "0.00")
+
+
+def test_the_expiry_job_and_late_captures_race_without_losing_an_atom(
+    priced: Session, session_factory
+):
+    from datetime import UTC, datetime
+
+    from wallet.authorizations import expire_authorizations, grant
+
+    acc = funded(priced, "1.00")
+    t0 = datetime.now(UTC)
+    grants = [
+        grant(priced, account_id=acc.id, amount="0.05", ttl=timedelta(minutes=10), at=t0)
+        for _ in range(6)
+    ]
+    priced.commit()
+    after = t0 + timedelta(minutes=11)
+
+    def capture(n: int) -> Callable[[Session], str]:
+        def job(s: Session) -> str:
+            g = grants[n % len(grants)]
+            made = t0 + timedelta(minutes=9)
+            (r,) = charge_batch(s, [usage(f"x{n}", acc, at=made, authorization_id=g.id)], now=after)
+            return r.status
+
+        return job
+
+    def expire(s: Session) -> str:
+        return f"expired:{len(expire_authorizations(s, now=after))}"
+
+    outcomes = race(session_factory, [capture(n) for n in range(12)] + [expire] * 3)
+    assert outcomes["charged"] == 12, outcomes
+    b = balance_of(priced, acc)
+    assert (b.paid.format(), b.held.format()) == ("0.82", "0.00")
