@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import psycopg
@@ -16,6 +17,7 @@ from litestar.exceptions import (
 )
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from ledger.errors import DomainError
 
@@ -67,6 +69,8 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
     "webhook_processing_failed": (500, "The webhook could not be processed; it will be retried"),
     "service_unavailable": (503, "Service unavailable"),
     "concurrent_update": (503, "Busy with a concurrent update; retry"),
+    "database_unavailable": (503, "The database is unavailable; retry"),
+    "busy": (503, "Too busy right now; retry"),
     "commit_unknown": (503, "The outcome of the commit is unknown; replay the request"),
     "internal_error": (500, "Internal server error"),
 }
@@ -131,11 +135,40 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
 _RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization, deadlock, lock timeout
 
 
+_outage_logged_at = 0.0
+
+
+def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """The database cannot be reached: 503 with Retry-After, one log line per outage (at most
+    one a minute), not one per request."""
+    global _outage_logged_at
+    now = time.monotonic()
+    if now - _outage_logged_at > 60:
+        _outage_logged_at = now
+        log.error("database unavailable: %s", str(exc).splitlines()[0] if str(exc) else exc)
+    response = problem(
+        "database_unavailable",
+        "the database cannot be reached right now; nothing was changed. Retry shortly (with the"
+        " same record ids or Idempotency-Key)",
+        instance=request.url.path,
+    )
+    response.headers["Retry-After"] = "2"
+    return response
+
+
 def _database_error(
     request: Request[Any, Any, Any], exc: DBAPIError | psycopg.Error
 ) -> Response[dict[str, Any]]:
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
     sqlstate = getattr(orig, "sqlstate", None)
+    if (
+        (sqlstate or "").startswith("08")
+        or (
+            sqlstate is None and isinstance(orig, psycopg.OperationalError | psycopg.InterfaceError)
+        )
+        or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+    ):
+        return _unavailable(request, exc)
     if sqlstate not in _RETRYABLE_SQLSTATES:
         return _unexpected(request, exc)
     log.warning("retryable database conflict on %s: %s", request.url.path, sqlstate)
@@ -143,6 +176,17 @@ def _database_error(
         "concurrent_update",
         "another request changed the same data at the same moment and this one was rolled"
         " back; nothing was changed. Retry it (with the same Idempotency-Key)",
+        instance=request.url.path,
+    )
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+def _pool_exhausted(request: Request[Any, Any, Any], exc: PoolTimeout) -> Response[dict[str, Any]]:
+    log.warning("no database connection free for %s within the pool timeout", request.url.path)
+    response = problem(
+        "busy",
+        "every database connection of this server is in use; nothing was changed. Retry shortly",
         instance=request.url.path,
     )
     response.headers["Retry-After"] = "1"
@@ -165,5 +209,6 @@ EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
     HTTPException: _http_error,
     DBAPIError: _database_error,
     psycopg.Error: _database_error,
+    PoolTimeout: _pool_exhausted,
     Exception: _unexpected,
 }

@@ -1,0 +1,47 @@
+"""The served process under concurrency: requests beyond its worker threads and pooled
+connections queue, they never deadlock."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+from sqlalchemy.orm import Session
+
+from api.auth import create_key
+from tests.e2e.served import Server
+from wallet.accounts import create_account
+
+
+def test_many_concurrent_reads_never_starve_the_pool(database_url, engine, tmp_path):
+    """Litestar cleans up a sync generator dependency in a worker thread; with every worker
+    thread waiting for a pooled connection that only such a cleanup returns, 32 concurrent
+    balance reads used to hang until the pool timed out (30 s)."""
+    with Session(engine) as s:
+        key = create_key(s, role="admin").secret
+        account_id = create_account(s, name="C", currency="USD").id
+        s.commit()
+    server = Server(database_url, tmp_path / "server.log")
+    server.env["TOKENWALLET_DB_POOL_SIZE"] = "2"  # 4 connections: starved at once if it can be
+    server.start()
+    try:
+        codes: list[int] = []
+        lock = threading.Lock()
+
+        def read() -> None:
+            with httpx.Client(
+                base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=20
+            ) as c:
+                for _ in range(5):
+                    code = c.get(f"/v1/accounts/{account_id}/balance").status_code
+                    with lock:
+                        codes.append(code)
+
+        threads = [threading.Thread(target=read) for _ in range(32)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert codes == [200] * 160
+    finally:
+        server.stop()
