@@ -89,15 +89,9 @@ def serve(
 
         sched = start_background(make_sessionmaker(make_engine(url, pool_size=2)), settings)
     try:
-        uvicorn.run(
-            "api.asgi:create",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level="warning",
-            access_log=False,
-        )
+        from api.workers import supervise
+
+        supervise(host, port, workers)
     finally:
         if sched is not None:
             sched.shutdown(wait=False)

@@ -16,7 +16,7 @@ import httpx
 TOKENWALLET = Path(sys.executable).with_name("tokenwallet")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -26,7 +26,7 @@ class Server:
     """A ``tokenwallet serve`` subprocess that can be killed and started again on its port."""
 
     def __init__(self, database_url: str, log_path: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "DATABASE_URL": database_url}
         self.log_path = log_path

@@ -45,3 +45,49 @@ def test_many_concurrent_reads_never_starve_the_pool(database_url, engine, tmp_p
         assert codes == [200] * 160
     finally:
         server.stop()
+
+
+def test_workers_share_the_port_and_stop_on_sigterm(database_url, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.e2e.served import TOKENWALLET, free_port
+
+    port = free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            str(TOKENWALLET),
+            "serve",
+            "--port",
+            str(port),
+            "--no-scheduler",
+            "--no-migrate",
+            "--workers",
+            "2",
+        ],
+        env={**os.environ, "DATABASE_URL": database_url},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        # separate connections land on both workers; every one is answered
+        codes = {
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code for _ in range(20)
+        }
+        assert codes == {200}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
