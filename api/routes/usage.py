@@ -110,6 +110,8 @@ def _problem_of(exc: msgspec.ValidationError) -> str:
     if not message:
         return str(exc)
     return f"{where.rstrip('`')}: {message}"
+
+
 _TOKEN_FIELDS = (
     "input_tokens",
     "output_tokens",
