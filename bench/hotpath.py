@@ -4,368 +4,607 @@ PostgreSQL, each with pgbench TPC-B on the same server as a baseline.
 Run one (writes ``bench/results/<name>.json``)::
 
     .venv/bin/python -m bench.hotpath ingest            # 4 clients, 1,000-record batches
+    .venv/bin/python -m bench.hotpath ingest-200        # the same over 200 accounts
     .venv/bin/python -m bench.hotpath hot-wallet        # the same, all on one account
     .venv/bin/python -m bench.hotpath authorize-settle  # 32 clients: authorize + settle
     .venv/bin/python -m bench.hotpath overdraft         # 64 clients race one account
+    .venv/bin/python -m bench.hotpath multicapture      # 32 gateways spending grants locally
     .venv/bin/python -m bench.hotpath all
 
-``--seconds`` shortens the timed runs (default 60).
+``--seconds`` shortens the timed runs (default 60); ``--workers`` runs ``tokenwallet serve
+--workers N``; ``--accounts`` overrides the account count of ``ingest`` (smoke runs).
+
+The simulated clients of every benchmark but ``multicapture`` run in one asyncio process
+(:mod:`bench.loadgen`): one keep-alive connection per client, one request at a time on it.
+Each result reports the CPU seconds of that process next to those of the server and of
+PostgreSQL over the timed window, so the cost of the load generator is visible.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
+import asyncio
+import collections
 import multiprocessing as mp
 import os
-import statistics
+import signal
+import sys
 import time
+import traceback
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
-from bench.harness import Server, pgbench_tpcb, serve, write_result
+from bench import loadgen
+from bench.harness import (
+    CpuMeter,
+    Server,
+    exit_cleanly_on_sigterm,
+    pgbench_tpcb,
+    serve,
+    write_result,
+)
+from bench.loadgen import Clock, Conn, HttpError, encode, percentiles_ms
 
 MODEL = "bench-model"
-#: HTTP worker processes of the server under test (``--workers``).
-WORKERS = 1
 PRICE_IN, PRICE_OUT = "3", "15"
+MTOK = Decimal(1_000_000)
+#: Accounts made per transaction by :func:`bulk_accounts`.
+SETUP_CHUNK = 500
 
 
-class Api:
-    """A keep-alive HTTP client for one process."""
+@dataclass
+class Options:
+    """Command-line options shared by every benchmark."""
 
-    def __init__(self, url: str, key: str) -> None:
-        host, port = url.removeprefix("http://").split(":")
-        self.conn = http.client.HTTPConnection(host, int(port), timeout=120)
-        self.headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-
-    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        payload = body if isinstance(body, bytes | None) else json.dumps(body).encode()
-        self.conn.request(method, path, body=payload, headers=self.headers)
-        resp = self.conn.getresponse()
-        data = resp.read()
-        return resp.status, json.loads(data) if data else None
+    seconds: int = 60
+    #: HTTP worker processes of the server under test (``tokenwallet serve --workers``).
+    workers: int = 1
+    #: Overrides the account count of the ``ingest`` benchmark (smoke runs).
+    accounts: int | None = None
 
 
-def setup(server: Server, accounts: int, funds: str) -> tuple[str, list[str]]:
-    """Catalog, accounts and funds through the service layer on the same database; returns a
-    gateway key and the account ids."""
+def price_of(input_tokens: int, output_tokens: int) -> Decimal:
+    """What a record costs with the bench rate card, computed here independently."""
+    return (input_tokens * Decimal(PRICE_IN) + output_tokens * Decimal(PRICE_OUT)) / MTOK
+
+
+@dataclass
+class Keys:
+    admin: str
+    gateway: str
+    finance: str
+
+
+# -- setup (not measured) ---------------------------------------------------------------------
+
+
+def setup(server: Server, accounts: int, funds: str) -> tuple[Keys, list[str]]:
+    """API keys, the bench model with its rate card, and ``accounts`` accounts each funded with
+    ``funds`` (through the service layer, on the same database)."""
     admin = server.cli("create-key", "--role", "admin")
-    gateway = server.cli("create-key", "--role", "gateway")
-    api = Api(server.url, admin)
-    api.call("POST", "/v1/models", {"id": MODEL, "provider": "bench", "display_name": "Bench"})
-    api.call(
-        "POST",
-        "/v1/rate-cards",
-        {
-            "currency": "USD",
-            "effective_from": (datetime.now(UTC) - timedelta(days=1)).isoformat(),
-            "prices": [{"model": MODEL, "input_per_mtok": PRICE_IN, "output_per_mtok": PRICE_OUT}],
-        },
-    )
+
+    async def catalog() -> tuple[str, str]:
+        api = await Conn(server.host, server.port, admin).open()
+        try:
+            await api.call(
+                "POST", "/v1/models", {"id": MODEL, "provider": "bench", "display_name": "Bench"}
+            )
+            effective = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+            price = {"model": MODEL, "input_per_mtok": PRICE_IN, "output_per_mtok": PRICE_OUT}
+            await api.call(
+                "POST",
+                "/v1/rate-cards",
+                {"currency": "USD", "effective_from": effective, "prices": [price]},
+            )
+            gateway = await api.call("POST", "/v1/api-keys", {"role": "gateway"})
+            finance = await api.call("POST", "/v1/api-keys", {"role": "finance"})
+            return gateway["key"], finance["key"]
+        finally:
+            api.close()
+
+    gateway, finance = loadgen.run(catalog())
     ids = bulk_accounts(server, accounts, funds)
-    return gateway, ids
+    return Keys(admin, gateway, finance), ids
 
 
-def bulk_accounts(server: Server, n: int, funds: str) -> list[str]:
-    """Create and fund ``n`` accounts in a few large transactions (setup, not measured)."""
-    os.environ["DATABASE_URL"] = (
-        f"postgresql+psycopg://postgres@/tokenwallet?host={server.socket_dir}"
-    )
+def _make_accounts(args: tuple[str, int, str]) -> list[str]:
+    """Create and fund ``count`` accounts through the service layer (in a setup process)."""
+    url, count, funds = args
+    os.environ["DATABASE_URL"] = url
     from sqlalchemy.orm import Session
 
     from api.db import make_engine
     from wallet.accounts import create_account
     from wallet.topups import record_topup
 
-    engine = make_engine(os.environ["DATABASE_URL"], pool_size=1)
+    engine = make_engine(url, pool_size=1)
     ids: list[str] = []
-    for start in range(0, n, 1000):
-        with Session(engine) as s:
-            for _ in range(start, min(n, start + 1000)):
-                a = create_account(s, name="bench", currency="USD")
-                record_topup(s, a.id, amount=funds, method="bank_transfer")
-                ids.append(a.id)
-            s.commit()
-    engine.dispose()
+    try:
+        for start in range(0, count, SETUP_CHUNK):
+            with Session(engine) as s:
+                for _ in range(start, min(count, start + SETUP_CHUNK)):
+                    a = create_account(s, name="bench", currency="USD")
+                    record_topup(s, a.id, amount=funds, method="bank_transfer")
+                    ids.append(a.id)
+                s.commit()
+    finally:
+        engine.dispose()
+    return ids
+
+
+def bulk_accounts(server: Server, n: int, funds: str) -> list[str]:
+    """Create and fund ``n`` accounts (setup, not measured).
+
+    Each account is made by the service layer (``create_account`` + ``record_topup``), in
+    transactions of :data:`SETUP_CHUNK`. Top-ups lock only the customer's own ledger rows (house
+    accounts are never locked), so several processes make them side by side: one per core
+    keeps both the Python side and PostgreSQL busy.
+    """
+    procs = 1 if n < 200 else min(4, max(2, os.cpu_count() or 2))
+    shares = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
+    jobs = [(server.database_url, k, funds) for k in shares if k]
+    if len(jobs) == 1:
+        return _make_accounts(jobs[0])
+    with mp.get_context("spawn").Pool(len(jobs)) as pool:
+        parts = pool.map(_make_accounts, jobs)
+    # interleave the shares, so neighbouring indexes come from different setup processes
+    ids: list[str] = []
+    for i in range(max(len(p) for p in parts)):
+        ids.extend(p[i] for p in parts if i < len(p))
     return ids
 
 
 def _record(
-    rid: str, account: str, out_tokens: int = 500, auth: str | None = None
+    rid: str,
+    account: str,
+    at: str,
+    *,
+    input_tokens: int = 1000,
+    output_tokens: int = 500,
+    auth: str | None = None,
 ) -> dict[str, Any]:
-    rec = {
+    rec: dict[str, Any] = {
         "id": rid,
         "account_id": account,
         "model": MODEL,
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "input_tokens": 1000,
-        "output_tokens": out_tokens,
+        "occurred_at": at,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
     }
     if auth:
         rec["authorization_id"] = auth
     return rec
 
 
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
 
 
-# -- workers (separate processes) ------------------------------------------------------------
+def baseline(server: Server) -> dict[str, Any]:
+    """pgbench TPC-B, 4 clients, scale 10, 15 s, before the timed load."""
+    return pgbench_tpcb(server.socket_dir, clients=4, seconds=15, scale=10)
 
 
-def _ingest_worker(args: tuple[str, str, list[str], int, float, int]) -> dict[str, Any]:
-    url, key, accounts, batch, deadline, seed = args
-    api = Api(url, key)
-    latencies, records, rejected, n = [], 0, 0, 0
-    prefix = f"{seed}-{uuid.uuid4().hex[:8]}"
-    while time.time() < deadline:
-        body = {
-            "records": [
-                _record(f"{prefix}-{n}-{i}", accounts[(n * batch + i * 7 + seed) % len(accounts)])
-                for i in range(batch)
-            ]
-        }
+def ratio(rate: float, base: dict[str, Any]) -> float | None:
+    tps = float(base["tps"] or 0)  # float-ok: benchmark statistics, not money
+    return round(rate / tps, 3) if tps else None
+
+
+def _common(
+    opts: Options, server: Server, base: dict[str, Any], clients: int, accounts: int
+) -> dict[str, Any]:
+    return {
+        "server_workers": opts.workers,
+        "clients": clients,
+        "accounts": accounts,
+        "load_generator": {"processes": 1, "event_loop": loadgen.LOOP, "http": "HTTP/1.1"},
+        "pgbench_tpcb": base,
+        "server_log": server.log_problems(),
+    }
+
+
+async def _balances(server: Server, key: str, accounts: list[str]) -> dict[str, dict[str, Any]]:
+    """``GET /v1/accounts/{id}/balance`` of every account (16 connections)."""
+    conns = await loadgen.connections(server.host, server.port, key, min(16, len(accounts)))
+    out: dict[str, dict[str, Any]] = {}
+
+    async def one(conn: Conn, account: str) -> None:
+        out[account] = await conn.call("GET", f"/v1/accounts/{account}/balance", expect=200)
+
+    try:
+        await loadgen.for_each(conns, accounts, one)
+    finally:
+        for c in conns:
+            c.close()
+    return out
+
+
+# -- ingest -----------------------------------------------------------------------------------
+
+
+async def _ingest_load(
+    server: Server, key: str, accounts: list[str], clients: int, seconds: int, batch: int
+) -> dict[str, Any]:
+    conns = await loadgen.connections(server.host, server.port, key, clients)
+    n_acc = len(accounts)
+    stats: dict[str, Any] = {"latencies": [], "charged": 0, "reasons": collections.Counter()}
+
+    async def client(conn: Conn, c: int, clock: Clock, record: bool) -> int:
+        prefix = f"{c}-{uuid.uuid4().hex[:8]}"
+        n = 0
+        while clock.running():
+            at = _now()
+            body = encode(
+                {
+                    "records": [
+                        _record(f"{prefix}-{n}-{i}", accounts[(n * batch + i * 7 + c) % n_acc], at)
+                        for i in range(batch)
+                    ]
+                }
+            )
+            t = time.perf_counter()
+            out = await conn.call("POST", "/v1/usage", body, expect=200)
+            if record:
+                stats["latencies"].append(time.perf_counter() - t)
+                for r in out["results"]:
+                    if r["status"] == "charged":
+                        stats["charged"] += 1
+                    else:
+                        stats["reasons"][f"{r['status']}:{r.get('reason')}"] += 1
+            n += 1
+        return n
+
+    try:
+        # warm-up (imports, price caches, connection pool), one client, not measured
+        await client(conns[0], 99, Clock(min(3, seconds)), record=False)
+        meter = CpuMeter(server)
+        meter.start()
+        clock = Clock(seconds)
+        batches = await asyncio.gather(
+            *(client(conn, c, clock, True) for c, conn in enumerate(conns))
+        )
+        elapsed = clock.elapsed()
+        cpu = meter.stop()
+    finally:
+        for conn in conns:
+            conn.close()
+    return {**stats, "elapsed": elapsed, "cpu": cpu, "batches": sum(batches)}
+
+
+def _ingest(opts: Options, name: str, n_accounts: int, target: int) -> None:
+    clients, batch = 4, 1000
+    with serve(workers=opts.workers) as server:
+        base = baseline(server)
         t = time.perf_counter()
-        status, out = api.call("POST", "/v1/usage", body)
-        latencies.append(time.perf_counter() - t)
-        if status != 200:
-            raise RuntimeError(f"HTTP {status}: {out}")
-        records += sum(1 for r in out["results"] if r["status"] == "charged")
-        rejected += sum(1 for r in out["results"] if r["status"] == "rejected")
-        n += 1
-    return {"latencies": latencies, "records": records, "rejected": rejected}
-
-
-def _auth_worker(args: tuple[str, str, list[str], float, int]) -> dict[str, Any]:
-    url, key, accounts, deadline, seed = args
-    api = Api(url, key)
-    lat, holds, n = [], 0, 0
-    while time.time() < deadline:
-        account = accounts[(seed * 7919 + n) % len(accounts)]
-        t = time.perf_counter()
-        status, a = api.call(
-            "POST",
-            "/v1/authorizations",
-            {
-                "account_id": account,
-                "model": MODEL,
-                "estimated_input_tokens": 1000,
-                "max_output_tokens": 1000,
-            },
+        keys, accounts = setup(server, n_accounts, "100000.00")
+        setup_s = time.perf_counter() - t
+        run = loadgen.run(
+            _ingest_load(server, keys.gateway, accounts, clients, opts.seconds, batch)
         )
-        if status != 201 or a["status"] != "approved":
-            raise RuntimeError(f"authorize failed: {status} {a}")
-        status, out = api.call(
-            "POST",
-            "/v1/usage",
-            {"records": [_record(f"a{seed}-{n}-{uuid.uuid4().hex[:6]}", account, 400, a["id"])]},
-        )
-        if status != 200 or out["results"][0]["status"] != "charged":
-            raise RuntimeError(f"settle failed: {status} {out}")
-        lat.append(time.perf_counter() - t)
-        holds += 1
-        n += 1
-    return {"latencies": lat, "holds": holds}
-
-
-def _overdraft_worker(args: tuple[str, str, str, int, int]) -> dict[str, int]:
-    url, key, account, attempts, seed = args
-    api = Api(url, key)
-    ok = refused = 0
-    for n in range(attempts):
-        status, out = api.call(
-            "POST", "/v1/usage", {"records": [_record(f"o{seed}-{n}", account, out_tokens=1000)]}
-        )
-        if status != 200:
-            raise RuntimeError(f"HTTP {status}: {out}")
-        if out["results"][0]["status"] == "charged":
-            ok += 1
-        else:
-            refused += 1
-    return {"ok": ok, "refused": refused}
-
-
-def _pool_run(fn: Callable[[Any], Any], args: list[Any]) -> list[Any]:
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(len(args)) as pool:
-        return pool.map(fn, args)
-
-
-# -- benchmarks -----------------------------------------------------------------------------
-
-
-def _baseline(server: Server, clients: int) -> dict[str, Any]:
-    return pgbench_tpcb(server.socket_dir, clients=clients, seconds=15)
-
-
-def _ingest(name: str, n_accounts: int, seconds: int, target: int) -> None:
-    with serve(workers=WORKERS) as server:
-        baseline = _baseline(server, 4)
-        gateway, accounts = setup(server, n_accounts, "100000.00")
-        # warm up (imports, caches, connection pool)
-        _ingest_worker((server.url, gateway, accounts, 1000, time.time() + 3, 99))
-        deadline = time.time() + seconds
-        started = time.time()
-        parts = _pool_run(
-            _ingest_worker, [(server.url, gateway, accounts, 1000, deadline, i) for i in range(4)]
-        )
-        elapsed = time.time() - started
-    lat = [x for p in parts for x in p["latencies"]]
-    records = sum(p["records"] for p in parts)
-    rate = records / elapsed
-    tps = float(baseline["tps"] or 0)  # float-ok: benchmark statistics, not money
+        common = _common(opts, server, base, clients, n_accounts)
+    rate = run["charged"] / run["elapsed"]
     write_result(
         name,
         {
-            "clients": 4,
-            "server_workers": WORKERS,
-            "batch_size": 1000,
-            "accounts": n_accounts,
-            "seconds": round(elapsed, 1),
-            "records_charged": records,
-            "records_rejected": sum(p["rejected"] for p in parts),
+            **common,
+            "batch_size": batch,
+            "seconds": round(run["elapsed"], 2),
+            "setup_seconds": round(setup_s, 1),
+            "batches": run["batches"],
+            "records_charged": run["charged"],
+            "records_not_charged": dict(run["reasons"]),
             "records_per_s": round(rate),
             "target_records_per_s": target,
-            "batch_latency_ms": {
-                "p50": round(_pct(lat, 0.5) * 1000, 1),
-                "p99": round(_pct(lat, 0.99) * 1000, 1),
-                "mean": round(statistics.fmean(lat) * 1000, 1) if lat else None,
-            },
-            "pgbench_tpcb": baseline,
-            "ratio_to_pgbench_tps": round(rate / tps, 2) if tps else None,
+            "batch_latency_ms": percentiles_ms(run["latencies"]),
+            "cpu_seconds": run["cpu"],
+            "ratio_to_pgbench_tps": ratio(rate, base),
         },
     )
+    if run["reasons"]:
+        raise SystemExit(f"{name}: records not charged: {dict(run['reasons'])}")
 
 
-def ingest(seconds: int) -> None:
+def ingest(opts: Options) -> None:
     """1,000-record batches from 4 clients over 10,000 accounts."""
-    _ingest("ingest", 10_000, seconds, 20_000)
+    _ingest(opts, "ingest", opts.accounts or 10_000, 20_000)
 
 
-def hot_wallet(seconds: int) -> None:
+def ingest_200(opts: Options) -> None:
+    """The same load over 200 accounts."""
+    _ingest(opts, "ingest_200", 200, 20_000)
+
+
+def hot_wallet(opts: Options) -> None:
     """The same load, every record on one account."""
-    _ingest("hot_wallet", 1, seconds, 10_000)
+    _ingest(opts, "hot_wallet", 1, 10_000)
 
 
-def authorize_settle(seconds: int) -> None:
-    """32 clients, each: authorize, then settle with a one-record usage report."""
-    with serve(workers=WORKERS) as server:
-        baseline = _baseline(server, 4)
-        gateway, accounts = setup(server, 1000, "100000.00")
-        deadline = time.time() + seconds
-        started = time.time()
-        parts = _pool_run(
-            _auth_worker, [(server.url, gateway, accounts, deadline, i) for i in range(32)]
-        )
-        elapsed = time.time() - started
-    lat = [x for p in parts for x in p["latencies"]]
-    holds = sum(p["holds"] for p in parts)
-    rate = holds / elapsed
-    tps = float(baseline["tps"] or 0)  # float-ok: benchmark statistics, not money
+# -- authorize + settle -----------------------------------------------------------------------
+
+
+async def _auth_load(
+    server: Server, key: str, accounts: list[str], clients: int, seconds: int
+) -> dict[str, Any]:
+    conns = await loadgen.connections(server.host, server.port, key, clients)
+    billed: dict[str, Decimal] = collections.defaultdict(Decimal)
+    lat: list[float] = []
+    failures: collections.Counter[str] = collections.Counter()
+    examples: list[str] = []
+    price = price_of(1000, 400)
+    off_price = pairs = 0
+    hold_body = {"model": MODEL, "estimated_input_tokens": 1000, "max_output_tokens": 1000}
+
+    def fail(kind: str, detail: str) -> None:
+        failures[kind] += 1
+        if len(examples) < 5:
+            examples.append(detail[:500])
+
+    async def client(conn: Conn, c: int, clock: Clock) -> None:
+        nonlocal off_price, pairs
+        n = 0
+        while clock.running():
+            account = accounts[(c * 7919 + n) % len(accounts)]
+            n += 1
+            t = time.perf_counter()
+            try:
+                hold = await conn.call(
+                    "POST", "/v1/authorizations", {"account_id": account, **hold_body}, expect=201
+                )
+            except HttpError as exc:
+                fail("authorize_error", str(exc))
+                continue
+            if hold.get("status") != "approved":
+                fail(f"authorize_{hold.get('status')}", str(hold))
+                continue
+            rec = _record(
+                f"a{c}-{n}-{uuid.uuid4().hex[:8]}",
+                account,
+                _now(),
+                output_tokens=400,
+                auth=hold["id"],
+            )
+            try:
+                out = await conn.call("POST", "/v1/usage", {"records": [rec]}, expect=200)
+            except HttpError as exc:
+                fail("settle_error", str(exc))
+                continue
+            lat.append(time.perf_counter() - t)
+            result = out["results"][0]
+            if result["status"] != "charged":
+                fail(f"settle_{result['status']}:{result.get('reason')}", str(result))
+                continue
+            amount = Decimal(result["billed"]["amount"])
+            billed[account] += amount
+            pairs += 1
+            if amount != price:
+                off_price += 1
+
+    try:
+        meter = CpuMeter(server)
+        meter.start()
+        clock = Clock(seconds)
+        await asyncio.gather(*(client(conn, c, clock) for c, conn in enumerate(conns)))
+        elapsed = clock.elapsed()
+        cpu = meter.stop()
+    finally:
+        for conn in conns:
+            conn.close()
+    return {
+        "latencies": lat,
+        "billed": billed,
+        "failures": failures,
+        "examples": examples,
+        "elapsed": elapsed,
+        "cpu": cpu,
+        "off_price": off_price,
+        "pairs": pairs,
+    }
+
+
+def check_balances(
+    balances: dict[str, dict[str, Any]], expected_paid: dict[str, Decimal]
+) -> dict[str, Any]:
+    """Paid balance equal to what is expected and nothing held, for every account."""
+    wrong: list[dict[str, str]] = []
+    for account, want in expected_paid.items():
+        b = balances[account]
+        if Decimal(b["paid"]) != want or Decimal(b["held"]) != 0:
+            wrong.append(
+                {"account": account, "paid": b["paid"], "expected": str(want), "held": b["held"]}
+            )
+    return {"accounts_checked": len(expected_paid), "mismatches": len(wrong), "first": wrong[:5]}
+
+
+def authorize_settle(opts: Options) -> None:
+    """32 clients, each: authorize, then settle with a one-record usage report naming it."""
+    clients, n_accounts, funds = 32, 1000, "100000.00"
+    with serve(workers=opts.workers) as server:
+        base = baseline(server)
+        keys, accounts = setup(server, n_accounts, funds)
+        run = loadgen.run(_auth_load(server, keys.gateway, accounts, clients, opts.seconds))
+        balances = loadgen.run(_balances(server, keys.admin, accounts))
+        common = _common(opts, server, base, clients, n_accounts)
+    billed: dict[str, Decimal] = run["billed"]
+    check = check_balances(balances, {a: Decimal(funds) - billed[a] for a in accounts})
+    pairs = run["pairs"]
+    charged = sum(billed.values(), Decimal(0))
+    exact = check["mismatches"] == 0 and not run["failures"]
+    rate = pairs / run["elapsed"]
     write_result(
         "authorize_settle",
         {
-            "clients": 32,
-            "server_workers": WORKERS,
-            "seconds": round(elapsed, 1),
-            "holds": holds,
-            "holds_per_s": round(rate),
+            **common,
+            "seconds": round(run["elapsed"], 2),
+            "pairs_charged": pairs,
+            "holds_per_s": round(rate, 1),
             "target_holds_per_s": 1500,
             "target_p99_ms": 50,
-            "authorize_plus_settle_latency_ms": {
-                "p50": round(_pct(lat, 0.5) * 1000, 1),
-                "p99": round(_pct(lat, 0.99) * 1000, 1),
-            },
-            "pgbench_tpcb": baseline,
-            "ratio_to_pgbench_tps": round(rate / tps, 2) if tps else None,
+            "authorize_plus_settle_latency_ms": percentiles_ms(run["latencies"]),
+            "failures": dict(run["failures"]),
+            "failure_examples": run["examples"],
+            "billed_total": str(charged),
+            "billed_not_at_rate_card_price": run["off_price"],
+            "exactness": check,
+            "exact": exact,
+            "cpu_seconds": run["cpu"],
+            "ratio_to_pgbench_tps": ratio(rate, base),
         },
     )
+    if not exact:
+        raise SystemExit(f"authorize-settle: not exact: {check} failures {dict(run['failures'])}")
 
 
-def overdraft(seconds: int) -> None:
+# -- overdraft race ---------------------------------------------------------------------------
+
+
+async def _overdraft_load(
+    server: Server, key: str, account: str, clients: int, attempts: int
+) -> dict[str, Any]:
+    conns = await loadgen.connections(server.host, server.port, key, clients)
+    counts: collections.Counter[str] = collections.Counter()
+    billed = Decimal(0)
+    lat: list[float] = []
+
+    async def client(conn: Conn, c: int) -> None:
+        nonlocal billed
+        for n in range(attempts):
+            rec = _record(f"o{c}-{n}-{uuid.uuid4().hex[:6]}", account, _now(), output_tokens=1000)
+            t = time.perf_counter()
+            out = await conn.call("POST", "/v1/usage", {"records": [rec]}, expect=200)
+            lat.append(time.perf_counter() - t)
+            r = out["results"][0]
+            if r["status"] == "charged":
+                counts["charged"] += 1
+                billed += Decimal(r["billed"]["amount"])
+            else:
+                counts[f"{r['status']}:{r.get('reason')}"] += 1
+
+    try:
+        meter = CpuMeter(server)
+        meter.start()
+        clock = Clock(0)
+        await asyncio.gather(*(client(conn, c) for c, conn in enumerate(conns)))
+        elapsed = clock.elapsed()
+        cpu = meter.stop()
+    finally:
+        for conn in conns:
+            conn.close()
+    return {"counts": counts, "billed": billed, "latencies": lat, "elapsed": elapsed, "cpu": cpu}
+
+
+def overdraft(opts: Options) -> None:
     """64 clients race on one account funded for exactly N records: exactly N succeed."""
-    n = 500
-    with serve(workers=WORKERS) as server:
-        baseline = _baseline(server, 4)
-        gateway, accounts = setup(server, 1, "0.01")
-        # each record costs 1000 * 15 / 1e6 + 1000 * 3 / 1e6 = 0.018; fund exactly n of them
-        admin = server.cli("create-key", "--role", "finance")
-        api = Api(server.url, admin)
-        funds = f"{n * 18 // 1000}.{(n * 18) % 1000:03d}"
-        extra = _subtract(funds, "0.01")
-        status, body = api.call(
-            "POST",
-            f"/v1/accounts/{accounts[0]}/topups",
-            {"amount": extra, "method": "bank_transfer"},
-        )
-        if status != 201:
-            raise RuntimeError(f"top-up failed: {status} {body}")
-        started = time.time()
-        parts = _pool_run(
-            _overdraft_worker, [(server.url, gateway, accounts[0], 12, i) for i in range(64)]
-        )
-        elapsed = time.time() - started
-        _, balance = Api(server.url, admin).call("GET", f"/v1/accounts/{accounts[0]}/balance")
-    ok = sum(p["ok"] for p in parts)
+    n, clients, attempts = 500, 64, 12
+    price = price_of(1000, 1000)  # 0.018
+    funds = n * price
+    with serve(workers=opts.workers) as server:
+        base = baseline(server)
+        keys, accounts = setup(server, 1, "0.01")
+        account = accounts[0]
+
+        async def fund() -> None:  # the rest in a second top-up: two lots to burn down
+            api = await Conn(server.host, server.port, keys.finance).open()
+            try:
+                await api.call(
+                    "POST",
+                    f"/v1/accounts/{account}/topups",
+                    {"amount": f"{funds - Decimal('0.01'):.2f}", "method": "bank_transfer"},
+                    expect=201,
+                )
+            finally:
+                api.close()
+
+        loadgen.run(fund())
+        run = loadgen.run(_overdraft_load(server, keys.gateway, account, clients, attempts))
+        balance = loadgen.run(_balances(server, keys.admin, [account]))[account]
+        common = _common(opts, server, base, clients, 1)
+    ok = run["counts"]["charged"]
+    refused = clients * attempts - ok
+    exact = (
+        ok == n
+        and run["billed"] == funds
+        and Decimal(balance["paid"]) == 0
+        and Decimal(balance["available"]) == 0
+        and Decimal(balance["held"]) == 0
+    )
+    rate = clients * attempts / run["elapsed"]
     write_result(
         "overdraft_race",
         {
-            "clients": 64,
-            "attempts": 64 * 12,
+            **common,
+            "attempts": clients * attempts,
+            "funded": str(funds),
             "funded_for": n,
             "charged": ok,
-            "refused": sum(p["refused"] for p in parts),
-            "exact": ok == n,
+            "refused": refused,
+            "outcomes": dict(run["counts"]),
+            "billed_total": str(run["billed"]),
             "final_balance": balance["paid"],
             "final_available": balance["available"],
-            "seconds": round(elapsed, 1),
-            "attempts_per_s": round(64 * 12 / elapsed),
-            "pgbench_tpcb": baseline,
-            "ratio_to_pgbench_tps": round(64 * 12 / elapsed / float(baseline["tps"]), 2)
-            if baseline["tps"]
-            else None,
+            "final_held": balance["held"],
+            "exact": exact,
+            "seconds": round(run["elapsed"], 2),
+            "attempts_per_s": round(rate, 1),
+            "request_latency_ms": percentiles_ms(run["latencies"]),
+            "cpu_seconds": run["cpu"],
+            "ratio_to_pgbench_tps": ratio(rate, base),
         },
     )
-    if ok != n or balance["paid"] not in ("0.00", "0"):
+    if not exact:
         raise SystemExit(f"overdraft race failed: {ok} charged for {n} funded; balance {balance}")
 
 
-def _subtract(a: str, b: str) -> str:
-    from decimal import Decimal
+def multicapture(opts: Options) -> None:
+    """32 gateways spend multi-capture grants locally (see :mod:`bench.multicapture`)."""
+    from bench import multicapture as mc
 
-    value = Decimal(a) - Decimal(b)
-    if value <= 0:
-        raise ValueError("funding must exceed the initial top-up")
-    return f"{value:.2f}"
+    mc.run(opts)
 
 
-BENCHES: dict[str, Callable[[int], None]] = {
+BENCHES: dict[str, Callable[[Options], None]] = {
     "ingest": ingest,
+    "ingest-200": ingest_200,
     "hot-wallet": hot_wallet,
     "authorize-settle": authorize_settle,
     "overdraft": overdraft,
+    "multicapture": multicapture,
 }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("bench", choices=[*BENCHES, "all"])
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--workers", type=int, default=1, help="tokenwallet serve --workers")
-    args = parser.parse_args()
-    global WORKERS
-    WORKERS = args.workers
-    for name in BENCHES if args.bench == "all" else [args.bench]:
-        BENCHES[name](args.seconds)
+    parser.add_argument(
+        "--accounts", type=int, default=None, help="accounts of `ingest` (default 10,000)"
+    )
+    args = parser.parse_args(argv)
+    opts = Options(seconds=args.seconds, workers=args.workers, accounts=args.accounts)
+    exit_cleanly_on_sigterm()
+    if args.bench != "all":
+        BENCHES[args.bench](opts)
+        return
+    failed: list[str] = []
+    for name, bench in BENCHES.items():  # one failing benchmark does not stop the others
+        try:
+            bench(opts)
+        except SystemExit as exc:
+            if exc.code == 128 + signal.SIGTERM:
+                raise
+            print(f"{name}: {exc}", file=sys.stderr)
+            failed.append(name)
+        except Exception:
+            traceback.print_exc()
+            failed.append(name)
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import msgspec
 try:
     import uvloop
 except ImportError:  # pragma: no cover - uvloop is optional
-    uvloop = None
+    uvloop = None  # type: ignore[assignment]
 
 T = TypeVar("T")
 
