@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from api.auth import ApiKeyAuthMiddleware
 from api.batcher import Batcher
+from api.boundary import check_request
 from api.db import make_sessionmaker
 from api.deps import provide_db, provide_principal
 from api.errors import EXCEPTION_HANDLERS
@@ -139,6 +140,7 @@ def create_app(
             DefineMiddleware(ApiKeyAuthMiddleware, exclude=PUBLIC_PATHS),
         ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        before_request=check_request,
         state=State(
             {
                 "engine": engine,

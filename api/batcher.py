@@ -26,8 +26,8 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.db import CommitOutcomeUnknown, commit
 from api.metrics import observe, observe_failure
-from ledger.errors import DomainError
 from wallet.gateway import Operation, OperationResult, execute
 
 log = logging.getLogger(__name__)
@@ -172,12 +172,6 @@ class Batcher:
         observe(ops, results)
 
 
-class CommitOutcomeUnknown(DomainError):
-    """The connection failed while committing: the changes may or may not have been saved."""
-
-    code = "commit_unknown"
-
-
 class _Worker:
     """One worker's database connection, kept between groups (no pool checkout or ping per
     group) and replaced after any failure."""
@@ -191,20 +185,12 @@ class _Worker:
             bind = self._factory.kw["bind"]
             self._connection = bind.connect()
         session = self._factory(bind=self._connection)
-        committing = False
         try:
             results = execute(session, ops, now=now)
-            committing = True
-            session.commit()
+            commit(session)
             return results
-        except Exception as exc:
+        except Exception:
             self.close()
-            if committing:
-                raise CommitOutcomeUnknown(
-                    "the database connection failed while this request was being committed, so"
-                    " it may or may not have been saved; send it again with the same record ids"
-                    " or Idempotency-Key (a replay never applies it twice)"
-                ) from exc
             raise
         finally:
             session.close()

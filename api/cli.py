@@ -52,19 +52,45 @@ def serve(
         int, typer.Option(min=1, max=64, help="HTTP worker processes (one per core is typical)")
     ] = 1,
 ) -> None:
-    """Serve the HTTP API (and the scheduler). Without DATABASE_URL, starts embedded PostgreSQL."""
+    """Serve the HTTP API (and the scheduler). Without DATABASE_URL, starts embedded PostgreSQL
+    and keeps it running (restarted if it dies, stopped when serve stops)."""
+    import signal
+
+    from api.db import embedded_server, upgrade
+    from api.embedded import EmbeddedSupervisor
+
+    _setup_logging()
+    started = time.monotonic()
+    url = _database_url()
+    settings = get_settings()
+    embedded = None if settings.database_url else embedded_server(settings.tokenwallet_data_dir)
+    supervisor = EmbeddedSupervisor(embedded) if embedded is not None else None
+    try:
+        if migrate:
+            upgrade(url)
+        if supervisor is not None:
+            supervisor.start_watching()
+        # uvicorn re-raises SIGTERM after its graceful shutdown; as an exception it unwinds
+        # through the finally below, which stops the embedded PostgreSQL
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+        _serve(url, host, port, workers, scheduler, started)
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _serve(url: str, host: str, port: int, workers: int, scheduler: bool, started: float) -> None:
     import os
 
     import uvicorn
 
     from api.app import create_app, tune_gc
-    from api.db import make_engine, make_sessionmaker, upgrade
+    from api.db import make_engine, make_sessionmaker
 
-    _setup_logging()
-    started = time.monotonic()
-    url = _database_url()
-    if migrate:
-        upgrade(url)
     settings = get_settings()
     log = logging.getLogger("tokenwallet")
     log.warning(

@@ -6,12 +6,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy import MetaData, create_engine
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.settings import Settings, get_settings
+from ledger.errors import DomainError
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +23,45 @@ ALEMBIC_INI = ROOT / "alembic.ini"
 EMBEDDED_DB_NAME = "tokenwallet"
 
 _embedded_servers: dict[Path, Any] = {}
+
+
+class CommitOutcomeUnknown(DomainError):
+    """The connection failed while committing: the changes may or may not have been saved."""
+
+    code = "commit_unknown"
+
+
+def is_connection_failure(exc: BaseException) -> bool:
+    """Whether a database error means the connection (or the server) is gone, rather than
+    that the statement failed on a live connection."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    sqlstate = getattr(orig, "sqlstate", None)
+    return (
+        (sqlstate or "").startswith("08")
+        or (
+            sqlstate is None and isinstance(orig, psycopg.OperationalError | psycopg.InterfaceError)
+        )
+        or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+    )
+
+
+def commit(session: Session) -> None:
+    """Commit; a connection lost during the COMMIT itself leaves its outcome unknown.
+
+    Raises:
+        CommitOutcomeUnknown: the changes may or may not have been saved (the caller replays
+            the request with the same ids or Idempotency-Key, which is safe).
+    """
+    try:
+        session.commit()
+    except (DBAPIError, psycopg.Error) as exc:
+        if not is_connection_failure(exc):
+            raise
+        raise CommitOutcomeUnknown(
+            "the database connection failed while this request was being committed, so it may"
+            " or may not have been saved; send it again with the same record ids or"
+            " Idempotency-Key (a replay never applies it twice)"
+        ) from exc
 
 
 def metadata() -> MetaData:
@@ -69,6 +111,11 @@ def start_embedded(data_dir: Path) -> str:
         _embedded_servers[pgdata] = server
     socket_dir = server.get_postmaster_info().socket_dir
     return f"postgresql+psycopg://postgres@/postgres?host={socket_dir}"
+
+
+def embedded_server(data_dir: Path) -> Any:
+    """The handle of the embedded PostgreSQL this process started in ``data_dir``, if any."""
+    return _embedded_servers.get(data_dir.expanduser().resolve() / "pgdata")
 
 
 def ensure_database(server_url: str, dbname: str) -> str:

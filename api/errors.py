@@ -19,6 +19,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from api.db import is_connection_failure
 from ledger.errors import DomainError
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
     "invalid_price": (400, "Invalid price"),
     "invalid_usage": (400, "Invalid usage record"),
     "invalid_idempotency_key": (400, "Invalid Idempotency-Key"),
+    "invalid_characters": (400, "Control characters are not accepted"),
+    "json_too_deep": (400, "JSON nested too deeply"),
     "invalid_period": (400, "Invalid billing period"),
     # auth and visibility (a key that may not see a resource gets 404, not 403)
     "unauthorized": (401, "Missing or invalid API key"),
@@ -50,6 +53,7 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
     "authorization_closed": (409, "Authorization is closed"),
     "not_multi_capture": (409, "Not a multi-capture authorization"),
     "already_reversed": (409, "Entry already reversed"),
+    "reference_used": (409, "Reference already recorded"),
     "conflict": (409, "Conflict"),
     "backdated_price_change": (409, "Change would reprice usage already priced"),
     "period_not_ended": (409, "Billing period not ended yet"),
@@ -159,16 +163,10 @@ def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[di
 def _database_error(
     request: Request[Any, Any, Any], exc: DBAPIError | psycopg.Error
 ) -> Response[dict[str, Any]]:
+    if is_connection_failure(exc):
+        return _unavailable(request, exc)
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
     sqlstate = getattr(orig, "sqlstate", None)
-    if (
-        (sqlstate or "").startswith("08")
-        or (
-            sqlstate is None and isinstance(orig, psycopg.OperationalError | psycopg.InterfaceError)
-        )
-        or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
-    ):
-        return _unavailable(request, exc)
     if sqlstate not in _RETRYABLE_SQLSTATES:
         return _unexpected(request, exc)
     log.warning("retryable database conflict on %s: %s", request.url.path, sqlstate)
@@ -193,6 +191,16 @@ def _pool_exhausted(request: Request[Any, Any, Any], exc: PoolTimeout) -> Respon
     return response
 
 
+def _too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[dict[str, Any]]:
+    """A parser ran out of recursion on a deeply nested body (the boundary's depth check covers
+    every body but usage batches, whose records are checked one by one)."""
+    return problem(
+        "json_too_deep",
+        "the body is nested too deeply to parse; flatten the document",
+        instance=request.url.path,
+    )
+
+
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(
@@ -210,5 +218,6 @@ EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
     DBAPIError: _database_error,
     psycopg.Error: _database_error,
     PoolTimeout: _pool_exhausted,
+    RecursionError: _too_deep,
     Exception: _unexpected,
 }

@@ -21,6 +21,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from api.auth import principal_of
+from api.db import commit
 from api.models import IdempotencyRecord
 from ledger.errors import DomainError, IdempotencyConflict
 
@@ -88,7 +89,7 @@ def run_idempotent(
     method, path = request.method, request.url.path
     if key is None:
         content = _encode(produce())
-        session.commit()
+        commit(session)
         return Response(content, status_code=status_code, media_type="application/json")
     if not key.strip() or len(key) > MAX_KEY_LENGTH:
         raise InvalidIdempotencyKey(
@@ -132,5 +133,5 @@ def run_idempotent(
         .where(IdempotencyRecord.principal == principal.key_id, IdempotencyRecord.key == key)
         .values(status_code=status_code, response_body=kept)
     )
-    session.commit()
+    commit(session)
     return Response(content, status_code=status_code, media_type="application/json")

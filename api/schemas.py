@@ -16,7 +16,13 @@ T = TypeVar("T")
 IdempotencyKey = Annotated[str | None, HeaderParameter(name="Idempotency-Key", required=False)]
 Limit = Annotated[int, Parameter(ge=1, le=100, description="page size (1-100)")]
 DecimalString = Annotated[
-    str, Field(pattern=r"^-?\d+(\.\d+)?$", examples=["12.50"], description="decimal string")
+    str,
+    Field(
+        pattern=r"^-?[0-9]{1,15}(\.[0-9]{1,18})?$",
+        max_length=35,
+        examples=["12.50"],
+        description="decimal string: ASCII digits, at most 15 before the point and 18 after",
+    ),
 ]
 
 

@@ -23,7 +23,7 @@ from fractions import Fraction
 from typing import Literal
 
 from invoicing.errors import InvalidBilling
-from ledger.amounts import DOCUMENT_ROUNDING, Amount, sum_amounts
+from ledger.amounts import DOCUMENT_ROUNDING, Amount, exact_decimal, sum_amounts
 from ledger.units import Unit
 
 #: How a line is settled: ``due`` (billed on this invoice), ``prepaid`` (charged, already paid
@@ -42,7 +42,7 @@ def parse_tax_rate(value: str | Decimal) -> Decimal:
     if isinstance(value, float):  # float-ok: rejecting floats is the point
         raise InvalidBilling("tax rates are decimal strings, never floats")
     try:
-        rate = Decimal(value)
+        rate = exact_decimal(value)
     except Exception:
         raise InvalidBilling(f"tax rate {value!r} is not a decimal number") from None
     if not rate.is_finite() or not Decimal(0) <= rate <= Decimal(100):

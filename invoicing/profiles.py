@@ -130,7 +130,7 @@ def set_billing_profile(
         raise InvalidBilling(
             f"net_terms_days must be one of {', '.join(map(str, NET_TERMS_DAYS))}; got {terms}"
         )
-    if fields.get("tax_profile_id"):
+    if fields.get("tax_profile_id") is not None:  # "" is an id too, of no profile
         get_tax_profile(session, fields["tax_profile_id"])
     profile = session.get(BillingProfile, account.id, with_for_update=True)
     if profile is None:

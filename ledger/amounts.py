@@ -7,6 +7,7 @@ nothing here ever touches a float.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation, localcontext
 from fractions import Fraction
@@ -21,11 +22,29 @@ RoundingMode = Literal["half_even", "half_up", "down", "up"]
 DOCUMENT_ROUNDING: RoundingMode = "half_even"
 
 
-def _exact_decimal(value: str | int | Decimal) -> Decimal:
+#: A decimal string as money is written: ASCII digits only (``Decimal`` alone would also read
+#: Arabic-Indic or full-width digits, underscores and surrounding spaces).
+_DECIMAL_TEXT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
+
+#: No amount from outside may reach this many whole units (a quadrillion): sums of them still
+#: fit the ledger's 38-digit columns, and token counts fit a 64-bit integer.
+MAX_WHOLE_UNITS = 10**15
+
+
+def exact_decimal(value: str | int | Decimal) -> Decimal:
+    """A finite ``Decimal`` from a decimal string (ASCII digits), an int or a Decimal.
+
+    Raises:
+        InvalidAmount: a float, a boolean, or anything else that is not such a number.
+    """
     if isinstance(value, bool):
         raise InvalidAmount("a boolean is not an amount")
     if isinstance(value, float):  # float-ok: rejecting floats is the point
         raise InvalidAmount("amounts must be decimal strings or integers, never floats")
+    if isinstance(value, str) and not _DECIMAL_TEXT.fullmatch(value):
+        raise InvalidAmount(
+            f"{value!r} is not a decimal number written with the ASCII digits 0-9 (e.g. '12.50')"
+        )
     try:
         dec = Decimal(value) if not isinstance(value, Decimal) else value
     except (InvalidOperation, ValueError):
@@ -64,9 +83,11 @@ class Amount:
         Raises:
             InvalidAmount: not a number, a float, or finer than the unit's atom.
         """
-        dec = _exact_decimal(value)
-        if abs(dec.adjusted()) > 40:
-            raise InvalidAmount(f"{value} is out of range")
+        dec = exact_decimal(value)
+        if abs(dec.adjusted()) > 40 or abs(dec) >= MAX_WHOLE_UNITS:
+            raise InvalidAmount(
+                f"{value} is out of range: amounts must be below {MAX_WHOLE_UNITS:,} {unit.code}"
+            )
         with localcontext() as ctx:
             ctx.prec = 100  # exact: the default 28 digits would round large amounts
             scaled = dec.scaleb(unit.atom_exponent)

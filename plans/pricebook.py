@@ -31,7 +31,14 @@ from types import MappingProxyType
 from ledger.units import Unit
 from plans._exact import DecimalInput, is_aware
 from plans.errors import InvalidCatalog, InvalidUsage
-from plans.prices import ModelPrice, RateCard, card_in_force, parse_pct, price_for
+from plans.prices import (
+    MAX_MARKUP_PCT,
+    ModelPrice,
+    RateCard,
+    card_in_force,
+    parse_pct,
+    price_for,
+)
 
 
 class PriceSource(StrEnum):
@@ -192,7 +199,9 @@ class ResellerRetail:
         object.__setattr__(self, "overrides", MappingProxyType(overrides))
         if self.markup_pct is not None:
             object.__setattr__(
-                self, "markup_pct", parse_pct(self.markup_pct, what="markup_pct", maximum=None)
+                self,
+                "markup_pct",
+                parse_pct(self.markup_pct, what="markup_pct", maximum=MAX_MARKUP_PCT),
             )
         if self.markup_pct is None and not overrides:
             raise InvalidCatalog(f"{owner} has neither a markup nor any override")

@@ -61,6 +61,13 @@ PRICE_FIELDS: tuple[str, ...] = (
 _HUNDRED = Decimal(100)
 
 
+#: The largest markup a price book or contract may state (its column holds 7 whole digits).
+MAX_MARKUP_PCT = Decimal(1_000_000)
+#: The largest price per million tokens accepted (derived prices, e.g. 2x for a 1-hour cache
+#: write, must still fit their columns, which hold 18 whole digits).
+MAX_PRICE_PER_MTOK = Decimal(10**12)
+
+
 def parse_pct(value: object, *, what: str, maximum: Decimal | None = _HUNDRED) -> Decimal:
     """Parse a percentage: a decimal string/Decimal/int in ``0..maximum`` with <= 2 decimals.
 
@@ -84,7 +91,13 @@ def parse_price(value: object, *, what: str) -> Decimal:
     Raises:
         InvalidPrice: a float, NaN/infinity, a malformed or negative value, or > 6 decimals.
     """
-    return parse_decimal(value, what=what, max_places=GIVEN_PRICE_PLACES, error=InvalidPrice)
+    return parse_decimal(
+        value,
+        what=what,
+        max_places=GIVEN_PRICE_PLACES,
+        error=InvalidPrice,
+        maximum=MAX_PRICE_PER_MTOK,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +273,7 @@ class ModelPrice:
         Raises:
             InvalidPrice: the percentage is invalid or the result would not rate exactly.
         """
-        dec = parse_pct(pct, what="markup_pct", maximum=None)
+        dec = parse_pct(pct, what="markup_pct", maximum=MAX_MARKUP_PCT)
         return self.scaled((100 + Fraction(dec)) / 100, why=f"markup {dec}%")
 
 

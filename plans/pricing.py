@@ -60,7 +60,14 @@ from plans.models import (
     ResellerPriceRow,
 )
 from plans.pricebook import Contract, ResellerRetail, ResolvedPrice, resolve_price
-from plans.prices import PRICE_FIELDS, ModelPrice, RateCard, parse_pct, price_for
+from plans.prices import (
+    MAX_MARKUP_PCT,
+    PRICE_FIELDS,
+    ModelPrice,
+    RateCard,
+    parse_pct,
+    price_for,
+)
 
 # -- price rows ---------------------------------------------------------------------------
 
@@ -788,7 +795,11 @@ def create_reseller_price_book(
     now = utcnow()
     start = now if effective_from is None else check_aware(effective_from, what="effective_from")
     book_id = new_id("rb")
-    markup = None if markup_pct is None else parse_pct(markup_pct, what="markup_pct", maximum=None)
+    markup = (
+        None
+        if markup_pct is None
+        else parse_pct(markup_pct, what="markup_pct", maximum=MAX_MARKUP_PCT)
+    )
     overrides = _parse_prices(unit, prices, owner=book_id)
     # validates "neither markup nor override" and the markup itself
     ResellerRetail(id=book_id, currency=unit, markup_pct=markup, overrides=overrides)

@@ -10,7 +10,7 @@ from typing import Any, Literal, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ledger.amounts import Amount
+from ledger.amounts import Amount, exact_decimal
 from ledger.base import in_array
 from ledger.errors import NotFound
 from ledger.units import currency as currency_unit
@@ -107,7 +107,7 @@ def _parse_discounts(discounts: list[dict[str, Any]]) -> list[dict[str, str | No
     for d in discounts:
         model = d.get("model")
         try:
-            pct = Decimal(str(d["pct"]))
+            pct = exact_decimal(d["pct"])
         except Exception:
             raise InvalidRequest(f"discount pct {d.get('pct')!r} is not a number") from None
         if not (Decimal(0) <= pct <= Decimal(100)) or pct != pct.quantize(Decimal("0.01")):

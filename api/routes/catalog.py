@@ -632,9 +632,9 @@ class TokenPackageIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     currency: str = Field(min_length=3, max_length=3, examples=["USD"])
     price: str = Field(examples=["9.00"], description="decimal string, whole minor units")
-    tokens: int = Field(strict=True, examples=[1_000_000])
+    tokens: int = Field(strict=True, ge=1, le=10**15, examples=[1_000_000])
     models: list[str] = Field(default=[], max_length=1000)
-    valid_days: int = Field(strict=True, examples=[30])
+    valid_days: int = Field(strict=True, ge=1, le=36_500, examples=[30])
 
 
 class TokenPackageOut(BaseModel):
@@ -724,7 +724,7 @@ class PlanWindow(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["rolling_5h", "weekly", "monthly"]
     unit: Literal["requests", "tokens"]
-    limit: int = Field(strict=True, examples=[100])
+    limit: int = Field(strict=True, ge=1, le=10**15, examples=[100])
 
 
 class PlanIn(BaseModel):
@@ -829,7 +829,7 @@ class BonusTierIn(BaseModel):
     min_amount: str = Field(examples=["100.00"])
     bonus_pct: str | None = Field(default=None, examples=["5"])
     bonus_amount: str | None = Field(default=None, examples=["25.00"])
-    bonus_expires_days: int | None = Field(default=None, strict=True)
+    bonus_expires_days: int | None = Field(default=None, strict=True, ge=1, le=36_500)
 
 
 class BonusRuleIn(BaseModel):

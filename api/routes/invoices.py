@@ -61,7 +61,9 @@ class BillingIn(BaseModel):
     net_terms_days: Literal[0, 30, 60, 90] | None = Field(
         default=None, description="payment terms: due on receipt (0) or net 30, 60, 90 days"
     )
-    tax_profile: str | None = Field(default=None, description="id of a tax profile")
+    tax_profile: str | None = Field(
+        default=None, min_length=1, max_length=64, description="id of a tax profile"
+    )
     legal_name: str | None = Field(default=None, max_length=300)
     billing_address: str | None = Field(default=None, max_length=1000)
     tax_id: str | None = Field(default=None, max_length=100)

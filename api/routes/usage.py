@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import Principal, requires
 from api.batcher import Batcher
+from api.boundary import check_record, is_clean_line
 from api.deps import now_of
 from api.idempotency import run_idempotent
 from api.routes.catalog import ModelPriceOut, price_out
@@ -159,8 +160,9 @@ class UsageBatchOut(BaseModel):
 
 
 def _parse(index: int, raw: dict[str, Any]) -> UsageIn | Rejected:
-    rid = raw.get("id") if isinstance(raw.get("id"), str) else f"#{index}"
+    rid = raw.get("id") if is_clean_line(raw.get("id")) else f"#{index}"
     try:
+        check_record(raw, index)
         rec = msgspec.convert(raw, _Record)
         fields = {k: getattr(rec, k) for k in _TOKEN_FIELDS if getattr(rec, k) is not None}
         if fields and (rec.openai_usage or rec.anthropic_usage):
@@ -403,7 +405,7 @@ class AuthorizationIn(BaseModel):
     max_output_tokens: int | None = Field(default=None, ge=0, le=10**9)
     multi_capture: bool = False
     amount: str | None = Field(
-        default=None, pattern=r"^[0-9]{1,20}(\.[0-9]{1,18})?$", examples=["5.00"]
+        default=None, pattern=r"^[0-9]{1,15}(\.[0-9]{1,18})?$", examples=["5.00"]
     )
     tokens: int | None = Field(default=None, ge=1, le=10**15)
     ttl_seconds: int | None = Field(default=None, ge=1, le=86_400)
@@ -437,7 +439,7 @@ class IncrementIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     amount: str | None = Field(
-        default=None, pattern=r"^[0-9]{1,20}(\.[0-9]{1,18})?$", examples=["5.00"]
+        default=None, pattern=r"^[0-9]{1,15}(\.[0-9]{1,18})?$", examples=["5.00"]
     )
     tokens: int | None = Field(default=None, ge=1, le=10**15)
     ttl_seconds: int | None = Field(default=None, ge=1, le=86_400)

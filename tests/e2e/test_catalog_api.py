@@ -304,7 +304,7 @@ def test_packages(cat, engine):
     zero = problem(
         cat.post("/v1/packages", json={**body, "id": "pk-0", "tokens": 0}), 400, "validation_error"
     )
-    assert "at least one token" in zero["detail"]
+    assert "tokens: Input should be greater than or equal to 1" in zero["detail"]
     problem(
         cat.post("/v1/packages", json={**body, "id": "pk-2", "price": 9}), 400, "validation_error"
     )

@@ -51,11 +51,15 @@ def test_defaults_are_exact_for_six_decimal_input() -> None:
 
 
 def test_defaults_do_not_round_large_prices() -> None:
-    # 30 significant digits: more than the default Decimal context precision (28).
-    big = "123456789012345678901234.123456"
+    big = "999999999999.999999"  # the largest price accepted, to the last decimal
     p = ModelPrice.from_spec(input_per_mtok=big, output_per_mtok="1")
     assert Fraction(p.cache_write_5m_per_mtok) == Fraction(Decimal(big)) * Fraction(5, 4)
     assert Fraction(p.cache_read_per_mtok) == Fraction(Decimal(big)) / 10
+
+
+def test_prices_beyond_what_storage_holds_are_refused() -> None:
+    with pytest.raises(InvalidPrice, match="at most"):
+        ModelPrice.from_spec(input_per_mtok="1000000000000.000001", output_per_mtok="1")
 
 
 def test_explicit_components_override_defaults() -> None:

@@ -1,0 +1,133 @@
+"""The input boundary: every request's path, query, keys and JSON body are checked here before a
+handler runs, so text PostgreSQL cannot store and bodies nested without bound never reach a
+query or a parser's recursion limit.
+
+Refused with 400 problem+json, nothing changed:
+
+* ``invalid_characters``: NUL and the other C0 control characters (tab, line feed and
+  carriage return are allowed in bodies), DEL, and the C1 controls (U+0080..U+009F) in any
+  string: path, query parameter names and values, the ``Idempotency-Key`` header, JSON keys and
+  values.
+* ``json_too_deep``: JSON nested deeper than :data:`MAX_JSON_DEPTH`.
+
+Usage records are checked one by one instead (:func:`check_record`), so one bad record of a
+batch is rejected alone and the others are charged.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from litestar import Request
+
+from ledger.errors import DomainError
+
+#: Deepest JSON accepted (objects and arrays); provider usage objects need about 6.
+MAX_JSON_DEPTH = 32
+
+#: Control characters refused everywhere (text may keep tab, line feed and carriage return).
+_BAD_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+#: In paths, query strings and header values not even those are accepted.
+_BAD_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+#: Paths whose bodies carry usage records, checked record by record by their handlers.
+RECORD_PATHS = re.compile(r"^/v1/(usage|authorizations/[^/]+/increment)/?$")
+
+
+class InvalidCharacters(DomainError):
+    """A string holds a control character (PostgreSQL cannot store NUL; none is meaningful)."""
+
+    code = "invalid_characters"
+
+
+class JsonTooDeep(DomainError):
+    """A JSON document nested deeper than the server accepts."""
+
+    code = "json_too_deep"
+
+
+def _describe(char: str) -> str:
+    return f"U+{ord(char):04X}" + (" (NUL)" if char == "\x00" else "")
+
+
+def is_clean_line(value: object) -> bool:
+    """A string without any control character."""
+    return isinstance(value, str) and _BAD_LINE.search(value) is None
+
+
+def check_line(value: str, where: str) -> None:
+    """Refuse any control character in a one-line value (path, query, header)."""
+    bad = _BAD_LINE.search(value)
+    if bad:
+        raise InvalidCharacters(
+            f"{where} contains the control character {_describe(bad.group())}; remove it (no"
+            " control characters are accepted in paths, query parameters or headers)",
+            field=where,
+        )
+
+
+def check_json(value: Any, where: str = "body", depth: int = 0) -> None:
+    """Walk decoded JSON: no string (key or value) with a control character other than tab,
+    line feed or carriage return, and no deeper nesting than :data:`MAX_JSON_DEPTH`.
+
+    Raises:
+        InvalidCharacters: naming the field, e.g. ``body.records[3].name``.
+        JsonTooDeep: nested too deeply.
+    """
+    if isinstance(value, str):
+        bad = _BAD_TEXT.search(value)
+        if bad:
+            raise InvalidCharacters(
+                f"{where} contains the control character {_describe(bad.group())}; remove it",
+                field=where,
+            )
+        return
+    if isinstance(value, dict | list):
+        if depth >= MAX_JSON_DEPTH:
+            raise JsonTooDeep(
+                f"{where} is nested more than {MAX_JSON_DEPTH} levels deep; flatten the document",
+                field=where,
+            )
+        if isinstance(value, dict):
+            for k, v in value.items():
+                check_json(k, f"{where} (a key)", depth + 1)
+                check_json(v, f"{where}.{k}", depth + 1)
+        else:
+            for i, v in enumerate(value):
+                check_json(v, f"{where}[{i}]", depth + 1)
+
+
+def check_record(raw: Any, index: int) -> None:
+    """One usage record of a batch (raises like :func:`check_json`, naming ``records[i]``)."""
+    check_json(raw, f"records[{index}]", 2)
+
+
+async def check_request(request: Request[Any, Any, Any]) -> None:
+    """Litestar ``before_request`` hook: the path, query and keys, then the JSON body (except
+    usage records, which their handlers check one by one)."""
+    path: str = request.scope["path"]
+    check_line(path, "the path")
+    query: bytes = request.scope.get("query_string", b"")
+    if query:
+        check_line(unquote_to_bytes(query.replace(b"+", b" ")).decode("utf-8", "replace"), "query")
+    key = request.headers.get("idempotency-key")
+    if key is not None:
+        check_line(key, "the Idempotency-Key header")
+    if request.method in ("GET", "HEAD", "DELETE", "OPTIONS"):
+        return
+    if "json" not in request.headers.get("content-type", ""):
+        return
+    body = await request.body()
+    if not body or RECORD_PATHS.match(path):
+        return
+    try:
+        data = await request.json()
+    except RecursionError:
+        raise JsonTooDeep(
+            f"the body is nested more than {MAX_JSON_DEPTH} levels deep; flatten the document"
+        ) from None
+    except Exception:
+        return  # malformed JSON: the handler's parser answers it with its own 400
+    check_json(data)
