@@ -57,6 +57,8 @@ class Lot:
     price: int = 0
     deferred: int = 0
     ledger_account_id: int = 0
+    #: The first instant the lot may pay for (usage dated earlier cannot use it), or None.
+    valid_from: datetime | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -108,6 +110,9 @@ class WalletState:
     lots: list[Lot]
     overage_used: int
     plan: PlanTerms | None = None
+    #: When the subscription began and when its paid period ends: its quota covers usage dated
+    #: inside that span only.
+    plan_span: tuple[datetime | None, datetime | None] = (None, None)
     windows: list[Window] = field(default_factory=list)
     debits: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     package_tokens: int = 0
@@ -160,6 +165,16 @@ class Draw:
             out["plan_requests"] = self.plan_requests
             out["plan_tokens"] = self.plan_tokens
         return out
+
+
+def plan_covers(w: WalletState, at: datetime) -> bool:
+    """Whether the plan's quota may pay for usage dated ``at``: inside the subscription's span
+    and not before the start of a quota window that is still open (the counters of earlier
+    windows are gone, so late usage from them is paid by the wallet)."""
+    start, end = w.plan_span
+    if (start is not None and at < start) or (end is not None and at >= end):
+        return False
+    return all(win.window_start is None or at >= win.window_start for win in w.windows)
 
 
 def _window_used(win: Window, at: datetime) -> int:
@@ -234,6 +249,7 @@ def draw(
         return (
             lot.remaining > 0
             and (lot.expires_at is None or lot.expires_at > cutoff)
+            and (lot.valid_from is None or lot.valid_from <= at)
             and (not lot.models or model in lot.models)
         )
 
@@ -248,6 +264,8 @@ def draw(
         if source == PLAN:
             plan = w.plan
             if not use_plan or plan is None or (plan.models and model not in plan.models):
+                continue
+            if not plan_covers(w, at):
                 continue
             if quota_room(w, 1, tokens_left, at):
                 d.plan_requests, d.plan_tokens = 1, tokens_left

@@ -11,6 +11,12 @@ class InvalidRequest(DomainError):
     code = "validation_error"
 
 
+class ReferenceUsed(DomainError):
+    """A bank transfer's reference was already recorded as another top-up."""
+
+    code = "reference_used"
+
+
 class Conflict(DomainError):
     """The request conflicts with the current state (e.g. a second live subscription)."""
 

@@ -121,6 +121,7 @@ def lean_lot(row: CreditLot) -> Lot:
         price=row.price,
         deferred=row.deferred,
         ledger_account_id=row.ledger_account_id,
+        valid_from=row.valid_from,
     )
 
 

@@ -96,6 +96,9 @@ class CreditLot(Base):
     reserved: Mapped[int] = mapped_column(Atoms, server_default=text("0"))
     priority: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Packages and bonus credit pay only for usage dated from this instant on (paid money
+    #: has no start: it pays for earlier usage too).
+    valid_from: Mapped[datetime | None] = mapped_column(UTCDateTime)
     models: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
     # package lots: the money still deferred (recognized as tokens are consumed or expire)
     price: Mapped[int] = mapped_column(Atoms, server_default=text("0"))
@@ -114,6 +117,11 @@ class Topup(Base):
         CheckConstraint("method IN ('bank_transfer', 'stripe', 'reseller')", name="method_known"),
         CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status_known"),
         UniqueConstraint("account_id", "idempotency_key", name="uq_wallet_topups_idempotency"),
+        Index(
+            "ix_wallet_topups_bank_reference",
+            "reference",
+            postgresql_where=text("method = 'bank_transfer' AND reference IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(Text, primary_key=True)

@@ -75,6 +75,7 @@ def buy_package(
         granted=spec.tokens,
         remaining=spec.tokens,
         expires_at=when + timedelta(days=spec.valid_days),
+        valid_from=when,
         models=list(spec.models),
         price=spec.price.atoms,
         deferred=spec.price.atoms,

@@ -200,7 +200,7 @@ SELECT json_build_object(
     'lots', (
         SELECT json_agg(json_build_array(id, account_id, kind, remaining, reserved, granted,
                                          priority, expires_at, models, price, deferred,
-                                         ledger_account_id))
+                                         ledger_account_id, valid_from))
         FROM (
             SELECT * FROM wallet_credit_lots WHERE account_id = {_FAM} AND remaining > 0
             UNION
@@ -213,7 +213,8 @@ SELECT json_build_object(
     ),
     'windows', (
         SELECT json_agg(json_build_array(s.account_id, s.id, s.plan_id, w.id, w.kind, w.unit,
-                                         w."limit", w.window_start, w.window_end, w.used)
+                                         w."limit", w.window_start, w.window_end, w.used,
+                                         s.created_at, s.current_period_end)
                         ORDER BY w.id)
         FROM wallet_subscriptions s LEFT JOIN wallet_quota_windows w ON w.subscription_id = s.id
         WHERE s.account_id = {_FAM} AND s.status = 'active'
@@ -488,6 +489,7 @@ def load(
             price=r[9],
             deferred=r[10],
             ledger_account_id=r[11],
+            valid_from=_parse_at(r[12]),
         )
         for r in sorted(doc["lots"] or [])
     }
@@ -496,6 +498,7 @@ def load(
         w = wallets[r[0]]
         if w.plan is None:
             w.plan = _plan_terms(session, r[2])
+            w.plan_span = (_parse_at(r[10]), _parse_at(r[11]))
         if r[3] is not None:
             w.windows.append(
                 Window(r[3], r[1], r[4], r[5], r[6], _parse_at(r[7]), _parse_at(r[8]), r[9])

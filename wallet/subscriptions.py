@@ -105,6 +105,7 @@ def start_subscription(
         status="active",
         current_period_start=when,
         current_period_end=add_months(when),
+        created_at=when,  # the plan covers usage dated from here on
     )
     session.add(sub)
     session.flush()

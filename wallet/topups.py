@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -26,7 +26,7 @@ from wallet.chart import (
     house_ledger,
     reversal_receivable,
 )
-from wallet.errors import Conflict, InvalidRequest, RefundTooLarge
+from wallet.errors import Conflict, InvalidRequest, ReferenceUsed, RefundTooLarge
 from wallet.ids import new_id
 from wallet.models import Account, CreditFreeze, CreditLot, Topup
 
@@ -62,6 +62,30 @@ class TopupResult:
 
     topup: Topup
     replayed: bool
+
+
+def _check_reference(session: Session, method: Method, reference: str | None) -> None:
+    """A bank transfer's reference identifies one incoming transfer: it credits one top-up.
+
+    Writers of the same reference serialize on a transaction lock, then look for it.
+
+    Raises:
+        ReferenceUsed: a top-up already recorded this bank reference.
+    """
+    if method != "bank_transfer" or not reference:
+        return
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(tw_lock_key('bank-reference', :r))"), {"r": reference}
+    )
+    prior = session.scalars(
+        select(Topup).where(Topup.method == "bank_transfer", Topup.reference == reference)
+    ).first()
+    if prior is not None:
+        raise ReferenceUsed(
+            f"bank reference {reference!r} was already recorded as top-up {prior.id} of account"
+            f" {prior.account_id}: a reference identifies one transfer. To retry a request whose"
+            " answer was lost, send it again with the same Idempotency-Key"
+        )
 
 
 def _check_method(account: Account, method: Method) -> None:
@@ -150,6 +174,7 @@ def _credit(
             granted=bonus.atoms,
             remaining=bonus.atoms,
             expires_at=expires,
+            valid_from=bonus_at,
             source_type="topup",
             source_id=topup.id,
         )
@@ -200,6 +225,7 @@ def record_topup(
         prior = _prior_topup(session, account, idempotency_key, money, method)
         if prior is not None:
             return TopupResult(prior, True)
+    _check_reference(session, method, reference)
     when = at or utcnow()
     unit = currency_of(account)
     topup = Topup(
