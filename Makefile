@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: install fonts serve test lint check bench clean
+.PHONY: install fonts serve test test-unit test-integration test-e2e lint check bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,9 +33,17 @@ fonts:
 serve: $(STAMP)
 	$(BIN)/tokenwallet serve
 
-## Install and run the whole test suite on real PostgreSQL
+## Install and run the whole test suite on real PostgreSQL (the slowest tests are listed)
 test: $(STAMP) fonts
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=10
+
+## One tier at a time: pure functions, services on PostgreSQL, the HTTP API and served processes
+test-unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+test-integration: $(STAMP)
+	$(BIN)/pytest tests/integration
+test-e2e: $(STAMP) fonts
+	$(BIN)/pytest tests/e2e
 
 ## Static checks: ruff, mypy, import-linter (the layering)
 lint: $(STAMP)
