@@ -37,10 +37,10 @@ from ledger.base import utcnow
 from ledger.errors import IdempotencyConflict, InvalidAmount, NotFound
 from ledger.journal import Leg, post_entry
 from ledger.models import JournalEntry
-from ledger.units import currency
+from ledger.units import Unit, currency
 from wallet.accounts import lock_accounts
-from wallet.burn import PAID
-from wallet.chart import book_of, customer_ledger, reversal_receivable
+from wallet.burn import BONUS, PAID
+from wallet.chart import book_of, customer_ledger, house_ledger, reversal_receivable
 from wallet.ids import new_id
 from wallet.models import Account, CreditLot
 
@@ -65,9 +65,28 @@ def _lock(session: Session, invoice_id: str) -> Invoice:
     ).one()
 
 
+#: statuses of a finalized invoice that is not void (``disputed``: a payment on it is disputed)
+OPEN_STATUSES = ("finalized", "paid", "disputed")
+
+
+def settle_status(invoice: Invoice, at: datetime) -> None:
+    """Set a finalized invoice's status from its settlement: ``disputed`` while a payment on it
+    is under an open dispute, else ``paid`` when nothing is owed, else ``finalized``. Void and
+    draft invoices are left as they are."""
+    if invoice.status not in OPEN_STATUSES:
+        return
+    if invoice.disputed > 0:
+        invoice.status = "disputed"
+    elif open_balance(invoice) == 0:
+        if invoice.status != "paid":
+            invoice.status, invoice.paid_at = "paid", invoice.paid_at or at
+    else:
+        invoice.status, invoice.paid_at = "finalized", None
+
+
 def open_balance(invoice: Invoice) -> int:
     """What is still owed on the invoice, in atoms (0 for drafts and void invoices)."""
-    if invoice.status not in ("finalized", "paid"):
+    if invoice.status not in OPEN_STATUSES:
         return 0
     return invoice.amount_due - invoice.amount_paid - invoice.credited_receivable
 
@@ -223,7 +242,7 @@ def record_payment(
         if prior.invoice_id != invoice.id or prior.amount != amount.atoms:
             raise _reference_taken(prior, method, reference)
         return PaymentResult(prior, True)
-    if invoice.status not in ("finalized", "paid"):
+    if invoice.status not in OPEN_STATUSES:
         raise InvoiceState(
             f"invoice {invoice.id} is {invoice.status}; only finalized invoices take payments"
         )
@@ -277,8 +296,7 @@ def record_payment(
         ).one()
         raise _reference_taken(taken, method, reference) from exc
     invoice.amount_paid += amount.atoms
-    if open_balance(invoice) == 0:
-        invoice.status, invoice.paid_at = "paid", at
+    settle_status(invoice, at)
     session.flush()
     return PaymentResult(payment, False)
 
@@ -370,10 +388,91 @@ def reverse_payment(
         return None
     payment.reversed += amount.atoms
     invoice.amount_paid -= amount.atoms
-    if invoice.status == "paid" and open_balance(invoice) > 0:
-        invoice.status, invoice.paid_at = "finalized", None
+    settle_status(invoice, at)
     session.flush()
     return entry.id
+
+
+def restore_payment(
+    session: Session,
+    payment_id: str,
+    amount: Amount,
+    *,
+    key: str,
+    reason: str,
+    at: datetime | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> tuple[Amount, int | None]:
+    """A reversal of an invoice payment was itself undone (the card refund failed and the money
+    came back): record it on the invoice again, up to what the invoice still owes and what was
+    reversed (debit the payment's cash account, credit ``receivable:invoiced``).
+
+    Idempotent per ``key``. Returns what was recorded again (the caller decides what the rest
+    becomes, e.g. paid credit) and the entry's id (None when nothing was written).
+
+    Raises:
+        NotFound: no such invoice payment.
+    """
+    found = session.get(InvoicePayment, payment_id)
+    if found is None:
+        raise NotFound(f"invoice payment {payment_id} does not exist")
+    invoice = _lock(session, found.invoice_id)
+    payment = session.scalars(
+        select(InvoicePayment)
+        .where(InvoicePayment.id == payment_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+    unit = currency(invoice.currency)
+    if session.scalar(select(JournalEntry.id).where(JournalEntry.idempotency_key == key)):
+        return Amount(0, unit), None
+    take = min(amount.atoms, payment.reversed, max(open_balance(invoice), 0))
+    if take <= 0:
+        return Amount(0, unit), None
+    at = at or utcnow()
+    account = session.get_one(Account, invoice.account_id)
+    cash_id = cash_account(session, book_of(account), unit, payment.method).id
+    entry = post_entry(
+        session,
+        [
+            Leg(cash_id, Amount(take, unit)),
+            Leg(receivable_invoiced(session, account).id, Amount(-take, unit)),
+        ],
+        description=f"payment {payment.reference} ({payment.method}) of invoice"
+        f" {invoice.number} restored: {reason}".strip(": "),
+        idempotency_key=key,
+        effective_at=at,
+        metadata={
+            **(metadata or {}),
+            "kind": "invoice_payment_restored",
+            "invoice_id": invoice.id,
+            "invoice_payment_id": payment.id,
+            "account_id": account.id,
+        },
+    )
+    payment.reversed -= take
+    invoice.amount_paid += take
+    settle_status(invoice, at)
+    session.flush()
+    return Amount(take, unit), entry.id
+
+
+def mark_disputed(
+    session: Session, invoice_id: str, delta: int, *, at: datetime | None = None
+) -> Invoice:
+    """Add ``delta`` atoms (negative: remove) to what is under open dispute on the invoice and
+    set its status (``disputed`` while anything is; then ``paid`` or ``finalized`` again).
+    The caller holds the invoice row (the payment paths lock it first)."""
+    invoice = session.scalars(
+        select(Invoice)
+        .where(Invoice.id == invoice_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+    invoice.disputed = max(invoice.disputed + delta, 0)
+    settle_status(invoice, at or utcnow())
+    session.flush()
+    return invoice
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,27 +491,67 @@ class _Item:
     settlement: str
     net: int
     tax: int
+    #: the part of ``net`` that was paid with bonus credit and goes back as bonus
+    bonus: int = 0
+
+
+def line_bonus(line: InvoiceLine, unit: Unit) -> int:
+    """The part of a prepaid line's (rounded) amount that bonus credit paid, in atoms: the
+    line's exact bonus share (``details.from_bonus`` of plan fees and packages, ``details.bonus``
+    of usage) applied to its rounded amount, rounded down to the atom."""
+    if line.settlement != "prepaid" or line.amount_exact <= 0:
+        return 0
+    raw = (line.details or {}).get("from_bonus", (line.details or {}).get("bonus"))
+    if not raw:
+        return 0
+    exact_bonus = Amount.parse(str(raw), unit).atoms
+    return min(line.amount * exact_bonus // line.amount_exact, line.amount)
+
+
+def _bonus_expiry(session: Session, invoice: Invoice) -> datetime | None:
+    """When bonus given back by a credit note expires: the latest expiry of the account's bonus
+    lots that were drawn from (which lot paid which line is not recorded, so the longest
+    validity of the bonus that may have paid it, in the customer's favour); None (no expiry)
+    when one of them had none or there were none."""
+    rows = session.execute(
+        select(CreditLot.expires_at).where(
+            CreditLot.account_id == invoice.account_id,
+            CreditLot.kind == BONUS,
+            CreditLot.granted > CreditLot.remaining,
+            CreditLot.source_type != "credit_note",
+        )
+    ).all()
+    expiries: list[datetime | None] = [r.expires_at for r in rows]
+    if not expiries or any(e is None for e in expiries):
+        return None
+    return max(e for e in expiries if e is not None)
 
 
 def _credited_so_far(
     session: Session, invoice: Invoice
-) -> tuple[dict[int, tuple[int, int]], int, int]:
-    """Per line (net, tax) already credited, and the net and tax of lump credits."""
-    per_line: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+) -> tuple[dict[int, tuple[int, int, int]], int, int]:
+    """Per line (net, tax, bonus) already credited, and the net and tax of lump credits."""
+    per_line: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
     lump_net = lump_tax = 0
     rows = session.execute(
-        select(CreditNoteLine.invoice_line_id, CreditNoteLine.net, CreditNoteLine.tax)
+        select(
+            CreditNoteLine.invoice_line_id,
+            CreditNoteLine.net,
+            CreditNoteLine.tax,
+            CreditNoteLine.to_bonus,
+        )
         .join(CreditNote, CreditNote.id == CreditNoteLine.credit_note_id)
         .where(CreditNote.invoice_id == invoice.id)
     ).all()
-    for line_id, net, tax in rows:
+    for line_id, net, tax, bonus in rows:
         if line_id is None:
             lump_net += net
             lump_tax += tax
         else:
             per_line[line_id][0] += net
             per_line[line_id][1] += tax
-    return {k: (v[0], v[1]) for k, v in per_line.items()}, lump_net, lump_tax
+            per_line[line_id][2] += bonus
+    return {k: (v[0], v[1], v[2]) for k, v in per_line.items()}, lump_net, lump_tax
 
 
 def issue_credit_note(
@@ -442,7 +581,7 @@ def issue_credit_note(
     if not requests:
         raise InvalidAmount("a credit note needs lines or an amount")
     invoice = _lock(session, invoice_id)
-    if invoice.status not in ("finalized", "paid"):
+    if invoice.status not in OPEN_STATUSES:
         raise InvoiceState(
             f"invoice {invoice.id} is {invoice.status}; credit notes go against finalized invoices"
         )
@@ -470,12 +609,12 @@ def issue_credit_note(
             left_net = (
                 sum(line.amount for line in due)
                 - lump_net
-                - sum(per_line.get(line.id, (0, 0))[0] for line in due)
+                - sum(per_line.get(line.id, (0, 0, 0))[0] for line in due)
             )
             left_tax = (
                 sum(line.tax for line in due)
                 - lump_tax
-                - sum(per_line.get(line.id, (0, 0))[1] for line in due)
+                - sum(per_line.get(line.id, (0, 0, 0))[1] for line in due)
             )
             net = req.net.atoms if req.net is not None else left_net
             if net <= 0 or net > left_net:
@@ -504,8 +643,9 @@ def issue_credit_note(
             raise InvoiceState(
                 f"line {line.id} is a statement (nothing was charged for it); it cannot be credited"
             )
-        done_net, done_tax = per_line.get(line.id, (0, 0))
+        done_net, done_tax, done_bonus = per_line.get(line.id, (0, 0, 0))
         left_net, left_tax = line.amount - done_net, line.tax - done_tax
+        left_bonus = max(line_bonus(line, unit) - done_bonus, 0)
         net = req.net.atoms if req.net is not None else left_net
         if net <= 0 or net > left_net:
             raise CreditTooLarge(
@@ -525,7 +665,13 @@ def issue_credit_note(
             tax = min(share.atoms, left_tax)
         else:
             tax = 0
-        items.append(_Item(line, line.description, line.settlement, net, tax))
+        if net == left_net:
+            bonus = left_bonus
+        elif line.amount:
+            bonus = min(net * line_bonus(line, unit) // line.amount, left_bonus)
+        else:
+            bonus = 0
+        items.append(_Item(line, line.description, line.settlement, net, tax, min(bonus, net)))
     if any(i.line is None for i in items) and any(
         i.line is not None and i.settlement == "due" for i in items
     ):
@@ -538,7 +684,12 @@ def issue_credit_note(
     billed = sum(i.net + i.tax if i.settlement == "due" else i.tax for i in items)
     to_receivable = min(billed, open_balance(invoice))
     to_wallet = total - to_receivable
+    # what bonus credit paid goes back as bonus (never as paid money), the rest as paid credit
+    to_bonus = sum(i.bonus for i in items)
+    to_paid = to_wallet - to_bonus
     at = now or utcnow()
+    bonus_expires = _bonus_expiry(session, invoice) if to_bonus else None
+    bonus_lapsed = bonus_expires is not None and bonus_expires <= at
     account = session.get_one(Account, invoice.account_id)
     house = invoicing_house(session, book_of(account), unit)
     legs = [Leg(house.credit_notes.id, Amount(net_total, unit))]
@@ -547,8 +698,14 @@ def issue_credit_note(
     if to_receivable:
         legs.append(Leg(receivable_invoiced(session, account).id, Amount(-to_receivable, unit)))
     cust = customer_ledger(session, account)
-    if to_wallet:
-        legs.append(Leg(cust.prepaid.id, Amount(-to_wallet, unit)))
+    if to_paid:
+        legs.append(Leg(cust.prepaid.id, Amount(-to_paid, unit)))
+    if to_bonus:
+        # a bonus whose validity is over lapses at once: booked as a bonus expiry would be
+        target = (
+            house_ledger(session, book_of(account), unit).promotions if bonus_lapsed else cust.bonus
+        )
+        legs.append(Leg(target.id, Amount(-to_bonus, unit)))
     note_id = new_id("cn")
     entry = post_entry(
         session,
@@ -563,21 +720,36 @@ def issue_credit_note(
             "account_id": account.id,
         },
     )
-    lot_id = None
-    if to_wallet:
+    lot_id = bonus_lot_id = None
+    if to_paid:
         lot = CreditLot(
             account_id=account.id,
             kind=PAID,
             unit=unit.code,
             ledger_account_id=cust.prepaid.id,
-            granted=to_wallet,
-            remaining=to_wallet,
+            granted=to_paid,
+            remaining=to_paid,
             source_type="credit_note",
             source_id=note_id,
         )
         session.add(lot)
         session.flush()
         lot_id = lot.id
+    if to_bonus and not bonus_lapsed:
+        blot = CreditLot(
+            account_id=account.id,
+            kind=BONUS,
+            unit=unit.code,
+            ledger_account_id=cust.bonus.id,
+            granted=to_bonus,
+            remaining=to_bonus,
+            expires_at=bonus_expires,
+            source_type="credit_note",
+            source_id=note_id,
+        )
+        session.add(blot)
+        session.flush()
+        bonus_lot_id = blot.id
     number = next_number(session, "CN", invoice.currency, at)
     note = CreditNote(
         id=note_id,
@@ -593,8 +765,10 @@ def issue_credit_note(
         total=total,
         to_receivable=to_receivable,
         to_wallet=to_wallet,
+        to_bonus=to_bonus,
         entry_id=entry.id,
         lot_id=lot_id,
+        bonus_lot_id=bonus_lot_id,
         issued_at=at,
     )
     session.add(note)
@@ -607,13 +781,13 @@ def issue_credit_note(
             settlement=i.settlement,
             net=i.net,
             tax=i.tax,
+            to_bonus=i.bonus,
         )
         for i in items
     )
     invoice.credited += total
     invoice.credited_receivable += to_receivable
-    if invoice.status == "finalized" and open_balance(invoice) == 0:
-        invoice.status, invoice.paid_at = "paid", at
+    settle_status(invoice, at)
     session.flush()
     return note
 

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from ledger.base import Atoms, Base, UTCDateTime
 
-INVOICE_STATUSES = ("draft", "finalized", "paid", "void")
+INVOICE_STATUSES = ("draft", "finalized", "paid", "disputed", "void")
 NET_TERMS_DAYS = (0, 30, 60, 90)
 
 
@@ -91,10 +91,12 @@ class Invoice(Base):
     __tablename__ = "invoicing_invoices"
     __table_args__ = (
         UniqueConstraint("account_id", "period", name="uq_invoicing_invoices_account_period"),
-        CheckConstraint("status IN ('draft', 'finalized', 'paid', 'void')", name="status_known"),
+        CheckConstraint(
+            "status IN ('draft', 'finalized', 'paid', 'disputed', 'void')", name="status_known"
+        ),
         CheckConstraint("(status = 'draft') = (number IS NULL)", name="numbered_when_final"),
         CheckConstraint(
-            "amount_paid >= 0 AND credited >= 0 AND credited_receivable >= 0",
+            "amount_paid >= 0 AND credited >= 0 AND credited_receivable >= 0 AND disputed >= 0",
             name="settlement_non_negative",
         ),
         CheckConstraint("amount_paid + credited_receivable <= amount_due", name="not_overpaid"),
@@ -138,6 +140,8 @@ class Invoice(Base):
         BigInteger, ForeignKey("ledger_entries.id")
     )
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: payments on it under an open dispute (the invoice is ``disputed`` while this is above 0)
+    disputed: Mapped[int] = mapped_column(Atoms, server_default=text("0"))
     voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     void_entry_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("ledger_entries.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
@@ -208,6 +212,7 @@ class CreditNote(Base):
     __table_args__ = (
         CheckConstraint("total = net + tax", name="total_adds_up"),
         CheckConstraint("total = to_receivable + to_wallet", name="total_split"),
+        CheckConstraint("to_bonus >= 0 AND to_bonus <= to_wallet", name="bonus_within_wallet"),
         CheckConstraint("net > 0 AND tax >= 0", name="positive"),
     )
 
@@ -224,8 +229,13 @@ class CreditNote(Base):
     total: Mapped[int] = mapped_column(Atoms)
     to_receivable: Mapped[int] = mapped_column(Atoms)
     to_wallet: Mapped[int] = mapped_column(Atoms)
+    #: of ``to_wallet``, what went back as bonus credit (lines paid with bonus)
+    to_bonus: Mapped[int] = mapped_column(Atoms, server_default=text("0"))
     entry_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("ledger_entries.id"))
     lot_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("wallet_credit_lots.id"))
+    bonus_lot_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("wallet_credit_lots.id")
+    )
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
 
@@ -245,6 +255,8 @@ class CreditNoteLine(Base):
     settlement: Mapped[str] = mapped_column(Text)
     net: Mapped[int] = mapped_column(Atoms)
     tax: Mapped[int] = mapped_column(Atoms)
+    #: of ``net``, what went back as bonus credit
+    to_bonus: Mapped[int] = mapped_column(Atoms, server_default=text("0"))
 
 
 class InvoicePayment(Base):

@@ -377,6 +377,8 @@ def revenue_by_model(session: Session, *, period: Period, currency: str) -> Repo
 BUCKETS = ("current", "1-30", "31-60", "61-90", "90+")
 #: debts left by refunds and disputes (``receivable:reversals``) that no invoice bills yet
 NOT_INVOICED = "not_invoiced"
+#: rows of invoices paid in full whose payment is under an open dispute (nothing owed yet)
+DISPUTED = "disputed"
 
 
 def aging_bucket(days_overdue: int) -> str:
@@ -403,12 +405,18 @@ _OPEN_AS_OF = text(
              + coalesce((SELECT sum(rp.amount) FROM ledger_entries re
                          JOIN ledger_postings rp ON rp.entry_id = re.id AND rp.phase = 0
                          JOIN ledger_accounts ra ON ra.id = rp.account_id
-                         WHERE re.metadata->>'kind' = 'invoice_payment_reversal'
+                         WHERE re.metadata->>'kind' IN ('invoice_payment_reversal',
+                                                         'invoice_payment_restored')
                            AND re.metadata->>'invoice_id' = i.id
                            AND ra.code = 'receivable:invoiced'
-                           AND re.effective_at < :at), 0) AS open
+                           AND re.effective_at < :at), 0) AS open,
+           coalesce((SELECT sum(d.amount_minor) FROM payment_disputes d
+                     JOIN payments py ON py.id = d.payment_id
+                     WHERE py.purpose = 'invoice' AND py.purpose_ref = i.id
+                       AND d.created_at < :at
+                       AND (d.closed_at IS NULL OR d.closed_at >= :at)), 0) AS disputed_minor
     FROM invoicing_invoices i JOIN wallet_accounts a ON a.id = i.account_id
-    WHERE i.currency = :unit AND i.status IN ('finalized', 'paid', 'void')
+    WHERE i.currency = :unit AND i.status IN ('finalized', 'paid', 'disputed', 'void')
       AND i.issued_at < :at AND (i.voided_at IS NULL OR i.voided_at >= :at)
     ORDER BY i.due_date, i.number
     """
@@ -444,13 +452,17 @@ def receivables_aging(session: Session, *, currency: str, as_of: date) -> Report
     at = datetime.combine(as_of + timedelta(days=1), time(0), tzinfo=UTC)
     rows = []
     buckets = dict.fromkeys((*BUCKETS, NOT_INVOICED), 0)
+    disputed_total = 0
     for inv in session.execute(_OPEN_AS_OF, {"unit": unit.code, "at": at}):
-        left = int(inv.open)
-        if left <= 0 or inv.due_date is None:
+        left = max(int(inv.open), 0)
+        disputed = int(inv.disputed_minor) * unit.atoms_per_minor
+        if (left <= 0 and not disputed) or inv.due_date is None:
             continue
         days = (as_of - inv.due_date).days
-        bucket = aging_bucket(days)
-        buckets[bucket] += left
+        bucket = aging_bucket(days) if left > 0 else DISPUTED
+        if left > 0:
+            buckets[bucket] += left
+        disputed_total += disputed
         rows.append(
             {
                 "invoice": inv.number,
@@ -462,6 +474,7 @@ def receivables_aging(session: Session, *, currency: str, as_of: date) -> Report
                 "days_overdue": max(days, 0),
                 "bucket": bucket,
                 "open": _fmt(left, unit),
+                "disputed": _fmt(disputed, unit),
             }
         )
     ledger = 0
@@ -483,6 +496,7 @@ def receivables_aging(session: Session, *, currency: str, as_of: date) -> Report
                     "days_overdue": 0,
                     "bucket": NOT_INVOICED,
                     "open": _fmt(int(r.balance), unit),
+                    "disputed": _fmt(0, unit),
                 }
             )
     invoiced = sum(buckets[b] for b in BUCKETS)
@@ -498,6 +512,7 @@ def receivables_aging(session: Session, *, currency: str, as_of: date) -> Report
             "days_overdue",
             "bucket",
             "open",
+            "disputed",
         ],
         rows,
         {
@@ -509,6 +524,8 @@ def receivables_aging(session: Session, *, currency: str, as_of: date) -> Report
             "invoiced": _fmt(invoiced, unit),
             "not_invoiced": _fmt(buckets[NOT_INVOICED], unit),
             "ledger_receivable": _fmt(ledger, unit),
+            # invoice payments under an open dispute (paid until the dispute is lost)
+            "disputed": _fmt(disputed_total, unit),
             "ties": ledger == invoiced,
         },
     )

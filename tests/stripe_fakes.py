@@ -370,3 +370,36 @@ def signed(evt: dict[str, Any], *, secret: str = WEBHOOK_SECRET, timestamp: int 
     payload = json.dumps(evt, indent=2)
     header = stripe.WebhookSignature.generate_signature_header(payload, secret, timestamp)
     return payload.encode(), header
+
+
+def refund_obj(
+    re: str,
+    ch: str,
+    pi: str,
+    *,
+    amount: int,
+    status: str = "succeeded",
+    created: int = T0 + 3600,
+    currency: str = "usd",
+    failure_reason: str | None = None,
+    metadata: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A Refund as Stripe sends it in ``refund.*`` and ``charge.refund.updated`` events (a
+    failed refund carries ``failure_reason`` and the balance transaction that gave the money
+    back)."""
+    return {
+        "id": re,
+        "object": "refund",
+        "amount": amount,
+        "balance_transaction": new_id("txn"),
+        "charge": ch,
+        "created": created,
+        "currency": currency,
+        "destination_details": {"card": {"type": "refund"}, "type": "card"},
+        "failure_balance_transaction": new_id("txn") if status == "failed" else None,
+        "failure_reason": failure_reason if status == "failed" else None,
+        "metadata": metadata or {},
+        "payment_intent": pi,
+        "reason": None,
+        "status": status,
+    }

@@ -27,7 +27,14 @@ from wallet.ids import new_id
 from wallet.models import Account, OutboxEvent, WebhookEndpoint
 
 EVENT_TYPES = frozenset(
-    {"balance.low", "credits.expiring", "subscription.renewed", "subscription.renewal_failed"}
+    {
+        "balance.low",
+        "credits.expiring",
+        "subscription.renewed",
+        "subscription.renewal_failed",
+        # for the operator: a card refund failed at the provider and was undone in the books
+        "payment.refund_failed",
+    }
 )
 MAX_BACKOFF = timedelta(hours=1)
 

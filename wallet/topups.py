@@ -15,6 +15,7 @@ from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.errors import DomainError, IdempotencyConflict, InvalidAmount, NotFound
 from ledger.journal import Leg, post_entry
+from ledger.models import JournalEntry, LedgerAccount, Posting
 from plans.catalog import bonus_for_topup
 from wallet.accounts import EVERYTHING, Scope, get_account
 from wallet.burn import BONUS, PAID
@@ -524,6 +525,15 @@ def reverse_topup(
             "refunded": refunded.format(),
             "receivable": (excess + Amount(owed_bonus, unit)).format(),
             "withheld": Amount(withheld, unit).format(),
+            # exact parts, so a refund that fails later is undone exactly (undo_refund)
+            "atoms": {
+                "amount": amount.atoms,
+                "refunded": refunded.atoms,
+                "excess": excess.atoms,
+                "bonus_from_lot": from_lot,
+                "bonus_owed": owed_bonus,
+                "withheld": withheld,
+            },
         },
     )
     if not entry.replayed:
@@ -577,3 +587,188 @@ def refund_topup(
         if wanted.atoms == 0:
             raise RefundTooLarge(f"top-up {topup_id} has no unspent paid credit left to refund")
     return reverse_topup(session, topup_id, wanted, reason=reason, scope=scope)
+
+
+@dataclass(frozen=True, slots=True)
+class RefundUndone:
+    """What undoing a refund gave back (a refund that failed at the provider).
+
+    Attributes:
+        cash: the money that came back (debited to the cash account it left).
+        paid: paid credit restored (to the top-up's paid lot, and a new paid lot for debt the
+            refund had booked that could no longer be cancelled, e.g. already invoiced).
+        bonus: bonus restored to the top-up's bonus lot (with its expiry; nothing when that lot
+            has expired since: it would have lapsed).
+        debt_cancelled: what the refund had booked as owed (``receivable:reversals``) and is
+            cancelled.
+    """
+
+    topup_id: str
+    cash: Amount
+    paid: Amount
+    bonus: Amount
+    debt_cancelled: Amount
+    entry_id: int | None
+
+
+def _parts_of_refund(
+    session: Session, entry_id: int, *, prepaid: int, bonus: int, owed: int, cash: int
+) -> dict[str, int]:
+    """The exact parts of a refund entry written by :func:`reverse_topup` (its metadata keeps
+    them; older entries are read from their postings, which determine them when nothing was
+    withheld, as for every card refund)."""
+    entry = session.get_one(JournalEntry, entry_id)
+    atoms = (entry.metadata_ or {}).get("atoms")
+    if isinstance(atoms, dict):
+        return {k: int(v) for k, v in atoms.items()}
+    rows = session.execute(
+        select(Posting.account_id, Posting.amount).where(
+            Posting.entry_id == entry_id, Posting.phase == 0
+        )
+    ).all()
+    by_account: dict[int, int] = {}
+    for account_id, amt in rows:
+        by_account[account_id] = by_account.get(account_id, 0) + int(amt)
+    refunded = by_account.get(prepaid, 0)
+    cash_out = -by_account.get(cash, 0)
+    excess = cash_out - refunded
+    return {
+        "amount": refunded + excess,
+        "refunded": refunded,
+        "excess": excess,
+        "bonus_from_lot": by_account.get(bonus, 0),
+        "bonus_owed": by_account.get(owed, 0) - excess,
+        "withheld": 0,
+    }
+
+
+def undo_refund(
+    session: Session,
+    topup_id: str,
+    refund_entry_id: int,
+    *,
+    idempotency_key: str,
+    reason: str = "",
+    effective_at: datetime | None = None,
+) -> RefundUndone:
+    """Undo one refund of a top-up whose money came back (the refund failed at the provider):
+    the exact inverse of what :func:`reverse_topup` booked.
+
+    * the money is back in the cash account it left;
+    * the paid credit it took goes back to the top-up's paid lot, the bonus it clawed back to
+      the top-up's bonus lot (same expiry; a bonus lot that has expired since gets nothing: the
+      bonus would have lapsed);
+    * what it booked as owed (``receivable:reversals``: refund beyond the unspent credit, spent
+      bonus) is cancelled while that receivable still holds it; what an invoice has billed
+      already (the customer owes or paid it there) becomes paid credit instead.
+
+    Idempotent per ``idempotency_key``.
+
+    Raises:
+        NotFound: no such top-up.
+    """
+    topup = _lock_with_account(session, topup_id)
+    account = get_account(session, topup.account_id)
+    unit = currency_of(account)
+    zero = Amount(0, unit)
+    prior = session.scalar(
+        select(JournalEntry.id).where(JournalEntry.idempotency_key == idempotency_key)
+    )
+    if prior is not None:
+        return RefundUndone(topup_id, zero, zero, zero, zero, None)
+    cust = customer_ledger(session, account)
+    house = house_ledger(session, book_of(account), unit)
+    cash = cash_for_method(house, topup.method)
+    owed_acct = reversal_receivable(session, account)
+    parts = _parts_of_refund(
+        session,
+        refund_entry_id,
+        prepaid=cust.prepaid.id,
+        bonus=cust.bonus.id,
+        owed=owed_acct.id,
+        cash=cash.id,
+    )
+    refunded, excess = parts["refunded"], parts["excess"]
+    from_lot, owed_bonus, withheld = parts["bonus_from_lot"], parts["bonus_owed"], parts["withheld"]
+    lot_ids = [i for i in (topup.paid_lot_id, topup.bonus_lot_id) if i is not None]
+    lots = {
+        lot.id: lot
+        for lot in session.scalars(
+            select(CreditLot)
+            .where(CreditLot.id.in_(lot_ids))
+            .order_by(CreditLot.id)
+            .with_for_update()
+        )
+    }
+    assert topup.paid_lot_id is not None
+    paid_lot = lots[topup.paid_lot_id]
+    bonus_lot = lots.get(topup.bonus_lot_id) if topup.bonus_lot_id else None
+    bonus_back = from_lot if bonus_lot is not None and bonus_lot.expired_at is None else 0
+    # debts the refund booked, cancelled while receivable:reversals still holds them
+    held = _posted_balance(session, owed_acct.id)
+    cancel_excess = min(excess, held)
+    cancel_bonus = min(owed_bonus, held - cancel_excess)
+    extra_paid = (excess - cancel_excess) + (owed_bonus - cancel_bonus)
+    cash_back = refunded - withheld + excess
+    legs = [
+        Leg(cash.id, Amount(cash_back, unit)),
+        Leg(house.promotions.id, Amount(withheld + bonus_back + owed_bonus, unit)),
+        Leg(cust.prepaid.id, Amount(-(refunded + extra_paid), unit)),
+        Leg(cust.bonus.id, Amount(-bonus_back, unit)),
+        Leg(owed_acct.id, Amount(-(cancel_excess + cancel_bonus), unit)),
+    ]
+    entry = post_entry(
+        session,
+        [leg for leg in legs if leg.amount.atoms],
+        description=f"refund of top-up {topup_id} undone: {reason}".strip(": "),
+        idempotency_key=idempotency_key,
+        effective_at=effective_at,
+        metadata={
+            "topup_id": topup_id,
+            "undoes_entry_id": refund_entry_id,
+            "reason": reason,
+            "atoms": {
+                "cash": cash_back,
+                "paid": refunded + extra_paid,
+                "bonus": bonus_back,
+                "debt_cancelled": cancel_excess + cancel_bonus,
+            },
+        },
+    )
+    paid_lot.remaining += refunded
+    if extra_paid:
+        session.add(
+            CreditLot(
+                account_id=account.id,
+                kind=PAID,
+                unit=unit.code,
+                ledger_account_id=cust.prepaid.id,
+                granted=extra_paid,
+                remaining=extra_paid,
+                source_type="refund_undone",
+                source_id=topup.id,
+            )
+        )
+    if bonus_lot is not None and bonus_back:
+        bonus_lot.remaining += bonus_back
+    topup.refunded -= refunded + excess
+    topup.bonus_clawed_back -= from_lot + owed_bonus
+    session.flush()
+    return RefundUndone(
+        topup_id,
+        Amount(cash_back, unit),
+        Amount(refunded + extra_paid, unit),
+        Amount(bonus_back, unit),
+        Amount(cancel_excess + cancel_bonus, unit),
+        entry.id,
+    )
+
+
+def _posted_balance(session: Session, ledger_account_id: int) -> int:
+    """A tracked asset account's posted balance (debits - credits), read fresh."""
+    row = session.execute(
+        select(LedgerAccount.debits_posted, LedgerAccount.credits_posted)
+        .where(LedgerAccount.id == ledger_account_id)
+        .execution_options(populate_existing=True)
+    ).one()
+    return int(row.debits_posted) - int(row.credits_posted)

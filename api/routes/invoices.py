@@ -188,7 +188,8 @@ class InvoiceLineOut(BaseModel):
 
 
 class TotalsOut(BaseModel):
-    """``amount_due = total - prepaid_applied``; ``balance_due`` is what is still owed."""
+    """``amount_due = total - prepaid_applied``; ``balance_due`` is what is still owed;
+    ``disputed`` the part of its payments under an open dispute (status ``disputed``)."""
 
     subtotal: Money
     tax: Money
@@ -199,6 +200,7 @@ class TotalsOut(BaseModel):
     credited: Money
     balance_due: Money
     rounding: Money
+    disputed: Money
 
 
 class CreditNoteOut(BaseModel):
@@ -213,6 +215,7 @@ class CreditNoteOut(BaseModel):
     total: Money
     to_receivable: Money
     to_wallet: Money
+    to_bonus: Money = Field(description="of to_wallet, what went back as bonus credit")
     issued_at: datetime
 
 
@@ -269,6 +272,7 @@ def credit_note_out(n: CreditNote) -> CreditNoteOut:
         total=Money.of(Amount(n.total, unit)),
         to_receivable=Money.of(Amount(n.to_receivable, unit)),
         to_wallet=Money.of(Amount(n.to_wallet, unit)),
+        to_bonus=Money.of(Amount(n.to_bonus, unit)),
         issued_at=n.issued_at,
     )
 
@@ -318,6 +322,7 @@ def invoice_out(db: Session, inv: Invoice, *, today: date, full: bool = True) ->
             credited=m(inv.credited),
             balance_due=m(open_balance(inv)),
             rounding=m(inv.rounding),
+            disputed=m(inv.disputed),
         ),
     )
     if not full:

@@ -12,7 +12,9 @@ order the provider created them, in the transaction that settles that payment.
 
 Handled types: ``checkout.session.completed`` / ``.async_payment_succeeded`` /
 ``.async_payment_failed`` / ``.expired``, ``payment_intent.succeeded`` / ``.payment_failed``,
-``charge.refunded``, ``charge.dispute.*`` (created, updated, closed, funds withdrawn/reinstated).
+``charge.refunded``, ``charge.dispute.*`` (created, updated, closed, funds withdrawn/reinstated),
+and the refund objects of ``refund.created`` / ``.updated`` / ``.failed`` and
+``charge.refund.updated`` (a refund that failed is undone in our books once).
 Anything else is stored as ``ignored``.
 """
 
@@ -29,11 +31,15 @@ from sqlalchemy.orm import Session
 
 from invoicing.payments.models import Payment, PaymentEvent
 from invoicing.payments.settlement import (
+    FAILED_REFUND_STATUSES,
     InvoiceRefund,
     apply_dispute,
+    apply_refund_failure,
     apply_refunded_total,
     fail_payment,
     find_payment,
+    record_refund,
+    refunded_total_as_of,
     settle_payment,
 )
 from ledger.base import utcnow
@@ -41,6 +47,10 @@ from ledger.base import utcnow
 log = logging.getLogger(__name__)
 
 DONE = frozenset({"processed", "ignored"})
+#: events whose object is a refund
+REFUND_EVENTS = frozenset(
+    {"charge.refund.updated", "refund.created", "refund.updated", "refund.failed"}
+)
 MAX_ERROR_LENGTH = 2000
 
 
@@ -212,7 +222,8 @@ def _apply(session: Session, event: dict[str, Any]) -> _Applied:
                 charge_id=obj.get("id"),
                 at=at,
             )
-        refund = apply_refunded_total(session, payment, int(obj.get("amount_refunded") or 0), at=at)
+        total = refunded_total_as_of(session, payment, int(obj.get("amount_refunded") or 0), at)
+        refund = apply_refunded_total(session, payment, total, at=at)
         outcome = "credited, then " if settled else ""
         if refund is None:
             outcome += "refund already applied"
@@ -227,6 +238,32 @@ def _apply(session: Session, event: dict[str, Any]) -> _Applied:
                 + (f", receivable {refund.receivable}" if refund.receivable else "")
             )
         return _Applied("processed", outcome, payment, pi, settled)
+    if etype in REFUND_EVENTS:
+        pi = _id(obj.get("payment_intent"))
+        payment = find_payment(
+            session, payment_id=_ours(obj), payment_intent_id=pi, charge_id=_id(obj.get("charge"))
+        )
+        if payment is None:
+            if pi:
+                return _Applied("deferred", f"waiting for payment intent {pi}", None, pi)
+            return _Applied("ignored", "not a tokenwallet refund")
+        if payment.status != "succeeded":
+            return _Applied("deferred", "the payment has not succeeded yet", payment, pi)
+        if etype == "refund.failed" or obj.get("status") in FAILED_REFUND_STATUSES:
+            failure = apply_refund_failure(session, payment, obj, at=at)
+            if failure.already:
+                return _Applied(
+                    "processed", f"refund {failure.refund_id} failure already undone", payment, pi
+                )
+            restored = ", ".join(f"{k} {v}" for k, v in failure.restored.items())
+            return _Applied(
+                "processed",
+                f"refund {failure.refund_id} failed: {failure.undone} undone ({restored})",
+                payment,
+                pi,
+            )
+        row = record_refund(session, payment, obj)
+        return _Applied("processed", f"refund {row.id} is {row.status}", payment, pi)
     if etype.startswith("charge.dispute."):
         pi = _id(obj.get("payment_intent"))
         payment = find_payment(session, payment_intent_id=pi, charge_id=_id(obj.get("charge")))

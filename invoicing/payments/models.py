@@ -141,8 +141,60 @@ class PaymentDispute(Base):
     withdrawn_minor: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     freeze_id: Mapped[str | None] = mapped_column(ForeignKey("wallet_credit_freezes.id"))
     receivable: Mapped[int] = mapped_column(Atoms, server_default=text("0"))
+    #: what it counts as disputed on the invoice an invoice payment paid, while it is open
+    invoice_disputed: Mapped[int] = mapped_column(Atoms, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class PaymentRefund(Base):
+    """A refund the provider reported by id (``refund.*``, ``charge.refund.updated``, or the
+    answer to a refund finance made), kept so that a refund that **fails** after it was applied
+    is undone exactly once.
+
+    ``status`` follows the provider (``pending``, ``requires_action``, ``succeeded``,
+    ``failed``, ``canceled``); ``undone_minor`` is what the failure gave back in our books (the
+    refund's amount, or less when less of it had been applied), ``undo_entry_ids`` the ledger
+    entries that did it. ``provider_created_at`` dates the refund, ``failed_at`` its failure:
+    a ``charge.refunded`` snapshot taken between the two still counts it, and is read without it.
+    """
+
+    __tablename__ = "payment_refunds"
+    __table_args__ = (
+        CheckConstraint("amount_minor > 0 AND undone_minor >= 0", name="amounts_valid"),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    payment_id: Mapped[str] = mapped_column(ForeignKey("payments.id"), index=True)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text)
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    provider_created_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    undone_minor: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    undo_entry_ids: Mapped[list[int]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
+
+
+class PaymentRefundApplication(Base):
+    """One step of bringing our books up to the provider's cumulative refunded amount
+    (``apply_refunded_total``): the total it reached, the amount it added and the ledger entries
+    it wrote (``parts``: ``{"kind": "topup", "entry_id", "topup_id"}`` or ``{"kind": "invoice",
+    "entry_id", "invoice_payment_id", "amount"}``). A refund that fails undoes the latest
+    applications (``undone_at``) and applies again what the failure did not take back."""
+
+    __tablename__ = "payment_refund_applications"
+    __table_args__ = (CheckConstraint("delta_minor > 0", name="positive"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    payment_id: Mapped[str] = mapped_column(ForeignKey("payments.id"), index=True)
+    total_minor: Mapped[int] = mapped_column(BigInteger)
+    delta_minor: Mapped[int] = mapped_column(BigInteger)
+    parts: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    undone_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
 
 
 class ReconciliationReport(Base):

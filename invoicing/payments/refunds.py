@@ -24,6 +24,7 @@ from invoicing.payments.models import Payment
 from invoicing.payments.settlement import (
     InvoiceRefund,
     apply_refunded_total,
+    record_refund,
     refundable_of_invoice_payment,
 )
 from ledger.amounts import Amount
@@ -125,12 +126,24 @@ def refund_card_payment(
     total = provider_refund.charge_amount_refunded_minor
     if total is None:
         total = payment.refunded_minor + minor
+    now = utcnow()
     applied = apply_refunded_total(
         session,
         payment,
         total,
-        at=utcnow(),
+        at=now,
         reason=f"refund {provider_refund.id} by finance: {reason}".strip(": "),
+    )
+    # known by id, so its failure (a later webhook) can be told from a stale snapshot
+    record_refund(
+        session,
+        payment,
+        {
+            "id": provider_refund.id,
+            "amount": provider_refund.amount_minor,
+            "status": provider_refund.status,
+            "created": int(now.timestamp()),
+        },
     )
     return CardRefund(
         payment,

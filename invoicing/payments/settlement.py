@@ -12,17 +12,28 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from invoicing.lifecycle import open_balance, record_payment, reverse_payment
+from invoicing.lifecycle import (
+    mark_disputed,
+    open_balance,
+    record_payment,
+    restore_payment,
+    reverse_payment,
+)
 from invoicing.models import Invoice, InvoicePayment
 from invoicing.payments.accounts import card_ledger
 from invoicing.payments.errors import PaymentMismatch
-from invoicing.payments.models import Payment, PaymentDispute
+from invoicing.payments.models import (
+    Payment,
+    PaymentDispute,
+    PaymentRefund,
+    PaymentRefundApplication,
+)
 from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.errors import DomainError
@@ -39,6 +50,7 @@ from wallet.freezes import (
 )
 from wallet.lots import open_lots
 from wallet.models import CreditFreeze, Topup
+from wallet.outbox import emit
 from wallet.packages import buy_package
 from wallet.subscriptions import start_subscription
 from wallet.topups import (
@@ -47,6 +59,7 @@ from wallet.topups import (
     fail_topup,
     reverse_topup,
     settle_topup,
+    undo_refund,
     unspent_paid,
 )
 
@@ -293,6 +306,7 @@ class InvoiceRefund:
     bonus_clawed_back: Amount
     receivable: Amount | None
     entry_id: int | None
+    parts: tuple[dict[str, Any], ...] = ()
 
 
 def refundable_of_invoice_payment(session: Session, payment: Payment) -> tuple[Amount, Amount]:
@@ -337,6 +351,14 @@ def _reopen_invoice(
     return take, entry_id
 
 
+def _on_invoice(session: Session, payment: Payment) -> int:
+    """What an invoice payment recorded on its invoice and is not reversed, in atoms."""
+    if not payment.fulfilled_ref:
+        return 0
+    ip = session.get_one(InvoicePayment, payment.fulfilled_ref)
+    return ip.amount - ip.reversed
+
+
 def _refund_invoice_payment(
     session: Session,
     payment: Payment,
@@ -356,6 +378,7 @@ def _refund_invoice_payment(
     left = amount
     refunded, receivable = zero, zero
     entry_id: int | None = None
+    parts: list[dict[str, Any]] = []
     topup = session.get(Topup, payment.topup_id) if payment.topup_id else None
     if topup is not None:
         take = min(left, unspent_paid(session, topup.id))
@@ -369,10 +392,20 @@ def _refund_invoice_payment(
                 effective_at=at,
             )
             refunded, entry_id, left = refunded + r.refunded, r.entry_id, left - take
+            parts.append({"kind": "topup", "entry_id": r.entry_id, "topup_id": topup.id})
     reopened, reopen_entry = _reopen_invoice(
         session, payment, left, key=f"{key}:invoice", reason=reason, at=at
     )
     left -= reopened
+    if reopen_entry is not None:
+        parts.append(
+            {
+                "kind": "invoice",
+                "entry_id": reopen_entry,
+                "invoice_payment_id": payment.fulfilled_ref,
+                "amount": reopened.atoms,
+            }
+        )
     entry_id = reopen_entry or entry_id
     if left.atoms and topup is not None:
         take = min(left, Amount(topup.amount - topup.refunded, unit))
@@ -389,12 +422,19 @@ def _refund_invoice_payment(
             refunded += r.refunded
             receivable += r.receivable or zero
             entry_id, left = r.entry_id, left - take
+            parts.append({"kind": "topup", "entry_id": r.entry_id, "topup_id": topup.id})
     if left.atoms:
         raise PaymentMismatch(
             f"payment {payment.id}: a refund of {amount} is {left} more than it paid"
         )
     return InvoiceRefund(
-        invoice.id, reopened, refunded, zero, receivable if receivable.atoms else None, entry_id
+        invoice.id,
+        reopened,
+        refunded,
+        zero,
+        receivable if receivable.atoms else None,
+        entry_id,
+        tuple(parts),
     )
 
 
@@ -424,12 +464,22 @@ def apply_refunded_total(
     if payment.status != "succeeded":
         raise PaymentMismatch(f"payment {payment.id} is {payment.status}; nothing to refund")
     unit = unit_of(payment.currency)
-    key = f"card-refund:{payment.id}:{refunded_total_minor}"
+    # totals restart below earlier ones after a refund failed: each such generation has keys
+    # of its own, so an earlier total reached again is applied again
+    failures = session.scalar(
+        select(func.count())
+        .select_from(PaymentRefund)
+        .where(PaymentRefund.payment_id == payment.id, PaymentRefund.status == "failed")
+    )
+    generation = f"g{failures}:" if failures else ""
+    key = f"card-refund:{payment.id}:{generation}{refunded_total_minor}"
     refund: Refund | InvoiceRefund
+    parts: list[dict[str, Any]]
     if payment.purpose == "invoice":
         refund = _refund_invoice_payment(
             session, payment, Amount.of_minor(delta, unit), key=key, reason=reason, at=at
         )
+        parts = list(refund.parts)
     else:
         assert payment.topup_id is not None
         refund = reverse_topup(
@@ -441,6 +491,15 @@ def apply_refunded_total(
             idempotency_key=key,
             effective_at=at,
         )
+        parts = [{"kind": "topup", "entry_id": refund.entry_id, "topup_id": payment.topup_id}]
+    session.add(
+        PaymentRefundApplication(
+            payment_id=payment.id,
+            total_minor=refunded_total_minor,
+            delta_minor=delta,
+            parts=parts,
+        )
+    )
     payment.refunded_minor = refunded_total_minor
     payment.updated_at = utcnow()
     session.flush()
@@ -507,6 +566,19 @@ def apply_dispute(
                 f"froze {Amount(freeze.frozen_paid, unit)} paid and"
                 f" {Amount(freeze.frozen_bonus, unit)} bonus credit"
             )
+        if payment.purpose == "invoice" and payment.purpose_ref:
+            if status not in WON_STATUSES | LOST_STATUSES and not row.invoice_disputed:
+                # what a loss would take from the invoice: the disputed amount less the
+                # credit frozen for it (taken first), at most what the payment recorded there
+                frozen = freeze.frozen_paid if freeze is not None else 0
+                on_invoice = _on_invoice(session, payment)
+                row.invoice_disputed = max(min(disputed.atoms - frozen, on_invoice), 0)
+                if row.invoice_disputed:
+                    mark_disputed(session, payment.purpose_ref, row.invoice_disputed, at=when)
+                    done.append(f"invoice {payment.purpose_ref} disputed")
+            elif status in WON_STATUSES | LOST_STATUSES and row.invoice_disputed:
+                mark_disputed(session, payment.purpose_ref, -row.invoice_disputed, at=when)
+                row.invoice_disputed = 0
         if status in WON_STATUSES:
             if freeze is not None:
                 release_freeze(session, freeze.id, at=when)
@@ -574,3 +646,216 @@ def apply_dispute(
     payment.updated_at = utcnow()
     session.flush()
     return "; ".join(done) or f"dispute {row.id} is {status}"
+
+
+#: Provider refund statuses after which the money is back with us (nothing was refunded).
+FAILED_REFUND_STATUSES = frozenset({"failed"})
+
+
+def _remember_refund(session: Session, payment: Payment, refund: dict[str, Any]) -> PaymentRefund:
+    """The refund's row (created on first sight), locked."""
+    row = session.scalars(
+        select(PaymentRefund).where(PaymentRefund.id == refund["id"]).with_for_update()
+    ).one_or_none()
+    created = refund.get("created")
+    if row is None:
+        row = PaymentRefund(
+            id=str(refund["id"]),
+            payment_id=payment.id,
+            amount_minor=int(refund["amount"]),
+            currency=str(refund.get("currency") or payment.currency).upper(),
+            # a refund first seen failing was applied as succeeded (its failure is applied next)
+            status=(
+                "succeeded"
+                if refund.get("status") in FAILED_REFUND_STATUSES
+                else str(refund.get("status") or "pending")
+            ),
+            provider_created_at=datetime.fromtimestamp(int(created), UTC) if created else None,
+            undone_minor=0,
+            undo_entry_ids=[],
+        )
+        session.add(row)
+        session.flush()
+    return row
+
+
+def record_refund(session: Session, payment: Payment, refund: dict[str, Any]) -> PaymentRefund:
+    """Remember a refund the provider reported (by id, with its status) that has not failed."""
+    row = _remember_refund(session, payment, refund)
+    if row.status not in FAILED_REFUND_STATUSES:
+        row.status = str(refund.get("status") or row.status)
+        row.updated_at = utcnow()
+    session.flush()
+    return row
+
+
+def refunded_total_as_of(session: Session, payment: Payment, total_minor: int, at: datetime) -> int:
+    """The provider's cumulative refunded amount of a ``charge.refunded`` snapshot taken at
+    ``at``, less refunds it still counted that failed after it (created by then, failed since):
+    the snapshot is older than their failure, which our books already applied."""
+    stale = session.scalar(
+        select(func.coalesce(func.sum(PaymentRefund.amount_minor), 0)).where(
+            PaymentRefund.payment_id == payment.id,
+            PaymentRefund.status == "failed",
+            PaymentRefund.failed_at > at,
+            (PaymentRefund.provider_created_at.is_(None))
+            | (PaymentRefund.provider_created_at <= at),
+        )
+    )
+    return max(total_minor - int(stale or 0), 0)
+
+
+@dataclass(frozen=True, slots=True)
+class RefundFailure:
+    """What a failed refund undid: ``undone`` came back into our books (at most what had been
+    applied of it), of which ``reapplied`` was applied again (later refunds the undone steps
+    also carried); ``restored`` says per kind what the customer got back."""
+
+    refund_id: str
+    undone: Amount
+    restored: dict[str, str]
+    already: bool = False
+
+
+def _undo_application(
+    session: Session,
+    payment: Payment,
+    app: PaymentRefundApplication,
+    *,
+    reason: str,
+    at: datetime,
+    totals: dict[str, int],
+) -> list[int]:
+    """Undo one application's entries, last first; add what came back to ``totals``."""
+    entries: list[int] = []
+    unit = unit_of(payment.currency)
+    for part in reversed(app.parts):
+        key = f"refund-undo:{part['entry_id']}"
+        if part["kind"] == "topup":
+            undone = undo_refund(
+                session,
+                str(part["topup_id"]),
+                int(part["entry_id"]),
+                idempotency_key=key,
+                reason=reason,
+                effective_at=at,
+            )
+            totals["paid"] += undone.paid.atoms
+            totals["bonus"] += undone.bonus.atoms
+            totals["debt_cancelled"] += undone.debt_cancelled.atoms
+            if undone.entry_id is not None:
+                entries.append(undone.entry_id)
+        else:
+            wanted = Amount(int(part["amount"]), unit)
+            taken, entry_id = restore_payment(
+                session,
+                str(part["invoice_payment_id"]),
+                wanted,
+                key=key,
+                reason=reason,
+                at=at,
+                metadata=_card_metadata(payment),
+            )
+            totals["invoice"] += taken.atoms
+            if entry_id is not None:
+                entries.append(entry_id)
+            rest = wanted - taken
+            if rest.atoms:
+                # the invoice no longer owes it (paid or credited meanwhile): paid credit
+                get_account(session, payment.account_id, lock=True)
+                started = create_pending_topup(
+                    session,
+                    payment.account_id,
+                    amount=rest,
+                    method="stripe",
+                    reference=f"card payment {payment.id}: refund failed, invoice settled since",
+                    idempotency_key=f"{key}:credit",
+                )
+                settle_topup(session, started.topup.id, with_bonus=False, effective_at=at)
+                totals["paid"] += rest.atoms
+    app.undone_at = at
+    return entries
+
+
+def apply_refund_failure(
+    session: Session, payment: Payment, refund: dict[str, Any], *, at: datetime | None = None
+) -> RefundFailure:
+    """A refund failed at the provider (``refund.failed``, or ``charge.refund.updated`` /
+    ``refund.updated`` with status ``failed``): the money is back in our balance, so what the
+    refund did in our books is undone, exactly once per refund.
+
+    The refund was applied as part of the provider's cumulative refunded amount; the latest
+    applications are undone (credit restored with its bonus, debts cancelled, an invoice payment
+    recorded again, cash debited back) until they cover the refund, and whatever those carried
+    beyond it (a later refund that did not fail) is applied again. An operator event
+    ``payment.refund_failed`` is queued.
+
+    The caller holds the payment row (``find_payment`` locks it).
+    """
+    when = at or utcnow()
+    unit = unit_of(payment.currency)
+    row = _remember_refund(session, payment, refund)
+    if row.status in FAILED_REFUND_STATUSES:
+        return RefundFailure(row.id, Amount.of_minor(row.undone_minor, unit), {}, already=True)
+    reason_text = str(refund.get("failure_reason") or "unknown")
+    row.status, row.failed_at, row.failure_reason = "failed", when, reason_text
+    row.updated_at = utcnow()
+    session.flush()
+    wanted = min(row.amount_minor, payment.refunded_minor)
+    reason = f"refund {row.id} failed ({reason_text})"
+    if payment.purpose == "invoice":
+        _lock_invoice(session, payment)  # the invoice row before any wallet row
+    totals = {"paid": 0, "bonus": 0, "debt_cancelled": 0, "invoice": 0}
+    entry_ids: list[int] = []
+    undone = 0
+    apps = session.scalars(
+        select(PaymentRefundApplication)
+        .where(
+            PaymentRefundApplication.payment_id == payment.id,
+            PaymentRefundApplication.undone_at.is_(None),
+        )
+        .order_by(PaymentRefundApplication.id.desc())
+        .with_for_update()
+    ).all()
+    for app in apps:
+        if undone >= wanted:
+            break
+        entry_ids += _undo_application(session, payment, app, reason=reason, at=when, totals=totals)
+        undone += app.delta_minor
+    undone = min(undone, payment.refunded_minor)
+    payment.refunded_minor -= undone
+    over = undone - wanted
+    if over > 0:
+        apply_refunded_total(
+            session,
+            payment,
+            payment.refunded_minor + over,
+            at=when,
+            reason=f"refunds applied again after refund {row.id} failed",
+        )
+    row.undone_minor = min(wanted, undone)
+    row.undo_entry_ids = entry_ids
+    payment.updated_at = utcnow()
+    restored = {k: Amount(v, unit).format() for k, v in totals.items()}
+    emit(
+        session,
+        account_id=payment.account_id,
+        type="payment.refund_failed",
+        data={
+            "payment_id": payment.id,
+            "refund_id": row.id,
+            "amount": {
+                "amount": Amount.of_minor(row.amount_minor, unit).format(),
+                "currency": unit.code,
+            },
+            "undone": Amount.of_minor(row.undone_minor, unit).format(),
+            "failure_reason": reason_text,
+            "restored": restored,
+            "purpose": payment.purpose,
+            "purpose_ref": payment.purpose_ref,
+        },
+        dedupe_key=f"refund-failed:{row.id}",
+    )
+    log.warning("payment %s: %s; undone %s in our books", payment.id, reason, row.undone_minor)
+    session.flush()
+    return RefundFailure(row.id, Amount.of_minor(row.undone_minor, unit), restored)

@@ -29,6 +29,7 @@ from tests.stripe_fakes import (
     event,
     new_id,
     payment_intent_obj,
+    refund_obj,
     signed,
 )
 
@@ -570,6 +571,29 @@ def test_refund_from_stripe_reopens_what_is_owed(world):
     w.books_tie()
 
 
+def test_a_refund_that_fails_at_stripe_makes_the_invoice_paid_again_once(world):
+    w = world
+    p = w.start("acme")
+    pi = w.pay(p["id"])
+    ch = charge_obj("ch_inv_f", pi, amount=2160, amount_refunded=2160)
+    ok(w.deliver(event("charge.refunded", ch, created=T0 + 3600)), 200)
+    inv = w.invoice("acme")
+    assert (inv["status"], inv["totals"]["balance_due"]["amount"]) == ("finalized", "21.60")
+    refund = refund_obj(
+        "re_inv_f", "ch_inv_f", pi, amount=2160, status="failed", failure_reason="unknown"
+    )
+    for etype, created in (("refund.failed", T0 + 7200), ("charge.refund.updated", T0 + 7201)):
+        ok(w.deliver(event(etype, refund, created=created)), 200)
+    inv = w.invoice("acme")
+    assert (inv["status"], inv["totals"]["balance_due"]["amount"]) == ("paid", "0.00")
+    assert inv["payments"][0]["reversed"]["amount"] == "0.00"
+    assert w.get(f"/v1/payments/{p['id']}")["refunded"]["amount"] == "0.00"
+    assert w.ledger("cash:stripe") == 2160 * USD // 100
+    assert w.receivable("acme") == 0
+    assert w.count("wallet_outbox WHERE type = 'payment.refund_failed'") == 1
+    w.books_tie()
+
+
 def test_finance_refund_of_an_invoice_payment_goes_through_stripe(world):
     w = world
     p = w.start("acme")
@@ -631,15 +655,29 @@ def test_lost_dispute_reopens_the_invoice_and_a_won_one_leaves_it_paid(world):
 
     opened = dispute("charge.dispute.created", "dp_w", "needs_response")
     assert "withdrawn" in opened["outcome"]
-    assert w.invoice("acme")["status"] == "paid"  # nothing to freeze; paid until lost
+    # nothing to freeze; the invoice shows its payment is disputed while the dispute is open
+    inv = w.invoice("acme")
+    assert (inv["status"], inv["totals"]["disputed"]["amount"]) == ("disputed", "21.60")
+    assert inv["totals"]["balance_due"]["amount"] == "0.00"
     assert w.ledger("cash:stripe") == 0 and w.ledger("cash:stripe_disputed") == 2160 * USD // 100
+    aging = w.get("/v1/reports/receivables-aging?currency=USD&as_of=2027-01-01")
+    (row,) = [r for r in aging["rows"] if r["invoice_id"] == inv["id"]]
+    assert (row["bucket"], row["open"], row["disputed"]) == ("disputed", "0.00", "21.60")
+    assert aging["summary"]["disputed"] == "21.60" and aging["summary"]["ties"] is True
+    listed = w.get("/v1/invoices?status=disputed")
+    assert [i["id"] for i in listed["data"]] == [inv["id"]]
     won = dispute("charge.dispute.closed", "dp_w", "won", reinstated=True)
     assert "reinstated" in won["outcome"]
-    assert w.invoice("acme")["status"] == "paid"
+    inv = w.invoice("acme")
+    assert (inv["status"], inv["totals"]["disputed"]["amount"]) == ("paid", "0.00")
+    aging = w.get("/v1/reports/receivables-aging?currency=USD&as_of=2027-01-01")
+    assert aging["summary"]["disputed"] == "0.00"
+    assert not [r for r in aging["rows"] if r["invoice_id"] == inv["id"]]
     assert w.ledger("cash:stripe") == 2160 * USD // 100
     w.books_tie()
     # A second dispute on the same charge is lost: the invoice owes it all again.
     dispute("charge.dispute.created", "dp_l", "needs_response")
+    assert w.invoice("acme")["status"] == "disputed"
     lost = dispute("charge.dispute.closed", "dp_l", "lost")
     assert f"lost: 21.60 USD owed on invoice {w.invoices['acme']['id']} again" in lost["outcome"]
     inv = w.invoice("acme")
@@ -702,7 +740,8 @@ def test_lost_dispute_takes_the_credit_first_then_reopens_the_invoice(world):
     b = w.balance("acme")
     # The frozen credit cannot be spent; what is available is the credit limit (100.00).
     assert (b["paid"], b["held"], b["available"]) == ("10.00", "10.00", "100.00")
-    assert w.invoice("acme")["status"] == "paid"
+    inv = w.invoice("acme")  # the rest of the dispute is the invoice's 11.60
+    assert (inv["status"], inv["totals"]["disputed"]["amount"]) == ("disputed", "11.60")
     lost = dispute("charge.dispute.closed", "lost")
     assert "lost: 10.00 USD of credit taken" in lost["outcome"]
     assert f"lost: 11.60 USD owed on invoice {inv_id} again" in lost["outcome"]

@@ -138,18 +138,21 @@ def test_credit_notes_have_their_own_series_and_ledger_entries(closed, shop, ses
     session.expire_all()
     g = session.get(Invoice, g.id)
     assert g.status == "paid" and open_balance(g) == 0 and g.credited == 131 * 10**16
-    # a prepaid line credited goes back to the prepaid balance as a paid lot
+    # a prepaid line credited goes back to the prepaid balance, as the kinds that paid it: the
+    # plan fee (20.00) was paid 1.00 from bonus, so a quarter of it goes back as bonus
     a = invoice_of(session, acme)
     plan_line = lines_of(session, a.id)[0]
-    before = balance_of(session, session.get(Account, acme.id)).paid
+    assert plan_line.details["from_bonus"] == "1.00"
+    before = balance_of(session, session.get(Account, acme.id))
     with shop.begin() as s:
         cn3 = issue_credit_note(
             s, a.id, requests=[CreditRequest(plan_line.id, usd("5.00"))], reason="outage"
         )
-    assert (cn3.to_wallet, cn3.to_receivable) == (5 * 10**18, 0)
+    assert (cn3.to_wallet, cn3.to_bonus, cn3.to_receivable) == (5 * 10**18, 25 * 10**16, 0)
     session.expire_all()
-    after = balance_of(session, session.get(Account, acme.id)).paid
-    assert (after - before).format() == "5.00"
+    after = balance_of(session, session.get(Account, acme.id))
+    assert (after.paid - before.paid).format() == "4.75"
+    assert (after.bonus - before.bonus).format() == "0.25"
     info = lines_of(session, a.id)[2]
     with shop.begin() as s, pytest.raises(InvoiceState):
         issue_credit_note(s, a.id, requests=[CreditRequest(info.id, None)], reason="no")

@@ -155,7 +155,7 @@ def test_credit_notes_on_prepaid_lines_return_the_net_to_the_balance_and_reduce_
     close_period(shop, MAR, now=CLOSE_AT, grace=GRACE)
     inv = by_account(session)[taxed.id]
     plan_line, package_line, _ = lines_of(session, inv.id)
-    paid_before = balance_of(session, session.get(Account, taxed.id)).paid
+    before = balance_of(session, session.get(Account, taxed.id))
     with shop.begin() as s:  # 5.00 of the plan fee: 19/20 of it was taxable -> 0.95 of tax
         cn1 = issue_credit_note(
             s, inv.id, requests=[CreditRequest(plan_line.id, usd("5.00"))], reason="outage"
@@ -173,12 +173,15 @@ def test_credit_notes_on_prepaid_lines_return_the_net_to_the_balance_and_reduce_
         cn3 = issue_credit_note(
             s, inv.id, requests=[CreditRequest(package_line.id, None)], reason="y"
         )
-    assert (money(cn3.tax), money(cn3.to_wallet)) == ("0.00", "9.00")
+    # ...and what bonus paid goes back as bonus, never as refundable paid credit
+    assert (money(cn3.tax), money(cn3.to_wallet), money(cn3.to_bonus)) == ("0.00", "9.00", "9.00")
     session.expire_all()
     inv = session.get(Invoice, inv.id)
     assert money(open_balance(inv)) == "0.02"  # the usage line's tax is still owed
-    after = balance_of(session, session.get(Account, taxed.id)).paid
-    assert (after - paid_before).format() == "29.00"
+    after = balance_of(session, session.get(Account, taxed.id))
+    # the plan fee was paid 1.00 from bonus: 1.00 of its 20.00 goes back as bonus
+    assert (after.paid - before.paid).format() == "19.00"
+    assert (after.bonus - before.bonus).format() == "10.00"
     with shop.begin() as s:
         record_payment(s, inv.id, amount=usd("0.02"), method="bank_transfer", reference="T-1")
     session.expire_all()
