@@ -1,4 +1,4 @@
--- Invoices whose payment is disputed (migration 0010): 'disputed' is a settlement status of a
+-- Invoices whose payment is disputed (migration 0011): 'disputed' is a settlement status of a
 -- finalized invoice (a payment on it is under an open dispute), and the amount under dispute
 -- ('disputed') a settlement column. Everything else stays as invoicing_immutable.up.sql says.
 

@@ -1,8 +1,8 @@
 """Failed card refunds undone once (refunds by id, refund applications), invoices disputed while
 a payment on them is disputed, credit notes that give bonus back as bonus
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-01 00:00:00
 """
 from collections.abc import Sequence
@@ -13,8 +13,8 @@ from sqlalchemy.dialects import postgresql
 
 from migrations.sqlfile import run_sql_file
 
-revision: str = '0010'
-down_revision: str | None = '0009'
+revision: str = '0011'
+down_revision: str | None = '0010'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
