@@ -108,6 +108,7 @@ def create_app(
         accounts.TopupsController,
         accounts.SubscriptionsController,
         webhooks.WebhookEndpointsController,
+        webhooks.WebhookDeliveriesController,
         usage.UsageController,
         usage.AuthorizationsController,
         usage.usage_totals,

@@ -261,6 +261,44 @@ class OutboxEvent(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
+    #: when its deliveries (one per matching endpoint) were created
+    fanned_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WebhookDelivery(Base):
+    """One event to one endpoint: delivered once (an endpoint that answered 2xx is never sent
+    the event again when another endpoint fails), retried with backoff while ``pending``, and
+    ``dead`` (the dead letters an operator lists and replays) after its last attempt."""
+
+    __tablename__ = "wallet_webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "endpoint_id", name="uq_wallet_webhook_deliveries_pair"),
+        CheckConstraint("status IN ('pending', 'delivered', 'dead')", name="status_known"),
+        Index(
+            "ix_wallet_webhook_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index(
+            "ix_wallet_webhook_deliveries_dead",
+            "dead_at",
+            postgresql_where=text("status = 'dead'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("wallet_outbox.id"), index=True)
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("wallet_webhook_endpoints.id"), index=True)
+    status: Mapped[str] = mapped_column(Text, server_default=text("'pending'"))
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    replays: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    dead_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
 
 
 class UsageClaim(Base):

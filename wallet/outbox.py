@@ -2,6 +2,9 @@
 job to the account's webhook endpoints (and its reseller's, and the operator's), signed with the
 Standard Webhooks scheme: ``webhook-id``, ``webhook-timestamp`` and
 ``webhook-signature: v1,<base64 HMAC-SHA256(secret, "{id}.{timestamp}.{body}")>``.
+
+Each event gets one delivery per endpoint (``wallet_webhook_deliveries``): delivered once,
+retried with exponential backoff, and dead after its last attempt until an operator replays it.
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from ledger.base import utcnow
 from wallet.ids import new_id
-from wallet.models import Account, OutboxEvent, WebhookEndpoint
+from wallet.models import Account, OutboxEvent, WebhookDelivery, WebhookEndpoint
 
 EVENT_TYPES = frozenset(
     {
@@ -104,12 +107,26 @@ def http_sender(url: str, headers: Mapping[str, str], body: bytes) -> int:
         return 0
 
 
+#: attempts per delivery before it is dead (30 s, 1, 2, 4 ... minutes, then hourly: ~10 h)
+MAX_ATTEMPTS = 15
+FIRST_BACKOFF = timedelta(seconds=30)
+
+
+def backoff(attempts: int) -> timedelta:
+    """The wait after the ``attempts``-th failed attempt: 30 s doubled each time, at most an
+    hour (30 s, 1 min, 2 min, 4 min ... 1 h)."""
+    wait: timedelta = FIRST_BACKOFF * (2 ** max(attempts - 1, 0))
+    return min(wait, MAX_BACKOFF)
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryReport:
-    """What one delivery run did."""
+    """What one delivery run did: deliveries that succeeded, failed (to be retried), and died
+    (their last attempt failed)."""
 
     delivered: int
     failed: int
+    dead: int = 0
 
 
 def _endpoints(session: Session, account_id: str) -> list[WebhookEndpoint]:
@@ -125,49 +142,163 @@ def _endpoints(session: Session, account_id: str) -> list[WebhookEndpoint]:
     )
 
 
-def deliver_due(
-    session: Session, *, send: Sender = http_sender, now: datetime | None = None, limit: int = 100
-) -> DeliveryReport:
-    """Deliver queued events to every matching endpoint; failures retry with backoff.
-
-    An event counts as delivered when every endpoint answered 2xx (at-least-once: an endpoint
-    that succeeded may see a retry again, with the same ``webhook-id``, and must dedupe on it).
-    """
+def fan_out(session: Session, *, now: datetime | None = None, limit: int = 100) -> int:
+    """Create one delivery per matching endpoint (the account's, its reseller's, the
+    operator's, as registered now) for events not fanned out yet; an event nobody listens to is
+    done at once. Returns the number of events fanned out."""
     at = now or utcnow()
     events = session.scalars(
         select(OutboxEvent)
-        .where(OutboxEvent.delivered_at.is_(None), OutboxEvent.next_attempt_at <= at)
+        .where(
+            OutboxEvent.fanned_out_at.is_(None),
+            OutboxEvent.delivered_at.is_(None),
+            OutboxEvent.next_attempt_at <= at,
+        )
         .order_by(OutboxEvent.created_at, OutboxEvent.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
-    delivered = failed = 0
     for event in events:
+        endpoints = _endpoints(session, event.account_id)
+        if endpoints:
+            session.execute(
+                insert(WebhookDelivery)
+                .values(
+                    [
+                        {"event_id": event.id, "endpoint_id": ep.id, "next_attempt_at": at}
+                        for ep in endpoints
+                    ]
+                )
+                .on_conflict_do_nothing(constraint="uq_wallet_webhook_deliveries_pair")
+            )
+        else:
+            event.delivered_at = at
+        event.fanned_out_at = at
+    session.flush()
+    return len(events)
+
+
+def deliver_due(
+    session: Session,
+    *,
+    send: Sender = http_sender,
+    now: datetime | None = None,
+    limit: int = 100,
+    max_attempts: int = MAX_ATTEMPTS,
+) -> DeliveryReport:
+    """Deliver what is due: each event to each of its endpoints, once.
+
+    A delivery that gets a 2xx is ``delivered`` and never sent again, whatever the other
+    endpoints of the event answer; one that fails is retried after :func:`backoff` and, once
+    ``max_attempts`` attempts failed, is ``dead`` until an operator replays it
+    (:func:`replay_delivery`). Deliveries to a disabled endpoint wait. Every attempt is signed
+    afresh with the same ``webhook-id`` (the event id), so a receiver can dedupe on it.
+    """
+    at = now or utcnow()
+    fan_out(session, now=at, limit=limit)
+    rows = session.execute(
+        select(WebhookDelivery, OutboxEvent, WebhookEndpoint)
+        .join(OutboxEvent, OutboxEvent.id == WebhookDelivery.event_id)
+        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+        .where(
+            WebhookDelivery.status == "pending",
+            WebhookDelivery.next_attempt_at <= at,
+            WebhookEndpoint.enabled.is_(True),
+        )
+        .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
+        .limit(limit)
+        .with_for_update(of=WebhookDelivery, skip_locked=True)
+    ).all()
+    delivered = failed = dead = 0
+    touched: set[str] = set()
+    for delivery, event, ep in rows:
         body = json.dumps(event.payload, separators=(",", ":"), sort_keys=True).encode()
         ts = int(at.timestamp())
-        errors = []
-        for ep in _endpoints(session, event.account_id):
-            headers = {
-                "content-type": "application/json",
-                "webhook-id": event.id,
-                "webhook-timestamp": str(ts),
-                "webhook-signature": sign(ep.secret, event.id, ts, body),
-            }
-            status = send(ep.url, headers, body)
-            if not 200 <= status < 300:
-                errors.append(f"{ep.id}: HTTP {status or 'unreachable'}")
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": event.id,
+            "webhook-timestamp": str(ts),
+            "webhook-signature": sign(ep.secret, event.id, ts, body),
+        }
+        status = send(ep.url, headers, body)
+        delivery.attempts += 1
+        delivery.last_attempt_at, delivery.last_status = at, status
         event.attempts += 1
-        if errors:
-            failed += 1
-            event.last_error = "; ".join(errors)[:500]
-            backoff = min(timedelta(seconds=30 * 2**event.attempts), MAX_BACKOFF)
-            event.next_attempt_at = at + backoff
-        else:
+        touched.add(event.id)
+        if 200 <= status < 300:
             delivered += 1
-            event.delivered_at = at
-            event.last_error = None
+            delivery.status, delivery.delivered_at, delivery.last_error = "delivered", at, None
+            continue
+        delivery.last_error = f"HTTP {status}" if status else "unreachable"
+        event.last_error = f"{ep.id}: {delivery.last_error}"
+        if delivery.attempts >= max_attempts:
+            dead += 1
+            delivery.status, delivery.dead_at = "dead", at
+        else:
+            failed += 1
+            delivery.next_attempt_at = at + backoff(delivery.attempts)
     session.flush()
-    return DeliveryReport(delivered, failed)
+    _mark_done(session, touched, at)
+    return DeliveryReport(delivered, failed, dead)
+
+
+def _mark_done(session: Session, event_ids: set[str], at: datetime) -> None:
+    """Events whose every delivery is delivered are done (``delivered_at``)."""
+    for event_id in sorted(event_ids):
+        open_left = session.scalar(
+            select(func.count())
+            .select_from(WebhookDelivery)
+            .where(WebhookDelivery.event_id == event_id, WebhookDelivery.status != "delivered")
+        )
+        if not open_left:
+            event = session.get_one(OutboxEvent, event_id)
+            event.delivered_at, event.last_error = at, None
+    session.flush()
+
+
+def replay_delivery(
+    session: Session,
+    delivery_id: int,
+    *,
+    account_id: str | None = None,
+    now: datetime | None = None,
+) -> WebhookDelivery:
+    """Send a dead delivery again (an operator's action): it is ``pending`` again, due now, with
+    a fresh set of attempts; the next delivery run sends it. A delivery that is not dead is
+    refused (it is being retried, or it was delivered).
+
+    Args:
+        account_id: the caller's account: only deliveries to its own endpoints (None: any).
+
+    Raises:
+        NotFound: no such delivery visible to the caller.
+        Conflict: the delivery is not dead.
+    """
+    from ledger.errors import NotFound
+    from wallet.errors import Conflict
+
+    stmt = (
+        select(WebhookDelivery)
+        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+        .where(WebhookDelivery.id == delivery_id)
+        .with_for_update(of=WebhookDelivery)
+    )
+    if account_id is not None:
+        stmt = stmt.where(WebhookEndpoint.account_id == account_id)
+    delivery = session.scalars(stmt).one_or_none()
+    if delivery is None:
+        raise NotFound(f"webhook delivery {delivery_id} does not exist")
+    if delivery.status != "dead":
+        raise Conflict(
+            f"webhook delivery {delivery_id} is {delivery.status}: only dead deliveries are"
+            " replayed (pending ones are retried on their own)"
+        )
+    at = now or utcnow()
+    delivery.status, delivery.dead_at = "pending", None
+    delivery.attempts, delivery.next_attempt_at = 0, at
+    delivery.replays += 1
+    session.flush()
+    return delivery
 
 
 def add_endpoint(session: Session, *, url: str, account_id: str | None) -> WebhookEndpoint:

@@ -1,11 +1,14 @@
-"""Outgoing webhook endpoints (the signing secret is shown once)."""
+"""Outgoing webhook endpoints (the signing secret is shown once) and their deliveries: what
+was sent where, the dead letters, and replaying them."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated, Literal
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
+from litestar.params import Parameter
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -14,8 +17,8 @@ from api.auth import Principal, requires
 from api.idempotency import run_idempotent
 from api.schemas import IdempotencyKey, Page, scope_of
 from wallet.accounts import get_account
-from wallet.models import WebhookEndpoint
-from wallet.outbox import add_endpoint
+from wallet.models import OutboxEvent, WebhookDelivery, WebhookEndpoint
+from wallet.outbox import add_endpoint, replay_delivery
 
 
 class EndpointIn(BaseModel):
@@ -99,4 +102,108 @@ class WebhookEndpointsController(Controller):
                 for e in rows
             ],
             has_more=False,
+        )
+
+
+class DeliveryOut(BaseModel):
+    """One event to one endpoint: ``pending`` (retried with backoff until ``next_attempt_at``),
+    ``delivered`` (never sent to that endpoint again) or ``dead`` (every attempt failed; replay
+    it with ``POST /v1/webhook-deliveries/{id}/replay``)."""
+
+    id: int
+    event_id: str
+    event_type: str
+    endpoint_id: str
+    url: str
+    status: Literal["pending", "delivered", "dead"]
+    attempts: int
+    replays: int
+    next_attempt_at: datetime | None
+    last_attempt_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+    dead_at: datetime | None
+
+
+def delivery_out(d: WebhookDelivery, event: OutboxEvent, ep: WebhookEndpoint) -> DeliveryOut:
+    """Wire form of a delivery."""
+    return DeliveryOut(
+        id=d.id,
+        event_id=d.event_id,
+        event_type=event.type,
+        endpoint_id=d.endpoint_id,
+        url=ep.url,
+        status=d.status,
+        attempts=d.attempts,
+        replays=d.replays,
+        next_attempt_at=d.next_attempt_at if d.status == "pending" else None,
+        last_attempt_at=d.last_attempt_at,
+        last_status=d.last_status,
+        last_error=d.last_error,
+        delivered_at=d.delivered_at,
+        dead_at=d.dead_at,
+    )
+
+
+class WebhookDeliveriesController(Controller):
+    """``/v1/webhook-deliveries``: what was sent to which endpoint; dead letters and replay."""
+
+    path = "/v1/webhook-deliveries"
+    tags = ["webhooks"]
+    guards = [requires("reseller", "customer")]
+
+    @get("/", sync_to_thread=True)
+    def list_deliveries(
+        self,
+        db: Session,
+        principal: Principal,
+        status: Literal["pending", "delivered", "dead"] | None = None,
+        endpoint_id: Annotated[str | None, Parameter(max_length=100)] = None,
+        starting_after: Annotated[int | None, Parameter(ge=0)] = None,
+        limit: Annotated[int, Parameter(ge=1, le=100)] = 50,
+    ) -> Page[DeliveryOut]:
+        """Deliveries to the caller's endpoints (admins: all), oldest first; ``status=dead``
+        lists the dead letters."""
+        stmt = (
+            select(WebhookDelivery, OutboxEvent, WebhookEndpoint)
+            .join(OutboxEvent, OutboxEvent.id == WebhookDelivery.event_id)
+            .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+            .order_by(WebhookDelivery.id)
+        )
+        if principal.role != "admin":
+            stmt = stmt.where(WebhookEndpoint.account_id == principal.account_id)
+        if status:
+            stmt = stmt.where(WebhookDelivery.status == status)
+        if endpoint_id:
+            stmt = stmt.where(WebhookDelivery.endpoint_id == endpoint_id)
+        if starting_after is not None:
+            stmt = stmt.where(WebhookDelivery.id > starting_after)
+        rows = db.execute(stmt.limit(limit + 1)).all()
+        return Page[DeliveryOut](
+            data=[delivery_out(d, e, ep) for d, e, ep in rows[:limit]],
+            has_more=len(rows) > limit,
+        )
+
+    @post("/{delivery_id:int}/replay", sync_to_thread=True, status_code=200)
+    def replay(
+        self,
+        request: Request[Principal, Principal, State],
+        delivery_id: int,
+        db: Session,
+        principal: Principal,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
+        """Send a dead delivery again: it is pending again, due now, with fresh attempts (409
+        ``conflict`` unless it is dead)."""
+        owner = None if principal.role == "admin" else principal.account_id
+
+        def produce() -> DeliveryOut:
+            d = replay_delivery(db, delivery_id, account_id=owner or "")
+            return delivery_out(
+                d, db.get_one(OutboxEvent, d.event_id), db.get_one(WebhookEndpoint, d.endpoint_id)
+            )
+
+        return run_idempotent(
+            db, request, idempotency_key, body=None, status_code=200, produce=produce
         )

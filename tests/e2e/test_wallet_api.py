@@ -380,3 +380,75 @@ def test_events_are_delivered_signed(catalog, engine):
         assert event["type"] == "balance.low" and event["data"]["available"]["amount"] == "3.00"
     finally:
         server.shutdown()
+
+
+def test_dead_letters_are_listed_and_replayed_over_the_api(catalog, engine, client):
+    """Two real endpoints of one account: one answers 204, one 500 until it is fixed. The
+    failing delivery dies after its attempts, is listed as dead, is replayed once (a replayed
+    request with the same key replays the answer), and the endpoint that succeeded never
+    receives the event twice."""
+    hits: dict[str, int] = {"/good": 0, "/flaky": 0}
+    fixed = threading.Event()
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["content-length"]))
+            hits[self.path] += 1
+            broken = self.path == "/flaky" and not fixed.is_set()
+            self.send_response(500 if broken else 204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        acc = new_account(catalog, low_balance_threshold="10.00")
+        with Session(engine) as s:
+            key = create_key(s, role="customer", account_id=acc["id"]).secret
+            other = create_key(s, role="customer", account_id=new_account(catalog)["id"]).secret
+            s.commit()
+        mine = {"Authorization": f"Bearer {key}"}
+        for path in ("/good", "/flaky"):
+            ok(client.post("/v1/webhook-endpoints", json={"url": base + path}, headers=mine))
+        ok(topup(catalog, acc["id"], "12.00"))
+        ok(
+            catalog.post(
+                f"/v1/accounts/{acc['id']}/package-purchases", json={"package_id": "pk-1m"}
+            )
+        )
+        at = utcnow()
+        for i in range(3):
+            with Session(engine) as s:
+                deliver_due(s, now=at + timedelta(hours=2 * i), max_attempts=3)
+                s.commit()
+        assert hits == {"/good": 1, "/flaky": 3}
+        dead = ok(client.get("/v1/webhook-deliveries?status=dead", headers=mine), 200)["data"]
+        assert [(d["url"], d["attempts"], d["last_status"]) for d in dead] == [
+            (base + "/flaky", 3, 500)
+        ]
+        # another customer sees none of it and cannot replay it
+        theirs = {"Authorization": f"Bearer {other}"}
+        assert ok(client.get("/v1/webhook-deliveries", headers=theirs), 200)["data"] == []
+        url = f"/v1/webhook-deliveries/{dead[0]['id']}/replay"
+        problem(client.post(url, headers=theirs), 404, "not_found")
+        fixed.set()
+        replay = client.post(url, headers={**mine, "Idempotency-Key": "replay-1"})
+        assert ok(replay, 200)["status"] == "pending"
+        again = client.post(url, headers={**mine, "Idempotency-Key": "replay-1"})
+        assert again.headers.get("Idempotent-Replayed") == "true"
+        with Session(engine) as s:
+            assert deliver_due(s, now=utcnow()).delivered == 1
+            s.commit()
+        assert hits == {"/good": 1, "/flaky": 4}
+        delivered = ok(client.get("/v1/webhook-deliveries?status=delivered", headers=mine), 200)
+        assert sorted((d["url"], d["replays"]) for d in delivered["data"]) == [
+            (base + "/flaky", 1),
+            (base + "/good", 0),
+        ]
+        # a delivery that is not dead is not replayed
+        problem(client.post(url, headers=mine), 409, "conflict")
+    finally:
+        server.shutdown()
