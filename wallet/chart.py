@@ -108,7 +108,9 @@ def house_ledger(session: Session, book: str, unit: Unit) -> HouseLedger:
         *open_accounts(
             session,
             [
-                house(cash_code, A, hot=False),
+                # every top-up of the book lands here: no cached row to lock (DESIGN: hot
+                # house accounts derive their balance from postings)
+                house(cash_code, A),
                 house("promotions", C),
                 house("revenue:usage", R),
                 house("revenue:packages", R),
@@ -117,7 +119,7 @@ def house_ledger(session: Session, book: str, unit: Unit) -> HouseLedger:
                 house("entitlements:issued", A, TOKENS),
                 house("entitlements:consumed", R, TOKENS),
                 house("entitlements:expired", R, TOKENS),
-                house("cash:stripe", A, hot=False),
+                house("cash:stripe", A),
             ],
         )
     )
