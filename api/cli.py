@@ -27,6 +27,8 @@ reports_app = typer.Typer(help="Finance reports (JSON or CSV)", no_args_is_help=
 app.add_typer(reports_app, name="reports")
 payments_app = typer.Typer(help="Card payments (Stripe)", no_args_is_help=True)
 app.add_typer(payments_app, name="payments")
+accounts_app = typer.Typer(help="Accounts: payments resellers collect", no_args_is_help=True)
+app.add_typer(accounts_app, name="accounts")
 
 
 def _setup_logging() -> None:
@@ -421,6 +423,66 @@ def report_reseller_statement(
         fmt,
         output,
     )
+
+
+@reports_app.command("sub-account-statement")
+def report_sub_account_statement(
+    account: Annotated[str, typer.Option(help="the sub-account's id")],
+    period: Annotated[str, typer.Option(help="YYYY-MM")],
+    fmt: FormatOpt = "json",
+    output: OutputOpt = "",
+) -> None:
+    """A reseller's sub-account: overage billed, paid and open, and its payments."""
+    from invoicing.periods import Period
+    from invoicing.reports import sub_account_statement
+
+    _report(
+        lambda s: sub_account_statement(s, account_id=account, period=Period.parse(period)),
+        fmt,
+        output,
+    )
+
+
+@accounts_app.command("record-overage-payment")
+def accounts_record_overage_payment(
+    account: Annotated[str, typer.Argument(help="the sub-account's id")],
+    amount: Annotated[str, typer.Option(help="decimal amount in the account's currency")],
+    reference: Annotated[str, typer.Option(help="the payment's reference (idempotent)")],
+) -> None:
+    """Record what a reseller's customer paid for its sub-account's overage (reseller's book:
+    cash:collected / receivable:unbilled); prints the payment as JSON."""
+    import json
+
+    from sqlalchemy.orm import Session
+
+    from api.db import make_engine
+    from ledger.amounts import Amount
+    from ledger.errors import DomainError
+    from wallet.overage_payments import record_overage_payment
+
+    engine = make_engine(_database_url(), pool_size=1)
+    try:
+        with Session(engine) as session:
+            r = record_overage_payment(session, account, amount=amount, reference=reference)
+            session.commit()
+            out = {
+                "id": r.payment.id,
+                "account_id": r.payment.account_id,
+                "reseller_id": r.payment.reseller_id,
+                "amount": {
+                    "amount": Amount(r.payment.amount, r.open.unit).format(),
+                    "currency": r.payment.currency,
+                },
+                "reference": r.payment.reference,
+                "replayed": r.replayed,
+                "open": {"amount": r.open.format(), "currency": r.open.unit.code},
+            }
+    except DomainError as exc:
+        typer.echo(f"error: {exc.code}: {exc.detail}", err=True)
+        raise typer.Exit(2) from exc
+    finally:
+        engine.dispose()
+    typer.echo(json.dumps(out, indent=2))
 
 
 def _payment_gateway() -> Any:

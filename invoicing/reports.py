@@ -601,3 +601,72 @@ def reseller_statement(session: Session, *, reseller_id: str, period: Period) ->
             "margin": _fmt(retail_total - wholesale_total, unit),
         },
     )
+
+
+# -- a reseller's sub-account: overage billed, paid, open ----------------------------------------
+
+_SUB_OVERAGE = text(
+    """
+    SELECT coalesce(sum(p.amount) FILTER (WHERE e.effective_at < :ps), 0) AS opening,
+           coalesce(sum(p.amount) FILTER (WHERE e.effective_at >= :ps AND e.effective_at < :pe
+                                            AND p.amount > 0), 0) AS billed,
+           coalesce(-sum(p.amount) FILTER (WHERE e.effective_at >= :ps AND e.effective_at < :pe
+                                             AND p.amount < 0), 0) AS paid,
+           coalesce(sum(p.amount) FILTER (WHERE e.effective_at < :pe), 0) AS closing,
+           coalesce(sum(p.amount) FILTER (WHERE e.effective_at >= :pe), 0) AS later,
+           max(a.debits_posted - a.credits_posted) AS cached
+    FROM ledger_accounts a
+    LEFT JOIN ledger_postings p ON p.account_id = a.id AND p.phase = 0
+    LEFT JOIN ledger_entries e ON e.id = p.entry_id
+    WHERE a.code = 'receivable:unbilled' AND a.owner_id = :acc
+    """
+)
+
+
+def sub_account_statement(session: Session, *, account_id: str, period: Period) -> Report:
+    """A reseller's sub-account over a month: the overage it was billed (usage beyond its
+    prepaid credit, in the reseller's book), what the reseller recorded as paid, and what is
+    open; one row per payment. ``summary.ties``: opening + billed - paid = closing, and the
+    closing equals the ledger's cached balance less what moved after the period."""
+    account = session.get(Account, account_id)
+    if account is None or account.parent_id is None:
+        raise NotFound(f"sub-account {account_id} does not exist")
+    unit = unit_of(account.currency)
+    r = session.execute(
+        _SUB_OVERAGE, {"acc": account_id, "ps": period.start, "pe": period.end}
+    ).one()
+    opening, billed, paid, closing = (int(r.opening), int(r.billed), int(r.paid), int(r.closing))
+    ledger_closing = int(r.cached or 0) - int(r.later)
+    rows = [
+        {
+            "payment_id": p.id,
+            "reference": p.reference,
+            "received_at": p.received_at.isoformat(),
+            "amount": _fmt(int(p.amount), unit),
+        }
+        for p in session.execute(
+            text(
+                "SELECT id, reference, received_at, amount FROM wallet_overage_payments"
+                " WHERE account_id = :acc AND received_at >= :ps AND received_at < :pe"
+                " ORDER BY received_at, id"
+            ),
+            {"acc": account_id, "ps": period.start, "pe": period.end},
+        )
+    ]
+    return Report(
+        "sub-account-statement",
+        ["payment_id", "reference", "received_at", "amount"],
+        rows,
+        {
+            "account_id": account_id,
+            "reseller_id": account.parent_id,
+            "period": str(period),
+            "currency": unit.code,
+            "opening_open": _fmt(opening, unit),
+            "billed": _fmt(billed, unit),
+            "paid": _fmt(paid, unit),
+            "open": _fmt(closing, unit),
+            "ledger_open": _fmt(ledger_closing, unit),
+            "ties": opening + billed - paid == closing == ledger_closing,
+        },
+    )

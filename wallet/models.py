@@ -301,6 +301,27 @@ class WebhookDelivery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
 
 
+class OveragePayment(Base):
+    """Money a reseller collected from its customer for a sub-account's overage, recorded once
+    per sub-account and reference (``wallet/overage_payments.py``)."""
+
+    __tablename__ = "wallet_overage_payments"
+    __table_args__ = (
+        UniqueConstraint("account_id", "reference", name="uq_wallet_overage_payments_reference"),
+        CheckConstraint("amount > 0", name="positive"),
+    )
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("wallet_accounts.id"), index=True)
+    reseller_id: Mapped[str] = mapped_column(ForeignKey("wallet_accounts.id"))
+    amount: Mapped[int] = mapped_column(Atoms)
+    currency: Mapped[str] = mapped_column(Text)
+    reference: Mapped[str] = mapped_column(Text)
+    entry_id: Mapped[int] = mapped_column(BigInteger)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
+
+
 class UsageClaim(Base):
     """A usage record id, claimed in the same transaction as its charge (exactly once).
 
