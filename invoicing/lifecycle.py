@@ -30,7 +30,14 @@ from sqlalchemy.orm import Session
 from invoicing.arithmetic import tax_on_share
 from invoicing.chart import cash_account, invoicing_house, receivable_invoiced
 from invoicing.errors import CreditTooLarge, InvoiceState, PaymentTooLarge
-from invoicing.models import CreditNote, CreditNoteLine, Invoice, InvoiceLine, InvoicePayment
+from invoicing.models import (
+    BillingProfile,
+    CreditNote,
+    CreditNoteLine,
+    Invoice,
+    InvoiceLine,
+    InvoicePayment,
+)
 from invoicing.numbering import next_number
 from ledger.amounts import Amount
 from ledger.base import utcnow
@@ -42,6 +49,7 @@ from wallet.accounts import lock_accounts
 from wallet.burn import BONUS, PAID
 from wallet.chart import book_of, customer_ledger, house_ledger, reversal_receivable
 from wallet.ids import new_id
+from wallet.lots import draw_paid_credit
 from wallet.models import Account, CreditLot
 
 PAYMENT_METHODS = ("bank_transfer", "stripe", "other")
@@ -152,7 +160,80 @@ def finalize_invoice(session: Session, invoice: Invoice, *, now: datetime | None
     number = next_number(session, "INV", invoice.currency, at)
     invoice.series, invoice.sequence, invoice.number = number.series, number.sequence, number.text
     session.flush()
+    profile = session.get(BillingProfile, account.id)
+    if profile is not None and profile.settle_from_prepaid:
+        pay_from_prepaid(session, invoice, account, at=at)
     return invoice
+
+
+#: the payment method of invoices settled from the customer's paid credit
+PREPAID_METHOD = "prepaid_balance"
+
+
+def pay_from_prepaid(
+    session: Session, invoice: Invoice, account: Account, *, at: datetime
+) -> InvoicePayment | None:
+    """Settle the tax of an invoice's prepaid lines (the tax on prepaid consumption) from the
+    account's paid credit, when its billing profile says so (``settle_from_prepaid``): as much
+    as the paid lots hold (never bonus credit: tax is paid with money), at most what the
+    invoice still owes. Due lines (overage, refund debts) are left to be paid.
+
+    Books ``customer:prepaid`` -> ``receivable:invoiced`` and an invoice payment of method
+    ``prepaid_balance`` (reference ``prepaid-balance:<invoice id>``: once per invoice). The
+    caller holds the account row (finalizing takes it) and the invoice.
+    """
+    unit = currency(invoice.currency)
+    prepaid_tax = int(
+        session.scalar(
+            select(func.coalesce(func.sum(InvoiceLine.tax), 0)).where(
+                InvoiceLine.invoice_id == invoice.id, InvoiceLine.settlement == "prepaid"
+            )
+        )
+        or 0
+    )
+    wanted = min(prepaid_tax, open_balance(invoice))
+    if wanted <= 0:
+        return None
+    reference = f"prepaid-balance:{invoice.id}"
+    if session.scalar(
+        select(InvoicePayment.id).where(
+            InvoicePayment.method == PREPAID_METHOD, InvoicePayment.reference == reference
+        )
+    ):
+        return None
+    taken = draw_paid_credit(session, account, Amount(wanted, unit), at=at)
+    if not taken.legs:
+        return None
+    amount = taken.legs[0].amount
+    entry = post_entry(
+        session,
+        [*taken.legs, Leg(receivable_invoiced(session, account).id, -amount)],
+        description=f"invoice {invoice.number}: tax on prepaid consumption paid from the"
+        " prepaid balance",
+        idempotency_key=_payment_key(PREPAID_METHOD, reference),
+        effective_at=at,
+        metadata={
+            "kind": "invoice_paid_from_prepaid",
+            "invoice_id": invoice.id,
+            "account_id": account.id,
+            "lots": [[lot_id, take] for lot_id, take in taken.taken],
+        },
+    )
+    payment = InvoicePayment(
+        id=new_id("pay"),
+        invoice_id=invoice.id,
+        account_id=account.id,
+        amount=amount.atoms,
+        method=PREPAID_METHOD,
+        reference=reference,
+        entry_id=entry.id,
+        received_at=at,
+    )
+    session.add(payment)
+    invoice.amount_paid += amount.atoms
+    settle_status(invoice, at)
+    session.flush()
+    return payment
 
 
 def _reversal_debt_billed(session: Session, invoice: Invoice) -> int:

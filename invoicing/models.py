@@ -62,6 +62,9 @@ class BillingProfile(Base):
     billing_address: Mapped[str | None] = mapped_column(Text)
     tax_id: Mapped[str | None] = mapped_column(Text)
     billing_email: Mapped[str | None] = mapped_column(Text)
+    #: the operator settles this account's invoices from its paid credit when they are
+    #: finalized (the tax on prepaid consumption), instead of waiting for a payment
+    settle_from_prepaid: Mapped[bool] = mapped_column(server_default=text("false"))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
 
 

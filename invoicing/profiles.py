@@ -28,6 +28,7 @@ BILLING_FIELDS = (
     "billing_address",
     "tax_id",
     "billing_email",
+    "settle_from_prepaid",
 )
 
 
@@ -134,11 +135,13 @@ def set_billing_profile(
         get_tax_profile(session, fields["tax_profile_id"])
     profile = session.get(BillingProfile, account.id, with_for_update=True)
     if profile is None:
-        profile = BillingProfile(account_id=account.id, net_terms_days=0)
+        profile = BillingProfile(account_id=account.id, net_terms_days=0, settle_from_prepaid=False)
         session.add(profile)
     for key, value in fields.items():
         if key == "net_terms_days" and value is None:
             value = 0
+        if key == "settle_from_prepaid":
+            value = bool(value)
         setattr(profile, key, value)
     profile.updated_at = utcnow()
     session.flush()

@@ -136,6 +136,7 @@ MOVEMENTS = (
     "expired",
     "refunded",
     "credited",
+    "invoices_paid",
     "other",
 )
 
@@ -196,13 +197,16 @@ def classify_movement(code: str, kind: str | None, codes: list[str], direction: 
     """Which rollforward line a prepaid or bonus movement belongs to, from the entry's other
     accounts: cash in = purchased (bonus: granted), cash out = refunded (bonus: clawed back),
     usage revenue or deferred revenue = consumed, promotions or breakage without cash = expired,
-    credit notes = credited, anything else (SLA credits, reversals...) = other."""
+    credit notes = credited, invoices settled from the prepaid balance (tax of prepaid
+    consumption) = invoices_paid, anything else (SLA credits, reversals...) = other."""
     if any(c.startswith("cash:") for c in codes):
         if direction > 0:
             return "bonus_granted" if code == "customer:bonus" else "purchased"
         return "refunded"
     if kind == "credit_note":
         return "credited"
+    if kind == "invoice_paid_from_prepaid":
+        return "invoices_paid"
     if {"revenue:usage", "deferred:packages", "deferred:subscriptions"} & set(codes):
         return "consumed"
     if direction < 0 and (

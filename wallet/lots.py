@@ -106,6 +106,42 @@ def draw_money(
     return MoneyDraw(tuple(legs), tuple((lot.id, take) for lot, take in paid.lots))
 
 
+def draw_paid_credit(
+    session: Session, account: Account, wanted: Amount, *, at: datetime | None = None
+) -> MoneyDraw:
+    """Take up to ``wanted`` from the account's **paid** lots (never bonus: this pays money
+    owed, e.g. an invoice's tax), in the burn order's lot order, as much as they can give. The
+    caller holds the account row, adds the credit legs and posts the entry.
+
+    Returns:
+        The debit leg on ``customer:prepaid`` (none when nothing could be taken) and what each
+        lot paid.
+    """
+    when = at or utcnow()
+    rows = open_lots(session, account.id, [PAID], lock=True)
+    wallet = WalletState(
+        account=Owner(account.id, account.parent_id, 0),
+        unit=wanted.unit,
+        order=validate_burn_order(account.burn_order),
+        lots=[lean_lot(row) for row in rows],
+        overage_used=0,
+    )
+    paid, _, _ = draw(
+        wallet, "", wanted.atoms, 0, when, sources=(PAID,), use_plan=False, partial=True
+    )
+    if paid is None or not paid.money.get(PAID):
+        return MoneyDraw((), ())
+    by_id = {row.id: row for row in rows}
+    for lot, take in paid.lots:
+        by_id[lot.id].remaining -= take
+    ledger = customer_ledger(session, account)
+    session.flush()
+    return MoneyDraw(
+        (Leg(ledger.prepaid.id, Amount(paid.money[PAID], wanted.unit)),),
+        tuple((lot.id, take) for lot, take in paid.lots),
+    )
+
+
 def lean_lot(row: CreditLot) -> Lot:
     """The burn-down's view of a lot row."""
     return Lot(

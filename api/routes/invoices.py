@@ -68,6 +68,11 @@ class BillingIn(BaseModel):
     billing_address: str | None = Field(default=None, max_length=1000)
     tax_id: str | None = Field(default=None, max_length=100)
     billing_email: str | None = Field(default=None, max_length=300)
+    settle_from_prepaid: bool | None = Field(
+        default=None,
+        description="settle the tax on prepaid consumption from the paid credit when the"
+        " invoice is finalized (default false: the customer pays it)",
+    )
 
     def fields(self) -> dict[str, Any]:
         """The fields that were sent, keyed as the service names them."""
@@ -86,6 +91,7 @@ class BillingOut(BaseModel):
     billing_address: str | None
     tax_id: str | None
     billing_email: str | None
+    settle_from_prepaid: bool
 
 
 def billing_out(profile: BillingProfile | None) -> BillingOut | None:
@@ -99,6 +105,7 @@ def billing_out(profile: BillingProfile | None) -> BillingOut | None:
         billing_address=profile.billing_address,
         tax_id=profile.tax_id,
         billing_email=profile.billing_email,
+        settle_from_prepaid=profile.settle_from_prepaid,
     )
 
 
