@@ -138,6 +138,7 @@ def test_a_month_through_the_api_then_the_close(api, clock, engine):
         "billing_address": "1 Main St",
         "tax_id": None,
         "billing_email": None,
+        "settle_from_prepaid": False,
     }
     resell = post(
         "/v1/accounts",
@@ -293,6 +294,7 @@ def test_a_month_through_the_api_then_the_close(api, clock, engine):
         "expired": "0.00",
         "refunded": "0.00",
         "credited": "0.00",
+        "invoices_paid": "0.00",
         "other": "0.00",
         "closing": "81.00",
     }
