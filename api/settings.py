@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     tokenwallet_billing_close_check_seconds: int = Field(
         default=3600, ge=60, description="how often the scheduler checks for a period to close"
     )
+    tokenwallet_paid_credit_expiry_allowed: bool = Field(
+        default=False,
+        description="the operator's terms let paid credit expire: bank top-ups may then carry"
+        " paid_expires_in_days (its unspent part is booked to revenue:breakage at expiry)",
+    )
     tokenwallet_invoice_issuer_name: str = "tokenwallet operator"
     tokenwallet_invoice_issuer_address: str | None = None
     tokenwallet_invoice_issuer_tax_id: str | None = None

@@ -57,6 +57,12 @@ def parse_money(value: str, account: Account, *, what: str) -> Amount:
     return amount
 
 
+class PaidExpiryNotAllowed(DomainError):
+    """Paid credit given an expiry where the operator's terms do not allow it."""
+
+    code = "paid_expiry_not_allowed"
+
+
 @dataclass(frozen=True, slots=True)
 class TopupResult:
     """A top-up and whether it was a replay of an earlier request."""
@@ -123,6 +129,7 @@ def _credit(
     cash: AccountRef,
     bonus_at: datetime | None,
     effective_at: datetime | None = None,
+    paid_expires_at: datetime | None = None,
 ) -> None:
     """Credit a top-up: one entry (cash to prepaid, promotions to bonus), a paid lot and, when
     ``bonus_at`` is given, a bonus lot by the rule in force at that moment.
@@ -159,6 +166,7 @@ def _credit(
         ledger_account_id=cust.prepaid.id,
         granted=money.atoms,
         remaining=money.atoms,
+        expires_at=paid_expires_at,
         source_type="topup",
         source_id=topup.id,
     )
@@ -201,8 +209,15 @@ def record_topup(
     idempotency_key: str | None = None,
     at: datetime | None = None,
     scope: Scope = EVERYTHING,
+    paid_expires_in_days: int | None = None,
+    paid_expiry_allowed: bool = False,
 ) -> TopupResult:
     """Credit an account with money received (bank transfer, or collected by its reseller).
+
+    Paid credit never expires unless ``paid_expires_in_days`` is given, which is refused
+    (``paid_expiry_not_allowed``) unless the operator's terms allow it
+    (``paid_expiry_allowed``); its unspent part then goes to ``revenue:breakage`` at expiry
+    (the lot expiry job).
 
     A separate bonus lot is granted by the bonus rule in force (the reseller's rules for a
     sub-account, the operator's otherwise). Idempotent per account and ``idempotency_key``.
@@ -214,6 +229,15 @@ def record_topup(
             payment provider confirms it (:func:`create_pending_topup`, :func:`settle_topup`).
         IdempotencyConflict: the key was used for a different top-up of this account.
     """
+    if paid_expires_in_days is not None:
+        if not paid_expiry_allowed:
+            raise PaidExpiryNotAllowed(
+                "paid credit does not expire under the operator's terms; leave"
+                " paid_expires_in_days out (an operator whose terms allow it sets"
+                " TOKENWALLET_PAID_CREDIT_EXPIRY_ALLOWED)"
+            )
+        if paid_expires_in_days < 1:
+            raise InvalidRequest("paid_expires_in_days must be at least 1")
     account = get_account(session, account_id, scope=scope, lock=True)
     money = parse_money(amount, account, what="amount")
     if method == "stripe":
@@ -246,6 +270,9 @@ def record_topup(
         cash=cash_for_method(house, method),
         bonus_at=when,
         effective_at=when,
+        paid_expires_at=(
+            when + timedelta(days=paid_expires_in_days) if paid_expires_in_days else None
+        ),
     )
     return TopupResult(topup, False)
 

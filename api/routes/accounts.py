@@ -29,7 +29,7 @@ from wallet.chart import currency_of
 from wallet.models import Account, Subscription, Topup
 from wallet.packages import buy_package
 from wallet.subscriptions import cancel_subscription, start_subscription
-from wallet.topups import record_topup, refund_topup
+from wallet.topups import PaidExpiryNotAllowed, record_topup, refund_topup
 
 ALL_ROLES = ("finance", "reseller", "customer", "gateway")
 
@@ -169,6 +169,13 @@ class TopupIn(BaseModel):
     amount: DecimalString
     method: Literal["bank_transfer", "stripe", "reseller"]
     reference: str | None = Field(default=None, max_length=200)
+    paid_expires_in_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=3650,
+        description="the paid credit expires after this many days (only where the operator's"
+        " terms allow it: TOKENWALLET_PAID_CREDIT_EXPIRY_ALLOWED; refused otherwise)",
+    )
     success_url: str | None = Field(default=None, max_length=2000)
     cancel_url: str | None = Field(default=None, max_length=2000)
 
@@ -430,6 +437,11 @@ class AccountsController(Controller):
                 f"a {principal.role} key may not record {data.method} top-ups"
                 f" (allowed: {', '.join(allowed)})"
             )
+        if data.method == "stripe" and data.paid_expires_in_days is not None:
+            raise PaidExpiryNotAllowed(
+                "card top-ups cannot carry an expiry; give paid credit an expiry on bank"
+                " transfers, where the operator's terms allow it"
+            )
         if data.method == "stripe":
             gateway = require_gateway(request.app.state.payments)
             urls = checkout_urls(request.app.state.settings, data.success_url, data.cancel_url)
@@ -462,6 +474,8 @@ class AccountsController(Controller):
                 idempotency_key=idempotency_key,
                 at=now_of(request.app.state),
                 scope=scope_of(principal),
+                paid_expires_in_days=data.paid_expires_in_days,
+                paid_expiry_allowed=request.app.state.settings.tokenwallet_paid_credit_expiry_allowed,
             )
             return topup_out(result.topup, get_account(db, account_id))
 

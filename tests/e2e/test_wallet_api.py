@@ -10,9 +10,12 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 import sqlalchemy as sa
+from litestar.testing import TestClient
 from sqlalchemy.orm import Session
 
+from api.app import create_app
 from api.auth import create_key
+from api.settings import Settings
 from ledger.base import utcnow
 from wallet.lots import expire_lots
 from wallet.models import OutboxEvent, Subscription, SubscriptionPeriod
@@ -452,3 +455,24 @@ def test_dead_letters_are_listed_and_replayed_over_the_api(catalog, engine, clie
         problem(client.post(url, headers=mine), 409, "conflict")
     finally:
         server.shutdown()
+
+
+def test_paid_credit_expiry_is_refused_unless_the_operator_allows_it(catalog, engine):
+    acc = new_account(catalog)
+    body = {"amount": "10.00", "method": "bank_transfer", "paid_expires_in_days": 30}
+    url = f"/v1/accounts/{acc['id']}/topups"
+    problem(catalog.post(url, json=body), 422, "paid_expiry_not_allowed")
+    problem(catalog.post(url, json={**body, "paid_expires_in_days": 0}), 400, "validation_error")
+    assert balance(catalog, acc["id"])["paid"] == "0.00"  # nothing changed
+
+    allowing = create_app(engine, settings=Settings(tokenwallet_paid_credit_expiry_allowed=True))
+    with TestClient(allowing) as c:
+        c.headers.update(catalog.headers)
+        t = ok(c.post(url, json=body))
+    assert t["credited_total"]["amount"] == "10.00"
+    with Session(engine) as s:
+        expires = s.execute(
+            sa.text("SELECT expires_at - created_at FROM wallet_credit_lots WHERE source_id = :t"),
+            {"t": t["id"]},
+        ).scalar_one()
+    assert timedelta(days=29) < expires <= timedelta(days=30, seconds=5)
