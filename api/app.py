@@ -6,6 +6,7 @@ import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from litestar import Litestar
@@ -13,8 +14,11 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.routes import HTTPRoute
+from litestar.static_files import create_static_files_router
 from sqlalchemy.engine import Engine
 
 from api.auth import ApiKeyAuthMiddleware
@@ -23,6 +27,7 @@ from api.boundary import check_request
 from api.db import make_sessionmaker
 from api.deps import provide_db, provide_principal
 from api.errors import EXCEPTION_HANDLERS
+from api.openapi import install
 from api.payments import gateway_from_settings
 from api.routes import (
     accounts,
@@ -42,6 +47,24 @@ from invoicing.payments.gateway import PaymentGateway
 
 API_VERSION = "0.1.0"
 PUBLIC_PATHS = ["^/health$", "^/metrics$", "^/schema", "^/v1/webhooks/stripe$"]
+#: Swagger UI's files, served from the installed ``swagger-ui-py`` package (no CDN)
+SCHEMA_ASSETS = "/schema/assets"
+
+
+def _swagger_ui_dir() -> Path:
+    import swagger_ui
+
+    return Path(swagger_ui.__file__).parent / "static"
+
+
+def _docs_plugin() -> SwaggerRenderPlugin:
+    """Swagger UI at ``/schema`` (and ``/schema/swagger``), every asset served locally."""
+    return SwaggerRenderPlugin(
+        js_url=f"{SCHEMA_ASSETS}/swagger-ui-bundle.js",
+        css_url=f"{SCHEMA_ASSETS}/swagger-ui.css",
+        standalone_preset_js_url=f"{SCHEMA_ASSETS}/swagger-ui-standalone-preset.js",
+        favicon=f"<link rel='icon' type='image/png' href='{SCHEMA_ASSETS}/favicon-32x32.png'>",
+    )
 
 
 class MetricsController(PrometheusController):
@@ -49,6 +72,23 @@ class MetricsController(PrometheusController):
 
     path = "/metrics"
     include_in_schema = False
+
+
+def _fix_options_allow(app: Litestar) -> None:
+    """Litestar answers OPTIONS with ``Allow`` built by the route that first registered a path;
+    when more handlers join the path later (a controller's GET after its POST), the route is
+    rebuilt but keeps that first OPTIONS handler, whose ``Allow`` misses the later methods.
+    Point each OPTIONS handler at the route that serves it."""
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for route_handler in route.route_handlers:
+            fn: Any = getattr(route_handler, "fn", None)
+            if getattr(fn, "__name__", "") != "options_handler" or not fn.__closure__:
+                continue
+            for name, cell in zip(fn.__code__.co_freevars, fn.__closure__, strict=True):
+                if name == "self" and isinstance(cell.cell_contents, HTTPRoute):
+                    cell.cell_contents = route
 
 
 def tune_gc() -> None:
@@ -73,7 +113,8 @@ def create_app(
 
     ``clock`` replaces "now" for the handlers that take a time (tests drive months with it).
     ``payment_gateway`` replaces the Stripe gateway built from the settings (tests inject one
-    whose HTTP client is offline); without either, card payments answer 503.
+    whose HTTP client is offline); without either, card payments answer 422
+    ``payments_not_configured``.
     """
     cfg = settings or get_settings()
     gateway = payment_gateway if payment_gateway is not None else gateway_from_settings(cfg)
@@ -131,8 +172,11 @@ def create_app(
         payments.PaymentsController,
         payments.ReconciliationsController,
         stripe_webhooks.stripe_webhook,
+        create_static_files_router(
+            SCHEMA_ASSETS, directories=[_swagger_ui_dir()], include_in_schema=False
+        ),
     ]
-    return Litestar(
+    app = Litestar(
         route_handlers=route_handlers,
         dependencies={
             "db": Provide(provide_db),
@@ -164,5 +208,9 @@ def create_app(
             ),
             security=[{"apiKey": []}],
             path="/schema",
+            render_plugins=[_docs_plugin()],
         ),
     )
+    install(app)
+    _fix_options_allow(app)
+    return app

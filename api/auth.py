@@ -171,4 +171,5 @@ def requires(*roles: str) -> Any:
                 f"a {principal.role} key may not call this endpoint (allowed: {allowed})"
             )
 
+    guard.roles = ("admin", *roles)  # type: ignore[attr-defined]  # read by api.openapi
     return guard

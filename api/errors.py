@@ -67,8 +67,10 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
     "no_rate_in_force": (422, "No rate card in force"),
     "payment_mismatch": (422, "Payment disagrees with the provider"),
     "invalid_webhook_signature": (400, "Invalid webhook signature"),
+    # a deployment without Stripe keys: permanent until the operator configures them, so a
+    # 4xx (5xx is kept for server faults and transient outages)
+    "payments_not_configured": (422, "Payments are not configured"),
     # server side
-    "payments_not_configured": (503, "Payments are not configured"),
     "payment_provider_error": (502, "The payment provider failed the request"),
     "webhook_processing_failed": (500, "The webhook could not be processed; it will be retried"),
     "service_unavailable": (503, "Service unavailable"),
@@ -133,7 +135,10 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     else:
         code = "validation_error"
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail else code
-    return problem(code, detail, status=exc.status_code, instance=request.url.path)
+    response = problem(code, detail, status=exc.status_code, instance=request.url.path)
+    for name, value in (exc.headers or {}).items():
+        response.headers[name] = value  # e.g. a 405's Allow: the path's methods (RFC 9110)
+    return response
 
 
 _RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization, deadlock, lock timeout

@@ -13,7 +13,28 @@ from wallet.accounts import EVERYTHING, Scope
 
 T = TypeVar("T")
 
-IdempotencyKey = Annotated[str | None, HeaderParameter(name="Idempotency-Key", required=False)]
+#: What the documents state for decimal strings that a domain parser checks (its error names the
+#: field and the rule); the server accepts exactly these and a few equivalent spellings.
+PRICE_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,6})?$"
+PCT_PATTERN = r"^(100(\.0{1,2})?|[0-9]{1,2}(\.[0-9]{1,2})?)$"
+MARKUP_PATTERN = r"^[0-9]{1,7}(\.[0-9]{1,2})?$"
+#: Money in a currency's minor units (2 decimals for most, 0 for JPY, 3 for KWD...): the
+#: currency decides how many decimals are allowed (422 ``invalid_amount`` beyond them).
+MONEY_PATTERN = r"^[0-9]{1,15}(\.[0-9]{1,3})?$"
+
+IdempotencyKey = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key",
+        required=False,
+        description="replays the first response of a POST sent again with the same key and body",
+        schema_extra={
+            "minLength": 1,
+            "maxLength": 255,
+            "pattern": r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+        },
+    ),
+]
 Limit = Annotated[int, Parameter(ge=1, le=100, description="page size (1-100)")]
 DecimalString = Annotated[
     str,

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from invoicing.errors import InvalidPeriod
 
-_PERIOD_RE = re.compile(r"^(\d{4})-(\d{2})$")
+_PERIOD_RE = re.compile(r"^([0-9]{4})-([0-9]{2})$")  # ASCII digits only (\d matches any script's)
 
 
 @dataclass(frozen=True, slots=True, order=True)

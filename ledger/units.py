@@ -78,6 +78,9 @@ _ISO_4217_EXPONENTS: dict[str, int] = {
     "KWD": 3, "BHD": 3, "JOD": 3, "OMR": 3, "TND": 3,
 }  # fmt: skip
 
+#: The currency codes :func:`currency` accepts (in any letter case).
+SUPPORTED_CURRENCIES: tuple[str, ...] = tuple(sorted(_ISO_4217_EXPONENTS))
+
 TOKENS = Unit("TOKENS", UnitKind.TOKENS, 0, 0)
 REQUESTS = Unit("REQUESTS", UnitKind.REQUESTS, 0, 0)
 

@@ -15,9 +15,11 @@ from sqlalchemy.orm import Session
 from api.auth import Principal, requires
 from api.deps import now_of
 from api.idempotency import run_idempotent
+from api.openapi import CARD_STARTED, returns
 from api.payments import checkout_urls, require_gateway
 from api.routes.invoices import BillingIn, BillingOut, billing_out
 from api.routes.payments import CardRefundIn, payment_out, run_card_refund
+from api.routes.payments import PaymentOut as CardPaymentOut
 from api.schemas import DecimalString, IdempotencyKey, Limit, Money, Page, scope_of
 from invoicing.payments.checkout import start_card_payment
 from invoicing.payments.refunds import payment_for_topup
@@ -286,7 +288,13 @@ class AccountsController(Controller):
     path = "/v1/accounts"
     tags = ["accounts"]
 
-    @post("/", sync_to_thread=True, status_code=201, guards=[requires("finance", "reseller")])
+    @post(
+        "/",
+        sync_to_thread=True,
+        status_code=201,
+        guards=[requires("finance", "reseller")],
+        responses=returns(AccountOut, 201),
+    )
     def create(
         self,
         request: Request[Principal, Principal, State],
@@ -415,6 +423,8 @@ class AccountsController(Controller):
         sync_to_thread=True,
         status_code=201,
         guards=[requires("finance", "reseller", "customer")],
+        responses=returns(TopupOut, 201),
+        opt={"problems": (402,)},  # a reseller top-up draws the reseller's float
     )
     def topup(
         self,
@@ -488,6 +498,11 @@ class AccountsController(Controller):
         sync_to_thread=True,
         status_code=201,
         guards=[requires("finance", "reseller", "customer")],
+        responses={
+            **returns(PackagePurchaseOut, 201),
+            **returns(CardPaymentOut, 202, CARD_STARTED),
+        },
+        opt={"problems": (402,)},
     )
     def package_purchase(
         self,
@@ -536,6 +551,8 @@ class AccountsController(Controller):
         sync_to_thread=True,
         status_code=201,
         guards=[requires("finance", "reseller", "customer")],
+        responses={**returns(SubscriptionOut, 201), **returns(CardPaymentOut, 202, CARD_STARTED)},
+        opt={"problems": (402,)},
     )
     def subscribe(
         self,
@@ -598,6 +615,7 @@ class TopupsController(Controller):
         sync_to_thread=True,
         status_code=201,
         guards=[requires("finance")],
+        responses=returns(RefundOut, 201),
     )
     def refund(
         self,
@@ -652,6 +670,7 @@ class SubscriptionsController(Controller):
         sync_to_thread=True,
         status_code=200,
         guards=[requires("finance", "reseller", "customer")],
+        responses=returns(SubscriptionOut),
     )
     def cancel(
         self,

@@ -17,11 +17,21 @@ from sqlalchemy.orm import Session
 
 from api.auth import Principal, requires
 from api.idempotency import run_idempotent
-from api.schemas import IdempotencyKey, Limit, scope_of
+from api.openapi import only, returns
+from api.schemas import (
+    MARKUP_PATTERN,
+    MONEY_PATTERN,
+    PCT_PATTERN,
+    PRICE_PATTERN,
+    IdempotencyKey,
+    Limit,
+    scope_of,
+)
 from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.errors import NotFound
 from plans import catalog
+from plans._db import ID_RE
 from plans.pricebook import ResolvedPrice
 from plans.prices import PRICE_FIELDS, ModelPrice, RateCard
 from wallet.accounts import get_account
@@ -31,13 +41,18 @@ Treatment = Literal["billed", "not_billed", "output_not_billed"]
 _PCT = "decimal string, percent (0..100, at most 2 decimals)"
 
 
+#: Operator-chosen catalog ids, as ``plans._db.check_id`` accepts them.
+_CATALOG_ID: dict[str, Any] = {"pattern": ID_RE.pattern}
+
+
 def _price_field(*, optional: bool = False) -> Any:
     # Decimal strings are checked by plans.prices.parse_price, whose messages name the field
     # and the rule (negative, too many decimals...); JSON numbers are refused here.
     desc = "decimal string per million tokens, at most 6 decimals"
+    doc: dict[str, Any] = {"pattern": PRICE_PATTERN}
     if optional:
-        return Field(default=None, examples=["0.30"], description=desc)
-    return Field(examples=["3.00"], description=desc)
+        return Field(default=None, examples=["0.30"], description=desc, json_schema_extra=doc)
+    return Field(examples=["3.00"], description=desc, json_schema_extra=doc)
 
 
 def price_str(value: Decimal) -> str:
@@ -98,7 +113,9 @@ class ModelPriceIn(BaseModel):
     cache_write_5m_per_mtok: str | None = _price_field(optional=True)
     cache_write_1h_per_mtok: str | None = _price_field(optional=True)
     reasoning_per_mtok: str | None = _price_field(optional=True)
-    batch_discount_pct: str | None = Field(default=None, examples=["50"], description=_PCT)
+    batch_discount_pct: str | None = Field(
+        default=None, examples=["50"], description=_PCT, json_schema_extra={"pattern": PCT_PATTERN}
+    )
 
 
 class ModelPriceOut(BaseModel):
@@ -141,7 +158,9 @@ class CatalogModelIn(BaseModel):
     """A model that rate cards can price."""
 
     model_config = ConfigDict(extra="forbid")
-    id: str = Field(min_length=1, max_length=128, examples=["claude-sonnet-4"])
+    id: str = Field(
+        min_length=1, max_length=128, examples=["claude-sonnet-4"], json_schema_extra=_CATALOG_ID
+    )
     provider: str = Field(min_length=1, max_length=100, examples=["anthropic"])
     display_name: str = Field(min_length=1, max_length=200, examples=["Claude Sonnet 4"])
 
@@ -175,7 +194,7 @@ class ModelsController(Controller):
     tags = ["catalog"]
     guards = [requires()]
 
-    @post("/", sync_to_thread=True, status_code=201)
+    @post("/", sync_to_thread=True, status_code=201, responses=returns(CatalogModelOut, 201))
     def create_model(
         self,
         request: Request[Any, Any, Any],
@@ -252,7 +271,7 @@ class RateCardsController(Controller):
     tags = ["catalog"]
     guards = [requires()]
 
-    @post("/", sync_to_thread=True, status_code=201)
+    @post("/", sync_to_thread=True, status_code=201, responses=returns(RateCardOut, 201))
     def create_rate_card(
         self,
         request: Request[Any, Any, Any],
@@ -327,13 +346,22 @@ class ContractDiscountIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     model: str | None = Field(default=None, min_length=1, max_length=128)
-    pct: str = Field(examples=["15"], description=_PCT)
+    pct: str = Field(examples=["15"], description=_PCT, json_schema_extra={"pattern": PCT_PATTERN})
 
 
 class ContractIn(BaseModel):
-    """A new contract version for an account (supersedes older ones from ``starts_at``)."""
+    """A new contract version for an account (supersedes older ones from ``starts_at``). It
+    locks a rate card, grants discounts, or both."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["rate_card_id"], "properties": {"rate_card_id": {"type": "string"}}},
+                {"required": ["discounts"], "properties": {"discounts": {"minItems": 1}}},
+            ]
+        },
+    )
     account_id: str = Field(min_length=1, max_length=64)
     currency: str = Field(min_length=3, max_length=3, examples=["USD"])
     rate_card_id: str | None = None
@@ -384,7 +412,7 @@ class ContractsController(Controller):
     tags = ["catalog"]
     guards = [requires()]
 
-    @post("/", sync_to_thread=True, status_code=201)
+    @post("/", sync_to_thread=True, status_code=201, responses=returns(ContractOut, 201))
     def create_contract(
         self,
         request: Request[Any, Any, Any],
@@ -445,7 +473,10 @@ class ResellerPriceBookIn(BaseModel):
     reseller_account_id: str = Field(min_length=1, max_length=64)
     currency: str = Field(min_length=3, max_length=3, examples=["USD"])
     markup_pct: str | None = Field(
-        default=None, examples=["20"], description="decimal string, percent over wholesale"
+        default=None,
+        examples=["20"],
+        description="decimal string, percent over wholesale",
+        json_schema_extra={"pattern": MARKUP_PATTERN},
     )
     prices: list[ModelPriceIn] = Field(default=[], max_length=1000)
     effective_from: AwareDatetime | None = None
@@ -489,7 +520,7 @@ class ResellerPriceBooksController(Controller):
     tags = ["catalog"]
     guards = [requires("reseller")]
 
-    @post("/", sync_to_thread=True, status_code=201)
+    @post("/", sync_to_thread=True, status_code=201, responses=returns(ResellerPriceBookOut, 201))
     def create_book(
         self,
         request: Request[Any, Any, Any],
@@ -585,7 +616,7 @@ class PriceQuotesController(Controller):
     tags = ["catalog"]
     guards = [requires()]
 
-    @get("/", sync_to_thread=True)
+    @get("/", sync_to_thread=True, opt={"problems": (422,)})  # no rate card in force
     def quote(
         self,
         db: Session,
@@ -628,10 +659,14 @@ class TokenPackageIn(BaseModel):
     ``valid_days`` after purchase."""
 
     model_config = ConfigDict(extra="forbid")
-    id: str = Field(min_length=1, max_length=128, examples=["pk-1m"])
+    id: str = Field(min_length=1, max_length=128, examples=["pk-1m"], json_schema_extra=_CATALOG_ID)
     name: str = Field(min_length=1, max_length=200)
     currency: str = Field(min_length=3, max_length=3, examples=["USD"])
-    price: str = Field(examples=["9.00"], description="decimal string, whole minor units")
+    price: str = Field(
+        examples=["9.00"],
+        description="decimal string, whole minor units",
+        json_schema_extra={"pattern": MONEY_PATTERN},
+    )
     tokens: int = Field(strict=True, ge=1, le=10**15, examples=[1_000_000])
     models: list[str] = Field(default=[], max_length=1000)
     valid_days: int = Field(strict=True, ge=1, le=36_500, examples=[30])
@@ -675,7 +710,7 @@ class PackagesController(Controller):
     tags = ["catalog"]
     guards = [requires()]
 
-    @post("/", sync_to_thread=True, status_code=201)
+    @post("/", sync_to_thread=True, status_code=201, responses=returns(TokenPackageOut, 201))
     def create_package(
         self,
         request: Request[Any, Any, Any],
@@ -731,10 +766,14 @@ class PlanIn(BaseModel):
     """A coding plan."""
 
     model_config = ConfigDict(extra="forbid")
-    id: str = Field(min_length=1, max_length=128, examples=["coder"])
+    id: str = Field(min_length=1, max_length=128, examples=["coder"], json_schema_extra=_CATALOG_ID)
     name: str = Field(min_length=1, max_length=200)
     currency: str = Field(min_length=3, max_length=3, examples=["USD"])
-    monthly_fee: str = Field(examples=["20.00"], description="decimal string, whole minor units")
+    monthly_fee: str = Field(
+        examples=["20.00"],
+        description="decimal string, whole minor units",
+        json_schema_extra={"pattern": MONEY_PATTERN},
+    )
     models: list[str] = Field(default=[], max_length=1000)
     windows: list[PlanWindow] = Field(max_length=6)
     on_exhausted: Literal["block", "wallet"]
@@ -778,7 +817,7 @@ class PlansController(Controller):
     tags = ["catalog"]
     guards = [requires()]
 
-    @post("/", sync_to_thread=True, status_code=201)
+    @post("/", sync_to_thread=True, status_code=201, responses=returns(PlanOut, 201))
     def create_plan(
         self,
         request: Request[Any, Any, Any],
@@ -825,10 +864,19 @@ class BonusTierIn(BaseModel):
     """From ``min_amount`` on: ``bonus_pct`` percent of the top-up or a fixed
     ``bonus_amount`` (exactly one), expiring after ``bonus_expires_days`` (null: never)."""
 
-    model_config = ConfigDict(extra="forbid")
-    min_amount: str = Field(examples=["100.00"])
-    bonus_pct: str | None = Field(default=None, examples=["5"])
-    bonus_amount: str | None = Field(default=None, examples=["25.00"])
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [only("bonus_pct", "bonus_amount"), only("bonus_amount", "bonus_pct")]
+        },
+    )
+    min_amount: str = Field(examples=["100.00"], json_schema_extra={"pattern": MONEY_PATTERN})
+    bonus_pct: str | None = Field(
+        default=None, examples=["5"], json_schema_extra={"pattern": PCT_PATTERN}
+    )
+    bonus_amount: str | None = Field(
+        default=None, examples=["25.00"], json_schema_extra={"pattern": MONEY_PATTERN}
+    )
     bonus_expires_days: int | None = Field(default=None, strict=True, ge=1, le=36_500)
 
 
@@ -887,7 +935,7 @@ class TopupBonusRulesController(Controller):
     tags = ["catalog"]
     guards = [requires("reseller")]
 
-    @post("/", sync_to_thread=True, status_code=201)
+    @post("/", sync_to_thread=True, status_code=201, responses=returns(BonusRuleOut, 201))
     def create_rule(
         self,
         request: Request[Any, Any, Any],
@@ -965,7 +1013,9 @@ class PolicyIn(BaseModel):
     """A failed-request policy; posting an existing id creates its next version."""
 
     model_config = ConfigDict(extra="forbid")
-    id: str = Field(min_length=1, max_length=128, examples=["lenient"])
+    id: str = Field(
+        min_length=1, max_length=128, examples=["lenient"], json_schema_extra=_CATALOG_ID
+    )
     rules: PolicyRules = PolicyRules()
 
 
@@ -1003,7 +1053,7 @@ class FailedRequestPoliciesController(Controller):
     tags = ["catalog"]
     guards = [requires()]
 
-    @post("/", sync_to_thread=True, status_code=201)
+    @post("/", sync_to_thread=True, status_code=201, responses=returns(PolicyOut, 201))
     def create_policy(
         self,
         request: Request[Any, Any, Any],

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from api.auth import Principal, requires
 from api.deps import now_of
 from api.idempotency import run_idempotent
+from api.openapi import only, returns
 from api.payments import checkout_urls, require_gateway
 from api.routes.payments import PaymentOut as CardPaymentOut
 from api.routes.payments import payment_out as card_payment_out
@@ -144,7 +145,7 @@ class TaxProfilesController(Controller):
     tags = ["month end"]
     guards = [requires("finance")]
 
-    @post("/", sync_to_thread=True, status_code=201)
+    @post("/", sync_to_thread=True, status_code=201, responses=returns(TaxProfileOut, 201))
     def create(
         self,
         request: Request[Principal, Principal, State],
@@ -473,7 +474,10 @@ class CreditLineIn(BaseModel):
 class CreditNoteIn(BaseModel):
     """Either ``lines`` or ``amount`` (net, on the invoice's billed part), and a reason."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"oneOf": [only("lines", "amount"), only("amount", "lines")]},
+    )
     lines: list[CreditLineIn] | None = Field(default=None, min_length=1, max_length=200)
     amount: DecimalString | None = None
     reason: str = Field(min_length=1, max_length=500)
@@ -493,7 +497,33 @@ class PaymentIn(BaseModel):
     the invoice when Stripe confirms it. ``success_url``/``cancel_url`` override the configured
     return pages."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "title": "card payment",
+                    "required": ["method"],
+                    "properties": {
+                        "method": {"const": "stripe"},
+                        "reference": {"type": "null"},
+                        "received_at": {"type": "null"},
+                    },
+                },
+                {
+                    "title": "money received",
+                    "required": ["amount", "reference"],
+                    "properties": {
+                        "method": {"enum": ["bank_transfer", "other"]},
+                        "amount": {"type": "string"},
+                        "reference": {"type": "string"},
+                        "success_url": {"type": "null"},
+                        "cancel_url": {"type": "null"},
+                    },
+                },
+            ]
+        },
+    )
     amount: DecimalString | None = None
     method: Literal["bank_transfer", "stripe", "other"] = "bank_transfer"
     reference: str | None = Field(default=None, min_length=1, max_length=200)
@@ -605,6 +635,7 @@ class InvoicesController(Controller):
         sync_to_thread=True,
         status_code=200,
         guards=[requires("finance")],
+        responses=returns(InvoiceOut),
     )
     def finalize(
         self,
@@ -625,7 +656,11 @@ class InvoicesController(Controller):
         )
 
     @post(
-        "/{invoice_id:str}/void", sync_to_thread=True, status_code=200, guards=[requires("finance")]
+        "/{invoice_id:str}/void",
+        sync_to_thread=True,
+        status_code=200,
+        guards=[requires("finance")],
+        responses=returns(InvoiceOut),
     )
     def void(
         self,
@@ -651,6 +686,7 @@ class InvoicesController(Controller):
         sync_to_thread=True,
         status_code=201,
         guards=[requires("finance")],
+        responses=returns(CreditNoteOut, 201),
     )
     def credit_note(
         self,
@@ -691,10 +727,11 @@ class InvoicesController(Controller):
         status_code=201,
         guards=[requires("finance", "reseller", "customer")],
         responses={
+            **returns(PaymentOut, 201),
             202: ResponseSpec(
                 CardPaymentOut,
                 description="method stripe: the card payment started (pay at checkout_url)",
-            )
+            ),
         },
     )
     def payment(

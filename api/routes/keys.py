@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from api.auth import Principal, create_key, requires, revoke_key
 from api.idempotency import run_idempotent
 from api.models import ApiKey
+from api.openapi import returns
 from api.schemas import IdempotencyKey
 
 Role = Literal["admin", "finance", "gateway", "reseller", "customer"]
@@ -56,6 +57,13 @@ class ApiKeyList(BaseModel):
     has_more: bool
 
 
+class KeyRevoked(BaseModel):
+    """A revoked key."""
+
+    id: str
+    status: Literal["revoked"]
+
+
 class ApiKeysController(Controller):
     """API keys (admin only). Handlers that share a path live in one controller."""
 
@@ -63,7 +71,7 @@ class ApiKeysController(Controller):
     tags = ["api keys"]
     guards = [requires()]
 
-    @post("/", sync_to_thread=True, status_code=201)
+    @post("/", sync_to_thread=True, status_code=201, responses=returns(ApiKeyCreated, 201))
     def create_api_key(
         self,
         request: Request[Any, Any, Any],
@@ -124,7 +132,9 @@ class ApiKeysController(Controller):
             has_more=len(rows) > limit,
         )
 
-    @post("/{key_id:str}/revoke", sync_to_thread=True, status_code=200)
+    @post(
+        "/{key_id:str}/revoke", sync_to_thread=True, status_code=200, responses=returns(KeyRevoked)
+    )
     def revoke_api_key(
         self,
         request: Request[Any, Any, Any],
@@ -134,9 +144,9 @@ class ApiKeysController(Controller):
     ) -> Response[bytes]:
         """Revoke a key (admin). Repeating it is harmless."""
 
-        def produce() -> dict[str, str]:
+        def produce() -> KeyRevoked:
             revoke_key(db, key_id)
-            return {"id": key_id, "status": "revoked"}
+            return KeyRevoked(id=key_id, status="revoked")
 
         return run_idempotent(
             db, request, idempotency_key, body=None, status_code=200, produce=produce

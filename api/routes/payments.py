@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import Principal, requires
 from api.idempotency import run_idempotent
+from api.openapi import returns
 from api.payments import require_gateway
 from api.schemas import DecimalString, IdempotencyKey, Limit, Money, Page, scope_of
 from invoicing.payments.models import Payment, PaymentDispute, ReconciliationReport
@@ -227,6 +228,7 @@ class PaymentsController(Controller):
         sync_to_thread=True,
         status_code=201,
         guards=[requires("finance")],
+        responses=returns(CardRefundOut, 201),
     )
     def refund(
         self,

@@ -3,14 +3,34 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from litestar import Response, get
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
+from pydantic import BaseModel
 
 
-@get("/health", sync_to_thread=True, exclude_from_auth=True, tags=["system"])
+class HealthOut(BaseModel):
+    """Whether the server can reach its database."""
+
+    status: Literal["ok", "unavailable"]
+    database: Literal["up", "down"]
+    database_latency_ms: int | None = None
+    detail: str | None = None
+
+
+@get(
+    "/health",
+    sync_to_thread=True,
+    exclude_from_auth=True,
+    tags=["system"],
+    responses={
+        200: ResponseSpec(HealthOut, description="The database answers"),
+        503: ResponseSpec(HealthOut, description="The database does not answer"),
+    },
+)
 def health(state: State) -> Response[dict[str, Any]]:
     """200 when the database answers, 503 otherwise (with the reason)."""
     started = time.perf_counter()

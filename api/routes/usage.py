@@ -26,6 +26,7 @@ from api.batcher import Batcher
 from api.boundary import check_record, is_clean_line
 from api.deps import now_of
 from api.idempotency import run_idempotent
+from api.openapi import only
 from api.routes.catalog import ModelPriceOut, price_out
 from api.schemas import IdempotencyKey, Money, scope_of
 from ledger.amounts import Amount
@@ -398,7 +399,47 @@ class AuthorizationIn(BaseModel):
     (money in the account's currency) or ``tokens`` (package tokens) that usage records naming
     it capture many times, optionally scoped to ``model``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "title": "single-use hold",
+                    "required": ["model", "estimated_input_tokens", "max_output_tokens"],
+                    "properties": {
+                        "multi_capture": {"const": False},
+                        "model": {"type": "string"},
+                        "estimated_input_tokens": {"type": "integer"},
+                        "max_output_tokens": {"type": "integer"},
+                        "amount": {"type": "null"},
+                        "tokens": {"type": "null"},
+                    },
+                },
+                {
+                    "title": "multi-capture grant of money",
+                    "required": ["multi_capture", "amount"],
+                    "properties": {
+                        "multi_capture": {"const": True},
+                        "amount": {"type": "string"},
+                        "tokens": {"type": "null"},
+                        "estimated_input_tokens": {"type": "null"},
+                        "max_output_tokens": {"type": "null"},
+                    },
+                },
+                {
+                    "title": "multi-capture grant of package tokens",
+                    "required": ["multi_capture", "tokens"],
+                    "properties": {
+                        "multi_capture": {"const": True},
+                        "tokens": {"type": "integer"},
+                        "amount": {"type": "null"},
+                        "estimated_input_tokens": {"type": "null"},
+                        "max_output_tokens": {"type": "null"},
+                    },
+                },
+            ]
+        },
+    )
     account_id: str = Field(min_length=1, max_length=64)
     model: str | None = Field(default=None, min_length=1, max_length=200)
     estimated_input_tokens: int | None = Field(default=None, ge=0, le=10**9)
@@ -437,7 +478,10 @@ class IncrementIn(BaseModel):
     """Ask a multi-capture authorization for more (``amount`` or ``tokens``, in its unit),
     after charging ``records`` (the usage so far); ``ttl_seconds`` extends it from now."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"oneOf": [only("amount", "tokens"), only("tokens", "amount")]},
+    )
     amount: str | None = Field(
         default=None, pattern=r"^[0-9]{1,15}(\.[0-9]{1,18})?$", examples=["5.00"]
     )

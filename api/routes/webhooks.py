@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import Principal, requires
 from api.idempotency import run_idempotent
+from api.openapi import returns
 from api.schemas import IdempotencyKey, Page, scope_of
 from wallet.accounts import get_account
 from wallet.models import OutboxEvent, WebhookDelivery, WebhookEndpoint
@@ -48,7 +49,7 @@ class WebhookEndpointsController(Controller):
     tags = ["webhooks"]
     guards = [requires("reseller", "customer")]
 
-    @post("/", sync_to_thread=True, status_code=201)
+    @post("/", sync_to_thread=True, status_code=201, responses=returns(EndpointOut, 201))
     def create(
         self,
         request: Request[Principal, Principal, State],

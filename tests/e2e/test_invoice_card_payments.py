@@ -460,14 +460,14 @@ def test_bad_states_are_refused_with_problem_json_and_change_nothing(world):
     w.books_tie()
 
 
-def test_without_stripe_keys_an_invoice_card_payment_answers_503(world, engine):
+def test_without_stripe_keys_an_invoice_card_payment_answers_422(world, engine):
     w = world
     ApiKeyAuthMiddleware._cache.clear()
     bare = create_app(engine, settings=Settings(stripe_api_key=None, stripe_webhook_secret=None))
     with TestClient(bare) as c:
         body = problem(
             c.post(w.pay_url("acme"), json={"method": "stripe"}, headers=w.keys["acme"]),
-            503,
+            422,
             "payments_not_configured",
         )
         assert "STRIPE_API_KEY" in body["detail"]

@@ -827,7 +827,7 @@ def test_customer_sees_only_its_own_payments(catalog, acc, engine, client):
     assert [p["id"] for p in listed["data"]] == [t["payment_id"]]
 
 
-def test_without_stripe_keys_card_methods_answer_503_and_the_rest_works(engine, admin_key):
+def test_without_stripe_keys_card_methods_answer_422_and_the_rest_works(engine, admin_key):
     ApiKeyAuthMiddleware._cache.clear()
     bare = create_app(engine, settings=Settings(stripe_api_key=None, stripe_webhook_secret=None))
     with TestClient(bare) as c:
@@ -835,17 +835,17 @@ def test_without_stripe_keys_card_methods_answer_503_and_the_rest_works(engine, 
         a = ok(c.post("/v1/accounts", json={"name": "A", "currency": "USD"}))
         body = problem(
             c.post(f"/v1/accounts/{a['id']}/topups", json={"amount": "10.00", "method": "stripe"}),
-            503,
+            422,
             "payments_not_configured",
         )
         assert "STRIPE_API_KEY" in body["detail"]
-        problem(c.post(WEBHOOK, content=b"{}"), 503, "payments_not_configured")
+        problem(c.post(WEBHOOK, content=b"{}"), 422, "payments_not_configured")
         problem(
             c.post(
                 f"/v1/accounts/{a['id']}/package-purchases",
                 json={"package_id": "x", "method": "stripe"},
             ),
-            503,
+            422,
             "payments_not_configured",
         )
         ok(

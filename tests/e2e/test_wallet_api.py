@@ -131,7 +131,7 @@ def test_topup_is_idempotent_and_validated(catalog):
     problem(topup(catalog, acc["id"], "200.00", **h), 409, "idempotency_conflict")
     problem(topup(catalog, acc["id"], "1.001"), 400, "invalid_amount")
     problem(topup(catalog, acc["id"], "-5"), 400, "invalid_amount")
-    problem(topup(catalog, acc["id"], "5", method="stripe"), 503, "payments_not_configured")
+    problem(topup(catalog, acc["id"], "5", method="stripe"), 422, "payments_not_configured")
     assert balance(catalog, acc["id"])["paid"] == "100.00"
 
 
