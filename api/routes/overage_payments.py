@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import Principal, requires
 from api.idempotency import run_idempotent
+from api.openapi import returns
 from api.schemas import DecimalString, IdempotencyKey, Money, scope_of
 from invoicing.periods import Period
 from invoicing.reports import sub_account_statement
@@ -53,7 +54,12 @@ class OveragePaymentsController(Controller):
     tags = ["resellers"]
     guards = [requires("reseller", "finance")]
 
-    @post("/overage-payments", sync_to_thread=True, status_code=201)
+    @post(
+        "/overage-payments",
+        sync_to_thread=True,
+        status_code=201,
+        responses=returns(OveragePaymentOut, 201),
+    )
     def record(
         self,
         request: Request[Principal, Principal, State],

@@ -186,7 +186,12 @@ class WebhookDeliveriesController(Controller):
             has_more=len(rows) > limit,
         )
 
-    @post("/{delivery_id:int}/replay", sync_to_thread=True, status_code=200)
+    @post(
+        "/{delivery_id:int}/replay",
+        sync_to_thread=True,
+        status_code=200,
+        responses=returns(DeliveryOut),
+    )
     def replay(
         self,
         request: Request[Principal, Principal, State],
