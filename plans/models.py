@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -28,7 +29,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ledger.base import Atoms, Base, UTCDateTime
@@ -40,16 +41,42 @@ PctNumeric = Numeric(5, 2)
 
 _PRICE_COLUMNS = (
     "input_per_mtok",
+    "input_audio_per_mtok",
+    "input_image_per_mtok",
     "cache_read_per_mtok",
     "cache_write_5m_per_mtok",
+    "cache_write_30m_per_mtok",
     "cache_write_1h_per_mtok",
+    "cache_write_12h_per_mtok",
     "output_per_mtok",
     "reasoning_per_mtok",
+    "output_audio_per_mtok",
+    "output_image_per_mtok",
+)
+
+
+#: price columns added by migration 0016, checked by one constraint
+_NEW_PRICE_COLUMNS = (
+    "input_audio_per_mtok",
+    "input_image_per_mtok",
+    "cache_write_30m_per_mtok",
+    "cache_write_12h_per_mtok",
+    "output_audio_per_mtok",
+    "output_image_per_mtok",
 )
 
 
 def _price_checks() -> tuple[CheckConstraint, ...]:
-    checks = [CheckConstraint(f"{col} >= 0", name=f"{col}_non_negative") for col in _PRICE_COLUMNS]
+    checks = [
+        CheckConstraint(f"{col} >= 0", name=f"{col}_non_negative")
+        for col in _PRICE_COLUMNS
+        if col not in _NEW_PRICE_COLUMNS
+    ]
+    checks.append(
+        CheckConstraint(
+            " AND ".join(f"{col} >= 0" for col in _NEW_PRICE_COLUMNS), name="dims_non_negative"
+        )
+    )
     checks.append(
         CheckConstraint(
             "batch_discount_pct >= 0 AND batch_discount_pct <= 100", name="batch_discount_pct_range"
@@ -59,15 +86,26 @@ def _price_checks() -> tuple[CheckConstraint, ...]:
 
 
 class _PriceColumns:
-    """The resolved per-Mtok prices of one model (see :class:`plans.prices.ModelPrice`)."""
+    """The resolved per-Mtok prices of one model (see :class:`plans.prices.ModelPrice`); its
+    per-request fees, service tiers and context tiers as resolved JSON (decimal strings, the
+    shape of :meth:`plans.prices.ModelPrice.to_spec`)."""
 
     input_per_mtok: Mapped[Decimal] = mapped_column(PriceNumeric)
+    input_audio_per_mtok: Mapped[Decimal] = mapped_column(PriceNumeric)
+    input_image_per_mtok: Mapped[Decimal] = mapped_column(PriceNumeric)
     cache_read_per_mtok: Mapped[Decimal] = mapped_column(PriceNumeric)
     cache_write_5m_per_mtok: Mapped[Decimal] = mapped_column(PriceNumeric)
+    cache_write_30m_per_mtok: Mapped[Decimal] = mapped_column(PriceNumeric)
     cache_write_1h_per_mtok: Mapped[Decimal] = mapped_column(PriceNumeric)
+    cache_write_12h_per_mtok: Mapped[Decimal] = mapped_column(PriceNumeric)
     output_per_mtok: Mapped[Decimal] = mapped_column(PriceNumeric)
     reasoning_per_mtok: Mapped[Decimal] = mapped_column(PriceNumeric)
+    output_audio_per_mtok: Mapped[Decimal] = mapped_column(PriceNumeric)
+    output_image_per_mtok: Mapped[Decimal] = mapped_column(PriceNumeric)
     batch_discount_pct: Mapped[Decimal] = mapped_column(PctNumeric)
+    request_fees: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'"))
+    service_tiers: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'"))
+    context_tiers: Mapped[list[Any]] = mapped_column(JSONB, server_default=text("'[]'"))
 
 
 class CatalogModel(Base):

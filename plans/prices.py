@@ -18,11 +18,13 @@ raise :class:`~plans.errors.InvalidPrice` instead of rounding.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
+from itertools import pairwise
 from types import MappingProxyType
+from typing import Any
 
 from ledger.errors import UnknownUnit
 from ledger.units import CURRENCY_ATOM_EXPONENT, Unit
@@ -47,16 +49,54 @@ CACHE_WRITE_5M_MULTIPLIER = Decimal("1.25")
 CACHE_WRITE_1H_MULTIPLIER = Decimal("2")
 #: Default batch discount, percent off every token component of a batch request.
 DEFAULT_BATCH_DISCOUNT_PCT = Decimal("50")
+#: Most decimal places a service-tier multiplier may have.
+MULTIPLIER_PLACES = 4
 
-#: The per-Mtok price fields of :class:`ModelPrice`, in line order.
+#: The per-Mtok price fields of :class:`ModelPrice`, in line order. Input side: every field
+#: prices its own tokens (they never overlap); output side: reasoning, audio and image output
+#: are parts of the output tokens priced apart.
 PRICE_FIELDS: tuple[str, ...] = (
     "input_per_mtok",
+    "input_audio_per_mtok",
+    "input_image_per_mtok",
     "cache_read_per_mtok",
     "cache_write_5m_per_mtok",
+    "cache_write_30m_per_mtok",
     "cache_write_1h_per_mtok",
+    "cache_write_12h_per_mtok",
     "output_per_mtok",
     "reasoning_per_mtok",
+    "output_audio_per_mtok",
+    "output_image_per_mtok",
 )
+#: Price fields that may be omitted from a spec, and what an omitted one defaults to:
+#: ``(field it copies, multiplier)``; resolved in this order, so a default can build on a
+#: given or defaulted price before it.
+DEFAULTS: tuple[tuple[str, str, Decimal], ...] = (
+    ("cache_read_per_mtok", "input_per_mtok", CACHE_READ_MULTIPLIER),
+    ("cache_write_5m_per_mtok", "input_per_mtok", CACHE_WRITE_5M_MULTIPLIER),
+    ("cache_write_30m_per_mtok", "cache_write_5m_per_mtok", Decimal(1)),
+    ("cache_write_1h_per_mtok", "input_per_mtok", CACHE_WRITE_1H_MULTIPLIER),
+    ("cache_write_12h_per_mtok", "cache_write_1h_per_mtok", Decimal(1)),
+    ("reasoning_per_mtok", "output_per_mtok", Decimal(1)),
+    ("input_audio_per_mtok", "input_per_mtok", Decimal(1)),
+    ("input_image_per_mtok", "input_per_mtok", Decimal(1)),
+    ("output_audio_per_mtok", "output_per_mtok", Decimal(1)),
+    ("output_image_per_mtok", "output_per_mtok", Decimal(1)),
+)
+#: Per-request fees a card may price (a usage record counts each in ``tool_calls``).
+FEE_KINDS: tuple[str, ...] = (
+    "web_search",
+    "web_fetch",
+    "code_execution",
+    "file_search",
+    "tool_call",
+)
+#: Service tiers a card may price apart from the standard one. A record of ``batch`` without
+#: a ``batch`` tier on its card takes the card's batch discount.
+SERVICE_TIERS: tuple[str, ...] = ("flex", "priority", "batch", "scale", "fast", "ultrafast")
+#: What the providers call the standard tier (priced by the card's own prices).
+STANDARD_TIERS = frozenset({"standard", "default", "auto", "on_demand"})
 
 _HUNDRED = Decimal(100)
 
@@ -100,27 +140,108 @@ def parse_price(value: object, *, what: str) -> Decimal:
     )
 
 
+def _exact(value: Decimal, what: str) -> None:
+    if not has_places(Fraction(value), EXACT_PRICE_PLACES):
+        raise InvalidPrice(
+            f"{what} = {value} is finer than one currency atom per token "
+            f"(at most {EXACT_PRICE_PLACES} decimals per Mtok)",
+            field=what,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceTier:
+    """How a model is priced in a service tier: a multiplier of the standard prices (of the
+    context band the request falls in) or a price of its own (exactly one of the two).
+    Per-request fees are never multiplied."""
+
+    name: str
+    multiplier: Decimal | None = None
+    price: ModelPrice | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in SERVICE_TIERS:
+            raise InvalidCatalog(
+                f"unknown service tier {self.name!r}; known: {', '.join(SERVICE_TIERS)}",
+                field="service_tiers",
+            )
+        if (self.multiplier is None) == (self.price is None):
+            raise InvalidCatalog(
+                f"service tier {self.name} needs a multiplier or its own prices, not both",
+                field="service_tiers",
+            )
+        if self.multiplier is not None:
+            m = self.multiplier
+            if not isinstance(m, Decimal) or not m.is_finite() or m <= 0:
+                raise InvalidPrice(
+                    f"service_tiers.{self.name}.multiplier must be a positive decimal",
+                    field="service_tiers",
+                )
+            if not has_places(Fraction(m), MULTIPLIER_PLACES):
+                raise InvalidPrice(
+                    f"service_tiers.{self.name}.multiplier has more than {MULTIPLIER_PLACES}"
+                    f" decimals: {m}",
+                    field="service_tiers",
+                )
+        if self.price is not None and self.price.service_tiers:
+            raise InvalidCatalog(
+                f"service tier {self.name}'s own prices cannot have service tiers",
+                field="service_tiers",
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class ContextTier:
+    """Prices that apply to a whole request whose prompt (every input token: uncached, cached,
+    written to the cache) is larger than ``above_input_tokens``."""
+
+    above_input_tokens: int
+    price: ModelPrice
+
+    def __post_init__(self) -> None:
+        n = self.above_input_tokens
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            raise InvalidCatalog(
+                f"context_tiers: above_input_tokens must be a positive integer, got {n!r}",
+                field="context_tiers",
+            )
+        if self.price.context_tiers or self.price.service_tiers:
+            raise InvalidCatalog(
+                "a context tier's prices cannot have tiers of their own", field="context_tiers"
+            )
+
+
 @dataclass(frozen=True, slots=True)
 class ModelPrice:
-    """One model's prices per million tokens, exact.
+    """One model's prices per million tokens, exact, with its tiers and per-request fees.
 
     Build from untrusted input with :meth:`from_spec` (defaults, 6-decimal limit); the
     constructor itself only checks the exactness invariant, so derived prices with more
-    decimals (e.g. 1.25x a 6-decimal input price) are allowed.
+    decimals (e.g. 1.25x a 6-decimal input price) are allowed. The price fields added after
+    the first version (30-minute and 12-hour cache writes, audio and image) may be left out of
+    the constructor: they then take their defaults (see :data:`DEFAULTS`).
 
     Attributes:
-        input_per_mtok: uncached input tokens.
-        output_per_mtok: output tokens that are not reasoning tokens.
+        input_per_mtok: uncached text (and other) input tokens.
+        output_per_mtok: output tokens that are not reasoning, audio or image tokens.
         cache_read_per_mtok: input tokens read from the prompt cache.
-        cache_write_5m_per_mtok: input tokens written to the 5-minute cache.
-        cache_write_1h_per_mtok: input tokens written to the 1-hour cache.
+        cache_write_5m_per_mtok / _30m_ / _1h_ / _12h_: input tokens written to the cache
+            with that lifetime (Anthropic: 5 m, 1 h; OpenAI: 30 m, 12 h).
         reasoning_per_mtok: the reasoning part of the output tokens.
-        batch_discount_pct: percent off every token component of a batch request (0..100).
+        batch_discount_pct: percent off every token component of a batch request (0..100)
+            when no ``batch`` service tier is given.
+        input_audio_per_mtok / input_image_per_mtok: uncached audio / image input tokens.
+        output_audio_per_mtok / output_image_per_mtok: the audio / image part of the output.
+        request_fees: ``(kind, price per request)`` pairs, kinds from :data:`FEE_KINDS`.
+        service_tiers: prices of the non-standard service tiers.
+        context_tiers: prices for prompts above a size, thresholds ascending.
 
     Raises:
         InvalidPrice: a field is not a finite non-negative ``Decimal``, a price is finer than
-            ``10**-12`` per Mtok, the discount is outside 0..100 or has > 2 decimals, or a
-            batch-discounted price would be finer than one atom per token.
+            ``10**-12`` per Mtok, the discount is outside 0..100 or has > 2 decimals, a
+            batch-discounted or tier-multiplied price would be finer than one atom per token,
+            or a fee finer than one atom.
+        InvalidCatalog: unknown fee kinds or tiers, context thresholds not ascending.
     """
 
     input_per_mtok: Decimal
@@ -130,19 +251,33 @@ class ModelPrice:
     cache_write_1h_per_mtok: Decimal
     reasoning_per_mtok: Decimal
     batch_discount_pct: Decimal = DEFAULT_BATCH_DISCOUNT_PCT
+    cache_write_30m_per_mtok: Decimal = None  # type: ignore[assignment]  # default: 5 m
+    cache_write_12h_per_mtok: Decimal = None  # type: ignore[assignment]  # default: 1 h
+    input_audio_per_mtok: Decimal = None  # type: ignore[assignment]  # default: input
+    input_image_per_mtok: Decimal = None  # type: ignore[assignment]  # default: input
+    output_audio_per_mtok: Decimal = None  # type: ignore[assignment]  # default: output
+    output_image_per_mtok: Decimal = None  # type: ignore[assignment]  # default: output
+    request_fees: tuple[tuple[str, Decimal], ...] = ()
+    service_tiers: tuple[ServiceTier, ...] = ()
+    context_tiers: tuple[ContextTier, ...] = ()
+    #: the rater's per-token table, built on first use (:mod:`plans.rating`)
+    rating_table: object = field(default=None, init=False, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
+        for name, source, multiplier in DEFAULTS:
+            if getattr(self, name) is None and multiplier == 1:
+                object.__setattr__(self, name, getattr(self, source))
+        for name in (*PRICE_FIELDS, "batch_discount_pct"):
+            value = getattr(self, name)
             if not isinstance(value, Decimal):
                 raise InvalidPrice(
-                    f"{f.name} must be a Decimal, not {type(value).__name__}; "
+                    f"{name} must be a Decimal, not {type(value).__name__}; "
                     "use ModelPrice.from_spec for strings",
-                    field=f.name,
+                    field=name,
                 )
             if not value.is_finite() or value < 0:
                 raise InvalidPrice(
-                    f"{f.name} must be finite and non-negative, got {value}", field=f.name
+                    f"{name} must be finite and non-negative, got {value}", field=name
                 )
         pct = Fraction(self.batch_discount_pct)
         if pct > 100 or not has_places(pct, PCT_PLACES):
@@ -153,18 +288,100 @@ class ModelPrice:
             )
         for name in PRICE_FIELDS:
             price = Fraction(getattr(self, name))
-            if not has_places(price, EXACT_PRICE_PLACES):
-                raise InvalidPrice(
-                    f"{name} = {getattr(self, name)} is finer than one currency atom per token "
-                    f"(at most {EXACT_PRICE_PLACES} decimals per Mtok)",
-                    field=name,
-                )
+            _exact(getattr(self, name), name)
             if not has_places(price * pct / 100, EXACT_PRICE_PLACES):
                 raise InvalidPrice(
                     f"a {self.batch_discount_pct}% batch discount on {name} = "
                     f"{getattr(self, name)} is finer than one currency atom per token",
                     field=name,
                 )
+        self._check_extras()
+
+    def _check_extras(self) -> None:
+        fees = tuple(self.request_fees)
+        seen: set[str] = set()
+        for kind, fee in fees:
+            if kind not in FEE_KINDS:
+                raise InvalidCatalog(
+                    f"unknown request fee {kind!r}; known: {', '.join(FEE_KINDS)}",
+                    field="request_fees",
+                )
+            if kind in seen:
+                raise InvalidCatalog(f"request fee {kind} given twice", field="request_fees")
+            seen.add(kind)
+            if not isinstance(fee, Decimal) or not fee.is_finite() or fee < 0:
+                raise InvalidPrice(
+                    f"request_fees.{kind} must be a non-negative Decimal", field="request_fees"
+                )
+            # a fee is money per request: whole atoms (10**-18)
+            if not has_places(Fraction(fee), EXACT_PRICE_PLACES + 6):
+                raise InvalidPrice(
+                    f"request_fees.{kind} = {fee} is finer than one currency atom",
+                    field="request_fees",
+                )
+        object.__setattr__(self, "request_fees", tuple(sorted(fees)))
+        tiers = tuple(self.service_tiers)
+        names = [t.name for t in tiers]
+        if len(set(names)) != len(names):
+            raise InvalidCatalog("a service tier is given twice", field="service_tiers")
+        for tier in tiers:
+            if tier.multiplier is not None:
+                for band in (self, *(c.price for c in self.context_tiers)):
+                    band.multiplied(tier.multiplier, why=f"service tier {tier.name}")
+        object.__setattr__(
+            self, "service_tiers", tuple(sorted(tiers, key=lambda t: SERVICE_TIERS.index(t.name)))
+        )
+        bands = tuple(self.context_tiers)
+        for before, after in pairwise(bands):
+            if after.above_input_tokens <= before.above_input_tokens:
+                raise InvalidCatalog(
+                    "context_tiers must be in ascending above_input_tokens, each once",
+                    field="context_tiers",
+                )
+        object.__setattr__(self, "context_tiers", bands)
+
+    @property
+    def fees(self) -> dict[str, Decimal]:
+        """Per-request fees by kind."""
+        return dict(self.request_fees)
+
+    def tier(self, name: str) -> ServiceTier | None:
+        """The service tier ``name`` as this price defines it, or ``None``."""
+        for t in self.service_tiers:
+            if t.name == name:
+                return t
+        return None
+
+    def band(self, prompt_tokens: int) -> ModelPrice:
+        """The prices of a request with a prompt of ``prompt_tokens``: the highest context
+        tier it is above, else these."""
+        chosen = self
+        for c in self.context_tiers:
+            if prompt_tokens > c.above_input_tokens:
+                chosen = c.price
+        return chosen
+
+    def multiplied(self, multiplier: Decimal, *, why: str) -> ModelPrice:
+        """The token prices times ``multiplier`` (a tier's), fees and discount unchanged.
+
+        Raises:
+            InvalidPrice: a multiplied price would not rate exactly.
+        """
+        return self._scaled_tokens(Fraction(multiplier), why=why)
+
+    def _scaled_tokens(self, ratio: Fraction, *, why: str) -> ModelPrice:
+        scaled: dict[str, Any] = {
+            name: to_decimal(
+                Fraction(getattr(self, name)) * ratio, what=f"{name} ({why})", error=InvalidPrice
+            )
+            for name in PRICE_FIELDS
+        }
+        try:
+            return ModelPrice(batch_discount_pct=self.batch_discount_pct, **scaled)
+        except InvalidPrice as exc:
+            raise InvalidPrice(
+                f"{why}: {exc.detail}; choose a figure that keeps prices exact", **exc.extra
+            ) from None
 
     @classmethod
     def from_spec(
@@ -172,68 +389,117 @@ class ModelPrice:
         *,
         input_per_mtok: DecimalInput,
         output_per_mtok: DecimalInput,
-        cache_read_per_mtok: DecimalInput | None = None,
-        cache_write_5m_per_mtok: DecimalInput | None = None,
-        cache_write_1h_per_mtok: DecimalInput | None = None,
-        reasoning_per_mtok: DecimalInput | None = None,
         batch_discount_pct: DecimalInput | None = None,
+        request_fees: Mapping[str, object] | None = None,
+        service_tiers: Mapping[str, Mapping[str, object]] | None = None,
+        context_tiers: Iterable[Mapping[str, object]] | None = None,
+        **optional: DecimalInput | None,
     ) -> ModelPrice:
         """Build a price from admin/API input, applying the documented defaults.
 
-        Omitted prices default to: cache read 0.1x input, 5-minute cache write 1.25x input,
-        1-hour cache write 2x input, reasoning = the output price; the batch discount
-        defaults to 50 (% off every token component of a batch request).
+        Omitted prices default to (:data:`DEFAULTS`): cache read 0.1x input, 5-minute cache
+        write 1.25x input, 30-minute write = the 5-minute one, 1-hour write 2x input, 12-hour
+        write = the 1-hour one, reasoning = output, audio and image input = input, audio and
+        image output = output; the batch discount defaults to 50 (% off every token component
+        of a batch request).
 
         Args:
             input_per_mtok: price per million uncached input tokens.
             output_per_mtok: price per million output tokens.
-            cache_read_per_mtok: optional explicit cache-read price.
-            cache_write_5m_per_mtok: optional explicit 5-minute cache-write price.
-            cache_write_1h_per_mtok: optional explicit 1-hour cache-write price.
-            reasoning_per_mtok: optional explicit reasoning price.
             batch_discount_pct: optional batch discount percentage (0..100, <= 2 decimals).
-
-        Returns:
-            The validated price.
+            request_fees: ``{kind: price per request}`` (kinds in :data:`FEE_KINDS`).
+            service_tiers: ``{tier: {"multiplier": "0.5"}}`` or ``{tier: {<prices>}}`` (a
+                full price spec, defaults from its own input and output prices).
+            context_tiers: ``[{"above_input_tokens": 200000, <prices>}]``: each a full price
+                spec (defaults from its own prices) for prompts above the size.
+            optional: the other per-Mtok prices of :data:`PRICE_FIELDS`.
 
         Raises:
             InvalidPrice: a float, NaN/infinity, a malformed or negative price, a given price
-                with more than 6 decimals, or a discount outside 0..100 / with > 2 decimals.
+                with more than 6 decimals, a discount outside 0..100 / with > 2 decimals, a
+                multiplier that is not positive or has > 4 decimals.
+            InvalidCatalog: unknown fields, fee kinds or tiers.
         """
-        inp = parse_price(input_per_mtok, what="input_per_mtok")
-        out = parse_price(output_per_mtok, what="output_per_mtok")
-
-        def given_or(value: DecimalInput | None, what: str, multiplier: Decimal) -> Decimal:
-            if value is not None:
-                return parse_price(value, what=what)
-            return to_decimal(Fraction(inp) * Fraction(multiplier), what=what, error=InvalidPrice)
-
+        unknown = sorted(set(optional) - set(PRICE_FIELDS))
+        if unknown:
+            raise InvalidCatalog(f"unknown price fields {unknown}", field=unknown[0])
+        base = _resolved(input_per_mtok, output_per_mtok, optional, what="")
+        discount = (
+            DEFAULT_BATCH_DISCOUNT_PCT
+            if batch_discount_pct is None
+            else parse_pct(batch_discount_pct, what="batch_discount_pct")
+        )
+        fees = tuple(
+            (
+                str(kind),
+                parse_decimal(
+                    fee,
+                    what=f"request_fees.{kind}",
+                    max_places=GIVEN_PRICE_PLACES,
+                    error=InvalidPrice,
+                ),
+            )
+            for kind, fee in (request_fees or {}).items()
+        )
+        bands = tuple(
+            ContextTier(
+                _threshold(item),
+                cls(
+                    batch_discount_pct=discount,
+                    **_resolved(
+                        _required(item, "input_per_mtok", "context_tiers"),
+                        _required(item, "output_per_mtok", "context_tiers"),
+                        _only_prices(item, "context_tiers", extra={"above_input_tokens"}),
+                        what="context_tiers",
+                    ),
+                ),
+            )
+            for item in (context_tiers or ())
+        )
+        tiers: list[ServiceTier] = []
+        for name, spec in (service_tiers or {}).items():
+            if not isinstance(spec, Mapping):
+                raise InvalidCatalog(
+                    f"service_tiers.{name} must be an object", field="service_tiers"
+                )
+            if "multiplier" in spec:
+                if set(spec) != {"multiplier"}:
+                    raise InvalidCatalog(
+                        f"service_tiers.{name}: a multiplier tier has no prices",
+                        field="service_tiers",
+                    )
+                m = parse_decimal(
+                    spec["multiplier"],
+                    what=f"service_tiers.{name}.multiplier",
+                    max_places=MULTIPLIER_PLACES,
+                    error=InvalidPrice,
+                )
+                tiers.append(ServiceTier(str(name), multiplier=m))
+                continue
+            tiers.append(
+                ServiceTier(
+                    str(name),
+                    price=cls.from_spec(
+                        input_per_mtok=_required(spec, "input_per_mtok", f"service_tiers.{name}"),
+                        output_per_mtok=_required(spec, "output_per_mtok", f"service_tiers.{name}"),
+                        batch_discount_pct=discount,
+                        request_fees=request_fees,
+                        context_tiers=_list_of(spec.get("context_tiers"), f"service_tiers.{name}"),
+                        **_only_prices(spec, f"service_tiers.{name}", extra={"context_tiers"}),
+                    ),
+                )
+            )
         return cls(
-            input_per_mtok=inp,
-            output_per_mtok=out,
-            cache_read_per_mtok=given_or(
-                cache_read_per_mtok, "cache_read_per_mtok", CACHE_READ_MULTIPLIER
-            ),
-            cache_write_5m_per_mtok=given_or(
-                cache_write_5m_per_mtok, "cache_write_5m_per_mtok", CACHE_WRITE_5M_MULTIPLIER
-            ),
-            cache_write_1h_per_mtok=given_or(
-                cache_write_1h_per_mtok, "cache_write_1h_per_mtok", CACHE_WRITE_1H_MULTIPLIER
-            ),
-            reasoning_per_mtok=(
-                out
-                if reasoning_per_mtok is None
-                else parse_price(reasoning_per_mtok, what="reasoning_per_mtok")
-            ),
-            batch_discount_pct=(
-                DEFAULT_BATCH_DISCOUNT_PCT
-                if batch_discount_pct is None
-                else parse_pct(batch_discount_pct, what="batch_discount_pct")
-            ),
+            batch_discount_pct=discount,
+            request_fees=fees,
+            service_tiers=tuple(tiers),
+            context_tiers=bands,
+            **base,
         )
 
     def scaled(self, ratio: Fraction, *, why: str) -> ModelPrice:
-        """Every per-Mtok price multiplied by an exact ratio; the batch discount is unchanged.
+        """Every price (tokens, fees, tiers' own prices and context tiers) multiplied by an
+        exact ratio; the batch discount and tier multipliers are unchanged.
 
         Args:
             ratio: a non-negative exact ratio, e.g. ``Fraction(85, 100)`` for 15% off.
@@ -245,14 +511,23 @@ class ModelPrice:
         """
         if ratio < 0:
             raise InvalidPrice(f"{why}: a price cannot be scaled by a negative ratio {ratio}")
-        scaled = {
-            name: to_decimal(
-                Fraction(getattr(self, name)) * ratio, what=f"{name} ({why})", error=InvalidPrice
+        tokens = self._scaled_tokens(ratio, why=why)
+        fees = tuple(
+            (
+                kind,
+                to_decimal(
+                    Fraction(fee) * ratio, what=f"request_fees.{kind} ({why})", error=InvalidPrice
+                ),
             )
-            for name in PRICE_FIELDS
-        }
+            for kind, fee in self.request_fees
+        )
+        tiers = tuple(
+            t if t.price is None else replace(t, price=t.price.scaled(ratio, why=why))
+            for t in self.service_tiers
+        )
+        bands = tuple(replace(c, price=c.price.scaled(ratio, why=why)) for c in self.context_tiers)
         try:
-            return ModelPrice(batch_discount_pct=self.batch_discount_pct, **scaled)
+            return replace(tokens, request_fees=fees, service_tiers=tiers, context_tiers=bands)
         except InvalidPrice as exc:
             raise InvalidPrice(
                 f"{why}: {exc.detail}; choose a percentage that keeps prices exact", **exc.extra
@@ -275,6 +550,154 @@ class ModelPrice:
         """
         dec = parse_pct(pct, what="markup_pct", maximum=MAX_MARKUP_PCT)
         return self.scaled((100 + Fraction(dec)) / 100, why=f"markup {dec}%")
+
+    def to_spec(self) -> dict[str, object]:
+        """Every resolved price as decimal strings (tiers and context tiers nested), the
+        shape :meth:`from_spec` reads back to an equal price."""
+        out: dict[str, object] = {name: _plain(getattr(self, name)) for name in PRICE_FIELDS}
+        out["batch_discount_pct"] = _plain(self.batch_discount_pct)
+        if self.request_fees:
+            out["request_fees"] = {k: _plain(v) for k, v in self.request_fees}
+        if self.service_tiers:
+            out["service_tiers"] = {
+                t.name: (
+                    {"multiplier": _plain(t.multiplier)}
+                    if t.multiplier is not None
+                    else _token_spec(t.price)  # type: ignore[arg-type]
+                )
+                for t in self.service_tiers
+            }
+        if self.context_tiers:
+            out["context_tiers"] = [
+                {"above_input_tokens": c.above_input_tokens, **_token_spec(c.price)}
+                for c in self.context_tiers
+            ]
+        return out
+
+    @classmethod
+    def from_stored(cls, spec: Mapping[str, object]) -> ModelPrice:
+        """A price from :meth:`to_spec` (stored prices are resolved: nothing defaults, and
+        they may have more than 6 decimals)."""
+
+        def dec(value: object) -> Decimal:
+            return Decimal(str(value))
+
+        def tokens(item: Mapping[str, object]) -> dict[str, Any]:
+            return {name: dec(item[name]) for name in PRICE_FIELDS}
+
+        discount = dec(spec["batch_discount_pct"])
+        fees = spec.get("request_fees") or {}
+        assert isinstance(fees, Mapping)
+        tiers_spec = spec.get("service_tiers") or {}
+        assert isinstance(tiers_spec, Mapping)
+        tiers = []
+        for name, t in tiers_spec.items():
+            if "multiplier" in t:
+                tiers.append(ServiceTier(name, multiplier=dec(t["multiplier"])))
+            else:
+                tiers.append(
+                    ServiceTier(
+                        name,
+                        price=cls.from_stored(
+                            {**t, "batch_discount_pct": discount, "request_fees": fees}
+                        ),
+                    )
+                )
+        bands_spec = spec.get("context_tiers") or []
+        assert isinstance(bands_spec, list)
+        bands = tuple(
+            ContextTier(int(c["above_input_tokens"]), cls(batch_discount_pct=discount, **tokens(c)))
+            for c in bands_spec
+        )
+        return cls(
+            batch_discount_pct=discount,
+            request_fees=tuple((str(k), dec(v)) for k, v in fees.items()),
+            service_tiers=tuple(tiers),
+            context_tiers=bands,
+            **tokens(spec),
+        )
+
+
+def _plain(value: Decimal | None) -> str:
+    assert value is not None
+    return format(value.normalize(), "f") if value else "0"
+
+
+def _token_spec(price: ModelPrice) -> dict[str, object]:
+    out: dict[str, object] = {name: _plain(getattr(price, name)) for name in PRICE_FIELDS}
+    if price.context_tiers:
+        out["context_tiers"] = [
+            {"above_input_tokens": c.above_input_tokens, **_token_spec(c.price)}
+            for c in price.context_tiers
+        ]
+    return out
+
+
+def _resolved(
+    input_per_mtok: object, output_per_mtok: object, given: Mapping[str, object], *, what: str
+) -> dict[str, Any]:
+    """Given prices parsed (<= 6 decimals), omitted ones defaulted (:data:`DEFAULTS`)."""
+    prefix = f"{what}." if what else ""
+    out = {
+        "input_per_mtok": parse_price(input_per_mtok, what=f"{prefix}input_per_mtok"),
+        "output_per_mtok": parse_price(output_per_mtok, what=f"{prefix}output_per_mtok"),
+    }
+    for name, source, multiplier in DEFAULTS:
+        value = given.get(name)
+        if value is not None:
+            out[name] = parse_price(value, what=f"{prefix}{name}")
+        else:
+            out[name] = to_decimal(
+                Fraction(out[source]) * Fraction(multiplier), what=name, error=InvalidPrice
+            )
+    return out
+
+
+def _only_prices(item: Mapping[str, object], what: str, *, extra: set[str]) -> dict[str, Any]:
+    unknown = sorted(set(item) - set(PRICE_FIELDS) - extra)
+    if unknown:
+        raise InvalidCatalog(
+            f"{what}: unknown fields {unknown}; allowed: the price fields and {sorted(extra)}",
+            field=what,
+        )
+    out: dict[str, Any] = {}
+    for name in PRICE_FIELDS:
+        if name in ("input_per_mtok", "output_per_mtok"):
+            continue
+        value = item.get(name)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, str | Decimal | int)
+        ):
+            raise InvalidPrice(f"{what}.{name} must be a decimal string", field=what)
+        out[name] = value
+    return out
+
+
+def _required(item: Mapping[str, object], key: str, what: str) -> DecimalInput:
+    value = item.get(key)
+    if value is None:
+        raise InvalidCatalog(f"{what} lacks {key}", field=what)
+    if isinstance(value, bool) or not isinstance(value, str | Decimal | int):
+        raise InvalidPrice(f"{what}.{key} must be a decimal string", field=what)
+    return value
+
+
+def _threshold(item: Mapping[str, object]) -> int:
+    n = item.get("above_input_tokens")
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise InvalidCatalog(
+            f"context_tiers: above_input_tokens must be a positive integer, got {n!r}",
+            field="context_tiers",
+        )
+    return n
+
+
+def _list_of(value: object, what: str) -> list[Mapping[str, object]] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+        raise InvalidCatalog(f"{what}.context_tiers must be a list of objects", field=what)
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,7 +774,7 @@ class RateCard:
                 currency = currency_unit(currency)
             except UnknownUnit as exc:
                 raise InvalidCatalog(exc.detail) from None
-        allowed = {"model", *PRICE_FIELDS, "batch_discount_pct"}
+        allowed = {"model", *PRICE_FIELDS, *PRICE_EXTRAS}
         built: dict[str, ModelPrice] = {}
         for item in prices:
             unknown = sorted(set(item) - allowed)
@@ -362,20 +785,46 @@ class RateCard:
                 raise InvalidCatalog("each price needs a non-empty 'model'")
             if model in built:
                 raise InvalidCatalog(f"model {model} is priced twice on card {id}")
-            built[model] = ModelPrice.from_spec(
-                input_per_mtok=_spec_required(item, "input_per_mtok", model),
-                output_per_mtok=_spec_required(item, "output_per_mtok", model),
-                cache_read_per_mtok=_spec_value(item, "cache_read_per_mtok", model),
-                cache_write_5m_per_mtok=_spec_value(item, "cache_write_5m_per_mtok", model),
-                cache_write_1h_per_mtok=_spec_value(item, "cache_write_1h_per_mtok", model),
-                reasoning_per_mtok=_spec_value(item, "reasoning_per_mtok", model),
-                batch_discount_pct=_spec_value(item, "batch_discount_pct", model),
-            )
+            built[model] = price_from_item(item, model)
         return cls(id=id, currency=currency, effective_from=effective_from, prices=built)
 
     def price_for(self, model: str) -> ModelPrice:
         """This card's price for ``model`` (see :func:`price_for`)."""
         return price_for(self, model)
+
+
+#: Keys of a price item besides the per-Mtok prices.
+PRICE_EXTRAS = ("batch_discount_pct", "request_fees", "service_tiers", "context_tiers")
+
+
+def price_from_item(item: Mapping[str, object], model: str) -> ModelPrice:
+    """One ``prices`` item of a rate card (``{"model", "input_per_mtok", ...}``) as a price.
+
+    Raises:
+        InvalidCatalog, InvalidPrice: see :meth:`ModelPrice.from_spec`.
+    """
+    fees = item.get("request_fees")
+    tiers = item.get("service_tiers")
+    bands = item.get("context_tiers")
+    if fees is not None and not isinstance(fees, Mapping):
+        raise InvalidCatalog(f"request_fees for {model} must be an object", model=model)
+    if tiers is not None and not isinstance(tiers, Mapping):
+        raise InvalidCatalog(f"service_tiers for {model} must be an object", model=model)
+    if bands is not None and not isinstance(bands, list):
+        raise InvalidCatalog(f"context_tiers for {model} must be a list", model=model)
+    return ModelPrice.from_spec(
+        input_per_mtok=_spec_required(item, "input_per_mtok", model),
+        output_per_mtok=_spec_required(item, "output_per_mtok", model),
+        batch_discount_pct=_spec_value(item, "batch_discount_pct", model),
+        request_fees=fees,
+        service_tiers=tiers,
+        context_tiers=bands,
+        **{
+            name: _spec_value(item, name, model)
+            for name in PRICE_FIELDS
+            if name not in ("input_per_mtok", "output_per_mtok")
+        },
+    )
 
 
 def _spec_value(item: Mapping[str, object], key: str, model: str) -> DecimalInput | None:

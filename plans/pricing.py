@@ -72,22 +72,23 @@ from plans.prices import (
 # -- price rows ---------------------------------------------------------------------------
 
 
-def _price_columns(price: ModelPrice) -> dict[str, Decimal]:
-    values = {name: getattr(price, name) for name in PRICE_FIELDS}
+def _price_columns(price: ModelPrice) -> dict[str, object]:
+    values: dict[str, object] = {name: getattr(price, name) for name in PRICE_FIELDS}
     values["batch_discount_pct"] = price.batch_discount_pct
+    spec = price.to_spec()
+    values["request_fees"] = spec.get("request_fees", {})
+    values["service_tiers"] = spec.get("service_tiers", {})
+    values["context_tiers"] = spec.get("context_tiers", [])
     return values
 
 
 def _price_of(row: RateCardPriceRow | ResellerPriceRow) -> ModelPrice:
-    return ModelPrice(
-        input_per_mtok=clean_decimal(row.input_per_mtok),
-        output_per_mtok=clean_decimal(row.output_per_mtok),
-        cache_read_per_mtok=clean_decimal(row.cache_read_per_mtok),
-        cache_write_5m_per_mtok=clean_decimal(row.cache_write_5m_per_mtok),
-        cache_write_1h_per_mtok=clean_decimal(row.cache_write_1h_per_mtok),
-        reasoning_per_mtok=clean_decimal(row.reasoning_per_mtok),
-        batch_discount_pct=clean_decimal(row.batch_discount_pct),
-    )
+    spec: dict[str, object] = {name: clean_decimal(getattr(row, name)) for name in PRICE_FIELDS}
+    spec["batch_discount_pct"] = clean_decimal(row.batch_discount_pct)
+    spec["request_fees"] = row.request_fees or {}
+    spec["service_tiers"] = row.service_tiers or {}
+    spec["context_tiers"] = row.context_tiers or []
+    return ModelPrice.from_stored(spec)
 
 
 def _parse_prices(

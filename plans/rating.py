@@ -1,60 +1,127 @@
 """Rating: usage quantities x a model price -> an exact charge (pure, no rounding).
 
-:func:`rate` prices each token component at its per-Mtok rate::
+This is the one rater. :func:`rate_tokens` prices each component of a record at its per-Mtok
+rate, in integer currency atoms::
 
-    line amount = tokens * price_per_mtok / 1_000_000            (exact Fraction)
+    component atoms = tokens * (price_per_mtok * 10**12)         (atoms of 10**-18 per token)
 
-and, for a batch request, adds one negative ``batch_discount`` line equal to
-``batch_discount_pct`` percent of all the component lines. The
-:class:`~plans.prices.ModelPrice` exactness invariant guarantees that every line is a whole
-number of currency atoms, so nothing is rounded here; rounding happens only on documents.
+after choosing the prices that apply to the request:
 
-Rating is linear: rating two parts of a record and adding the results gives exactly the
-rating of the whole record, line by line.
+1. the **service tier** (``flex``, ``priority``, ``batch``, ...): the tier's own prices, or the
+   standard ones times its multiplier; a tier the price does not define is refused
+   (:class:`UnpricedServiceTier`), except ``batch``, which then takes the price's batch
+   discount (one negative ``batch_discount`` amount of ``batch_discount_pct`` percent of the
+   token components);
+2. the **context tier**: a prompt (every input token, cached and written ones included) larger
+   than a tier's ``above_input_tokens`` is priced, whole, at that tier's prices;
+3. **per-request fees** (web search, code execution, ...) times the record's counts; fees are
+   never multiplied by a tier nor batch-discounted.
+
+The :class:`~plans.prices.ModelPrice` exactness invariant guarantees that one token of every
+component, in every tier and context tier, batch-discounted or not, is a whole number of atoms,
+so nothing is rounded here. The per-token atoms of a price are computed once and kept on it.
+
+:func:`rate` is the same rating presented as :class:`Charge` lines with :class:`Amount` s.
+Rating is linear within a context tier: rating the parts of a record and adding them gives the
+rating of the whole.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from enum import StrEnum
 from fractions import Fraction
 
 from ledger.amounts import Amount
-from ledger.errors import InvalidAmount
 from ledger.units import Unit
 from plans.errors import InvalidPrice, InvalidUsage
-from plans.prices import TOKENS_PER_MTOK, ModelPrice
+from plans.prices import FEE_KINDS, PRICE_FIELDS, STANDARD_TIERS, ModelPrice
+
+#: Atoms of a currency unit per token, from a price per million tokens: 10**18 / 10**6.
+ATOMS_PER_MTOK_UNIT = 10**12
+#: Atoms of a currency unit per unit: fees are money per request.
+ATOMS_PER_UNIT = 10**18
 
 
 class Component(StrEnum):
     """A priced component of a usage record (the ``component`` of a :class:`ChargeLine`)."""
 
     INPUT = "input"
+    INPUT_AUDIO = "input_audio"
+    INPUT_IMAGE = "input_image"
     CACHE_READ = "cache_read"
     CACHE_WRITE_5M = "cache_write_5m"
+    CACHE_WRITE_30M = "cache_write_30m"
     CACHE_WRITE_1H = "cache_write_1h"
+    CACHE_WRITE_12H = "cache_write_12h"
     OUTPUT = "output"
     REASONING = "reasoning"
+    OUTPUT_AUDIO = "output_audio"
+    OUTPUT_IMAGE = "output_image"
+    WEB_SEARCH = "web_search"
+    WEB_FETCH = "web_fetch"
+    CODE_EXECUTION = "code_execution"
+    FILE_SEARCH = "file_search"
+    TOOL_CALL = "tool_call"
     BATCH_DISCOUNT = "batch_discount"
 
 
+#: The token components, in line order (aligned with :data:`plans.prices.PRICE_FIELDS`).
+TOKEN_COMPONENTS: tuple[Component, ...] = (
+    Component.INPUT,
+    Component.INPUT_AUDIO,
+    Component.INPUT_IMAGE,
+    Component.CACHE_READ,
+    Component.CACHE_WRITE_5M,
+    Component.CACHE_WRITE_30M,
+    Component.CACHE_WRITE_1H,
+    Component.CACHE_WRITE_12H,
+    Component.OUTPUT,
+    Component.REASONING,
+    Component.OUTPUT_AUDIO,
+    Component.OUTPUT_IMAGE,
+)
+assert tuple(c.value + "_per_mtok" for c in TOKEN_COMPONENTS) == PRICE_FIELDS
+#: Index of the first output component in :data:`TOKEN_COMPONENTS`.
+_FIRST_OUTPUT = 8
+
+#: The token count fields of :class:`Tokens`, in line order.
+TOKEN_FIELDS: tuple[str, ...] = (
+    "input_tokens",
+    "input_audio_tokens",
+    "input_image_tokens",
+    "cache_read_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_30m_tokens",
+    "cache_write_1h_tokens",
+    "cache_write_12h_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "output_audio_tokens",
+    "output_image_tokens",
+)
+
+
+class UnpricedServiceTier(InvalidUsage):
+    """The record names a service tier its price does not define (it is not charged at the
+    standard price by mistake)."""
+
+    code = "unpriced_service_tier"
+
+
 @dataclass(frozen=True, slots=True)
-class UsageQuantities:
-    """The token counts of one usage record. The counts never overlap.
+class Tokens:
+    """The token counts of one request, and its per-request tool calls.
+
+    Input side: the counts never overlap (``input_tokens`` is uncached text and other input;
+    audio and image input, cache reads and cache writes per lifetime are counted apart).
+    Output side: ``output_tokens`` is every output token; reasoning, audio and image output
+    are parts of it that a price may rate apart.
 
     Attributes:
-        input_tokens: input billed at the input rate (not cache reads or writes).
-        output_tokens: all output tokens, reasoning included.
-        cache_read_tokens: input tokens read from the prompt cache.
-        cache_write_5m_tokens: input tokens written to the 5-minute cache.
-        cache_write_1h_tokens: input tokens written to the 1-hour cache.
-        reasoning_tokens: the part of ``output_tokens`` priced at the reasoning rate.
-        batch: whether the request went through the batch API (batch discount applies).
-
-    Raises:
-        InvalidUsage: a count that is not an ``int`` (bools and floats included) or is
-            negative, ``reasoning_tokens > output_tokens``, or a non-bool ``batch``.
+        tool_calls: ``(kind, count)`` pairs of per-request fees (kinds in
+            :data:`plans.prices.FEE_KINDS`), sorted by kind.
     """
 
     input_tokens: int = 0
@@ -63,40 +130,316 @@ class UsageQuantities:
     cache_write_5m_tokens: int = 0
     cache_write_1h_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_30m_tokens: int = 0
+    cache_write_12h_tokens: int = 0
+    input_audio_tokens: int = 0
+    input_image_tokens: int = 0
+    output_audio_tokens: int = 0
+    output_image_tokens: int = 0
+    tool_calls: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Every input token: what context tiers are measured on."""
+        return (
+            self.input_tokens
+            + self.input_audio_tokens
+            + self.input_image_tokens
+            + self.cache_read_tokens
+            + self.cache_write_5m_tokens
+            + self.cache_write_30m_tokens
+            + self.cache_write_1h_tokens
+            + self.cache_write_12h_tokens
+        )
+
+    @property
+    def total(self) -> int:
+        """Every token counted once."""
+        return self.prompt_tokens + self.output_tokens
+
+    @property
+    def total_tokens(self) -> int:
+        """Every token counted once (same as :attr:`total`)."""
+        return self.total
+
+    @property
+    def cache_write_tokens(self) -> int:
+        """Tokens written to the cache, every lifetime."""
+        return (
+            self.cache_write_5m_tokens
+            + self.cache_write_30m_tokens
+            + self.cache_write_1h_tokens
+            + self.cache_write_12h_tokens
+        )
+
+    def counts(self) -> tuple[int, ...]:
+        """Tokens per component of :data:`TOKEN_COMPONENTS` (output: the part that is not
+        reasoning, audio or image)."""
+        return (
+            self.input_tokens,
+            self.input_audio_tokens,
+            self.input_image_tokens,
+            self.cache_read_tokens,
+            self.cache_write_5m_tokens,
+            self.cache_write_30m_tokens,
+            self.cache_write_1h_tokens,
+            self.cache_write_12h_tokens,
+            self.output_tokens
+            - self.reasoning_tokens
+            - self.output_audio_tokens
+            - self.output_image_tokens,
+            self.reasoning_tokens,
+            self.output_audio_tokens,
+            self.output_image_tokens,
+        )
+
+    def check(self, where: str = "usage") -> Tokens:
+        """Validate the counts; returns ``self``.
+
+        Raises:
+            InvalidUsage: a count that is not a non-negative ``int``, parts of the output that
+                exceed it, or an unknown tool-call kind.
+        """
+        for name in TOKEN_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidUsage(
+                    f"{where}: {name} must be an integer, not {type(value).__name__}", field=name
+                )
+            if value < 0:
+                raise InvalidUsage(f"{where}: {name} must not be negative, got {value}", field=name)
+        parts = self.reasoning_tokens + self.output_audio_tokens + self.output_image_tokens
+        if parts > self.output_tokens:
+            raise InvalidUsage(
+                f"{where}: reasoning, audio and image output ({parts}) are parts of the output"
+                f" tokens and cannot exceed them ({self.output_tokens})",
+                field="reasoning_tokens",
+            )
+        for kind, count in self.tool_calls:
+            if kind not in FEE_KINDS:
+                raise InvalidUsage(
+                    f"{where}: unknown tool call kind {kind!r}; known: {', '.join(FEE_KINDS)}",
+                    field="tool_calls",
+                )
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise InvalidUsage(
+                    f"{where}: tool_calls.{kind} must be a non-negative integer", field="tool_calls"
+                )
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Rating:
+    """What one record costs, in integer atoms of the price's currency.
+
+    Attributes:
+        total: everything, after the batch discount, fees included.
+        output: the output components (output, reasoning, audio and image output) after the
+            batch discount (what ``output_not_billed`` credits).
+        parts: atoms per token component of :data:`TOKEN_COMPONENTS`, before the discount.
+        fees: atoms per fee kind of :data:`plans.prices.FEE_KINDS`.
+        discount: atoms the batch discount took off (0 when none).
+        tier: the service tier that priced the record (``None``: standard).
+        above_input_tokens: the context tier that priced it (``None``: the base prices).
+        price: the flat per-Mtok prices the tokens were rated at (tier and context applied).
+    """
+
+    total: int
+    output: int
+    parts: tuple[int, ...]
+    fees: tuple[int, ...]
+    discount: int
+    tier: str | None
+    above_input_tokens: int | None
+    price: ModelPrice
+
+
+@dataclass(frozen=True, slots=True)
+class _Band:
+    above: int | None
+    price: ModelPrice
+    full: tuple[int, ...]
+    batch: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _TierTable:
+    bands: tuple[_Band, ...]  # base first, then ascending thresholds
+    fees: tuple[int, ...]
+    discount_pct: Decimal | None  # the batch discount, for a batch record without a batch tier
+
+
+def _per_token(price: ModelPrice) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    keep = Fraction(100 - Fraction(price.batch_discount_pct), 100)
+    full, batch = [], []
+    for name in PRICE_FIELDS:
+        atoms = Fraction(getattr(price, name)) * ATOMS_PER_MTOK_UNIT
+        discounted = atoms * keep
+        if atoms.denominator != 1 or discounted.denominator != 1:  # the invariant forbids it
+            raise InvalidPrice(f"{name} = {getattr(price, name)} cannot rate exactly")
+        full.append(atoms.numerator)
+        batch.append(discounted.numerator)
+    return tuple(full), tuple(batch)
+
+
+def _fee_atoms(price: ModelPrice) -> tuple[int, ...]:
+    fees = dict(price.request_fees)
+    out = []
+    for kind in FEE_KINDS:
+        atoms = Fraction(fees.get(kind, Decimal(0))) * ATOMS_PER_UNIT
+        if atoms.denominator != 1:
+            raise InvalidPrice(f"request_fees.{kind} cannot rate exactly")
+        out.append(atoms.numerator)
+    return tuple(out)
+
+
+def _bands(price: ModelPrice, multiplier: Decimal | None, why: str) -> tuple[_Band, ...]:
+    out = []
+    for above, band in (
+        (None, price),
+        *((c.above_input_tokens, c.price) for c in price.context_tiers),
+    ):
+        flat = band if multiplier is None else band.multiplied(multiplier, why=why)
+        full, batch = _per_token(flat)
+        out.append(_Band(above, flat, full, batch))
+    return tuple(out)
+
+
+def _table(price: ModelPrice) -> dict[str | None, _TierTable]:
+    """Per-token atoms of every tier and context tier of ``price`` (built once, kept on it)."""
+    table = price.rating_table
+    if table is not None:
+        return table  # type: ignore[return-value]
+    fees = _fee_atoms(price)
+    built: dict[str | None, _TierTable] = {None: _TierTable(_bands(price, None, ""), fees, None)}
+    for tier in price.service_tiers:
+        if tier.price is not None:
+            built[tier.name] = _TierTable(
+                _bands(tier.price, None, ""), _fee_atoms(tier.price), None
+            )
+        else:
+            built[tier.name] = _TierTable(
+                _bands(price, tier.multiplier, f"service tier {tier.name}"), fees, None
+            )
+    if "batch" not in built:
+        built["batch"] = _TierTable(built[None].bands, fees, price.batch_discount_pct)
+    object.__setattr__(price, "rating_table", built)
+    return built
+
+
+def standard_tier(tier: str | None) -> str | None:
+    """A service tier name as the rater keys it: ``None`` for the standard tier."""
+    if tier is None or tier in STANDARD_TIERS:
+        return None
+    return tier
+
+
+def rate_tokens(
+    tokens: Tokens, price: ModelPrice, *, tier: str | None = None, batch: bool = False
+) -> Rating:
+    """Rate one record exactly (see the module docstring).
+
+    Args:
+        tokens: the record's counts (already checked, see :meth:`Tokens.check`).
+        price: the resolved price.
+        tier: the service tier (``None`` or a standard name: standard prices).
+        batch: the record went through a batch API (the ``batch`` tier).
+
+    Raises:
+        UnpricedServiceTier: ``tier`` is not defined by ``price`` (and is not ``batch``).
+        InvalidUsage: ``batch`` with another tier.
+    """
+    tier = standard_tier(tier)
+    if batch:
+        if tier not in (None, "batch"):
+            raise InvalidUsage(f"a batch request has no service tier {tier!r}")
+        tier = "batch"
+    table = _table(price)
+    tt = table.get(tier)
+    if tt is None:
+        raise UnpricedServiceTier(
+            f"the price in force defines no {tier!r} service tier; add service_tiers.{tier}"
+            " to the rate card (or send the record with the tier it was served in)",
+            service_tier=tier,
+        )
+    band = tt.bands[0]
+    if len(tt.bands) > 1:
+        prompt = tokens.prompt_tokens
+        for b in tt.bands[1:]:
+            if prompt > b.above:  # type: ignore[operator]
+                band = b
+    counts = tokens.counts()
+    full = band.full
+    parts = (
+        counts[0] * full[0],
+        counts[1] * full[1],
+        counts[2] * full[2],
+        counts[3] * full[3],
+        counts[4] * full[4],
+        counts[5] * full[5],
+        counts[6] * full[6],
+        counts[7] * full[7],
+        counts[8] * full[8],
+        counts[9] * full[9],
+        counts[10] * full[10],
+        counts[11] * full[11],
+    )
+    subtotal = sum(parts)
+    output = parts[8] + parts[9] + parts[10] + parts[11]
+    discount = 0
+    if tt.discount_pct is not None:
+        keep = band.batch
+        discounted = sum(c * a for c, a in zip(counts, keep, strict=True))
+        discount = subtotal - discounted
+        output = (
+            counts[8] * keep[8]
+            + counts[9] * keep[9]
+            + counts[10] * keep[10]
+            + counts[11] * keep[11]
+        )
+    fee_atoms: tuple[int, ...] = _NO_FEES
+    fee_total = 0
+    if tokens.tool_calls:
+        calls = dict(tokens.tool_calls)
+        fee_atoms = tuple(calls.get(k, 0) * a for k, a in zip(FEE_KINDS, tt.fees, strict=True))
+        fee_total = sum(fee_atoms)
+    return Rating(
+        total=subtotal - discount + fee_total,
+        output=output,
+        parts=parts,
+        fees=fee_atoms,
+        discount=discount,
+        tier=tier,
+        above_input_tokens=band.above,
+        price=band.price,
+    )
+
+
+_NO_FEES = (0,) * len(FEE_KINDS)
+
+
+# -- the same rating as charge lines -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UsageQuantities(Tokens):
+    """:class:`Tokens` checked on construction, with the batch flag (for :func:`rate`).
+
+    Raises:
+        InvalidUsage: see :meth:`Tokens.check`, or a non-bool ``batch``.
+    """
+
     batch: bool = False
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            if f.name == "batch":
-                continue
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise InvalidUsage(
-                    f"{f.name} must be an integer, not {type(value).__name__}", field=f.name
-                )
-            if value < 0:
-                raise InvalidUsage(f"{f.name} must not be negative, got {value}", field=f.name)
         if not isinstance(self.batch, bool):
             raise InvalidUsage(
                 f"batch must be a boolean, not {type(self.batch).__name__}", field="batch"
             )
-        if self.reasoning_tokens > self.output_tokens:
-            raise InvalidUsage(
-                f"reasoning_tokens ({self.reasoning_tokens}) is part of output_tokens and "
-                f"cannot exceed it ({self.output_tokens})",
-                field="reasoning_tokens",
-            )
-
-    @property
-    def total_tokens(self) -> int:
-        """All tokens of the record (input, cache reads/writes and output)."""
-        return (
-            self.input_tokens
-            + self.cache_read_tokens
-            + self.cache_write_5m_tokens
-            + self.cache_write_1h_tokens
-            + self.output_tokens
-        )
+        for f in fields(Tokens):
+            if f.name != "tool_calls" and isinstance(getattr(self, f.name), bool):
+                raise InvalidUsage(f"{f.name} must be an integer, not bool", field=f.name)
+        self.check()
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +448,10 @@ class ChargeLine:
 
     Attributes:
         component: what the line prices.
-        tokens: tokens priced on the line; for ``batch_discount``, all tokens discounted.
-        price_per_mtok: the per-Mtok rate; ``None`` on the ``batch_discount`` line, whose
-            components have different rates.
+        tokens: tokens priced on the line (requests, for a fee); for ``batch_discount``, all
+            tokens discounted.
+        price_per_mtok: the per-Mtok rate (the fee per request, for a fee); ``None`` on the
+            ``batch_discount`` line, whose components have different rates.
         amount: the exact amount (negative on the ``batch_discount`` line).
         discount_pct: the batch discount percentage on the ``batch_discount`` line, else
             ``None``.
@@ -126,13 +470,14 @@ class Charge:
 
     Attributes:
         total: the sum of all lines (after the batch discount).
-        lines: the component lines in a fixed order (input, cache_read, cache_write_5m,
-            cache_write_1h, output, reasoning, batch_discount); zero-token lines and a zero
-            batch discount are omitted.
+        lines: the component lines in :data:`TOKEN_COMPONENTS` order, then the fees, then the
+            batch discount; zero lines are omitted.
+        rating: the atoms behind the lines.
     """
 
     total: Amount
     lines: tuple[ChargeLine, ...]
+    rating: Rating | None = field(default=None, compare=False)
 
     def line(self, component: Component | str) -> ChargeLine | None:
         """The line for ``component``, or ``None`` when it was omitted."""
@@ -142,63 +487,56 @@ class Charge:
         return None
 
 
-def _amount(value: Fraction, unit: Unit) -> Amount:
-    try:
-        return Amount.from_fraction(value, unit)
-    except InvalidAmount as exc:  # cannot happen for a valid ModelPrice; never round
-        raise InvalidPrice(f"rating is not exact: {exc.detail}") from None
-
-
-def rate(usage: UsageQuantities, price: ModelPrice, unit: Unit) -> Charge:
-    """Rate one usage record at ``price``, exactly.
-
-    Output tokens that are not reasoning tokens are priced at the output rate; reasoning
-    tokens at the reasoning rate. For a batch record the ``batch_discount`` line takes
-    ``price.batch_discount_pct`` percent off every token component.
-
-    Args:
-        usage: the record's token counts.
-        price: the resolved per-Mtok prices (see :func:`plans.pricebook.resolve_price`).
-        unit: the currency of ``price``.
-
-    Returns:
-        The charge: exact lines and their total, in ``unit``.
-
-    Raises:
-        InvalidPrice: ``unit`` is not a currency, or (only for a price built around the
-            invariant) a line would be finer than one atom.
-    """
-    if not isinstance(unit, Unit) or not unit.is_currency:
-        raise InvalidPrice(f"usage is rated in a currency, not {unit}")
-    parts = (
-        (Component.INPUT, usage.input_tokens, price.input_per_mtok),
-        (Component.CACHE_READ, usage.cache_read_tokens, price.cache_read_per_mtok),
-        (Component.CACHE_WRITE_5M, usage.cache_write_5m_tokens, price.cache_write_5m_per_mtok),
-        (Component.CACHE_WRITE_1H, usage.cache_write_1h_tokens, price.cache_write_1h_per_mtok),
-        (Component.OUTPUT, usage.output_tokens - usage.reasoning_tokens, price.output_per_mtok),
-        (Component.REASONING, usage.reasoning_tokens, price.reasoning_per_mtok),
-    )
+def charge_lines(tokens: Tokens, rating: Rating, unit: Unit) -> Charge:
+    """A rating as lines of :class:`Amount` in ``unit`` (the currency of its price)."""
     lines: list[ChargeLine] = []
-    subtotal = Fraction(0)
-    discounted_tokens = 0
-    for component, tokens, per_mtok in parts:
-        if tokens == 0:
-            continue
-        value = Fraction(tokens) * Fraction(per_mtok) / TOKENS_PER_MTOK
-        subtotal += value
-        discounted_tokens += tokens
-        lines.append(ChargeLine(component, tokens, per_mtok, _amount(value, unit)))
-    total = subtotal
-    discount = subtotal * Fraction(price.batch_discount_pct) / 100 if usage.batch else Fraction(0)
-    if discount:
-        total -= discount
+    counts = tokens.counts()
+    discounted = 0
+    for comp, name, n, atoms in zip(
+        TOKEN_COMPONENTS, PRICE_FIELDS, counts, rating.parts, strict=True
+    ):
+        if n:
+            discounted += n
+            lines.append(ChargeLine(comp, n, getattr(rating.price, name), Amount(atoms, unit)))
+    calls = dict(tokens.tool_calls)
+    for kind, atoms in zip(FEE_KINDS, rating.fees, strict=True):
+        n = calls.get(kind, 0)
+        if n:
+            per = Decimal(atoms // n) / ATOMS_PER_UNIT if n else Decimal(0)
+            lines.append(ChargeLine(Component(kind), n, per, Amount(atoms, unit)))
+    if rating.discount:
         lines.append(
             ChargeLine(
                 Component.BATCH_DISCOUNT,
-                discounted_tokens,
+                discounted,
                 None,
-                _amount(-discount, unit),
-                price.batch_discount_pct,
+                Amount(-rating.discount, unit),
+                rating.price.batch_discount_pct,
             )
         )
-    return Charge(total=_amount(total, unit), lines=tuple(lines))
+    return Charge(total=Amount(rating.total, unit), lines=tuple(lines), rating=rating)
+
+
+def rate(
+    usage: UsageQuantities | Tokens,
+    price: ModelPrice,
+    unit: Unit,
+    *,
+    tier: str | None = None,
+) -> Charge:
+    """Rate one usage record at ``price``, exactly, as charge lines (see :func:`rate_tokens`).
+
+    Args:
+        usage: the record's counts (a :class:`UsageQuantities` carries the batch flag).
+        price: the resolved per-Mtok prices (see :func:`plans.pricebook.resolve_price`).
+        unit: the currency of ``price``.
+        tier: the service tier.
+
+    Raises:
+        InvalidPrice: ``unit`` is not a currency.
+        UnpricedServiceTier: see :func:`rate_tokens`.
+    """
+    if not isinstance(unit, Unit) or not unit.is_currency:
+        raise InvalidPrice(f"usage is rated in a currency, not {unit}")
+    batch = bool(getattr(usage, "batch", False))
+    return charge_lines(usage, rate_tokens(usage, price, tier=tier, batch=batch), unit)

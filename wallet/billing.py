@@ -1,113 +1,115 @@
-"""Rating a usage record exactly and applying the failed-request policy (pure; no database).
+"""Applying the failed-request policy to a rated record (pure; no database).
 
-:func:`rate_atoms` is the hot path's integer fast path of :func:`plans.rating.rate` (a property
-test ties the two); :func:`apply_policy` turns the rated amount into what is billed and what is
-credited, with a reason code.
+Rating itself is :func:`plans.rating.rate_tokens` (the one rater); :func:`apply_policy` turns
+the rated amount into what is billed and what is credited, with a reason code.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
 from fractions import Fraction
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from plans.errors import InvalidUsage
-from plans.prices import ModelPrice
-from wallet.normalize import Tokens, failure_kind
+from ledger.errors import DomainError
+from plans.prices import FEE_KINDS, PRICE_FIELDS, SERVICE_TIERS, ModelPrice
+from plans.rating import ATOMS_PER_MTOK_UNIT, ATOMS_PER_UNIT, Rating, Tokens, rate_tokens
+from wallet.normalize import failure_kind
 
 if TYPE_CHECKING:
     from plans.catalog import FailedRequestPolicy
 
-#: Atoms of a currency unit per token, from a price per million tokens: 10**18 / 10**6.
-_ATOMS_PER_MTOK_UNIT = 10**12
+__all__ = [
+    "Billing",
+    "apply_policy",
+    "max_atoms_per_token",
+    "rate_atoms",
+    "wholesale_ratio",
+]
 
 
-def _per_mtok(price: ModelPrice) -> tuple[Decimal, ...]:
-    return (
-        price.input_per_mtok,
-        price.cache_read_per_mtok,
-        price.cache_write_5m_per_mtok,
-        price.cache_write_1h_per_mtok,
-        price.output_per_mtok,
-        price.reasoning_per_mtok,
-    )
+def rate_atoms(
+    tokens: Tokens, price: ModelPrice, *, batch: bool = False, tier: str | None = None
+) -> tuple[int, int]:
+    """(total atoms, atoms of the output components) of one record (see
+    :func:`plans.rating.rate_tokens`)."""
+    r = rate_tokens(tokens, price, tier=tier, batch=batch)
+    return r.total, r.output
 
 
-@lru_cache(maxsize=4096)
-def _atoms_per_token(price: ModelPrice) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
-    """Per-token atoms of each component, full and batch-discounted; None if not integral."""
-    full, batch = [], []
-    keep = Fraction(100 - Fraction(price.batch_discount_pct), 100)
-    for p in _per_mtok(price):
-        atoms = Fraction(p) * _ATOMS_PER_MTOK_UNIT
-        discounted = atoms * keep
-        if atoms.denominator != 1 or discounted.denominator != 1:
-            return None
-        full.append(atoms.numerator)
-        batch.append(discounted.numerator)
-    return tuple(full), tuple(batch)
-
-
-def _counts(t: Tokens) -> tuple[int, ...]:
-    return (
-        t.input_tokens,
-        t.cache_read_tokens,
-        t.cache_write_5m_tokens,
-        t.cache_write_1h_tokens,
-        t.output_tokens - t.reasoning_tokens,
-        t.reasoning_tokens,
-    )
-
-
-def rate_atoms(tokens: Tokens, price: ModelPrice, *, batch: bool) -> tuple[int, int]:
-    """(total atoms, atoms of the output and reasoning components) of one record, exactly.
-
-    Integer arithmetic on per-token atom prices; a price whose per-token atoms are not whole
-    (the catalog refuses those) falls back to exact fractions.
-
-    Raises:
-        InvalidUsage: the price cannot rate the record exactly.
-    """
-    counts = _counts(tokens)
-    table = _atoms_per_token(price)
-    if table is None:
-        keep = Fraction(100 - Fraction(price.batch_discount_pct), 100) if batch else Fraction(1)
-        parts = [
-            Fraction(p) * _ATOMS_PER_MTOK_UNIT * keep * c
-            for p, c in zip(_per_mtok(price), counts, strict=True)
-        ]
-        exact_total, exact_output = sum(parts, Fraction(0)), parts[4] + parts[5]
-        if exact_total.denominator != 1 or exact_output.denominator != 1:
-            raise InvalidUsage("this price cannot rate the record exactly; fix the rate card")
-        return exact_total.numerator, exact_output.numerator
-    per_token = table[1] if batch else table[0]
-    total: int = sum(c * a for c, a in zip(counts, per_token, strict=True))
-    output: int = counts[4] * per_token[4] + counts[5] * per_token[5]
-    return total, output
+def _flat_prices(price: ModelPrice) -> list[ModelPrice]:
+    """Every flat price a request can be rated at: each tier, each context tier."""
+    out: list[ModelPrice] = []
+    for tier in (None, *SERVICE_TIERS):
+        t = price.tier(tier) if tier else None
+        if tier and t is None:
+            continue
+        base = t.price if t is not None and t.price is not None else price
+        for band in (base, *(c.price for c in base.context_tiers)):
+            if t is not None and t.multiplier is not None:
+                band = band.multiplied(t.multiplier, why=f"service tier {tier}")
+            out.append(band)
+    return out
 
 
 def max_atoms_per_token(price: ModelPrice) -> Fraction:
-    """The most one token of any component can cost, in atoms (exact)."""
-    return max(Fraction(p) * _ATOMS_PER_MTOK_UNIT for p in _per_mtok(price))
+    """The most one token of any component can cost, in atoms (exact), over every tier and
+    context tier."""
+    return max(
+        Fraction(getattr(p, name)) * ATOMS_PER_MTOK_UNIT
+        for p in _flat_prices(price)
+        for name in PRICE_FIELDS
+    )
+
+
+def _ratio_points(retail: ModelPrice, wholesale: ModelPrice) -> list[tuple[str | None, int]]:
+    """(tier, prompt size) pairs at which both prices are flat and comparable."""
+    sizes = {0}
+    for p in (retail, wholesale):
+        for tier in (None, *SERVICE_TIERS):
+            t = p.tier(tier) if tier else None
+            base = t.price if t is not None and t.price is not None else p
+            sizes.update(c.above_input_tokens + 1 for c in base.context_tiers)
+    tiers: list[str | None] = [None, "batch"]
+    tiers += [t.name for t in (*retail.service_tiers, *wholesale.service_tiers)]
+    return [(t, s) for t in dict.fromkeys(tiers) for s in sorted(sizes)]
+
+
+def _keep(price: ModelPrice, tier: str | None) -> Fraction:
+    """What a batch request without a ``batch`` tier keeps of the token prices."""
+    if tier == "batch" and price.tier("batch") is None:
+        return Fraction(100 - Fraction(price.batch_discount_pct), 100)
+    return Fraction(1)
 
 
 def wholesale_ratio(retail: ModelPrice, wholesale: ModelPrice) -> Fraction:
     """An upper bound of wholesale cost over retail charge for any mix of tokens of a model:
-    the largest ratio of a component priced at retail (components free at retail cost the
-    reseller nothing more here; their wholesale is charged when captured)."""
-    ratios = [
-        Fraction(w) / Fraction(r)
-        for r, w in zip(_per_mtok(retail), _per_mtok(wholesale), strict=True)
-        if Fraction(r) > 0
-    ]
+    the largest ratio of a component priced at retail, in every tier and context tier, fees
+    included (components free at retail cost the reseller nothing more here; their wholesale is
+    charged when captured)."""
+    ratios: list[Fraction] = []
+    for tier, size in _ratio_points(retail, wholesale):
+        probe = Tokens(input_tokens=size)
+        try:
+            r = rate_tokens(probe, retail, tier=tier)
+            w = rate_tokens(probe, wholesale, tier=tier)
+        except DomainError:  # a tier one side does not price: such records are refused
+            continue
+        rk, wk = _keep(retail, tier), _keep(wholesale, tier)
+        for name in PRICE_FIELDS:
+            rp = Fraction(getattr(r.price, name)) * rk
+            wp = Fraction(getattr(w.price, name)) * wk
+            if rp > 0:
+                ratios.append(wp / rp)
+    rf, wf = dict(retail.request_fees), dict(wholesale.request_fees)
+    for kind in FEE_KINDS:
+        if rf.get(kind):
+            ratios.append(Fraction(wf.get(kind, 0)) / Fraction(rf[kind]))
     return max(ratios, default=Fraction(0))
 
 
 @dataclass(frozen=True, slots=True)
 class Billing:
-    """Rated, billed and credited atoms of one record, with its reason code."""
+    """Rated, billed and credited atoms of one record, with its reason code and rating."""
 
     rated: int
     billed: int
@@ -115,6 +117,7 @@ class Billing:
     billable_tokens: int
     failure: str | None
     reason: str | None
+    rating: Rating | None = None
 
 
 def apply_policy(
@@ -126,6 +129,7 @@ def apply_policy(
     http_status: int = 200,
     finish_reason: str | None = None,
     truncated: bool = False,
+    rating: Rating | None = None,
 ) -> Billing:
     """Apply the failed-request policy: billed, not billed, or output not billed."""
     kind = failure_kind(
@@ -137,7 +141,7 @@ def apply_policy(
     rule = policy.rules.get(kind, "billed") if kind else "billed"
     total_tokens = tokens.total
     if rule == "not_billed":
-        return Billing(rated, 0, rated, 0, kind, f"{kind}:not_billed")
+        return Billing(rated, 0, rated, 0, kind, f"{kind}:not_billed", rating)
     if rule == "output_not_billed":
         return Billing(
             rated,
@@ -146,5 +150,10 @@ def apply_policy(
             total_tokens - tokens.output_tokens,
             kind,
             f"{kind}:output_not_billed",
+            rating,
         )
-    return Billing(rated, rated, 0, total_tokens, kind, f"{kind}:billed" if kind else None)
+    return Billing(rated, rated, 0, total_tokens, kind, f"{kind}:billed" if kind else None, rating)
+
+
+#: atoms per currency unit (fees), re-exported for callers that format amounts
+ATOMS = ATOMS_PER_UNIT

@@ -15,11 +15,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from plans.errors import InvalidUsage
 from wallet.accounts import EVERYTHING, Scope
 from wallet.gateway import MAX_BATCH, ChargeUsage, UsageResult, run_one
 from wallet.maintenance import DEFAULT_RETENTION
-from wallet.normalize import Tokens, from_anthropic, from_openai
+from wallet.normalize import Tokens, parse_usage
 from wallet.records import Rejected, UsageIn
 
 __all__ = ["MAX_BATCH", "Rejected", "UsageIn", "UsageResult", "charge_batch", "parse_tokens"]
@@ -48,38 +47,18 @@ def charge_batch(
     return results
 
 
-_FIELDS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "reasoning_tokens",
-)
-
-
 def parse_tokens(
     *,
     fields: Mapping[str, Any] | None,
-    openai_usage: Mapping[str, Any] | None,
-    anthropic_usage: Mapping[str, Any] | None,
+    openai_usage: Mapping[str, Any] | None = None,
+    anthropic_usage: Mapping[str, Any] | None = None,
+    **provider: Mapping[str, Any] | None,
 ) -> Tokens:
-    """Tokens from canonical fields or a provider usage object (exactly one source).
+    """Tokens from canonical fields or one provider object (see
+    :func:`wallet.normalize.parse_usage`, which also reads the outcome from whole objects).
 
     Raises:
         InvalidUsage: none or several sources, or bad counts.
     """
-    sources = [s for s in (openai_usage, anthropic_usage) if s is not None]
-    if len(sources) > 1:
-        raise InvalidUsage("send either openai_usage or anthropic_usage, not both")
-    if openai_usage is not None:
-        return from_openai(openai_usage)
-    if anthropic_usage is not None:
-        return from_anthropic(anthropic_usage)
-    f = dict(fields or {})
-    t = Tokens(**{k: int(f.get(k) or 0) for k in _FIELDS})
-    if min(getattr(t, k) for k in _FIELDS) < 0:
-        raise InvalidUsage("token counts must not be negative")
-    if t.reasoning_tokens > t.output_tokens:
-        raise InvalidUsage("reasoning_tokens are part of output_tokens and cannot exceed them")
-    return t
+    sent = {"openai_usage": openai_usage, "anthropic_usage": anthropic_usage, **provider}
+    return parse_usage(dict(fields or {}), {k: v for k, v in sent.items() if v is not None}).tokens

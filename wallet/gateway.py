@@ -42,6 +42,7 @@ from plans.catalog import FailedRequestPolicy
 from plans.pricebook import ResolvedPrice
 from plans.prices import ModelPrice
 from plans.pricing import PriceContext, standing_contract
+from plans.rating import Rating, Tokens, rate_tokens
 from wallet.accounts import EVERYTHING, Scope
 from wallet.billing import (
     Billing,
@@ -65,7 +66,6 @@ from wallet.burndown import (
 from wallet.errors import Conflict, InvalidRequest
 from wallet.ids import new_id
 from wallet.maintenance import DEFAULT_RETENTION
-from wallet.normalize import Tokens
 from wallet.records import Rejected, UsageIn
 from wallet.snapshot import AccountRow, AuthRow, Snapshot, load
 from wallet.writeback import ChargedRecord, write
@@ -217,6 +217,9 @@ class UsageResult:
     reason: str | None = None
     detail: str | None = None
     authorization: AuthorizationView | None = None
+    #: a charged record: its parsed tokens and how they were rated (the charge by component)
+    tokens: Tokens | None = None
+    rating: Rating | None = None
 
 
 OperationResult = list[UsageResult] | AuthorizationView | DomainError
@@ -301,7 +304,9 @@ class _Batch:
             first = self.seen.get(r.id)
             if first is not None and first.status != "rejected":
                 # sent again by a concurrent call of the same group: as if it came after
-                out.append(replace(first, status="duplicate", authorization=None))
+                out.append(
+                    replace(first, status="duplicate", authorization=None, tokens=None, rating=None)
+                )
                 continue
             result = self._charge_one(r, op)
             self.seen[r.id] = result
@@ -419,6 +424,8 @@ class _Batch:
             Amount(rec.billing.credited, a.unit),
             rec.billing.reason,
             authorization=view,
+            tokens=r.tokens,
+            rating=rec.billing.rating,
         )
 
     def _expired(self, auth: AuthRow, r: UsageIn) -> bool:
@@ -912,15 +919,16 @@ def _wholesale_per_unit(resolved: ResolvedPrice, tokens: bool) -> Fraction:
 
 
 def _bill(r: UsageIn, price: ModelPrice, policy: FailedRequestPolicy) -> Billing:
-    rated, output = rate_atoms(r.tokens, price, batch=r.batch)
+    rating = rate_tokens(r.tokens, price, tier=r.service_tier, batch=r.batch)
     return apply_policy(
         r.tokens,
-        rated,
-        output,
+        rating.total,
+        rating.output,
         policy,
         http_status=r.http_status,
         finish_reason=r.finish_reason,
         truncated=r.truncated,
+        rating=rating,
     )
 
 

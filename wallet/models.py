@@ -363,6 +363,18 @@ class UsageRecord(Base):
     cache_write_5m_tokens: Mapped[int] = mapped_column(BigInteger)
     cache_write_1h_tokens: Mapped[int] = mapped_column(BigInteger)
     reasoning_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_write_30m_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    cache_write_12h_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    input_audio_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    input_image_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    output_audio_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    output_image_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    # per-request fees counted (``{"web_search": 2}``); NULL: none
+    tool_calls: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # the service tier that priced it (NULL: standard) and the rated amount by component
+    # (``{"components": {"input": "<atoms>", ...}, "context_tier": n|null}``)
+    service_tier: Mapped[str | None] = mapped_column(Text)
+    charge: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     batch: Mapped[bool] = mapped_column(Boolean)
     http_status: Mapped[int] = mapped_column(Integer)
     finish_reason: Mapped[str | None] = mapped_column(Text)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from wallet.normalize import Tokens
+from plans.rating import Tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +25,10 @@ class UsageIn:
     truncated: bool = False
     authorization_id: str | None = None
     tags: Mapping[str, Any] = field(default_factory=dict)
+    #: the service tier it was served in (``None``: standard)
+    service_tier: str | None = None
+    #: the upstream vendor that served it (for cost and margin), if the gateway says
+    upstream: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

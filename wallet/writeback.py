@@ -29,6 +29,8 @@ from ledger.journal import (
 )
 from ledger.models import JournalEntry, LedgerAccount
 from plans.catalog import FailedRequestPolicy
+from plans.prices import FEE_KINDS
+from plans.rating import TOKEN_COMPONENTS, Rating
 from wallet.billing import Billing
 from wallet.burn import BONUS, OVERAGE, PACKAGE, PAID
 from wallet.burndown import Draw
@@ -232,6 +234,7 @@ def _auth_row(auth: AuthRow, now: datetime) -> dict[str, Any]:
 def _record_row(c: ChargedRecord, received_at: datetime, entry_id: int | None) -> dict[str, Any]:
     r, tk, d = c.record, c.record.tokens, c.draw
     assert d is not None
+    rating = c.billing.rating
     rd = c.reseller_draw
     return {
         "id": r.id,
@@ -246,6 +249,15 @@ def _record_row(c: ChargedRecord, received_at: datetime, entry_id: int | None) -
         "cache_write_5m_tokens": tk.cache_write_5m_tokens,
         "cache_write_1h_tokens": tk.cache_write_1h_tokens,
         "reasoning_tokens": tk.reasoning_tokens,
+        "cache_write_30m_tokens": tk.cache_write_30m_tokens,
+        "cache_write_12h_tokens": tk.cache_write_12h_tokens,
+        "input_audio_tokens": tk.input_audio_tokens,
+        "input_image_tokens": tk.input_image_tokens,
+        "output_audio_tokens": tk.output_audio_tokens,
+        "output_image_tokens": tk.output_image_tokens,
+        "tool_calls": dict(tk.tool_calls) if tk.tool_calls else None,
+        "service_tier": rating.tier if rating else r.service_tier,
+        "charge": _charge(rating),
         "batch": r.batch,
         "http_status": r.http_status,
         "finish_reason": r.finish_reason,
@@ -266,6 +278,21 @@ def _record_row(c: ChargedRecord, received_at: datetime, entry_id: int | None) -
         "entry_id": entry_id,
         "tags": dict(r.tags),
     }
+
+
+def _charge(rating: Rating | None) -> dict[str, Any] | None:
+    """The rated amount by component, atoms as decimal strings (exact in JSON)."""
+    if rating is None:
+        return None
+    components = {
+        str(name): str(atoms)
+        for name, atoms in zip(TOKEN_COMPONENTS, rating.parts, strict=True)
+        if atoms
+    }
+    components.update({k: str(a) for k, a in zip(FEE_KINDS, rating.fees, strict=True) if a})
+    if rating.discount:
+        components["batch_discount"] = str(-rating.discount)
+    return {"components": components, "context_tier": rating.above_input_tokens}
 
 
 def write(

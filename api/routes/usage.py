@@ -17,7 +17,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import QueryParameter
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -29,11 +29,16 @@ from api.idempotency import run_idempotent
 from api.openapi import only
 from api.routes.catalog import ModelPriceOut, price_out
 from api.schemas import IdempotencyKey, Money, scope_of
+from api.usage_schema import RECORD_SCHEMA, ChargeOut, TokensOut
 from ledger.amounts import Amount
 from ledger.errors import DomainError
+from ledger.units import Unit
+from plans.errors import InvalidUsage
+from plans.prices import FEE_KINDS, SERVICE_TIERS, STANDARD_TIERS
+from plans.rating import TOKEN_COMPONENTS, TOKEN_FIELDS, Rating, Tokens
 from wallet.accounts import get_account
 from wallet.authorizations import get_authorization
-from wallet.charging import MAX_BATCH, parse_tokens
+from wallet.charging import MAX_BATCH
 from wallet.chart import currency_of
 from wallet.errors import InvalidRequest
 from wallet.gateway import (
@@ -48,38 +53,15 @@ from wallet.gateway import (
     UsageResult,
     run_one,
 )
+from wallet.normalize import PROVIDER_FIELDS, Parsed, parse_usage
 from wallet.records import Rejected, UsageIn
-
-NonNegative = Field(default=None, ge=0, le=10**12)
-
-
-class UsageRecordIn(BaseModel):
-    """One usage record: canonical token fields, or a provider's own usage object."""
-
-    model_config = ConfigDict(extra="forbid")
-    id: str = Field(min_length=1, max_length=200)
-    account_id: str = Field(min_length=1, max_length=64)
-    model: str = Field(min_length=1, max_length=200)
-    occurred_at: AwareDatetime
-    input_tokens: int | None = NonNegative
-    output_tokens: int | None = NonNegative
-    cache_read_tokens: int | None = NonNegative
-    cache_write_5m_tokens: int | None = NonNegative
-    cache_write_1h_tokens: int | None = NonNegative
-    reasoning_tokens: int | None = NonNegative
-    batch: bool = False
-    http_status: int = Field(default=200, ge=100, le=599)
-    finish_reason: str | None = Field(default=None, max_length=100)
-    truncated: bool = False
-    authorization_id: str | None = Field(default=None, max_length=64)
-    tags: dict[str, str] = Field(default_factory=dict, max_length=50)
-    openai_usage: dict[str, Any] | None = None
-    anthropic_usage: dict[str, Any] | None = None
-
 
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 _AccountId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 _Count = Annotated[int, msgspec.Meta(ge=0, le=10**12)]
+
+
+_Object = dict[str, Any] | None
 
 
 class _Record(msgspec.Struct, forbid_unknown_fields=True):
@@ -96,14 +78,27 @@ class _Record(msgspec.Struct, forbid_unknown_fields=True):
     cache_write_5m_tokens: _Count | None = None
     cache_write_1h_tokens: _Count | None = None
     reasoning_tokens: _Count | None = None
+    cache_write_30m_tokens: _Count | None = None
+    cache_write_12h_tokens: _Count | None = None
+    input_audio_tokens: _Count | None = None
+    input_image_tokens: _Count | None = None
+    output_audio_tokens: _Count | None = None
+    output_image_tokens: _Count | None = None
+    tool_calls: Annotated[dict[str, _Count], msgspec.Meta(max_length=10)] | None = None
     batch: bool = False
+    service_tier: Annotated[str, msgspec.Meta(max_length=32)] | None = None
     http_status: Annotated[int, msgspec.Meta(ge=100, le=599)] = 200
     finish_reason: Annotated[str, msgspec.Meta(max_length=100)] | None = None
     truncated: bool = False
     authorization_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     tags: Annotated[dict[str, str], msgspec.Meta(max_length=50)] = {}
-    openai_usage: dict[str, Any] | None = None
-    anthropic_usage: dict[str, Any] | None = None
+    openai_usage: _Object = None
+    openai_response: _Object = None
+    anthropic_usage: _Object = None
+    anthropic_message: _Object = None
+    gemini_usage: _Object = None
+    gemini_response: _Object = None
+    litellm_payload: _Object = None
 
 
 def _problem_of(exc: msgspec.ValidationError) -> str:
@@ -114,21 +109,13 @@ def _problem_of(exc: msgspec.ValidationError) -> str:
     return f"{where.rstrip('`')}: {message}"
 
 
-_TOKEN_FIELDS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "reasoning_tokens",
-)
-
-
 class UsageBatchIn(BaseModel):
     """Up to 1,000 records; each is validated on its own, so one bad record fails alone."""
 
     model_config = ConfigDict(extra="forbid")
-    records: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH)
+    records: list[dict[str, Any]] = Field(
+        min_length=1, max_length=MAX_BATCH, json_schema_extra={"items": RECORD_SCHEMA}
+    )
 
 
 class GrantState(BaseModel):
@@ -152,6 +139,12 @@ class UsageResultOut(BaseModel):
     reason: str | None = None
     detail: str | None = None
     authorization: GrantState | None = None
+    tokens: TokensOut | None = Field(
+        default=None, description="charged records: the token breakdown that was rated"
+    )
+    charge: ChargeOut | None = Field(
+        default=None, description="charged records: the rated amount by component"
+    )
 
 
 class UsageBatchOut(BaseModel):
@@ -165,14 +158,11 @@ def _parse(index: int, raw: dict[str, Any]) -> UsageIn | Rejected:
     try:
         check_record(raw, index)
         rec = msgspec.convert(raw, _Record)
-        fields = {k: getattr(rec, k) for k in _TOKEN_FIELDS if getattr(rec, k) is not None}
-        if fields and (rec.openai_usage or rec.anthropic_usage):
-            return Rejected(
-                str(rid), "invalid_usage", "send token fields or a provider usage object, not both"
-            )
-        tokens = parse_tokens(
-            fields=fields, openai_usage=rec.openai_usage, anthropic_usage=rec.anthropic_usage
+        provider = {k: v for k in PROVIDER_FIELDS if (v := getattr(rec, k)) is not None}
+        parsed = parse_usage(
+            {k: getattr(rec, k) for k in TOKEN_FIELDS}, provider, tool_calls=rec.tool_calls
         )
+        tier, batch, finish, truncated, status = _outcome(rec, parsed)
     except msgspec.ValidationError as exc:
         return Rejected(str(rid), "validation_error", _problem_of(exc))
     except DomainError as exc:
@@ -182,14 +172,54 @@ def _parse(index: int, raw: dict[str, Any]) -> UsageIn | Rejected:
         account_id=rec.account_id,
         model=rec.model,
         occurred_at=rec.occurred_at,
-        tokens=tokens,
-        batch=rec.batch,
-        http_status=rec.http_status,
-        finish_reason=rec.finish_reason,
-        truncated=rec.truncated,
+        tokens=parsed.tokens,
+        batch=batch,
+        http_status=status,
+        finish_reason=finish,
+        truncated=truncated,
         authorization_id=rec.authorization_id,
         tags=rec.tags,
+        service_tier=tier,
     )
+
+
+def _outcome(rec: _Record, parsed: Parsed) -> tuple[str | None, bool, str | None, bool, int]:
+    """Service tier, batch, finish reason, truncation and HTTP status of a record: its own
+    fields, or what its provider object says (the two must agree).
+
+    Raises:
+        InvalidUsage: the record's fields contradict its provider object.
+    """
+    tier = parsed.service_tier
+    if rec.service_tier is not None:
+        own = rec.service_tier.lower()
+        own = "standard" if own in STANDARD_TIERS else own
+        if own != "standard" and own not in SERVICE_TIERS:
+            raise InvalidUsage(
+                f"service_tier {rec.service_tier!r} is not a known service tier"
+                f" (standard, {', '.join(SERVICE_TIERS)})"
+            )
+        if tier is not None and tier != own:
+            raise InvalidUsage(
+                f"service_tier {rec.service_tier!r} contradicts the provider object's {tier!r}"
+            )
+        tier = own
+    batch = rec.batch or tier == "batch"
+    if batch and tier not in (None, "standard", "batch"):
+        raise InvalidUsage(f"batch: true contradicts service_tier {tier!r}")
+    tier = None if tier in (None, "standard", "batch") else tier
+    finish, truncated = rec.finish_reason, rec.truncated
+    if parsed.finish_reason is not None or parsed.truncated:
+        if finish is not None and finish != parsed.finish_reason:
+            raise InvalidUsage(
+                f"finish_reason {finish!r} contradicts the provider object's"
+                f" {parsed.finish_reason!r}; it is read from the object, leave it out"
+            )
+        finish, truncated = parsed.finish_reason, truncated or parsed.truncated
+    status = rec.http_status
+    if parsed.http_status is not None and status == 200:
+        status = parsed.http_status
+    return tier, batch, finish, truncated, status
 
 
 def _parse_all(records: Sequence[dict[str, Any]]) -> tuple[UsageIn | Rejected, ...]:
@@ -237,7 +267,39 @@ def _result_out(r: UsageResult) -> dict[str, Any]:
         out["credited"] = {"amount": r.credited.format(), "currency": r.credited.unit.code}
     if r.authorization is not None:
         out["authorization"] = _grant_state(r.authorization)
+    if r.tokens is not None and r.rating is not None and r.billed is not None:
+        out["tokens"] = _tokens_out(r.tokens)
+        out["charge"] = _charge_out(r.tokens, r.rating, r.billed.unit)
     return out
+
+
+def _tokens_out(t: Tokens) -> dict[str, Any]:
+    """The parsed token breakdown (the canonical fields; zero counts left out)."""
+    out: dict[str, Any] = {k: v for k in TOKEN_FIELDS if (v := getattr(t, k))}
+    if t.tool_calls:
+        out["tool_calls"] = dict(t.tool_calls)
+    return out
+
+
+def _charge_out(t: Tokens, rating: Rating, unit: Unit) -> dict[str, Any]:
+    """The rated amount by component (before the failed-request policy and the burn-down)."""
+    components: dict[str, str] = {}
+    for name, atoms in zip(TOKEN_COMPONENTS, rating.parts, strict=True):
+        if atoms:
+            components[name] = Amount(atoms, unit).format()
+    if t.tool_calls:
+        for kind, atoms in zip(FEE_KINDS, rating.fees, strict=True):
+            if atoms:
+                components[kind] = Amount(atoms, unit).format()
+    if rating.discount:
+        components["batch_discount"] = Amount(-rating.discount, unit).format()
+    return {
+        "rated": Amount(rating.total, unit).format(),
+        "currency": unit.code,
+        "service_tier": rating.tier or "standard",
+        "context_tier": rating.above_input_tokens,
+        "components": components,
+    }
 
 
 def _results_out(results: Sequence[UsageResult]) -> dict[str, Any]:
@@ -487,7 +549,9 @@ class IncrementIn(BaseModel):
     )
     tokens: int | None = Field(default=None, ge=1, le=10**15)
     ttl_seconds: int | None = Field(default=None, ge=1, le=86_400)
-    records: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_BATCH)
+    records: list[dict[str, Any]] = Field(
+        default_factory=list, max_length=MAX_BATCH, json_schema_extra={"items": RECORD_SCHEMA}
+    )
 
     @model_validator(mode="after")
     def _one_unit(self) -> IncrementIn:

@@ -97,9 +97,18 @@ def test_rate_cards_store_resolved_prices_as_strings(cat, engine):
             "output_per_mtok": "15.00",
             "cache_read_per_mtok": "0.30",
             "cache_write_5m_per_mtok": "3.75",
+            "cache_write_30m_per_mtok": "3.75",
             "cache_write_1h_per_mtok": "6.00",
+            "cache_write_12h_per_mtok": "6.00",
             "reasoning_per_mtok": "15.00",
+            "input_audio_per_mtok": "3.00",
+            "input_image_per_mtok": "3.00",
+            "output_audio_per_mtok": "15.00",
+            "output_image_per_mtok": "15.00",
             "batch_discount_pct": "50",
+            "request_fees": {},
+            "service_tiers": {},
+            "context_tiers": [],
         }
     ]
     assert ok(cat.get(f"/v1/rate-cards/{card['id']}"), 200) == card

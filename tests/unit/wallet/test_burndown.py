@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -113,15 +114,49 @@ counts = st.integers(min_value=0, max_value=10**8)
     tokens=st.tuples(counts, counts, counts, counts, counts, counts),
     batch=st.booleans(),
 )
-def test_the_hot_path_rater_agrees_with_plans_rating(inp, out, pct, tokens, batch):
+def test_the_rater_matches_a_fraction_oracle(inp, out, pct, tokens, batch):
+    """The one rater (integer atoms) against the textbook formula in exact fractions."""
     price = ModelPrice.from_spec(input_per_mtok=inp, output_per_mtok=out, batch_discount_pct=pct)
     i, o, cr, w5, w1, r = tokens
     r = min(r, o)
-    fast, output_part = rate_atoms(
-        Tokens(i, o, cr, w5, w1, r),
+    total, output_part = rate_atoms(
+        Tokens(
+            input_tokens=i,
+            output_tokens=o,
+            cache_read_tokens=cr,
+            cache_write_5m_tokens=w5,
+            cache_write_1h_tokens=w1,
+            reasoning_tokens=r,
+        ),
         price,
         batch=batch,
     )
-    exact = rate(UsageQuantities(i, o, cr, w5, w1, r, batch), price, USD)
-    assert isinstance(fast, int) and fast == exact.total.atoms
-    assert 0 <= output_part <= fast
+    per_token = {
+        k: Fraction(getattr(price, f"{k}_per_mtok")) / 10**6
+        for k in ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output", "reasoning")
+    }
+    keep = Fraction(100 - pct, 100) if batch else Fraction(1)
+    oracle_out = ((o - r) * per_token["output"] + r * per_token["reasoning"]) * keep
+    oracle = (
+        i * per_token["input"]
+        + cr * per_token["cache_read"]
+        + w5 * per_token["cache_write_5m"]
+        + w1 * per_token["cache_write_1h"]
+    ) * keep + oracle_out
+    assert isinstance(total, int) and Fraction(total, 10**18) == oracle
+    assert Fraction(output_part, 10**18) == oracle_out
+    exact = rate(
+        UsageQuantities(
+            input_tokens=i,
+            output_tokens=o,
+            cache_read_tokens=cr,
+            cache_write_5m_tokens=w5,
+            cache_write_1h_tokens=w1,
+            reasoning_tokens=r,
+            batch=batch,
+        ),
+        price,
+        USD,
+    )
+    assert exact.total.atoms == total
+    assert sum(line.amount.atoms for line in exact.lines) == total

@@ -29,7 +29,9 @@ def test_openai_responses_shape_with_cache_writes():
             "output_tokens_details": {"reasoning_tokens": 0},
         }
     )
-    assert (t.input_tokens, t.cache_read_tokens, t.cache_write_5m_tokens) == (500, 3000, 1500)
+    # OpenAI writes without a TTL split are its default (30-minute) retention
+    assert (t.input_tokens, t.cache_read_tokens, t.cache_write_30m_tokens) == (500, 3000, 1500)
+    assert t.cache_write_5m_tokens == 0
 
 
 def test_anthropic_input_excludes_cache_reads_and_writes():
@@ -102,3 +104,159 @@ def test_failure_kinds(status, reason, truncated, out, kind):
         )
         == kind
     )
+
+
+# -- every provider outcome maps to a failure kind (or is a success) --------------------------
+
+
+def _literal_values(module: str, attr: str, field: str) -> list[str]:
+    import importlib
+    import typing
+
+    cls = getattr(importlib.import_module(module), attr)
+    ann = cls.model_fields[field].annotation
+    out: list[str] = []
+
+    def walk(t):
+        if typing.get_origin(t) is typing.Literal:
+            out.extend(typing.get_args(t))
+        for a in typing.get_args(t):
+            walk(a)
+
+    walk(ann)
+    return out
+
+
+SUCCESS = {
+    "stop",
+    "tool_calls",
+    "function_call",
+    "end_turn",
+    "stop_sequence",
+    "tool_use",
+    "pause_turn",
+    "completed",
+    "steered",
+    "max_messages",
+}
+
+
+@pytest.mark.parametrize(
+    ("module", "cls", "field"),
+    [
+        ("openai.types.chat.chat_completion", "Choice", "finish_reason"),
+        ("anthropic.types.message", "Message", "stop_reason"),
+    ],
+)
+def test_every_sdk_finish_reason_is_classified(module, cls, field):
+    values = _literal_values(module, cls, field)
+    assert values
+    for v in values:
+        kind = failure_kind(http_status=200, finish_reason=v, truncated=False, output_tokens=1)
+        assert kind is not None or v in SUCCESS, v
+
+
+GEMINI_FINISH = {
+    "STOP": None,
+    "MAX_TOKENS": "provider_truncation",
+    "SAFETY": "refusal",
+    "RECITATION": "refusal",
+    "LANGUAGE": "refusal",
+    "OTHER": "provider_error",
+    "BLOCKLIST": "refusal",
+    "PROHIBITED_CONTENT": "refusal",
+    "SPII": "refusal",
+    "MALFORMED_FUNCTION_CALL": "provider_error",
+    "IMAGE_SAFETY": "refusal",
+    "IMAGE_PROHIBITED_CONTENT": "refusal",
+    "IMAGE_RECITATION": "refusal",
+    "IMAGE_OTHER": "provider_error",
+    "NO_IMAGE": "provider_error",
+    "UNEXPECTED_TOOL_CALL": "provider_error",
+    "TOO_MANY_TOOL_CALLS": "provider_error",
+    "FINISH_REASON_UNSPECIFIED": "provider_error",
+    "MISSING_THOUGHT_SIGNATURE": "provider_error",
+}
+
+
+@pytest.mark.parametrize(("reason", "kind"), sorted(GEMINI_FINISH.items()))
+def test_every_gemini_finish_reason_is_classified(reason, kind):
+    got = failure_kind(http_status=200, finish_reason=reason, truncated=False, output_tokens=1)
+    assert got == kind
+
+
+def test_anthropic_fast_mode_and_litellm_ttls_through_openai_usage():
+    from wallet.normalize import parse_usage
+
+    p = parse_usage(
+        {},
+        {
+            "anthropic_usage": {
+                "input_tokens": 10,
+                "output_tokens": 5,
+                "speed": "fast",
+                "service_tier": "standard",
+            }
+        },
+    )
+    assert p.service_tier == "fast"
+    litellm_usage = {
+        "prompt_tokens": 10050,
+        "completion_tokens": 400,
+        "total_tokens": 10450,
+        "prompt_tokens_details": {
+            "cached_tokens": 8000,
+            "cache_creation_tokens": 2000,
+            "cache_write_tokens": 2000,
+            "cache_creation_token_details": {
+                "ephemeral_5m_input_tokens": 500,
+                "ephemeral_1h_input_tokens": 1500,
+            },
+        },
+        "cache_creation_input_tokens": 2000,
+        "cache_read_input_tokens": 8000,
+    }
+    t = from_openai(litellm_usage)
+    assert (t.input_tokens, t.cache_read_tokens) == (50, 8000)
+    assert (t.cache_write_5m_tokens, t.cache_write_1h_tokens) == (500, 1500)
+    no_split = {
+        **litellm_usage,
+        "prompt_tokens_details": {"cached_tokens": 8000, "cache_write_tokens": 2000},
+    }
+    assert from_openai(no_split).cache_write_5m_tokens == 2000  # Anthropic's default TTL
+
+
+def test_every_responses_incomplete_reason_is_a_truncation_or_a_refusal():
+    from wallet.normalize import parse_usage
+
+    usage = {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15}
+    for reason in _literal_values("openai.types.responses.response", "IncompleteDetails", "reason"):
+        p = parse_usage(
+            {},
+            {
+                "openai_response": {
+                    "object": "response",
+                    "status": "incomplete",
+                    "incomplete_details": {"reason": reason},
+                    "usage": usage,
+                }
+            },
+        )
+        kind = failure_kind(
+            http_status=200, finish_reason=p.finish_reason, truncated=p.truncated, output_tokens=5
+        )
+        expected = "refusal" if reason == "content_filter" else "provider_truncation"
+        assert kind == expected, reason
+    for status, kind in (("failed", "provider_error"), ("cancelled", "client_disconnect")):
+        p = parse_usage(
+            {}, {"openai_response": {"object": "response", "status": status, "usage": usage}}
+        )
+        assert (
+            failure_kind(
+                http_status=200,
+                finish_reason=p.finish_reason,
+                truncated=p.truncated,
+                output_tokens=5,
+            )
+            == kind
+        )
