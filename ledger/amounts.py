@@ -130,15 +130,7 @@ class Amount:
 
         ``Amount.parse("12.5", USD).format() == "12.50"``; sub-cent values keep their digits.
         """
-        exp = self.unit.atom_exponent
-        sign = "-" if self.atoms < 0 else ""
-        whole, frac = divmod(abs(self.atoms), 10**exp)
-        if exp == 0:
-            return f"{sign}{whole}"
-        frac_str = str(frac).rjust(exp, "0").rstrip("0")
-        if len(frac_str) < self.unit.minor_exponent:
-            frac_str = frac_str.ljust(self.unit.minor_exponent, "0")
-        return f"{sign}{whole}.{frac_str}" if frac_str else f"{sign}{whole}"
+        return format_atoms(self.atoms, self.unit)
 
     def round_to_minor(self, mode: RoundingMode = DOCUMENT_ROUNDING) -> Amount:
         """Round to the currency's minor unit (the only place rounding happens)."""
@@ -236,3 +228,19 @@ def sum_amounts(amounts: list[Amount], unit: Unit) -> Amount:
     for a in amounts:
         total = total + a
     return total
+
+
+def format_atoms(atoms: int, unit: Unit) -> str:
+    """``Amount(atoms, unit).format()`` without building the amount (for hot paths that
+    format many integers already known to be atoms of ``unit``)."""
+    exp = unit.atom_exponent
+    if exp == 0:
+        return str(atoms)
+    digits = str(-atoms if atoms < 0 else atoms).rjust(exp + 1, "0")
+    whole = digits[:-exp]
+    frac = digits[-exp:].rstrip("0")
+    minor = unit.minor_exponent
+    if len(frac) < minor:
+        frac = frac.ljust(minor, "0")
+    text = f"{whole}.{frac}" if frac else whole
+    return f"-{text}" if atoms < 0 else text

@@ -228,7 +228,7 @@ class Tokens:
         return self
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Rating:
     """What one record costs, in integer atoms of the price's currency.
 
@@ -349,7 +349,8 @@ def rate_tokens(
         UnpricedServiceTier: ``tier`` is not defined by ``price`` (and is not ``batch``).
         InvalidUsage: ``batch`` with another tier.
     """
-    tier = standard_tier(tier)
+    if tier is not None and tier in STANDARD_TIERS:
+        tier = None
     if batch:
         if tier not in (None, "batch"):
             raise InvalidUsage(f"a batch request has no service tier {tier!r}")
@@ -368,7 +369,23 @@ def rate_tokens(
         for b in tt.bands[1:]:
             if prompt > b.above:  # type: ignore[operator]
                 band = b
-    counts = tokens.counts()
+    counts = (
+        tokens.input_tokens,
+        tokens.input_audio_tokens,
+        tokens.input_image_tokens,
+        tokens.cache_read_tokens,
+        tokens.cache_write_5m_tokens,
+        tokens.cache_write_30m_tokens,
+        tokens.cache_write_1h_tokens,
+        tokens.cache_write_12h_tokens,
+        tokens.output_tokens
+        - tokens.reasoning_tokens
+        - tokens.output_audio_tokens
+        - tokens.output_image_tokens,
+        tokens.reasoning_tokens,
+        tokens.output_audio_tokens,
+        tokens.output_image_tokens,
+    )
     full = band.full
     parts = (
         counts[0] * full[0],
@@ -404,14 +421,14 @@ def rate_tokens(
         fee_atoms = tuple(calls.get(k, 0) * a for k, a in zip(FEE_KINDS, tt.fees, strict=True))
         fee_total = sum(fee_atoms)
     return Rating(
-        total=subtotal - discount + fee_total,
-        output=output,
-        parts=parts,
-        fees=fee_atoms,
-        discount=discount,
-        tier=tier,
-        above_input_tokens=band.above,
-        price=band.price,
+        subtotal - discount + fee_total,
+        output,
+        parts,
+        fee_atoms,
+        discount,
+        tier,
+        band.above,
+        band.price,
     )
 
 

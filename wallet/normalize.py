@@ -40,6 +40,7 @@ __all__ = [
     "Parsed",
     "Tokens",
     "UsageShapeMismatch",
+    "canonical_tokens",
     "failure_kind",
     "from_anthropic",
     "from_openai",
@@ -760,6 +761,60 @@ def parse_usage(
         tool_calls=_tools(dict(tool_calls or {})),
     )
     return Parsed(_check(tokens, "usage"))
+
+
+def canonical_tokens(
+    input_tokens: int,
+    output_tokens: int,
+    cache_read_tokens: int,
+    cache_write_5m_tokens: int,
+    cache_write_1h_tokens: int,
+    reasoning_tokens: int,
+    cache_write_30m_tokens: int,
+    cache_write_12h_tokens: int,
+    input_audio_tokens: int,
+    input_image_tokens: int,
+    output_audio_tokens: int,
+    output_image_tokens: int,
+    tool_calls: Mapping[str, int] | None,
+) -> Tokens:
+    """Tokens of a record sent as canonical fields whose counts are already known to be
+    non-negative integers (the API's record schema checks them): only how they relate is
+    checked here. The gateway path's fast path; :func:`parse_usage` checks everything.
+
+    Raises:
+        InvalidUsage: output parts above the output, an unknown tool-call kind.
+    """
+    if reasoning_tokens + output_audio_tokens + output_image_tokens > output_tokens:
+        raise InvalidUsage(
+            "usage: reasoning, audio and image output are parts of the output tokens and"
+            f" cannot exceed them ({output_tokens})",
+            field="reasoning_tokens",
+        )
+    calls: tuple[tuple[str, int], ...] = ()
+    if tool_calls:
+        for kind in tool_calls:
+            if kind not in FEE_KINDS:
+                raise InvalidUsage(
+                    f"usage: unknown tool call kind {kind!r}; known: {', '.join(FEE_KINDS)}",
+                    field="tool_calls",
+                )
+        calls = _tools(tool_calls)
+    return Tokens(
+        input_tokens,
+        output_tokens,
+        cache_read_tokens,
+        cache_write_5m_tokens,
+        cache_write_1h_tokens,
+        reasoning_tokens,
+        cache_write_30m_tokens,
+        cache_write_12h_tokens,
+        input_audio_tokens,
+        input_image_tokens,
+        output_audio_tokens,
+        output_image_tokens,
+        calls,
+    )
 
 
 def _kind_of(reason: str) -> str | None:

@@ -29,8 +29,7 @@ from ledger.journal import (
 )
 from ledger.models import JournalEntry, LedgerAccount
 from plans.catalog import FailedRequestPolicy
-from plans.prices import FEE_KINDS
-from plans.rating import TOKEN_COMPONENTS, Rating
+from plans.rating import Rating
 from wallet.billing import Billing
 from wallet.burn import BONUS, OVERAGE, PACKAGE, PAID
 from wallet.burndown import Draw
@@ -281,18 +280,17 @@ def _record_row(c: ChargedRecord, received_at: datetime, entry_id: int | None) -
 
 
 def _charge(rating: Rating | None) -> dict[str, Any] | None:
-    """The rated amount by component, atoms as decimal strings (exact in JSON)."""
+    """The rated amount by component, in atoms: ``parts`` in the order of
+    :data:`plans.rating.TOKEN_COMPONENTS`, ``fees`` in that of :data:`plans.prices.FEE_KINDS`
+    (only when there are any), the batch ``discount`` taken off, the ``context_tier``."""
     if rating is None:
         return None
-    components = {
-        str(name): str(atoms)
-        for name, atoms in zip(TOKEN_COMPONENTS, rating.parts, strict=True)
-        if atoms
-    }
-    components.update({k: str(a) for k, a in zip(FEE_KINDS, rating.fees, strict=True) if a})
-    if rating.discount:
-        components["batch_discount"] = str(-rating.discount)
-    return {"components": components, "context_tier": rating.above_input_tokens}
+    out: dict[str, Any] = {"parts": rating.parts, "discount": rating.discount}
+    if rating.above_input_tokens is not None:
+        out["context_tier"] = rating.above_input_tokens
+    if any(rating.fees):
+        out["fees"] = rating.fees
+    return out
 
 
 def write(

@@ -30,7 +30,7 @@ from api.openapi import only
 from api.routes.catalog import ModelPriceOut, price_out
 from api.schemas import IdempotencyKey, Money, scope_of
 from api.usage_schema import RECORD_SCHEMA, ChargeOut, TokensOut
-from ledger.amounts import Amount
+from ledger.amounts import Amount, format_atoms
 from ledger.errors import DomainError
 from ledger.units import Unit
 from plans.errors import InvalidUsage
@@ -53,7 +53,7 @@ from wallet.gateway import (
     UsageResult,
     run_one,
 )
-from wallet.normalize import PROVIDER_FIELDS, Parsed, parse_usage
+from wallet.normalize import PROVIDER_FIELDS, Parsed, canonical_tokens, parse_usage
 from wallet.records import Rejected, UsageIn
 
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -158,11 +158,42 @@ def _parse(index: int, raw: dict[str, Any]) -> UsageIn | Rejected:
     try:
         check_record(raw, index)
         rec = msgspec.convert(raw, _Record)
-        provider = {k: v for k in PROVIDER_FIELDS if (v := getattr(rec, k)) is not None}
-        parsed = parse_usage(
-            {k: getattr(rec, k) for k in TOKEN_FIELDS}, provider, tool_calls=rec.tool_calls
-        )
-        tier, batch, finish, truncated, status = _outcome(rec, parsed)
+        if (
+            rec.openai_usage is None
+            and rec.openai_response is None
+            and rec.anthropic_usage is None
+            and rec.anthropic_message is None
+            and rec.gemini_usage is None
+            and rec.gemini_response is None
+            and rec.litellm_payload is None
+        ):
+            tokens = canonical_tokens(
+                rec.input_tokens or 0,
+                rec.output_tokens or 0,
+                rec.cache_read_tokens or 0,
+                rec.cache_write_5m_tokens or 0,
+                rec.cache_write_1h_tokens or 0,
+                rec.reasoning_tokens or 0,
+                rec.cache_write_30m_tokens or 0,
+                rec.cache_write_12h_tokens or 0,
+                rec.input_audio_tokens or 0,
+                rec.input_image_tokens or 0,
+                rec.output_audio_tokens or 0,
+                rec.output_image_tokens or 0,
+                rec.tool_calls,
+            )
+            if rec.service_tier is None:
+                tier, batch = None, rec.batch
+                finish, truncated, status = rec.finish_reason, rec.truncated, rec.http_status
+            else:
+                tier, batch, finish, truncated, status = _outcome(rec, Parsed(tokens))
+        else:
+            provider = {k: v for k in PROVIDER_FIELDS if (v := getattr(rec, k)) is not None}
+            parsed = parse_usage(
+                {k: getattr(rec, k) for k in TOKEN_FIELDS}, provider, tool_calls=rec.tool_calls
+            )
+            tokens = parsed.tokens
+            tier, batch, finish, truncated, status = _outcome(rec, parsed)
     except msgspec.ValidationError as exc:
         return Rejected(str(rid), "validation_error", _problem_of(exc))
     except DomainError as exc:
@@ -172,7 +203,7 @@ def _parse(index: int, raw: dict[str, Any]) -> UsageIn | Rejected:
         account_id=rec.account_id,
         model=rec.model,
         occurred_at=rec.occurred_at,
-        tokens=parsed.tokens,
+        tokens=tokens,
         batch=batch,
         http_status=status,
         finish_reason=finish,
@@ -275,26 +306,38 @@ def _result_out(r: UsageResult) -> dict[str, Any]:
 
 def _tokens_out(t: Tokens) -> dict[str, Any]:
     """The parsed token breakdown (the canonical fields; zero counts left out)."""
-    out: dict[str, Any] = {k: v for k in TOKEN_FIELDS if (v := getattr(t, k))}
+    out: dict[str, Any] = {}
+    if t.input_tokens:
+        out["input_tokens"] = t.input_tokens
+    if t.output_tokens:
+        out["output_tokens"] = t.output_tokens
+    if t.prompt_tokens != t.input_tokens or t.reasoning_tokens:
+        for k in TOKEN_FIELDS:
+            v = getattr(t, k)
+            if v:
+                out[k] = v
     if t.tool_calls:
         out["tool_calls"] = dict(t.tool_calls)
     return out
 
 
+_COMPONENT_NAMES = tuple(c.value for c in TOKEN_COMPONENTS)
+
+
 def _charge_out(t: Tokens, rating: Rating, unit: Unit) -> dict[str, Any]:
     """The rated amount by component (before the failed-request policy and the burn-down)."""
     components: dict[str, str] = {}
-    for name, atoms in zip(TOKEN_COMPONENTS, rating.parts, strict=True):
+    for name, atoms in zip(_COMPONENT_NAMES, rating.parts, strict=True):
         if atoms:
-            components[name] = Amount(atoms, unit).format()
+            components[name] = format_atoms(atoms, unit)
     if t.tool_calls:
         for kind, atoms in zip(FEE_KINDS, rating.fees, strict=True):
             if atoms:
-                components[kind] = Amount(atoms, unit).format()
+                components[kind] = format_atoms(atoms, unit)
     if rating.discount:
-        components["batch_discount"] = Amount(-rating.discount, unit).format()
+        components["batch_discount"] = format_atoms(-rating.discount, unit)
     return {
-        "rated": Amount(rating.total, unit).format(),
+        "rated": format_atoms(rating.total, unit),
         "currency": unit.code,
         "service_tier": rating.tier or "standard",
         "context_tier": rating.above_input_tokens,
