@@ -24,7 +24,7 @@ Versioning, in one place:
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
@@ -36,7 +36,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from ledger.base import database_key, utcnow
-from ledger.errors import NotFound
+from ledger.errors import DomainError, NotFound
 from ledger.units import Unit
 from plans._db import (
     Page,
@@ -236,14 +236,211 @@ def _cards(session: Session, rows: list[RateCardRow]) -> list[RateCard]:
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class ModelChange:
+    """What a new rate card does to one model, compared with the card it follows.
+
+    Attributes:
+        change: ``added`` (not priced before), ``changed``, ``unchanged`` (listed with the
+            same price), ``inherited`` (not listed, carried from the card in force) or
+            ``removed`` (no longer priced).
+        blockers: for a removal, why it is risky (recent usage, contracts, reseller books);
+            a card with blocked removals is refused unless they are confirmed.
+    """
+
+    model: str
+    change: str
+    before: ModelPrice | None
+    after: ModelPrice | None
+    blockers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RateCardPlan:
+    """A rate card as it would be created (:func:`plan_rate_card`), with its changes."""
+
+    card: RateCard
+    predecessor_id: str | None
+    changes: tuple[ModelChange, ...]
+
+    @property
+    def blocked(self) -> tuple[ModelChange, ...]:
+        """Removals that need confirming."""
+        return tuple(c for c in self.changes if c.change == "removed" and c.blockers)
+
+
+class UnconfirmedRemoval(DomainError):
+    """A new rate card would stop pricing models still in use; confirm to go ahead."""
+
+    code = "model_removal_unconfirmed"
+    status = 409
+
+
+#: ``(models, since) -> {model: records}``: usage of the models since an instant (the wallet
+#: answers it; the catalog does not read usage tables itself)
+UsageOfModels = Callable[[Sequence[str], datetime], Mapping[str, int]]
+
+
+def plan_rate_card(
+    session: Session,
+    *,
+    currency: Unit | str,
+    effective_from: datetime,
+    prices: Iterable[Mapping[str, object]],
+    inherit: bool = True,
+    remove_models: Iterable[str] = (),
+    usage_of_models: UsageOfModels | None = None,
+    usage_since: datetime | None = None,
+) -> RateCardPlan:
+    """What :func:`create_rate_card` would create, model by model, without writing anything
+    (a dry run).
+
+    Args:
+        inherit: models of the card in force at ``effective_from`` that ``prices`` does not
+            list keep their price (``False``: the new card prices only what it lists).
+        remove_models: models to stop pricing (with ``inherit``).
+        usage_of_models: how to count recent usage of removed models (blocks a removal).
+        usage_since: from when usage counts (the usage retention window).
+
+    Raises:
+        InvalidCatalog: a removed model that the card in force does not price, or that the
+            new card also prices; the errors of :func:`create_rate_card`'s validation.
+    """
+    unit = money_unit(currency)
+    start = check_aware(effective_from, what="effective_from")
+    listed = [dict(p) for p in prices]
+    remove = list(dict.fromkeys(remove_models))
+    if remove and not inherit:
+        raise InvalidCatalog(
+            "remove_models is for a card that inherits; a card that does not inherit removes"
+            " every model it does not list",
+            field="remove_models",
+        )
+    if not listed and not (inherit and remove):
+        raise InvalidCatalog("a rate card needs prices (or, inheriting, models to remove)")
+    given_prices: dict[str, ModelPrice] = {}
+    if listed:
+        given = RateCard.from_spec(id="rc_plan", currency=unit, effective_from=start, prices=listed)
+        given_prices = dict(given.prices)
+    check_models(session, given_prices, what="prices")
+    before_row = session.scalars(
+        select(RateCardRow)
+        .where(RateCardRow.currency == unit.code, RateCardRow.effective_from <= start)
+        .order_by(RateCardRow.effective_from.desc())
+        .limit(1)
+    ).first()
+    before = _cards(session, [before_row])[0] if before_row is not None else None
+    old = dict(before.prices) if before is not None else {}
+    for model in remove:
+        if model in given_prices:
+            raise InvalidCatalog(
+                f"model {model} is both priced and removed; do one or the other",
+                field="remove_models",
+            )
+        if model not in old:
+            raise InvalidCatalog(
+                f"model {model} is not priced by the {unit.code} card in force at"
+                f" {start.isoformat()}; there is nothing to remove",
+                field="remove_models",
+            )
+    final = dict(given_prices)
+    changes: list[ModelChange] = []
+    for model, price in sorted(given_prices.items()):
+        prev = old.get(model)
+        kind = "added" if prev is None else ("unchanged" if prev == price else "changed")
+        changes.append(ModelChange(model, kind, prev, price))
+    removed: list[str] = []
+    for model, price in sorted(old.items()):
+        if model in given_prices:
+            continue
+        if inherit and model not in remove:
+            final[model] = price
+            changes.append(ModelChange(model, "inherited", price, price))
+        else:
+            removed.append(model)
+    blockers = _removal_blockers(session, unit, start, removed, usage_of_models, usage_since)
+    changes += [
+        ModelChange(m, "removed", old[m], None, tuple(blockers.get(m, ()))) for m in removed
+    ]
+    if not final:
+        raise InvalidCatalog("the new card would price no model", field="prices")
+    card = RateCard(id=new_id("rc"), currency=unit, effective_from=start, prices=final)
+    return RateCardPlan(card, before.id if before else None, tuple(changes))
+
+
+def _removal_blockers(
+    session: Session,
+    unit: Unit,
+    start: datetime,
+    models: Sequence[str],
+    usage_of_models: UsageOfModels | None,
+    usage_since: datetime | None,
+) -> dict[str, list[str]]:
+    """Why removing each model is risky: recent usage, open contracts that discount it,
+    reseller price books in force or later that price it."""
+    out: dict[str, list[str]] = {m: [] for m in models}
+    if not models:
+        return out
+    if usage_of_models is not None and usage_since is not None:
+        for model, n in usage_of_models(models, usage_since).items():
+            if n:
+                out[model].append(f"{n} usage records since {usage_since.isoformat()}")
+    contracts = session.execute(
+        select(ContractDiscountRow.model, ContractRow.id, ContractRow.account_id)
+        .join(ContractRow, ContractRow.id == ContractDiscountRow.contract_id)
+        .where(
+            ContractRow.currency == unit.code,
+            ContractRow.rate_card_id.is_(None),
+            ContractDiscountRow.model.in_(models),
+            or_(ContractRow.ends_at.is_(None), ContractRow.ends_at > start),
+        )
+        .order_by(ContractRow.id)
+    )
+    for model, contract_id, account_id in contracts:
+        out[model].append(f"contract {contract_id} of account {account_id} discounts it")
+    floor = func.coalesce(
+        select(func.max(ResellerPriceBookRow.effective_from))
+        .where(
+            ResellerPriceBookRow.currency == unit.code,
+            ResellerPriceBookRow.effective_from <= start,
+        )
+        .scalar_subquery(),
+        start,
+    )
+    books = session.execute(
+        select(ResellerPriceRow.model, ResellerPriceBookRow.id)
+        .join(ResellerPriceBookRow, ResellerPriceBookRow.id == ResellerPriceRow.book_id)
+        .where(
+            ResellerPriceBookRow.currency == unit.code,
+            ResellerPriceRow.model.in_(models),
+            ResellerPriceBookRow.effective_from >= floor,
+        )
+        .order_by(ResellerPriceBookRow.id)
+    )
+    for model, book_id in books:
+        out[model].append(f"reseller price book {book_id} prices it (it needs a wholesale price)")
+    return out
+
+
 def create_rate_card(
     session: Session,
     *,
     currency: Unit | str,
     effective_from: datetime,
     prices: Iterable[Mapping[str, object]],
+    inherit: bool = True,
+    remove_models: Iterable[str] = (),
+    confirm_removals: bool = False,
+    usage_of_models: UsageOfModels | None = None,
+    usage_since: datetime | None = None,
 ) -> RateCard:
     """Create a list rate card version; the stored prices are the resolved ones.
+
+    By default the card changes only what it lists: the other models of the card in force at
+    ``effective_from`` keep their prices (``inherit``); ``remove_models`` stops pricing some.
+    A card that would stop pricing a model with recent usage, discounted by an open contract
+    or priced by a reseller book is refused unless ``confirm_removals``.
+    :func:`plan_rate_card` shows what a card would change.
 
     Args:
         session: the caller's session (flushed, not committed).
@@ -252,6 +449,8 @@ def create_rate_card(
         prices: ``{"model", "input_per_mtok", "output_per_mtok", ...optional}`` items,
             decimal strings; omitted prices take the defaults of
             :meth:`~plans.prices.ModelPrice.from_spec`.
+        inherit, remove_models, usage_of_models, usage_since: see :func:`plan_rate_card`.
+        confirm_removals: go ahead with removals that have blockers.
 
     Returns:
         The new card.
@@ -261,16 +460,31 @@ def create_rate_card(
         InvalidCatalog: no prices, a model priced twice, unknown fields, a naive instant.
         InvalidPrice: a malformed, negative or too precise price or percentage.
         UnknownModel: a model that is not in the catalog.
+        UnconfirmedRemoval: removals with blockers, not confirmed.
         CatalogConflict: a card of this currency already takes effect at that instant.
         BackdatedPriceChange: ``effective_from`` is not after the usage already priced.
     """
     unit = money_unit(currency)
     start = check_aware(effective_from, what="effective_from")
-    card_id = new_id("rc")
-    card = RateCard.from_spec(
-        id=card_id, currency=unit, effective_from=start, prices=[dict(p) for p in prices]
+    plan = plan_rate_card(
+        session,
+        currency=unit,
+        effective_from=start,
+        prices=prices,
+        inherit=inherit,
+        remove_models=remove_models,
+        usage_of_models=usage_of_models,
+        usage_since=usage_since,
     )
-    check_models(session, card.prices, what="prices")
+    if plan.blocked and not confirm_removals:
+        detail = "; ".join(f"{c.model}: {', '.join(c.blockers)}" for c in plan.blocked)
+        raise UnconfirmedRemoval(
+            f"the new card would stop pricing models still in use ({detail}); send"
+            " confirm_removals: true to go ahead, or keep them on the card",
+            models=[c.model for c in plan.blocked],
+        )
+    card = plan.card
+    card_id = card.id
     taken = session.scalar(
         select(RateCardRow.id).where(
             RateCardRow.currency == unit.code, RateCardRow.effective_from == start

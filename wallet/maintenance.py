@@ -9,6 +9,7 @@ checked against every claim that could match it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import text
@@ -61,3 +62,18 @@ def purge_usage_claims(
         {"before": before, "limit": limit},
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def usage_of_models(
+    session: Session, currency: str, models: Sequence[str], since: datetime
+) -> dict[str, int]:
+    """How many usage records in ``currency`` each model has since ``since`` (a catalog
+    change that would stop pricing a model asks; only the partitions since then are read)."""
+    rows = session.execute(
+        text(
+            "SELECT model, count(*) FROM wallet_usage_records"
+            " WHERE currency = :c AND model = ANY(:m) AND occurred_at >= :since GROUP BY model"
+        ),
+        {"c": currency, "m": list(models), "since": since},
+    ).all()
+    return {str(model): int(n) for model, n in rows}

@@ -7,7 +7,7 @@ Every catalog object is immutable once created; a new version supersedes it (see
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -36,6 +36,7 @@ from plans.pricebook import ResolvedPrice
 from plans.prices import PRICE_FIELDS, ModelPrice, RateCard
 from wallet.accounts import get_account
 from wallet.errors import InvalidRequest
+from wallet.maintenance import usage_of_models
 
 Treatment = Literal["billed", "not_billed", "output_not_billed"]
 _PCT = "decimal string, percent (0..100, at most 2 decimals)"
@@ -369,7 +370,76 @@ class RateCardIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     currency: str = Field(min_length=3, max_length=3, examples=["USD"])
     effective_from: AwareDatetime
-    prices: list[ModelPriceIn] = Field(min_length=1, max_length=1000)
+    prices: list[ModelPriceIn] = Field(default_factory=list, max_length=1000)
+    inherit: bool = Field(
+        default=True,
+        description="models of the card in force that prices does not list keep their price"
+        " (false: the card prices only what it lists)",
+    )
+    remove_models: list[str] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="models to stop pricing (with inherit)",
+    )
+    confirm_removals: bool = Field(
+        default=False,
+        description="go ahead although a removed model has usage in the retention window, an"
+        " open contract discount or a reseller price book (otherwise 409"
+        " model_removal_unconfirmed)",
+    )
+
+
+class ModelChangeOut(BaseModel):
+    """What a card does to one model: added, changed, unchanged, inherited or removed; a
+    removal lists why it is risky (blockers)."""
+
+    model: str
+    change: Literal["added", "changed", "unchanged", "inherited", "removed"]
+    before: ModelPriceOut | None
+    after: ModelPriceOut | None
+    blockers: list[str]
+
+
+class RateCardPreviewOut(BaseModel):
+    """A dry run: the card as it would be created, and its changes. ``refused``: it has
+    removals to confirm."""
+
+    card: RateCardOut
+    replaces: str | None = Field(description="the card in force at effective_from")
+    changes: list[ModelChangeOut]
+    refused: bool
+    problem: str | None = None
+
+
+def _usage_check(request: Request[Any, Any, Any], db: Session, currency: str) -> dict[str, Any]:
+    days = request.app.state.settings.tokenwallet_usage_retention_days
+    code = currency.upper()
+    return {
+        "usage_of_models": lambda models, since: usage_of_models(db, code, models, since),
+        "usage_since": utcnow() - timedelta(days=days),
+    }
+
+
+def _preview_out(plan: catalog.RateCardPlan, confirm: bool) -> RateCardPreviewOut:
+    refused = bool(plan.blocked) and not confirm
+    return RateCardPreviewOut(
+        card=_card_out(plan.card),
+        replaces=plan.predecessor_id,
+        changes=[
+            ModelChangeOut(
+                model=c.model,
+                change=c.change,
+                before=price_out(c.model, c.before) if c.before is not None else None,
+                after=price_out(c.model, c.after) if c.after is not None else None,
+                blockers=list(c.blockers),
+            )
+            for c in plan.changes
+        ],
+        refused=refused,
+        problem=(
+            "removals to confirm: " + ", ".join(c.model for c in plan.blocked) if refused else None
+        ),
+    )
 
 
 class RateCardOut(BaseModel):
@@ -412,9 +482,11 @@ class RateCardsController(Controller):
         db: Session,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
-        """Create a rate card version. 409 ``conflict``: a card of the currency already takes
-        effect at that instant; 409 ``backdated_price_change``: usage is already priced
-        at or after ``effective_from``."""
+        """Create a rate card version; models it does not list keep the price of the card in
+        force (``inherit``). 409 ``conflict``: a card of the currency already takes effect at
+        that instant; 409 ``backdated_price_change``: usage is already priced at or after
+        ``effective_from``; 409 ``model_removal_unconfirmed``: it would stop pricing a model
+        still in use (see ``POST /v1/rate-cards/preview``)."""
 
         def produce() -> RateCardOut:
             return _card_out(
@@ -423,10 +495,33 @@ class RateCardsController(Controller):
                     currency=data.currency,
                     effective_from=data.effective_from,
                     prices=_price_items(data.prices),
+                    inherit=data.inherit,
+                    remove_models=data.remove_models,
+                    confirm_removals=data.confirm_removals,
+                    **_usage_check(request, db, data.currency),
                 )
             )
 
         return _post(request, db, idempotency_key, data, produce)
+
+    @post("/preview", sync_to_thread=True, status_code=200)
+    def preview_rate_card(
+        self, request: Request[Any, Any, Any], data: RateCardIn, db: Session
+    ) -> RateCardPreviewOut:
+        """A dry run of ``POST /v1/rate-cards``: the card it would create and what it changes
+        per model (added, changed, unchanged, inherited, removed with blockers). Writes
+        nothing."""
+        plan = catalog.plan_rate_card(
+            db,
+            currency=data.currency,
+            effective_from=data.effective_from,
+            prices=_price_items(data.prices),
+            inherit=data.inherit,
+            remove_models=data.remove_models,
+            **_usage_check(request, db, data.currency),
+        )
+        db.rollback()
+        return _preview_out(plan, data.confirm_removals)
 
     @get("/", sync_to_thread=True)
     def list_rate_cards(
