@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from litestar import Controller, Request, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
@@ -504,24 +505,38 @@ class RateCardsController(Controller):
 
         return _post(request, db, idempotency_key, data, produce)
 
-    @post("/preview", sync_to_thread=True, status_code=200)
+    @post(
+        "/preview",
+        sync_to_thread=True,
+        status_code=200,
+        responses={200: ResponseSpec(RateCardPreviewOut)},
+    )
     def preview_rate_card(
-        self, request: Request[Any, Any, Any], data: RateCardIn, db: Session
-    ) -> RateCardPreviewOut:
+        self,
+        request: Request[Any, Any, Any],
+        data: RateCardIn,
+        db: Session,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
         """A dry run of ``POST /v1/rate-cards``: the card it would create and what it changes
         per model (added, changed, unchanged, inherited, removed with blockers). Writes
         nothing."""
-        plan = catalog.plan_rate_card(
-            db,
-            currency=data.currency,
-            effective_from=data.effective_from,
-            prices=_price_items(data.prices),
-            inherit=data.inherit,
-            remove_models=data.remove_models,
-            **_usage_check(request, db, data.currency),
+
+        def produce() -> RateCardPreviewOut:
+            plan = catalog.plan_rate_card(
+                db,
+                currency=data.currency,
+                effective_from=data.effective_from,
+                prices=_price_items(data.prices),
+                inherit=data.inherit,
+                remove_models=data.remove_models,
+                **_usage_check(request, db, data.currency),
+            )
+            return _preview_out(plan, data.confirm_removals)
+
+        return run_idempotent(
+            db, request, idempotency_key, body=data, status_code=200, produce=produce
         )
-        db.rollback()
-        return _preview_out(plan, data.confirm_removals)
 
     @get("/", sync_to_thread=True)
     def list_rate_cards(
