@@ -29,6 +29,8 @@ payments_app = typer.Typer(help="Card payments (Stripe)", no_args_is_help=True)
 app.add_typer(payments_app, name="payments")
 accounts_app = typer.Typer(help="Accounts: payments resellers collect", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
+catalog_app = typer.Typer(help="The price catalog", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
 
 
 def _setup_logging() -> None:
@@ -212,6 +214,94 @@ def create_key_command(
         engine.dispose()
     typer.echo(new.secret)
     typer.echo(f"created {new.role} key {new.id}; store it now, it is not shown again", err=True)
+
+
+@catalog_app.command("import-litellm")
+def catalog_import_litellm(
+    file: Annotated[
+        str | None, typer.Argument(help="a model_prices_and_context_window.json")
+    ] = None,
+    bundled: Annotated[
+        bool, typer.Option("--bundled", help="the map of the installed litellm package")
+    ] = False,
+    effective_from: Annotated[
+        str | None,
+        typer.Option(help="when the new card takes effect (RFC 3339; default now + 15 min)"),
+    ] = None,
+    markup: Annotated[
+        str | None, typer.Option(help="percent added to every price, e.g. 20")
+    ] = None,
+    provider: Annotated[
+        list[str] | None, typer.Option(help="only this litellm_provider (repeatable)")
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="refuse models whose prices need rounding")
+    ] = False,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="create the models and the card (default: dry run)")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="the whole report as JSON")] = False,
+) -> None:
+    """Import LiteLLM's price map as a new USD rate card: a dry run unless --apply.
+
+    Models the map prices per token are imported (tiers, context tiers, cache writes, audio and
+    image tokens, web search and code execution fees); the report lists what was refused and
+    why, and what was flagged (rounded prices, dimensions not imported).
+    """
+    import json
+    from datetime import UTC, datetime, timedelta
+    from pathlib import Path
+
+    from api.db import make_engine, make_sessionmaker
+    from api.pricemaps import bundled_map_path, load_map, report_out
+    from ledger.errors import DomainError
+    from plans.litellm_import import import_litellm
+    from wallet.maintenance import usage_of_models
+
+    settings = get_settings()
+    engine = make_engine(_database_url(), pool_size=1)
+    try:
+        if bundled == (file is not None):
+            raise typer.BadParameter("give FILE or --bundled, one of the two")
+        path = bundled_map_path() if bundled else Path(str(file))
+        start = (
+            datetime.fromisoformat(effective_from)
+            if effective_from
+            else datetime.now(UTC) + timedelta(minutes=15)
+        )
+        since = datetime.now(UTC) - timedelta(days=settings.tokenwallet_usage_retention_days)
+        with make_sessionmaker(engine)() as session:
+            report = import_litellm(
+                session,
+                load_map(path),
+                effective_from=start,
+                markup_pct=markup,
+                providers=provider or None,
+                strict=strict,
+                apply=apply,
+                usage_of_models=lambda models, at: usage_of_models(session, "USD", models, at),
+                usage_since=since,
+            )
+            session.commit()
+    except DomainError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(2) from exc
+    finally:
+        engine.dispose()
+    out = report_out(report)
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(out["counts"].items()))
+    verb = f"created card {report.card_id}" if report.applied else "dry run (nothing written)"
+    typer.echo(f"{verb}; effective {out['effective_from']}; {counts}")
+    typer.echo(f"rounding: {report.rounding_rule}")
+    reasons: dict[str, int] = {}
+    for r in out["refused"]:
+        key = r["reason"] if "mode" in r["reason"] else r["reason"][:80]
+        reasons[key] = reasons.get(key, 0) + 1
+    for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+        typer.echo(f"refused {n:5d}: {reason}")
 
 
 @billing_app.command("close")

@@ -291,6 +291,7 @@ def plan_rate_card(
     remove_models: Iterable[str] = (),
     usage_of_models: UsageOfModels | None = None,
     usage_since: datetime | None = None,
+    resolved_prices: Mapping[str, ModelPrice] | None = None,
 ) -> RateCardPlan:
     """What :func:`create_rate_card` would create, model by model, without writing anything
     (a dry run).
@@ -301,6 +302,8 @@ def plan_rate_card(
         remove_models: models to stop pricing (with ``inherit``).
         usage_of_models: how to count recent usage of removed models (blocks a removal).
         usage_since: from when usage counts (the usage retention window).
+        resolved_prices: prices already built (e.g. with a markup, so finer than a given
+            price may be), besides ``prices``.
 
     Raises:
         InvalidCatalog: a removed model that the card in force does not price, or that the
@@ -316,12 +319,16 @@ def plan_rate_card(
             " every model it does not list",
             field="remove_models",
         )
-    if not listed and not (inherit and remove):
+    if not listed and not resolved_prices and not (inherit and remove):
         raise InvalidCatalog("a rate card needs prices (or, inheriting, models to remove)")
     given_prices: dict[str, ModelPrice] = {}
     if listed:
         given = RateCard.from_spec(id="rc_plan", currency=unit, effective_from=start, prices=listed)
         given_prices = dict(given.prices)
+    for model, price in (resolved_prices or {}).items():
+        if model in given_prices:
+            raise InvalidCatalog(f"model {model} is priced twice", field="prices")
+        given_prices[model] = price
     check_models(session, given_prices, what="prices")
     before_row = session.scalars(
         select(RateCardRow)
@@ -433,6 +440,7 @@ def create_rate_card(
     confirm_removals: bool = False,
     usage_of_models: UsageOfModels | None = None,
     usage_since: datetime | None = None,
+    resolved_prices: Mapping[str, ModelPrice] | None = None,
 ) -> RateCard:
     """Create a list rate card version; the stored prices are the resolved ones.
 
@@ -475,6 +483,7 @@ def create_rate_card(
         remove_models=remove_models,
         usage_of_models=usage_of_models,
         usage_since=usage_since,
+        resolved_prices=resolved_prices,
     )
     if plan.blocked and not confirm_removals:
         detail = "; ".join(f"{c.model}: {', '.join(c.blockers)}" for c in plan.blocked)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from api.auth import Principal, requires
 from api.idempotency import run_idempotent
 from api.openapi import only, returns
+from api.pricemaps import bundled_map_path, load_map, report_out
 from api.schemas import (
     MARKUP_PATTERN,
     MONEY_PATTERN,
@@ -33,6 +34,7 @@ from ledger.base import utcnow
 from ledger.errors import NotFound
 from plans import catalog
 from plans._db import ID_RE
+from plans.litellm_import import import_litellm
 from plans.pricebook import ResolvedPrice
 from plans.prices import PRICE_FIELDS, ModelPrice, RateCard
 from wallet.accounts import get_account
@@ -412,6 +414,42 @@ class RateCardPreviewOut(BaseModel):
     problem: str | None = None
 
 
+class LiteLLMImportIn(BaseModel):
+    """Import LiteLLM's price map (``model_prices_and_context_window.json``): the ``bundled``
+    one of the installed litellm package, or ``price_map`` itself. A dry run unless
+    ``dry_run: false``; then missing models are created and one new card takes effect at
+    ``effective_from``, changing the imported models and inheriting the rest."""
+
+    model_config = ConfigDict(extra="forbid")
+    effective_from: AwareDatetime
+    currency: str = Field(default="USD", min_length=3, max_length=3)
+    bundled: bool = False
+    price_map: dict[str, Any] | None = Field(default=None, description="the map's JSON")
+    markup_pct: str | None = Field(default=None, examples=["20"], description=_PCT)
+    providers: list[str] | None = Field(default=None, examples=[["openai", "anthropic"]])
+    strict: bool = Field(default=False, description="refuse models whose prices need rounding")
+    dry_run: bool = True
+
+
+class LiteLLMImportOut(BaseModel):
+    """What an import did or would do: counts per kind of change, the models created, each
+    imported model's change (inherited ones left out), the refused models with their reason,
+    the flagged ones (rounded prices, dimensions not imported), and the rounding rule."""
+
+    applied: bool
+    card_id: str | None
+    replaces: str | None
+    effective_from: datetime
+    markup_pct: str | None
+    rounding_rule: str
+    counts: dict[str, int]
+    new_models: list[str]
+    changes: list[dict[str, Any]]
+    refused: list[dict[str, str]]
+    flagged: list[dict[str, Any]]
+    skipped: int
+
+
 def _usage_check(request: Request[Any, Any, Any], db: Session, currency: str) -> dict[str, Any]:
     days = request.app.state.settings.tokenwallet_usage_retention_days
     code = currency.upper()
@@ -533,6 +571,44 @@ class RateCardsController(Controller):
                 **_usage_check(request, db, data.currency),
             )
             return _preview_out(plan, data.confirm_removals)
+
+        return run_idempotent(
+            db, request, idempotency_key, body=data, status_code=200, produce=produce
+        )
+
+    @post(
+        "/import-litellm",
+        sync_to_thread=True,
+        status_code=200,
+        responses={200: ResponseSpec(LiteLLMImportOut)},
+    )
+    def import_litellm(
+        self,
+        request: Request[Any, Any, Any],
+        data: LiteLLMImportIn,
+        db: Session,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
+        """Import LiteLLM's price map: a dry run by default (nothing written); with
+        ``dry_run: false``, the missing models and one new card (see ``docs/pricing.md`` for
+        the mapping and the rounding rule)."""
+        if data.bundled == (data.price_map is not None):
+            raise InvalidRequest("send bundled: true or price_map, one of the two")
+        price_map = data.price_map or load_map(bundled_map_path())
+
+        def produce() -> dict[str, Any]:
+            report = import_litellm(
+                db,
+                price_map,
+                effective_from=data.effective_from,
+                currency=data.currency,
+                markup_pct=data.markup_pct,
+                providers=data.providers,
+                strict=data.strict,
+                apply=not data.dry_run,
+                **_usage_check(request, db, data.currency),
+            )
+            return report_out(report)
 
         return run_idempotent(
             db, request, idempotency_key, body=data, status_code=200, produce=produce
