@@ -79,7 +79,7 @@ def test_bad_cards_are_refused_and_write_nothing(models):
         ({"prices": [price("m-large", "-1", "2")]}, InvalidPrice, "must not be negative"),
         ({"prices": [price("m-large", "1.0000001", "2")]}, InvalidPrice, "decimal places"),
         ({"prices": [price("m-large", "1", "2")] * 2}, InvalidCatalog, "priced twice"),
-        ({"prices": []}, InvalidCatalog, "prices no model"),
+        ({"prices": []}, InvalidCatalog, "needs prices"),
     ]
     args = {"currency": "USD", "effective_from": JAN, "prices": [price("m-large", "1", "2")]}
     for kwargs, error, fragment in cases:
