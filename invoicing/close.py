@@ -79,7 +79,8 @@ _USAGE = text(
     WITH recs AS (
         SELECT r.model, r.occurred_at, r.account_id <> :root AS via_sub,
                r.input_tokens + r.output_tokens + r.cache_read_tokens
-                 + r.cache_write_5m_tokens + r.cache_write_1h_tokens AS tokens,
+                 + r.cache_write_5m_tokens + r.cache_write_1h_tokens + r.cache_write_30m_tokens
+                 + r.cache_write_12h_tokens + r.input_audio_tokens + r.input_image_tokens AS tokens,
                CASE WHEN r.account_id = :root THEN r.drawn
                     ELSE coalesce(r.wholesale_drawn, '{}'::jsonb) END AS d
         FROM wallet_usage_records r
@@ -128,7 +129,9 @@ _CREDITS = text(
     SELECT r.account_id <> :root AS via_sub, coalesce(r.reason, 'credited') AS reason,
            count(*) AS requests,
            sum(r.input_tokens + r.output_tokens + r.cache_read_tokens
-               + r.cache_write_5m_tokens + r.cache_write_1h_tokens) AS tokens,
+               + r.cache_write_5m_tokens + r.cache_write_1h_tokens + r.cache_write_30m_tokens
+               + r.cache_write_12h_tokens + r.input_audio_tokens + r.input_image_tokens)
+               AS tokens,
            sum(CASE WHEN r.account_id = :root THEN r.credited
                     ELSE coalesce(r.wholesale_credited, 0) END) AS credited
     FROM wallet_usage_records r

@@ -291,7 +291,9 @@ _REVENUE = text(
     """
     SELECT r.model, count(*) AS requests,
            sum(r.input_tokens + r.output_tokens + r.cache_read_tokens
-               + r.cache_write_5m_tokens + r.cache_write_1h_tokens) AS tokens,
+               + r.cache_write_5m_tokens + r.cache_write_1h_tokens + r.cache_write_30m_tokens
+               + r.cache_write_12h_tokens + r.input_audio_tokens + r.input_image_tokens)
+               AS tokens,
            sum(CASE WHEN a.parent_id IS NULL THEN r.billed
                     ELSE coalesce(r.wholesale_billed, 0) END) AS revenue,
            sum(CASE WHEN a.parent_id IS NULL THEN coalesce(CAST(r.drawn->>'overage' AS numeric), 0)
@@ -541,7 +543,9 @@ _RESELLER = text(
     """
     SELECT r.account_id, a.name, r.model, count(*) AS requests,
            sum(r.input_tokens + r.output_tokens + r.cache_read_tokens
-               + r.cache_write_5m_tokens + r.cache_write_1h_tokens) AS tokens,
+               + r.cache_write_5m_tokens + r.cache_write_1h_tokens + r.cache_write_30m_tokens
+               + r.cache_write_12h_tokens + r.input_audio_tokens + r.input_image_tokens)
+               AS tokens,
            sum(r.billed) AS retail, sum(coalesce(r.wholesale_billed, 0)) AS wholesale
     FROM wallet_usage_records r JOIN wallet_accounts a ON a.id = r.account_id
     WHERE a.parent_id = :reseller AND r.occurred_at >= :ps AND r.occurred_at < :pe

@@ -753,9 +753,11 @@ def usage_totals(
     unit = currency_of(account)
     rows = db.execute(
         text(
-            f"SELECT {_GROUPS[group_by]} AS key, count(*) AS n, sum(input_tokens) AS i,"  # noqa: S608
+            f"SELECT {_GROUPS[group_by]} AS key, count(*) AS n,"  # noqa: S608
+            " sum(input_tokens + input_audio_tokens + input_image_tokens) AS i,"
             " sum(output_tokens) AS o, sum(cache_read_tokens) AS cr,"
-            " sum(cache_write_5m_tokens + cache_write_1h_tokens) AS cw,"
+            " sum(cache_write_5m_tokens + cache_write_30m_tokens + cache_write_1h_tokens"
+            " + cache_write_12h_tokens) AS cw,"
             " sum(rated) AS rated, sum(billed) AS billed, sum(credited) AS credited"
             " FROM wallet_usage_records WHERE account_id = :a"
             " AND (CAST(:f AS timestamptz) IS NULL OR occurred_at >= :f)"
