@@ -27,8 +27,6 @@ class UsageIn:
     tags: Mapping[str, Any] = field(default_factory=dict)
     #: the service tier it was served in (``None``: standard)
     service_tier: str | None = None
-    #: the upstream vendor that served it (for cost and margin), if the gateway says
-    upstream: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
