@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -152,6 +153,11 @@ def test_completion_usage_is_reported_exactly_once_through_the_client(
             metadata={"tokenwallet_account_id": acc},
         )
         assert resp.choices[0].message.content == "Hi there!"
+    # LiteLLM's sync path logs successes on a background thread: wait until they reached the
+    # client, then until the client delivered them
+    deadline = time.monotonic() + 30
+    while client.stats().reported < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
     client.flush(30)
     # 500 uncached + 1500 cached in, 300 out, three times; computed from the card's prices
     per_call = (500 * Decimal("2.50") + 1500 * Decimal("1.25") + 300 * Decimal("10.00")) / M
