@@ -9,6 +9,10 @@ Refused with 400 problem+json, nothing changed:
   string: path, query parameter names and values, the ``Idempotency-Key`` header, JSON keys and
   values.
 * ``json_too_deep``: JSON nested deeper than :data:`MAX_JSON_DEPTH`.
+* ``validation_error``: a query date-time that is not RFC 3339 with an offset (the framework
+  also read Unix times such as ``-3.7e-301`` and naive times);
+  a query parameter sent with an empty value (``?period=``); some
+  handlers read it as "no filter", others as an invalid value: leave the parameter out.
 
 Usage records are checked one by one instead (:func:`check_record`), so one bad record of a
 batch is rejected alone and the others are charged.
@@ -17,8 +21,9 @@ batch is rejected alone and the others are charged.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
-from urllib.parse import unquote_to_bytes
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 from litestar import Request
 
@@ -40,6 +45,36 @@ class InvalidCharacters(DomainError):
     """A string holds a control character (PostgreSQL cannot store NUL; none is meaningful)."""
 
     code = "invalid_characters"
+
+
+class EmptyParameter(DomainError):
+    """A query parameter given without a value, or a date-time that is not RFC 3339."""
+
+    code = "validation_error"
+
+
+#: RFC 3339 date-time with an offset, ASCII digits (what the document's ``date-time`` says).
+_INSTANT = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+_INSTANT_PARAMS: dict[int, frozenset[str]] = {}
+
+
+def _instant_query_names(route_handler: Any) -> frozenset[str]:
+    """The query names of a handler's date-time parameters (cached per handler)."""
+    key = id(route_handler)
+    names = _INSTANT_PARAMS.get(key)
+    if names is None:
+        found = set()
+        for name, field in route_handler.parsed_fn_signature.parameters.items():
+            types = (getattr(field, "annotation", None), *getattr(field, "args", ()))
+            if datetime in types:
+                kwarg = getattr(field, "kwarg_definition", None)
+                alias = getattr(kwarg, "query", None) or getattr(kwarg, "name", None)
+                found.add(alias or name)
+        names = _INSTANT_PARAMS[key] = frozenset(found)
+    return names
 
 
 class JsonTooDeep(DomainError):
@@ -112,6 +147,19 @@ async def check_request(request: Request[Any, Any, Any]) -> None:
     query: bytes = request.scope.get("query_string", b"")
     if query:
         check_line(unquote_to_bytes(query.replace(b"+", b" ")).decode("utf-8", "replace"), "query")
+        instants = _instant_query_names(request.route_handler)
+        for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            if value == "":
+                raise EmptyParameter(
+                    f"query parameter {name!r} has an empty value; leave it out instead",
+                    field=name,
+                )
+            if name in instants and not _INSTANT.match(value):
+                raise EmptyParameter(
+                    f"query parameter {name!r} must be an RFC 3339 date-time with an offset,"
+                    f" e.g. 2026-11-01T00:00:00Z; got {value!r}",
+                    field=name,
+                )
     key = request.headers.get("idempotency-key")
     if key is not None:
         check_line(key, "the Idempotency-Key header")

@@ -92,7 +92,13 @@ CURRENCY_PATTERN = (
     + ")$"
 )
 #: A billing period, ``YYYY-MM`` from 1970 (``invoicing.periods.Period.parse``).
-PERIOD_PATTERN = r"^\s*(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])\s*$"
+PERIOD_PATTERN = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])$"
+
+#: Text the input boundary accepts (:mod:`api.boundary`): no C0 or C1 control character in a
+#: path, query or header; JSON strings may keep tab, line feed and carriage return.
+LINE_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+
 
 #: String fields and parameters with one parser across the API, by name.
 _NAMED_FORMATS: dict[str, dict[str, Any]] = {
@@ -175,8 +181,12 @@ def _refs(value: Any) -> set[str]:
 
 def _request_model(route_handler: Any) -> type[BaseModel] | None:
     data = route_handler.parsed_fn_signature.parameters.get("data")
-    model = getattr(data, "annotation", None)
-    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+    if data is None:
+        return None
+    for model in (data.annotation, *getattr(data, "args", ())):  # ``Model | None`` too
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            return model
+    return None
 
 
 def _strict_request_bodies(
@@ -231,6 +241,41 @@ def _add_format(schema: dict[str, Any], name: str) -> None:
             branch.update(extra)
 
 
+def _plain_text(schema: Any, pattern: str) -> None:
+    """Give every free-form string of a schema the boundary's pattern (strings with a pattern,
+    enum, const or format are already narrower)."""
+    if isinstance(schema, list):
+        for item in schema:
+            _plain_text(item, pattern)
+        return
+    if not isinstance(schema, dict):
+        return
+    if schema.get("type") == "string" and not {"pattern", "enum", "const", "format"} & set(schema):
+        schema["pattern"] = pattern
+    for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+        _plain_text(schema.get(key), pattern)
+    for key in ("items", "additionalProperties", "not"):
+        _plain_text(schema.get(key), pattern)
+    for prop in schema.get("properties", {}).values():
+        _plain_text(prop, pattern)
+
+
+def _parameters(document: dict[str, Any]) -> None:
+    """Query strings are never empty (the boundary refuses ``?x=``: leave the parameter out)
+    and no parameter holds a control character."""
+    for item in document.get("paths", {}).values():
+        for operation in item.values():
+            if not isinstance(operation, dict):
+                continue
+            for param in operation.get("parameters", []):
+                schema = param.get("schema", {})
+                if param.get("in") == "query":
+                    for branch in [schema, *schema.get("oneOf", []), *schema.get("anyOf", [])]:
+                        if branch.get("type") == "string":
+                            branch.setdefault("minLength", 1)
+                _plain_text(schema, LINE_PATTERN)
+
+
 def _named_formats(document: dict[str, Any], request_schemas: Iterable[str]) -> None:
     """Parameters and request-body properties named in :data:`_NAMED_FORMATS` (responses are
     left alone: a ``Money`` of package tokens has the currency ``TOKENS``)."""
@@ -243,6 +288,7 @@ def _named_formats(document: dict[str, Any], request_schemas: Iterable[str]) -> 
     for component in request_schemas:
         for name, prop in components[component].get("properties", {}).items():
             _add_format(prop, name)
+        _plain_text(components[component], TEXT_PATTERN)
 
 
 def _alternative_media_types(responses: dict[str, Any], media_types: dict[str, str]) -> None:
@@ -297,6 +343,7 @@ def refine(
                     sorted(responses.items(), key=lambda kv: (kv[0] == "default", kv[0]))
                 )
     _named_formats(document, _strict_request_bodies(document, bodies))
+    _parameters(document)
     document["components"]["schemas"]["Problem"] = PROBLEM_SCHEMA
     return document
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from litestar.params import HeaderParameter, Parameter
 from pydantic import BaseModel, Field
@@ -45,6 +45,21 @@ DecimalString = Annotated[
         description="decimal string: ASCII digits, at most 15 before the point and 18 after",
     ),
 ]
+
+NonNegativeDecimalString = Annotated[
+    str,
+    Field(
+        pattern=r"^[0-9]{1,15}(\.[0-9]{1,18})?$",
+        max_length=34,
+        examples=["12.50"],
+        description="decimal string, not negative: ASCII digits, at most 15 before the point"
+        " and 18 after",
+    ),
+]
+#: What a positive amount (a top-up, a grant, a refund) is documented as; the domain refuses 0.
+POSITIVE_DECIMAL: dict[str, Any] = {
+    "pattern": r"^([1-9][0-9]{0,14}(\.[0-9]{1,18})?|0\.[0-9]{0,17}[1-9])$"
+}
 
 
 class Money(BaseModel):

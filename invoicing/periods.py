@@ -25,7 +25,7 @@ class Period:
         Raises:
             InvalidPeriod: not ``YYYY-MM`` with a month 01..12.
         """
-        m = _PERIOD_RE.match(value.strip())
+        m = _PERIOD_RE.match(value)
         if not m or not 1 <= int(m.group(2)) <= 12 or int(m.group(1)) < 1970:
             raise InvalidPeriod(f"period must be YYYY-MM (e.g. 2026-11); got {value!r}")
         return cls(int(m.group(1)), int(m.group(2)))

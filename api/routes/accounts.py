@@ -20,7 +20,17 @@ from api.payments import checkout_urls, require_gateway
 from api.routes.invoices import BillingIn, BillingOut, billing_out
 from api.routes.payments import CardRefundIn, payment_out, run_card_refund
 from api.routes.payments import PaymentOut as CardPaymentOut
-from api.schemas import DecimalString, IdempotencyKey, Limit, Money, Page, scope_of
+from api.schemas import (
+    PCT_PATTERN,
+    POSITIVE_DECIMAL,
+    DecimalString,
+    IdempotencyKey,
+    Limit,
+    Money,
+    NonNegativeDecimalString,
+    Page,
+    scope_of,
+)
 from invoicing.payments.checkout import start_card_payment
 from invoicing.payments.refunds import payment_for_topup
 from invoicing.profiles import get_billing_profile, set_billing_profile
@@ -41,7 +51,7 @@ class Discount(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     model: str | None = None
-    pct: DecimalString
+    pct: DecimalString = Field(json_schema_extra={"pattern": PCT_PATTERN})
 
 
 class AccountIn(BaseModel):
@@ -53,7 +63,7 @@ class AccountIn(BaseModel):
     kind: Literal["customer", "reseller"] = "customer"
     parent_id: str | None = None
     external_id: str | None = Field(default=None, max_length=200)
-    credit_limit: DecimalString = "0"
+    credit_limit: NonNegativeDecimalString = "0"
     failed_request_policy: str | None = None
     discounts: list[Discount] = []
     burn_order: list[Literal["plan", "package", "bonus", "paid", "overage"]] | None = None
@@ -168,7 +178,7 @@ class TopupIn(BaseModel):
     confirms the payment. ``success_url``/``cancel_url`` override the configured return pages."""
 
     model_config = ConfigDict(extra="forbid")
-    amount: DecimalString
+    amount: DecimalString = Field(json_schema_extra=POSITIVE_DECIMAL)
     method: Literal["bank_transfer", "stripe", "reseller"]
     reference: str | None = Field(default=None, max_length=200)
     paid_expires_in_days: int | None = Field(
@@ -588,7 +598,7 @@ class RefundIn(BaseModel):
     """A refund of unspent paid credit; without ``amount``, all of it."""
 
     model_config = ConfigDict(extra="forbid")
-    amount: DecimalString | None = None
+    amount: DecimalString | None = Field(default=None, json_schema_extra=POSITIVE_DECIMAL)
     reason: str = Field(default="", max_length=500)
 
 

@@ -49,6 +49,10 @@ _PCT = "decimal string, percent (0..100, at most 2 decimals)"
 _CATALOG_ID: dict[str, Any] = {"pattern": ID_RE.pattern}
 
 
+#: Lists of model ids (``plans._db`` refuses empty ones).
+_MODEL_IDS: dict[str, Any] = {"items": {"type": "string", "minLength": 1}}
+
+
 def _price_field(*, optional: bool = False) -> Any:
     # Decimal strings are checked by plans.prices.parse_price, whose messages name the field
     # and the rule (negative, too many decimals...); JSON numbers are refused here.
@@ -987,7 +991,7 @@ class TokenPackageIn(BaseModel):
         json_schema_extra={"pattern": MONEY_PATTERN},
     )
     tokens: int = Field(strict=True, ge=1, le=10**15, examples=[1_000_000])
-    models: list[str] = Field(default=[], max_length=1000)
+    models: list[str] = Field(default=[], max_length=1000, json_schema_extra=_MODEL_IDS)
     valid_days: int = Field(strict=True, ge=1, le=36_500, examples=[30])
 
 
@@ -1093,8 +1097,8 @@ class PlanIn(BaseModel):
         description="decimal string, whole minor units",
         json_schema_extra={"pattern": MONEY_PATTERN},
     )
-    models: list[str] = Field(default=[], max_length=1000)
-    windows: list[PlanWindow] = Field(max_length=6)
+    models: list[str] = Field(default=[], max_length=1000, json_schema_extra=_MODEL_IDS)
+    windows: list[PlanWindow] = Field(max_length=6, json_schema_extra={"minItems": 1})
     on_exhausted: Literal["block", "wallet"]
 
 

@@ -11,7 +11,14 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.exceptions import PermissionDeniedException
 from litestar.openapi import ResponseSpec
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -60,7 +67,9 @@ class BillingIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     net_terms_days: Literal[0, 30, 60, 90] | None = Field(
-        default=None, description="payment terms: due on receipt (0) or net 30, 60, 90 days"
+        default=None,
+        description="payment terms: due on receipt (0) or net 30, 60, 90 days",
+        json_schema_extra={"enum": [0, 30, 60, 90]},  # null is refused; leave it out instead
     )
     tax_profile: str | None = Field(
         default=None, min_length=1, max_length=64, description="id of a tax profile"
@@ -74,6 +83,22 @@ class BillingIn(BaseModel):
         description="settle the tax on prepaid consumption from the paid credit when the"
         " invoice is finalized (default false: the customer pays it)",
     )
+
+    # Litestar validates bodies in lax mode (``strict=True`` on a field is overridden), where JSON
+    # false passed as 0 days and 0 or "yes" as a boolean.
+    @field_validator("net_terms_days", mode="before")
+    @classmethod
+    def _not_a_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("net_terms_days is a number of days: 0, 30, 60 or 90")
+        return value
+
+    @field_validator("settle_from_prepaid", mode="before")
+    @classmethod
+    def _a_bool(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, bool):
+            raise ValueError("settle_from_prepaid is true or false")
+        return value
 
     def fields(self) -> dict[str, Any]:
         """The fields that were sent, keyed as the service names them."""
@@ -117,9 +142,16 @@ class TaxProfileIn(BaseModel):
     """A tax rate in percent. Profiles are never edited; create a new one for a new rate."""
 
     model_config = ConfigDict(extra="forbid")
-    id: str = Field(min_length=1, max_length=64)
+    id: str = Field(
+        min_length=1,
+        max_length=64,
+        json_schema_extra={"pattern": r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"},  # profiles._ID_RE
+    )
     name: str = Field(default="", max_length=200)
-    rate_pct: DecimalString = Field(description='0 to 100, at most 4 decimals, e.g. "20"')
+    rate_pct: DecimalString = Field(
+        description='0 to 100, at most 4 decimals, e.g. "20"',
+        json_schema_extra={"pattern": r"^(100(\.0{1,4})?|[0-9]{1,2}(\.[0-9]{1,4})?)$"},
+    )
 
 
 class TaxProfileOut(BaseModel):

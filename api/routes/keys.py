@@ -23,7 +23,21 @@ Role = Literal["admin", "finance", "gateway", "reseller", "customer"]
 class ApiKeyIn(BaseModel):
     """A new API key's role and, for reseller and customer keys, the account it acts for."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"properties": {"role": {"enum": ["admin", "finance", "gateway"]}}},
+                {
+                    "required": ["account_id"],
+                    "properties": {
+                        "role": {"enum": ["reseller", "customer"]},
+                        "account_id": {"type": "string"},
+                    },
+                },
+            ]
+        },
+    )
     role: Role
     account_id: str | None = Field(default=None, min_length=1, max_length=64)
     description: str = Field(default="", max_length=200)

@@ -28,7 +28,7 @@ from api.deps import now_of
 from api.idempotency import run_idempotent
 from api.openapi import only
 from api.routes.catalog import ModelPriceOut, price_out
-from api.schemas import IdempotencyKey, Money, scope_of
+from api.schemas import POSITIVE_DECIMAL, IdempotencyKey, Money, scope_of
 from api.usage_schema import RECORD_SCHEMA, ChargeOut, TokensOut
 from ledger.amounts import Amount, format_atoms
 from ledger.errors import DomainError
@@ -551,7 +551,10 @@ class AuthorizationIn(BaseModel):
     max_output_tokens: int | None = Field(default=None, ge=0, le=10**9)
     multi_capture: bool = False
     amount: str | None = Field(
-        default=None, pattern=r"^[0-9]{1,15}(\.[0-9]{1,18})?$", examples=["5.00"]
+        default=None,
+        pattern=r"^[0-9]{1,15}(\.[0-9]{1,18})?$",
+        examples=["5.00"],
+        json_schema_extra=POSITIVE_DECIMAL,
     )
     tokens: int | None = Field(default=None, ge=1, le=10**15)
     ttl_seconds: int | None = Field(default=None, ge=1, le=86_400)
@@ -588,7 +591,10 @@ class IncrementIn(BaseModel):
         json_schema_extra={"oneOf": [only("amount", "tokens"), only("tokens", "amount")]},
     )
     amount: str | None = Field(
-        default=None, pattern=r"^[0-9]{1,15}(\.[0-9]{1,18})?$", examples=["5.00"]
+        default=None,
+        pattern=r"^[0-9]{1,15}(\.[0-9]{1,18})?$",
+        examples=["5.00"],
+        json_schema_extra=POSITIVE_DECIMAL,
     )
     tokens: int | None = Field(default=None, ge=1, le=10**15)
     ttl_seconds: int | None = Field(default=None, ge=1, le=86_400)

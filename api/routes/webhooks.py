@@ -21,13 +21,20 @@ from wallet.accounts import get_account
 from wallet.models import OutboxEvent, WebhookDelivery, WebhookEndpoint
 from wallet.outbox import add_endpoint, replay_delivery
 
+#: Delivery ids are BIGINT; no id reaches this bound (larger numbers made PostgreSQL fail)
+MAX_BIGINT = 10**18
+
 
 class EndpointIn(BaseModel):
     """Where to deliver events: an account's own (and its sub-accounts') or, for admins without
     ``account_id``, every account's."""
 
     model_config = ConfigDict(extra="forbid")
-    url: str = Field(min_length=8, max_length=2000)
+    url: str = Field(
+        min_length=8,
+        max_length=2000,
+        json_schema_extra={"pattern": r"^https?://[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"},
+    )
     account_id: str | None = None
 
 
@@ -161,7 +168,10 @@ class WebhookDeliveriesController(Controller):
         principal: Principal,
         status: Literal["pending", "delivered", "dead"] | None = None,
         endpoint_id: Annotated[str | None, Parameter(max_length=100)] = None,
-        starting_after: Annotated[int | None, Parameter(ge=0)] = None,
+        starting_after: Annotated[
+            int | None,
+            Parameter(ge=0, le=MAX_BIGINT, schema_extra={"minimum": 0, "maximum": MAX_BIGINT}),
+        ] = None,
         limit: Annotated[int, Parameter(ge=1, le=100)] = 50,
     ) -> Page[DeliveryOut]:
         """Deliveries to the caller's endpoints (admins: all), oldest first; ``status=dead``
@@ -195,7 +205,7 @@ class WebhookDeliveriesController(Controller):
     def replay(
         self,
         request: Request[Principal, Principal, State],
-        delivery_id: int,
+        delivery_id: Annotated[int, Parameter(ge=1, le=MAX_BIGINT)],
         db: Session,
         principal: Principal,
         idempotency_key: IdempotencyKey = None,

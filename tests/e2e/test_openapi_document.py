@@ -164,3 +164,72 @@ def test_a_period_is_written_in_ascii_digits(value):
     """``\\d`` matched any script's digits, so fullwidth 2026-11 was the period 2026-11."""
     with pytest.raises(InvalidPeriod):
         Period.parse(value)
+
+
+def test_query_values_are_never_empty_and_instants_are_rfc_3339(admin, engine):
+    """``?period=`` listed every invoice (read as "no filter") while ``?currency=`` was refused;
+    a query date-time also read Unix times (``as_of=-3.7e-301`` was 1970) and naive times."""
+    before = _counts(engine)
+    for url, field in [
+        ("/v1/invoices?period=", "period"),
+        ("/v1/rate-cards?currency=", "currency"),
+        ("/v1/reports/trial-balance?currency=USD&as_of=-3.7e-301", "as_of"),
+        ("/v1/reports/trial-balance?currency=USD&as_of=0.5", "as_of"),
+        ("/v1/reports/trial-balance?currency=USD&as_of=2026-01-01T00:00:00", "as_of"),
+        ("/v1/price-quotes?currency=USD&model=m&account_id=a&at=1", "at"),
+    ]:
+        resp = admin.get(url)
+        assert resp.status_code == 400, (url, resp.text)
+        assert resp.headers["content-type"] == "application/problem+json"
+        assert resp.json()["code"] == "validation_error" and resp.json()["field"] == field
+    ok = admin.get("/v1/reports/trial-balance?currency=USD&as_of=2026-01-01T00:00:00Z")
+    assert ok.status_code == 200
+    ok = admin.get("/v1/reports/trial-balance?currency=USD&as_of=2026-01-01T00:00:00%2B02:00")
+    assert ok.status_code == 200
+    assert _counts(engine) == before
+
+
+def test_net_terms_days_is_a_number_not_a_boolean(admin):
+    """JSON false was accepted as 0 days (Python's False == 0)."""
+    account = admin.post("/v1/accounts", json={"name": "A", "currency": "USD"}).json()
+    resp = admin.patch(f"/v1/accounts/{account['id']}", json={"billing": {"net_terms_days": False}})
+    assert resp.status_code == 400 and resp.json()["code"] == "validation_error"
+    resp = admin.patch(f"/v1/accounts/{account['id']}", json={"billing": {"net_terms_days": 30}})
+    assert resp.status_code == 200 and resp.json()["billing"]["net_terms_days"] == 30
+
+
+def test_a_period_has_no_surrounding_whitespace():
+    with pytest.raises(InvalidPeriod):
+        Period.parse(" 2026-11")
+    assert Period.parse("2026-11") == Period(2026, 11)
+
+
+def _counts(engine) -> dict[str, int]:
+    import sqlalchemy as sa
+
+    with engine.connect() as conn:
+        return {
+            t: conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one()
+            for t in ("ledger_entries", "idempotency_records", "invoicing_billing_periods")
+        }
+
+
+def test_settle_from_prepaid_is_a_boolean(admin):
+    """0 was accepted as false: the lax mode Litestar validates bodies in."""
+    account = admin.post("/v1/accounts", json={"name": "A", "currency": "USD"}).json()
+    for value in (0, 1, "true"):
+        resp = admin.patch(
+            f"/v1/accounts/{account['id']}", json={"billing": {"settle_from_prepaid": value}}
+        )
+        assert resp.status_code == 400 and resp.json()["code"] == "validation_error", value
+
+
+def test_a_delivery_id_beyond_bigint_is_refused_not_a_server_error(admin):
+    """POST /v1/webhook-deliveries/255320020466366643437568/replay answered 500 (PostgreSQL:
+    bigint out of range)."""
+    resp = admin.post("/v1/webhook-deliveries/255320020466366643437568/replay")
+    assert resp.status_code == 400 and resp.json()["code"] == "validation_error"
+    resp = admin.get("/v1/webhook-deliveries", params={"starting_after": 10**20})
+    assert resp.status_code == 400 and resp.json()["code"] == "validation_error"
+    resp = admin.get("/v1/webhook-deliveries", params={"starting_after": -1})
+    assert resp.status_code == 400
