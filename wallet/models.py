@@ -371,11 +371,8 @@ class UsageRecord(Base):
     output_image_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     # per-request fees counted (``{"web_search": 2}``); NULL: none
     tool_calls: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    # the service tier that priced it (NULL: standard) and the rated amount by component, in
-    # atoms (``{"parts": [...], "fees"?: [...], "discount": n, "context_tier"?: n}``, parts in
-    # the order of plans.rating.TOKEN_COMPONENTS, fees in that of plans.prices.FEE_KINDS)
+    # the service tier that priced it (NULL: standard)
     service_tier: Mapped[str | None] = mapped_column(Text)
-    charge: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     batch: Mapped[bool] = mapped_column(Boolean)
     http_status: Mapped[int] = mapped_column(Integer)
     finish_reason: Mapped[str | None] = mapped_column(Text)

@@ -29,7 +29,6 @@ from ledger.journal import (
 )
 from ledger.models import JournalEntry, LedgerAccount
 from plans.catalog import FailedRequestPolicy
-from plans.rating import Rating
 from wallet.billing import Billing
 from wallet.burn import BONUS, OVERAGE, PACKAGE, PAID
 from wallet.burndown import Draw
@@ -235,7 +234,7 @@ def _record_row(c: ChargedRecord, received_at: datetime, entry_id: int | None) -
     assert d is not None
     rating = c.billing.rating
     rd = c.reseller_draw
-    return {
+    row = {
         "id": r.id,
         "occurred_at": r.occurred_at,
         "received_at": received_at,
@@ -254,9 +253,6 @@ def _record_row(c: ChargedRecord, received_at: datetime, entry_id: int | None) -
         "input_image_tokens": tk.input_image_tokens,
         "output_audio_tokens": tk.output_audio_tokens,
         "output_image_tokens": tk.output_image_tokens,
-        "tool_calls": dict(tk.tool_calls) if tk.tool_calls else None,
-        "service_tier": rating.tier if rating else r.service_tier,
-        "charge": _charge(rating),
         "batch": r.batch,
         "http_status": r.http_status,
         "finish_reason": r.finish_reason,
@@ -277,20 +273,13 @@ def _record_row(c: ChargedRecord, received_at: datetime, entry_id: int | None) -
         "entry_id": entry_id,
         "tags": dict(r.tags),
     }
-
-
-def _charge(rating: Rating | None) -> dict[str, Any] | None:
-    """The rated amount by component, in atoms: ``parts`` in the order of
-    :data:`plans.rating.TOKEN_COMPONENTS`, ``fees`` in that of :data:`plans.prices.FEE_KINDS`
-    (only when there are any), the batch ``discount`` taken off, the ``context_tier``."""
-    if rating is None:
-        return None
-    out: dict[str, Any] = {"parts": rating.parts, "discount": rating.discount}
-    if rating.above_input_tokens is not None:
-        out["context_tier"] = rating.above_input_tokens
-    if any(rating.fees):
-        out["fees"] = rating.fees
-    return out
+    # optional columns only when set (absent keys are NULL): the writes stay as lean as before
+    if tk.tool_calls:
+        row["tool_calls"] = dict(tk.tool_calls)
+    tier = rating.tier if rating else r.service_tier
+    if tier is not None:
+        row["service_tier"] = tier
+    return row
 
 
 def write(
