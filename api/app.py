@@ -159,6 +159,7 @@ def create_app(
         litellm_receiver.LiteLLMReceiver,
         catalog.ModelsController,
         catalog.RateCardsController,
+        catalog.CostCardsController,
         catalog.RatingWatermarksController,
         catalog.ContractsController,
         catalog.ResellerPriceBooksController,

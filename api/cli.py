@@ -480,6 +480,27 @@ def report_revenue_by_model(
     )
 
 
+@reports_app.command("margin")
+def report_margin(
+    period: Annotated[str, typer.Option(help="YYYY-MM")],
+    currency: Annotated[str, typer.Option(help="ISO 4217 code")],
+    group_by: Annotated[str, typer.Option(help="model, upstream, account or day")] = "model",
+    fmt: FormatOpt = "json",
+    output: OutputOpt = "",
+) -> None:
+    """Revenue, upstream cost and margin of a month's usage, tied to the ledger's revenue."""
+    from invoicing.periods import Period
+    from invoicing.reports import MARGIN_GROUPS, margin
+
+    if group_by not in MARGIN_GROUPS:
+        raise typer.BadParameter(f"--group-by must be one of {', '.join(MARGIN_GROUPS)}")
+    _report(
+        lambda s: margin(s, period=Period.parse(period), currency=currency, group_by=group_by),
+        fmt,
+        output,
+    )
+
+
 @reports_app.command("receivables-aging")
 def report_receivables_aging(
     currency: Annotated[str, typer.Option(help="ISO 4217 code")],

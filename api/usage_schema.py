@@ -219,6 +219,14 @@ class UsageRecordIn(BaseModel):
         " batch, which takes the batch discount",
     )
     batch: bool = Field(default=False, description="the same as service_tier batch")
+    upstream: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        examples=["azure-eu"],
+        description="the upstream vendor that served the call: its cost card prices the"
+        " record in the margin report",
+    )
     http_status: int = Field(default=200, ge=100, le=599)
     finish_reason: str | None = Field(
         default=None,

@@ -267,6 +267,11 @@ class TokenwalletLogger(CustomLogger):
             "model": self.model_of(str(kwargs.get("model") or slp.get("model") or "")),
             "occurred_at": occurred,
             "litellm_payload": billing_payload(slp),
+            **(
+                {"upstream": str(slp["custom_llm_provider"])[:64]}
+                if slp.get("custom_llm_provider")
+                else {}
+            ),
         }
 
     def _report(self, kwargs: Mapping[str, Any]) -> None:

@@ -378,6 +378,151 @@ def revenue_by_model(session: Session, *, period: Period, currency: str) -> Repo
     )
 
 
+# -- margin ---------------------------------------------------------------------------------
+
+_MARGIN_RECORDS = text(
+    """
+    SELECT r.model, r.upstream, r.account_id, a.parent_id, r.occurred_at,
+           to_char(r.received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day,
+           CASE WHEN a.parent_id IS NULL THEN r.billed
+                ELSE coalesce(r.wholesale_billed, 0) END AS revenue,
+           r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_write_5m_tokens,
+           r.cache_write_1h_tokens, r.reasoning_tokens, r.cache_write_30m_tokens,
+           r.cache_write_12h_tokens, r.input_audio_tokens, r.input_image_tokens,
+           r.output_audio_tokens, r.output_image_tokens, r.tool_calls, r.service_tier, r.batch
+    FROM wallet_usage_records r JOIN wallet_accounts a ON a.id = r.account_id
+    WHERE r.currency = :unit AND r.received_at >= :ps AND r.received_at < :pe
+    """
+)
+
+MARGIN_GROUPS = ("model", "upstream", "account", "day")
+
+
+def margin(session: Session, *, period: Period, currency: str, group_by: str = "model") -> Report:
+    """Revenue, upstream cost and margin of the usage received in a period, by ``model``,
+    ``upstream``, ``account`` (a sub-account's usage is its reseller's: the operator's revenue
+    is the wholesale price) or ``day``.
+
+    Revenue is what ``revenue-by-model`` counts (it ties to ``revenue:usage`` in the ledger:
+    ``summary.ties``). Each record's cost is its tokens, service tier and tool calls rated at
+    the cost card of its ``upstream`` in force when it occurred (:mod:`plans.costs`), with the
+    one rater; also a record the failed-request policy credited costs what the vendor charged.
+    Records without an upstream, or whose upstream has no cost for the model (or its tier), are
+    counted as ``uncosted`` (their revenue is in the totals, their margin is not).
+    """
+    if group_by not in MARGIN_GROUPS:
+        raise ValueError(f"group_by must be one of {', '.join(MARGIN_GROUPS)}")
+    from plans.costs import CostBook
+    from plans.errors import InvalidUsage
+    from plans.rating import Tokens, rate_tokens
+
+    unit = unit_of(currency)
+    params = {"unit": unit.code, "ps": period.start, "pe": period.end}
+    book = CostBook.load(session, unit)
+    groups: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    total_revenue = total_cost = costed_revenue = 0
+    uncosted = 0
+    for r in session.execute(_MARGIN_RECORDS, params).yield_per(2000):
+        key = {
+            "model": r.model,
+            "upstream": r.upstream or "(none)",
+            "account": r.parent_id or r.account_id,
+            "day": r.day,
+        }[group_by]
+        g = groups[key]
+        revenue = int(r.revenue)
+        g["requests"] += 1
+        g["revenue"] += revenue
+        total_revenue += revenue
+        price = book.price(r.upstream, r.model, r.occurred_at) if r.upstream else None
+        cost: int | None = None
+        if price is not None:
+            tokens = Tokens(
+                int(r.input_tokens),
+                int(r.output_tokens),
+                int(r.cache_read_tokens),
+                int(r.cache_write_5m_tokens),
+                int(r.cache_write_1h_tokens),
+                int(r.reasoning_tokens),
+                int(r.cache_write_30m_tokens),
+                int(r.cache_write_12h_tokens),
+                int(r.input_audio_tokens),
+                int(r.input_image_tokens),
+                int(r.output_audio_tokens),
+                int(r.output_image_tokens),
+                tuple(sorted((str(k), int(v)) for k, v in (r.tool_calls or {}).items())),
+            )
+            try:
+                cost = rate_tokens(tokens, price, tier=r.service_tier, batch=bool(r.batch)).total
+            except InvalidUsage:  # a tier the cost card does not price
+                cost = None
+        if cost is None:
+            g["uncosted_requests"] += 1
+            g["uncosted_revenue"] += revenue
+            uncosted += 1
+            continue
+        g["cost"] += cost
+        g["costed_revenue"] += revenue
+        total_cost += cost
+        costed_revenue += revenue
+    rows = [
+        {
+            group_by: key,
+            "requests": g["requests"],
+            "revenue": _fmt(g["revenue"], unit),
+            "cost": _fmt(g["cost"], unit),
+            "margin": _fmt(g["costed_revenue"] - g["cost"], unit),
+            "margin_pct": _pct(g["costed_revenue"] - g["cost"], g["costed_revenue"]),
+            "uncosted_requests": g["uncosted_requests"],
+            "uncosted_revenue": _fmt(g["uncosted_revenue"], unit),
+        }
+        for key, g in sorted(groups.items())
+    ]
+    ledger = {
+        r.code: int(r.amount)
+        for r in session.execute(_REVENUE_LEDGER, {**params, "book": OPERATOR_BOOK})
+    }
+    return Report(
+        "margin",
+        [
+            group_by,
+            "requests",
+            "revenue",
+            "cost",
+            "margin",
+            "margin_pct",
+            "uncosted_requests",
+            "uncosted_revenue",
+        ],
+        rows,
+        {
+            "currency": unit.code,
+            "period": str(period),
+            "group_by": group_by,
+            "revenue": _fmt(total_revenue, unit),
+            "cost": _fmt(total_cost, unit),
+            "margin": _fmt(costed_revenue - total_cost, unit),
+            "uncosted_requests": uncosted,
+            "ledger_revenue_usage": _fmt(ledger.get("revenue:usage", 0), unit),
+            "ties": ledger.get("revenue:usage", 0) == total_revenue,
+        },
+    )
+
+
+def _pct(part: int, whole: int) -> str | None:
+    """``part / whole`` as a percentage with 2 decimals, rounded half-even (a ratio shown, not
+    money); ``None`` without a whole."""
+    if not whole:
+        return None
+    from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+
+    with localcontext() as ctx:
+        ctx.prec = 50
+        return str(
+            (Decimal(part) * 100 / Decimal(whole)).quantize(Decimal("0.01"), ROUND_HALF_EVEN)
+        )
+
+
 # -- receivables aging -----------------------------------------------------------------------
 
 BUCKETS = ("current", "1-30", "31-60", "61-90", "90+")

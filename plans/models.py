@@ -141,6 +141,30 @@ class RateCardPriceRow(_PriceColumns, Base):
     model: Mapped[str] = mapped_column(Text, ForeignKey("catalog_models.id"))
 
 
+class CostCardRow(Base):
+    """An upstream vendor's cost card version: what the operator pays that vendor per model
+    (the same price dimensions as a rate card), in force from ``effective_from`` on."""
+
+    __tablename__ = "catalog_cost_cards"
+    __table_args__ = (UniqueConstraint("upstream", "currency", "effective_from"),)
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    upstream: Mapped[str] = mapped_column(Text)
+    currency: Mapped[str] = mapped_column(Text)
+    effective_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
+
+
+class CostPriceRow(_PriceColumns, Base):
+    """One model's resolved cost on a cost card."""
+
+    __tablename__ = "catalog_cost_prices"
+    __table_args__ = (PrimaryKeyConstraint("card_id", "model"), *_price_checks())
+
+    card_id: Mapped[str] = mapped_column(Text, ForeignKey("catalog_cost_cards.id"))
+    model: Mapped[str] = mapped_column(Text, ForeignKey("catalog_models.id"))
+
+
 class RatingWatermark(Base):
     """The latest usage instant already priced in a currency (monotonic).
 

@@ -53,6 +53,7 @@ from plans.errors import InvalidCatalog, InvalidPrice, NoRateInForce
 from plans.models import (
     ContractDiscountRow,
     ContractRow,
+    CostPriceRow,
     RateCardPriceRow,
     RateCardRow,
     RatingWatermark,
@@ -82,7 +83,7 @@ def _price_columns(price: ModelPrice) -> dict[str, object]:
     return values
 
 
-def _price_of(row: RateCardPriceRow | ResellerPriceRow) -> ModelPrice:
+def _price_of(row: RateCardPriceRow | ResellerPriceRow | CostPriceRow) -> ModelPrice:
     spec: dict[str, object] = {name: clean_decimal(getattr(row, name)) for name in PRICE_FIELDS}
     spec["batch_discount_pct"] = clean_decimal(row.batch_discount_pct)
     spec["request_fees"] = row.request_fees or {}

@@ -373,6 +373,8 @@ class UsageRecord(Base):
     tool_calls: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     # the service tier that priced it (NULL: standard)
     service_tier: Mapped[str | None] = mapped_column(Text)
+    # the upstream vendor that served the call, as the gateway says (cost and margin)
+    upstream: Mapped[str | None] = mapped_column(Text)
     batch: Mapped[bool] = mapped_column(Boolean)
     http_status: Mapped[int] = mapped_column(Integer)
     finish_reason: Mapped[str | None] = mapped_column(Text)

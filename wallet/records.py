@@ -27,6 +27,8 @@ class UsageIn:
     tags: Mapping[str, Any] = field(default_factory=dict)
     #: the service tier it was served in (``None``: standard)
     service_tier: str | None = None
+    #: the upstream vendor that served it, if the gateway says (cost and margin)
+    upstream: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

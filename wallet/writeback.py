@@ -279,6 +279,8 @@ def _record_row(c: ChargedRecord, received_at: datetime, entry_id: int | None) -
     tier = rating.tier if rating else r.service_tier
     if tier is not None:
         row["service_tier"] = tier
+    if r.upstream is not None:
+        row["upstream"] = r.upstream
     return row
 
 

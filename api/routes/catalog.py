@@ -34,6 +34,7 @@ from ledger.base import utcnow
 from ledger.errors import NotFound
 from plans import catalog
 from plans._db import ID_RE
+from plans.costs import CostCard, create_cost_card, list_cost_cards
 from plans.litellm_import import import_litellm
 from plans.pricebook import ResolvedPrice
 from plans.prices import PRICE_FIELDS, ModelPrice, RateCard
@@ -636,6 +637,87 @@ class RateCardsController(Controller):
     def get_rate_card(self, card_id: str, db: Session) -> RateCardOut:
         """One rate card version."""
         return _card_out(catalog.get_rate_card(db, card_id))
+
+
+class CostCardIn(BaseModel):
+    """A new cost card version of an upstream vendor: what the operator pays it per model, in
+    the rate-card shape (every price dimension); models it does not list keep the upstream's
+    card in force (``inherit``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    upstream: str = Field(min_length=1, max_length=64, examples=["azure-eu"])
+    currency: str = Field(min_length=3, max_length=3, examples=["USD"])
+    effective_from: AwareDatetime
+    prices: list[ModelPriceIn] = Field(min_length=1, max_length=5000)
+    inherit: bool = True
+
+
+class CostCardOut(BaseModel):
+    """An upstream's cost card version with its resolved prices."""
+
+    id: str
+    upstream: str
+    currency: str
+    effective_from: datetime
+    prices: list[ModelPriceOut]
+
+
+class CostCardList(BaseModel):
+    """Cost cards by upstream and effective_from."""
+
+    data: list[CostCardOut]
+
+
+def _cost_card_out(card: CostCard) -> CostCardOut:
+    return CostCardOut(
+        id=card.id,
+        upstream=card.upstream,
+        currency=card.currency.code,
+        effective_from=card.effective_from,
+        prices=_prices_out(card.prices),
+    )
+
+
+class CostCardsController(Controller):
+    """Upstream cost cards (admin): what each vendor costs the operator, for the margin
+    report."""
+
+    path = "/v1/cost-cards"
+    tags = ["catalog"]
+    guards = [requires()]
+
+    @post("/", sync_to_thread=True, status_code=201)
+    def create_cost_card(
+        self,
+        request: Request[Any, Any, Any],
+        data: CostCardIn,
+        db: Session,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
+        """Create a cost card version of an upstream; 409 ``conflict`` if one takes effect at
+        that instant already. Cost cards bill nobody and may take effect in the past."""
+
+        def produce() -> CostCardOut:
+            return _cost_card_out(
+                create_cost_card(
+                    db,
+                    upstream=data.upstream,
+                    currency=data.currency,
+                    effective_from=data.effective_from,
+                    prices=_price_items(data.prices),
+                    inherit=data.inherit,
+                )
+            )
+
+        return _post(request, db, idempotency_key, data, produce)
+
+    @get("/", sync_to_thread=True)
+    def list_cost_cards(
+        self, db: Session, upstream: str | None = None, currency: str | None = None
+    ) -> CostCardList:
+        """Cost cards, optionally of one upstream or currency."""
+        cards = list_cost_cards(db, upstream=upstream, currency=currency)
+        return CostCardList(data=[_cost_card_out(c) for c in cards])
 
 
 class RatingWatermarkOut(BaseModel):

@@ -47,6 +47,12 @@ def account_of(slp: Mapping[str, Any]) -> str | None:
     return next((c for c in candidates if isinstance(c, str) and c), None)
 
 
+def _upstream(slp: Mapping[str, Any]) -> str | None:
+    """LiteLLM's provider of the call (``custom_llm_provider``) as the record's upstream."""
+    value = slp.get("custom_llm_provider")
+    return value[:64] if isinstance(value, str) and value else None
+
+
 def record_of(slp: Mapping[str, Any]) -> dict[str, Any]:
     """The usage record of one StandardLoggingPayload."""
     started = slp.get("startTime")
@@ -60,6 +66,7 @@ def record_of(slp: Mapping[str, Any]) -> dict[str, Any]:
         "account_id": account_of(slp),
         "model": slp.get("model"),
         "occurred_at": occurred.isoformat() if occurred else None,
+        "upstream": _upstream(slp),
         "litellm_payload": dict(slp),
     }
 

@@ -16,6 +16,7 @@ from api.schemas import scope_of
 from invoicing.periods import Period
 from invoicing.reports import (
     Report,
+    margin,
     prepaid_liability,
     receivables_aging,
     reseller_statement,
@@ -95,6 +96,22 @@ class ReportsController(Controller):
         return _respond(
             revenue_by_model(db, period=Period.parse(period), currency=currency), format
         )
+
+    @get("/margin", sync_to_thread=True, guards=[requires("finance")])
+    def margin(
+        self,
+        db: Session,
+        period: str,
+        currency: str,
+        group_by: Literal["model", "upstream", "account", "day"] = "model",
+        format: Format = "json",
+    ) -> Response[Any]:
+        """Revenue, upstream cost and margin of a month's usage by model, upstream, account or
+        day; each record's cost is its upstream's cost card in force when it occurred;
+        ``summary.ties``: the revenue is ``revenue:usage`` in the ledger."""
+        _snapshot(db)
+        report = margin(db, period=Period.parse(period), currency=currency, group_by=group_by)
+        return _respond(report, format)
 
     @get("/receivables-aging", sync_to_thread=True, guards=[requires("finance")])
     def receivables_aging(

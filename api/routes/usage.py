@@ -87,6 +87,7 @@ class _Record(msgspec.Struct, forbid_unknown_fields=True):
     tool_calls: Annotated[dict[str, _Count], msgspec.Meta(max_length=10)] | None = None
     batch: bool = False
     service_tier: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+    upstream: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
     http_status: Annotated[int, msgspec.Meta(ge=100, le=599)] = 200
     finish_reason: Annotated[str, msgspec.Meta(max_length=100)] | None = None
     truncated: bool = False
@@ -211,6 +212,7 @@ def _parse(index: int, raw: dict[str, Any]) -> UsageIn | Rejected:
         authorization_id=rec.authorization_id,
         tags=rec.tags,
         service_tier=tier,
+        upstream=rec.upstream,
     )
 
 

@@ -1,0 +1,179 @@
+"""Upstream cost cards: what the operator pays each upstream vendor for a model.
+
+Operators buy the same model from several vendors (the provider itself, a cloud, a reseller)
+at different costs. A cost card prices the models one ``upstream`` sells, with every dimension
+of a rate card (:class:`~plans.prices.ModelPrice`: tiers, context tiers, cache writes per TTL,
+audio and image tokens, per-request fees), versioned by ``effective_from`` per (upstream,
+currency) and never edited. Like rate cards, a new card changes the models it lists and
+inherits the others from the card in force.
+
+Cost cards bill nobody: the margin report (:mod:`invoicing.reports`) rates each usage record at
+the cost card of its ``upstream`` in force when it occurred. They may take effect in the past
+(a vendor's corrected invoice); the report is recomputed from them.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from types import MappingProxyType
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ledger.base import utcnow
+from ledger.units import Unit
+from plans._db import check_aware, check_id, check_models, conflict_as, money_unit, new_id
+from plans.catalog_errors import CatalogConflict
+from plans.errors import InvalidCatalog
+from plans.models import CostCardRow, CostPriceRow
+from plans.prices import ModelPrice, RateCard
+from plans.pricing import _price_columns, _price_of
+
+
+@dataclass(frozen=True, slots=True)
+class CostCard:
+    """A version of an upstream's costs in one currency (read-only ``prices``)."""
+
+    id: str
+    upstream: str
+    currency: Unit
+    effective_from: datetime
+    prices: Mapping[str, ModelPrice]
+
+
+def _cards(session: Session, rows: list[CostCardRow]) -> list[CostCard]:
+    prices: dict[str, dict[str, ModelPrice]] = {r.id: {} for r in rows}
+    if rows:
+        for p in session.scalars(
+            select(CostPriceRow)
+            .where(CostPriceRow.card_id.in_(prices))
+            .order_by(CostPriceRow.card_id, CostPriceRow.model)
+        ):
+            prices[p.card_id][p.model] = _price_of(p)
+    return [
+        CostCard(
+            id=r.id,
+            upstream=r.upstream,
+            currency=money_unit(r.currency),
+            effective_from=r.effective_from,
+            prices=MappingProxyType(prices[r.id]),
+        )
+        for r in rows
+    ]
+
+
+def create_cost_card(
+    session: Session,
+    *,
+    upstream: str,
+    currency: Unit | str,
+    effective_from: datetime,
+    prices: Iterable[Mapping[str, object]],
+    inherit: bool = True,
+) -> CostCard:
+    """Create a cost card version of an upstream.
+
+    Args:
+        session: the caller's session (flushed, not committed).
+        upstream: the vendor's id (as usage records name it in ``upstream``).
+        currency: the currency the operator pays in.
+        effective_from: aware instant from which the card is in force.
+        prices: items in the rate-card shape (``docs/pricing.md``).
+        inherit: keep the models of the upstream's card in force that ``prices`` does not
+            list.
+
+    Raises:
+        InvalidCatalog: a bad upstream id, no prices, bad fields; InvalidPrice: a bad price;
+        UnknownModel: a model not in the catalog; CatalogConflict: a card of this upstream and
+        currency already takes effect at that instant.
+    """
+    upstream = check_id(upstream, what="upstream")
+    unit = money_unit(currency)
+    start = check_aware(effective_from, what="effective_from")
+    listed = [dict(p) for p in prices]
+    if not listed:
+        raise InvalidCatalog("a cost card needs prices", field="prices")
+    card_id = new_id("cc")
+    given = RateCard.from_spec(id=card_id, currency=unit, effective_from=start, prices=listed)
+    check_models(session, given.prices, what="prices")
+    final = dict(given.prices)
+    if inherit:
+        before = session.scalars(
+            select(CostCardRow)
+            .where(
+                CostCardRow.upstream == upstream,
+                CostCardRow.currency == unit.code,
+                CostCardRow.effective_from <= start,
+            )
+            .order_by(CostCardRow.effective_from.desc())
+            .limit(1)
+        ).first()
+        if before is not None:
+            for model, price in _cards(session, [before])[0].prices.items():
+                final.setdefault(model, price)
+    message = (
+        f"upstream {upstream} already has a {unit.code} cost card taking effect at"
+        f" {start.isoformat()}; choose another effective_from"
+    )
+    taken = session.scalar(
+        select(CostCardRow.id).where(
+            CostCardRow.upstream == upstream,
+            CostCardRow.currency == unit.code,
+            CostCardRow.effective_from == start,
+        )
+    )
+    if taken is not None:
+        raise CatalogConflict(message, cost_card_id=taken)
+    with conflict_as(session, message):
+        session.add(
+            CostCardRow(
+                id=card_id,
+                upstream=upstream,
+                currency=unit.code,
+                effective_from=start,
+                created_at=utcnow(),
+            )
+        )
+        session.flush()
+        session.add_all(
+            CostPriceRow(card_id=card_id, model=m, **_price_columns(p)) for m, p in final.items()
+        )
+    return CostCard(card_id, upstream, unit, start, MappingProxyType(final))
+
+
+def list_cost_cards(
+    session: Session, *, upstream: str | None = None, currency: Unit | str | None = None
+) -> list[CostCard]:
+    """Cost cards, by upstream and ``effective_from``."""
+    stmt = select(CostCardRow).order_by(CostCardRow.upstream, CostCardRow.effective_from)
+    if upstream is not None:
+        stmt = stmt.where(CostCardRow.upstream == upstream)
+    if currency is not None:
+        stmt = stmt.where(CostCardRow.currency == money_unit(currency).code)
+    return _cards(session, list(session.scalars(stmt)))
+
+
+@dataclass
+class CostBook:
+    """Every cost card of one currency, by upstream (for rating many records)."""
+
+    cards: dict[str, list[CostCard]]
+
+    @classmethod
+    def load(cls, session: Session, currency: Unit | str) -> CostBook:
+        """Every cost card of ``currency``."""
+        out: dict[str, list[CostCard]] = {}
+        for card in list_cost_cards(session, currency=currency):
+            out.setdefault(card.upstream, []).append(card)
+        return cls(out)
+
+    def price(self, upstream: str, model: str, at: datetime) -> ModelPrice | None:
+        """The cost of ``model`` from ``upstream`` at ``at`` (``None``: no card prices it)."""
+        cards = self.cards.get(upstream)
+        if not cards:
+            return None
+        i = bisect_right([c.effective_from for c in cards], at)
+        return cards[i - 1].prices.get(model) if i else None
