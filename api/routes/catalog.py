@@ -686,7 +686,7 @@ class CostCardsController(Controller):
     tags = ["catalog"]
     guards = [requires()]
 
-    @post("/", sync_to_thread=True, status_code=201)
+    @post("/", sync_to_thread=True, status_code=201, responses=returns(CostCardOut, 201))
     def create_cost_card(
         self,
         request: Request[Any, Any, Any],
