@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.models import ROLES, ApiKey
 from ledger.base import utcnow
 from ledger.errors import DomainError, NotFound
+from wallet.models import Account
 
 KEY_PREFIX = "tw"
 _CACHE_TTL_SECONDS = 10
@@ -28,6 +29,18 @@ class InvalidRole(DomainError):
     """A role that does not exist, or a scoped role without an account."""
 
     code = "validation_error"
+
+
+class UnknownAccount(DomainError):
+    """A key for an account that does not exist."""
+
+    code = "unknown_account"
+
+
+class LastAdminKey(DomainError):
+    """Revoking the last active admin key would leave nobody able to administer the API."""
+
+    code = "last_admin_key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +88,8 @@ def create_key(
         raise InvalidRole(f"role must be one of {', '.join(ROLES)}; got {role!r}")
     if role in ("reseller", "customer") and not account_id:
         raise InvalidRole(f"a {role} key needs the account it acts for (account_id)")
+    if account_id is not None:
+        _check_account(session, role, account_id)
     key_id = f"key_{secrets.token_hex(8)}"
     secret = f"{KEY_PREFIX}_{role[:3]}_{secrets.token_urlsafe(32)}"
     session.add(
@@ -92,12 +107,48 @@ def create_key(
     return NewKey(key_id, role, account_id, secret)
 
 
+def _check_account(session: Session, role: str, account_id: str) -> None:
+    """The account a key acts for must exist, be open, and (for a reseller key) be a reseller."""
+    row = session.execute(
+        select(Account.kind, Account.parent_id, Account.status).where(Account.id == account_id)
+    ).first()
+    if row is None:
+        raise UnknownAccount(
+            f"account {account_id} does not exist; create the account first"
+            " (POST /v1/accounts), then its key"
+        )
+    if row.status == "closed":
+        raise InvalidRole(f"account {account_id} is closed; it can have no new keys")
+    if role == "reseller" and (row.kind != "reseller" or row.parent_id is not None):
+        raise InvalidRole(
+            f"account {account_id} is not a reseller; a reseller key acts for a reseller account"
+            " (use role customer for a customer account)"
+        )
+    if role in ("admin", "finance"):
+        raise InvalidRole(f"{role} keys act for every account; send no account_id")
+
+
 def revoke_key(session: Session, key_id: str) -> None:
     """Revoke a key; it stops working within the authentication cache's lifetime (10 s).
 
+    The last active admin key cannot be revoked: the active admin keys are locked first, so two
+    admins revoking each other at once cannot both succeed.
+
     Raises:
         NotFound: no such key.
+        LastAdminKey: ``key_id`` is the only active admin key.
     """
+    admins = session.scalars(
+        select(ApiKey.id)
+        .where(ApiKey.role == "admin", ApiKey.revoked_at.is_(None))
+        .order_by(ApiKey.id)
+        .with_for_update()
+    ).all()
+    if admins == [key_id]:
+        raise LastAdminKey(
+            f"{key_id} is the last active admin key; create another admin key first"
+            " (POST /v1/api-keys, or `tokenwallet create-key --role admin`), then revoke this one"
+        )
     result = session.execute(
         update(ApiKey)
         .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))

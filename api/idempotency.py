@@ -20,6 +20,7 @@ from sqlalchemy import text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from api.audit import record_request
 from api.auth import principal_of
 from api.db import commit
 from api.models import IdempotencyRecord
@@ -48,6 +49,22 @@ def _encode(result: BaseModel | dict[str, Any] | list[Any]) -> bytes:
     return json.dumps(result, default=str).encode()
 
 
+def _audit(
+    session: Session, request: Request[Any, Any, Any], principal: Any, body: Any, result: Any
+) -> None:
+    """Record the request of an admin or finance key: its body and the id it made or changed."""
+    target = getattr(result, "id", None) if not isinstance(result, dict) else result.get("id")
+    if isinstance(body, BaseModel):
+        body = body.model_dump(mode="json", exclude_unset=True)
+    record_request(
+        session,
+        request,
+        principal,
+        target_id=str(target) if target is not None else None,
+        changes={"request": body if body is not None else {}},
+    )
+
+
 def purge_expired(session: Session, *, older_than: datetime, limit: int = 50_000) -> int:
     """Forget up to ``limit`` Idempotency-Key records created before ``older_than`` (a repeat
     after that runs as a new request). Returns how many were removed."""
@@ -71,6 +88,7 @@ def run_idempotent(
     status_code: int,
     produce: Callable[[], BaseModel | dict[str, Any] | list[Any]],
     stored_view: Callable[[Any], BaseModel | dict[str, Any] | list[Any]] | None = None,
+    audit: bool = True,
 ) -> Response[bytes]:
     """Run ``produce`` at most once per (caller, key) and commit its effects with its response.
 
@@ -84,11 +102,16 @@ def run_idempotent(
         produce: does the work and returns the response model.
         stored_view: what to keep for replays when the response holds a secret that must not be
             stored (a new API key): replays then return this redacted view.
+        audit: record an admin's or finance's request in the audit log (api/audit.py), in the
+            same transaction; False when ``produce`` records a more precise event itself.
     """
     principal = principal_of(request)
     method, path = request.method, request.url.path
     if key is None:
-        content = _encode(produce())
+        result = produce()
+        content = _encode(result)
+        if audit:
+            _audit(session, request, principal, body, result)
         commit(session)
         return Response(content, status_code=status_code, media_type="application/json")
     if not key.strip() or len(key) > MAX_KEY_LENGTH:
@@ -128,6 +151,8 @@ def run_idempotent(
     result = produce()
     content = _encode(result)
     kept = _encode(stored_view(result)) if stored_view else content
+    if audit:
+        _audit(session, request, principal, body, result)
     session.execute(
         update(IdempotencyRecord)
         .where(IdempotencyRecord.principal == principal.key_id, IdempotencyRecord.key == key)

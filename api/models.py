@@ -1,10 +1,21 @@
-"""Tables owned by the API layer: API keys and stored idempotent responses."""
+"""Tables owned by the API layer: API keys, stored idempotent responses and the audit log."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import CheckConstraint, Integer, LargeBinary, PrimaryKeyConstraint, Text, text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    PrimaryKeyConstraint,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ledger.base import Base, UTCDateTime
@@ -54,3 +65,28 @@ class IdempotencyRecord(Base):
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime, server_default=text("now()"), index=True
     )
+
+
+class AuditEvent(Base):
+    """One change made by an admin or finance key (or the CLI, or a job that audits): who,
+    when, what, and the change itself (``changes``: the request, or ``before``/``after`` of
+    the fields an edit changed). Written in the transaction of the change it records, so a
+    change that rolled back leaves no event. Append-only: nothing updates or deletes rows."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_at", "at"),
+        Index("ix_audit_events_target", "target_id"),
+        Index("ix_audit_events_actor", "actor"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
+    #: an API key id, ``cli`` or ``scheduler``
+    actor: Mapped[str] = mapped_column(Text)
+    actor_role: Mapped[str | None] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(Text)
+    target_type: Mapped[str | None] = mapped_column(Text)
+    target_id: Mapped[str | None] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(Text)
+    changes: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from ledger.amounts import Amount, exact_decimal
@@ -18,7 +18,7 @@ from plans.catalog import get_failed_request_policy
 from plans.pricing import check_standing_discounts
 from wallet.burn import validate_burn_order
 from wallet.chart import customer_ledger
-from wallet.errors import Conflict, InvalidRequest
+from wallet.errors import AccountClosed, AccountNotEmpty, Conflict, InvalidRequest
 from wallet.ids import new_id
 from wallet.models import Account
 
@@ -200,4 +200,177 @@ def create_account(
     session.add(account)
     session.flush()
     customer_ledger(session, account)
+    return account
+
+
+#: what an account's status may become: suspension is reversible, closing is final
+STATUSES = ("active", "suspended", "closed")
+
+#: what must be zero in an account's own ledger accounts before it can be closed
+_CLOSE_CHECK = text(
+    """
+    SELECT 'ledger' AS what, code AS detail,
+           debits_posted - credits_posted AS posted, debits_pending - credits_pending AS pending
+    FROM ledger_accounts
+    WHERE owner_id = :a
+      AND code IN ('customer:prepaid', 'customer:bonus', 'customer:package_tokens',
+                   'receivable:unbilled', 'receivable:invoiced', 'receivable:reversals')
+      AND (debits_posted <> credits_posted OR debits_pending <> 0 OR credits_pending <> 0)
+    UNION ALL
+    SELECT 'authorizations', NULL, count(*), 0 FROM wallet_authorizations
+    WHERE (account_id = :a OR reseller_account_id = :a) AND status = 'approved'
+    HAVING count(*) > 0
+    UNION ALL
+    SELECT 'freezes', NULL, count(*), 0 FROM wallet_credit_freezes
+    WHERE account_id = :a AND status = 'frozen' HAVING count(*) > 0
+    UNION ALL
+    SELECT 'subscription', id, 0, 0 FROM wallet_subscriptions
+    WHERE account_id = :a AND status <> 'canceled'
+    UNION ALL
+    SELECT 'sub_accounts', NULL, count(*), 0 FROM wallet_accounts
+    WHERE parent_id = :a AND status <> 'closed' HAVING count(*) > 0
+    """
+)
+
+_LEDGER_WORDS = {
+    "customer:prepaid": "paid credit",
+    "customer:bonus": "bonus credit",
+    "customer:package_tokens": "package tokens",
+    "receivable:unbilled": "overage not invoiced yet",
+    "receivable:invoiced": "unpaid invoices",
+    "receivable:reversals": "debts from refunds or disputes",
+}
+
+
+def what_remains(session: Session, account: Account) -> list[str]:
+    """What keeps an account from being closed, in words (empty: it can be closed): money,
+    tokens or debts in its ledger accounts, open authorizations (its own, or reserving its
+    float for a sub-account), frozen credit, a live subscription, open sub-accounts."""
+    out: list[str] = []
+    for row in session.execute(_CLOSE_CHECK, {"a": account.id}):
+        if row.what == "ledger":
+            out.append(_LEDGER_WORDS.get(row.detail, row.detail))
+        elif row.what == "authorizations":
+            out.append(f"{row.posted} open authorization(s) (void them or let them expire)")
+        elif row.what == "freezes":
+            out.append(f"{row.posted} credit freeze(s) of open disputes")
+        elif row.what == "subscription":
+            out.append(f"live subscription {row.detail} (cancel it and let it end)")
+        else:
+            out.append(f"{row.posted} sub-account(s) not closed")
+    return out
+
+
+def _check_transition(session: Session, account: Account, status: str) -> None:
+    if status not in STATUSES:
+        raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}; got {status!r}")
+    if status == "closed":
+        remains = what_remains(session, account)
+        if remains:
+            raise AccountNotEmpty(
+                f"account {account.id} cannot be closed while it has: {'; '.join(remains)}."
+                " Refund or spend the credit, collect what is owed, then close it"
+                " (suspend it meanwhile to stop usage)",
+                remaining=remains,
+            )
+
+
+def _money(atoms: int | None, unit: Any) -> str | None:
+    return None if atoms is None else Amount(atoms, unit).format()
+
+
+def update_account(
+    session: Session,
+    account_id: str,
+    changes: Mapping[str, Any],
+    *,
+    scope: Scope = EVERYTHING,
+) -> tuple[Account, dict[str, dict[str, Any]]]:
+    """Change an account's settings under its row lock (the gateway path reads them under the
+    same lock, so a batch sees the old or the new settings, never half of them).
+
+    ``changes`` holds only the fields to change: ``name``, ``credit_limit`` (decimal string),
+    ``failed_request_policy_id`` (None: the default policy), ``discounts``, ``burn_order``
+    (None: the default order), ``low_balance_threshold`` (decimal string or None) and
+    ``status`` (``active``, ``suspended`` or ``closed``).
+
+    Returns the account and what changed, ``{field: {"before": ..., "after": ...}}`` in wire
+    form (money as decimal strings); a field set to its current value is not listed.
+
+    Raises:
+        NotFound: no such account in the caller's scope.
+        AccountClosed: the account is closed (closing is final).
+        AccountNotEmpty: closing an account that still holds money, tokens, debts or open
+            authorizations.
+        InvalidRequest: a value that is not valid (the account is left as it was).
+    """
+    account = get_account(session, account_id, scope=scope, lock=True)
+    if account.status == "closed":
+        raise AccountClosed(f"account {account.id} is closed; a closed account cannot change")
+    unit = currency_unit(account.currency)
+    new: dict[str, Any] = {}
+    if "name" in changes:
+        name = str(changes["name"] or "").strip()
+        if not name:
+            raise InvalidRequest("name must not be empty")
+        new["name"] = name
+    if "credit_limit" in changes:
+        limit = Amount.parse(str(changes["credit_limit"]), unit)
+        if limit.atoms < 0:
+            raise InvalidRequest("credit_limit must not be negative")
+        new["credit_limit"] = limit.atoms
+    if "failed_request_policy_id" in changes:
+        policy_id = changes["failed_request_policy_id"]
+        if policy_id is not None:
+            try:
+                get_failed_request_policy(session, policy_id)
+            except NotFound:
+                raise InvalidRequest(
+                    f"failed_request_policy {policy_id!r} does not exist; create it with"
+                    " POST /v1/failed-request-policies, or send null for the default policy"
+                ) from None
+        new["failed_request_policy_id"] = policy_id
+    if "discounts" in changes:
+        parsed = _parse_discounts(list(changes["discounts"] or []))
+        check_standing_discounts(session, unit, account.id, parsed)
+        new["discounts"] = parsed
+    if "burn_order" in changes:
+        order = changes["burn_order"]
+        new["burn_order"] = list(validate_burn_order(order)) if order is not None else None
+    if "low_balance_threshold" in changes:
+        raw = changes["low_balance_threshold"]
+        threshold = Amount.parse(str(raw), unit) if raw is not None else None
+        if threshold is not None and threshold.atoms < 0:
+            raise InvalidRequest("low_balance_threshold must not be negative")
+        new["low_balance_threshold"] = threshold.atoms if threshold is not None else None
+    if "status" in changes and changes["status"] != account.status:
+        _check_transition(session, account, str(changes["status"]))
+        new["status"] = changes["status"]
+    money = {"credit_limit", "low_balance_threshold"}
+    diff: dict[str, dict[str, Any]] = {}
+    for field, value in new.items():
+        before = getattr(account, field)
+        if before == value:
+            continue
+        if field in money:
+            diff[field] = {"before": _money(before, unit), "after": _money(value, unit)}
+        else:
+            diff[field] = {"before": before, "after": value}
+        setattr(account, field, value)
+    session.flush()
+    return account, diff
+
+
+def require_open(session: Session, account_id: str, *, scope: Scope = EVERYTHING) -> Account:
+    """The account, unless it is closed (money cannot go into a closed account).
+
+    Raises:
+        NotFound: no such account in the caller's scope.
+        AccountClosed: it is closed.
+    """
+    account = get_account(session, account_id, scope=scope)
+    if account.status == "closed":
+        raise AccountClosed(
+            f"account {account.id} is closed; nothing can be bought or paid into it"
+        )
     return account

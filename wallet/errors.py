@@ -27,3 +27,15 @@ class RefundTooLarge(DomainError):
     """A refund larger than the top-up's unspent paid credit."""
 
     code = "refund_exceeds_unspent"
+
+
+class AccountClosed(DomainError):
+    """The account is closed: nothing about it can change any more."""
+
+    code = "account_closed"
+
+
+class AccountNotEmpty(DomainError):
+    """An account cannot be closed while money, tokens, debts or open authorizations remain."""
+
+    code = "account_not_empty"

@@ -276,6 +276,14 @@ class _Batch:
     def wallet(self, account_id: str) -> WalletState:
         return self.snap.wallets[account_id]
 
+    def stopped(self, a: AccountRow) -> str | None:
+        """Why the account may not be served (``account_suspended``, ``account_closed``; its
+        reseller's status counts for a sub-account), or None when it is active."""
+        for row in (a, self.snap.accounts.get(a.parent_id) if a.parent_id else None):
+            if row is not None and row.status != "active":
+                return f"account_{row.status}"
+        return None
+
     def reseller_wallet(self, a: AccountRow) -> WalletState | None:
         return self.snap.wallets.get(a.parent_id) if a.parent_id else None
 
@@ -386,6 +394,13 @@ class _Batch:
                     "authorization_model_mismatch",
                     f"authorization {auth.id} is for model {auth.model}, not {r.model}",
                 )
+        stop = self.stopped(a)
+        if stop is not None and not (
+            auth is not None and auth.is_open and not self._expired(auth, r)
+        ):
+            # a call made under an authorization approved before the suspension still captures
+            # it (the money is reserved and the call was made); everything else waits
+            return _rejected(r.id, stop, _stopped_detail(stop, a))
         try:
             resolved = self.resolve(r.model, r.occurred_at, a)
             policy = self.snap.policy_of(a)
@@ -599,6 +614,9 @@ class _Batch:
         if a is None:
             return NotFound(f"account {op.account_id} does not exist")
         auth = self._new_auth(a, op.model, op.ttl, multi_capture=False)
+        stop = self.stopped(a)
+        if stop is not None:
+            return self._decline(auth, stop)
         try:
             resolved = self.resolve(op.model, self.now, a)
         except DomainError as exc:
@@ -679,6 +697,9 @@ class _Batch:
         auth = self._new_auth(a, op.model, op.ttl, multi_capture=True)
         auth.token_grant = tokens
         auth.requested = ask
+        stop = self.stopped(a)
+        if stop is not None:
+            return self._decline(auth, stop, granted_now=0)
         price: ModelPrice | None = None
         resolved: ResolvedPrice | None = None
         if op.model is not None:
@@ -836,7 +857,8 @@ class _Batch:
             except DomainError:
                 resolved = None
         auth.requested += ask
-        got, code = self._grant_more(auth, a, ask, tokens, resolved)
+        stop = self.stopped(a)
+        got, code = (0, stop) if stop else self._grant_more(auth, a, ask, tokens, resolved)
         if got == 0:
             auth.final, auth.dirty = True, True
         # why nothing more could be granted (the grant stays open); cleared when more is
@@ -941,6 +963,17 @@ def _capped(billing: Billing, unpaid: int) -> Billing:
         billed=billing.billed - unpaid,
         credited=billing.credited + unpaid,
         reason="capped_at_hold",
+    )
+
+
+def _stopped_detail(code: str, a: AccountRow) -> str:
+    state = code.removeprefix("account_")
+    who = f"account {a.id}" if a.status != "active" else f"the reseller {a.parent_id} of {a.id}"
+    if state == "closed":
+        return f"{who} is closed; usage is not accepted"
+    return (
+        f"{who} is suspended; usage is refused until an operator reactivates it"
+        " (the record may be sent again then)"
     )
 
 

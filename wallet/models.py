@@ -35,6 +35,7 @@ class Account(Base):
         CheckConstraint("kind IN ('customer', 'reseller')", name="kind_known"),
         CheckConstraint("credit_limit >= 0", name="credit_limit_non_negative"),
         CheckConstraint("parent_id IS NULL OR parent_id <> id", name="not_own_parent"),
+        CheckConstraint("status IN ('active', 'suspended', 'closed')", name="status_known"),
         Index(
             "uq_wallet_accounts_external_id",
             text("coalesce(parent_id, '')"),
@@ -56,6 +57,9 @@ class Account(Base):
     burn_order: Mapped[list[str] | None] = mapped_column(JSONB)
     low_balance_threshold: Mapped[int | None] = mapped_column(Atoms)
     expiring_notice_days: Mapped[int] = mapped_column(Integer, server_default=text("7"))
+    #: ``active``; ``suspended`` (usage and new authorizations refused, reversible); ``closed``
+    #: (final; only an account with nothing left in it can be closed)
+    status: Mapped[str] = mapped_column(Text, server_default=text("'active'"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
 
 

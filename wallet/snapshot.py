@@ -146,7 +146,7 @@ _ACCOUNTS = (
     _FAMILY
     + f"""
 SELECT a.id, a.kind, a.parent_id, a.currency, a.credit_limit, a.failed_request_policy_id,
-       nullif(a.discounts::text, '[]'), a.burn_order::text, a.low_balance_threshold
+       nullif(a.discounts::text, '[]'), a.burn_order::text, a.low_balance_threshold, a.status
 FROM wallet_accounts a WHERE a.id = {_FAM}
 ORDER BY a.id FOR NO KEY UPDATE
 """
@@ -291,6 +291,8 @@ class AccountRow:
     discounts: list[dict[str, Any]]
     burn_order: list[str] | None
     low_balance_threshold: int | None
+    #: ``active``, ``suspended`` or ``closed`` (only active accounts are served)
+    status: str = "active"
 
     @property
     def unit(self) -> Unit:
@@ -472,6 +474,7 @@ def load(
             msgspec.json.decode(r[6]) if r[6] else [],
             msgspec.json.decode(r[7]) if r[7] else None,
             _int_or_none(r[8]),
+            r[9],
         )
         for r in account_list
     }

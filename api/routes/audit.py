@@ -1,0 +1,77 @@
+"""``/v1/audit-events``: the audit log of admin and finance actions (see api/audit.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from litestar import Controller, get
+from litestar.params import QueryParameter
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.auth import requires
+from api.models import AuditEvent
+from api.schemas import Limit, Page
+from api.timefilters import aware
+
+
+class AuditEventOut(BaseModel):
+    """One audited change."""
+
+    id: int
+    at: datetime
+    actor: str
+    actor_role: str | None
+    action: str
+    target_type: str | None
+    target_id: str | None
+    request_id: str | None
+    changes: dict[str, Any]
+
+
+class AuditEventsController(Controller):
+    """``/v1/audit-events`` (admin, finance): oldest first, keyset paged by ``id``."""
+
+    path = "/v1/audit-events"
+    tags = ["operations"]
+    guards = [requires("finance")]
+
+    @get("/", sync_to_thread=True)
+    def list_events(
+        self,
+        db: Session,
+        limit: Limit = 20,
+        starting_after: int | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        target_id: str | None = None,
+        from_: Annotated[datetime | None, QueryParameter(name="from")] = None,
+        to: datetime | None = None,
+    ) -> Page[AuditEventOut]:
+        """Audit events filtered by actor (key id, ``cli``, ``scheduler``), action (exact, or a
+        prefix ending in ``*``: ``account.*``), target id, and time (``from`` inclusive, ``to``
+        exclusive; RFC 3339 with offset)."""
+        created_from, created_to = aware("from", from_), aware("to", to)
+        stmt = select(AuditEvent).order_by(AuditEvent.id).limit(limit + 1)
+        if starting_after is not None:
+            stmt = stmt.where(AuditEvent.id > starting_after)
+        if actor:
+            stmt = stmt.where(AuditEvent.actor == actor)
+        if action:
+            if action.endswith("*"):
+                stmt = stmt.where(AuditEvent.action.startswith(action[:-1], autoescape=True))
+            else:
+                stmt = stmt.where(AuditEvent.action == action)
+        if target_id:
+            stmt = stmt.where(AuditEvent.target_id == target_id)
+        if created_from is not None:
+            stmt = stmt.where(AuditEvent.at >= created_from)
+        if created_to is not None:
+            stmt = stmt.where(AuditEvent.at < created_to)
+        rows = db.scalars(stmt).all()
+        return Page[AuditEventOut](
+            data=[AuditEventOut.model_validate(r, from_attributes=True) for r in rows[:limit]],
+            has_more=len(rows) > limit,
+        )
