@@ -34,12 +34,18 @@ from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from invoicing.arithmetic import PricedLine, Settlement, price_line, totals
-from invoicing.errors import PeriodNotEnded, PeriodOrder
+from invoicing.arithmetic import PricedLine, Settlement, Totals, price_line, totals
+from invoicing.errors import (
+    InvalidPeriod,
+    InvoiceExists,
+    NotABillingAccount,
+    PeriodNotEnded,
+    PeriodOrder,
+)
 from invoicing.lifecycle import REVERSAL_DEBT, finalize_invoice
 from invoicing.models import BillingPeriod, Invoice, InvoiceLine
 from invoicing.periods import Period
-from invoicing.profiles import billing_terms
+from invoicing.profiles import BillingTerms, billing_terms
 from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.errors import NotFound
@@ -385,6 +391,23 @@ def _previous_cutoff(session: Session, account_id: str, period: Period) -> datet
     return cutoff
 
 
+def _priced(
+    session: Session, account: Account, drafts: Sequence[DraftLine]
+) -> tuple[BillingTerms, list[PricedLine], Totals]:
+    """Round and tax the lines under the account's billing terms, and total them."""
+    terms = billing_terms(session, account)
+    priced: list[PricedLine] = [
+        price_line(
+            d.exact,
+            d.settlement,
+            terms.tax_rate_pct if d.taxed else None,
+            taxable=d.taxable,
+        )
+        for d in drafts
+    ]
+    return terms, priced, totals(priced, currency_of(account))
+
+
 def write_draft(
     session: Session,
     account: Account,
@@ -396,17 +419,7 @@ def write_draft(
 ) -> Invoice:
     """Round and tax the lines and store the draft invoice with them."""
     unit = currency_of(account)
-    terms = billing_terms(session, account)
-    priced: list[PricedLine] = [
-        price_line(
-            d.exact,
-            d.settlement,
-            terms.tax_rate_pct if d.taxed else None,
-            taxable=d.taxable,
-        )
-        for d in drafts
-    ]
-    t = totals(priced, unit)
+    terms, priced, t = _priced(session, account, drafts)
     invoice = Invoice(
         id=new_id("inv"),
         account_id=account.id,
@@ -514,6 +527,63 @@ def close_account(
     if finalize:
         finalize_invoice(session, invoice, now=cutoff)
     return invoice
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """What the account's invoice for a period would be if it were closed at ``cutoff_at``:
+    its lines (each with its rounded, taxed money), totals and terms. Nothing is stored: no
+    invoice, no number, no ledger entry."""
+
+    account: Account
+    period: Period
+    cutoff_at: datetime
+    previous_cutoff_at: datetime | None
+    terms: BillingTerms
+    lines: list[tuple[DraftLine, PricedLine]]
+    totals: Totals
+
+
+def preview_invoice(
+    session: Session, account: Account, period: Period, *, now: datetime
+) -> Preview:
+    """The invoice ``close_account`` would write for ``period`` with ``now`` as the cut-off,
+    computed without writing anything (the usage gate is not taken: usage committed by then is
+    counted, like a close would at that instant).
+
+    Raises:
+        NotABillingAccount: a reseller's sub-account (its usage is billed to the reseller).
+        InvoiceExists: the period's invoice already exists (show it instead).
+        InvalidPeriod: a period that has not started yet.
+    """
+    if account.parent_id is not None:
+        raise NotABillingAccount(
+            f"account {account.id} is a sub-account of {account.parent_id}; its usage is billed"
+            " to the reseller at wholesale: preview the reseller's invoice"
+        )
+    if period.start > now:
+        raise InvalidPeriod(f"period {period} has not started yet; nothing can be billed in it")
+    existing = session.scalar(
+        select(Invoice.id).where(Invoice.account_id == account.id, Invoice.period == str(period))
+    )
+    if existing is not None:
+        raise InvoiceExists(
+            f"the {period} invoice of account {account.id} exists already: {existing}"
+            f" (GET /v1/invoices/{existing})",
+            invoice_id=existing,
+        )
+    previous = _previous_cutoff(session, account.id, period)
+    drafts = collect_lines(session, account, period, cutoff_at=now, previous_cutoff_at=previous)
+    terms, priced, t = _priced(session, account, drafts)
+    return Preview(
+        account=account,
+        period=period,
+        cutoff_at=now,
+        previous_cutoff_at=previous,
+        terms=terms,
+        lines=list(zip(drafts, priced, strict=True)),
+        totals=t,
+    )
 
 
 # -- the period ------------------------------------------------------------------------------

@@ -45,3 +45,15 @@ class InvalidBilling(DomainError):
     """Billing settings that make no sense (net terms, tax rate, unknown tax profile)."""
 
     code = "validation_error"
+
+
+class NotABillingAccount(DomainError):
+    """An invoice asked of a reseller's sub-account (its usage is billed to the reseller)."""
+
+    code = "validation_error"
+
+
+class InvoiceExists(DomainError):
+    """A preview asked for a period whose invoice exists already."""
+
+    code = "invoice_exists"

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, get, patch, post
 from litestar.datastructures import State
 from litestar.exceptions import PermissionDeniedException
-from pydantic import BaseModel, ConfigDict, Field
+from litestar.params import QueryParameter
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.audit import record_request
 from api.auth import Principal, requires
 from api.deps import now_of
 from api.idempotency import run_idempotent
@@ -31,11 +33,12 @@ from api.schemas import (
     Page,
     scope_of,
 )
+from api.timefilters import aware
 from invoicing.payments.checkout import start_card_payment
 from invoicing.payments.refunds import payment_for_topup
 from invoicing.profiles import get_billing_profile, set_billing_profile
 from ledger.amounts import Amount
-from wallet.accounts import create_account, get_account
+from wallet.accounts import create_account, get_account, require_open, update_account
 from wallet.balance import balance_of
 from wallet.chart import currency_of
 from wallet.models import Account, Subscription, Topup
@@ -71,11 +74,49 @@ class AccountIn(BaseModel):
     billing: BillingIn | None = None
 
 
+BurnSource = Literal["plan", "package", "bonus", "paid", "overage"]
+
+#: fields of a PATCH that may be null: null puts the default back
+_NULLABLE = ("failed_request_policy", "burn_order", "low_balance_threshold")
+
+
 class AccountPatch(BaseModel):
-    """What can change on an account: its billing terms (only the fields sent change)."""
+    """What can change on an account; only the fields sent change. ``null`` puts the default
+    back for ``failed_request_policy`` (the built-in policy), ``burn_order`` (the default order)
+    and ``low_balance_threshold`` (no alert). ``status``: ``suspended`` refuses the account's
+    usage and new authorizations (reversible); ``closed`` is final and refused (409
+    ``account_not_empty``) while credit, tokens, debts, open authorizations, a live subscription
+    or open sub-accounts remain. ``reason`` is kept in the audit log with the change."""
 
     model_config = ConfigDict(extra="forbid")
-    billing: BillingIn
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    credit_limit: NonNegativeDecimalString | None = None
+    failed_request_policy: str | None = Field(default=None, min_length=1, max_length=128)
+    discounts: list[Discount] | None = Field(default=None, max_length=1000)
+    burn_order: list[BurnSource] | None = None
+    low_balance_threshold: NonNegativeDecimalString | None = None
+    status: Literal["active", "suspended", "closed"] | None = None
+    billing: BillingIn | None = None
+    reason: str | None = Field(default=None, max_length=500)
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> AccountPatch:
+        sent = self.model_fields_set - {"reason"}
+        if not sent:
+            raise ValueError("send at least one field to change")
+        for field in sent - set(_NULLABLE):
+            if getattr(self, field) is None:
+                raise ValueError(f"{field} cannot be null")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        """The account fields sent, keyed as the service names them (billing apart)."""
+        out = {f: getattr(self, f) for f in self.model_fields_set - {"billing", "reason"}}
+        if "failed_request_policy" in out:
+            out["failed_request_policy_id"] = out.pop("failed_request_policy")
+        if out.get("discounts") is not None:
+            out["discounts"] = [d.model_dump() for d in out["discounts"]]
+        return out
 
 
 class AccountOut(BaseModel):
@@ -92,6 +133,7 @@ class AccountOut(BaseModel):
     discounts: list[Discount]
     burn_order: list[str] | None
     low_balance_threshold: Money | None
+    status: Literal["active", "suspended", "closed"]
     created_at: datetime
     billing: BillingOut | None = None
 
@@ -119,6 +161,7 @@ def account_out(a: Account) -> AccountOut:
         low_balance_threshold=Money.of(Amount(a.low_balance_threshold, unit))
         if a.low_balance_threshold is not None
         else None,
+        status=a.status,
         created_at=a.created_at,
     )
 
@@ -375,14 +418,51 @@ class AccountsController(Controller):
 
     @patch("/{account_id:str}", sync_to_thread=True, guards=[requires("finance")])
     def update(
-        self, account_id: str, data: AccountPatch, db: Session, principal: Principal
-    ) -> AccountOut:
-        """Set billing terms: net terms (0, 30, 60, 90 days), tax profile, bill-to details."""
-        account = get_account(db, account_id, scope=scope_of(principal), lock=True)
-        set_billing_profile(db, account, data.billing.fields())
-        out = with_billing(db, account_out(account))
-        db.commit()
-        return out
+        self,
+        request: Request[Principal, Principal, State],
+        account_id: str,
+        data: AccountPatch,
+        db: Session,
+        principal: Principal,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
+        """Change an account: name, credit limit, failed-request policy, discounts, burn order,
+        low-balance threshold, status (suspend, reactivate, close) and billing terms (net terms
+        0/30/60/90 days, tax profile, bill-to details). Each change is recorded in the audit
+        log with its before and after values (``GET /v1/audit-events?target_id=...``). A closed
+        account cannot change (409 ``account_closed``)."""
+
+        def produce() -> AccountOut:
+            account, diff = update_account(
+                db, account_id, data.changes(), scope=scope_of(principal)
+            )
+            if data.billing is not None:
+                before = billing_out(get_billing_profile(db, account.id))
+                set_billing_profile(db, account, data.billing.fields())
+                after = billing_out(get_billing_profile(db, account.id))
+                old = before.model_dump(mode="json") if before else {}
+                new = after.model_dump(mode="json") if after else {}
+                for field in sorted(set(old) | set(new)):
+                    if old.get(field) != new.get(field):
+                        diff[f"billing.{field}"] = {
+                            "before": old.get(field),
+                            "after": new.get(field),
+                        }
+            if diff:
+                record_request(
+                    db,
+                    request,
+                    principal,
+                    action="account.update",
+                    target_type="account",
+                    target_id=account.id,
+                    changes={"fields": diff, "reason": data.reason},
+                )
+            return with_billing(db, account_out(account))
+
+        return run_idempotent(
+            db, request, idempotency_key, body=data, status_code=200, produce=produce, audit=False
+        )
 
     @get("/{account_id:str}/balance", sync_to_thread=True, guards=[requires(*ALL_ROLES)])
     def balance(self, account_id: str, db: Session, principal: Principal) -> BalanceOut:
@@ -462,6 +542,7 @@ class AccountsController(Controller):
                 "card top-ups cannot carry an expiry; give paid credit an expiry on bank"
                 " transfers, where the operator's terms allow it"
             )
+        require_open(db, account_id, scope=scope_of(principal))
         if data.method == "stripe":
             gateway = require_gateway(request.app.state.payments)
             urls = checkout_urls(request.app.state.settings, data.success_url, data.cancel_url)
@@ -503,6 +584,82 @@ class AccountsController(Controller):
             db, request, idempotency_key, body=data, status_code=201, produce=produce
         )
 
+    @get(
+        "/{account_id:str}/topups",
+        sync_to_thread=True,
+        guards=[requires("finance", "reseller", "customer")],
+    )
+    def list_topups(
+        self,
+        account_id: str,
+        db: Session,
+        principal: Principal,
+        from_: Annotated[datetime | None, QueryParameter(name="from")] = None,
+        to: datetime | None = None,
+        status: Literal["pending", "succeeded", "failed"] | None = None,
+        method: Literal["bank_transfer", "stripe", "reseller"] | None = None,
+        limit: Limit = 20,
+        starting_after: str | None = None,
+    ) -> Page[TopupOut]:
+        """The account's top-ups, oldest first, filtered by creation time (``from`` inclusive,
+        ``to`` exclusive, with offset), status and method."""
+        account = get_account(db, account_id, scope=scope_of(principal))
+        stmt = select(Topup).where(Topup.account_id == account.id).order_by(Topup.id)
+        if (f := aware("from", from_)) is not None:
+            stmt = stmt.where(Topup.created_at >= f)
+        if (t := aware("to", to)) is not None:
+            stmt = stmt.where(Topup.created_at < t)
+        if status:
+            stmt = stmt.where(Topup.status == status)
+        if method:
+            stmt = stmt.where(Topup.method == method)
+        if starting_after:
+            stmt = stmt.where(Topup.id > starting_after)
+        rows = db.scalars(stmt.limit(limit + 1)).all()
+        return Page[TopupOut](
+            data=[topup_out(t, account) for t in rows[:limit]], has_more=len(rows) > limit
+        )
+
+    @get(
+        "/{account_id:str}/subscriptions",
+        sync_to_thread=True,
+        guards=[requires("finance", "reseller", "customer")],
+    )
+    def list_subscriptions(
+        self,
+        account_id: str,
+        db: Session,
+        principal: Principal,
+        from_: Annotated[datetime | None, QueryParameter(name="from")] = None,
+        to: datetime | None = None,
+        status: Literal["active", "past_due", "canceled"] | None = None,
+        plan_id: str | None = None,
+        limit: Limit = 20,
+        starting_after: str | None = None,
+    ) -> Page[SubscriptionOut]:
+        """The account's subscriptions (live and ended), oldest first, filtered by creation
+        time (``from`` inclusive, ``to`` exclusive, with offset), status and plan."""
+        account = get_account(db, account_id, scope=scope_of(principal))
+        stmt = (
+            select(Subscription)
+            .where(Subscription.account_id == account.id)
+            .order_by(Subscription.id)
+        )
+        if (f := aware("from", from_)) is not None:
+            stmt = stmt.where(Subscription.created_at >= f)
+        if (t := aware("to", to)) is not None:
+            stmt = stmt.where(Subscription.created_at < t)
+        if status:
+            stmt = stmt.where(Subscription.status == status)
+        if plan_id:
+            stmt = stmt.where(Subscription.plan_id == plan_id)
+        if starting_after:
+            stmt = stmt.where(Subscription.id > starting_after)
+        rows = db.scalars(stmt.limit(limit + 1)).all()
+        return Page[SubscriptionOut](
+            data=[subscription_out(x) for x in rows[:limit]], has_more=len(rows) > limit
+        )
+
     @post(
         "/{account_id:str}/package-purchases",
         sync_to_thread=True,
@@ -524,6 +681,7 @@ class AccountsController(Controller):
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
         """Buy a token package with wallet credit (or start paying for it by card)."""
+        require_open(db, account_id, scope=scope_of(principal))
         if data.method == "stripe":
             return _card_purchase(
                 request, db, principal, account_id, data, idempotency_key, "package"
@@ -575,6 +733,7 @@ class AccountsController(Controller):
     ) -> Response[bytes]:
         """Start a coding-plan subscription; the first month's fee is paid from the wallet (or
         by card: the subscription starts when Stripe confirms the payment)."""
+        require_open(db, account_id, scope=scope_of(principal))
         if data.method == "stripe":
             return _card_purchase(request, db, principal, account_id, data, idempotency_key, "plan")
 

@@ -1,5 +1,8 @@
-"""The catalog (admin): models, rate cards, contracts, reseller price books, token packages,
-coding plans, top-up bonus rules, failed-request policies, and price quotes.
+"""The catalog (admin writes it): models, rate cards, contracts, reseller price books, token
+packages, coding plans, top-up bonus rules, failed-request policies, and price quotes.
+
+Customers, resellers and gateways read the models, packages and plans they buy from; finance
+and resellers the list rate cards; every key quotes the prices of the accounts it can see.
 
 Every catalog object is immutable once created; a new version supersedes it (see
 ``plans/README.md``). Money and prices are decimal strings in and out, never JSON numbers.
@@ -43,6 +46,11 @@ from wallet.errors import InvalidRequest
 from wallet.maintenance import usage_of_models
 
 Treatment = Literal["billed", "not_billed", "output_not_billed"]
+#: who may read the catalog they buy from: models, token packages, coding plans
+READERS = ("finance", "reseller", "customer", "gateway")
+#: list rate cards are the wholesale basis of resellers: not shown to customers, who read
+#: their own effective prices (``GET /v1/accounts/{id}/prices``, ``/v1/price-quotes``)
+CARD_READERS = ("finance", "reseller")
 _PCT = "decimal string, percent (0..100, at most 2 decimals)"
 
 
@@ -334,9 +342,14 @@ class ModelsController(Controller):
 
     path = "/v1/models"
     tags = ["catalog"]
-    guards = [requires()]
 
-    @post("/", sync_to_thread=True, status_code=201, responses=returns(CatalogModelOut, 201))
+    @post(
+        "/",
+        sync_to_thread=True,
+        status_code=201,
+        responses=returns(CatalogModelOut, 201),
+        guards=[requires()],
+    )
     def create_model(
         self,
         request: Request[Any, Any, Any],
@@ -355,7 +368,7 @@ class ModelsController(Controller):
 
         return _post(request, db, idempotency_key, data, produce)
 
-    @get("/", sync_to_thread=True)
+    @get("/", sync_to_thread=True, guards=[requires(*READERS)])
     def list_models(
         self, db: Session, limit: Limit = 20, starting_after: str | None = None
     ) -> CatalogModelList:
@@ -363,7 +376,7 @@ class ModelsController(Controller):
         page = catalog.list_models(db, limit=limit, starting_after=starting_after)
         return CatalogModelList(data=[_model_out(m) for m in page.items], has_more=page.has_more)
 
-    @get("/{model_id:path}", sync_to_thread=True)
+    @get("/{model_id:path}", sync_to_thread=True, guards=[requires(*READERS)])
     def get_model(self, model_id: str, db: Session) -> CatalogModelOut:
         """One model."""
         return _model_out(catalog.get_model(db, model_id.lstrip("/")))
@@ -516,9 +529,14 @@ class RateCardsController(Controller):
 
     path = "/v1/rate-cards"
     tags = ["catalog"]
-    guards = [requires()]
 
-    @post("/", sync_to_thread=True, status_code=201, responses=returns(RateCardOut, 201))
+    @post(
+        "/",
+        sync_to_thread=True,
+        status_code=201,
+        responses=returns(RateCardOut, 201),
+        guards=[requires()],
+    )
     def create_rate_card(
         self,
         request: Request[Any, Any, Any],
@@ -553,6 +571,7 @@ class RateCardsController(Controller):
         sync_to_thread=True,
         status_code=200,
         responses={200: ResponseSpec(RateCardPreviewOut)},
+        guards=[requires()],
     )
     def preview_rate_card(
         self,
@@ -586,6 +605,7 @@ class RateCardsController(Controller):
         sync_to_thread=True,
         status_code=200,
         responses={200: ResponseSpec(LiteLLMImportOut)},
+        guards=[requires()],
     )
     def import_litellm(
         self,
@@ -619,7 +639,7 @@ class RateCardsController(Controller):
             db, request, idempotency_key, body=data, status_code=200, produce=produce
         )
 
-    @get("/", sync_to_thread=True)
+    @get("/", sync_to_thread=True, guards=[requires(*CARD_READERS)])
     def list_rate_cards(
         self,
         db: Session,
@@ -633,7 +653,7 @@ class RateCardsController(Controller):
         )
         return RateCardList(data=[_card_out(c) for c in page.items], has_more=page.has_more)
 
-    @get("/{card_id:str}", sync_to_thread=True)
+    @get("/{card_id:str}", sync_to_thread=True, guards=[requires(*CARD_READERS)])
     def get_rate_card(self, card_id: str, db: Session) -> RateCardOut:
         """One rate card version."""
         return _card_out(catalog.get_rate_card(db, card_id))
@@ -1000,7 +1020,7 @@ class PriceQuoteOut(BaseModel):
     wholesale: PriceQuoteOut | None
 
 
-def _quote_out(r: ResolvedPrice) -> PriceQuoteOut:
+def quote_out(r: ResolvedPrice) -> PriceQuoteOut:
     return PriceQuoteOut(
         model=r.model,
         currency=r.currency.code,
@@ -1010,21 +1030,26 @@ def _quote_out(r: ResolvedPrice) -> PriceQuoteOut:
         discount_pct=pct_str(r.discount_pct),
         markup_pct=pct_str(r.markup_pct),
         prices=price_out(r.model, r.price),
-        wholesale=None if r.wholesale is None else _quote_out(r.wholesale),
+        wholesale=None if r.wholesale is None else quote_out(r.wholesale),
     )
 
 
 class PriceQuotesController(Controller):
-    """Which price applies (admin): contract -> reseller retail -> list."""
+    """Which price applies: contract -> reseller retail -> list. Admin and finance quote any
+    account (or a hypothetical sub-account of a reseller); a reseller quotes itself and its
+    own sub-accounts (existing, or hypothetical under itself); a customer or gateway the
+    accounts its key can see. Only admin, finance and resellers see a sub-account's
+    wholesale price."""
 
     path = "/v1/price-quotes"
     tags = ["catalog"]
-    guards = [requires()]
+    guards = [requires("finance", "reseller", "customer", "gateway")]
 
     @get("/", sync_to_thread=True, opt={"problems": (422,)})  # no rate card in force
     def quote(
         self,
         db: Session,
+        principal: Principal,
         account_id: str,
         currency: str,
         model: str,
@@ -1036,14 +1061,29 @@ class PriceQuotesController(Controller):
         standing discounts are taken from the account (``reseller_account_id`` prices a
         hypothetical sub-account when ``account_id`` does not exist yet)."""
         discounts: list[dict[str, Any]] = []
+        scope = scope_of(principal)
         try:
             account = get_account(db, account_id)
         except NotFound:
-            pass
+            # a hypothetical account: admin and finance price any, a reseller its own future
+            # sub-accounts
+            own_future_sub = (
+                principal.role == "reseller"
+                and reseller_account_id is not None
+                and reseller_account_id == principal.account_id
+            )
+            if scope.kind != "all" and not own_future_sub:
+                raise
         else:
+            if not scope.allows(account):
+                raise NotFound(f"account {account_id} does not exist")
             reseller_account_id = account.parent_id
             discounts = account.discounts
-        return _quote_out(
+            if account.currency != currency.upper():
+                raise InvalidRequest(
+                    f"account {account.id} is priced in {account.currency}, not {currency}"
+                )
+        quote = quote_out(
             catalog.resolve_account_price(
                 db,
                 model=model,
@@ -1054,6 +1094,9 @@ class PriceQuotesController(Controller):
                 standing_discounts=discounts,
             )
         )
+        if not principal.has_role("finance", "reseller"):
+            quote.wholesale = None
+        return quote
 
 
 # -- token packages -----------------------------------------------------------------------
@@ -1113,9 +1156,14 @@ class PackagesController(Controller):
 
     path = "/v1/packages"
     tags = ["catalog"]
-    guards = [requires()]
 
-    @post("/", sync_to_thread=True, status_code=201, responses=returns(TokenPackageOut, 201))
+    @post(
+        "/",
+        sync_to_thread=True,
+        status_code=201,
+        responses=returns(TokenPackageOut, 201),
+        guards=[requires()],
+    )
     def create_package(
         self,
         request: Request[Any, Any, Any],
@@ -1141,7 +1189,7 @@ class PackagesController(Controller):
 
         return _post(request, db, idempotency_key, data, produce)
 
-    @get("/", sync_to_thread=True)
+    @get("/", sync_to_thread=True, guards=[requires(*READERS)])
     def list_packages(
         self, db: Session, limit: Limit = 20, starting_after: str | None = None
     ) -> TokenPackageList:
@@ -1149,7 +1197,7 @@ class PackagesController(Controller):
         page = catalog.list_packages(db, limit=limit, starting_after=starting_after)
         return TokenPackageList(data=[_package_out(p) for p in page.items], has_more=page.has_more)
 
-    @get("/{package_id:str}", sync_to_thread=True)
+    @get("/{package_id:str}", sync_to_thread=True, guards=[requires(*READERS)])
     def get_package(self, package_id: str, db: Session) -> TokenPackageOut:
         """One token package."""
         return _package_out(catalog.get_package(db, package_id))
@@ -1220,9 +1268,14 @@ class PlansController(Controller):
 
     path = "/v1/plans"
     tags = ["catalog"]
-    guards = [requires()]
 
-    @post("/", sync_to_thread=True, status_code=201, responses=returns(PlanOut, 201))
+    @post(
+        "/",
+        sync_to_thread=True,
+        status_code=201,
+        responses=returns(PlanOut, 201),
+        guards=[requires()],
+    )
     def create_plan(
         self,
         request: Request[Any, Any, Any],
@@ -1248,7 +1301,7 @@ class PlansController(Controller):
 
         return _post(request, db, idempotency_key, data, produce)
 
-    @get("/", sync_to_thread=True)
+    @get("/", sync_to_thread=True, guards=[requires(*READERS)])
     def list_plans(
         self, db: Session, limit: Limit = 20, starting_after: str | None = None
     ) -> PlanList:
@@ -1256,7 +1309,7 @@ class PlansController(Controller):
         page = catalog.list_plans(db, limit=limit, starting_after=starting_after)
         return PlanList(data=[_plan_out(p) for p in page.items], has_more=page.has_more)
 
-    @get("/{plan_id:str}", sync_to_thread=True)
+    @get("/{plan_id:str}", sync_to_thread=True, guards=[requires(*READERS)])
     def get_plan(self, plan_id: str, db: Session) -> PlanOut:
         """One coding plan."""
         return _plan_out(catalog.get_plan(db, plan_id))

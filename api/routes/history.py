@@ -1,0 +1,467 @@
+"""An account's history: usage records, its statement of ledger movements, and a preview of the
+invoice of a period that is not closed yet. Lists are keyset paged (``starting_after`` = the
+last item's id, ``has_more``) and filtered by a time range (``from`` inclusive, ``to``
+exclusive, RFC 3339 with an offset)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from litestar import Controller, get
+from litestar.datastructures import State
+from litestar.params import QueryParameter
+from pydantic import BaseModel, Field
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from api.auth import Principal, requires
+from api.deps import now_of
+from api.routes.catalog import PriceQuoteOut, quote_out
+from api.routes.invoices import TotalsOut
+from api.schemas import Limit, Money, Page, scope_of
+from api.timefilters import aware
+from invoicing.close import preview_invoice
+from invoicing.periods import Period
+from ledger.amounts import Amount
+from ledger.base import utcnow
+from ledger.errors import DomainError
+from ledger.models import AccountType
+from ledger.units import unit as unit_of
+from plans import catalog
+from plans.pricing import PriceContext, standing_contract
+from wallet.accounts import get_account
+from wallet.chart import currency_of
+from wallet.errors import InvalidRequest
+
+From = Annotated[
+    datetime | None,
+    QueryParameter(name="from", description="from this instant on (inclusive, with offset)"),
+]
+To = Annotated[datetime | None, QueryParameter(description="before this instant (exclusive)")]
+
+#: money keys of a record's ``drawn`` (the others count tokens or requests)
+_MONEY_SOURCES = ("bonus", "paid", "overage")
+
+
+# -- usage records ---------------------------------------------------------------------------
+
+
+class UsageTokensOut(BaseModel):
+    """Token counts of a record."""
+
+    input: int
+    output: int
+    cache_read: int
+    cache_write_5m: int
+    cache_write_1h: int
+    reasoning: int
+
+
+class UsageRecordOut(BaseModel):
+    """A charged usage record: what it was rated, billed and credited, and what paid for it
+    (``drawn``: money from bonus, paid credit and overage; package tokens and plan requests as
+    counts). ``wholesale_billed``: for a reseller's sub-account, what the reseller's float was
+    charged (shown to the reseller and finance only)."""
+
+    id: str
+    account_id: str
+    model: str
+    occurred_at: datetime
+    received_at: datetime
+    tokens: UsageTokensOut
+    batch: bool
+    http_status: int
+    finish_reason: str | None
+    failure_kind: str | None
+    price_source: str
+    rated: Money
+    billed: Money
+    credited: Money
+    reason: str | None
+    drawn: dict[str, Money | int]
+    authorization_id: str | None
+    tags: dict[str, Any]
+    wholesale_billed: Money | None = None
+
+
+def _drawn(drawn: dict[str, Any], unit: Any) -> dict[str, Money | int]:
+    out: dict[str, Money | int] = {}
+    for key, value in (drawn or {}).items():
+        out[key] = Money.of(Amount(int(value), unit)) if key in _MONEY_SOURCES else int(value)
+    return out
+
+
+_USAGE_PAGE = text(
+    """
+    SELECT r.* FROM wallet_usage_records r
+    WHERE r.account_id = :a
+      AND (CAST(:f AS timestamptz) IS NULL OR r.occurred_at >= :f)
+      AND (CAST(:t AS timestamptz) IS NULL OR r.occurred_at < :t)
+      AND (CAST(:model AS text) IS NULL OR r.model = :model)
+      AND (CAST(:reason AS text) IS NULL OR coalesce(r.reason, 'billed') = :reason)
+      AND (CAST(:auth AS text) IS NULL OR r.authorization_id = :auth)
+      AND (CAST(:after_at AS timestamptz) IS NULL OR (r.occurred_at, r.id) > (:after_at, :after))
+    ORDER BY r.occurred_at, r.id
+    LIMIT :n
+    """
+)
+
+
+# -- statement -------------------------------------------------------------------------------
+
+
+class StatementLineOut(BaseModel):
+    """One movement of one of the account's ledger accounts (a posting). ``change`` is the
+    effect on that account's balance (positive: it grew); ``debit``/``credit`` the posting
+    itself. ``phase``: ``posted``, or ``pending``/``release`` for credit held by a dispute."""
+
+    id: int
+    entry_id: int
+    effective_at: datetime
+    recorded_at: datetime
+    ledger_account: str
+    unit: str
+    debit: str
+    credit: str
+    change: str
+    phase: str
+    kind: str
+    description: str
+
+
+_PHASES = {0: "posted", 1: "pending", 2: "release"}
+
+_STATEMENT_PAGE = text(
+    """
+    SELECT p.id, p.entry_id, p.amount, p.phase, p.unit, a.code, a.type,
+           e.effective_at, e.created_at, e.kind, e.description
+    FROM ledger_postings p
+    JOIN ledger_accounts a ON a.id = p.account_id
+    JOIN ledger_entries e ON e.id = p.entry_id
+    WHERE p.account_id = ANY(CAST(:ids AS bigint[]))
+      AND (CAST(:after AS bigint) IS NULL OR p.id > :after)
+      AND (CAST(:f AS timestamptz) IS NULL OR e.effective_at >= :f)
+      AND (CAST(:t AS timestamptz) IS NULL OR e.effective_at < :t)
+    ORDER BY p.id
+    LIMIT :n
+    """
+)
+
+
+# -- invoice preview -------------------------------------------------------------------------
+
+
+class PreviewLineOut(BaseModel):
+    """A line of the preview, as the invoice would have it (see ``InvoiceLineOut``)."""
+
+    position: int
+    kind: str
+    description: str
+    model: str | None
+    source_period: str | None
+    requests: int
+    tokens: int
+    settlement: str
+    amount: Money
+    amount_exact: Money
+    tax: Money
+    tax_rate_pct: str | None
+    taxable: Money
+    details: dict[str, Any]
+
+
+class InvoicePreviewOut(BaseModel):
+    """What the account's invoice for ``period`` would be if the period were closed now
+    (``usage_cutoff_at``). A draft that is not stored: no id, no number, nothing posted; the
+    real invoice is made by the close after the period ends."""
+
+    account_id: str
+    period: str
+    status: str = Field(default="preview", description="always ``preview``")
+    number: None = None
+    currency: str
+    usage_cutoff_at: datetime
+    previous_cutoff_at: datetime | None
+    net_terms_days: int
+    tax_rate_pct: str | None
+    bill_to: dict[str, Any]
+    totals: TotalsOut
+    lines: list[PreviewLineOut]
+
+
+def _pct(value: Any) -> str | None:
+    return format(value.normalize(), "f") if value is not None else None
+
+
+class AccountHistoryController(Controller):
+    """``/v1/accounts/{id}/...`` history: usage records, statement, invoice preview."""
+
+    path = "/v1/accounts/{account_id:str}"
+    tags = ["accounts"]
+
+    @get(
+        "/usage-records",
+        sync_to_thread=True,
+        guards=[requires("finance", "reseller", "customer", "gateway")],
+    )
+    def usage_records(
+        self,
+        account_id: str,
+        db: Session,
+        principal: Principal,
+        from_: From = None,
+        to: To = None,
+        model: str | None = None,
+        reason: str | None = None,
+        authorization_id: str | None = None,
+        limit: Limit = 20,
+        starting_after: str | None = None,
+    ) -> Page[UsageRecordOut]:
+        """The account's charged usage records by ``occurred_at`` (then id), filtered by time,
+        model, ``reason`` (a credit reason code, or ``billed`` for records billed in full) and
+        authorization. Rejected records are not stored (they were never charged)."""
+        account = get_account(db, account_id, scope=scope_of(principal))
+        unit = currency_of(account)
+        after_at = None
+        if starting_after:
+            after_at = db.scalar(
+                text(
+                    "SELECT max(occurred_at) FROM wallet_usage_records"
+                    " WHERE account_id = :a AND id = :id"
+                ),
+                {"a": account.id, "id": starting_after},
+            )
+            if after_at is None:
+                raise InvalidRequest(
+                    f"starting_after {starting_after!r} is not a usage record of this account;"
+                    " pass the id of the last record of the previous page"
+                )
+        rows = db.execute(
+            _USAGE_PAGE,
+            {
+                "a": account.id,
+                "f": aware("from", from_),
+                "t": aware("to", to),
+                "model": model,
+                "reason": reason,
+                "auth": authorization_id,
+                "after_at": after_at,
+                "after": starting_after,
+                "n": limit + 1,
+            },
+        ).all()
+        show_wholesale = principal.has_role("finance", "reseller")
+        data = [
+            UsageRecordOut(
+                id=r.id,
+                account_id=r.account_id,
+                model=r.model,
+                occurred_at=r.occurred_at,
+                received_at=r.received_at,
+                tokens=UsageTokensOut(
+                    input=r.input_tokens,
+                    output=r.output_tokens,
+                    cache_read=r.cache_read_tokens,
+                    cache_write_5m=r.cache_write_5m_tokens,
+                    cache_write_1h=r.cache_write_1h_tokens,
+                    reasoning=r.reasoning_tokens,
+                ),
+                batch=r.batch,
+                http_status=r.http_status,
+                finish_reason=r.finish_reason,
+                failure_kind=r.failure_kind,
+                price_source=r.price_source,
+                rated=Money.of(Amount(int(r.rated), unit)),
+                billed=Money.of(Amount(int(r.billed), unit)),
+                credited=Money.of(Amount(int(r.credited), unit)),
+                reason=r.reason,
+                drawn=_drawn(r.drawn, unit),
+                authorization_id=r.authorization_id,
+                tags=r.tags or {},
+                wholesale_billed=Money.of(Amount(int(r.wholesale_billed), unit))
+                if show_wholesale and r.wholesale_billed is not None
+                else None,
+            )
+            for r in rows[:limit]
+        ]
+        return Page[UsageRecordOut](data=data, has_more=len(rows) > limit)
+
+    @get(
+        "/statement",
+        sync_to_thread=True,
+        guards=[requires("finance", "reseller", "customer")],
+    )
+    def statement(
+        self,
+        account_id: str,
+        db: Session,
+        principal: Principal,
+        from_: From = None,
+        to: To = None,
+        ledger_account: str | None = None,
+        limit: Limit = 50,
+        starting_after: int | None = None,
+    ) -> Page[StatementLineOut]:
+        """Every movement of the account's own ledger accounts (paid and bonus credit, package
+        tokens, deferred revenue of its purchases, what it owes), oldest first; filtered by
+        accounting time (``from``/``to`` on the entry's ``effective_at``) and ledger account
+        code (``customer:prepaid``...). A usage batch is one movement per ledger account."""
+        account = get_account(db, account_id, scope=scope_of(principal))
+        codes = db.execute(
+            text("SELECT id, code FROM ledger_accounts WHERE owner_id = :a"), {"a": account.id}
+        ).all()
+        ids = [r.id for r in codes if ledger_account is None or r.code == ledger_account]
+        if ledger_account is not None and not ids:
+            known = ", ".join(sorted({r.code for r in codes}))
+            raise InvalidRequest(
+                f"ledger_account {ledger_account!r} is not one of this account's: {known}"
+            )
+        rows = db.execute(
+            _STATEMENT_PAGE,
+            {
+                "ids": ids,
+                "after": starting_after,
+                "f": aware("from", from_),
+                "t": aware("to", to),
+                "n": limit + 1,
+            },
+        ).all()
+        data = []
+        for r in rows[:limit]:
+            unit = unit_of(r.unit)
+            atoms = int(r.amount)
+            change = atoms if AccountType(r.type).debit_normal else -atoms
+            data.append(
+                StatementLineOut(
+                    id=r.id,
+                    entry_id=r.entry_id,
+                    effective_at=r.effective_at,
+                    recorded_at=r.created_at,
+                    ledger_account=r.code,
+                    unit=r.unit,
+                    debit=Amount(max(atoms, 0), unit).format(),
+                    credit=Amount(max(-atoms, 0), unit).format(),
+                    change=Amount(change, unit).format(),
+                    phase=_PHASES.get(r.phase, str(r.phase)),
+                    kind=r.kind,
+                    description=r.description,
+                )
+            )
+        return Page[StatementLineOut](data=data, has_more=len(rows) > limit)
+
+    @get(
+        "/prices",
+        sync_to_thread=True,
+        guards=[requires("finance", "reseller", "customer", "gateway")],
+    )
+    def prices(
+        self,
+        account_id: str,
+        db: Session,
+        principal: Principal,
+        at: datetime | None = None,
+    ) -> list[PriceQuoteOut]:
+        """The account's effective price of every model it can use at ``at`` (default now):
+        its contract or standing discounts, its reseller's retail price, else the list price;
+        models nothing prices then are left out. A sub-account's wholesale price is shown to
+        finance and its reseller only."""
+        account = get_account(db, account_id, scope=scope_of(principal))
+        when = aware("at", at) or utcnow()
+        ids = [account.id] + ([account.parent_id] if account.parent_id else [])
+        ctx = PriceContext.load(db, account.currency, account_ids=ids)
+        standing = standing_contract(account.id, account.discounts) if account.discounts else None
+        show_wholesale = principal.has_role("finance", "reseller")
+        out: list[PriceQuoteOut] = []
+        after: str | None = None
+        while True:
+            page = catalog.list_models(db, limit=100, starting_after=after)
+            for m in page.items:
+                try:
+                    resolved = ctx.resolve(
+                        model=m.id,
+                        at=when,
+                        account_id=account.id,
+                        reseller_account_id=account.parent_id,
+                        standing=standing,
+                    )
+                except DomainError:
+                    continue  # not priced for this account at that instant
+                quote = quote_out(resolved)
+                if not show_wholesale:
+                    quote.wholesale = None
+                out.append(quote)
+            if not page.has_more or not page.items:
+                return out
+            after = page.items[-1].id
+
+    @get(
+        "/invoice-preview",
+        sync_to_thread=True,
+        guards=[requires("finance", "reseller", "customer")],
+    )
+    def invoice_preview(
+        self,
+        account_id: str,
+        db: Session,
+        principal: Principal,
+        state: State,
+        period: str | None = None,
+    ) -> InvoicePreviewOut:
+        """The invoice the account would get for ``period`` (``YYYY-MM``, default the current
+        month) if it were closed now: lines, tax and totals as the close computes them. Not
+        stored, not numbered, nothing posted; the invoice of a period that is already closed
+        answers 409 ``invoice_exists`` with its id."""
+        account = get_account(db, account_id, scope=scope_of(principal))
+        now = now_of(state) or db.scalar(text("SELECT clock_timestamp()"))
+        assert now is not None
+        p = Period.parse(period) if period else Period.containing(now)
+        pv = preview_invoice(db, account, p, now=now)
+        unit = currency_of(account)
+
+        def m(amount: Amount) -> Money:
+            return Money.of(amount)
+
+        t = pv.totals
+        return InvoicePreviewOut(
+            account_id=account.id,
+            period=str(p),
+            currency=unit.code,
+            usage_cutoff_at=pv.cutoff_at,
+            previous_cutoff_at=pv.previous_cutoff_at,
+            net_terms_days=pv.terms.net_terms_days,
+            tax_rate_pct=_pct(pv.terms.tax_rate_pct),
+            bill_to=pv.terms.bill_to,
+            totals=TotalsOut(
+                subtotal=m(t.subtotal),
+                tax=m(t.tax),
+                total=m(t.total),
+                prepaid_applied=m(t.prepaid_applied),
+                amount_due=m(t.amount_due),
+                amount_paid=m(Amount.zero(unit)),
+                credited=m(Amount.zero(unit)),
+                balance_due=m(t.amount_due),
+                rounding=m(t.rounding),
+            ),
+            lines=[
+                PreviewLineOut(
+                    position=i,
+                    kind=d.kind,
+                    description=d.description,
+                    model=d.model,
+                    source_period=d.source_period,
+                    requests=d.requests,
+                    tokens=d.tokens,
+                    settlement=d.settlement,
+                    amount=m(priced.amount),
+                    amount_exact=m(priced.exact),
+                    tax=m(priced.tax),
+                    tax_rate_pct=_pct(pv.terms.tax_rate_pct)
+                    if d.settlement != "info" and d.taxed
+                    else None,
+                    taxable=m(priced.taxable),
+                    details=d.details,
+                )
+                for i, (d, priced) in enumerate(pv.lines, start=1)
+            ],
+        )
