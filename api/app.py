@@ -9,29 +9,36 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from litestar import Litestar
+import anyio
+from litestar import Controller, Litestar, Response, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusConfig
 from litestar.routes import HTTPRoute
 from litestar.static_files import create_static_files_router
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from sqlalchemy.engine import Engine
 
+from api.accesslog import AccessLog
 from api.auth import ApiKeyAuthMiddleware
 from api.batcher import Batcher
 from api.boundary import check_request
 from api.db import make_sessionmaker
 from api.deps import provide_db, provide_principal
 from api.errors import EXCEPTION_HANDLERS
+from api.logs import quiet_noisy_loggers
+from api.metrics import refresh_db_metrics
 from api.openapi import install
 from api.payments import gateway_from_settings
 from api.routes import (
     accounts,
+    audit,
     catalog,
+    history,
     invoices,
     keys,
     litellm_receiver,
@@ -68,11 +75,18 @@ def _docs_plugin() -> SwaggerRenderPlugin:
     )
 
 
-class MetricsController(PrometheusController):
-    """Prometheus text format at ``/metrics``."""
+class MetricsController(Controller):
+    """Prometheus text format at ``/metrics``: the HTTP counters of the middleware and the
+    business metrics of api/metrics.py (the database-derived ones read in a worker thread)."""
 
     path = "/metrics"
     include_in_schema = False
+
+    @get()
+    async def scrape(self, state: State) -> Response[bytes]:
+        """Every metric of this process."""
+        await anyio.to_thread.run_sync(refresh_db_metrics, state.sessionmaker)
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
 def _fix_options_allow(app: Litestar) -> None:
@@ -150,6 +164,8 @@ def create_app(
         accounts.AccountsController,
         accounts.TopupsController,
         accounts.SubscriptionsController,
+        history.AccountHistoryController,
+        audit.AuditEventsController,
         webhooks.WebhookEndpointsController,
         webhooks.WebhookDeliveriesController,
         overage_payments.OveragePaymentsController,
@@ -179,6 +195,7 @@ def create_app(
             SCHEMA_ASSETS, directories=[_swagger_ui_dir()], include_in_schema=False
         ),
     ]
+    quiet_noisy_loggers()
     app = Litestar(
         route_handlers=route_handlers,
         dependencies={
@@ -216,4 +233,8 @@ def create_app(
     )
     install(app)
     _fix_options_allow(app)
+    # outermost: the access log sees the status every client got (401s and 404s included)
+    app.asgi_handler = AccessLog(
+        app.asgi_handler, gateway_sample=cfg.tokenwallet_access_log_gateway_sample
+    )
     return app

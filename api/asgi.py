@@ -7,12 +7,14 @@ from litestar import Litestar
 
 from api.app import create_app, tune_gc
 from api.db import make_engine, resolve_database_url
+from api.logs import configure_logging
 from api.settings import get_settings
 
 
 def create() -> Litestar:
     """A worker's app, without the scheduler (the supervising process runs the jobs)."""
     settings = get_settings()
+    configure_logging(settings.tokenwallet_log_level, access_log=settings.tokenwallet_access_log)
     engine = make_engine(
         resolve_database_url(settings), pool_size=settings.tokenwallet_db_pool_size
     )

@@ -12,6 +12,7 @@ import typer
 from api.settings import get_settings
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
     from sqlalchemy.orm import Session
 
     from invoicing.reports import Report
@@ -34,16 +35,60 @@ app.add_typer(catalog_app, name="catalog")
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(
-        level=get_settings().tokenwallet_log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from api.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.tokenwallet_log_level, access_log=settings.tokenwallet_access_log)
 
 
-def _database_url() -> str:
+def _database_url(*, create: bool = False) -> str:
+    """The configured database's URL, starting the embedded PostgreSQL when DATABASE_URL is
+    unset. Without ``create``, an embedded data directory that does not exist is reported in
+    one line (exit 2) instead of being created empty."""
     from api.db import resolve_database_url
 
-    return resolve_database_url(get_settings())
+    settings = get_settings()
+    if not settings.database_url and not create:
+        pgdata = settings.tokenwallet_data_dir.expanduser().resolve() / "pgdata"
+        if not pgdata.exists():
+            raise _fail(
+                f"no tokenwallet database in {pgdata.parent} (TOKENWALLET_DATA_DIR): run"
+                " `tokenwallet db upgrade` (or `tokenwallet serve`) with that data directory"
+                " first, or point TOKENWALLET_DATA_DIR / DATABASE_URL at the database you use"
+            )
+    return resolve_database_url(settings)
+
+
+def _fail(message: str) -> typer.Exit:
+    """Print one line on stderr; the caller raises the returned Exit (code 2)."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _migrated_engine(pool_size: int = 1) -> Engine:
+    """An engine on the configured database, which must be migrated to this version's head;
+    otherwise one line says so and how to fix it (exit 2) instead of a traceback from the
+    first query. An embedded data directory that does not exist is not created."""
+    from api.db import make_engine, migration_state
+
+    url = _database_url()
+    engine = make_engine(url, pool_size=pool_size)
+    state = migration_state(engine)
+    if state.error is not None or state.current != state.head:
+        engine.dispose()
+        where = state.where
+        if state.error is not None:
+            raise _fail(f"cannot reach the database at {where}: {state.error}")
+        if state.current is None:
+            raise _fail(
+                f"the database at {where} is not migrated (no tokenwallet tables); run"
+                " `tokenwallet db upgrade` against it first"
+            )
+        raise _fail(
+            f"the database at {where} is at migration {state.current}; this tokenwallet needs"
+            f" {state.head}: run `tokenwallet db upgrade`"
+        )
+    return engine
 
 
 @app.command()
@@ -65,7 +110,7 @@ def serve(
 
     _setup_logging()
     started = time.monotonic()
-    url = _database_url()
+    url = _database_url(create=True)
     settings = get_settings()
     embedded = None if settings.database_url else embedded_server(settings.tokenwallet_data_dir)
     supervisor = EmbeddedSupervisor(embedded) if embedded is not None else None
@@ -130,11 +175,11 @@ def _serve(url: str, host: str, port: int, workers: int, scheduler: bool, starte
 @app.command("scheduler")
 def run_scheduler() -> None:
     """Run only the periodic jobs (for deployments that serve with --no-scheduler)."""
-    from api.db import make_engine, make_sessionmaker
+    from api.db import make_sessionmaker
     from api.scheduler import run_blocking
 
     _setup_logging()
-    engine = make_engine(_database_url(), pool_size=2)
+    engine = _migrated_engine(pool_size=2)
     run_blocking(make_sessionmaker(engine), get_settings())
 
 
@@ -144,7 +189,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     from api.db import upgrade
 
     _setup_logging()
-    upgrade(_database_url(), revision)
+    upgrade(_database_url(create=True), revision)
     typer.echo(f"database upgraded to {revision}")
 
 
@@ -155,7 +200,7 @@ def db_check() -> None:
 
     _setup_logging()
     try:
-        check(_database_url())
+        check(_database_url(create=True))
     except Exception as exc:
         typer.echo(f"db check failed: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -167,13 +212,12 @@ def db_audit() -> None:
     """Re-derive the ledger and wallet invariants from the raw rows; fail if any is broken."""
     from sqlalchemy.orm import Session
 
-    from api.db import make_engine
-    from ledger.audit import find_violations
-    from wallet.audit import find_violations as wallet_violations
+    from api.audit import run_ledger_audit
 
-    engine = make_engine(_database_url(), pool_size=1)
+    engine = _migrated_engine()
     with Session(engine) as session:
-        problems = find_violations(session) + wallet_violations(session)
+        problems = run_ledger_audit(session, actor="cli")
+        session.commit()  # the result is kept (audit log, and /metrics reports it)
     engine.dispose()
     for p in problems:
         typer.echo(p, err=True)
@@ -196,15 +240,24 @@ def create_key_command(
     """Create an API key and print it on stdout (it is not shown again)."""
     from sqlalchemy.orm import Session
 
+    from api.audit import record_event
     from api.auth import create_key
-    from api.db import make_engine
     from ledger.errors import DomainError
 
-    engine = make_engine(_database_url(), pool_size=1)
+    engine = _migrated_engine()
     try:
         with Session(engine) as session:
             new = create_key(
                 session, role=role, account_id=account, description=description, created_by="cli"
+            )
+            record_event(
+                session,
+                actor="cli",
+                actor_role=None,
+                action="api_key.create",
+                target_type="api_key",
+                target_id=new.id,
+                changes={"role": role, "account_id": account, "description": description},
             )
             session.commit()
     except DomainError as exc:
@@ -319,14 +372,16 @@ def billing_close(
 
     from rich.console import Console
     from rich.progress import Progress, TaskID
+    from sqlalchemy.orm import Session
 
-    from api.db import make_engine, make_sessionmaker
+    from api.audit import record_event
+    from api.db import make_sessionmaker
     from invoicing.close import close_period
     from invoicing.periods import Period
     from ledger.errors import DomainError
 
     settings = get_settings()
-    engine = make_engine(_database_url(), pool_size=2)
+    engine = _migrated_engine(pool_size=2)
     try:
         p = Period.parse(period)
         with Progress(console=Console(stderr=True), transient=False) as bar:
@@ -344,6 +399,21 @@ def billing_close(
                 finalize=not draft,
                 progress=progress,
             )
+        with Session(engine) as session:
+            record_event(
+                session,
+                actor="cli",
+                actor_role=None,
+                action="billing.close",
+                target_type="billing_period",
+                target_id=str(p),
+                changes={
+                    "finalize": not draft,
+                    "status": result.status,
+                    "invoices": len(result.invoice_ids),
+                },
+            )
+            session.commit()
     except DomainError as exc:
         typer.echo(f"error: {exc.detail}", err=True)
         raise typer.Exit(2) from exc
@@ -365,12 +435,11 @@ def billing_pdf(
 
     from sqlalchemy.orm import Session
 
-    from api.db import make_engine
     from invoicing.documents import Issuer, render_invoice_pdf
     from invoicing.models import Invoice
 
     settings = get_settings()
-    engine = make_engine(_database_url(), pool_size=1)
+    engine = _migrated_engine()
     try:
         with Session(engine) as session:
             inv = session.get(Invoice, invoice_id)
@@ -397,13 +466,12 @@ def _report(builder: Callable[[Session], Report], fmt: str, output: str) -> None
 
     from sqlalchemy.orm import Session
 
-    from api.db import make_engine
     from ledger.errors import DomainError
 
     if fmt not in ("json", "csv"):
         typer.echo("error: --format is json or csv", err=True)
         raise typer.Exit(2)
-    engine = make_engine(_database_url(), pool_size=1)
+    engine = _migrated_engine()
     try:
         with Session(engine) as session:
             session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
@@ -613,7 +681,6 @@ def payments_reconcile(
 
     from sqlalchemy.orm import Session
 
-    from api.db import make_engine
     from invoicing.payments.reconcile import reconcile_day
     from ledger.errors import DomainError
 
@@ -623,7 +690,7 @@ def payments_reconcile(
     except ValueError as exc:
         typer.echo(f"error: --day must be YYYY-MM-DD; got {day!r}", err=True)
         raise typer.Exit(2) from exc
-    engine = make_engine(_database_url(), pool_size=1)
+    engine = _migrated_engine()
     try:
         gateway = _payment_gateway()
         with Session(engine) as session:
@@ -657,11 +724,10 @@ def payments_retry_events() -> None:
     """Process again the Stripe events whose processing failed."""
     from sqlalchemy.orm import Session
 
-    from api.db import make_engine
     from invoicing.payments.events import retry_failed_events
 
     _setup_logging()
-    engine = make_engine(_database_url(), pool_size=1)
+    engine = _migrated_engine()
     try:
         with Session(engine) as session:
             report = retry_failed_events(session)

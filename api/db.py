@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -183,3 +184,38 @@ def check(url: str) -> None:
     if len(heads) != 1:
         raise RuntimeError(f"migrations have {len(heads)} heads, expected exactly one: {heads}")
     command.check(cfg)
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationState:
+    """Where a database stands: its migration (None: not migrated), this code's head, and
+    the first line of the error when it could not be read at all; ``where`` names it for
+    messages (no password)."""
+
+    current: str | None
+    head: str
+    error: str | None
+    where: str
+
+
+def migration_state(engine: Engine) -> MigrationState:
+    """Read the database's Alembic revision without changing anything."""
+    from alembic.script import ScriptDirectory
+
+    url = engine.url
+    where = (
+        f"{url.database} via {url.query.get('host')}"
+        if url.host is None and url.query.get("host")
+        else url.render_as_string(hide_password=True)
+    )
+    head = ScriptDirectory.from_config(alembic_config(str(url))).get_current_head() or ""
+    try:
+        with engine.connect() as conn:
+            exists = conn.scalar(sa.text("SELECT to_regclass('alembic_version') IS NOT NULL"))
+            current = (
+                conn.scalar(sa.text("SELECT version_num FROM alembic_version")) if exists else None
+            )
+    except sa.exc.DBAPIError as exc:
+        first = str(exc.orig or exc).strip().splitlines()
+        return MigrationState(None, head, first[0] if first else type(exc).__name__, where)
+    return MigrationState(current, head, None, where)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.idempotency import purge_expired
+from api.logs import quiet_noisy_loggers
 from api.settings import Settings
 from invoicing.close import close_due
 from invoicing.payments.gateway import PaymentGateway
@@ -44,15 +46,54 @@ def advisory_key(name: str) -> int:
     )
 
 
+def summary(result: object) -> str | None:
+    """What a job did, in a few words, or None when it did nothing (so quiet runs log nothing):
+    counts, lists and reports that are zero or empty are nothing."""
+    if result is None or result is False or result == 0:
+        return None
+    if isinstance(result, list | tuple | set | dict) and not result:
+        return None
+    if isinstance(result, dict):
+        parts = {k: v for k, v in result.items() if summary(v) is not None}
+        if not parts:
+            return None
+        return ", ".join(f"{k}={_short(v)}" for k, v in parts.items())
+    fields = getattr(result, "__dataclass_fields__", None)
+    if fields:
+        parts = {k: getattr(result, k) for k in fields if summary(getattr(result, k)) is not None}
+        if not parts:
+            return None
+        return ", ".join(f"{k}={_short(v)}" for k, v in parts.items())
+    return _short(result)
+
+
+def _short(value: object) -> str:
+    if isinstance(value, list | tuple | set):
+        return str(len(value))
+    text = str(value)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def run_locked(factory: sessionmaker[Session], job: Job) -> bool:
-    """Run ``job`` in one transaction if no other process holds its lock; True if it ran."""
+    """Run ``job`` in one transaction if no other process holds its lock; True if it ran.
+
+    Logs what the job did (INFO), not that it ran: a run that did nothing logs nothing."""
+    started = time.monotonic()
     with factory.begin() as session:
         if not session.scalar(select(func.pg_try_advisory_xact_lock(advisory_key(job.name)))):
-            log.info("job %s is running elsewhere; skipped", job.name)
+            log.debug("job %s is running elsewhere; skipped", job.name)
             return False
         result = job.run(session)
-        log.debug("job %s done: %s", job.name, result)
+    did = summary(result)
+    if did is not None:
+        log.info("job %s: %s (%.2f s)", job.name, did, time.monotonic() - started)
     return True
+
+
+def quiet_scheduler_logs() -> None:
+    """APScheduler logs every run of every job at INFO ("Running job ...", "executed
+    successfully"); keep its warnings (missed runs, errors) only."""
+    quiet_noisy_loggers()
 
 
 def default_jobs(settings: Settings) -> list[Job]:
@@ -89,6 +130,11 @@ def default_jobs(settings: Settings) -> list[Job]:
             ),
         ),
         Job(
+            "ledger_audit",
+            settings.tokenwallet_ledger_audit_interval_seconds,
+            _ledger_audit,
+        ),
+        Job(
             "billing_close",
             settings.tokenwallet_billing_close_check_seconds,
             lambda s: close_due(s, grace=timedelta(hours=settings.tokenwallet_billing_grace_hours)),
@@ -96,6 +142,15 @@ def default_jobs(settings: Settings) -> list[Job]:
     ]
     jobs += payment_jobs(settings)
     return jobs
+
+
+def _ledger_audit(session: Session) -> object:
+    from api.audit import run_ledger_audit
+
+    problems = run_ledger_audit(session, actor="scheduler")
+    if problems:
+        log.error("ledger audit: %d invariant violation(s): %s", len(problems), problems[:5])
+    return {"violations": len(problems)} if problems else None
 
 
 def payment_jobs(settings: Settings, gateway: PaymentGateway | None = None) -> list[Job]:
@@ -142,6 +197,7 @@ def _add_jobs(
 
 def start_background(factory: sessionmaker[Session], settings: Settings) -> BackgroundScheduler:
     """Start the jobs in a background thread of this process (``tokenwallet serve``)."""
+    quiet_scheduler_logs()
     scheduler = BackgroundScheduler(timezone="UTC")
     _add_jobs(scheduler, factory, default_jobs(settings))
     scheduler.start()
@@ -150,6 +206,7 @@ def start_background(factory: sessionmaker[Session], settings: Settings) -> Back
 
 def run_blocking(factory: sessionmaker[Session], settings: Settings) -> None:
     """Run the jobs in the foreground until interrupted (``tokenwallet scheduler``)."""
+    quiet_scheduler_logs()
     scheduler = BlockingScheduler(timezone="UTC")
     _add_jobs(scheduler, factory, default_jobs(settings))
     scheduler.start()

@@ -38,6 +38,18 @@ class Settings(BaseSettings):
         default=72, ge=1, description="how long a POST's Idempotency-Key replays its response"
     )
     tokenwallet_log_level: str = "INFO"
+    tokenwallet_access_log: bool = Field(
+        default=True, description="one JSON line per request on stderr (whatever the log level)"
+    )
+    tokenwallet_access_log_gateway_sample: int = Field(
+        default=1,
+        ge=1,
+        le=1_000_000,
+        description="access log: one in N successful gateway calls (errors always); 1 logs all",
+    )
+    tokenwallet_ledger_audit_interval_seconds: int = Field(
+        default=86400, ge=300, description="how often the scheduler re-derives the invariants"
+    )
     tokenwallet_billing_grace_hours: int = Field(
         default=24, ge=0, le=24 * 27, description="hours after a month ends before it is closed"
     )

@@ -22,6 +22,7 @@ from pydantic import (
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.audit import record_request
 from api.auth import Principal, requires
 from api.deps import now_of
 from api.idempotency import run_idempotent
@@ -446,9 +447,11 @@ class BillingPeriodsController(Controller):
     @post("/{period:str}/close", sync_to_thread=True, status_code=200)
     def close(
         self,
+        request: Request[Any, Any, Any],
         period: str,
         db: Session,
         state: State,
+        principal: Principal,
         data: CloseIn | None = None,
         idempotency_key: IdempotencyKey = None,
     ) -> CloseOut:
@@ -467,6 +470,20 @@ class BillingPeriodsController(Controller):
             grace=timedelta(hours=cfg.tokenwallet_billing_grace_hours),
             finalize=data.finalize if data is not None else True,
         )
+        record_request(
+            db,
+            request,
+            principal,
+            action="billing.close",
+            target_type="billing_period",
+            target_id=str(p),
+            changes={
+                "finalize": data.finalize if data is not None else True,
+                "status": result.status,
+                "invoices": len(result.invoice_ids),
+            },
+        )
+        db.commit()
         invoices = db.scalars(
             select(Invoice).where(Invoice.period == str(p)).order_by(Invoice.account_id)
         ).all()

@@ -1,0 +1,107 @@
+"""The access log: one JSON line per HTTP request, and the request id.
+
+Each line carries the time, a request id (the client's ``X-Request-Id`` when it is a short
+token, else one made here; echoed in the response header), the caller (API key id and role,
+never the key itself), method, path (no query string), status and duration. Request and
+response bodies are never logged.
+
+It wraps the whole application (outside the exception handlers), so it sees the status the
+client got, 401s and 404s included. The logger is ``tokenwallet.access``; ``tokenwallet serve``
+writes it to stderr as bare JSON lines. On the gateway hot path (``/v1/usage``,
+``/v1/authorizations``) successful calls can be sampled (``TOKENWALLET_ACCESS_LOG_GATEWAY_SAMPLE``
+= N logs one in N; errors are always logged); the default logs every call.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import re
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.auth import Principal
+
+log = logging.getLogger("tokenwallet.access")
+
+REQUEST_ID_HEADER = "x-request-id"
+_CLIENT_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
+_GATEWAY_PREFIXES = ("/v1/usage", "/v1/authorizations")
+
+
+def request_id_of(scope: Any) -> str | None:
+    """The id the access log gave this request (None outside a request)."""
+    state = scope.get("state") if isinstance(scope, dict) else None
+    return state.get("request_id") if isinstance(state, dict) else None
+
+
+class AccessLog:
+    """ASGI wrapper that logs each HTTP request once it has been answered."""
+
+    def __init__(self, app: ASGIApp, *, gateway_sample: int = 1) -> None:
+        self.app = app
+        self.gateway_sample = max(1, gateway_sample)
+        self._prefix = f"{os.getpid():x}-{int(time.time()) & 0xFFFFFF:x}-"
+        self._seq = itertools.count(1)
+        self._gateway_seen = itertools.count()
+
+    def _request_id(self, scope: Scope) -> str:
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id" and _CLIENT_ID.match(value):
+                return value.decode()
+        return f"{self._prefix}{next(self._seq)}"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        rid = self._request_id(scope)
+        scope.setdefault("state", {})["request_id"] = rid
+        status = 500
+        header = (b"x-request-id", rid.encode())
+
+        async def send_logged(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_logged)
+        finally:
+            self._log(scope, rid, status, time.perf_counter() - started)
+
+    def _log(self, scope: Scope, rid: str, status: int, seconds: float) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
+        path = scope.get("path", "")
+        if (
+            self.gateway_sample > 1
+            and status < 400
+            and path.startswith(_GATEWAY_PREFIXES)
+            and next(self._gateway_seen) % self.gateway_sample
+        ):
+            return
+        user = scope.get("user")
+        principal = user if isinstance(user, Principal) else None
+        line: dict[str, Any] = {
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "request_id": rid,
+            "key_id": principal.key_id if principal else None,
+            "role": principal.role if principal else None,
+            "method": scope.get("method"),
+            "path": path,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 2),
+        }
+        if self.gateway_sample > 1 and path.startswith(_GATEWAY_PREFIXES):
+            line["sampled_1_in"] = self.gateway_sample
+        log.info(json.dumps(line, separators=(",", ":")))
