@@ -8,8 +8,9 @@ response bodies are never logged.
 It wraps the whole application (outside the exception handlers), so it sees the status the
 client got, 401s and 404s included. The logger is ``tokenwallet.access``; ``tokenwallet serve``
 writes it to stderr as bare JSON lines. On the gateway hot path (``/v1/usage``,
-``/v1/authorizations``) successful calls can be sampled (``TOKENWALLET_ACCESS_LOG_GATEWAY_SAMPLE``
-= N logs one in N; errors are always logged); the default logs every call.
+``/v1/authorizations``) one in ``TOKENWALLET_ACCESS_LOG_GATEWAY_SAMPLE`` (default 100) successful
+calls is logged, errors always: a line costs 15-20 µs of CPU against about 1 ms per authorize +
+settle pair (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import os
 import re
 import time
 from datetime import UTC, datetime
-from typing import Any
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,7 +35,7 @@ _CLIENT_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
 _GATEWAY_PREFIXES = ("/v1/usage", "/v1/authorizations")
 
 
-def request_id_of(scope: Any) -> str | None:
+def request_id_of(scope: object) -> str | None:
     """The id the access log gave this request (None outside a request)."""
     state = scope.get("state") if isinstance(scope, dict) else None
     return state.get("request_id") if isinstance(state, dict) else None
@@ -83,25 +83,39 @@ class AccessLog:
         if not log.isEnabledFor(logging.INFO):
             return
         path = scope.get("path", "")
-        if (
-            self.gateway_sample > 1
-            and status < 400
-            and path.startswith(_GATEWAY_PREFIXES)
-            and next(self._gateway_seen) % self.gateway_sample
-        ):
-            return
+        gateway = path.startswith(_GATEWAY_PREFIXES)
+        sampled = ""
+        if self.gateway_sample > 1 and gateway:
+            if status < 400 and next(self._gateway_seen) % self.gateway_sample:
+                return
+            sampled = f',"sampled_1_in":{self.gateway_sample}'
         user = scope.get("user")
-        principal = user if isinstance(user, Principal) else None
-        line: dict[str, Any] = {
-            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "request_id": rid,
-            "key_id": principal.key_id if principal else None,
-            "role": principal.role if principal else None,
-            "method": scope.get("method"),
-            "path": path,
-            "status": status,
-            "duration_ms": round(seconds * 1000, 2),
-        }
-        if self.gateway_sample > 1 and path.startswith(_GATEWAY_PREFIXES):
-            line["sampled_1_in"] = self.gateway_sample
-        log.info(json.dumps(line, separators=(",", ":")))
+        if isinstance(user, Principal):
+            # key ids and roles are made by the server: no characters that need escaping
+            who = f'"key_id":"{user.key_id}","role":"{user.role}"'
+        else:
+            who = '"key_id":null,"role":null'
+        # request ids are the server's or a client's checked against _CLIENT_ID (no escaping);
+        # the path can hold anything, so it is JSON-encoded
+        line = (
+            f'{{"ts":"{_timestamp()}","request_id":"{rid}",{who},'
+            f'"method":"{scope.get("method")}","path":{json.dumps(path)},'
+            f'"status":{status},"duration_ms":{seconds * 1000:.2f}{sampled}}}'
+        )
+        # makeRecord + handle: what log.info does, without looking up the caller's frame
+        log.handle(log.makeRecord(log.name, logging.INFO, "", 0, line, (), None))
+
+
+_ts_second = -1
+_ts_prefix = ""
+
+
+def _timestamp() -> str:
+    """Now as ``2026-11-29T05:35:16.840Z`` (the formatted second is reused within it)."""
+    global _ts_second, _ts_prefix
+    now = time.time()
+    second = int(now)
+    if second != _ts_second:
+        _ts_prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _ts_second = second
+    return f"{_ts_prefix}.{int((now - second) * 1000):03d}Z"

@@ -54,14 +54,19 @@ AUTHORIZATIONS = Counter(
 )
 
 WEBHOOK_BACKLOG = Gauge(
-    "tokenwallet_webhook_backlog_events", "Outgoing webhook events not delivered yet"
+    "tokenwallet_webhook_backlog",
+    "Outgoing webhook deliveries (and events not fanned out yet) waiting to be delivered",
 )
 WEBHOOK_OLDEST = Gauge(
-    "tokenwallet_webhook_backlog_oldest_seconds", "Age of the oldest undelivered webhook event"
+    "tokenwallet_webhook_backlog_oldest_seconds", "Age of the oldest webhook delivery waiting"
 )
 WEBHOOK_FAILING = Gauge(
-    "tokenwallet_webhook_failing_events",
-    "Undelivered outgoing webhook events whose delivery failed at least once",
+    "tokenwallet_webhook_failing_deliveries",
+    "Outgoing webhook deliveries still retried after failing at least once",
+)
+WEBHOOK_DEAD = Gauge(
+    "tokenwallet_webhook_dead_deliveries",
+    "Outgoing webhook deliveries given up after their last attempt (GET /v1/webhook-deliveries)",
 )
 STRIPE_EVENTS_FAILED = Gauge(
     "tokenwallet_stripe_events_failed", "Incoming Stripe events whose processing failed"
@@ -131,11 +136,18 @@ def observe_failure(op: Operation, exc: BaseException) -> None:
 
 _DB_STATE = text(
     """
+    WITH waiting AS (
+        SELECT created_at, attempts FROM wallet_webhook_deliveries WHERE status = 'pending'
+        UNION ALL
+        -- events not fanned out to their endpoints yet
+        SELECT created_at, 0 FROM wallet_outbox
+        WHERE fanned_out_at IS NULL AND delivered_at IS NULL
+    )
     SELECT
-      (SELECT count(*) FROM wallet_outbox WHERE delivered_at IS NULL) AS backlog,
-      (SELECT extract(epoch FROM now() - min(created_at)) FROM wallet_outbox
-       WHERE delivered_at IS NULL) AS oldest,
-      (SELECT count(*) FROM wallet_outbox WHERE delivered_at IS NULL AND attempts > 0) AS failing,
+      (SELECT count(*) FROM waiting) AS backlog,
+      (SELECT extract(epoch FROM now() - min(created_at)) FROM waiting) AS oldest,
+      (SELECT count(*) FROM waiting WHERE attempts > 0) AS failing,
+      (SELECT count(*) FROM wallet_webhook_deliveries WHERE status = 'dead') AS dead,
       (SELECT count(*) FROM payment_events WHERE status = 'failed') AS stripe_failed
     """
 )
@@ -173,6 +185,7 @@ def refresh_db_metrics(factory: sessionmaker[Session], *, force: bool = False) -
     WEBHOOK_BACKLOG.set(int(state.backlog))
     WEBHOOK_OLDEST.set(float(state.oldest or 0))
     WEBHOOK_FAILING.set(int(state.failing))
+    WEBHOOK_DEAD.set(int(state.dead))
     STRIPE_EVENTS_FAILED.set(int(state.stripe_failed))
     CLOSE_DURATION.clear()
     if close is not None:

@@ -42,7 +42,7 @@ class Settings(BaseSettings):
         default=True, description="one JSON line per request on stderr (whatever the log level)"
     )
     tokenwallet_access_log_gateway_sample: int = Field(
-        default=1,
+        default=100,
         ge=1,
         le=1_000_000,
         description="access log: one in N successful gateway calls (errors always); 1 logs all",

@@ -195,7 +195,8 @@ def _pct(value: Any) -> str | None:
 
 
 class AccountHistoryController(Controller):
-    """``/v1/accounts/{id}/...`` history: usage records, statement, invoice preview."""
+    """``/v1/accounts/{id}/...`` history: usage records, ledger movements, prices, invoice
+    preview."""
 
     path = "/v1/accounts/{account_id:str}"
     tags = ["accounts"]
@@ -288,11 +289,11 @@ class AccountHistoryController(Controller):
         return Page[UsageRecordOut](data=data, has_more=len(rows) > limit)
 
     @get(
-        "/statement",
+        "/ledger-movements",
         sync_to_thread=True,
         guards=[requires("finance", "reseller", "customer")],
     )
-    def statement(
+    def ledger_movements(
         self,
         account_id: str,
         db: Session,
@@ -442,6 +443,7 @@ class AccountHistoryController(Controller):
                 credited=m(Amount.zero(unit)),
                 balance_due=m(t.amount_due),
                 rounding=m(t.rounding),
+                disputed=m(Amount.zero(unit)),
             ),
             lines=[
                 PreviewLineOut(

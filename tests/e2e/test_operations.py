@@ -199,7 +199,8 @@ def test_business_metrics_on_metrics(admin, engine, session_factory, monkeypatch
         'tokenwallet_authorizations_total{decline_code="insufficient_funds",operation="grant",'
         'result="declined"}' in text
     )
-    assert "tokenwallet_webhook_backlog_events 1.0" in text
+    assert "tokenwallet_webhook_backlog 1.0" in text
+    assert "tokenwallet_webhook_dead_deliveries 0.0" in text
     assert "tokenwallet_ledger_audit_violations 0.0" in text
     assert "tokenwallet_db_metrics_up 1.0" in text
     assert "tokenwallet_stripe_events_failed 0.0" in text

@@ -385,7 +385,8 @@ def test_topups_subscriptions_usage_and_statement_are_paged_and_filtered(admin, 
 
     lines = ok(
         admin.get(
-            f"/v1/accounts/{acc['id']}/statement", params={"ledger_account": "customer:prepaid"}
+            f"/v1/accounts/{acc['id']}/ledger-movements",
+            params={"ledger_account": "customer:prepaid"},
         ),
         200,
     )["data"]
@@ -398,14 +399,14 @@ def test_topups_subscriptions_usage_and_statement_are_paged_and_filtered(admin, 
     ]
     assert lines[0]["credit"] == "1.00" and lines[0]["debit"] == "0.00"
     problem(
-        admin.get(f"/v1/accounts/{acc['id']}/statement", params={"ledger_account": "cash"}),
+        admin.get(f"/v1/accounts/{acc['id']}/ledger-movements", params={"ledger_account": "cash"}),
         400,
         "validation_error",
     )
     # a customer sees its own history and nobody else's
     own = key_headers(engine, "customer", acc["id"])
     other = account(admin)
-    assert ok(admin.get(f"/v1/accounts/{acc['id']}/statement", headers=own), 200)["data"]
+    assert ok(admin.get(f"/v1/accounts/{acc['id']}/ledger-movements", headers=own), 200)["data"]
     problem(admin.get(f"/v1/accounts/{other['id']}/topups", headers=own), 404, "not_found")
     problem(admin.get(f"/v1/accounts/{other['id']}/usage-records", headers=own), 404, "not_found")
 
