@@ -416,7 +416,12 @@ class AccountsController(Controller):
         """One account."""
         return with_billing(db, account_out(get_account(db, account_id, scope=scope_of(principal))))
 
-    @patch("/{account_id:str}", sync_to_thread=True, guards=[requires("finance")])
+    @patch(
+        "/{account_id:str}",
+        sync_to_thread=True,
+        guards=[requires("finance")],
+        responses=returns(AccountOut, 200),
+    )
     def update(
         self,
         request: Request[Principal, Principal, State],

@@ -400,6 +400,7 @@ class AccountHistoryController(Controller):
         "/invoice-preview",
         sync_to_thread=True,
         guards=[requires("finance", "reseller", "customer")],
+        opt={"problems": (409,)},  # invoice_exists
     )
     def invoice_preview(
         self,
