@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Controller, get
-from litestar.params import QueryParameter
+from litestar.params import Parameter, QueryParameter
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -43,7 +43,7 @@ class AuditEventsController(Controller):
         self,
         db: Session,
         limit: Limit = 20,
-        starting_after: int | None = None,
+        starting_after: Annotated[int | None, Parameter(ge=0, le=2**63 - 1)] = None,
         actor: str | None = None,
         action: str | None = None,
         target_id: str | None = None,

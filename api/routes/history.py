@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, get
 from litestar.datastructures import State
-from litestar.params import QueryParameter
+from litestar.params import Parameter, QueryParameter
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -302,7 +302,7 @@ class AccountHistoryController(Controller):
         to: To = None,
         ledger_account: str | None = None,
         limit: Limit = 50,
-        starting_after: int | None = None,
+        starting_after: Annotated[int | None, Parameter(ge=0, le=2**63 - 1)] = None,
     ) -> Page[StatementLineOut]:
         """Every movement of the account's own ledger accounts (paid and bonus credit, package
         tokens, deferred revenue of its purchases, what it owes), oldest first; filtered by

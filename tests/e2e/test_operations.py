@@ -155,6 +155,11 @@ def test_admin_and_finance_writes_are_audited_and_readable(admin, engine):
     future = (utcnow() + timedelta(hours=1)).isoformat()
     assert ok(admin.get("/v1/audit-events", params={"from": future}), 200)["data"] == []
     problem(admin.get("/v1/audit-events", headers=cust), 403, "forbidden")
+    problem(
+        admin.get("/v1/audit-events", params={"starting_after": str(2**64)}),
+        400,
+        "validation_error",
+    )
     # the log is append-only in the database too
     with Session(engine) as s, pytest.raises(sa.exc.DBAPIError, match="append-only"):
         s.execute(sa.text("DELETE FROM audit_events"))
