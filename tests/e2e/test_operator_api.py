@@ -465,6 +465,9 @@ def test_customers_and_resellers_read_the_catalog_and_their_prices(admin, cat, e
         assert ok(admin.get(path, headers=customer), 200)["data"]
     problem(admin.get("/v1/rate-cards", headers=customer), 403, "forbidden")
     assert ok(admin.get("/v1/rate-cards", headers=reseller_key), 200)["data"]
+    # reading is open to them, writing the catalog stays with admins, dry runs included
+    problem(admin.post("/v1/rate-cards/preview", json={}, headers=reseller_key), 403, "forbidden")
+    problem(admin.post("/v1/packages", json={}, headers=customer), 403, "forbidden")
     problem(
         admin.post(
             "/v1/models",
