@@ -68,6 +68,8 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
     "last_admin_key": (409, "The last active admin key cannot be revoked"),
     "unknown_account": (422, "Unknown account"),
     "invoice_exists": (409, "The period's invoice exists already"),
+    "unknown_cursor": (422, "starting_after names nothing in this list"),
+    "currency_mismatch": (422, "The account uses another currency"),
     "credit_exceeds_invoice": (422, "Credit exceeds what is left to credit"),
     "payment_exceeds_balance": (422, "Payment exceeds the invoice's open balance"),
     "hold_exceeded": (422, "Amount exceeds the hold"),

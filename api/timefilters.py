@@ -1,10 +1,32 @@
-"""Date-range filters of history lists: instants must carry an offset."""
+"""Filters of history lists: instants must carry an offset; integer cursors fit a BIGINT."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
+from litestar.params import Parameter
+
+from ledger.errors import DomainError
 from wallet.errors import InvalidRequest
+
+MAX_CURSOR = 2**63 - 1
+#: ``starting_after`` of lists keyed by a BIGINT id (stated in the document, checked first)
+IntCursor = Annotated[
+    int | None,
+    Parameter(
+        ge=0,
+        le=MAX_CURSOR,
+        schema_extra={"minimum": 0, "maximum": MAX_CURSOR},
+        description="the last id of the previous page",
+    ),
+]
+
+
+class UnknownCursor(DomainError):
+    """A ``starting_after`` that names nothing in the list (well-formed, but not found)."""
+
+    code = "unknown_cursor"
 
 
 def aware(name: str, value: datetime | None) -> datetime | None:

@@ -10,6 +10,7 @@ from litestar.datastructures import State
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import QueryParameter
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -89,15 +90,16 @@ class AccountPatch(BaseModel):
     or open sub-accounts remain. ``reason`` is kept in the audit log with the change."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    credit_limit: NonNegativeDecimalString | None = None
+    # omitted is "unchanged"; null is not a value of these (the document says so)
+    name: str | SkipJsonSchema[None] = Field(default=None, min_length=1, max_length=200)
+    credit_limit: NonNegativeDecimalString | SkipJsonSchema[None] = None
     failed_request_policy: str | None = Field(default=None, min_length=1, max_length=128)
-    discounts: list[Discount] | None = Field(default=None, max_length=1000)
+    discounts: list[Discount] | SkipJsonSchema[None] = Field(default=None, max_length=1000)
     burn_order: list[BurnSource] | None = None
     low_balance_threshold: NonNegativeDecimalString | None = None
-    status: Literal["active", "suspended", "closed"] | None = None
-    billing: BillingIn | None = None
-    reason: str | None = Field(default=None, max_length=500)
+    status: Literal["active", "suspended", "closed"] | SkipJsonSchema[None] = None
+    billing: BillingIn | SkipJsonSchema[None] = None
+    reason: str | SkipJsonSchema[None] = Field(default=None, max_length=500)
 
     @model_validator(mode="after")
     def _something_to_change(self) -> AccountPatch:

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Controller, get
-from litestar.params import Parameter, QueryParameter
+from litestar.params import QueryParameter
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from api.auth import requires
 from api.models import AuditEvent
 from api.schemas import Limit, Page
-from api.timefilters import aware
+from api.timefilters import IntCursor, aware
 
 
 class AuditEventOut(BaseModel):
@@ -43,7 +43,7 @@ class AuditEventsController(Controller):
         self,
         db: Session,
         limit: Limit = 20,
-        starting_after: Annotated[int | None, Parameter(ge=0, le=2**63 - 1)] = None,
+        starting_after: IntCursor = None,
         actor: str | None = None,
         action: str | None = None,
         target_id: str | None = None,

@@ -34,7 +34,7 @@ from api.schemas import (
 )
 from ledger.amounts import Amount
 from ledger.base import utcnow
-from ledger.errors import NotFound
+from ledger.errors import DomainError, NotFound
 from plans import catalog
 from plans._db import ID_RE
 from plans.costs import CostCard, create_cost_card, list_cost_cards
@@ -1034,6 +1034,12 @@ def quote_out(r: ResolvedPrice) -> PriceQuoteOut:
     )
 
 
+class CurrencyMismatch(DomainError):
+    """A quote asked in another currency than the account's."""
+
+    code = "currency_mismatch"
+
+
 class PriceQuotesController(Controller):
     """Which price applies: contract -> reseller retail -> list. Admin and finance quote any
     account (or a hypothetical sub-account of a reseller); a reseller quotes itself and its
@@ -1080,7 +1086,7 @@ class PriceQuotesController(Controller):
             reseller_account_id = account.parent_id
             discounts = account.discounts
             if account.currency != currency.upper():
-                raise InvalidRequest(
+                raise CurrencyMismatch(
                     f"account {account.id} is priced in {account.currency}, not {currency}"
                 )
         quote = quote_out(

@@ -6,11 +6,11 @@ exclusive, RFC 3339 with an offset)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from litestar import Controller, get
 from litestar.datastructures import State
-from litestar.params import Parameter, QueryParameter
+from litestar.params import QueryParameter
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -20,7 +20,7 @@ from api.deps import now_of
 from api.routes.catalog import PriceQuoteOut, quote_out
 from api.routes.invoices import TotalsOut
 from api.schemas import Limit, Money, Page, scope_of
-from api.timefilters import aware
+from api.timefilters import IntCursor, UnknownCursor, aware
 from invoicing.close import preview_invoice
 from invoicing.periods import Period
 from ledger.amounts import Amount
@@ -32,13 +32,24 @@ from plans import catalog
 from plans.pricing import PriceContext, standing_contract
 from wallet.accounts import get_account
 from wallet.chart import currency_of
-from wallet.errors import InvalidRequest
 
 From = Annotated[
     datetime | None,
     QueryParameter(name="from", description="from this instant on (inclusive, with offset)"),
 ]
 To = Annotated[datetime | None, QueryParameter(description="before this instant (exclusive)")]
+
+#: the ledger accounts a wallet account owns (``ledger-movements?ledger_account=``)
+LedgerCode = Literal[
+    "customer:prepaid",
+    "customer:bonus",
+    "customer:package_tokens",
+    "deferred:packages",
+    "deferred:subscriptions",
+    "receivable:unbilled",
+    "receivable:invoiced",
+    "receivable:reversals",
+]
 
 #: money keys of a record's ``drawn`` (the others count tokens or requests)
 _MONEY_SOURCES = ("bonus", "paid", "overage")
@@ -205,6 +216,7 @@ class AccountHistoryController(Controller):
         "/usage-records",
         sync_to_thread=True,
         guards=[requires("finance", "reseller", "customer", "gateway")],
+        opt={"problems": (422,)},  # unknown_cursor
     )
     def usage_records(
         self,
@@ -234,7 +246,7 @@ class AccountHistoryController(Controller):
                 {"a": account.id, "id": starting_after},
             )
             if after_at is None:
-                raise InvalidRequest(
+                raise UnknownCursor(
                     f"starting_after {starting_after!r} is not a usage record of this account;"
                     " pass the id of the last record of the previous page"
                 )
@@ -300,9 +312,9 @@ class AccountHistoryController(Controller):
         principal: Principal,
         from_: From = None,
         to: To = None,
-        ledger_account: str | None = None,
+        ledger_account: LedgerCode | None = None,
         limit: Limit = 50,
-        starting_after: Annotated[int | None, Parameter(ge=0, le=2**63 - 1)] = None,
+        starting_after: IntCursor = None,
     ) -> Page[StatementLineOut]:
         """Every movement of the account's own ledger accounts (paid and bonus credit, package
         tokens, deferred revenue of its purchases, what it owes), oldest first; filtered by
@@ -313,11 +325,6 @@ class AccountHistoryController(Controller):
             text("SELECT id, code FROM ledger_accounts WHERE owner_id = :a"), {"a": account.id}
         ).all()
         ids = [r.id for r in codes if ledger_account is None or r.code == ledger_account]
-        if ledger_account is not None and not ids:
-            known = ", ".join(sorted({r.code for r in codes}))
-            raise InvalidRequest(
-                f"ledger_account {ledger_account!r} is not one of this account's: {known}"
-            )
         rows = db.execute(
             _STATEMENT_PAGE,
             {
