@@ -11,6 +11,7 @@ nothing (nothing changed). Read it at ``GET /v1/audit-events`` (admin, finance).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from litestar import Request
@@ -45,9 +46,29 @@ def record_event(
             target_type=target_type,
             target_id=target_id,
             request_id=request_id,
-            changes=changes or {},
+            changes=storable(changes or {}),
         )
     )
+
+
+#: what PostgreSQL's jsonb cannot hold: NUL and unpaired surrogates (both become U+FFFD)
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _text(value: str) -> str:
+    return _UNSTORABLE.sub("\ufffd", value)
+
+
+def storable(value: Any) -> Any:
+    """``value`` with every string (keys too) made storable in a jsonb column: a usage batch
+    may carry a record with a NUL (that record is rejected alone; the audit keeps the rest)."""
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, dict):
+        return {_text(str(k)): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value
 
 
 def record_request(

@@ -78,6 +78,19 @@ def test_a_record_with_a_nul_is_rejected_alone(admin, gw):  # noqa: F811
     assert balance(admin, acc)["paid"] == "9.982"
 
 
+def test_an_admin_batch_with_a_nul_is_audited_without_it(admin, gw):  # noqa: F811
+    # an admin's usage batch is audited with its body; a NUL in a rejected record must not
+    # turn the whole batch into a 500 when the audit is written
+    acc = account(admin, "10.00")
+    records = [rec("ok", acc), rec("bad", acc, litellm_payload={"k\x00": ["\x00", "a"]})]
+    resp = admin.post("/v1/usage", json={"records": records}, headers={"Idempotency-Key": "b1"})
+    results = ok(resp, 200)["results"]
+    assert [r["status"] for r in results] == ["charged", "rejected"]
+    events = ok(admin.get("/v1/audit-events", params={"action": "POST /v1/usage"}), 200)["data"]
+    stored = events[0]["changes"]["request"]["records"][1]["litellm_payload"]
+    assert stored == {"k\ufffd": ["\ufffd", "a"]}
+
+
 def test_a_nul_inside_a_provider_usage_object_rejects_its_record_alone(admin, gw):  # noqa: F811
     acc = account(admin, "10.00")
     clean = rec("ok", acc)

@@ -379,8 +379,8 @@ def test_topups_subscriptions_usage_and_statement_are_paged_and_filtered(admin, 
     assert [r["id"] for r in nxt["data"]] == ["u2"] and not nxt["has_more"]
     problem(
         admin.get(f"/v1/accounts/{acc['id']}/usage-records", params={"starting_after": "zz"}),
-        400,
-        "validation_error",
+        422,
+        "unknown_cursor",
     )
 
     lines = ok(
@@ -520,4 +520,10 @@ def test_customers_and_resellers_read_the_catalog_and_their_prices(admin, cat, e
         ),
         404,
         "not_found",
+    )
+    # a quote in another currency than the account's is well-formed but cannot be given
+    problem(
+        admin.get("/v1/price-quotes", params={**q, "currency": "EUR", "account_id": direct["id"]}),
+        422,
+        "currency_mismatch",
     )
