@@ -49,11 +49,11 @@ from invoicing.profiles import BillingTerms, billing_terms
 from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.errors import NotFound
+from ledger.ids import new_id
 from plans.catalog import get_package, get_plan
 from wallet.accounts import lock_accounts
 from wallet.chart import book_of, currency_of
 from wallet.gate import enter_exclusive
-from wallet.ids import new_id
 from wallet.models import Account
 
 

@@ -42,13 +42,13 @@ from invoicing.numbering import next_number
 from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.errors import IdempotencyConflict, InvalidAmount, NotFound
+from ledger.ids import new_id
 from ledger.journal import Leg, post_entry
 from ledger.models import JournalEntry
 from ledger.units import Unit, currency
 from wallet.accounts import lock_accounts
 from wallet.burn import BONUS, PAID
 from wallet.chart import book_of, customer_ledger, house_ledger, reversal_receivable
-from wallet.ids import new_id
 from wallet.lots import draw_paid_credit
 from wallet.models import Account, CreditLot
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import secrets
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from ledger.amounts import Amount
 from ledger.errors import InvalidAmount, UnknownUnit
+from ledger.ids import new_id as new_id  # re-exported: the catalog modules import it from here
 from ledger.units import Unit
 from ledger.units import currency as currency_unit
 from plans._exact import is_aware
@@ -46,11 +45,6 @@ def clean_decimal(value: Decimal) -> Decimal:
     if value == value.to_integral_value():
         return value.quantize(Decimal(1))
     return value.normalize()
-
-
-def new_id(prefix: str) -> str:
-    """``rc_0187a3...``: sorts by creation time (for cursor pagination), 32 random bits."""
-    return f"{prefix}_{time.time_ns():016x}{secrets.token_hex(4)}"
 
 
 def check_id(value: object, *, what: str) -> str:

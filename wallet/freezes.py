@@ -31,12 +31,12 @@ from sqlalchemy.orm import Session
 from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.errors import NotFound
+from ledger.ids import new_id
 from ledger.journal import Leg, create_hold, post_entry, post_hold, void_hold
 from wallet.accounts import get_account
 from wallet.burn import BONUS
 from wallet.chart import book_of, currency_of, customer_ledger, house_ledger, reversal_receivable
 from wallet.errors import InvalidRequest
-from wallet.ids import new_id
 from wallet.models import CreditFreeze, CreditLot, Topup
 
 #: A freeze lasts until its claim is settled, however long that takes: the ledger's hold expiry

@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from ledger.amounts import Amount
 from ledger.errors import DomainError, NotFound
+from ledger.ids import new_id
 from ledger.units import TOKENS, Unit
 from ledger.units import unit as unit_of
 from plans.catalog import FailedRequestPolicy
@@ -64,7 +65,6 @@ from wallet.burndown import (
     reserve,
 )
 from wallet.errors import Conflict, InvalidRequest
-from wallet.ids import new_id
 from wallet.maintenance import DEFAULT_RETENTION
 from wallet.records import Rejected, UsageIn
 from wallet.snapshot import AccountRow, AuthRow, Snapshot, load

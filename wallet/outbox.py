@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from ledger.base import utcnow
-from wallet.ids import new_id
+from ledger.ids import new_id
 from wallet.models import Account, OutboxEvent, WebhookDelivery, WebhookEndpoint
 
 EVENT_TYPES = frozenset(

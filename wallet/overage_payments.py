@@ -28,11 +28,11 @@ from ledger.accounts import get_balance
 from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.errors import DomainError, IdempotencyConflict, InvalidAmount
+from ledger.ids import new_id
 from ledger.journal import Leg, post_entry
 from wallet.accounts import EVERYTHING, Scope, get_account, lock_accounts
 from wallet.chart import book_of, customer_ledger, house_ledger
 from wallet.errors import InvalidRequest
-from wallet.ids import new_id
 from wallet.models import OveragePayment
 from wallet.topups import parse_money
 

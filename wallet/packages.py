@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from ledger.amounts import Amount
 from ledger.base import utcnow
+from ledger.ids import new_id
 from ledger.journal import Leg, post_entry
 from ledger.units import TOKENS
 from plans.catalog import get_package
@@ -15,7 +16,6 @@ from wallet.accounts import EVERYTHING, Scope, get_account
 from wallet.burn import PACKAGE
 from wallet.chart import book_of, currency_of, customer_ledger, house_ledger
 from wallet.errors import InvalidRequest
-from wallet.ids import new_id
 from wallet.lots import check_low_balance, draw_money, money_balance
 from wallet.models import CreditLot, PackagePurchase
 

@@ -14,6 +14,7 @@ from ledger.accounts import AccountRef
 from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.errors import DomainError, IdempotencyConflict, InvalidAmount, NotFound
+from ledger.ids import new_id
 from ledger.journal import Leg, post_entry
 from ledger.models import JournalEntry, LedgerAccount, Posting
 from plans.catalog import bonus_for_topup
@@ -28,7 +29,6 @@ from wallet.chart import (
     reversal_receivable,
 )
 from wallet.errors import Conflict, InvalidRequest, ReferenceUsed, RefundTooLarge
-from wallet.ids import new_id
 from wallet.models import Account, CreditFreeze, CreditLot, Topup
 
 Method = Literal["bank_transfer", "stripe", "reseller"]

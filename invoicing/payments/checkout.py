@@ -25,12 +25,12 @@ from invoicing.payments.models import Payment
 from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.errors import InvalidAmount, NotFound
+from ledger.ids import new_id
 from ledger.units import currency
 from plans.catalog import get_package, get_plan
 from wallet.accounts import EVERYTHING, Scope, get_account
 from wallet.chart import currency_of
 from wallet.errors import Conflict, InvalidRequest
-from wallet.ids import new_id
 from wallet.subscriptions import get_live_subscription
 from wallet.topups import create_pending_topup, parse_money
 
