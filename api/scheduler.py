@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from invoicing.close import close_due
 from invoicing.payments.gateway import PaymentGateway
 from ledger.base import utcnow
 from ledger.journal import expire_holds
+from ledger.locks import lock_key
 from wallet.authorizations import expire_authorizations
 from wallet.lots import expire_lots, notify_expiring
 from wallet.maintenance import ensure_usage_partitions, purge_usage_claims
@@ -37,13 +37,6 @@ class Job:
     name: str
     interval_seconds: int
     run: Callable[[Session], object]
-
-
-def advisory_key(name: str) -> int:
-    """A stable signed 64-bit advisory-lock key for a job name."""
-    return int.from_bytes(
-        hashlib.sha256(f"tokenwallet:{name}".encode()).digest()[:8], "big", signed=True
-    )
 
 
 def summary(result: object) -> str | None:
@@ -80,7 +73,7 @@ def run_locked(factory: sessionmaker[Session], job: Job) -> bool:
     Logs what the job did (INFO), not that it ran: a run that did nothing logs nothing."""
     started = time.monotonic()
     with factory.begin() as session:
-        if not session.scalar(select(func.pg_try_advisory_xact_lock(advisory_key(job.name)))):
+        if not session.scalar(select(func.pg_try_advisory_xact_lock(lock_key(job.name)))):
             log.debug("job %s is running elsewhere; skipped", job.name)
             return False
         result = job.run(session)

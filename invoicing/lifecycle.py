@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -44,6 +44,7 @@ from ledger.base import utcnow
 from ledger.errors import IdempotencyConflict, InvalidAmount, NotFound
 from ledger.ids import new_id
 from ledger.journal import Leg, post_entry
+from ledger.locks import lock_idempotency_keys
 from ledger.models import JournalEntry
 from ledger.units import Unit, currency
 from wallet.accounts import lock_accounts
@@ -310,10 +311,7 @@ def record_payment(
     # One recorder of a reference at a time (after the row locks; the same lock the ledger takes
     # for the entry's idempotency key): a concurrent recorder of the same reference, for any
     # invoice, waits here and then finds the first payment below.
-    session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 7))"),
-        {"k": _payment_key(method, reference)},
-    )
+    lock_idempotency_keys(session, [_payment_key(method, reference)])
     prior = session.scalars(
         select(InvoicePayment).where(
             InvoicePayment.method == method, InvoicePayment.reference == reference

@@ -33,6 +33,7 @@ from ledger.errors import (
     NotFound,
     UnbalancedEntry,
 )
+from ledger.locks import lock_idempotency_keys
 from ledger.models import AccountType, EntryKind, JournalEntry, LedgerAccount, Phase, Posting
 from ledger.units import unit as unit_of
 
@@ -275,14 +276,7 @@ def _existing_by_key(session: Session, specs: Sequence[EntrySpec]) -> dict[str, 
     if not keys:
         return {}
     # Serialize writers of the same key: a concurrent duplicate waits, then sees the first.
-    session.execute(
-        text(
-            "SELECT pg_advisory_xact_lock(h) FROM"
-            " (SELECT DISTINCT hashtextextended(k, 7) AS h FROM unnest(CAST(:keys AS text[])) k"
-            " ORDER BY h) s"
-        ),
-        {"keys": keys},
-    )
+    lock_idempotency_keys(session, keys)
     rows = session.execute(
         select(
             JournalEntry.id,

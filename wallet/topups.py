@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -16,6 +16,7 @@ from ledger.base import utcnow
 from ledger.errors import DomainError, IdempotencyConflict, InvalidAmount, NotFound
 from ledger.ids import new_id
 from ledger.journal import Leg, post_entry
+from ledger.locks import lock_key, xact_lock
 from ledger.models import JournalEntry, LedgerAccount, Posting
 from plans.catalog import bonus_for_topup
 from wallet.accounts import EVERYTHING, Scope, get_account
@@ -81,9 +82,7 @@ def _check_reference(session: Session, method: Method, reference: str | None) ->
     """
     if method != "bank_transfer" or not reference:
         return
-    session.execute(
-        text("SELECT pg_advisory_xact_lock(tw_lock_key('bank-reference', :r))"), {"r": reference}
-    )
+    xact_lock(session, [lock_key("bank-reference", reference)])
     prior = session.scalars(
         select(Topup).where(Topup.method == "bank_transfer", Topup.reference == reference)
     ).first()

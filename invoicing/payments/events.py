@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import literal_column, select, text, update
+from sqlalchemy import literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -43,6 +43,7 @@ from invoicing.payments.settlement import (
     settle_payment,
 )
 from ledger.base import utcnow
+from ledger.locks import lock_key, xact_lock
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +115,7 @@ def _serialize_on(session: Session, payment_intent_id: str | None) -> None:
     settlement to commit and then finds the payment, instead of deferring itself after the
     settlement already looked for deferred events."""
     if payment_intent_id:
-        session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
-            {"k": f"stripe-payment-intent:{payment_intent_id}"},
-        )
+        xact_lock(session, [lock_key("stripe-payment-intent", payment_intent_id)])
 
 
 def _settled_outcome(payment: Payment, settled: bool) -> str:

@@ -9,9 +9,10 @@ import sqlalchemy as sa
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from api.scheduler import advisory_key, default_jobs, run_locked
+from api.scheduler import default_jobs, run_locked
 from api.settings import Settings
 from ledger.base import utcnow
+from ledger.locks import lock_key
 from tests.integration.wallet.conftest import funded, usage
 from wallet.authorizations import authorize
 from wallet.charging import charge_batch
@@ -39,7 +40,7 @@ def test_every_default_job_runs_twice_without_error(priced, session_factory):
 def test_a_job_held_by_another_scheduler_is_skipped(session_factory):
     job = next(j for j in default_jobs(SETTINGS) if j.name == "expire_lots")
     with session_factory.begin() as other:
-        other.execute(select(func.pg_advisory_xact_lock(advisory_key(job.name))))
+        other.execute(select(func.pg_advisory_xact_lock(lock_key(job.name))))
         assert run_locked(session_factory, job) is False
     assert run_locked(session_factory, job) is True
 
