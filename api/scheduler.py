@@ -32,11 +32,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """A periodic job: a name (also its advisory-lock key), an interval and its work."""
+    """A periodic job: a name (also its advisory-lock key), an interval and its work.
+
+    ``run`` gets a session in the job's transaction, which holds the job's lock. A job with
+    ``own_transactions`` gets a session outside any transaction instead (it makes its own short
+    ones and keeps none open while it waits on the network), under a session-level lock.
+    """
 
     name: str
     interval_seconds: int
     run: Callable[[Session], object]
+    own_transactions: bool = False
 
 
 def summary(result: object) -> str | None:
@@ -68,19 +74,39 @@ def _short(value: object) -> str:
 
 
 def run_locked(factory: sessionmaker[Session], job: Job) -> bool:
-    """Run ``job`` in one transaction if no other process holds its lock; True if it ran.
+    """Run ``job`` (in one transaction unless it makes its own) if no other process holds its
+    lock; True if it ran.
 
     Logs what the job did (INFO), not that it ran: a run that did nothing logs nothing."""
     started = time.monotonic()
-    with factory.begin() as session:
-        if not session.scalar(select(func.pg_try_advisory_xact_lock(lock_key(job.name)))):
-            log.debug("job %s is running elsewhere; skipped", job.name)
-            return False
-        result = job.run(session)
+    ran, result = (_run_alone if job.own_transactions else _run_in_transaction)(factory, job)
+    if not ran:
+        log.debug("job %s is running elsewhere; skipped", job.name)
+        return False
     did = summary(result)
     if did is not None:
         log.info("job %s: %s (%.2f s)", job.name, did, time.monotonic() - started)
     return True
+
+
+def _run_in_transaction(factory: sessionmaker[Session], job: Job) -> tuple[bool, object]:
+    with factory.begin() as session:
+        if not session.scalar(select(func.pg_try_advisory_xact_lock(lock_key(job.name)))):
+            return False, None
+        return True, job.run(session)
+
+
+def _run_alone(factory: sessionmaker[Session], job: Job) -> tuple[bool, object]:
+    """Under a session-level lock held by an autocommit connection (idle, in no transaction)."""
+    key = lock_key(job.name)
+    with factory.kw["bind"].connect().execution_options(isolation_level="AUTOCOMMIT") as lock:
+        if not lock.scalar(select(func.pg_try_advisory_lock(key))):
+            return False, None
+        try:
+            with factory() as session:
+                return True, job.run(session)
+        finally:
+            lock.scalar(select(func.pg_advisory_unlock(key)))
 
 
 def quiet_scheduler_logs() -> None:
@@ -106,6 +132,7 @@ def default_jobs(settings: Settings) -> list[Job]:
             "deliver_webhooks",
             settings.tokenwallet_webhook_interval_seconds,
             lambda s: deliver_due(s),
+            own_transactions=True,
         ),
         Job(
             "usage_partitions",

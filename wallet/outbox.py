@@ -1,29 +1,31 @@
 """Outgoing events: written to an outbox in the same transaction as their cause, delivered by a
 job to the account's webhook endpoints (and its reseller's, and the operator's), signed with the
-Standard Webhooks scheme: ``webhook-id``, ``webhook-timestamp`` and
-``webhook-signature: v1,<base64 HMAC-SHA256(secret, "{id}.{timestamp}.{body}")>``.
+Standard Webhooks scheme (the ``standardwebhooks`` package): ``webhook-id``,
+``webhook-timestamp`` and ``webhook-signature: v1,<base64 HMAC-SHA256(secret,
+"{id}.{timestamp}.{body}")>``.
 
 Each event gets one delivery per endpoint (``wallet_webhook_deliveries``): delivered once,
 retried with exponential backoff, and dead after its last attempt until an operator replays it.
+Delivery holds no database transaction open while it waits on the network: due deliveries are
+claimed and committed, sent with httpx, and their outcomes recorded in a new short transaction.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 import secrets
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
+import httpx
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
+from standardwebhooks.webhooks import Webhook
 
 from ledger.base import utcnow
 from ledger.ids import new_id
@@ -79,10 +81,19 @@ def new_secret() -> str:
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    """The ``webhook-signature`` header value for a message."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(mac).decode()
+    """The ``webhook-signature`` header value for a message (Standard Webhooks ``v1``).
+
+    Args:
+        secret: the endpoint's ``whsec_...`` secret.
+        msg_id: the ``webhook-id`` (the event id).
+        timestamp: the ``webhook-timestamp``, in Unix seconds.
+        body: the exact bytes sent (UTF-8 JSON).
+
+    Raises:
+        UnicodeDecodeError: ``body`` is not UTF-8 (the scheme signs text).
+    """
+    at = datetime.fromtimestamp(timestamp, UTC)
+    return Webhook(secret).sign(msg_id, at, body.decode())
 
 
 def verify(secret: str, headers: Mapping[str, str], body: bytes, *, tolerance_s: int = 300) -> bool:
@@ -90,26 +101,31 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, *, tolerance_s:
     msg_id, ts = headers.get("webhook-id", ""), headers.get("webhook-timestamp", "")
     if not ts.isdigit() or abs(int(utcnow().timestamp()) - int(ts)) > tolerance_s:
         return False
-    expected = sign(secret, msg_id, int(ts), body).split(",", 1)[1]
+    try:
+        expected = sign(secret, msg_id, int(ts), body).split(",", 1)[1]
+    except UnicodeDecodeError:
+        return False
     offered = [s.split(",", 1)[1] for s in headers.get("webhook-signature", "").split() if "," in s]
     return any(hmac.compare_digest(expected, o) for o in offered)
 
 
 def http_sender(url: str, headers: Mapping[str, str], body: bytes) -> int:
-    """POST with the standard library; any network failure counts as status 0."""
-    req = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")  # noqa: S310
+    """POST with httpx (5 s timeout, redirects followed); any network failure counts as 0."""
     try:
-        with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except (urllib.error.URLError, TimeoutError, OSError):
+        with httpx.stream(
+            "POST", url, content=body, headers=dict(headers), timeout=5, follow_redirects=True
+        ) as response:
+            return response.status_code
+    except (httpx.HTTPError, OSError):
         return 0
 
 
 #: attempts per delivery before it is dead (30 s, 1, 2, 4 ... minutes, then hourly: ~10 h)
 MAX_ATTEMPTS = 15
 FIRST_BACKOFF = timedelta(seconds=30)
+#: how long a claimed delivery is kept from other runs while it is being sent; a run that dies
+#: between the claim and the record leaves it to be sent again after this
+CLAIM_LEASE = timedelta(minutes=10)
 
 
 def backoff(attempts: int) -> timedelta:
@@ -127,6 +143,20 @@ class DeliveryReport:
     delivered: int
     failed: int
     dead: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """A claimed delivery, signed and ready to send (``due_at``: when it was due, before the
+    claim's lease)."""
+
+    delivery_id: int
+    due_at: datetime
+    event_id: str
+    endpoint_id: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
 
 
 def _endpoints(session: Session, account_id: str) -> list[WebhookEndpoint]:
@@ -188,58 +218,132 @@ def deliver_due(
 ) -> DeliveryReport:
     """Deliver what is due: each event to each of its endpoints, once.
 
+    No database transaction is open while a request is in flight: the due deliveries are
+    claimed in one transaction (:func:`claim_due`), sent, and their outcomes recorded in another
+    (:func:`record_outcomes`).
+
     A delivery that gets a 2xx is ``delivered`` and never sent again, whatever the other
     endpoints of the event answer; one that fails is retried after :func:`backoff` and, once
     ``max_attempts`` attempts failed, is ``dead`` until an operator replays it
     (:func:`replay_delivery`). Deliveries to a disabled endpoint wait. Every attempt is signed
     afresh with the same ``webhook-id`` (the event id), so a receiver can dedupe on it.
+
+    Args:
+        session: a session outside any transaction (this function makes its own).
+
+    Raises:
+        ValueError: ``session`` is in a transaction.
     """
+    if session.in_transaction():
+        raise ValueError("deliver_due makes its own transactions: commit the session first")
     at = now or utcnow()
-    fan_out(session, now=at, limit=limit)
+    with session.begin():
+        fan_out(session, now=at, limit=limit)
+        attempts = claim_due(session, now=at, limit=limit)
+    sent: list[tuple[Attempt, int]] = []
+    try:
+        for attempt in attempts:
+            sent.append((attempt, send(attempt.url, attempt.headers, attempt.body)))
+    finally:
+        with session.begin():
+            report = record_outcomes(session, sent, now=at, max_attempts=max_attempts)
+            _release(session, attempts[len(sent) :])
+    return report
+
+
+def claim_due(session: Session, *, now: datetime, limit: int = 100) -> list[Attempt]:
+    """Claim the deliveries due at ``now`` (kept from other runs for :data:`CLAIM_LEASE`) and
+    sign them; the caller commits the claim before sending."""
     rows = session.execute(
         select(WebhookDelivery, OutboxEvent, WebhookEndpoint)
         .join(OutboxEvent, OutboxEvent.id == WebhookDelivery.event_id)
         .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
         .where(
             WebhookDelivery.status == "pending",
-            WebhookDelivery.next_attempt_at <= at,
+            WebhookDelivery.next_attempt_at <= now,
             WebhookEndpoint.enabled.is_(True),
         )
         .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
         .limit(limit)
         .with_for_update(of=WebhookDelivery, skip_locked=True)
     ).all()
-    delivered = failed = dead = 0
-    touched: set[str] = set()
+    ts = int(now.timestamp())
+    attempts = []
     for delivery, event, ep in rows:
         body = json.dumps(event.payload, separators=(",", ":"), sort_keys=True).encode()
-        ts = int(at.timestamp())
         headers = {
             "content-type": "application/json",
             "webhook-id": event.id,
             "webhook-timestamp": str(ts),
             "webhook-signature": sign(ep.secret, event.id, ts, body),
         }
-        status = send(ep.url, headers, body)
-        delivery.attempts += 1
-        delivery.last_attempt_at, delivery.last_status = at, status
-        event.attempts += 1
-        touched.add(event.id)
-        if 200 <= status < 300:
-            delivered += 1
-            delivery.status, delivery.delivered_at, delivery.last_error = "delivered", at, None
-            continue
-        delivery.last_error = f"HTTP {status}" if status else "unreachable"
-        event.last_error = f"{ep.id}: {delivery.last_error}"
-        if delivery.attempts >= max_attempts:
-            dead += 1
-            delivery.status, delivery.dead_at = "dead", at
-        else:
-            failed += 1
-            delivery.next_attempt_at = at + backoff(delivery.attempts)
+        attempts.append(
+            Attempt(delivery.id, delivery.next_attempt_at, event.id, ep.id, ep.url, headers, body)
+        )
+        delivery.next_attempt_at = now + CLAIM_LEASE
     session.flush()
-    _mark_done(session, touched, at)
-    return DeliveryReport(delivered, failed, dead)
+    return attempts
+
+
+def record_outcomes(
+    session: Session,
+    sent: Sequence[tuple[Attempt, int]],
+    *,
+    now: datetime,
+    max_attempts: int = MAX_ATTEMPTS,
+) -> DeliveryReport:
+    """Record what each sent attempt's endpoint answered (HTTP status, 0: unreachable).
+
+    Returns:
+        How many deliveries were delivered, failed (to be retried) and died.
+    """
+    counts = {"delivered": 0, "failed": 0, "dead": 0}
+    touched: set[str] = set()
+    for attempt, status in sent:
+        delivery = session.get(WebhookDelivery, attempt.delivery_id, with_for_update=True)
+        if delivery is None:
+            continue
+        event = session.get_one(OutboxEvent, attempt.event_id)
+        delivery.next_attempt_at = attempt.due_at  # the lease ends
+        counts[_record(delivery, event, attempt.endpoint_id, status, now, max_attempts)] += 1
+        touched.add(event.id)
+    session.flush()
+    _mark_done(session, touched, now)
+    return DeliveryReport(counts["delivered"], counts["failed"], counts["dead"])
+
+
+def _record(
+    delivery: WebhookDelivery,
+    event: OutboxEvent,
+    endpoint_id: str,
+    status: int,
+    at: datetime,
+    max_attempts: int,
+) -> str:
+    """Apply one attempt's answer to its delivery and event; returns the outcome."""
+    delivery.attempts += 1
+    delivery.last_attempt_at, delivery.last_status = at, status
+    event.attempts += 1
+    if 200 <= status < 300:
+        delivery.status, delivery.delivered_at, delivery.last_error = "delivered", at, None
+        return "delivered"
+    delivery.last_error = f"HTTP {status}" if status else "unreachable"
+    event.last_error = f"{endpoint_id}: {delivery.last_error}"
+    if delivery.attempts >= max_attempts:
+        delivery.status, delivery.dead_at = "dead", at
+        return "dead"
+    delivery.next_attempt_at = at + backoff(delivery.attempts)
+    return "failed"
+
+
+def _release(session: Session, unsent: Sequence[Attempt]) -> None:
+    """Claimed deliveries that were not sent (the sender raised) are due again as they were."""
+    for attempt in unsent:
+        session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id == attempt.delivery_id, WebhookDelivery.status == "pending")
+            .values(next_attempt_at=attempt.due_at)
+        )
 
 
 def _mark_done(session: Session, event_ids: set[str], at: datetime) -> None:

@@ -5,11 +5,16 @@ backoff, dead letters after the last attempt, replay, and ``credits.expiring`` d
 from __future__ import annotations
 
 import json
+import threading
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from api.scheduler import default_jobs, run_locked
+from api.settings import Settings
 from ledger.base import utcnow
 from plans import catalog
 from wallet.lots import notify_expiring
@@ -37,6 +42,7 @@ class Receiver:
 
 
 OK, BAD = "https://ok.example/hook", "https://bad.example/hook"
+SETTINGS = Settings(database_url="postgresql://unused/none")
 
 
 def test_backoff_doubles_from_30_seconds_to_an_hour():
@@ -69,6 +75,7 @@ def test_an_endpoint_that_succeeded_is_not_sent_the_event_again_while_another_re
         assert headers["webhook-id"] == event_id
         assert verify(secret, headers, body, tolerance_s=3600)
         assert json.loads(body)["type"] == "balance.low"
+    priced.commit()  # delivery runs its own transactions
     # the failed one waits 30 s, then 60 s, then 120 s; the one that succeeded is left alone
     waits = []
     at = t
@@ -89,6 +96,7 @@ def test_an_endpoint_that_succeeded_is_not_sent_the_event_again_while_another_re
     assert (rows[ok_ep.id].status, rows[ok_ep.id].attempts) == ("delivered", 1)
     assert (rows[bad_ep.id].status, rows[bad_ep.id].attempts) == ("delivered", 4)
     assert priced.get_one(OutboxEvent, event_id).delivered_at == at
+    priced.commit()
     recv.calls.clear()
     deliver_due(priced, send=recv, now=at + timedelta(days=1))
     assert recv.calls == []  # nothing left to send to anyone
@@ -111,10 +119,12 @@ def test_a_delivery_dies_after_its_last_attempt_and_a_replay_sends_it_once_more(
     assert [(r.delivered, r.failed, r.dead) for r in reports] == [(1, 1, 0), (0, 1, 0), (0, 0, 1)]
     dead = priced.scalars(select(WebhookDelivery).where(WebhookDelivery.status == "dead")).one()
     assert (dead.endpoint_id, dead.attempts, dead.last_status) == (bad_ep.id, 3, 500)
+    priced.commit()
     recv.calls.clear()
     deliver_due(priced, send=recv, now=at + timedelta(days=3))
     assert recv.calls == []  # dead letters are not retried on their own
     replay_delivery(priced, dead.id, now=at)
+    priced.commit()
     recv.answers[BAD] = [200]
     assert deliver_due(priced, send=recv, now=at).delivered == 1
     assert recv.urls() == [BAD]  # the endpoint that had it already is not sent it again
@@ -145,3 +155,79 @@ def test_credits_expiring_is_emitted_once_per_lot_and_delivered_once(priced: Ses
     assert payload["type"] == "credits.expiring"
     assert payload["data"]["kind"] == "bonus"
     assert payload["data"]["remaining"] == {"amount": "10.00", "currency": "USD"}
+
+
+IDLE_IN_TRANSACTION = text(
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+    " AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"
+)
+
+
+def test_no_transaction_is_open_while_a_webhook_request_is_in_flight(
+    priced: Session, engine, session_factory
+):
+    """A real endpoint asks PostgreSQL, while the request is in flight, whether any backend of
+    the database sits idle in a transaction: the scheduler's delivery job (its lock included)
+    holds none while it waits on the network."""
+    seen: list[int] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["content-length"]))
+            with engine.connect() as conn:
+                seen.append(conn.scalar(IDLE_IN_TRANSACTION))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        acc = funded(priced, "10.00")
+        add_endpoint(priced, url=f"http://127.0.0.1:{server.server_port}/a", account_id=acc.id)
+        add_endpoint(priced, url=f"http://127.0.0.1:{server.server_port}/b", account_id=None)
+        emit(priced, account_id=acc.id, type="balance.low", data={"account_id": acc.id})
+        priced.commit()
+        job = next(j for j in default_jobs(SETTINGS) if j.name == "deliver_webhooks")
+        assert run_locked(session_factory, job)
+    finally:
+        server.shutdown()
+    assert seen == [0, 0]
+    statuses = priced.scalars(select(WebhookDelivery.status)).all()
+    assert statuses == ["delivered", "delivered"]
+
+
+def test_deliveries_a_failing_sender_did_not_send_are_due_again_at_once(priced: Session):
+    acc = funded(priced, "10.00")
+    add_endpoint(priced, url=OK, account_id=acc.id)
+    add_endpoint(priced, url=BAD, account_id=acc.id)
+    emit(priced, account_id=acc.id, type="balance.low", data={"account_id": acc.id})
+    priced.commit()
+    sent: list[str] = []
+
+    def send(url, headers, body) -> int:
+        if sent:
+            raise RuntimeError("sender broke")
+        sent.append(url)
+        return 200
+
+    at = utcnow()
+    with pytest.raises(RuntimeError):
+        deliver_due(priced, send=send, now=at)
+    rows = {d.endpoint_id: d for d in priced.scalars(select(WebhookDelivery))}
+    assert sorted((d.status, d.attempts, d.next_attempt_at <= at) for d in rows.values()) == [
+        ("delivered", 1, True),
+        ("pending", 0, True),
+    ]
+    priced.commit()
+    recv = Receiver({OK: [200], BAD: [200]})
+    assert deliver_due(priced, send=recv, now=at).delivered == 1
+    assert recv.urls() == [next(u for u in (OK, BAD) if u != sent[0])]
+
+
+def test_a_session_in_a_transaction_is_refused(priced: Session):
+    priced.scalar(select(WebhookDelivery.id))
+    with pytest.raises(ValueError, match="own transactions"):
+        deliver_due(priced)
