@@ -41,6 +41,7 @@ from plans._db import (
 )
 from plans.catalog_errors import BackdatedPriceChange, CatalogConflict
 from plans.errors import InvalidCatalog
+from plans.failures import FAILURE_KINDS
 from plans.models import (
     BonusRuleRow,
     BonusTierRow,
@@ -784,14 +785,6 @@ def bonus_for_topup(
 
 # -- failed-request policies --------------------------------------------------------------
 
-#: The failure kinds a policy decides, in documentation order.
-FAILURE_KINDS = (
-    "provider_error",
-    "provider_truncation",
-    "refusal",
-    "client_disconnect",
-    "empty_completion",
-)
 #: What a policy may do with a failed request.
 TREATMENTS = ("billed", "not_billed", "output_not_billed")
 DEFAULT_POLICY_ID = "default"

@@ -35,7 +35,6 @@ from plans.prices import FEE_KINDS, SERVICE_TIERS, STANDARD_TIERS
 from plans.rating import TOKEN_FIELDS, Tokens
 
 __all__ = [
-    "FAILURE_KINDS",
     "PROVIDER_FIELDS",
     "Parsed",
     "Tokens",
@@ -47,13 +46,6 @@ __all__ = [
     "parse_usage",
 ]
 
-FAILURE_KINDS = (
-    "provider_error",
-    "provider_truncation",
-    "refusal",
-    "client_disconnect",
-    "empty_completion",
-)
 #: Finish reasons (lower case) of every format, by failure kind. Anything else is a success.
 PROVIDER_ERROR_REASONS = frozenset(
     {
