@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
+from cachetools import TTLCache
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
@@ -172,7 +172,7 @@ def lookup_key(session: Session, secret: str) -> Principal | None:
 class ApiKeyAuthMiddleware(AbstractAuthenticationMiddleware):
     """Resolves ``Authorization: Bearer <key>`` to a :class:`Principal` (cached for 10 s)."""
 
-    _cache: dict[str, tuple[float, Principal]] = {}
+    _cache: TTLCache[str, Principal] = TTLCache(maxsize=10_000, ttl=_CACHE_TTL_SECONDS)
 
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
@@ -183,10 +183,9 @@ class ApiKeyAuthMiddleware(AbstractAuthenticationMiddleware):
             raise NotAuthorizedException("send an API key as 'Authorization: Bearer <key>'")
         secret = secret.strip()
         digest = hash_secret(secret)
-        now = time.monotonic()
         cached = self._cache.get(digest)
-        if cached and cached[0] > now:
-            return AuthenticationResult(user=cached[1], auth=cached[1])
+        if cached is not None:
+            return AuthenticationResult(user=cached, auth=cached)
         factory: sessionmaker[Session] = connection.app.state.sessionmaker
 
         def _lookup() -> Principal | None:
@@ -196,9 +195,7 @@ class ApiKeyAuthMiddleware(AbstractAuthenticationMiddleware):
         principal = await anyio.to_thread.run_sync(_lookup)
         if principal is None:
             raise NotAuthorizedException("the API key is unknown or revoked")
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[digest] = (now + _CACHE_TTL_SECONDS, principal)
+        self._cache[digest] = principal
         return AuthenticationResult(user=principal, auth=principal)
 
 
