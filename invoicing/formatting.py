@@ -1,4 +1,4 @@
-"""Currency formatting for documents (pure): minor units, grouping, symbols or codes.
+"""Currency formatting for documents (pure, with Babel): minor units, grouping, symbols or codes.
 
 ``format_money(Amount.parse("1234.5", USD)) == "$1,234.50"``; JPY has no decimals
 (``"¥1,235"`` after rounding), KWD three. Currencies whose symbol is ambiguous or unknown are
@@ -8,51 +8,41 @@ unit; exact amounts with more digits keep them (for unit prices and statements).
 
 from __future__ import annotations
 
+from decimal import Decimal, localcontext
+
+from babel.numbers import format_decimal, get_currency_symbol
+
 from ledger.amounts import Amount
 
-#: Symbols printed before the amount; everything else uses its ISO code.
-_SYMBOLS: dict[str, str] = {
-    "USD": "$",
-    "EUR": "€",
-    "GBP": "£",
-    "JPY": "¥",
+#: Where documents print another symbol than CLDR's English one (CLDR: ``CN¥``, and the ISO
+#: code for the others). Currencies whose symbol is the ISO code are written with the code.
+_SYMBOL_OVERRIDES: dict[str, str] = {
     "CNY": "¥",
-    "KRW": "₩",
-    "INR": "₹",
-    "HKD": "HK$",
-    "TWD": "NT$",
     "SGD": "S$",
-    "AUD": "A$",
-    "CAD": "CA$",
-    "NZD": "NZ$",
-    "BRL": "R$",
-    "MXN": "MX$",
-    "ILS": "₪",
-    "VND": "₫",
-    "PHP": "₱",
     "THB": "฿",
-    "UAH": "₴",
     "TRY": "₺",
+    "UAH": "₴",
 }
+#: digits Babel's arithmetic keeps (an amount's atoms have up to 18 decimals)
+_PRECISION = 100
 
 
-def group_thousands(digits: str) -> str:
-    """``"1234567"`` → ``"1,234,567"``."""
-    out = []
-    for i, ch in enumerate(reversed(digits)):
-        if i and i % 3 == 0:
-            out.append(",")
-        out.append(ch)
-    return "".join(reversed(out))
+def currency_symbol(code: str) -> str | None:
+    """The symbol printed before an amount in ``code``, or None (the ISO code is printed)."""
+    symbol = _SYMBOL_OVERRIDES.get(code) or get_currency_symbol(code, locale="en")
+    return None if symbol == code else symbol
 
 
 def format_number(amount: Amount) -> str:
-    """The amount with thousands separators and at least the minor-unit decimals."""
-    text = amount.format()
-    sign = "-" if text.startswith("-") else ""
-    whole, _, frac = text.lstrip("-").partition(".")
-    body = group_thousands(whole) + (f".{frac}" if frac else "")
-    return sign + body
+    """The amount with thousands separators and at least the minor-unit decimals (exact: an
+    amount with more digits keeps them)."""
+    minor = amount.unit.minor_exponent
+    pattern = "#,##0" + ("." + "0" * minor if minor else "")
+    with localcontext() as ctx:
+        ctx.prec = _PRECISION
+        return format_decimal(
+            Decimal(amount.format()), format=pattern, locale="en_US", decimal_quantization=False
+        )
 
 
 def format_money(amount: Amount, *, code: bool = False) -> str:
@@ -61,7 +51,7 @@ def format_money(amount: Amount, *, code: bool = False) -> str:
     number = format_number(amount)
     sign = "-" if number.startswith("-") else ""
     number = number.lstrip("-")
-    symbol = _SYMBOLS.get(amount.unit.code)
+    symbol = currency_symbol(amount.unit.code)
     if symbol is None:
         return f"{sign}{amount.unit.code} {number}"
     text = f"{sign}{symbol}{number}"
