@@ -34,8 +34,10 @@ def currency_symbol(code: str) -> str | None:
 
 
 def format_number(amount: Amount) -> str:
-    """The amount with thousands separators and at least the minor-unit decimals (exact: an
-    amount with more digits keeps them)."""
+    """The amount with thousands separators and at least the minor-unit decimals.
+
+    Exact: an amount with more digits than its minor unit keeps them.
+    """
     minor = amount.unit.minor_exponent
     pattern = "#,##0" + ("." + "0" * minor if minor else "")
     with localcontext() as ctx:
@@ -46,8 +48,11 @@ def format_number(amount: Amount) -> str:
 
 
 def format_money(amount: Amount, *, code: bool = False) -> str:
-    """A document amount: ``"$1,234.50"``, ``"-€3.00"``, ``"CHF 12.00"``; with ``code`` the ISO
-    code follows a symbol (``"$1,234.50 USD"``) so a reader never has to guess the currency."""
+    """A document amount: ``"$1,234.50"``, ``"-€3.00"``, ``"CHF 12.00"``.
+
+    With ``code`` the ISO code follows a symbol (``"$1,234.50 USD"``) so a reader never has to
+    guess the currency.
+    """
     number = format_number(amount)
     sign = "-" if number.startswith("-") else ""
     number = number.lstrip("-")

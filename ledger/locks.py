@@ -55,6 +55,7 @@ def xact_lock(session: Session, keys: Iterable[int], *, shared: bool = False) ->
     deadlock on them. The locks are held until the transaction ends.
 
     Args:
+        session: the transaction that holds the locks.
         keys: lock keys from :func:`lock_key`.
         shared: take shared locks (exclusive ones wait for every shared holder to finish).
 

@@ -1,5 +1,7 @@
-"""The kinds of failed request a failed-request policy decides (pure: the catalog's policies
-and the wallet's usage normalization share them)."""
+"""The kinds of failed request a failed-request policy decides.
+
+Pure: the catalog's policies and the wallet's gateway snapshot share them.
+"""
 
 from __future__ import annotations
 

@@ -23,12 +23,18 @@ GATE = "usage-gate"
 
 
 def enter_shared(session: Session, billing_account_ids: Iterable[str]) -> datetime:
-    """Take the shared gate of each billing tree (until the transaction ends) and return the
-    database clock read after the locks were granted."""
+    """Take the shared gate of each billing tree, until the transaction ends.
+
+    Returns:
+        The database clock read after the locks were granted.
+    """
     return xact_lock(session, (lock_key(GATE, a) for a in billing_account_ids), shared=True)
 
 
 def enter_exclusive(session: Session, billing_account_id: str) -> datetime:
-    """Wait until no usage batch of the tree is in flight, keep others out until the transaction
-    ends, and return the database clock read after the lock was granted (the cut-off)."""
+    """Wait until no usage batch of the tree is in flight; keep others out until the end.
+
+    Returns:
+        The database clock read after the lock was granted (the close's cut-off).
+    """
     return xact_lock(session, [lock_key(GATE, billing_account_id)])

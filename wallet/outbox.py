@@ -1,5 +1,7 @@
-"""Outgoing events: written to an outbox in the same transaction as their cause, delivered by a
-job to the account's webhook endpoints (and its reseller's, and the operator's), signed with the
+"""Outgoing events and their webhook deliveries.
+
+Events are written to an outbox in the same transaction as their cause, delivered by a job to
+the account's webhook endpoints (and its reseller's, and the operator's), signed with the
 Standard Webhooks scheme (the ``standardwebhooks`` package): ``webhook-id``,
 ``webhook-timestamp`` and ``webhook-signature: v1,<base64 HMAC-SHA256(secret,
 "{id}.{timestamp}.{body}")>``.
@@ -129,16 +131,20 @@ CLAIM_LEASE = timedelta(minutes=10)
 
 
 def backoff(attempts: int) -> timedelta:
-    """The wait after the ``attempts``-th failed attempt: 30 s doubled each time, at most an
-    hour (30 s, 1 min, 2 min, 4 min ... 1 h)."""
+    """The wait after the ``attempts``-th failed attempt.
+
+    30 s doubled each time, at most an hour (30 s, 1 min, 2 min, 4 min ... 1 h).
+    """
     wait: timedelta = FIRST_BACKOFF * (2 ** max(attempts - 1, 0))
     return min(wait, MAX_BACKOFF)
 
 
 @dataclass(frozen=True, slots=True)
 class DeliveryReport:
-    """What one delivery run did: deliveries that succeeded, failed (to be retried), and died
-    (their last attempt failed)."""
+    """What one delivery run did.
+
+    Deliveries that succeeded, failed (to be retried), and died (their last attempt failed).
+    """
 
     delivered: int
     failed: int
@@ -147,8 +153,10 @@ class DeliveryReport:
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """A claimed delivery, signed and ready to send (``due_at``: when it was due, before the
-    claim's lease)."""
+    """A claimed delivery, signed and ready to send.
+
+    ``due_at`` is when it was due, before the claim's lease.
+    """
 
     delivery_id: int
     due_at: datetime
@@ -173,9 +181,14 @@ def _endpoints(session: Session, account_id: str) -> list[WebhookEndpoint]:
 
 
 def fan_out(session: Session, *, now: datetime | None = None, limit: int = 100) -> int:
-    """Create one delivery per matching endpoint (the account's, its reseller's, the
-    operator's, as registered now) for events not fanned out yet; an event nobody listens to is
-    done at once. Returns the number of events fanned out."""
+    """Create the deliveries of events not fanned out yet.
+
+    One delivery per matching endpoint (the account's, its reseller's, the operator's, as
+    registered now); an event nobody listens to is done at once.
+
+    Returns:
+        The number of events fanned out.
+    """
     at = now or utcnow()
     events = session.scalars(
         select(OutboxEvent)
@@ -230,6 +243,10 @@ def deliver_due(
 
     Args:
         session: a session outside any transaction (this function makes its own).
+        send: posts one request and returns the HTTP status (0: unreachable).
+        now: the run's instant (default: the clock); also the ``webhook-timestamp``.
+        limit: at most this many events fanned out and deliveries sent per run.
+        max_attempts: failed attempts after which a delivery is dead.
 
     Raises:
         ValueError: ``session`` is in a transaction.
@@ -252,8 +269,11 @@ def deliver_due(
 
 
 def claim_due(session: Session, *, now: datetime, limit: int = 100) -> list[Attempt]:
-    """Claim the deliveries due at ``now`` (kept from other runs for :data:`CLAIM_LEASE`) and
-    sign them; the caller commits the claim before sending."""
+    """Claim the deliveries due at ``now`` and sign them.
+
+    A claimed delivery is kept from other runs for :data:`CLAIM_LEASE`; the caller commits the
+    claim before sending.
+    """
     rows = session.execute(
         select(WebhookDelivery, OutboxEvent, WebhookEndpoint)
         .join(OutboxEvent, OutboxEvent.id == WebhookDelivery.event_id)
@@ -367,12 +387,16 @@ def replay_delivery(
     account_id: str | None = None,
     now: datetime | None = None,
 ) -> WebhookDelivery:
-    """Send a dead delivery again (an operator's action): it is ``pending`` again, due now, with
-    a fresh set of attempts; the next delivery run sends it. A delivery that is not dead is
-    refused (it is being retried, or it was delivered).
+    """Send a dead delivery again (an operator's action).
+
+    It is ``pending`` again, due now, with a fresh set of attempts; the next delivery run sends
+    it. A delivery that is not dead is refused (it is being retried, or it was delivered).
 
     Args:
+        session: the caller's transaction.
+        delivery_id: the dead delivery.
         account_id: the caller's account: only deliveries to its own endpoints (None: any).
+        now: when it is due again (default: the clock).
 
     Raises:
         NotFound: no such delivery visible to the caller.

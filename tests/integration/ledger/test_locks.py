@@ -1,5 +1,7 @@
-"""Advisory-lock keys: Python's ``lock_key`` and the database's ``tw_lock_key`` are one scheme,
-and a lock taken through one blocks a transaction taking it through the other."""
+"""Advisory-lock keys: Python's ``lock_key`` and the database's ``tw_lock_key`` are one scheme.
+
+A lock taken through one blocks a transaction taking it through the other.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,10 @@
-"""Outgoing webhooks on real PostgreSQL: one delivery per event and endpoint (an endpoint that
-answered 2xx never gets the event again when another endpoint fails), retries with exponential
-backoff, dead letters after the last attempt, replay, and ``credits.expiring`` delivered once."""
+"""Outgoing webhooks on real PostgreSQL.
+
+One delivery per event and endpoint (an endpoint that answered 2xx never gets the event again
+when another endpoint fails), retries with exponential backoff, dead letters after the last
+attempt, replay, ``credits.expiring`` delivered once, and no transaction open while a request
+is in flight.
+"""
 
 from __future__ import annotations
 
@@ -166,9 +170,11 @@ IDLE_IN_TRANSACTION = text(
 def test_no_transaction_is_open_while_a_webhook_request_is_in_flight(
     priced: Session, engine, session_factory
 ):
-    """A real endpoint asks PostgreSQL, while the request is in flight, whether any backend of
-    the database sits idle in a transaction: the scheduler's delivery job (its lock included)
-    holds none while it waits on the network."""
+    """The delivery job holds no transaction open while it waits on the network.
+
+    A real endpoint asks PostgreSQL, while the request is in flight, whether any backend of the
+    database sits idle in a transaction (the job's lock included).
+    """
     seen: list[int] = []
 
     class Hook(BaseHTTPRequestHandler):

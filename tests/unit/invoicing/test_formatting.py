@@ -1,5 +1,8 @@
-"""Document money formatting (Babel underneath): every supported currency prints as it did
-before Babel, and grouping never changes an amount's digits."""
+"""Document money formatting, with Babel underneath.
+
+Every supported currency prints as it did before Babel, and grouping never changes an amount's
+digits.
+"""
 
 from __future__ import annotations
 

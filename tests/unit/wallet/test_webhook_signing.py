@@ -1,5 +1,7 @@
-"""Webhook signatures made with the ``standardwebhooks`` package are byte for byte the ones the
-hand-written HMAC made, so receivers keep verifying them."""
+"""Webhook signatures made with the ``standardwebhooks`` package.
+
+They are byte for byte the ones the hand-written HMAC made, so receivers keep verifying them.
+"""
 
 from __future__ import annotations
 
