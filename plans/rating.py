@@ -110,7 +110,9 @@ class UnpricedServiceTier(InvalidUsage):
     code = "unpriced_service_tier"
 
 
-@dataclass(frozen=True, slots=True)
+# not frozen: a frozen dataclass's __init__ costs ~2 us more a record on the gateway path
+# (bench/README.md); treat it as immutable
+@dataclass(slots=True)
 class Tokens:
     """The token counts of one request, and its per-request tool calls.
 
@@ -438,7 +440,9 @@ _NO_FEES = (0,) * len(FEE_KINDS)
 # -- the same rating as charge lines -------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+# not frozen: a frozen dataclass's __init__ costs ~2 us more a record on the gateway path
+# (bench/README.md); treat it as immutable
+@dataclass(slots=True)
 class UsageQuantities(Tokens):
     """:class:`Tokens` checked on construction, with the batch flag (for :func:`rate`).
 

@@ -107,7 +107,9 @@ def wholesale_ratio(retail: ModelPrice, wholesale: ModelPrice) -> Fraction:
     return max(ratios, default=Fraction(0))
 
 
-@dataclass(frozen=True, slots=True)
+# not frozen: a frozen dataclass's __init__ costs ~2 us more a record on the gateway path
+# (bench/README.md); treat it as immutable
+@dataclass(slots=True)
 class Billing:
     """Rated, billed and credited atoms of one record, with its reason code and rating."""
 

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import Principal, requires
 from api.batcher import Batcher
-from api.boundary import check_record, is_clean_line
+from api.boundary import check_record, is_clean_line, json_text_clean
 from api.deps import now_of
 from api.idempotency import run_idempotent
 from api.openapi import only
@@ -154,10 +154,10 @@ class UsageBatchOut(BaseModel):
     results: list[UsageResultOut]
 
 
-def _parse(index: int, raw: dict[str, Any]) -> UsageIn | Rejected:
+def _parse(index: int, raw: dict[str, Any], text_clean: bool = False) -> UsageIn | Rejected:
     rid = raw.get("id") if is_clean_line(raw.get("id")) else f"#{index}"
     try:
-        check_record(raw, index)
+        check_record(raw, index, text_clean=text_clean)
         rec = msgspec.convert(raw, _Record)
         if (
             rec.openai_usage is None
@@ -255,8 +255,11 @@ def _outcome(rec: _Record, parsed: Parsed) -> tuple[str | None, bool, str | None
     return tier, batch, finish, truncated, status
 
 
-def _parse_all(records: Sequence[dict[str, Any]]) -> tuple[UsageIn | Rejected, ...]:
-    return tuple(_parse(i, raw) for i, raw in enumerate(records))
+def _parse_all(records: Sequence[dict[str, Any]], body: bytes) -> tuple[UsageIn | Rejected, ...]:
+    """Every record of a batch, each checked and parsed alone (``body``: the request's JSON
+    text, scanned once for control characters)."""
+    clean = json_text_clean(body)
+    return tuple(_parse(i, raw, clean) for i, raw in enumerate(records))
 
 
 # -- wire forms (plain dicts: the hot path encodes them with msgspec) ----------------------------
@@ -490,7 +493,7 @@ class UsageController(Controller):
         ``rejected`` (with a reason), in request order. A record that names a multi-capture
         authorization carries its state after the capture."""
         op = ChargeUsage(
-            _parse_all(data.records),
+            _parse_all(data.records, await request.body()),
             scope_of(principal),
             timedelta(days=state.settings.tokenwallet_usage_retention_days),
         )
@@ -673,7 +676,7 @@ class AuthorizationsController(Controller):
             data.amount,
             data.tokens,
             timedelta(seconds=data.ttl_seconds) if data.ttl_seconds else None,
-            _parse_all(data.records),
+            _parse_all(data.records, await request.body()),
             scope_of(principal),
             timedelta(days=state.settings.tokenwallet_usage_retention_days),
         )
