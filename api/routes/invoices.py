@@ -32,16 +32,10 @@ from api.routes.payments import PaymentOut as CardPaymentOut
 from api.routes.payments import payment_out as card_payment_out
 from api.schemas import DecimalString, IdempotencyKey, Limit, Money, Page, scope_of
 from invoicing.close import close_period
+from invoicing.credit_notes import CreditRequest, issue_credit_note
 from invoicing.documents import Issuer, render_invoice_pdf
-from invoicing.lifecycle import (
-    CreditRequest,
-    finalize_draft,
-    is_overdue,
-    issue_credit_note,
-    open_balance,
-    record_payment,
-    void_invoice,
-)
+from invoicing.invoice_payments import record_payment
+from invoicing.lifecycle import finalize_draft, is_overdue, open_balance, void_invoice
 from invoicing.models import (
     BillingPeriod,
     BillingProfile,

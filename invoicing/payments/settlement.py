@@ -18,13 +18,13 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from invoicing.lifecycle import (
+from invoicing.invoice_payments import (
     mark_disputed,
-    open_balance,
     record_payment,
     restore_payment,
     reverse_payment,
 )
+from invoicing.lifecycle import open_balance
 from invoicing.models import Invoice, InvoicePayment
 from invoicing.payments.accounts import card_ledger
 from invoicing.payments.errors import PaymentMismatch

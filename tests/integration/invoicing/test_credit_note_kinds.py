@@ -10,7 +10,8 @@ from sqlalchemy import select
 
 from invoicing.chart import receivable_invoiced
 from invoicing.close import close_period
-from invoicing.lifecycle import CreditRequest, issue_credit_note, open_balance
+from invoicing.credit_notes import CreditRequest, issue_credit_note
+from invoicing.lifecycle import open_balance
 from invoicing.models import Invoice
 from ledger.accounts import get_balance
 from plans import catalog

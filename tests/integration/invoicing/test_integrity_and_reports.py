@@ -13,12 +13,9 @@ import sqlalchemy as sa
 
 import invoicing.reports as reports
 from invoicing.close import close_period
-from invoicing.lifecycle import (
-    CreditRequest,
-    issue_credit_note,
-    record_payment,
-    void_invoice,
-)
+from invoicing.credit_notes import CreditRequest, issue_credit_note
+from invoicing.invoice_payments import record_payment
+from invoicing.lifecycle import void_invoice
 from invoicing.periods import Period
 from invoicing.reports import prepaid_liability, receivables_aging
 from ledger.amounts import Amount

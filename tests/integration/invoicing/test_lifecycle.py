@@ -11,17 +11,11 @@ import sqlalchemy as sa
 from pypdf import PdfReader
 
 from invoicing.close import close_period
+from invoicing.credit_notes import CreditRequest, issue_credit_note
 from invoicing.documents import Issuer, render_invoice_pdf
 from invoicing.errors import CreditTooLarge, InvoiceState, PaymentTooLarge
-from invoicing.lifecycle import (
-    CreditRequest,
-    is_overdue,
-    issue_credit_note,
-    open_balance,
-    record_payment,
-    reverse_payment,
-    void_invoice,
-)
+from invoicing.invoice_payments import record_payment, reverse_payment
+from invoicing.lifecycle import is_overdue, open_balance, void_invoice
 from invoicing.models import Invoice
 from invoicing.reports import (
     prepaid_liability,

@@ -15,15 +15,10 @@ from sqlalchemy import select
 
 import invoicing.close as close_mod
 from invoicing.close import close_period
+from invoicing.credit_notes import CreditRequest, issue_credit_note
 from invoicing.documents import Issuer, render_invoice_pdf
-from invoicing.lifecycle import (
-    CreditRequest,
-    finalize_draft,
-    issue_credit_note,
-    open_balance,
-    record_payment,
-    void_invoice,
-)
+from invoicing.invoice_payments import record_payment
+from invoicing.lifecycle import finalize_draft, open_balance, void_invoice
 from invoicing.models import Invoice
 from invoicing.profiles import create_tax_profile
 from invoicing.reports import receivables_aging
