@@ -26,15 +26,14 @@ exactly one invoice per account and no gap in the numbering. See invoicing/READM
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from invoicing.arithmetic import PricedLine, Settlement, Totals, price_line, totals
+from invoicing.arithmetic import PricedLine, Totals, price_line, totals
 from invoicing.errors import (
     InvalidPeriod,
     InvoiceExists,
@@ -42,7 +41,21 @@ from invoicing.errors import (
     PeriodNotEnded,
     PeriodOrder,
 )
-from invoicing.lifecycle import REVERSAL_DEBT, finalize_invoice
+from invoicing.lifecycle import finalize_invoice
+from invoicing.lines import (
+    REVERSAL_DEBT,
+    CreditGroup,
+    DraftLine,
+    PackageRow,
+    PlanFeeRow,
+    UsageGroup,
+    failed_request_credit_line,
+    overage_line,
+    package_line,
+    plan_fee_line,
+    prepaid_usage_line,
+    reversal_debt_line,
+)
 from invoicing.models import BillingPeriod, Invoice, InvoiceLine
 from invoicing.periods import Period
 from invoicing.profiles import BillingTerms, billing_terms
@@ -55,28 +68,6 @@ from wallet.accounts import lock_accounts
 from wallet.chart import book_of, currency_of
 from wallet.gate import enter_exclusive
 from wallet.models import Account
-
-
-@dataclass(frozen=True, slots=True)
-class DraftLine:
-    """A line before rounding: its exact amount and what it bills."""
-
-    kind: str
-    description: str
-    settlement: Settlement
-    exact: Amount
-    model: str | None = None
-    source_period: str | None = None
-    requests: int = 0
-    tokens: int = 0
-    source_type: str | None = None
-    source_id: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-    #: the exact taxable part (None: all of it); see invoicing/arithmetic.py ``price_line``
-    taxable: Amount | None = None
-    #: False for lines that are not a supply (a debt from a reversed payment): never taxed
-    taxed: bool = True
-
 
 # -- collecting lines ------------------------------------------------------------------------
 
@@ -213,10 +204,6 @@ def reversal_debt_to_bill(session: Session, account: Account) -> Amount:
     return Amount(max(int(owed or 0), 0), unit)
 
 
-def _late(label: str | None, text_: str) -> str:
-    return f"Late usage from {label}: {text_}" if label else text_
-
-
 def _catalog_name(kind: str, item_id: str, session: Session) -> str:
     try:
         if kind == "plan":
@@ -240,143 +227,37 @@ def collect_lines(
     that occurred in the period and were received at or before ``cutoff_at``, plus records of
     earlier periods received after ``previous_cutoff_at`` (late usage, labelled with their
     month). A reseller is billed its sub-accounts' usage at wholesale: what its float was drawn.
+    Lines come in this order: plan fees, packages, overage, prepaid usage, failed-request
+    credits, the refund and dispute debts (each built by invoicing/lines.py).
     """
     unit = currency_of(account)
     subs = session.scalars(select(Account.id).where(Account.parent_id == account.id))
-    tree = [account.id, *subs]
     params = {
         "root": account.id,
-        "tree": tree,
+        "tree": [account.id, *subs],
         "ps": period.start,
         "pe": period.end,
         "cut": cutoff_at,
         "prev": previous_cutoff_at,
     }
-    lines: list[DraftLine] = []
-    for row in session.execute(_PLAN_FEES, {"acc": account.id, "pe": period.end}):
-        label = str(Period.containing(row.period_start))
-        lines.append(
-            DraftLine(
-                kind="plan_fee",
-                description=(
-                    f"Plan {_catalog_name('plan', row.plan_id, session)}, "
-                    f"{row.period_start.date().isoformat()} to {row.period_end.date().isoformat()}"
-                    " (paid from prepaid balance)"
-                ),
-                settlement="prepaid",
-                exact=Amount(int(row.fee), unit),
-                source_period=label if row.period_start < period.start else None,
-                requests=1,
-                source_type="subscription_period",
-                source_id=str(row.id),
-                details={
-                    "plan_id": row.plan_id,
-                    "subscription_id": row.subscription_id,
-                    "from_bonus": Amount(int(row.from_bonus), unit).format(),
-                },
-                taxable=Amount(int(row.fee) - int(row.from_bonus), unit),
-            )
-        )
-    for row in session.execute(_PACKAGES, {"acc": account.id, "pe": period.end}):
-        label = str(Period.containing(row.effective_at))
-        lines.append(
-            DraftLine(
-                kind="package",
-                description=(
-                    f"Token package {_catalog_name('package', row.package_id, session)}"
-                    f" ({int(row.tokens):,} tokens, paid from prepaid balance)"
-                ),
-                settlement="prepaid",
-                exact=Amount(int(row.price), unit),
-                source_period=label if row.effective_at < period.start else None,
-                requests=1,
-                tokens=int(row.tokens),
-                source_type="package_purchase",
-                source_id=row.id,
-                details={
-                    "package_id": row.package_id,
-                    "from_bonus": Amount(int(row.from_bonus), unit).format(),
-                },
-                taxable=Amount(int(row.price) - int(row.from_bonus), unit),
-            )
-        )
-    usage = session.execute(_USAGE, params).all()
-    for row in usage:
-        if row.overage:
-            who = "sub-accounts at wholesale" if row.via_sub else "usage"
-            lines.append(
-                DraftLine(
-                    kind="overage",
-                    description=_late(row.late_from, f"{row.model}: {who} beyond prepaid credit"),
-                    settlement="due",
-                    exact=Amount(int(row.overage), unit),
-                    model=row.model,
-                    source_period=row.late_from,
-                    requests=int(row.overage_requests),
-                    tokens=int(row.overage_tokens),
-                    details={"via_sub_accounts": bool(row.via_sub)},
-                )
-            )
-    for row in usage:
-        if row.prepaid_records:
-            who = "sub-accounts at wholesale, " if row.via_sub else ""
-            money = int(row.bonus) + int(row.paid)
-            lines.append(
-                DraftLine(
-                    kind="prepaid_usage",
-                    description=_late(
-                        row.late_from,
-                        f"{row.model}: {who}paid from prepaid credit"
-                        if money
-                        else f"{row.model}: {who}covered by packages and plan quota (statement)",
-                    ),
-                    # charged to the prepaid balance; usage covered by package tokens and plan
-                    # quota only is a statement (its packages and plan fees are lines of their own)
-                    settlement="prepaid" if money else "info",
-                    exact=Amount(money, unit),
-                    model=row.model,
-                    source_period=row.late_from,
-                    requests=int(row.prepaid_requests),
-                    tokens=int(row.prepaid_tokens),
-                    details={
-                        "via_sub_accounts": bool(row.via_sub),
-                        "paid": Amount(int(row.paid), unit).format(),
-                        "bonus": Amount(int(row.bonus), unit).format(),
-                        "package_tokens": int(row.package_tokens),
-                        "plan_requests": int(row.plan_requests),
-                        # requests paid partly from here and partly as overage: counted on the
-                        # overage line, their tokens shared between the two
-                        "requests_shared_with_overage": int(row.shared_requests),
-                    },
-                    taxable=Amount(int(row.paid), unit),
-                )
-            )
-    for row in session.execute(_CREDITS, params):
-        who = " (sub-accounts, at wholesale)" if row.via_sub else ""
-        lines.append(
-            DraftLine(
-                kind="failed_request_credit",
-                description=f"Failed requests not billed: {row.reason}{who}",
-                settlement="info",
-                exact=Amount(int(row.credited), unit),
-                requests=int(row.requests),
-                tokens=int(row.tokens),
-                details={"reason": row.reason, "via_sub_accounts": bool(row.via_sub)},
-            )
-        )
-    owed = reversal_debt_to_bill(session, account)
-    if owed.atoms > 0:
-        lines.append(
-            DraftLine(
-                kind=REVERSAL_DEBT,
-                description="Owed from refunds and disputes (credit already spent)",
-                settlement="due",
-                exact=owed,
-                taxed=False,
-                details={"ledger_account": "receivable:reversals"},
-            )
-        )
-    return lines
+    since = {"acc": account.id, "pe": period.end}
+    lines: list[DraftLine | None] = []
+    for fee in session.execute(_PLAN_FEES, since):
+        row = PlanFeeRow(**fee._mapping)
+        lines.append(plan_fee_line(row, _catalog_name("plan", row.plan_id, session), period, unit))
+    for purchase in session.execute(_PACKAGES, since):
+        pkg = PackageRow(**purchase._mapping)
+        name = _catalog_name("package", pkg.package_id, session)
+        lines.append(package_line(pkg, name, period, unit))
+    usage = [UsageGroup(**row._mapping) for row in session.execute(_USAGE, params)]
+    lines += [overage_line(group, unit) for group in usage]
+    lines += [prepaid_usage_line(group, unit) for group in usage]
+    lines += [
+        failed_request_credit_line(CreditGroup(**row._mapping), unit)
+        for row in session.execute(_CREDITS, params)
+    ]
+    lines.append(reversal_debt_line(reversal_debt_to_bill(session, account)))
+    return [line for line in lines if line is not None]
 
 
 # -- one account -----------------------------------------------------------------------------

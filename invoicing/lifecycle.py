@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from invoicing.chart import invoicing_house, receivable_invoiced
 from invoicing.errors import InvoiceState
+from invoicing.lines import REVERSAL_DEBT
 from invoicing.models import (
     BillingProfile,
     Invoice,
@@ -41,9 +42,6 @@ from wallet.accounts import lock_accounts
 from wallet.chart import book_of, customer_ledger, reversal_receivable
 from wallet.lots import draw_paid_credit
 from wallet.models import Account
-
-#: the line kind that bills refund and dispute debts (``receivable:reversals``)
-REVERSAL_DEBT = "reversal_debt"
 
 
 def lock_invoice(session: Session, invoice_id: str) -> Invoice:
