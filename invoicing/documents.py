@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
-from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -22,6 +21,7 @@ from invoicing.lifecycle import is_overdue, open_balance
 from invoicing.models import CreditNote, Invoice, InvoiceLine
 from ledger.amounts import Amount
 from ledger.base import utcnow
+from ledger.decimals import format_pct as _rate
 from ledger.units import currency
 
 
@@ -40,12 +40,6 @@ def _env() -> Environment:
         loader=PackageLoader("invoicing", "templates"),
         autoescape=select_autoescape(["html", "j2"]),
     )
-
-
-def _rate(value: Decimal | None) -> str | None:
-    if value is None:
-        return None
-    return format(value.normalize(), "f")
 
 
 def invoice_context(

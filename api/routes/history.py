@@ -25,6 +25,7 @@ from invoicing.close import preview_invoice
 from invoicing.periods import Period
 from ledger.amounts import Amount
 from ledger.base import utcnow
+from ledger.decimals import format_pct as _pct
 from ledger.errors import DomainError
 from ledger.models import AccountType
 from ledger.units import unit as unit_of
@@ -199,10 +200,6 @@ class InvoicePreviewOut(BaseModel):
     bill_to: dict[str, Any]
     totals: TotalsOut
     lines: list[PreviewLineOut]
-
-
-def _pct(value: Any) -> str | None:
-    return format(value.normalize(), "f") if value is not None else None
 
 
 class AccountHistoryController(Controller):

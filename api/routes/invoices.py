@@ -4,7 +4,6 @@ profiles, and the billing fields of accounts."""
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from decimal import Decimal
 from typing import Any, Literal
 
 from litestar import Controller, Request, Response, get, post
@@ -50,6 +49,7 @@ from invoicing.periods import Period
 from invoicing.profiles import create_tax_profile, list_tax_profiles
 from ledger.amounts import Amount
 from ledger.base import utcnow
+from ledger.decimals import format_pct as _pct
 from ledger.errors import NotFound
 from ledger.units import Unit, currency
 from wallet.accounts import get_account
@@ -160,9 +160,7 @@ class TaxProfileOut(BaseModel):
 
 def tax_profile_out(p: TaxProfile) -> TaxProfileOut:
     """Wire form of a tax profile."""
-    return TaxProfileOut(
-        id=p.id, name=p.name, rate_pct=format(p.rate_pct.normalize(), "f"), created_at=p.created_at
-    )
+    return TaxProfileOut(id=p.id, name=p.name, rate_pct=_pct(p.rate_pct), created_at=p.created_at)
 
 
 class TaxProfilesController(Controller):
@@ -288,10 +286,6 @@ class InvoiceOut(BaseModel):
     lines: list[InvoiceLineOut] = []
     credit_notes: list[CreditNoteOut] = []
     payments: list[PaymentOut] = []
-
-
-def _pct(value: Decimal | None) -> str | None:
-    return format(value.normalize(), "f") if value is not None else None
 
 
 def credit_note_out(n: CreditNote) -> CreditNoteOut:
