@@ -9,9 +9,7 @@ is in flight.
 from __future__ import annotations
 
 import json
-import threading
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from sqlalchemy import select, text
@@ -21,6 +19,7 @@ from api.scheduler import default_jobs, run_locked
 from api.settings import Settings
 from ledger.base import utcnow
 from plans import catalog
+from tests.webhook_endpoint import webhook_endpoint
 from wallet.lots import notify_expiring
 from wallet.models import OutboxEvent, WebhookDelivery
 from wallet.outbox import add_endpoint, backoff, deliver_due, emit, replay_delivery, verify
@@ -177,29 +176,19 @@ def test_no_transaction_is_open_while_a_webhook_request_is_in_flight(
     """
     seen: list[int] = []
 
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers["content-length"]))
-            with engine.connect() as conn:
-                seen.append(conn.scalar(IDLE_IN_TRANSACTION))
-            self.send_response(204)
-            self.end_headers()
+    def answer(path: str, headers: dict[str, str], body: bytes) -> int:
+        with engine.connect() as conn:
+            seen.append(conn.scalar(IDLE_IN_TRANSACTION))
+        return 204
 
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with webhook_endpoint(answer) as base:
         acc = funded(priced, "10.00")
-        add_endpoint(priced, url=f"http://127.0.0.1:{server.server_port}/a", account_id=acc.id)
-        add_endpoint(priced, url=f"http://127.0.0.1:{server.server_port}/b", account_id=None)
+        add_endpoint(priced, url=f"{base}/a", account_id=acc.id)
+        add_endpoint(priced, url=f"{base}/b", account_id=None)
         emit(priced, account_id=acc.id, type="balance.low", data={"account_id": acc.id})
         priced.commit()
         job = next(j for j in default_jobs(SETTINGS) if j.name == "deliver_webhooks")
         assert run_locked(session_factory, job)
-    finally:
-        server.shutdown()
     assert seen == [0, 0]
     statuses = priced.scalars(select(WebhookDelivery.status)).all()
     assert statuses == ["delivered", "delivered"]
