@@ -336,42 +336,38 @@ def standard_tier(tier: str | None) -> str | None:
     return tier
 
 
-def rate_tokens(
-    tokens: Tokens, price: ModelPrice, *, tier: str | None = None, batch: bool = False
-) -> Rating:
-    """Rate one record exactly (see the module docstring).
-
-    Args:
-        tokens: the record's counts (already checked, see :meth:`Tokens.check`).
-        price: the resolved price.
-        tier: the service tier (``None`` or a standard name: standard prices).
-        batch: the record went through a batch API (the ``batch`` tier).
-
-    Raises:
-        UnpricedServiceTier: ``tier`` is not defined by ``price`` (and is not ``batch``).
-        InvalidUsage: ``batch`` with another tier.
-    """
+def _tier_table(price: ModelPrice, tier: str | None, batch: bool) -> tuple[str | None, _TierTable]:
+    """The service tier a record is rated in (``None``: standard) and its price table."""
     if tier is not None and tier in STANDARD_TIERS:
         tier = None
     if batch:
         if tier not in (None, "batch"):
             raise InvalidUsage(f"a batch request has no service tier {tier!r}")
         tier = "batch"
-    table = _table(price)
-    tt = table.get(tier)
+    tt = _table(price).get(tier)
     if tt is None:
         raise UnpricedServiceTier(
             f"the price in force defines no {tier!r} service tier; add service_tiers.{tier}"
             " to the rate card (or send the record with the tier it was served in)",
             service_tier=tier,
         )
+    return tier, tt
+
+
+def _band_of(tt: _TierTable, tokens: Tokens) -> _Band:
+    """The context tier the whole prompt falls in (the highest band it is above)."""
     band = tt.bands[0]
     if len(tt.bands) > 1:
         prompt = tokens.prompt_tokens
         for b in tt.bands[1:]:
             if prompt > b.above:  # type: ignore[operator]
                 band = b
-    counts = (
+    return band
+
+
+def _component_counts(tokens: Tokens) -> tuple[int, ...]:
+    """Tokens per component of :data:`TOKEN_COMPONENTS` (text output net of its parts)."""
+    return (
         tokens.input_tokens,
         tokens.input_audio_tokens,
         tokens.input_image_tokens,
@@ -388,6 +384,34 @@ def rate_tokens(
         tokens.output_audio_tokens,
         tokens.output_image_tokens,
     )
+
+
+def _fees(tokens: Tokens, tt: _TierTable) -> tuple[int, ...]:
+    """Atoms per fee kind of the record's tool calls."""
+    if not tokens.tool_calls:
+        return _NO_FEES
+    calls = dict(tokens.tool_calls)
+    return tuple(calls.get(k, 0) * a for k, a in zip(FEE_KINDS, tt.fees, strict=True))
+
+
+def rate_tokens(
+    tokens: Tokens, price: ModelPrice, *, tier: str | None = None, batch: bool = False
+) -> Rating:
+    """Rate one record exactly (see the module docstring).
+
+    Args:
+        tokens: the record's counts (already checked, see :meth:`Tokens.check`).
+        price: the resolved price.
+        tier: the service tier (``None`` or a standard name: standard prices).
+        batch: the record went through a batch API (the ``batch`` tier).
+
+    Raises:
+        UnpricedServiceTier: ``tier`` is not defined by ``price`` (and is not ``batch``).
+        InvalidUsage: ``batch`` with another tier.
+    """
+    tier, tt = _tier_table(price, tier, batch)
+    band = _band_of(tt, tokens)
+    counts = _component_counts(tokens)
     full = band.full
     parts = (
         counts[0] * full[0],
@@ -408,22 +432,11 @@ def rate_tokens(
     discount = 0
     if tt.discount_pct is not None:
         keep = band.batch
-        discounted = sum(c * a for c, a in zip(counts, keep, strict=True))
-        discount = subtotal - discounted
-        output = (
-            counts[8] * keep[8]
-            + counts[9] * keep[9]
-            + counts[10] * keep[10]
-            + counts[11] * keep[11]
-        )
-    fee_atoms: tuple[int, ...] = _NO_FEES
-    fee_total = 0
-    if tokens.tool_calls:
-        calls = dict(tokens.tool_calls)
-        fee_atoms = tuple(calls.get(k, 0) * a for k, a in zip(FEE_KINDS, tt.fees, strict=True))
-        fee_total = sum(fee_atoms)
+        discount = subtotal - sum(c * a for c, a in zip(counts, keep, strict=True))
+        output = sum(counts[i] * keep[i] for i in _OUTPUT_COMPONENTS)
+    fee_atoms = _fees(tokens, tt)
     return Rating(
-        subtotal - discount + fee_total,
+        subtotal - discount + sum(fee_atoms),
         output,
         parts,
         fee_atoms,
@@ -434,6 +447,8 @@ def rate_tokens(
     )
 
 
+#: indexes of the output components in :func:`_component_counts` (what output_not_billed credits)
+_OUTPUT_COMPONENTS = (8, 9, 10, 11)
 _NO_FEES = (0,) * len(FEE_KINDS)
 
 
