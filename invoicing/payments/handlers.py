@@ -23,17 +23,19 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from invoicing.payments.disputes import apply_dispute
 from invoicing.payments.models import Payment
-from invoicing.payments.settlement import (
+from invoicing.payments.refund_failures import (
     FAILED_REFUND_STATUSES,
-    InvoiceRefund,
-    apply_dispute,
     apply_refund_failure,
+    record_refund,
+    refunded_total_as_of,
+)
+from invoicing.payments.settlement import (
+    InvoiceRefund,
     apply_refunded_total,
     fail_payment,
     find_payment,
-    record_refund,
-    refunded_total_as_of,
     settle_payment,
 )
 from ledger.base import utcnow

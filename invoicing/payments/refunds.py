@@ -21,10 +21,10 @@ from sqlalchemy.orm import Session
 
 from invoicing.payments.gateway import PaymentGateway
 from invoicing.payments.models import Payment
+from invoicing.payments.refund_failures import record_refund
 from invoicing.payments.settlement import (
     InvoiceRefund,
     apply_refunded_total,
-    record_refund,
     refundable_of_invoice_payment,
 )
 from ledger.amounts import Amount

@@ -12,45 +12,32 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from invoicing.invoice_payments import (
-    mark_disputed,
     record_payment,
-    restore_payment,
     reverse_payment,
 )
 from invoicing.lifecycle import open_balance
 from invoicing.models import Invoice, InvoicePayment
-from invoicing.payments.accounts import card_ledger
 from invoicing.payments.errors import PaymentMismatch
 from invoicing.payments.models import (
     Payment,
-    PaymentDispute,
     PaymentRefund,
     PaymentRefundApplication,
 )
 from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.errors import DomainError
-from ledger.journal import Leg, post_entry
 from ledger.units import unit as unit_of
 from wallet.accounts import get_account
 from wallet.burn import MONEY_KINDS
-from wallet.freezes import (
-    book_receivable,
-    forfeit_freeze,
-    freeze_topup_credit,
-    get_freeze,
-    release_freeze,
-)
 from wallet.lots import open_lots
-from wallet.models import CreditFreeze, Topup
-from wallet.outbox import emit
+from wallet.models import Topup
 from wallet.packages import buy_package
 from wallet.subscriptions import start_subscription
 from wallet.topups import (
@@ -59,15 +46,10 @@ from wallet.topups import (
     fail_topup,
     reverse_topup,
     settle_topup,
-    undo_refund,
     unspent_paid,
 )
 
 log = logging.getLogger(__name__)
-
-#: Dispute statuses that end a dispute in the customer's favour (the money stays with us).
-WON_STATUSES = frozenset({"won", "warning_closed"})
-LOST_STATUSES = frozenset({"lost"})
 
 
 def find_payment(
@@ -153,7 +135,7 @@ def settle_payment(
     return True
 
 
-def _lock_invoice(session: Session, payment: Payment) -> Invoice:
+def lock_payment_invoice(session: Session, payment: Payment) -> Invoice:
     """The invoice an invoice payment pays, locked (taken before any wallet lock: the order of
     every invoice path is invoice row, then account row, then ledger accounts)."""
     return session.scalars(
@@ -164,7 +146,7 @@ def _lock_invoice(session: Session, payment: Payment) -> Invoice:
     ).one()
 
 
-def _card_metadata(payment: Payment) -> dict[str, str]:
+def card_metadata(payment: Payment) -> dict[str, str]:
     meta = {"payment_id": payment.id}
     if payment.payment_intent_id:
         meta["payment_intent_id"] = payment.payment_intent_id
@@ -181,7 +163,7 @@ def _pay_invoice(session: Session, payment: Payment, at: datetime) -> None:
     bonus, ``payment.topup_id``), so no money is lost or counted twice; the reason is kept on the
     payment.
     """
-    invoice = _lock_invoice(session, payment)
+    invoice = lock_payment_invoice(session, payment)
     unit = unit_of(payment.currency)
     paid = Amount(payment.amount, unit)
     owed = Amount(max(open_balance(invoice), 0), unit)
@@ -199,7 +181,7 @@ def _pay_invoice(session: Session, payment: Payment, at: datetime) -> None:
             method="stripe",
             reference=payment.payment_intent_id or payment.id,
             received_at=at,
-            metadata=_card_metadata(payment),
+            metadata=card_metadata(payment),
         )
         payment.fulfilled_ref = recorded.payment.id
     if excess.atoms:
@@ -321,7 +303,7 @@ def refundable_of_invoice_payment(session: Session, payment: Payment) -> tuple[A
     return unspent, on_invoice
 
 
-def _reopen_invoice(
+def reopen_invoice(
     session: Session,
     payment: Payment,
     wanted: Amount,
@@ -331,7 +313,11 @@ def _reopen_invoice(
     at: datetime | None,
     cash_account_id: int | None = None,
 ) -> tuple[Amount, int | None]:
-    """Reverse up to ``wanted`` of what the payment recorded on its invoice; (amount, entry)."""
+    """Reverse up to ``wanted`` of what the payment recorded on its invoice.
+
+    Returns:
+        What was reversed and the ledger entry's id (None when nothing was written).
+    """
     if not payment.fulfilled_ref or wanted.atoms <= 0:
         return Amount(0, wanted.unit), None
     ip = session.get_one(InvoicePayment, payment.fulfilled_ref)
@@ -346,12 +332,12 @@ def _reopen_invoice(
         reason=reason,
         cash_account_id=cash_account_id,
         at=at,
-        metadata=_card_metadata(payment),
+        metadata=card_metadata(payment),
     )
     return take, entry_id
 
 
-def _on_invoice(session: Session, payment: Payment) -> int:
+def on_invoice(session: Session, payment: Payment) -> int:
     """What an invoice payment recorded on its invoice and is not reversed, in atoms."""
     if not payment.fulfilled_ref:
         return 0
@@ -372,7 +358,7 @@ def _refund_invoice_payment(
     the wallet (if it paid more than the invoice owed), then the part recorded on the invoice
     (owed again: ``receivable:invoiced``), then that credit already spent (owed:
     ``receivable:reversals``)."""
-    invoice = _lock_invoice(session, payment)
+    invoice = lock_payment_invoice(session, payment)
     unit = amount.unit
     zero = Amount(0, unit)
     left = amount
@@ -393,7 +379,7 @@ def _refund_invoice_payment(
             )
             refunded, entry_id, left = refunded + r.refunded, r.entry_id, left - take
             parts.append({"kind": "topup", "entry_id": r.entry_id, "topup_id": topup.id})
-    reopened, reopen_entry = _reopen_invoice(
+    reopened, reopen_entry = reopen_invoice(
         session, payment, left, key=f"{key}:invoice", reason=reason, at=at
     )
     left -= reopened
@@ -504,358 +490,3 @@ def apply_refunded_total(
     payment.updated_at = utcnow()
     session.flush()
     return refund
-
-
-def apply_dispute(
-    session: Session, payment: Payment, dispute: dict[str, Any], *, at: datetime | None = None
-) -> str:
-    """Bring a dispute to the state the provider reports.
-
-    * The funds the provider withdrew (or gave back) move between ``cash:stripe`` and
-      ``cash:stripe_disputed``, as its balance transactions say (each booked once).
-    * Open: the disputed share of the payment's unspent credit is frozen (once).
-    * Won (or an inquiry closed): the freeze is released.
-    * Lost: the freeze is forfeited (the credit leaves) and what it could not cover (credit
-      already spent) is booked as owed by the customer.
-
-    Returns:
-        What happened, for the event log.
-    """
-    when = at or utcnow()
-    unit = unit_of(payment.currency)
-    if payment.purpose == "invoice":
-        _lock_invoice(session, payment)  # invoice row before the wallet's locks
-    accounts = card_ledger(session, unit)
-    row = session.scalars(
-        select(PaymentDispute).where(PaymentDispute.id == dispute["id"]).with_for_update()
-    ).one_or_none()
-    if row is None:
-        row = PaymentDispute(
-            id=dispute["id"],
-            payment_id=payment.id,
-            amount_minor=int(dispute["amount"]),
-            currency=str(dispute["currency"]).upper(),
-            reason=dispute.get("reason"),
-            provider_status=str(dispute["status"]),
-            outcome="open",
-            withdrawn_minor=0,
-            receivable=0,
-        )
-        session.add(row)
-        session.flush()
-    status = str(dispute["status"])
-    row.provider_status = status
-    row.amount_minor = int(dispute["amount"])
-    done: list[str] = []
-    was_open = row.outcome == "open"
-    # The customer's credit first (lots, then ledger: the wallet's lock order), then the funds.
-    if was_open:
-        disputed = Amount.of_minor(row.amount_minor, unit)
-        freeze: CreditFreeze | None = get_freeze(session, f"dispute:{row.id}")
-        if freeze is None and status not in WON_STATUSES and payment.topup_id is not None:
-            freeze = freeze_topup_credit(
-                session,
-                payment.topup_id,
-                disputed,
-                key=f"dispute:{row.id}",
-                forfeit_to_account_id=accounts.disputed.id,
-                reason=f"dispute {row.id} ({row.reason or 'no reason given'})",
-            )
-            row.freeze_id = freeze.id
-            done.append(
-                f"froze {Amount(freeze.frozen_paid, unit)} paid and"
-                f" {Amount(freeze.frozen_bonus, unit)} bonus credit"
-            )
-        if payment.purpose == "invoice" and payment.purpose_ref:
-            if status not in WON_STATUSES | LOST_STATUSES and not row.invoice_disputed:
-                # what a loss would take from the invoice: the disputed amount less the
-                # credit frozen for it (taken first), at most what the payment recorded there
-                frozen = freeze.frozen_paid if freeze is not None else 0
-                on_invoice = _on_invoice(session, payment)
-                row.invoice_disputed = max(min(disputed.atoms - frozen, on_invoice), 0)
-                if row.invoice_disputed:
-                    mark_disputed(session, payment.purpose_ref, row.invoice_disputed, at=when)
-                    done.append(f"invoice {payment.purpose_ref} disputed")
-            elif status in WON_STATUSES | LOST_STATUSES and row.invoice_disputed:
-                mark_disputed(session, payment.purpose_ref, -row.invoice_disputed, at=when)
-                row.invoice_disputed = 0
-        if status in WON_STATUSES:
-            if freeze is not None:
-                release_freeze(session, freeze.id, at=when)
-                done.append("freeze released")
-            row.outcome, row.closed_at = "won", when
-        elif status in LOST_STATUSES:
-            uncovered = disputed
-            if freeze is not None:
-                forfeit_freeze(session, freeze.id, at=when)
-                uncovered = disputed - Amount(freeze.frozen_paid, unit)
-                done.append(f"lost: {Amount(freeze.frozen_paid, unit)} of credit taken")
-            if payment.purpose == "invoice":
-                # What the invoice took is owed on it again; Stripe already withdrew the money.
-                reopened, _ = _reopen_invoice(
-                    session,
-                    payment,
-                    uncovered,
-                    key=f"dispute-invoice:{row.id}",
-                    reason=f"dispute {row.id} lost",
-                    at=when,
-                    cash_account_id=accounts.disputed.id,
-                )
-                if reopened.atoms:
-                    uncovered -= reopened
-                    done.append(f"lost: {reopened} owed on invoice {payment.purpose_ref} again")
-            if uncovered.atoms > 0:
-                book_receivable(
-                    session,
-                    payment.account_id,
-                    uncovered,
-                    credit_account_id=accounts.disputed.id,
-                    key=f"dispute-receivable:{row.id}",
-                    description=f"dispute {row.id} lost after the credit was spent",
-                    effective_at=when,
-                    metadata={"dispute_id": row.id, "payment_id": payment.id},
-                )
-                row.receivable = uncovered.atoms
-                done.append(f"{uncovered} owed by the customer")
-            row.outcome, row.closed_at = "lost", when
-    for i, bt in enumerate(dispute.get("balance_transactions") or []):
-        # Each balance transaction is booked once (snapshots are cumulative, and an older
-        # snapshot arriving late lists only transactions already booked).
-        move = -int(bt.get("amount", 0))
-        if not move:
-            continue
-        amt = Amount.of_minor(move, unit)
-        entry = post_entry(
-            session,
-            [Leg(accounts.disputed.id, amt), Leg(accounts.cash.id, -amt)],
-            description=f"dispute {row.id}: funds {'withdrawn' if move > 0 else 'reinstated'}",
-            idempotency_key=f"dispute-funds:{bt.get('id') or f'{row.id}:{i}'}",
-            effective_at=when,
-            metadata={
-                "dispute_id": row.id,
-                "balance_transaction": bt.get("id"),
-                "payment_id": payment.id,
-                "payment_intent_id": payment.payment_intent_id,
-            },
-        )
-        if not entry.replayed:
-            row.withdrawn_minor += move
-            done.append(f"funds {'withdrawn' if move > 0 else 'reinstated'} {abs(amt)}")
-    if not was_open and not done:
-        done.append(f"dispute {row.id} already {row.outcome}")
-    payment.updated_at = utcnow()
-    session.flush()
-    return "; ".join(done) or f"dispute {row.id} is {status}"
-
-
-#: Provider refund statuses after which the money is back with us (nothing was refunded).
-FAILED_REFUND_STATUSES = frozenset({"failed"})
-
-
-def _remember_refund(session: Session, payment: Payment, refund: dict[str, Any]) -> PaymentRefund:
-    """The refund's row (created on first sight), locked."""
-    row = session.scalars(
-        select(PaymentRefund).where(PaymentRefund.id == refund["id"]).with_for_update()
-    ).one_or_none()
-    created = refund.get("created")
-    if row is None:
-        row = PaymentRefund(
-            id=str(refund["id"]),
-            payment_id=payment.id,
-            amount_minor=int(refund["amount"]),
-            currency=str(refund.get("currency") or payment.currency).upper(),
-            # a refund first seen failing was applied as succeeded (its failure is applied next)
-            status=(
-                "succeeded"
-                if refund.get("status") in FAILED_REFUND_STATUSES
-                else str(refund.get("status") or "pending")
-            ),
-            provider_created_at=datetime.fromtimestamp(int(created), UTC) if created else None,
-            undone_minor=0,
-            undo_entry_ids=[],
-        )
-        session.add(row)
-        session.flush()
-    return row
-
-
-def record_refund(session: Session, payment: Payment, refund: dict[str, Any]) -> PaymentRefund:
-    """Remember a refund the provider reported (by id, with its status) that has not failed."""
-    row = _remember_refund(session, payment, refund)
-    if row.status not in FAILED_REFUND_STATUSES:
-        row.status = str(refund.get("status") or row.status)
-        row.updated_at = utcnow()
-    session.flush()
-    return row
-
-
-def refunded_total_as_of(session: Session, payment: Payment, total_minor: int, at: datetime) -> int:
-    """The provider's cumulative refunded amount of a ``charge.refunded`` snapshot taken at
-    ``at``, less refunds it still counted that failed after it (created by then, failed since):
-    the snapshot is older than their failure, which our books already applied."""
-    stale = session.scalar(
-        select(func.coalesce(func.sum(PaymentRefund.amount_minor), 0)).where(
-            PaymentRefund.payment_id == payment.id,
-            PaymentRefund.status == "failed",
-            PaymentRefund.failed_at > at,
-            (PaymentRefund.provider_created_at.is_(None))
-            | (PaymentRefund.provider_created_at <= at),
-        )
-    )
-    return max(total_minor - int(stale or 0), 0)
-
-
-@dataclass(frozen=True, slots=True)
-class RefundFailure:
-    """What a failed refund undid: ``undone`` came back into our books (at most what had been
-    applied of it), of which ``reapplied`` was applied again (later refunds the undone steps
-    also carried); ``restored`` says per kind what the customer got back."""
-
-    refund_id: str
-    undone: Amount
-    restored: dict[str, str]
-    already: bool = False
-
-
-def _undo_application(
-    session: Session,
-    payment: Payment,
-    app: PaymentRefundApplication,
-    *,
-    reason: str,
-    at: datetime,
-    totals: dict[str, int],
-) -> list[int]:
-    """Undo one application's entries, last first; add what came back to ``totals``."""
-    entries: list[int] = []
-    unit = unit_of(payment.currency)
-    for part in reversed(app.parts):
-        key = f"refund-undo:{part['entry_id']}"
-        if part["kind"] == "topup":
-            undone = undo_refund(
-                session,
-                str(part["topup_id"]),
-                int(part["entry_id"]),
-                idempotency_key=key,
-                reason=reason,
-                effective_at=at,
-            )
-            totals["paid"] += undone.paid.atoms
-            totals["bonus"] += undone.bonus.atoms
-            totals["debt_cancelled"] += undone.debt_cancelled.atoms
-            if undone.entry_id is not None:
-                entries.append(undone.entry_id)
-        else:
-            wanted = Amount(int(part["amount"]), unit)
-            taken, entry_id = restore_payment(
-                session,
-                str(part["invoice_payment_id"]),
-                wanted,
-                key=key,
-                reason=reason,
-                at=at,
-                metadata=_card_metadata(payment),
-            )
-            totals["invoice"] += taken.atoms
-            if entry_id is not None:
-                entries.append(entry_id)
-            rest = wanted - taken
-            if rest.atoms:
-                # the invoice no longer owes it (paid or credited meanwhile): paid credit
-                get_account(session, payment.account_id, lock=True)
-                started = create_pending_topup(
-                    session,
-                    payment.account_id,
-                    amount=rest,
-                    method="stripe",
-                    reference=f"card payment {payment.id}: refund failed, invoice settled since",
-                    idempotency_key=f"{key}:credit",
-                )
-                settle_topup(session, started.topup.id, with_bonus=False, effective_at=at)
-                totals["paid"] += rest.atoms
-    app.undone_at = at
-    return entries
-
-
-def apply_refund_failure(
-    session: Session, payment: Payment, refund: dict[str, Any], *, at: datetime | None = None
-) -> RefundFailure:
-    """A refund failed at the provider (``refund.failed``, or ``charge.refund.updated`` /
-    ``refund.updated`` with status ``failed``): the money is back in our balance, so what the
-    refund did in our books is undone, exactly once per refund.
-
-    The refund was applied as part of the provider's cumulative refunded amount; the latest
-    applications are undone (credit restored with its bonus, debts cancelled, an invoice payment
-    recorded again, cash debited back) until they cover the refund, and whatever those carried
-    beyond it (a later refund that did not fail) is applied again. An operator event
-    ``payment.refund_failed`` is queued.
-
-    The caller holds the payment row (``find_payment`` locks it).
-    """
-    when = at or utcnow()
-    unit = unit_of(payment.currency)
-    row = _remember_refund(session, payment, refund)
-    if row.status in FAILED_REFUND_STATUSES:
-        return RefundFailure(row.id, Amount.of_minor(row.undone_minor, unit), {}, already=True)
-    reason_text = str(refund.get("failure_reason") or "unknown")
-    row.status, row.failed_at, row.failure_reason = "failed", when, reason_text
-    row.updated_at = utcnow()
-    session.flush()
-    wanted = min(row.amount_minor, payment.refunded_minor)
-    reason = f"refund {row.id} failed ({reason_text})"
-    if payment.purpose == "invoice":
-        _lock_invoice(session, payment)  # the invoice row before any wallet row
-    totals = {"paid": 0, "bonus": 0, "debt_cancelled": 0, "invoice": 0}
-    entry_ids: list[int] = []
-    undone = 0
-    apps = session.scalars(
-        select(PaymentRefundApplication)
-        .where(
-            PaymentRefundApplication.payment_id == payment.id,
-            PaymentRefundApplication.undone_at.is_(None),
-        )
-        .order_by(PaymentRefundApplication.id.desc())
-        .with_for_update()
-    ).all()
-    for app in apps:
-        if undone >= wanted:
-            break
-        entry_ids += _undo_application(session, payment, app, reason=reason, at=when, totals=totals)
-        undone += app.delta_minor
-    undone = min(undone, payment.refunded_minor)
-    payment.refunded_minor -= undone
-    over = undone - wanted
-    if over > 0:
-        apply_refunded_total(
-            session,
-            payment,
-            payment.refunded_minor + over,
-            at=when,
-            reason=f"refunds applied again after refund {row.id} failed",
-        )
-    row.undone_minor = min(wanted, undone)
-    row.undo_entry_ids = entry_ids
-    payment.updated_at = utcnow()
-    restored = {k: Amount(v, unit).format() for k, v in totals.items()}
-    emit(
-        session,
-        account_id=payment.account_id,
-        type="payment.refund_failed",
-        data={
-            "payment_id": payment.id,
-            "refund_id": row.id,
-            "amount": {
-                "amount": Amount.of_minor(row.amount_minor, unit).format(),
-                "currency": unit.code,
-            },
-            "undone": Amount.of_minor(row.undone_minor, unit).format(),
-            "failure_reason": reason_text,
-            "restored": restored,
-            "purpose": payment.purpose,
-            "purpose_ref": payment.purpose_ref,
-        },
-        dedupe_key=f"refund-failed:{row.id}",
-    )
-    log.warning("payment %s: %s; undone %s in our books", payment.id, reason, row.undone_minor)
-    session.flush()
-    return RefundFailure(row.id, Amount.of_minor(row.undone_minor, unit), restored)
