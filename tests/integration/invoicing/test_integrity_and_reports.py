@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-import invoicing.reports as reports
+import invoicing.reports.ledger_reports as reports
 from invoicing.close import close_period
 from invoicing.credit_notes import CreditRequest, issue_credit_note
 from invoicing.invoice_payments import record_payment
