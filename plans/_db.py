@@ -1,16 +1,17 @@
-"""Helpers shared by the catalog services (private): ids, paging, input checks, conflicts."""
+"""Helpers shared by the catalog services (private): ids, paging, input checks, conflicts and
+the storing of a new version (a head row and its child rows)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -189,3 +190,39 @@ def conflict_as(session: Session, message: str, **extra: object) -> Iterator[Non
         if getattr(exc.orig, "sqlstate", None) == "23505":
             raise CatalogConflict(message, **extra) from None
         raise
+
+
+def refuse_taken(
+    session: Session,
+    query: Select[Any],
+    message: str | Callable[[str], str],
+    *,
+    key: str,
+) -> None:
+    """Refuse a new version when ``query`` finds the id of one that already holds its place.
+
+    Args:
+        session: the caller's session.
+        query: selects the id of a version with the same (series, instant), if any.
+        message: the 409's message, or a function of the taken id that gives it.
+        key: the name under which the taken id is reported.
+
+    Raises:
+        CatalogConflict: such a version exists.
+    """
+    taken = session.scalar(query)
+    if taken is not None:
+        text = message(taken) if callable(message) else message
+        raise CatalogConflict(text, **{key: taken})
+
+
+def insert_version(
+    session: Session, head: object, children: Iterable[object], message: str, **extra: object
+) -> None:
+    """Insert a catalog object's row, then its child rows (prices, tiers, windows), in a
+    savepoint: the race where another request inserts the same version at once becomes a 409
+    with ``message`` (see :func:`conflict_as`)."""
+    with conflict_as(session, message, **extra):
+        session.add(head)
+        session.flush()
+        session.add_all(children)

@@ -1,6 +1,6 @@
 """The catalog services: models, token packages, coding plans, top-up bonus rules and
-failed-request policies (rate cards and price books are in :mod:`plans.pricing` and are
-re-exported here).
+failed-request policies; rate cards, contracts, reseller price books, the watermark and price
+resolution (in their own modules) are re-exported here, the API's one import.
 
 Every function takes a :class:`~sqlalchemy.orm.Session` and never commits: the caller (a
 request, a job, the CLI) owns the transaction. Results are frozen dataclasses; no ORM object
@@ -39,7 +39,16 @@ from plans._db import (
     page_limit,
     parse_money,
 )
+from plans.card_diff import ModelChange, RateCardPlan
 from plans.catalog_errors import BackdatedPriceChange, CatalogConflict
+from plans.contracts import (
+    ContractSpec,
+    contract_in_force,
+    create_contract,
+    get_contract,
+    list_contracts,
+)
+from plans.discounts import ContractDiscount
 from plans.errors import InvalidCatalog
 from plans.failures import FAILURE_KINDS
 from plans.models import (
@@ -51,32 +60,23 @@ from plans.models import (
     PlanRow,
     PlanWindowRow,
 )
+from plans.price_context import resolve_account_price
 from plans.prices import parse_pct
-from plans.pricing import (
-    ContractDiscount,
-    ContractSpec,
-    ModelChange,
-    RateCardPlan,
-    ResellerPriceBook,
-    UnconfirmedRemoval,
-    advance_priced_through,
+from plans.rate_card_versions import UnconfirmedRemoval, create_rate_card, plan_rate_card
+from plans.rate_cards import (
     card_in_force_at,
-    contract_in_force,
-    create_contract,
-    create_rate_card,
-    create_reseller_price_book,
-    get_contract,
     get_rate_card,
-    get_reseller_price_book,
-    list_contracts,
     list_rate_cards,
-    list_reseller_price_books,
     load_rate_cards,
-    plan_rate_card,
     price_in_force,
-    priced_through,
-    resolve_account_price,
 )
+from plans.reseller_books import (
+    ResellerPriceBook,
+    create_reseller_price_book,
+    get_reseller_price_book,
+    list_reseller_price_books,
+)
+from plans.watermark import advance_priced_through, priced_through
 
 __all__ = [
     "DEFAULT_FAILED_REQUEST_POLICY",

@@ -29,8 +29,8 @@ from plans._db import check_aware, check_id, check_models, conflict_as, money_un
 from plans.catalog_errors import CatalogConflict
 from plans.errors import InvalidCatalog
 from plans.models import CostCardRow, CostPriceRow
+from plans.price_rows import price_columns, price_of
 from plans.prices import ModelPrice, RateCard
-from plans.pricing import _price_columns, _price_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ def _cards(session: Session, rows: list[CostCardRow]) -> list[CostCard]:
             .where(CostPriceRow.card_id.in_(prices))
             .order_by(CostPriceRow.card_id, CostPriceRow.model)
         ):
-            prices[p.card_id][p.model] = _price_of(p)
+            prices[p.card_id][p.model] = price_of(p)
     return [
         CostCard(
             id=r.id,
@@ -139,7 +139,7 @@ def create_cost_card(
         )
         session.flush()
         session.add_all(
-            CostPriceRow(card_id=card_id, model=m, **_price_columns(p)) for m, p in final.items()
+            CostPriceRow(card_id=card_id, model=m, **price_columns(p)) for m, p in final.items()
         )
     return CostCard(card_id, upstream, unit, start, MappingProxyType(final))
 

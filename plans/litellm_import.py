@@ -3,7 +3,7 @@
 
 A dry run (the default) creates nothing and says what the card would do; ``apply`` creates the
 missing models and one new effective-dated card that changes the imported models and inherits
-every other model of the card in force (:func:`plans.pricing.create_rate_card`).
+every other model of the card in force (:func:`plans.rate_card_versions.create_rate_card`).
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from sqlalchemy.orm import Session
 
 from ledger.units import Unit
 from plans._db import check_aware, money_unit
+from plans.card_diff import ModelChange
 from plans.errors import InvalidCatalog
 from plans.litellm_map import ROUNDING_RULE, Conversion, Converted, Refusal, convert
 from plans.models import CatalogModel
 from plans.prices import ModelPrice, parse_pct, price_from_item
-from plans.pricing import ModelChange, UsageOfModels, create_rate_card, plan_rate_card
+from plans.rate_card_versions import UsageOfModels, create_rate_card, plan_rate_card
 
 #: LiteLLM's prices are US dollars.
 LITELLM_CURRENCY = "USD"
@@ -83,7 +84,8 @@ def import_litellm(
     Raises:
         InvalidCatalog: another currency, nothing importable.
         InvalidPrice: a bad markup.
-        The errors of :func:`plans.pricing.create_rate_card` (e.g. ``backdated_price_change``).
+        The errors of :func:`plans.rate_card_versions.create_rate_card` (e.g.
+        ``backdated_price_change``).
     """
     unit = money_unit(currency)
     if unit.code != LITELLM_CURRENCY:

@@ -16,7 +16,7 @@ from ledger.errors import NotFound
 from ledger.ids import new_id
 from ledger.units import currency as currency_unit
 from plans.catalog import get_failed_request_policy
-from plans.pricing import check_standing_discounts
+from plans.price_context import check_standing_discounts
 from wallet.burn import validate_burn_order
 from wallet.chart import customer_ledger
 from wallet.errors import AccountClosed, AccountNotEmpty, Conflict, InvalidRequest

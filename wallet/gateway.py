@@ -40,9 +40,9 @@ from ledger.ids import new_id
 from ledger.units import TOKENS, Unit
 from ledger.units import unit as unit_of
 from plans.catalog import FailedRequestPolicy
+from plans.price_context import PriceContext, standing_contract
 from plans.pricebook import ResolvedPrice
 from plans.prices import ModelPrice
-from plans.pricing import PriceContext, standing_contract
 from plans.rating import Rating, Tokens, rate_tokens
 from wallet.accounts import EVERYTHING, Scope
 from wallet.billing import (

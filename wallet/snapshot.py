@@ -6,7 +6,7 @@ uses) runs, in this order, in the caller's transaction:
 1. the usage gate of every billing tree that records are charged to, shared (``wallet/gate.py``),
    and the database clock read after it (``received_at``);
 2. the catalog lock of every currency, shared, with the catalog versions and rating watermarks
-   (``plans/pricing.py``: catalog changes take it exclusively);
+   (``plans/watermark.py``: catalog changes take it exclusively);
 3. record ids claimed (``INSERT ... ON CONFLICT DO NOTHING``, in id order), with the first
    results of ids claimed before;
 4. the wallet account rows of the batch, with their resellers, ``FOR NO KEY UPDATE`` in id order

@@ -30,7 +30,7 @@ from ledger.errors import DomainError
 from ledger.models import AccountType
 from ledger.units import unit as unit_of
 from plans import catalog
-from plans.pricing import PriceContext, standing_contract
+from plans.price_context import PriceContext, standing_contract
 from wallet.accounts import get_account
 from wallet.chart import currency_of
 

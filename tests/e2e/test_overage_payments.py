@@ -17,7 +17,7 @@ from api.settings import get_settings
 from invoicing.periods import Period
 from ledger.base import utcnow
 from plans import catalog
-from plans.pricing import create_reseller_price_book
+from plans.reseller_books import create_reseller_price_book
 from tests.books import assert_books_tie
 from wallet.accounts import create_account
 from wallet.charging import UsageIn, charge_batch

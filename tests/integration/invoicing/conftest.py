@@ -16,7 +16,7 @@ from invoicing.profiles import create_tax_profile, set_billing_profile
 from ledger.amounts import Amount
 from ledger.units import currency
 from plans import catalog
-from plans.pricing import create_rate_card, create_reseller_price_book
+from plans.catalog import create_rate_card, create_reseller_price_book
 from wallet.accounts import create_account
 from wallet.charging import UsageIn, charge_batch
 from wallet.models import Account

@@ -313,7 +313,7 @@ def test_markup_that_cannot_rate_exactly_is_refused_when_created(models):
 
 
 def test_the_process_price_cache_follows_every_catalog_change(models, session_factory):
-    from plans.pricing import PriceContext
+    from plans.price_context import PriceContext
 
     def price_at(session: Session, at) -> Decimal:
         ctx = PriceContext.load(session, USD, account_ids=["acc_1"])

@@ -1,0 +1,141 @@
+"""List rate cards in the database: reading the versions (creating one is
+:mod:`plans.rate_card_changes`).
+
+Rate cards are never edited. The card in force for a currency at ``at`` is the one with the
+greatest ``effective_from <= at``; two cards of one currency never share an
+``effective_from``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ledger.errors import NotFound
+from ledger.units import Unit
+from plans._db import Page, check_aware, money_unit, page_limit
+from plans.errors import NoRateInForce
+from plans.models import RateCardPriceRow, RateCardRow
+from plans.price_rows import price_of
+from plans.prices import ModelPrice, RateCard, price_for
+
+
+def cards_of(session: Session, rows: list[RateCardRow]) -> list[RateCard]:
+    """The cards of ``rows`` with their prices (one query for all of them), in order."""
+    if not rows:
+        return []
+    prices: dict[str, dict[str, ModelPrice]] = {row.id: {} for row in rows}
+    for price_row in session.scalars(
+        select(RateCardPriceRow)
+        .where(RateCardPriceRow.card_id.in_(prices))
+        .order_by(RateCardPriceRow.card_id, RateCardPriceRow.model)
+    ):
+        prices[price_row.card_id][price_row.model] = price_of(price_row)
+    return [
+        RateCard(
+            id=row.id,
+            currency=money_unit(row.currency),
+            effective_from=row.effective_from,
+            prices=prices[row.id],
+        )
+        for row in rows
+    ]
+
+
+def card_row_at(session: Session, unit: Unit, at: datetime) -> RateCardRow | None:
+    """The row of the ``unit`` card in force at ``at`` (greatest ``effective_from <= at``)."""
+    return session.scalars(
+        select(RateCardRow)
+        .where(RateCardRow.currency == unit.code, RateCardRow.effective_from <= at)
+        .order_by(RateCardRow.effective_from.desc())
+        .limit(1)
+    ).first()
+
+
+def get_rate_card(session: Session, card_id: str) -> RateCard:
+    """A rate card by id.
+
+    Raises:
+        NotFound: no such card.
+    """
+    row = session.get(RateCardRow, card_id)
+    if row is None:
+        raise NotFound(f"rate card {card_id} does not exist", rate_card_id=card_id)
+    return cards_of(session, [row])[0]
+
+
+def list_rate_cards(
+    session: Session,
+    *,
+    currency: Unit | str | None = None,
+    limit: int = 20,
+    starting_after: str | None = None,
+) -> Page[RateCard]:
+    """Rate cards in creation order, optionally of one currency."""
+    limit = page_limit(limit)
+    stmt = select(RateCardRow).order_by(RateCardRow.id).limit(limit + 1)
+    if currency is not None:
+        stmt = stmt.where(RateCardRow.currency == money_unit(currency).code)
+    if starting_after:
+        stmt = stmt.where(RateCardRow.id > starting_after)
+    rows = list(session.scalars(stmt))
+    return Page(tuple(cards_of(session, rows[:limit])), len(rows) > limit)
+
+
+def load_rate_cards(session: Session, currency: Unit | str) -> list[RateCard]:
+    """Every rate card version of ``currency``, oldest ``effective_from`` first."""
+    unit = money_unit(currency)
+    rows = list(
+        session.scalars(
+            select(RateCardRow)
+            .where(RateCardRow.currency == unit.code)
+            .order_by(RateCardRow.effective_from)
+        )
+    )
+    return cards_of(session, rows)
+
+
+def card_in_force_at(session: Session, currency: Unit | str, at: datetime) -> RateCard:
+    """The list card of ``currency`` in force at ``at`` (greatest ``effective_from <= at``).
+
+    Raises:
+        NoRateInForce: no card has taken effect by ``at``.
+    """
+    unit = money_unit(currency)
+    at = check_aware(at, what="at")
+    row = card_row_at(session, unit, at)
+    if row is None:
+        raise NoRateInForce(
+            f"no {unit.code} rate card is in force at {at.isoformat()}",
+            currency=unit.code,
+            at=at.isoformat(),
+        )
+    return cards_of(session, [row])[0]
+
+
+def price_in_force(
+    session: Session, currency: Unit | str, model: str, at: datetime
+) -> tuple[RateCard, ModelPrice]:
+    """The list card in force at ``at`` and its price for ``model``.
+
+    Raises:
+        NoRateInForce: no card has taken effect by ``at``.
+        UnknownModel: the card in force does not price ``model``.
+    """
+    card = card_in_force_at(session, currency, at)
+    return card, price_for(card, model)
+
+
+def future_cards(session: Session, unit: Unit, now: datetime) -> list[RateCard]:
+    """The card in force now (if any) and every later one."""
+    floor = session.scalar(
+        select(func.max(RateCardRow.effective_from)).where(
+            RateCardRow.currency == unit.code, RateCardRow.effective_from <= now
+        )
+    )
+    stmt = select(RateCardRow).where(RateCardRow.currency == unit.code)
+    if floor is not None:
+        stmt = stmt.where(RateCardRow.effective_from >= floor)
+    return cards_of(session, list(session.scalars(stmt.order_by(RateCardRow.effective_from))))
