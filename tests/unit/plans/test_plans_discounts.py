@@ -57,5 +57,5 @@ def test_a_markup_that_would_not_rate_exactly_is_refused_naming_the_book() -> No
     fine = ModelPrice.from_spec(input_per_mtok="1", output_per_mtok="2")
     check_markups([fine], [("rb_1", Decimal("12.5"))])
     fine_grained = ModelPrice.from_spec(input_per_mtok="0.000001", output_per_mtok="0.000001")
-    with pytest.raises(InvalidPrice, match="reseller price book rb_2: a 33.33% markup"):
+    with pytest.raises(InvalidPrice, match=r"reseller price book rb_2: a 33\.33% markup"):
         check_markups([fine, fine_grained], [("rb_2", Decimal("33.33"))])
