@@ -161,22 +161,31 @@ def create_contract(
         discounts=tuple(parsed),
         created_at=now,
     )
-    contract = pure_contract(spec, card)  # validates, incl. exactness on a locked card
+    _store(session, spec, pure_contract(spec, card))  # the pure contract validates
+    return spec
+
+
+def _store(session: Session, spec: ContractSpec, contract: Contract) -> None:
+    """Insert a new contract version, refused when a markup of the account (a reseller) over
+    its prices would not rate exactly or when it would start at or before the usage already
+    priced."""
+    unit, account_id = spec.currency, spec.account_id
     check_markups(
-        contract_prices(session, contract, unit, now), markups_from(session, account_id, unit, now)
+        contract_prices(session, contract, unit, spec.created_at),
+        markups_from(session, account_id, unit, spec.created_at),
     )
-    refuse_backdated(session, unit, start, f"contract for account {account_id}")
+    assert spec.starts_at is not None
+    refuse_backdated(session, unit, spec.starts_at, f"contract for account {account_id}")
     insert_version(
         session,
         _contract_row(spec),
         [
             ContractDiscountRow(contract_id=spec.id, model=d.model, pct=d.pct)
-            for d in parsed
+            for d in spec.discounts
             if d.model is not None
         ],
         f"another contract version for account {account_id} was created at the same time; retry",
     )
-    return spec
 
 
 def _term(

@@ -25,8 +25,15 @@ from sqlalchemy.orm import Session
 
 from ledger.base import utcnow
 from ledger.units import Unit
-from plans._db import check_aware, check_id, check_models, conflict_as, money_unit, new_id
-from plans.catalog_errors import CatalogConflict
+from plans._db import (
+    check_aware,
+    check_id,
+    check_models,
+    insert_version,
+    money_unit,
+    new_id,
+    refuse_taken,
+)
 from plans.errors import InvalidCatalog
 from plans.models import CostCardRow, CostPriceRow
 from plans.price_rows import price_columns, price_of
@@ -101,47 +108,58 @@ def create_cost_card(
     check_models(session, given.prices, what="prices")
     final = dict(given.prices)
     if inherit:
-        before = session.scalars(
-            select(CostCardRow)
-            .where(
-                CostCardRow.upstream == upstream,
-                CostCardRow.currency == unit.code,
-                CostCardRow.effective_from <= start,
-            )
-            .order_by(CostCardRow.effective_from.desc())
-            .limit(1)
-        ).first()
-        if before is not None:
-            for model, price in _cards(session, [before])[0].prices.items():
-                final.setdefault(model, price)
-    message = (
-        f"upstream {upstream} already has a {unit.code} cost card taking effect at"
-        f" {start.isoformat()}; choose another effective_from"
-    )
-    taken = session.scalar(
-        select(CostCardRow.id).where(
+        for model, price in _in_force(session, upstream, unit, start).items():
+            final.setdefault(model, price)
+    card = CostCard(card_id, upstream, unit, start, MappingProxyType(final))
+    _store(session, card)
+    return card
+
+
+def _in_force(
+    session: Session, upstream: str, unit: Unit, at: datetime
+) -> Mapping[str, ModelPrice]:
+    """The prices of the upstream's card in force at ``at`` (empty: none)."""
+    before = session.scalars(
+        select(CostCardRow)
+        .where(
             CostCardRow.upstream == upstream,
             CostCardRow.currency == unit.code,
-            CostCardRow.effective_from == start,
+            CostCardRow.effective_from <= at,
         )
+        .order_by(CostCardRow.effective_from.desc())
+        .limit(1)
+    ).first()
+    return {} if before is None else _cards(session, [before])[0].prices
+
+
+def _store(session: Session, card: CostCard) -> None:
+    """Insert a new cost card version, refused when its instant is taken."""
+    unit, start = card.currency, card.effective_from
+    message = (
+        f"upstream {card.upstream} already has a {unit.code} cost card taking effect at"
+        f" {start.isoformat()}; choose another effective_from"
     )
-    if taken is not None:
-        raise CatalogConflict(message, cost_card_id=taken)
-    with conflict_as(session, message):
-        session.add(
-            CostCardRow(
-                id=card_id,
-                upstream=upstream,
-                currency=unit.code,
-                effective_from=start,
-                created_at=utcnow(),
-            )
-        )
-        session.flush()
-        session.add_all(
-            CostPriceRow(card_id=card_id, model=m, **price_columns(p)) for m, p in final.items()
-        )
-    return CostCard(card_id, upstream, unit, start, MappingProxyType(final))
+    refuse_taken(
+        session,
+        select(CostCardRow.id).where(
+            CostCardRow.upstream == card.upstream,
+            CostCardRow.currency == unit.code,
+            CostCardRow.effective_from == start,
+        ),
+        message,
+        key="cost_card_id",
+    )
+    head = CostCardRow(
+        id=card.id,
+        upstream=card.upstream,
+        currency=unit.code,
+        effective_from=start,
+        created_at=utcnow(),
+    )
+    prices = [
+        CostPriceRow(card_id=card.id, model=m, **price_columns(p)) for m, p in card.prices.items()
+    ]
+    insert_version(session, head, prices, message)
 
 
 def list_cost_cards(

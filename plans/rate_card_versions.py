@@ -230,14 +230,26 @@ def create_rate_card(
         usage_since=usage_since,
         resolved_prices=resolved_prices,
     )
-    if plan.blocked and not confirm_removals:
+    _refuse_unconfirmed(plan, confirm_removals)
+    _store(session, plan.card)
+    return plan.card
+
+
+def _refuse_unconfirmed(plan: RateCardPlan, confirmed: bool) -> None:
+    """Refuse a card with removals that have blockers, unless they are ``confirmed``."""
+    if plan.blocked and not confirmed:
         detail = "; ".join(f"{c.model}: {', '.join(c.blockers)}" for c in plan.blocked)
         raise UnconfirmedRemoval(
             f"the new card would stop pricing models still in use ({detail}); send"
             " confirm_removals: true to go ahead, or keep them on the card",
             models=[c.model for c in plan.blocked],
         )
-    card = plan.card
+
+
+def _store(session: Session, card: RateCard) -> None:
+    """Insert a new card version, refused when its instant is taken or already priced, or
+    when a reseller markup over it would not rate exactly."""
+    unit, start = card.currency, card.effective_from
 
     def conflict(taken: str | None) -> str:
         return (
@@ -264,7 +276,6 @@ def create_rate_card(
         ],
         conflict(None),  # the race: another request took the instant meanwhile
     )
-    return card
 
 
 def _check_card_under_markups(session: Session, card: RateCard, now: datetime) -> None:
