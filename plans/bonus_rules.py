@@ -32,7 +32,7 @@ from plans._db import (
 from plans.bonuses import BonusGrant, BonusRule, BonusTier, bonus_earned
 from plans.errors import InvalidCatalog
 from plans.models import BonusRuleRow, BonusTierRow
-from plans.prices import parse_pct
+from plans.price_fields import parse_pct
 
 
 def _rules(session: Session, rows: list[BonusRuleRow]) -> list[BonusRule]:

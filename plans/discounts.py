@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from plans.errors import InvalidCatalog, InvalidPrice
+from plans.price_fields import parse_pct
 from plans.pricebook import Contract
-from plans.prices import ModelPrice, parse_pct
+from plans.prices import ModelPrice
 
 
 @dataclass(frozen=True, slots=True)

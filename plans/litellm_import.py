@@ -23,7 +23,8 @@ from plans.card_diff import ModelChange
 from plans.errors import InvalidCatalog
 from plans.litellm_map import ROUNDING_RULE, Conversion, Converted, Refusal, convert
 from plans.models import CatalogModel
-from plans.prices import ModelPrice, parse_pct, price_from_item
+from plans.price_fields import parse_pct
+from plans.prices import ModelPrice, price_from_item
 from plans.rate_card_versions import UsageOfModels, create_rate_card, plan_rate_card
 
 #: LiteLLM's prices are US dollars.

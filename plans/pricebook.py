@@ -8,7 +8,7 @@ Three price books, tried in this order by :func:`resolve_price`:
 2. **Reseller retail** (:class:`ResellerRetail`), for sub-accounts of a reseller: an explicit
    per-model :class:`~plans.prices.ModelPrice` override, else a markup percentage over the
    wholesale price (what the reseller pays: its own contract, else the list card).
-3. **List**: the rate card in force (:func:`~plans.prices.card_in_force`).
+3. **List**: the rate card in force (:func:`card_in_force`).
 
 The result, :class:`ResolvedPrice`, says which book was used and from which card the prices
 derive, so it can be stored on the usage record. For reseller sub-accounts it also carries the
@@ -30,15 +30,9 @@ from types import MappingProxyType
 
 from ledger.units import Unit
 from plans._exact import DecimalInput, is_aware
-from plans.errors import InvalidCatalog, InvalidUsage
-from plans.prices import (
-    MAX_MARKUP_PCT,
-    ModelPrice,
-    RateCard,
-    card_in_force,
-    parse_pct,
-    price_for,
-)
+from plans.errors import InvalidCatalog, InvalidUsage, NoRateInForce
+from plans.price_fields import parse_pct
+from plans.prices import MAX_MARKUP_PCT, ModelPrice, RateCard, price_for
 
 
 class PriceSource(StrEnum):
@@ -241,6 +235,45 @@ class ResolvedPrice:
     discount_pct: Decimal = Decimal(0)
     markup_pct: Decimal = Decimal(0)
     wholesale: ResolvedPrice | None = None
+
+
+def card_in_force(cards: Iterable[RateCard], at: datetime) -> RateCard:
+    """The card in force at ``at``: the greatest ``effective_from`` that is ``<= at``.
+
+    A card whose ``effective_from`` equals ``at`` is in force at ``at``. Instants compare
+    as instants, whatever their UTC offsets.
+
+    Args:
+        cards: candidate cards (any order), normally all of one currency.
+        at: aware instant, e.g. a usage record's ``occurred_at``.
+
+    Returns:
+        The card in force.
+
+    Raises:
+        InvalidUsage: ``at`` is naive.
+        NoRateInForce: no card has taken effect by ``at`` (or there are no cards).
+        InvalidCatalog: two candidate cards share the winning ``effective_from``.
+    """
+    if not isinstance(at, datetime) or not is_aware(at):
+        raise InvalidUsage("the pricing instant must be a timezone-aware datetime")
+    best: RateCard | None = None
+    tied: RateCard | None = None
+    for card in cards:
+        if card.effective_from > at:
+            continue
+        if best is None or card.effective_from > best.effective_from:
+            best, tied = card, None
+        elif card.effective_from == best.effective_from and card.id != best.id:
+            tied = card
+    if best is None:
+        raise NoRateInForce(f"no rate card is in force at {at.isoformat()}", at=at.isoformat())
+    if tied is not None:
+        raise InvalidCatalog(
+            f"rate cards {best.id} and {tied.id} both take effect at "
+            f"{best.effective_from.isoformat()}"
+        )
+    return best
 
 
 def _single_currency(cards: tuple[RateCard, ...]) -> Unit | None:

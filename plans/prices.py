@@ -3,7 +3,7 @@
 A :class:`ModelPrice` holds one model's prices **per million tokens** as exact ``Decimal`` s,
 plus the batch discount percentage. A :class:`RateCard` is an immutable, versioned set of
 model prices in one currency with an ``effective_from`` instant; a newer card supersedes an
-older one from its ``effective_from`` on (:func:`card_in_force`).
+older one from its ``effective_from`` on (:func:`plans.pricebook.card_in_force`).
 
 Exactness invariant (checked whenever a ``ModelPrice`` is built): every per-Mtok price is a
 whole multiple of ``10**-12``, and so is every price times the batch discount percentage. With
@@ -27,188 +27,52 @@ from types import MappingProxyType
 from typing import Any
 
 from ledger.errors import UnknownUnit
-from ledger.units import CURRENCY_ATOM_EXPONENT, Unit
+from ledger.units import Unit
 from ledger.units import currency as currency_unit
-from plans._exact import DecimalInput, has_places, is_aware, parse_decimal, to_decimal
-from plans.errors import InvalidCatalog, InvalidPrice, InvalidUsage, NoRateInForce, UnknownModel
-
-#: Prices are quoted per this many tokens.
-TOKENS_PER_MTOK = 1_000_000
-#: Most decimal places a price given in a spec (API, admin input) may have.
-GIVEN_PRICE_PLACES = 6
-#: Most decimal places a percentage (batch discount, contract discount, markup) may have.
-PCT_PLACES = 2
-#: Finest per-Mtok price that still makes one token a whole number of currency atoms.
-EXACT_PRICE_PLACES = CURRENCY_ATOM_EXPONENT - 6
-
-#: Default cache-read price as a multiple of the input price.
-CACHE_READ_MULTIPLIER = Decimal("0.1")
-#: Default 5-minute cache-write price as a multiple of the input price.
-CACHE_WRITE_5M_MULTIPLIER = Decimal("1.25")
-#: Default 1-hour cache-write price as a multiple of the input price.
-CACHE_WRITE_1H_MULTIPLIER = Decimal("2")
-#: Default batch discount, percent off every token component of a batch request.
-DEFAULT_BATCH_DISCOUNT_PCT = Decimal("50")
-#: Most decimal places a service-tier multiplier may have.
-MULTIPLIER_PLACES = 4
-
-#: The per-Mtok price fields of :class:`ModelPrice`, in line order. Input side: every field
-#: prices its own tokens (they never overlap); output side: reasoning, audio and image output
-#: are parts of the output tokens priced apart.
-PRICE_FIELDS: tuple[str, ...] = (
-    "input_per_mtok",
-    "input_audio_per_mtok",
-    "input_image_per_mtok",
-    "cache_read_per_mtok",
-    "cache_write_5m_per_mtok",
-    "cache_write_30m_per_mtok",
-    "cache_write_1h_per_mtok",
-    "cache_write_12h_per_mtok",
-    "output_per_mtok",
-    "reasoning_per_mtok",
-    "output_audio_per_mtok",
-    "output_image_per_mtok",
+from plans._exact import DecimalInput, has_places, is_aware, to_decimal
+from plans.errors import InvalidCatalog, InvalidPrice, UnknownModel
+from plans.price_fields import (
+    DEFAULT_BATCH_DISCOUNT_PCT,
+    DEFAULTS,
+    EXACT_PRICE_PLACES,
+    FEE_KINDS,
+    GIVEN_PRICE_PLACES,
+    MAX_MARKUP_PCT,
+    PCT_PLACES,
+    PRICE_EXTRAS,
+    PRICE_FIELDS,
+    SERVICE_TIERS,
+    STANDARD_TIERS,
+    ContextTier,
+    ServiceTier,
+    check_exact,
+    checked_fees,
+    context_threshold,
+    list_of_objects,
+    only_prices,
+    parse_fees,
+    parse_multiplier,
+    parse_pct,
+    plain,
+    required_value,
+    resolve_defaults,
+    spec_required,
+    spec_value,
 )
-#: Price fields that may be omitted from a spec, and what an omitted one defaults to:
-#: ``(field it copies, multiplier)``; resolved in this order, so a default can build on a
-#: given or defaulted price before it.
-DEFAULTS: tuple[tuple[str, str, Decimal], ...] = (
-    ("cache_read_per_mtok", "input_per_mtok", CACHE_READ_MULTIPLIER),
-    ("cache_write_5m_per_mtok", "input_per_mtok", CACHE_WRITE_5M_MULTIPLIER),
-    ("cache_write_30m_per_mtok", "cache_write_5m_per_mtok", Decimal(1)),
-    ("cache_write_1h_per_mtok", "input_per_mtok", CACHE_WRITE_1H_MULTIPLIER),
-    ("cache_write_12h_per_mtok", "cache_write_1h_per_mtok", Decimal(1)),
-    ("reasoning_per_mtok", "output_per_mtok", Decimal(1)),
-    ("input_audio_per_mtok", "input_per_mtok", Decimal(1)),
-    ("input_image_per_mtok", "input_per_mtok", Decimal(1)),
-    ("output_audio_per_mtok", "output_per_mtok", Decimal(1)),
-    ("output_image_per_mtok", "output_per_mtok", Decimal(1)),
-)
-#: Per-request fees a card may price (a usage record counts each in ``tool_calls``).
-FEE_KINDS: tuple[str, ...] = (
-    "web_search",
-    "web_fetch",
-    "code_execution",
-    "file_search",
-    "tool_call",
-)
-#: Service tiers a card may price apart from the standard one. A record of ``batch`` without
-#: a ``batch`` tier on its card takes the card's batch discount.
-SERVICE_TIERS: tuple[str, ...] = ("flex", "priority", "batch", "scale", "fast", "ultrafast")
-#: What the providers call the standard tier (priced by the card's own prices).
-STANDARD_TIERS = frozenset({"standard", "default", "auto", "on_demand"})
 
-_HUNDRED = Decimal(100)
-
-
-#: The largest markup a price book or contract may state (its column holds 7 whole digits).
-MAX_MARKUP_PCT = Decimal(1_000_000)
-#: The largest price per million tokens accepted (derived prices, e.g. 2x for a 1-hour cache
-#: write, must still fit their columns, which hold 18 whole digits).
-MAX_PRICE_PER_MTOK = Decimal(10**12)
-
-
-def parse_pct(value: object, *, what: str, maximum: Decimal | None = _HUNDRED) -> Decimal:
-    """Parse a percentage: a decimal string/Decimal/int in ``0..maximum`` with <= 2 decimals.
-
-    Args:
-        value: the percentage, e.g. ``"12.5"``.
-        what: the field name, for the error message.
-        maximum: inclusive upper bound (100 for discounts; ``None`` for markups).
-
-    Raises:
-        InvalidPrice: a float, a malformed or negative value, more than 2 decimals, or above
-            ``maximum``.
-    """
-    return parse_decimal(
-        value, what=what, max_places=PCT_PLACES, error=InvalidPrice, maximum=maximum
-    )
-
-
-def parse_price(value: object, *, what: str) -> Decimal:
-    """Parse a given per-Mtok price: a non-negative decimal with at most 6 decimals.
-
-    Raises:
-        InvalidPrice: a float, NaN/infinity, a malformed or negative value, or > 6 decimals.
-    """
-    return parse_decimal(
-        value,
-        what=what,
-        max_places=GIVEN_PRICE_PLACES,
-        error=InvalidPrice,
-        maximum=MAX_PRICE_PER_MTOK,
-    )
-
-
-def _exact(value: Decimal, what: str) -> None:
-    if not has_places(Fraction(value), EXACT_PRICE_PLACES):
-        raise InvalidPrice(
-            f"{what} = {value} is finer than one currency atom per token "
-            f"(at most {EXACT_PRICE_PLACES} decimals per Mtok)",
-            field=what,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceTier:
-    """How a model is priced in a service tier: a multiplier of the standard prices (of the
-    context band the request falls in) or a price of its own (exactly one of the two).
-    Per-request fees are never multiplied."""
-
-    name: str
-    multiplier: Decimal | None = None
-    price: ModelPrice | None = None
-
-    def __post_init__(self) -> None:
-        if self.name not in SERVICE_TIERS:
-            raise InvalidCatalog(
-                f"unknown service tier {self.name!r}; known: {', '.join(SERVICE_TIERS)}",
-                field="service_tiers",
-            )
-        if (self.multiplier is None) == (self.price is None):
-            raise InvalidCatalog(
-                f"service tier {self.name} needs a multiplier or its own prices, not both",
-                field="service_tiers",
-            )
-        if self.multiplier is not None:
-            m = self.multiplier
-            if not isinstance(m, Decimal) or not m.is_finite() or m <= 0:
-                raise InvalidPrice(
-                    f"service_tiers.{self.name}.multiplier must be a positive decimal",
-                    field="service_tiers",
-                )
-            if not has_places(Fraction(m), MULTIPLIER_PLACES):
-                raise InvalidPrice(
-                    f"service_tiers.{self.name}.multiplier has more than {MULTIPLIER_PLACES}"
-                    f" decimals: {m}",
-                    field="service_tiers",
-                )
-        if self.price is not None and self.price.service_tiers:
-            raise InvalidCatalog(
-                f"service tier {self.name}'s own prices cannot have service tiers",
-                field="service_tiers",
-            )
-
-
-@dataclass(frozen=True, slots=True)
-class ContextTier:
-    """Prices that apply to a whole request whose prompt (every input token: uncached, cached,
-    written to the cache) is larger than ``above_input_tokens``."""
-
-    above_input_tokens: int
-    price: ModelPrice
-
-    def __post_init__(self) -> None:
-        n = self.above_input_tokens
-        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-            raise InvalidCatalog(
-                f"context_tiers: above_input_tokens must be a positive integer, got {n!r}",
-                field="context_tiers",
-            )
-        if self.price.context_tiers or self.price.service_tiers:
-            raise InvalidCatalog(
-                "a context tier's prices cannot have tiers of their own", field="context_tiers"
-            )
+__all__ = [
+    "DEFAULTS",
+    "FEE_KINDS",
+    "GIVEN_PRICE_PLACES",
+    "MAX_MARKUP_PCT",
+    "PRICE_FIELDS",
+    "SERVICE_TIERS",
+    "STANDARD_TIERS",
+    "ModelPrice",
+    "RateCard",
+    "price_for",
+    "price_from_item",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +152,7 @@ class ModelPrice:
             )
         for name in PRICE_FIELDS:
             price = Fraction(getattr(self, name))
-            _exact(getattr(self, name), name)
+            check_exact(getattr(self, name), name)
             if not has_places(price * pct / 100, EXACT_PRICE_PLACES):
                 raise InvalidPrice(
                     f"a {self.batch_discount_pct}% batch discount on {name} = "
@@ -298,28 +162,7 @@ class ModelPrice:
         self._check_extras()
 
     def _check_extras(self) -> None:
-        fees = tuple(self.request_fees)
-        seen: set[str] = set()
-        for kind, fee in fees:
-            if kind not in FEE_KINDS:
-                raise InvalidCatalog(
-                    f"unknown request fee {kind!r}; known: {', '.join(FEE_KINDS)}",
-                    field="request_fees",
-                )
-            if kind in seen:
-                raise InvalidCatalog(f"request fee {kind} given twice", field="request_fees")
-            seen.add(kind)
-            if not isinstance(fee, Decimal) or not fee.is_finite() or fee < 0:
-                raise InvalidPrice(
-                    f"request_fees.{kind} must be a non-negative Decimal", field="request_fees"
-                )
-            # a fee is money per request: whole atoms (10**-18)
-            if not has_places(Fraction(fee), EXACT_PRICE_PLACES + 6):
-                raise InvalidPrice(
-                    f"request_fees.{kind} = {fee} is finer than one currency atom",
-                    field="request_fees",
-                )
-        object.__setattr__(self, "request_fees", tuple(sorted(fees)))
+        object.__setattr__(self, "request_fees", checked_fees(self.request_fees))
         tiers = tuple(self.service_tiers)
         names = [t.name for t in tiers]
         if len(set(names)) != len(names):
@@ -423,76 +266,22 @@ class ModelPrice:
         unknown = sorted(set(optional) - set(PRICE_FIELDS))
         if unknown:
             raise InvalidCatalog(f"unknown price fields {unknown}", field=unknown[0])
-        base = _resolved(input_per_mtok, output_per_mtok, optional, what="")
+        base = resolve_defaults(input_per_mtok, output_per_mtok, optional, what="")
         discount = (
             DEFAULT_BATCH_DISCOUNT_PCT
             if batch_discount_pct is None
             else parse_pct(batch_discount_pct, what="batch_discount_pct")
         )
-        fees = tuple(
-            (
-                str(kind),
-                parse_decimal(
-                    fee,
-                    what=f"request_fees.{kind}",
-                    max_places=GIVEN_PRICE_PLACES,
-                    error=InvalidPrice,
-                ),
-            )
-            for kind, fee in (request_fees or {}).items()
+        fees = parse_fees(request_fees)
+        bands = tuple(_context_tier(cls, item, discount) for item in (context_tiers or ()))
+        tiers = tuple(
+            _service_tier(cls, name, spec, discount, request_fees)
+            for name, spec in (service_tiers or {}).items()
         )
-        bands = tuple(
-            ContextTier(
-                _threshold(item),
-                cls(
-                    batch_discount_pct=discount,
-                    **_resolved(
-                        _required(item, "input_per_mtok", "context_tiers"),
-                        _required(item, "output_per_mtok", "context_tiers"),
-                        _only_prices(item, "context_tiers", extra={"above_input_tokens"}),
-                        what="context_tiers",
-                    ),
-                ),
-            )
-            for item in (context_tiers or ())
-        )
-        tiers: list[ServiceTier] = []
-        for name, spec in (service_tiers or {}).items():
-            if not isinstance(spec, Mapping):
-                raise InvalidCatalog(
-                    f"service_tiers.{name} must be an object", field="service_tiers"
-                )
-            if "multiplier" in spec:
-                if set(spec) != {"multiplier"}:
-                    raise InvalidCatalog(
-                        f"service_tiers.{name}: a multiplier tier has no prices",
-                        field="service_tiers",
-                    )
-                m = parse_decimal(
-                    spec["multiplier"],
-                    what=f"service_tiers.{name}.multiplier",
-                    max_places=MULTIPLIER_PLACES,
-                    error=InvalidPrice,
-                )
-                tiers.append(ServiceTier(str(name), multiplier=m))
-                continue
-            tiers.append(
-                ServiceTier(
-                    str(name),
-                    price=cls.from_spec(
-                        input_per_mtok=_required(spec, "input_per_mtok", f"service_tiers.{name}"),
-                        output_per_mtok=_required(spec, "output_per_mtok", f"service_tiers.{name}"),
-                        batch_discount_pct=discount,
-                        request_fees=request_fees,
-                        context_tiers=_list_of(spec.get("context_tiers"), f"service_tiers.{name}"),
-                        **_only_prices(spec, f"service_tiers.{name}", extra={"context_tiers"}),
-                    ),
-                )
-            )
         return cls(
             batch_discount_pct=discount,
             request_fees=fees,
-            service_tiers=tuple(tiers),
+            service_tiers=tiers,
             context_tiers=bands,
             **base,
         )
@@ -554,14 +343,14 @@ class ModelPrice:
     def to_spec(self) -> dict[str, object]:
         """Every resolved price as decimal strings (tiers and context tiers nested), the
         shape :meth:`from_spec` reads back to an equal price."""
-        out: dict[str, object] = {name: _plain(getattr(self, name)) for name in PRICE_FIELDS}
-        out["batch_discount_pct"] = _plain(self.batch_discount_pct)
+        out: dict[str, object] = {name: plain(getattr(self, name)) for name in PRICE_FIELDS}
+        out["batch_discount_pct"] = plain(self.batch_discount_pct)
         if self.request_fees:
-            out["request_fees"] = {k: _plain(v) for k, v in self.request_fees}
+            out["request_fees"] = {k: plain(v) for k, v in self.request_fees}
         if self.service_tiers:
             out["service_tiers"] = {
                 t.name: (
-                    {"multiplier": _plain(t.multiplier)}
+                    {"multiplier": plain(t.multiplier)}
                     if t.multiplier is not None
                     else _token_spec(t.price)  # type: ignore[arg-type]
                 )
@@ -618,86 +407,59 @@ class ModelPrice:
         )
 
 
-def _plain(value: Decimal | None) -> str:
-    assert value is not None
-    return format(value.normalize(), "f") if value else "0"
+def _context_tier(
+    cls: type[ModelPrice], item: Mapping[str, object], discount: Decimal
+) -> ContextTier:
+    """A ``context_tiers`` item of a spec: a full price (defaults from its own prices)."""
+    return ContextTier(
+        context_threshold(item),
+        cls(
+            batch_discount_pct=discount,
+            **resolve_defaults(
+                required_value(item, "input_per_mtok", "context_tiers"),
+                required_value(item, "output_per_mtok", "context_tiers"),
+                only_prices(item, "context_tiers", extra={"above_input_tokens"}),
+                what="context_tiers",
+            ),
+        ),
+    )
+
+
+def _service_tier(
+    cls: type[ModelPrice],
+    name: object,
+    spec: object,
+    discount: Decimal,
+    request_fees: Mapping[str, object] | None,
+) -> ServiceTier:
+    """A ``service_tiers`` entry of a spec: a multiplier, or prices of its own (with the
+    price's batch discount and fees)."""
+    if not isinstance(spec, Mapping):
+        raise InvalidCatalog(f"service_tiers.{name} must be an object", field="service_tiers")
+    if "multiplier" in spec:
+        return ServiceTier(str(name), multiplier=parse_multiplier(spec, name))
+    what = f"service_tiers.{name}"
+    return ServiceTier(
+        str(name),
+        price=cls.from_spec(
+            input_per_mtok=required_value(spec, "input_per_mtok", what),
+            output_per_mtok=required_value(spec, "output_per_mtok", what),
+            batch_discount_pct=discount,
+            request_fees=request_fees,
+            context_tiers=list_of_objects(spec.get("context_tiers"), what),
+            **only_prices(spec, what, extra={"context_tiers"}),
+        ),
+    )
 
 
 def _token_spec(price: ModelPrice) -> dict[str, object]:
-    out: dict[str, object] = {name: _plain(getattr(price, name)) for name in PRICE_FIELDS}
+    out: dict[str, object] = {name: plain(getattr(price, name)) for name in PRICE_FIELDS}
     if price.context_tiers:
         out["context_tiers"] = [
             {"above_input_tokens": c.above_input_tokens, **_token_spec(c.price)}
             for c in price.context_tiers
         ]
     return out
-
-
-def _resolved(
-    input_per_mtok: object, output_per_mtok: object, given: Mapping[str, object], *, what: str
-) -> dict[str, Any]:
-    """Given prices parsed (<= 6 decimals), omitted ones defaulted (:data:`DEFAULTS`)."""
-    prefix = f"{what}." if what else ""
-    out = {
-        "input_per_mtok": parse_price(input_per_mtok, what=f"{prefix}input_per_mtok"),
-        "output_per_mtok": parse_price(output_per_mtok, what=f"{prefix}output_per_mtok"),
-    }
-    for name, source, multiplier in DEFAULTS:
-        value = given.get(name)
-        if value is not None:
-            out[name] = parse_price(value, what=f"{prefix}{name}")
-        else:
-            out[name] = to_decimal(
-                Fraction(out[source]) * Fraction(multiplier), what=name, error=InvalidPrice
-            )
-    return out
-
-
-def _only_prices(item: Mapping[str, object], what: str, *, extra: set[str]) -> dict[str, Any]:
-    unknown = sorted(set(item) - set(PRICE_FIELDS) - extra)
-    if unknown:
-        raise InvalidCatalog(
-            f"{what}: unknown fields {unknown}; allowed: the price fields and {sorted(extra)}",
-            field=what,
-        )
-    out: dict[str, Any] = {}
-    for name in PRICE_FIELDS:
-        if name in ("input_per_mtok", "output_per_mtok"):
-            continue
-        value = item.get(name)
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, str | Decimal | int)
-        ):
-            raise InvalidPrice(f"{what}.{name} must be a decimal string", field=what)
-        out[name] = value
-    return out
-
-
-def _required(item: Mapping[str, object], key: str, what: str) -> DecimalInput:
-    value = item.get(key)
-    if value is None:
-        raise InvalidCatalog(f"{what} lacks {key}", field=what)
-    if isinstance(value, bool) or not isinstance(value, str | Decimal | int):
-        raise InvalidPrice(f"{what}.{key} must be a decimal string", field=what)
-    return value
-
-
-def _threshold(item: Mapping[str, object]) -> int:
-    n = item.get("above_input_tokens")
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise InvalidCatalog(
-            f"context_tiers: above_input_tokens must be a positive integer, got {n!r}",
-            field="context_tiers",
-        )
-    return n
-
-
-def _list_of(value: object, what: str) -> list[Mapping[str, object]] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
-        raise InvalidCatalog(f"{what}.context_tiers must be a list of objects", field=what)
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -793,10 +555,6 @@ class RateCard:
         return price_for(self, model)
 
 
-#: Keys of a price item besides the per-Mtok prices.
-PRICE_EXTRAS = ("batch_discount_pct", "request_fees", "service_tiers", "context_tiers")
-
-
 def price_from_item(item: Mapping[str, object], model: str) -> ModelPrice:
     """One ``prices`` item of a rate card (``{"model", "input_per_mtok", ...}``) as a price.
 
@@ -813,77 +571,18 @@ def price_from_item(item: Mapping[str, object], model: str) -> ModelPrice:
     if bands is not None and not isinstance(bands, list):
         raise InvalidCatalog(f"context_tiers for {model} must be a list", model=model)
     return ModelPrice.from_spec(
-        input_per_mtok=_spec_required(item, "input_per_mtok", model),
-        output_per_mtok=_spec_required(item, "output_per_mtok", model),
-        batch_discount_pct=_spec_value(item, "batch_discount_pct", model),
+        input_per_mtok=spec_required(item, "input_per_mtok", model),
+        output_per_mtok=spec_required(item, "output_per_mtok", model),
+        batch_discount_pct=spec_value(item, "batch_discount_pct", model),
         request_fees=fees,
         service_tiers=tiers,
         context_tiers=bands,
         **{
-            name: _spec_value(item, name, model)
+            name: spec_value(item, name, model)
             for name in PRICE_FIELDS
             if name not in ("input_per_mtok", "output_per_mtok")
         },
     )
-
-
-def _spec_value(item: Mapping[str, object], key: str, model: str) -> DecimalInput | None:
-    value = item.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | Decimal | int):
-        raise InvalidPrice(
-            f"{key} for {model} must be a decimal string, not {type(value).__name__}",
-            model=model,
-            field=key,
-        )
-    return value
-
-
-def _spec_required(item: Mapping[str, object], key: str, model: str) -> DecimalInput:
-    value = _spec_value(item, key, model)
-    if value is None:
-        raise InvalidCatalog(f"price for {model} lacks {key}", model=model, field=key)
-    return value
-
-
-def card_in_force(cards: Iterable[RateCard], at: datetime) -> RateCard:
-    """The card in force at ``at``: the greatest ``effective_from`` that is ``<= at``.
-
-    A card whose ``effective_from`` equals ``at`` is in force at ``at``. Instants compare
-    as instants, whatever their UTC offsets.
-
-    Args:
-        cards: candidate cards (any order), normally all of one currency.
-        at: aware instant, e.g. a usage record's ``occurred_at``.
-
-    Returns:
-        The card in force.
-
-    Raises:
-        InvalidUsage: ``at`` is naive.
-        NoRateInForce: no card has taken effect by ``at`` (or there are no cards).
-        InvalidCatalog: two candidate cards share the winning ``effective_from``.
-    """
-    if not isinstance(at, datetime) or not is_aware(at):
-        raise InvalidUsage("the pricing instant must be a timezone-aware datetime")
-    best: RateCard | None = None
-    tied: RateCard | None = None
-    for card in cards:
-        if card.effective_from > at:
-            continue
-        if best is None or card.effective_from > best.effective_from:
-            best, tied = card, None
-        elif card.effective_from == best.effective_from and card.id != best.id:
-            tied = card
-    if best is None:
-        raise NoRateInForce(f"no rate card is in force at {at.isoformat()}", at=at.isoformat())
-    if tied is not None:
-        raise InvalidCatalog(
-            f"rate cards {best.id} and {tied.id} both take effect at "
-            f"{best.effective_from.isoformat()}"
-        )
-    return best
 
 
 def price_for(card: RateCard, model: str) -> ModelPrice:

@@ -35,9 +35,10 @@ from plans.contracts import check_account_id, open_contracts, pure_contract
 from plans.discounts import check_markups
 from plans.markups import contract_prices
 from plans.models import ResellerPriceBookRow, ResellerPriceRow
+from plans.price_fields import MAX_MARKUP_PCT, parse_pct
 from plans.price_rows import parse_prices, price_columns, price_of
 from plans.pricebook import Contract, ResellerRetail
-from plans.prices import MAX_MARKUP_PCT, ModelPrice, parse_pct
+from plans.prices import ModelPrice
 from plans.rate_cards import future_cards, get_rate_card
 from plans.watermark import refuse_backdated
 

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-import plans.prices
+import plans.price_fields
 from ledger.errors import NotFound, UnknownUnit
 from plans import catalog
 from plans.errors import InvalidCatalog, InvalidPrice, NoRateInForce, UnknownModel
@@ -44,7 +44,7 @@ def test_card_stores_resolved_prices_that_a_new_default_never_changes(models, mo
     )
     models.commit()
     assert card.id.startswith("rc_") and card.currency == USD
-    monkeypatch.setattr(plans.prices, "CACHE_READ_MULTIPLIER", Decimal("0.5"))
+    monkeypatch.setattr(plans.price_fields, "CACHE_READ_MULTIPLIER", Decimal("0.5"))
     stored = catalog.get_rate_card(models, card.id).prices["m-large"]
     assert stored.cache_read_per_mtok == Decimal("0.3")
     assert stored.cache_write_5m_per_mtok == Decimal("3.75")

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from ledger.units import TOKENS, currency
 from plans.errors import InvalidCatalog, InvalidPrice, InvalidUsage, NoRateInForce, UnknownModel
-from plans.prices import PRICE_FIELDS, ModelPrice, RateCard, card_in_force, price_for
+from plans.pricebook import card_in_force
+from plans.prices import PRICE_FIELDS, ModelPrice, RateCard, price_for
 
 USD = currency("USD")
 JAN = datetime(2025, 1, 1, tzinfo=UTC)
