@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from ledger.units import Unit
 from plans._db import check_aware, money_unit
-from plans.card_diff import ModelChange
+from plans.card_diff import ModelChange, RateCardPlan
 from plans.errors import InvalidCatalog
 from plans.litellm_map import ROUNDING_RULE, Conversion, Converted, Refusal, convert
 from plans.models import CatalogModel
@@ -88,48 +88,24 @@ def import_litellm(
         The errors of :func:`plans.rate_card_versions.create_rate_card` (e.g.
         ``backdated_price_change``).
     """
-    unit = money_unit(currency)
-    if unit.code != LITELLM_CURRENCY:
-        raise InvalidCatalog(
-            f"LiteLLM's prices are in {LITELLM_CURRENCY}; import them into a"
-            f" {LITELLM_CURRENCY} card, not {unit.code}",
-            field="currency",
-        )
+    unit = _usd(currency)
     start = check_aware(effective_from, what="effective_from")
     markup = None if markup_pct is None else parse_pct(markup_pct, what="markup_pct", maximum=None)
     conv: Conversion = convert(data, providers=providers, strict=strict, markup_pct=markup)
     if not conv.models:
         raise InvalidCatalog("nothing in the map can be imported; see the refusals")
     resolved = {m.model: _priced(m.item, markup) for m in conv.models}
-    ids = [m.model for m in conv.models]
-    existing = set(session.scalars(select(CatalogModel.id).where(CatalogModel.id.in_(ids))))
-    new = [m for m in conv.models if m.model not in existing]
-    nested = session.begin_nested()  # a dry run creates the models only to plan, then undoes
-    try:
-        session.add_all(
-            CatalogModel(id=m.model, provider=m.provider[:100], display_name=m.model) for m in new
-        )
-        session.flush()
-        kw: dict[str, Any] = {
-            "currency": unit,
-            "effective_from": start,
-            "prices": (),
-            "resolved_prices": resolved,
-            "inherit": True,
-            "usage_of_models": usage_of_models,
-            "usage_since": usage_since,
-        }
-        plan = plan_rate_card(session, **kw)
-        card_id = None
-        if apply:
-            card_id = create_rate_card(session, **kw).id
-            nested.commit()
-        else:
-            nested.rollback()
-    except BaseException:
-        if nested.is_active:
-            nested.rollback()
-        raise
+    new = _not_in_catalog(session, conv.models)
+    card: dict[str, Any] = {
+        "currency": unit,
+        "effective_from": start,
+        "prices": (),
+        "resolved_prices": resolved,
+        "inherit": True,
+        "usage_of_models": usage_of_models,
+        "usage_since": usage_since,
+    }
+    plan, card_id = _plan_or_create(session, new, card, apply=apply)
     return ImportReport(
         applied=apply,
         card_id=card_id,
@@ -142,6 +118,53 @@ def import_litellm(
         refused=conv.refused,
         skipped=conv.skipped,
     )
+
+
+def _not_in_catalog(session: Session, models: Iterable[Converted]) -> list[Converted]:
+    listed = list(models)
+    ids = [m.model for m in listed]
+    existing = set(session.scalars(select(CatalogModel.id).where(CatalogModel.id.in_(ids))))
+    return [m for m in listed if m.model not in existing]
+
+
+def _usd(currency: Unit | str) -> Unit:
+    unit = money_unit(currency)
+    if unit.code != LITELLM_CURRENCY:
+        raise InvalidCatalog(
+            f"LiteLLM's prices are in {LITELLM_CURRENCY}; import them into a"
+            f" {LITELLM_CURRENCY} card, not {unit.code}",
+            field="currency",
+        )
+    return unit
+
+
+def _plan_or_create(
+    session: Session, new: list[Converted], card: dict[str, Any], *, apply: bool
+) -> tuple[RateCardPlan, str | None]:
+    """Create the ``new`` models and plan the card; with ``apply`` create the card too, else
+    undo the models (a dry run creates them only to plan).
+
+    Returns:
+        The plan and the new card's id (``None`` for a dry run).
+    """
+    nested = session.begin_nested()
+    try:
+        session.add_all(
+            CatalogModel(id=m.model, provider=m.provider[:100], display_name=m.model) for m in new
+        )
+        session.flush()
+        plan = plan_rate_card(session, **card)
+        card_id = None
+        if apply:
+            card_id = create_rate_card(session, **card).id
+            nested.commit()
+        else:
+            nested.rollback()
+    except BaseException:
+        if nested.is_active:
+            nested.rollback()
+        raise
+    return plan, card_id
 
 
 def _priced(item: dict[str, Any], markup: Decimal | None) -> ModelPrice:

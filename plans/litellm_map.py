@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -175,6 +175,11 @@ def convert(
 def _convert_one(
     model: str, provider: str, entry: Mapping[str, Any], *, strict: bool
 ) -> tuple[dict[str, Any], list[str]]:
+    """One LiteLLM entry as a ``prices`` item, with its flags (rounded, not imported, ...).
+
+    Raises:
+        _Unrepresentable: the entry cannot be priced (why is the message).
+    """
     if not ID_RE.match(model):
         raise _Unrepresentable("its name is not a catalog model id (1-128 of A-Z a-z 0-9 ._:@+/-)")
     mode = entry.get("mode")
@@ -182,12 +187,33 @@ def _convert_one(
         raise _Unrepresentable(f"mode {mode!r} is not priced per token")
     if "input_cost_per_token" not in entry:
         raise _Unrepresentable("no input_cost_per_token (not priced per token)")
-    flags: list[str] = []
-    rounded: list[str] = []
-    # base / tier -> context threshold (None: no threshold) -> field -> price
-    found: dict[str | None, dict[int | None, dict[str, Decimal]]] = {}
-    fees: dict[str, Decimal] = {}
-    ignored: list[str] = []
+    read = _read_entry(entry, provider)
+    if read.rounded:
+        if strict:
+            raise _Unrepresentable(
+                f"prices needing rounding (strict): {', '.join(sorted(read.rounded))}"
+            )
+        read.flags.append(f"rounded: {', '.join(sorted(read.rounded))}")
+    if read.ignored:
+        read.flags.append(f"not imported: {', '.join(sorted(read.ignored))}")
+    return _item(model, mode, read), read.flags
+
+
+@dataclass
+class _Read:
+    """What an entry's keys give: token prices by service tier (``None``: the standard
+    prices) and context threshold (``None``: none), fees, and what was rounded or ignored."""
+
+    found: dict[str | None, dict[int | None, dict[str, Decimal]]] = field(default_factory=dict)
+    fees: dict[str, Decimal] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
+    rounded: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+
+
+def _read_entry(entry: Mapping[str, Any], provider: str) -> _Read:
+    """Every price key of an entry, read into a :class:`_Read`."""
+    read = _Read()
     write_field = (
         "cache_write_30m_per_mtok" if provider in _OPENAI_LIKE else "cache_write_5m_per_mtok"
     )
@@ -198,55 +224,54 @@ def _convert_one(
         if m is not None:
             price, was_rounded = _decimal(value, key)
             if was_rounded:
-                rounded.append(key)
-            field = _TOKEN_KEYS[m["base"]]
-            if field == "cache_write":
-                field = write_field
+                read.rounded.append(key)
+            field_name = _TOKEN_KEYS[m["base"]]
+            if field_name == "cache_write":
+                field_name = write_field
             tier = _TIERS[m["tier"]] if m["tier"] else None
             above = int(m["k"]) * 1000 if m["k"] else None
-            found.setdefault(tier, {}).setdefault(above, {})[field] = price
-        elif key == "search_context_cost_per_query" and isinstance(value, Mapping):
-            medium = value.get("search_context_size_medium")
-            if medium is None:
-                ignored.append(key)
-                continue
-            fees["web_search"], r = _money(medium, f"{key}.search_context_size_medium")
-            if len(set(value.values())) > 1:
-                flags.append("web_search priced at the medium search context size")
-            if r:
-                rounded.append(key)
-        elif key == "code_interpreter_cost_per_session":
-            fees["code_execution"], r = _money(value, key)
-            if r:
-                rounded.append(key)
-        elif key == "file_search_cost_per_1k_calls":
-            fee, r = _money(value, key)
-            fees["file_search"] = (fee / 1000).normalize()
-            if r:
-                rounded.append(key)
-        elif _is_zero(value):
-            continue  # a dimension priced 0 costs nothing whether mapped or not
-        else:
-            ignored.append(key)
-    if rounded:
-        if strict:
-            raise _Unrepresentable(
-                f"prices needing rounding (strict): {', '.join(sorted(rounded))}"
-            )
-        flags.append(f"rounded: {', '.join(sorted(rounded))}")
-    if ignored:
-        flags.append(f"not imported: {', '.join(sorted(ignored))}")
+            read.found.setdefault(tier, {}).setdefault(above, {})[field_name] = price
+        elif not _read_fee(key, value, read) and not _is_zero(value):
+            read.ignored.append(key)  # a dimension priced 0 costs nothing, mapped or not
+    return read
+
+
+def _read_fee(key: str, value: object, read: _Read) -> bool:
+    """Read a per-request fee key into ``read``; ``False`` when ``key`` is not a fee."""
+    if key == "search_context_cost_per_query" and isinstance(value, Mapping):
+        medium = value.get("search_context_size_medium")
+        if medium is None:
+            read.ignored.append(key)
+            return True
+        read.fees["web_search"], r = _money(medium, f"{key}.search_context_size_medium")
+        if len(set(value.values())) > 1:
+            read.flags.append("web_search priced at the medium search context size")
+    elif key == "code_interpreter_cost_per_session":
+        read.fees["code_execution"], r = _money(value, key)
+    elif key == "file_search_cost_per_1k_calls":
+        fee, r = _money(value, key)
+        read.fees["file_search"] = (fee / 1000).normalize()
+    else:
+        return False
+    if r:
+        read.rounded.append(key)
+    return True
+
+
+def _item(model: str, mode: object, read: _Read) -> dict[str, Any]:
+    """The ``prices`` item of what was read (flags a missing output price in ``read``)."""
+    found = read.found
     base = found.get(None, {}).get(None, {})
     if "output_per_mtok" not in base:
         base["output_per_mtok"] = Decimal(0)
         if mode not in (None, "embedding"):
-            flags.append("no output price: output priced 0")
+            read.flags.append("no output price: output priced 0")
     item: dict[str, Any] = {"model": model, **{k: _plain(v) for k, v in base.items()}}
     bands = _bands(found.get(None, {}), base)
     if bands:
         item["context_tiers"] = bands
-    if fees:
-        item["request_fees"] = {k: _plain(v) for k, v in sorted(fees.items())}
+    if read.fees:
+        item["request_fees"] = {k: _plain(v) for k, v in sorted(read.fees.items())}
     tiers: dict[str, Any] = {}
     for tier, by_band in sorted((t, b) for t, b in found.items() if t is not None):
         own = {**base, **by_band.get(None, {})}
@@ -257,7 +282,7 @@ def _convert_one(
         tiers[tier] = spec
     if tiers:
         item["service_tiers"] = tiers
-    return item, flags
+    return item
 
 
 def _bands(

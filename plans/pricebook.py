@@ -354,14 +354,7 @@ def resolve_price(
     cards = tuple(list_cards)
     list_currency = _single_currency(cards)
 
-    wholesale: ResolvedPrice | None = None
-    if reseller_retail is not None:
-        wholesale = resolve_price(
-            model, at, list_cards=cards, contract=reseller_retail.wholesale_contract
-        )
-        _check_currency(
-            wholesale.currency, reseller_retail.currency, f"reseller retail {reseller_retail.id}"
-        )
+    wholesale = None if reseller_retail is None else _wholesale(model, at, cards, reseller_retail)
 
     if contract is not None:
         resolved = _from_contract(model, at, cards, contract, list_currency)
@@ -369,29 +362,9 @@ def resolve_price(
             return _with_wholesale(resolved, wholesale)
 
     if reseller_retail is not None and wholesale is not None:
-        override = reseller_retail.overrides.get(model)
-        if override is not None:
-            return ResolvedPrice(
-                model=model,
-                price=override,
-                currency=reseller_retail.currency,
-                source=PriceSource.RESELLER_RETAIL,
-                source_id=reseller_retail.id,
-                card_id=None,
-                wholesale=wholesale,
-            )
-        if reseller_retail.markup_pct is not None:
-            markup = Decimal(reseller_retail.markup_pct)
-            return ResolvedPrice(
-                model=model,
-                price=wholesale.price.with_markup(markup),
-                currency=wholesale.currency,
-                source=PriceSource.RESELLER_RETAIL,
-                source_id=reseller_retail.id,
-                card_id=wholesale.card_id,
-                markup_pct=markup,
-                wholesale=wholesale,
-            )
+        retail = _from_retail(model, reseller_retail, wholesale)
+        if retail is not None:
+            return retail
 
     card = card_in_force(cards, at)
     return ResolvedPrice(
@@ -401,6 +374,46 @@ def resolve_price(
         source=PriceSource.LIST,
         source_id=card.id,
         card_id=card.id,
+        wholesale=wholesale,
+    )
+
+
+def _wholesale(
+    model: str, at: datetime, cards: tuple[RateCard, ...], retail: ResellerRetail
+) -> ResolvedPrice:
+    """What the reseller pays for ``model``: its own contract's price, else list."""
+    wholesale = resolve_price(model, at, list_cards=cards, contract=retail.wholesale_contract)
+    _check_currency(wholesale.currency, retail.currency, f"reseller retail {retail.id}")
+    return wholesale
+
+
+def _from_retail(
+    model: str, retail: ResellerRetail, wholesale: ResolvedPrice
+) -> ResolvedPrice | None:
+    """The reseller's retail price of ``model``: its override, else its markup over
+    ``wholesale``; ``None`` when the book has neither for it (the sub-account pays list)."""
+    override = retail.overrides.get(model)
+    if override is not None:
+        return ResolvedPrice(
+            model=model,
+            price=override,
+            currency=retail.currency,
+            source=PriceSource.RESELLER_RETAIL,
+            source_id=retail.id,
+            card_id=None,
+            wholesale=wholesale,
+        )
+    if retail.markup_pct is None:
+        return None
+    markup = Decimal(retail.markup_pct)
+    return ResolvedPrice(
+        model=model,
+        price=wholesale.price.with_markup(markup),
+        currency=wholesale.currency,
+        source=PriceSource.RESELLER_RETAIL,
+        source_id=retail.id,
+        card_id=wholesale.card_id,
+        markup_pct=markup,
         wholesale=wholesale,
     )
 
