@@ -1,0 +1,96 @@
+"""Shared pieces of the catalog routes: who reads what, price and percent strings,
+the reseller a write acts for, and the 201 idempotent POST."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Literal
+
+from litestar import Request, Response
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
+
+from api.auth import Principal
+from api.idempotency import run_idempotent
+from api.schemas import (
+    PRICE_PATTERN,
+    scope_of,
+)
+from ledger.errors import NotFound
+from plans._db import ID_RE
+from wallet.accounts import get_account
+from wallet.errors import InvalidRequest
+
+Treatment = Literal["billed", "not_billed", "output_not_billed"]
+#: who may read the catalog they buy from: models, token packages, coding plans
+READERS = ("finance", "reseller", "customer", "gateway")
+#: list rate cards are the wholesale basis of resellers: not shown to customers, who read
+#: their own effective prices (``GET /v1/accounts/{id}/prices``, ``/v1/price-quotes``)
+CARD_READERS = ("finance", "reseller")
+PCT_DESC = "decimal string, percent (0..100, at most 2 decimals)"
+
+
+#: Operator-chosen catalog ids, as ``plans._db.check_id`` accepts them.
+CATALOG_ID: dict[str, Any] = {"pattern": ID_RE.pattern}
+
+
+#: Lists of model ids (``plans._db`` refuses empty ones).
+MODEL_IDS: dict[str, Any] = {"items": {"type": "string", "minLength": 1}}
+
+
+def price_field(*, optional: bool = False) -> Any:
+    """The ``Field`` of a per-Mtok price: a decimal string, required unless ``optional``."""
+    # Decimal strings are checked by plans.prices.parse_price, whose messages name the field
+    # and the rule (negative, too many decimals...); JSON numbers are refused here.
+    desc = "decimal string per million tokens, at most 6 decimals"
+    doc: dict[str, Any] = {"pattern": PRICE_PATTERN}
+    if optional:
+        return Field(default=None, examples=["0.30"], description=desc, json_schema_extra=doc)
+    return Field(examples=["3.00"], description=desc, json_schema_extra=doc)
+
+
+def price_str(value: Decimal) -> str:
+    """A price as a plain decimal string with at least two decimals (``3`` -> ``"3.00"``)."""
+    text = format(value, "f")
+    whole, _, frac = text.partition(".")
+    return f"{whole}.{frac.ljust(2, '0')}"
+
+
+def pct_str(value: Decimal) -> str:
+    """A percentage as a plain decimal string (``50``, ``12.5``)."""
+    return format(value, "f")
+
+
+def reseller_of(db: Session, principal: Principal, account_id: str | None) -> str | None:
+    """The reseller account a bonus rule or retail price book belongs to.
+
+    A reseller key acts only for its own account (another id looks unknown: 404); an admin
+    names any reseller, checked to exist and to be a reseller.
+
+    Raises:
+        NotFound: the account does not exist or is not visible to the key.
+        InvalidRequest: the account is not a reseller.
+    """
+    if principal.role == "reseller":
+        if account_id not in (None, principal.account_id):
+            raise NotFound(f"account {account_id} does not exist")
+        account_id = principal.account_id
+    if account_id is None:
+        return None
+    account = get_account(db, account_id, scope=scope_of(principal))
+    if account.kind != "reseller" or account.parent_id is not None:
+        raise InvalidRequest(
+            f"account {account_id} is not a reseller; only resellers have their own bonus rules"
+            " and retail prices for sub-accounts"
+        )
+    return account.id
+
+
+def post_created(
+    request: Request[Any, Any, Any], db: Session, key: str | None, body: BaseModel, produce: Any
+) -> Response[bytes]:
+    """Run ``produce`` through the Idempotency-Key mechanism; 201 on success."""
+    return run_idempotent(db, request, key, body=body, status_code=201, produce=produce)
+
+
+# -- shared shapes ------------------------------------------------------------------------

@@ -1,0 +1,100 @@
+"""``/v1/models``: the models rate cards can price."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from api.auth import requires
+from api.openapi import returns
+from api.routes.catalog._common import CATALOG_ID, READERS, post_created
+from api.schemas import (
+    IdempotencyKey,
+    Limit,
+)
+from plans import catalog
+
+
+class CatalogModelIn(BaseModel):
+    """A model that rate cards can price."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(
+        min_length=1, max_length=128, examples=["claude-sonnet-4"], json_schema_extra=CATALOG_ID
+    )
+    provider: str = Field(min_length=1, max_length=100, examples=["anthropic"])
+    display_name: str = Field(min_length=1, max_length=200, examples=["Claude Sonnet 4"])
+
+
+class CatalogModelOut(BaseModel):
+    """A model in the catalog."""
+
+    id: str
+    provider: str
+    display_name: str
+    created_at: datetime
+
+
+class CatalogModelList(BaseModel):
+    """A page of models."""
+
+    data: list[CatalogModelOut]
+    has_more: bool
+
+
+def _model_out(m: catalog.ModelInfo) -> CatalogModelOut:
+    return CatalogModelOut(
+        id=m.id, provider=m.provider, display_name=m.display_name, created_at=m.created_at
+    )
+
+
+class ModelsController(Controller):
+    """Models (admin). Ids may contain ``/`` (``anthropic/claude-sonnet-4``)."""
+
+    path = "/v1/models"
+    tags = ["catalog"]
+
+    @post(
+        "/",
+        sync_to_thread=True,
+        status_code=201,
+        responses=returns(CatalogModelOut, 201),
+        guards=[requires()],
+    )
+    def create_model(
+        self,
+        request: Request[Any, Any, Any],
+        data: CatalogModelIn,
+        db: Session,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
+        """Add a model; 409 ``conflict`` if the id exists."""
+
+        def produce() -> CatalogModelOut:
+            return _model_out(
+                catalog.create_model(
+                    db, id=data.id, provider=data.provider, display_name=data.display_name
+                )
+            )
+
+        return post_created(request, db, idempotency_key, data, produce)
+
+    @get("/", sync_to_thread=True, guards=[requires(*READERS)])
+    def list_models(
+        self, db: Session, limit: Limit = 20, starting_after: str | None = None
+    ) -> CatalogModelList:
+        """Models by id."""
+        page = catalog.list_models(db, limit=limit, starting_after=starting_after)
+        return CatalogModelList(data=[_model_out(m) for m in page.items], has_more=page.has_more)
+
+    @get("/{model_id:path}", sync_to_thread=True, guards=[requires(*READERS)])
+    def get_model(self, model_id: str, db: Session) -> CatalogModelOut:
+        """One model."""
+        return _model_out(catalog.get_model(db, model_id.lstrip("/")))
+
+
+# -- rate cards ---------------------------------------------------------------------------

@@ -1,0 +1,133 @@
+"""``/v1/reseller-price-books``: a reseller's retail prices for its sub-accounts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from api.auth import Principal, requires
+from api.openapi import returns
+from api.routes.catalog._common import pct_str, post_created, reseller_of
+from api.routes.catalog.prices import ModelPriceIn, ModelPriceOut, price_items, prices_out
+from api.schemas import (
+    MARKUP_PATTERN,
+    IdempotencyKey,
+    Limit,
+)
+from ledger.errors import NotFound
+from plans import catalog
+
+
+class ResellerPriceBookIn(BaseModel):
+    """A reseller's retail prices for its sub-accounts: explicit per-model prices win, else
+    ``markup_pct`` over the reseller's wholesale price, else the list price."""
+
+    model_config = ConfigDict(extra="forbid")
+    reseller_account_id: str = Field(min_length=1, max_length=64)
+    currency: str = Field(min_length=3, max_length=3, examples=["USD"])
+    markup_pct: str | None = Field(
+        default=None,
+        examples=["20"],
+        description="decimal string, percent over wholesale",
+        json_schema_extra={"pattern": MARKUP_PATTERN},
+    )
+    prices: list[ModelPriceIn] = Field(default=[], max_length=1000)
+    effective_from: AwareDatetime | None = None
+
+
+class ResellerPriceBookOut(BaseModel):
+    """A reseller price book version."""
+
+    id: str
+    reseller_account_id: str
+    currency: str
+    markup_pct: str | None
+    prices: list[ModelPriceOut]
+    effective_from: datetime
+    created_at: datetime
+
+
+class ResellerPriceBookList(BaseModel):
+    """A page of reseller price books."""
+
+    data: list[ResellerPriceBookOut]
+    has_more: bool
+
+
+def _book_out(b: catalog.ResellerPriceBook) -> ResellerPriceBookOut:
+    return ResellerPriceBookOut(
+        id=b.id,
+        reseller_account_id=b.reseller_account_id,
+        currency=b.currency.code,
+        markup_pct=None if b.markup_pct is None else pct_str(b.markup_pct),
+        prices=prices_out(b.prices),
+        effective_from=b.effective_from,
+        created_at=b.created_at,
+    )
+
+
+class ResellerPriceBooksController(Controller):
+    """Reseller retail price books (admin, or a reseller for its own sub-accounts)."""
+
+    path = "/v1/reseller-price-books"
+    tags = ["catalog"]
+    guards = [requires("reseller")]
+
+    @post("/", sync_to_thread=True, status_code=201, responses=returns(ResellerPriceBookOut, 201))
+    def create_book(
+        self,
+        request: Request[Any, Any, Any],
+        data: ResellerPriceBookIn,
+        db: Session,
+        principal: Principal,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[bytes]:
+        """Create a reseller price book version; ``effective_from`` defaults to now."""
+        reseller = reseller_of(db, principal, data.reseller_account_id)
+        assert reseller is not None
+
+        def produce() -> ResellerPriceBookOut:
+            return _book_out(
+                catalog.create_reseller_price_book(
+                    db,
+                    reseller_account_id=reseller,
+                    currency=data.currency,
+                    markup_pct=data.markup_pct,
+                    prices=price_items(data.prices),
+                    effective_from=data.effective_from,
+                )
+            )
+
+        return post_created(request, db, idempotency_key, data, produce)
+
+    @get("/", sync_to_thread=True)
+    def list_books(
+        self,
+        db: Session,
+        principal: Principal,
+        reseller_account_id: str | None = None,
+        limit: Limit = 20,
+        starting_after: str | None = None,
+    ) -> ResellerPriceBookList:
+        """Reseller price books in creation order, optionally of one reseller (a reseller key
+        sees its own)."""
+        if principal.role == "reseller":
+            reseller_account_id = reseller_of(db, principal, reseller_account_id)
+        page = catalog.list_reseller_price_books(
+            db, reseller_account_id=reseller_account_id, limit=limit, starting_after=starting_after
+        )
+        return ResellerPriceBookList(
+            data=[_book_out(b) for b in page.items], has_more=page.has_more
+        )
+
+    @get("/{book_id:str}", sync_to_thread=True)
+    def get_book(self, book_id: str, db: Session, principal: Principal) -> ResellerPriceBookOut:
+        """One reseller price book version."""
+        book = catalog.get_reseller_price_book(db, book_id)
+        if principal.role == "reseller" and book.reseller_account_id != principal.account_id:
+            raise NotFound(f"reseller price book {book_id} does not exist")
+        return _book_out(book)
