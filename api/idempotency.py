@@ -8,13 +8,17 @@ with a different body is refused with 409 ``idempotency_conflict``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
+import sys
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from litestar import Request, Response
+from litestar import Request, Response, patch, post
+from litestar.handlers import HTTPRouteHandler
 from pydantic import BaseModel
 from sqlalchemy import text, update
 from sqlalchemy.dialects.postgresql import insert
@@ -24,6 +28,7 @@ from api.audit import record_request
 from api.auth import principal_of
 from api.db import commit
 from api.models import IdempotencyRecord
+from api.openapi import returns
 from ledger.errors import DomainError, IdempotencyConflict
 
 MAX_KEY_LENGTH = 255
@@ -160,3 +165,119 @@ def run_idempotent(
     )
     commit(session)
     return Response(content, status_code=status_code, media_type="application/json")
+
+
+Result = BaseModel | dict[str, Any] | list[Any]
+#: the parameters an idempotent handler declares (``data`` too when the request has a body)
+_NEEDED = ("request", "db", "idempotency_key")
+
+
+def _result_model(fn: Callable[..., Any]) -> Any:
+    """The model ``fn`` is annotated to return (a string under postponed annotations)."""
+    annotation = fn.__annotations__["return"]
+    if isinstance(annotation, str):
+        annotation = eval(annotation, vars(sys.modules[fn.__module__]))  # noqa: S307
+    return annotation
+
+
+def _idempotent(
+    route: type[HTTPRouteHandler],
+    path: str,
+    *,
+    status_code: int,
+    stored_view: Callable[[Any], Result] | None,
+    audit: bool,
+    responses: dict[int, Any] | None,
+    check: Callable[..., None] | None,
+    kwargs: dict[str, Any],
+) -> Callable[[Callable[..., Result]], HTTPRouteHandler]:
+    def decorate(fn: Callable[..., Result]) -> HTTPRouteHandler:
+        declared = inspect.signature(fn).parameters
+        checked = list(inspect.signature(check).parameters) if check else []
+        missing = [name for name in (*_NEEDED, *checked) if name not in declared]
+        if missing:
+            raise TypeError(f"{fn.__qualname__} must declare {', '.join(missing)}")
+
+        @functools.wraps(fn)
+        def handler(*args: Any, **params: Any) -> Response[bytes]:
+            if check is not None:
+                check(**{name: params[name] for name in checked})
+            return run_idempotent(
+                params["db"],
+                params["request"],
+                params["idempotency_key"],
+                body=params.get("data"),
+                status_code=status_code,
+                produce=lambda: fn(*args, **params),
+                stored_view=stored_view,
+                audit=audit,
+            )
+
+        # Litestar reads the parameters through __wrapped__ and the return type from here
+        handler.__annotations__ = {**fn.__annotations__, "return": Response[bytes]}
+        documented = responses or returns(_result_model(fn), status_code)
+        return route(
+            path, sync_to_thread=True, status_code=status_code, responses=documented, **kwargs
+        )(handler)
+
+    return decorate
+
+
+def idempotent_post(
+    path: str = "/",
+    *,
+    status_code: int = 201,
+    stored_view: Callable[[Any], Result] | None = None,
+    audit: bool = True,
+    responses: dict[int, Any] | None = None,
+    check: Callable[..., None] | None = None,
+    **kwargs: Any,
+) -> Callable[[Callable[..., Result]], HTTPRouteHandler]:
+    """``@post`` for a write that runs once per ``Idempotency-Key`` (see :func:`run_idempotent`).
+
+    The handler does the work and returns its result model; it declares ``request``, ``db``
+    and ``idempotency_key`` (and ``data`` for a body). The method and path of the key's
+    fingerprint are the request's, the status is this route's, and the documented response is
+    the handler's return annotation unless ``responses`` says otherwise.
+
+    Args:
+        path: the route's path.
+        status_code: the status of a successful response (and of its replays).
+        stored_view: what replays return when the response holds a secret.
+        audit: record an admin's or finance's request in the audit log.
+        responses: the documented responses, when not simply the returned model.
+        check: refusals that come before the key is looked at (a replay is checked again):
+            called with the handler's arguments it names; it raises or returns None.
+        **kwargs: anything else ``@post`` takes (guards, opt, ...).
+    """
+    return _idempotent(
+        post,
+        path,
+        status_code=status_code,
+        stored_view=stored_view,
+        audit=audit,
+        responses=responses,
+        check=check,
+        kwargs=kwargs,
+    )
+
+
+def idempotent_patch(
+    path: str,
+    *,
+    audit: bool = True,
+    responses: dict[int, Any] | None = None,
+    **kwargs: Any,
+) -> Callable[[Callable[..., Result]], HTTPRouteHandler]:
+    """``@patch`` answering 200 through the Idempotency-Key mechanism; see
+    :func:`idempotent_post`."""
+    return _idempotent(
+        patch,
+        path,
+        status_code=200,
+        stored_view=None,
+        audit=audit,
+        responses=responses,
+        check=None,
+        kwargs=kwargs,
+    )

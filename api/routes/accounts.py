@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from litestar import Controller, Request, Response, get, patch, post
+from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import QueryParameter
@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from api.audit import record_request
 from api.auth import Principal, requires
 from api.deps import now_of
-from api.idempotency import run_idempotent
+from api.idempotency import idempotent_patch, idempotent_post, run_idempotent
 from api.openapi import CARD_STARTED, returns
 from api.payments import checkout_urls, require_gateway
 from api.routes.invoices import BillingIn, BillingOut, billing_out
@@ -418,12 +418,7 @@ class AccountsController(Controller):
         """One account."""
         return with_billing(db, account_out(get_account(db, account_id, scope=scope_of(principal))))
 
-    @patch(
-        "/{account_id:str}",
-        sync_to_thread=True,
-        guards=[requires("finance")],
-        responses=returns(AccountOut, 200),
-    )
+    @idempotent_patch("/{account_id:str}", guards=[requires("finance")], audit=False)
     def update(
         self,
         request: Request[Principal, Principal, State],
@@ -432,44 +427,36 @@ class AccountsController(Controller):
         db: Session,
         principal: Principal,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[bytes]:
+    ) -> AccountOut:
         """Change an account: name, credit limit, failed-request policy, discounts, burn order,
         low-balance threshold, status (suspend, reactivate, close) and billing terms (net terms
         0/30/60/90 days, tax profile, bill-to details). Each change is recorded in the audit
         log with its before and after values (``GET /v1/audit-events?target_id=...``). A closed
         account cannot change (409 ``account_closed``)."""
-
-        def produce() -> AccountOut:
-            account, diff = update_account(
-                db, account_id, data.changes(), scope=scope_of(principal)
+        account, diff = update_account(db, account_id, data.changes(), scope=scope_of(principal))
+        if data.billing is not None:
+            before = billing_out(get_billing_profile(db, account.id))
+            set_billing_profile(db, account, data.billing.fields())
+            after = billing_out(get_billing_profile(db, account.id))
+            old = before.model_dump(mode="json") if before else {}
+            new = after.model_dump(mode="json") if after else {}
+            for field in sorted(set(old) | set(new)):
+                if old.get(field) != new.get(field):
+                    diff[f"billing.{field}"] = {
+                        "before": old.get(field),
+                        "after": new.get(field),
+                    }
+        if diff:
+            record_request(
+                db,
+                request,
+                principal,
+                action="account.update",
+                target_type="account",
+                target_id=account.id,
+                changes={"fields": diff, "reason": data.reason},
             )
-            if data.billing is not None:
-                before = billing_out(get_billing_profile(db, account.id))
-                set_billing_profile(db, account, data.billing.fields())
-                after = billing_out(get_billing_profile(db, account.id))
-                old = before.model_dump(mode="json") if before else {}
-                new = after.model_dump(mode="json") if after else {}
-                for field in sorted(set(old) | set(new)):
-                    if old.get(field) != new.get(field):
-                        diff[f"billing.{field}"] = {
-                            "before": old.get(field),
-                            "after": new.get(field),
-                        }
-            if diff:
-                record_request(
-                    db,
-                    request,
-                    principal,
-                    action="account.update",
-                    target_type="account",
-                    target_id=account.id,
-                    changes={"fields": diff, "reason": data.reason},
-                )
-            return with_billing(db, account_out(account))
-
-        return run_idempotent(
-            db, request, idempotency_key, body=data, status_code=200, produce=produce, audit=False
-        )
+        return with_billing(db, account_out(account))
 
     @get("/{account_id:str}/balance", sync_to_thread=True, guards=[requires(*ALL_ROLES)])
     def balance(self, account_id: str, db: Session, principal: Principal) -> BalanceOut:
@@ -841,12 +828,10 @@ class SubscriptionsController(Controller):
     path = "/v1/subscriptions"
     tags = ["accounts"]
 
-    @post(
+    @idempotent_post(
         "/{subscription_id:str}/cancel",
-        sync_to_thread=True,
         status_code=200,
         guards=[requires("finance", "reseller", "customer")],
-        responses=returns(SubscriptionOut),
     )
     def cancel(
         self,
@@ -855,16 +840,10 @@ class SubscriptionsController(Controller):
         db: Session,
         principal: Principal,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[bytes]:
+    ) -> SubscriptionOut:
         """Cancel at the end of the current period (repeat-safe)."""
-
-        def produce() -> SubscriptionOut:
-            sub = cancel_subscription(db, subscription_id, scope=scope_of(principal))
-            return subscription_out(sub)
-
-        return run_idempotent(
-            db, request, idempotency_key, body=None, status_code=200, produce=produce
-        )
+        sub = cancel_subscription(db, subscription_id, scope=scope_of(principal))
+        return subscription_out(sub)
 
 
 def _card_purchase(

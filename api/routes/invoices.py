@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from api.audit import record_request
 from api.auth import Principal, requires
 from api.deps import now_of
-from api.idempotency import run_idempotent
+from api.idempotency import idempotent_post, run_idempotent
 from api.openapi import only, returns
 from api.payments import checkout_urls, require_gateway
 from api.routes.payments import PaymentOut as CardPaymentOut
@@ -170,23 +170,17 @@ class TaxProfilesController(Controller):
     tags = ["month end"]
     guards = [requires("finance")]
 
-    @post("/", sync_to_thread=True, status_code=201, responses=returns(TaxProfileOut, 201))
+    @idempotent_post()
     def create(
         self,
         request: Request[Principal, Principal, State],
         data: TaxProfileIn,
         db: Session,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[bytes]:
+    ) -> TaxProfileOut:
         """Create a tax profile (repeating the same profile is harmless)."""
-
-        def produce() -> TaxProfileOut:
-            return tax_profile_out(
-                create_tax_profile(db, id=data.id, name=data.name, rate_pct=data.rate_pct)
-            )
-
-        return run_idempotent(
-            db, request, idempotency_key, body=data, status_code=201, produce=produce
+        return tax_profile_out(
+            create_tax_profile(db, id=data.id, name=data.name, rate_pct=data.rate_pct)
         )
 
     @get("/", sync_to_thread=True)
@@ -667,12 +661,10 @@ class InvoicesController(Controller):
             headers={"Content-Disposition": f'inline; filename="{name}.pdf"'},
         )
 
-    @post(
+    @idempotent_post(
         "/{invoice_id:str}/finalize",
-        sync_to_thread=True,
         status_code=200,
         guards=[requires("finance")],
-        responses=returns(InvoiceOut),
     )
     def finalize(
         self,
@@ -681,23 +673,15 @@ class InvoicesController(Controller):
         db: Session,
         state: State,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[bytes]:
+    ) -> InvoiceOut:
         """Finalize a draft: number it, post it, set its due date (repeat-safe)."""
+        inv = finalize_draft(db, invoice_id, now=now_of(state))  # account row locked first
+        return invoice_out(db, inv, today=_today(state))
 
-        def produce() -> InvoiceOut:
-            inv = finalize_draft(db, invoice_id, now=now_of(state))  # account row locked first
-            return invoice_out(db, inv, today=_today(state))
-
-        return run_idempotent(
-            db, request, idempotency_key, body=None, status_code=200, produce=produce
-        )
-
-    @post(
+    @idempotent_post(
         "/{invoice_id:str}/void",
-        sync_to_thread=True,
         status_code=200,
         guards=[requires("finance")],
-        responses=returns(InvoiceOut),
     )
     def void(
         self,
@@ -707,24 +691,12 @@ class InvoicesController(Controller):
         db: Session,
         state: State,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[bytes]:
+    ) -> InvoiceOut:
         """Void a finalized invoice with no payments or credit notes (repeat-safe)."""
+        inv = void_invoice(db, invoice_id, reason=data.reason, now=now_of(state))
+        return invoice_out(db, inv, today=_today(state))
 
-        def produce() -> InvoiceOut:
-            inv = void_invoice(db, invoice_id, reason=data.reason, now=now_of(state))
-            return invoice_out(db, inv, today=_today(state))
-
-        return run_idempotent(
-            db, request, idempotency_key, body=data, status_code=200, produce=produce
-        )
-
-    @post(
-        "/{invoice_id:str}/credit-notes",
-        sync_to_thread=True,
-        status_code=201,
-        guards=[requires("finance")],
-        responses=returns(CreditNoteOut, 201),
-    )
+    @idempotent_post("/{invoice_id:str}/credit-notes", guards=[requires("finance")])
     def credit_note(
         self,
         invoice_id: str,
@@ -733,30 +705,24 @@ class InvoicesController(Controller):
         db: Session,
         state: State,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[bytes]:
+    ) -> CreditNoteOut:
         """Issue a credit note against a finalized invoice (numbered in the CN series)."""
-
-        def produce() -> CreditNoteOut:
-            inv = db.get(Invoice, invoice_id)
-            if inv is None:
-                raise NotFound(f"invoice {invoice_id} does not exist")
-            unit = currency(inv.currency)
-            if data.lines is not None:
-                reqs = [
-                    CreditRequest(ln.line_id, Amount.parse(ln.amount, unit) if ln.amount else None)
-                    for ln in data.lines
-                ]
-            else:
-                assert data.amount is not None
-                reqs = [CreditRequest(None, Amount.parse(data.amount, unit))]
-            note = issue_credit_note(
-                db, invoice_id, requests=reqs, reason=data.reason, now=now_of(state)
-            )
-            return credit_note_out(note)
-
-        return run_idempotent(
-            db, request, idempotency_key, body=data, status_code=201, produce=produce
+        inv = db.get(Invoice, invoice_id)
+        if inv is None:
+            raise NotFound(f"invoice {invoice_id} does not exist")
+        unit = currency(inv.currency)
+        if data.lines is not None:
+            reqs = [
+                CreditRequest(ln.line_id, Amount.parse(ln.amount, unit) if ln.amount else None)
+                for ln in data.lines
+            ]
+        else:
+            assert data.amount is not None
+            reqs = [CreditRequest(None, Amount.parse(data.amount, unit))]
+        note = issue_credit_note(
+            db, invoice_id, requests=reqs, reason=data.reason, now=now_of(state)
         )
+        return credit_note_out(note)
 
     @post(
         "/{invoice_id:str}/payments",

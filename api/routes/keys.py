@@ -5,16 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, get
 from litestar.params import Parameter
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.auth import Principal, create_key, requires, revoke_key
-from api.idempotency import run_idempotent
+from api.idempotency import idempotent_post
 from api.models import ApiKey
-from api.openapi import returns
 from api.schemas import IdempotencyKey
 
 Role = Literal["admin", "finance", "gateway", "reseller", "customer"]
@@ -85,7 +84,7 @@ class ApiKeysController(Controller):
     tags = ["api keys"]
     guards = [requires()]
 
-    @post("/", sync_to_thread=True, status_code=201, responses=returns(ApiKeyCreated, 201))
+    @idempotent_post(stored_view=lambda created: created.model_copy(update={"key": None}))
     def create_api_key(
         self,
         request: Request[Any, Any, Any],
@@ -93,30 +92,16 @@ class ApiKeysController(Controller):
         db: Session,
         principal: Principal,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[bytes]:
+    ) -> ApiKeyCreated:
         """Create an API key (admin). The response is the only time the key is shown."""
-
-        def produce() -> ApiKeyCreated:
-            new = create_key(
-                db,
-                role=data.role,
-                account_id=data.account_id,
-                description=data.description,
-                created_by=principal.key_id,
-            )
-            return ApiKeyCreated(
-                id=new.id, role=data.role, account_id=new.account_id, key=new.secret
-            )
-
-        return run_idempotent(
+        new = create_key(
             db,
-            request,
-            idempotency_key,
-            body=data,
-            status_code=201,
-            produce=produce,
-            stored_view=lambda created: created.model_copy(update={"key": None}),
+            role=data.role,
+            account_id=data.account_id,
+            description=data.description,
+            created_by=principal.key_id,
         )
+        return ApiKeyCreated(id=new.id, role=data.role, account_id=new.account_id, key=new.secret)
 
     @get("/", sync_to_thread=True)
     def list_api_keys(
@@ -146,22 +131,14 @@ class ApiKeysController(Controller):
             has_more=len(rows) > limit,
         )
 
-    @post(
-        "/{key_id:str}/revoke", sync_to_thread=True, status_code=200, responses=returns(KeyRevoked)
-    )
+    @idempotent_post("/{key_id:str}/revoke", status_code=200)
     def revoke_api_key(
         self,
         request: Request[Any, Any, Any],
         key_id: str,
         db: Session,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[bytes]:
+    ) -> KeyRevoked:
         """Revoke a key (admin). Repeating it is harmless."""
-
-        def produce() -> KeyRevoked:
-            revoke_key(db, key_id)
-            return KeyRevoked(id=key_id, status="revoked")
-
-        return run_idempotent(
-            db, request, idempotency_key, body=None, status_code=200, produce=produce
-        )
+        revoke_key(db, key_id)
+        return KeyRevoked(id=key_id, status="revoked")

@@ -1,17 +1,15 @@
 """Shared pieces of the catalog routes: who reads what, price and percent strings,
-the reseller a write acts for, and the 201 idempotent POST."""
+the reseller a write acts for."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 from typing import Any, Literal
 
-from litestar import Request, Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 from sqlalchemy.orm import Session
 
 from api.auth import Principal
-from api.idempotency import run_idempotent
 from api.schemas import (
     PRICE_PATTERN,
     scope_of,
@@ -84,13 +82,3 @@ def reseller_of(db: Session, principal: Principal, account_id: str | None) -> st
             " and retail prices for sub-accounts"
         )
     return account.id
-
-
-def post_created(
-    request: Request[Any, Any, Any], db: Session, key: str | None, body: BaseModel, produce: Any
-) -> Response[bytes]:
-    """Run ``produce`` through the Idempotency-Key mechanism; 201 on success."""
-    return run_idempotent(db, request, key, body=body, status_code=201, produce=produce)
-
-
-# -- shared shapes ------------------------------------------------------------------------

@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, get
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from api.auth import Principal, requires
-from api.openapi import only, returns
-from api.routes.catalog._common import pct_str, post_created, reseller_of
+from api.idempotency import idempotent_post
+from api.openapi import only
+from api.routes.catalog._common import pct_str, reseller_of
 from api.routes.catalog.prices import money_str
 from api.schemas import (
     MONEY_PATTERN,
@@ -91,6 +92,11 @@ def _rule_out(r: catalog.BonusRule) -> BonusRuleOut:
     )
 
 
+def _check_owner(data: BonusRuleIn, db: Session, principal: Principal) -> None:
+    """Refuse a rule owned by an account that is not a reseller the key acts for."""
+    reseller_of(db, principal, data.owner_account_id)
+
+
 class TopupBonusRulesController(Controller):
     """Top-up bonus rules (admin; a reseller for top-ups it records on its sub-accounts)."""
 
@@ -98,7 +104,7 @@ class TopupBonusRulesController(Controller):
     tags = ["catalog"]
     guards = [requires("reseller")]
 
-    @post("/", sync_to_thread=True, status_code=201, responses=returns(BonusRuleOut, 201))
+    @idempotent_post(check=_check_owner)
     def create_rule(
         self,
         request: Request[Any, Any, Any],
@@ -106,24 +112,19 @@ class TopupBonusRulesController(Controller):
         db: Session,
         principal: Principal,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[bytes]:
+    ) -> BonusRuleOut:
         """Create a bonus rule version; ``effective_from`` defaults to now. A reseller's rules
         (``owner_account_id``; a reseller key always owns its rules) apply to top-ups it records
         on its sub-accounts."""
-        owner = reseller_of(db, principal, data.owner_account_id)
-
-        def produce() -> BonusRuleOut:
-            return _rule_out(
-                catalog.create_topup_bonus_rule(
-                    db,
-                    currency=data.currency,
-                    tiers=[t.model_dump(exclude_none=True) for t in data.tiers],
-                    owner_account_id=owner,
-                    effective_from=data.effective_from,
-                )
+        return _rule_out(
+            catalog.create_topup_bonus_rule(
+                db,
+                currency=data.currency,
+                tiers=[t.model_dump(exclude_none=True) for t in data.tiers],
+                owner_account_id=reseller_of(db, principal, data.owner_account_id),
+                effective_from=data.effective_from,
             )
-
-        return post_created(request, db, idempotency_key, data, produce)
+        )
 
     @get("/", sync_to_thread=True)
     def list_rules(

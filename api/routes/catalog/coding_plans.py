@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, get
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from api.auth import requires
-from api.openapi import returns
-from api.routes.catalog._common import CATALOG_ID, MODEL_IDS, READERS, post_created
+from api.idempotency import idempotent_post
+from api.routes.catalog._common import CATALOG_ID, MODEL_IDS, READERS
 from api.routes.catalog.prices import money_str
 from api.schemas import (
     MONEY_PATTERN,
@@ -83,37 +83,27 @@ class PlansController(Controller):
     path = "/v1/plans"
     tags = ["catalog"]
 
-    @post(
-        "/",
-        sync_to_thread=True,
-        status_code=201,
-        responses=returns(PlanOut, 201),
-        guards=[requires()],
-    )
+    @idempotent_post(guards=[requires()])
     def create_plan(
         self,
         request: Request[Any, Any, Any],
         data: PlanIn,
         db: Session,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[bytes]:
+    ) -> PlanOut:
         """Add a coding plan; 409 ``conflict`` if the id exists."""
-
-        def produce() -> PlanOut:
-            return _plan_out(
-                catalog.create_plan(
-                    db,
-                    id=data.id,
-                    name=data.name,
-                    currency=data.currency,
-                    monthly_fee=data.monthly_fee,
-                    models=data.models,
-                    windows=[w.model_dump() for w in data.windows],
-                    on_exhausted=data.on_exhausted,
-                )
+        return _plan_out(
+            catalog.create_plan(
+                db,
+                id=data.id,
+                name=data.name,
+                currency=data.currency,
+                monthly_fee=data.monthly_fee,
+                models=data.models,
+                windows=[w.model_dump() for w in data.windows],
+                on_exhausted=data.on_exhausted,
             )
-
-        return post_created(request, db, idempotency_key, data, produce)
+        )
 
     @get("/", sync_to_thread=True, guards=[requires(*READERS)])
     def list_plans(

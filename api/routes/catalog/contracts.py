@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, get
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from api.auth import requires
-from api.openapi import returns
-from api.routes.catalog._common import PCT_DESC, pct_str, post_created
+from api.idempotency import idempotent_post
+from api.routes.catalog._common import PCT_DESC, pct_str
 from api.schemas import (
     PCT_PATTERN,
     IdempotencyKey,
@@ -88,6 +88,20 @@ def _contract_out(c: catalog.ContractSpec) -> ContractOut:
     )
 
 
+def _same_currency(data: ContractIn, db: Session) -> None:
+    """Refuse a contract in another currency than its account's.
+
+    Raises:
+        NotFound: the account does not exist.
+        InvalidRequest: the currencies differ.
+    """
+    account = get_account(db, data.account_id)
+    if account.currency != data.currency.upper():
+        raise InvalidRequest(
+            f"account {account.id} pays in {account.currency}; its contract must too"
+        )
+
+
 class ContractsController(Controller):
     """Account contracts (admin)."""
 
@@ -95,35 +109,26 @@ class ContractsController(Controller):
     tags = ["catalog"]
     guards = [requires()]
 
-    @post("/", sync_to_thread=True, status_code=201, responses=returns(ContractOut, 201))
+    @idempotent_post(check=_same_currency)
     def create_contract(
         self,
         request: Request[Any, Any, Any],
         data: ContractIn,
         db: Session,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[bytes]:
+    ) -> ContractOut:
         """Create the account's next contract version; ``starts_at`` defaults to now."""
-        account = get_account(db, data.account_id)
-        if account.currency != data.currency.upper():
-            raise InvalidRequest(
-                f"account {account.id} pays in {account.currency}; its contract must too"
+        return _contract_out(
+            catalog.create_contract(
+                db,
+                account_id=data.account_id,
+                currency=data.currency,
+                rate_card_id=data.rate_card_id,
+                starts_at=data.starts_at,
+                ends_at=data.ends_at,
+                discounts=[d.model_dump() for d in data.discounts],
             )
-
-        def produce() -> ContractOut:
-            return _contract_out(
-                catalog.create_contract(
-                    db,
-                    account_id=data.account_id,
-                    currency=data.currency,
-                    rate_card_id=data.rate_card_id,
-                    starts_at=data.starts_at,
-                    ends_at=data.ends_at,
-                    discounts=[d.model_dump() for d in data.discounts],
-                )
-            )
-
-        return post_created(request, db, idempotency_key, data, produce)
+        )
 
     @get("/", sync_to_thread=True)
     def list_contracts(

@@ -6,13 +6,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, get
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from api.auth import requires
-from api.openapi import returns
-from api.routes.catalog._common import post_created
+from api.idempotency import idempotent_post
 from api.routes.catalog.prices import ModelPriceIn, ModelPriceOut, price_items, prices_out
 from api.schemas import (
     IdempotencyKey,
@@ -68,30 +67,26 @@ class CostCardsController(Controller):
     tags = ["catalog"]
     guards = [requires()]
 
-    @post("/", sync_to_thread=True, status_code=201, responses=returns(CostCardOut, 201))
+    @idempotent_post()
     def create_cost_card(
         self,
         request: Request[Any, Any, Any],
         data: CostCardIn,
         db: Session,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[bytes]:
+    ) -> CostCardOut:
         """Create a cost card version of an upstream; 409 ``conflict`` if one takes effect at
         that instant already. Cost cards bill nobody and may take effect in the past."""
-
-        def produce() -> CostCardOut:
-            return _cost_card_out(
-                create_cost_card(
-                    db,
-                    upstream=data.upstream,
-                    currency=data.currency,
-                    effective_from=data.effective_from,
-                    prices=price_items(data.prices),
-                    inherit=data.inherit,
-                )
+        return _cost_card_out(
+            create_cost_card(
+                db,
+                upstream=data.upstream,
+                currency=data.currency,
+                effective_from=data.effective_from,
+                prices=price_items(data.prices),
+                inherit=data.inherit,
             )
-
-        return post_created(request, db, idempotency_key, data, produce)
+        )
 
     @get("/", sync_to_thread=True)
     def list_cost_cards(

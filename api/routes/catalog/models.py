@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, get
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from api.auth import requires
-from api.openapi import returns
-from api.routes.catalog._common import CATALOG_ID, READERS, post_created
+from api.idempotency import idempotent_post
+from api.routes.catalog._common import CATALOG_ID, READERS
 from api.schemas import (
     IdempotencyKey,
     Limit,
@@ -58,30 +58,20 @@ class ModelsController(Controller):
     path = "/v1/models"
     tags = ["catalog"]
 
-    @post(
-        "/",
-        sync_to_thread=True,
-        status_code=201,
-        responses=returns(CatalogModelOut, 201),
-        guards=[requires()],
-    )
+    @idempotent_post(guards=[requires()])
     def create_model(
         self,
         request: Request[Any, Any, Any],
         data: CatalogModelIn,
         db: Session,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[bytes]:
+    ) -> CatalogModelOut:
         """Add a model; 409 ``conflict`` if the id exists."""
-
-        def produce() -> CatalogModelOut:
-            return _model_out(
-                catalog.create_model(
-                    db, id=data.id, provider=data.provider, display_name=data.display_name
-                )
+        return _model_out(
+            catalog.create_model(
+                db, id=data.id, provider=data.provider, display_name=data.display_name
             )
-
-        return post_created(request, db, idempotency_key, data, produce)
+        )
 
     @get("/", sync_to_thread=True, guards=[requires(*READERS)])
     def list_models(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, get
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from api.auth import requires
-from api.openapi import returns
-from api.routes.catalog._common import CATALOG_ID, MODEL_IDS, READERS, post_created
+from api.idempotency import idempotent_post
+from api.routes.catalog._common import CATALOG_ID, MODEL_IDS, READERS
 from api.routes.catalog.prices import money_str
 from api.schemas import (
     MONEY_PATTERN,
@@ -75,37 +75,27 @@ class PackagesController(Controller):
     path = "/v1/packages"
     tags = ["catalog"]
 
-    @post(
-        "/",
-        sync_to_thread=True,
-        status_code=201,
-        responses=returns(TokenPackageOut, 201),
-        guards=[requires()],
-    )
+    @idempotent_post(guards=[requires()])
     def create_package(
         self,
         request: Request[Any, Any, Any],
         data: TokenPackageIn,
         db: Session,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[bytes]:
+    ) -> TokenPackageOut:
         """Add a token package; 409 ``conflict`` if the id exists."""
-
-        def produce() -> TokenPackageOut:
-            return _package_out(
-                catalog.create_package(
-                    db,
-                    id=data.id,
-                    name=data.name,
-                    currency=data.currency,
-                    price=data.price,
-                    tokens=data.tokens,
-                    models=data.models,
-                    valid_days=data.valid_days,
-                )
+        return _package_out(
+            catalog.create_package(
+                db,
+                id=data.id,
+                name=data.name,
+                currency=data.currency,
+                price=data.price,
+                tokens=data.tokens,
+                models=data.models,
+                valid_days=data.valid_days,
             )
-
-        return post_created(request, db, idempotency_key, data, produce)
+        )
 
     @get("/", sync_to_thread=True, guards=[requires(*READERS)])
     def list_packages(

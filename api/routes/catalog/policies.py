@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, get
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from api.auth import requires
-from api.openapi import returns
-from api.routes.catalog._common import CATALOG_ID, Treatment, post_created
+from api.idempotency import idempotent_post
+from api.routes.catalog._common import CATALOG_ID, Treatment
 from api.schemas import (
     IdempotencyKey,
     Limit,
@@ -75,24 +75,20 @@ class FailedRequestPoliciesController(Controller):
     tags = ["catalog"]
     guards = [requires()]
 
-    @post("/", sync_to_thread=True, status_code=201, responses=returns(PolicyOut, 201))
+    @idempotent_post()
     def create_policy(
         self,
         request: Request[Any, Any, Any],
         data: PolicyIn,
         db: Session,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[bytes]:
+    ) -> PolicyOut:
         """Create a policy, or the next version of an existing id."""
-
-        def produce() -> PolicyOut:
-            return _policy_out(
-                catalog.create_failed_request_policy(
-                    db, id=data.id, rules=data.rules.model_dump(exclude_none=True)
-                )
+        return _policy_out(
+            catalog.create_failed_request_policy(
+                db, id=data.id, rules=data.rules.model_dump(exclude_none=True)
             )
-
-        return post_created(request, db, idempotency_key, data, produce)
+        )
 
     @get("/", sync_to_thread=True)
     def list_policies(

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, get
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from api.auth import Principal, requires
-from api.openapi import returns
-from api.routes.catalog._common import pct_str, post_created, reseller_of
+from api.idempotency import idempotent_post
+from api.routes.catalog._common import pct_str, reseller_of
 from api.routes.catalog.prices import ModelPriceIn, ModelPriceOut, price_items, prices_out
 from api.schemas import (
     MARKUP_PATTERN,
@@ -70,6 +70,11 @@ def _book_out(b: catalog.ResellerPriceBook) -> ResellerPriceBookOut:
     )
 
 
+def _check_reseller(data: ResellerPriceBookIn, db: Session, principal: Principal) -> None:
+    """Refuse a book for an account that is not a reseller the key acts for."""
+    reseller_of(db, principal, data.reseller_account_id)
+
+
 class ResellerPriceBooksController(Controller):
     """Reseller retail price books (admin, or a reseller for its own sub-accounts)."""
 
@@ -77,7 +82,7 @@ class ResellerPriceBooksController(Controller):
     tags = ["catalog"]
     guards = [requires("reseller")]
 
-    @post("/", sync_to_thread=True, status_code=201, responses=returns(ResellerPriceBookOut, 201))
+    @idempotent_post(check=_check_reseller)
     def create_book(
         self,
         request: Request[Any, Any, Any],
@@ -85,24 +90,20 @@ class ResellerPriceBooksController(Controller):
         db: Session,
         principal: Principal,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[bytes]:
+    ) -> ResellerPriceBookOut:
         """Create a reseller price book version; ``effective_from`` defaults to now."""
         reseller = reseller_of(db, principal, data.reseller_account_id)
         assert reseller is not None
-
-        def produce() -> ResellerPriceBookOut:
-            return _book_out(
-                catalog.create_reseller_price_book(
-                    db,
-                    reseller_account_id=reseller,
-                    currency=data.currency,
-                    markup_pct=data.markup_pct,
-                    prices=price_items(data.prices),
-                    effective_from=data.effective_from,
-                )
+        return _book_out(
+            catalog.create_reseller_price_book(
+                db,
+                reseller_account_id=reseller,
+                currency=data.currency,
+                markup_pct=data.markup_pct,
+                prices=price_items(data.prices),
+                effective_from=data.effective_from,
             )
-
-        return post_created(request, db, idempotency_key, data, produce)
+        )
 
     @get("/", sync_to_thread=True)
     def list_books(

@@ -5,16 +5,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, get
 from litestar.openapi.datastructures import ResponseSpec
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from api.auth import requires
-from api.idempotency import run_idempotent
-from api.openapi import returns
+from api.idempotency import idempotent_post
 from api.pricemaps import bundled_map_path, load_map, report_out
-from api.routes.catalog._common import CARD_READERS, PCT_DESC, post_created
+from api.routes.catalog._common import CARD_READERS, PCT_DESC
 from api.routes.catalog.prices import (
     ModelPriceIn,
     ModelPriceOut,
@@ -173,54 +172,51 @@ def _card_out(card: RateCard) -> RateCardOut:
     )
 
 
+def _one_map(data: LiteLLMImportIn) -> None:
+    """Refuse an import that names no price map or two, or the bundled one when missing."""
+    if data.bundled == (data.price_map is not None):
+        raise InvalidRequest("send bundled: true or price_map, one of the two")
+    if data.bundled:
+        bundled_map_path()
+
+
 class RateCardsController(Controller):
     """List rate cards (admin)."""
 
     path = "/v1/rate-cards"
     tags = ["catalog"]
 
-    @post(
-        "/",
-        sync_to_thread=True,
-        status_code=201,
-        responses=returns(RateCardOut, 201),
-        guards=[requires()],
-    )
+    @idempotent_post(guards=[requires()])
     def create_rate_card(
         self,
         request: Request[Any, Any, Any],
         data: RateCardIn,
         db: Session,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[bytes]:
+    ) -> RateCardOut:
         """Create a rate card version; models it does not list keep the price of the card in
         force (``inherit``). 409 ``conflict``: a card of the currency already takes effect at
         that instant; 409 ``backdated_price_change``: usage is already priced at or after
         ``effective_from``; 409 ``model_removal_unconfirmed``: it would stop pricing a model
         still in use (see ``POST /v1/rate-cards/preview``)."""
-
-        def produce() -> RateCardOut:
-            return _card_out(
-                catalog.create_rate_card(
-                    db,
-                    currency=data.currency,
-                    effective_from=data.effective_from,
-                    prices=price_items(data.prices),
-                    inherit=data.inherit,
-                    remove_models=data.remove_models,
-                    confirm_removals=data.confirm_removals,
-                    **_usage_check(request, db, data.currency),
-                )
+        return _card_out(
+            catalog.create_rate_card(
+                db,
+                currency=data.currency,
+                effective_from=data.effective_from,
+                prices=price_items(data.prices),
+                inherit=data.inherit,
+                remove_models=data.remove_models,
+                confirm_removals=data.confirm_removals,
+                **_usage_check(request, db, data.currency),
             )
+        )
 
-        return post_created(request, db, idempotency_key, data, produce)
-
-    @post(
+    @idempotent_post(
         "/preview",
-        sync_to_thread=True,
         status_code=200,
-        responses={200: ResponseSpec(RateCardPreviewOut)},
         guards=[requires()],
+        responses={200: ResponseSpec(RateCardPreviewOut)},
     )
     def preview_rate_card(
         self,
@@ -228,33 +224,27 @@ class RateCardsController(Controller):
         data: RateCardIn,
         db: Session,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[bytes]:
+    ) -> RateCardPreviewOut:
         """A dry run of ``POST /v1/rate-cards``: the card it would create and what it changes
         per model (added, changed, unchanged, inherited, removed with blockers). Writes
         nothing."""
-
-        def produce() -> RateCardPreviewOut:
-            plan = catalog.plan_rate_card(
-                db,
-                currency=data.currency,
-                effective_from=data.effective_from,
-                prices=price_items(data.prices),
-                inherit=data.inherit,
-                remove_models=data.remove_models,
-                **_usage_check(request, db, data.currency),
-            )
-            return _preview_out(plan, data.confirm_removals)
-
-        return run_idempotent(
-            db, request, idempotency_key, body=data, status_code=200, produce=produce
+        plan = catalog.plan_rate_card(
+            db,
+            currency=data.currency,
+            effective_from=data.effective_from,
+            prices=price_items(data.prices),
+            inherit=data.inherit,
+            remove_models=data.remove_models,
+            **_usage_check(request, db, data.currency),
         )
+        return _preview_out(plan, data.confirm_removals)
 
-    @post(
+    @idempotent_post(
         "/import-litellm",
-        sync_to_thread=True,
         status_code=200,
         responses={200: ResponseSpec(LiteLLMImportOut)},
         guards=[requires()],
+        check=_one_map,
     )
     def import_litellm(
         self,
@@ -262,31 +252,22 @@ class RateCardsController(Controller):
         data: LiteLLMImportIn,
         db: Session,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[bytes]:
+    ) -> dict[str, Any]:
         """Import LiteLLM's price map: a dry run by default (nothing written); with
         ``dry_run: false``, the missing models and one new card (see ``docs/pricing.md`` for
         the mapping and the rounding rule)."""
-        if data.bundled == (data.price_map is not None):
-            raise InvalidRequest("send bundled: true or price_map, one of the two")
-        price_map = data.price_map or load_map(bundled_map_path())
-
-        def produce() -> dict[str, Any]:
-            report = import_litellm(
-                db,
-                price_map,
-                effective_from=data.effective_from,
-                currency=data.currency,
-                markup_pct=data.markup_pct,
-                providers=data.providers,
-                strict=data.strict,
-                apply=not data.dry_run,
-                **_usage_check(request, db, data.currency),
-            )
-            return report_out(report)
-
-        return run_idempotent(
-            db, request, idempotency_key, body=data, status_code=200, produce=produce
+        report = import_litellm(
+            db,
+            data.price_map or load_map(bundled_map_path()),
+            effective_from=data.effective_from,
+            currency=data.currency,
+            markup_pct=data.markup_pct,
+            providers=data.providers,
+            strict=data.strict,
+            apply=not data.dry_run,
+            **_usage_check(request, db, data.currency),
         )
+        return report_out(report)
 
     @get("/", sync_to_thread=True, guards=[requires(*CARD_READERS)])
     def list_rate_cards(
