@@ -343,13 +343,7 @@ class AccountsController(Controller):
     path = "/v1/accounts"
     tags = ["accounts"]
 
-    @post(
-        "/",
-        sync_to_thread=True,
-        status_code=201,
-        guards=[requires("finance", "reseller")],
-        responses=returns(AccountOut, 201),
-    )
+    @idempotent_post(guards=[requires("finance", "reseller")])
     def create(
         self,
         request: Request[Principal, Principal, State],
@@ -357,35 +351,29 @@ class AccountsController(Controller):
         db: Session,
         principal: Principal,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[bytes]:
+    ) -> AccountOut:
         """Create an account; a reseller creates sub-accounts under itself."""
         scope = scope_of(principal)
         parent_id = data.parent_id
         if principal.role == "reseller" and parent_id is None:
             parent_id = principal.account_id
-
-        def produce() -> AccountOut:
-            account = create_account(
-                db,
-                name=data.name,
-                currency=data.currency,
-                kind=data.kind,
-                parent_id=parent_id,
-                external_id=data.external_id,
-                credit_limit=data.credit_limit,
-                failed_request_policy_id=data.failed_request_policy,
-                discounts=[d.model_dump() for d in data.discounts],
-                burn_order=list(data.burn_order) if data.burn_order else None,
-                low_balance_threshold=data.low_balance_threshold,
-                scope=scope,
-            )
-            if data.billing is not None:
-                set_billing_profile(db, account, data.billing.fields())
-            return with_billing(db, account_out(account))
-
-        return run_idempotent(
-            db, request, idempotency_key, body=data, status_code=201, produce=produce
+        account = create_account(
+            db,
+            name=data.name,
+            currency=data.currency,
+            kind=data.kind,
+            parent_id=parent_id,
+            external_id=data.external_id,
+            credit_limit=data.credit_limit,
+            failed_request_policy_id=data.failed_request_policy,
+            discounts=[d.model_dump() for d in data.discounts],
+            burn_order=list(data.burn_order) if data.burn_order else None,
+            low_balance_threshold=data.low_balance_threshold,
+            scope=scope,
         )
+        if data.billing is not None:
+            set_billing_profile(db, account, data.billing.fields())
+        return with_billing(db, account_out(account))
 
     @get("/", sync_to_thread=True, guards=[requires(*ALL_ROLES)])
     def list_accounts(

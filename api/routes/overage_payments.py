@@ -6,14 +6,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, get
 from litestar.datastructures import State
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from api.auth import Principal, requires
-from api.idempotency import run_idempotent
-from api.openapi import returns
+from api.idempotency import idempotent_post
 from api.schemas import DecimalString, IdempotencyKey, Money, scope_of
 from invoicing.periods import Period
 from invoicing.reports import sub_account_statement
@@ -46,6 +45,11 @@ class OveragePaymentOut(BaseModel):
     open: Money
 
 
+def _visible(account_id: str, db: Session, principal: Principal) -> None:
+    """Refuse an account the key cannot see (404)."""
+    get_account(db, account_id, scope=scope_of(principal))
+
+
 class OveragePaymentsController(Controller):
     """``/v1/accounts/{account_id}/overage-payments`` and ``.../statement``: for the
     sub-account's reseller (and finance, admins)."""
@@ -54,12 +58,7 @@ class OveragePaymentsController(Controller):
     tags = ["resellers"]
     guards = [requires("reseller", "finance")]
 
-    @post(
-        "/overage-payments",
-        sync_to_thread=True,
-        status_code=201,
-        responses=returns(OveragePaymentOut, 201),
-    )
+    @idempotent_post("/overage-payments", check=_visible)
     def record(
         self,
         request: Request[Principal, Principal, State],
@@ -68,35 +67,27 @@ class OveragePaymentsController(Controller):
         db: Session,
         principal: Principal,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[bytes]:
+    ) -> OveragePaymentOut:
         """Record a payment of the sub-account's overage (booked in the reseller's book:
         ``cash:collected`` / ``receivable:unbilled``); at most what is owed (422
         ``payment_exceeds_owed``)."""
-        scope = scope_of(principal)
-        get_account(db, account_id, scope=scope)
-
-        def produce() -> OveragePaymentOut:
-            r = record_overage_payment(
-                db,
-                account_id,
-                amount=data.amount,
-                reference=data.reference,
-                received_at=data.received_at,
-                scope=scope,
-            )
-            unit = unit_of(r.payment.currency)
-            return OveragePaymentOut(
-                id=r.payment.id,
-                account_id=r.payment.account_id,
-                reseller_id=r.payment.reseller_id,
-                amount=Money.of(Amount(r.payment.amount, unit)),
-                reference=r.payment.reference,
-                received_at=r.payment.received_at,
-                open=Money.of(r.open),
-            )
-
-        return run_idempotent(
-            db, request, idempotency_key, body=data, status_code=201, produce=produce
+        r = record_overage_payment(
+            db,
+            account_id,
+            amount=data.amount,
+            reference=data.reference,
+            received_at=data.received_at,
+            scope=scope_of(principal),
+        )
+        unit = unit_of(r.payment.currency)
+        return OveragePaymentOut(
+            id=r.payment.id,
+            account_id=r.payment.account_id,
+            reseller_id=r.payment.reseller_id,
+            amount=Money.of(Amount(r.payment.amount, unit)),
+            reference=r.payment.reference,
+            received_at=r.payment.received_at,
+            open=Money.of(r.open),
         )
 
     @get("/statement", sync_to_thread=True)

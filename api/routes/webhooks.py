@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, get
 from litestar.datastructures import State
 from litestar.params import Parameter
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,8 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.auth import Principal, requires
-from api.idempotency import run_idempotent
-from api.openapi import returns
+from api.idempotency import idempotent_post
 from api.schemas import IdempotencyKey, Page, scope_of
 from wallet.accounts import get_account
 from wallet.models import OutboxEvent, WebhookDelivery, WebhookEndpoint
@@ -49,6 +48,18 @@ class EndpointOut(BaseModel):
     secret: str | None = None
 
 
+def _owner(data: EndpointIn, principal: Principal) -> str | None:
+    """The account an endpoint is registered for: an admin names it, others own it."""
+    return data.account_id if principal.role == "admin" else principal.account_id
+
+
+def _visible_owner(data: EndpointIn, db: Session, principal: Principal) -> None:
+    """Refuse an endpoint for an account the key cannot see (404)."""
+    account_id = _owner(data, principal)
+    if account_id is not None:
+        get_account(db, account_id, scope=scope_of(principal))
+
+
 class WebhookEndpointsController(Controller):
     """``/v1/webhook-endpoints``: events are signed with the Standard Webhooks scheme."""
 
@@ -56,7 +67,9 @@ class WebhookEndpointsController(Controller):
     tags = ["webhooks"]
     guards = [requires("reseller", "customer")]
 
-    @post("/", sync_to_thread=True, status_code=201, responses=returns(EndpointOut, 201))
+    @idempotent_post(
+        stored_view=lambda out: out.model_copy(update={"secret": None}), check=_visible_owner
+    )
     def create(
         self,
         request: Request[Principal, Principal, State],
@@ -64,31 +77,16 @@ class WebhookEndpointsController(Controller):
         db: Session,
         principal: Principal,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[bytes]:
+    ) -> EndpointOut:
         """Register an endpoint."""
-        account_id = data.account_id if principal.role == "admin" else principal.account_id
-        if account_id is not None:
-            get_account(db, account_id, scope=scope_of(principal))
-
-        def produce() -> EndpointOut:
-            ep = add_endpoint(db, url=data.url, account_id=account_id)
-            return EndpointOut(
-                id=ep.id,
-                url=ep.url,
-                account_id=ep.account_id,
-                enabled=ep.enabled,
-                created_at=ep.created_at,
-                secret=ep.secret,
-            )
-
-        return run_idempotent(
-            db,
-            request,
-            idempotency_key,
-            body=data,
-            status_code=201,
-            produce=produce,
-            stored_view=lambda out: out.model_copy(update={"secret": None}),
+        ep = add_endpoint(db, url=data.url, account_id=_owner(data, principal))
+        return EndpointOut(
+            id=ep.id,
+            url=ep.url,
+            account_id=ep.account_id,
+            enabled=ep.enabled,
+            created_at=ep.created_at,
+            secret=ep.secret,
         )
 
     @get("/", sync_to_thread=True)
@@ -196,12 +194,7 @@ class WebhookDeliveriesController(Controller):
             has_more=len(rows) > limit,
         )
 
-    @post(
-        "/{delivery_id:int}/replay",
-        sync_to_thread=True,
-        status_code=200,
-        responses=returns(DeliveryOut),
-    )
+    @idempotent_post("/{delivery_id:int}/replay", status_code=200)
     def replay(
         self,
         request: Request[Principal, Principal, State],
@@ -209,17 +202,11 @@ class WebhookDeliveriesController(Controller):
         db: Session,
         principal: Principal,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[bytes]:
+    ) -> DeliveryOut:
         """Send a dead delivery again: it is pending again, due now, with fresh attempts (409
         ``conflict`` unless it is dead)."""
         owner = None if principal.role == "admin" else principal.account_id
-
-        def produce() -> DeliveryOut:
-            d = replay_delivery(db, delivery_id, account_id=owner or "")
-            return delivery_out(
-                d, db.get_one(OutboxEvent, d.event_id), db.get_one(WebhookEndpoint, d.endpoint_id)
-            )
-
-        return run_idempotent(
-            db, request, idempotency_key, body=None, status_code=200, produce=produce
+        d = replay_delivery(db, delivery_id, account_id=owner or "")
+        return delivery_out(
+            d, db.get_one(OutboxEvent, d.event_id), db.get_one(WebhookEndpoint, d.endpoint_id)
         )
