@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from litestar.testing import TestClient
@@ -8,6 +9,9 @@ from sqlalchemy.orm import Session
 
 from api.app import create_app
 from api.auth import ApiKeyAuthMiddleware, create_key
+from tests.helpers import add_models, add_rate_card, new_key, price
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -34,3 +38,12 @@ def admin_key(engine) -> str:
 def admin(client, admin_key):
     client.headers["Authorization"] = f"Bearer {admin_key}"
     return client
+
+
+@pytest.fixture
+def gw(admin, engine) -> dict[str, str]:
+    """Catalog with one model ``m`` (USD 3 in / 15 out per Mtok from 2026-01-01); returns the
+    headers of a gateway key."""
+    add_models(admin, "m")
+    add_rate_card(admin, [price("m", "3", "15")], T0)
+    return {"Authorization": f"Bearer {new_key(engine, 'gateway')}"}

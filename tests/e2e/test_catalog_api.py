@@ -13,6 +13,7 @@ from api.auth import create_key
 from ledger.base import Base
 from ledger.units import currency
 from plans import catalog
+from tests.helpers import ok, problem
 
 CATALOG_TABLES = sorted(
     t for t in Base.metadata.tables if t.startswith("catalog_") or t == "rating_watermarks"
@@ -20,19 +21,6 @@ CATALOG_TABLES = sorted(
 JAN = "2026-01-01T00:00:00Z"
 MAR = "2026-03-01T00:00:00+00:00"
 LARGE = {"model": "m-large", "input_per_mtok": "3.00", "output_per_mtok": "15.00"}
-
-
-def ok(resp, status=201):
-    assert resp.status_code == status, resp.text
-    return resp.json()
-
-
-def problem(resp, status, code):
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith("application/problem+json")
-    body = resp.json()
-    assert body["code"] == code and body["status"] == status and body["detail"], body
-    return body
 
 
 def row_counts(engine) -> dict[str, int]:

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from tests.e2e.test_usage_api import account, balance, gw, ok, rec, send  # noqa: F401
+from tests.helpers import account, balance, rec, send
 
 
 def lost_connection() -> OperationalError:
@@ -46,7 +46,7 @@ def test_a_lost_commit_answers_commit_unknown_and_a_replay_applies_once(admin, m
 
 def test_a_lost_commit_of_usage_answers_commit_unknown_and_a_replay_charges_once(
     admin,
-    gw,  # noqa: F811
+    gw,
     monkeypatch,
 ):
     acc = account(admin, "1.00")

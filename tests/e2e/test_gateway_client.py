@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from api.auth import create_key
 from integrations import TokenwalletClient
 from tests.e2e.served import Server
+from tests.helpers import ok
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 CALL = {"input_tokens": 1000, "output_tokens": 1000}  # USD 0.018 at 3 in / 15 out per Mtok
@@ -91,11 +92,6 @@ def gateway(server, keys, admin) -> Iterator[httpx.Client]:
             )
         assert resp.status_code == 201, resp.text
         yield c
-
-
-def ok(resp: httpx.Response, status: int = 201) -> Any:
-    assert resp.status_code == status, resp.text
-    return resp.json()
 
 
 def account(admin: httpx.Client, top_up: str | None) -> str:

@@ -8,17 +8,7 @@ import json
 import pytest
 
 from api.boundary import MAX_JSON_DEPTH
-from tests.e2e.test_usage_api import account, balance, gw, ok, rec, send  # noqa: F401
-
-
-def problem(resp, status: int, code: str | None = None) -> dict:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith("application/problem+json"), resp.headers
-    body = resp.json()
-    if code is not None:
-        assert body["code"] == code, body
-    assert body["detail"], body
-    return body
+from tests.helpers import account, balance, ok, problem, rec, send
 
 
 def accounts_count(admin) -> int:
@@ -57,7 +47,7 @@ def test_control_characters_in_the_path_and_query_are_refused(admin):
     problem(admin.get("/v1/accounts?starting_after=%1b"), 400, "invalid_characters")
 
 
-def test_a_record_with_a_nul_is_rejected_alone(admin, gw):  # noqa: F811
+def test_a_record_with_a_nul_is_rejected_alone(admin, gw):
     acc = account(admin, "10.00")
     good, bad_id, bad_tag = send(
         admin,
@@ -78,7 +68,7 @@ def test_a_record_with_a_nul_is_rejected_alone(admin, gw):  # noqa: F811
     assert balance(admin, acc)["paid"] == "9.982"
 
 
-def test_an_admin_batch_with_a_nul_is_audited_without_it(admin, gw):  # noqa: F811
+def test_an_admin_batch_with_a_nul_is_audited_without_it(admin, gw):
     # an admin's usage batch is audited with its body; a NUL in a rejected record must not
     # turn the whole batch into a 500 when the audit is written
     acc = account(admin, "10.00")
@@ -91,7 +81,7 @@ def test_an_admin_batch_with_a_nul_is_audited_without_it(admin, gw):  # noqa: F8
     assert stored == {"k\ufffd": ["\ufffd", "a"]}
 
 
-def test_a_nul_inside_a_provider_usage_object_rejects_its_record_alone(admin, gw):  # noqa: F811
+def test_a_nul_inside_a_provider_usage_object_rejects_its_record_alone(admin, gw):
     acc = account(admin, "10.00")
     clean = rec("ok", acc)
     dirty = rec("dirty", acc)
@@ -193,7 +183,7 @@ def test_deeply_nested_json_is_refused(admin, depth):
 
 
 @pytest.mark.parametrize("depth", [50, 5000])
-def test_deeply_nested_usage_is_refused_without_a_500(admin, gw, depth):  # noqa: F811
+def test_deeply_nested_usage_is_refused_without_a_500(admin, gw, depth):
     acc = account(admin, "1.00")
     record = json.dumps(rec("deep", acc))[:-1] + ', "openai_usage": ' + nested(depth) + "}"
     resp = admin.post(

@@ -18,6 +18,7 @@ from api.app import create_app
 from api.auth import ApiKeyAuthMiddleware, create_key
 from api.settings import Settings
 from invoicing.payments.stripe_gateway import StripeGateway
+from tests.helpers import ok, problem
 from tests.stripe_fakes import (
     API_KEY,
     T0,
@@ -35,19 +36,6 @@ from tests.stripe_fakes import (
 
 WEBHOOK = "/v1/webhooks/stripe"
 USD = 10**18
-
-
-def ok(resp, status=201):
-    assert resp.status_code == status, resp.text
-    return resp.json()
-
-
-def problem(resp, status, code):
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith("application/problem+json")
-    body = resp.json()
-    assert body["code"] == code, resp.text
-    return body
 
 
 class Clock:

@@ -28,15 +28,11 @@ import litellm
 from litellm.integrations.generic_api.generic_api_callback import GenericAPILogger
 
 from integrations.litellm_logger import TokenwalletLogger
+from tests.helpers import ok
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 MODEL = "gpt-4o"  # in LiteLLM's map; priced here at 2.50 in / 10.00 out / 1.25 cached
 M = Decimal(1_000_000)
-
-
-def ok(resp: httpx.Response, status: int = 201) -> Any:
-    assert resp.status_code == status, resp.text
-    return resp.json()
 
 
 @pytest.fixture

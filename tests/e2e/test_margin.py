@@ -16,14 +16,10 @@ from api.auth import create_key
 from api.cli import app as cli_app
 from api.settings import get_settings
 from ledger.base import utcnow
+from tests.helpers import ok
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 M = Decimal(1_000_000)
-
-
-def ok(resp, status=201):
-    assert resp.status_code == status, resp.text
-    return resp.json()
 
 
 def cost(*pairs: tuple[int, str]) -> Decimal:

@@ -17,23 +17,13 @@ from sqlalchemy.orm import Session
 
 from api.app import create_app
 from api.auth import ApiKeyAuthMiddleware, create_key
+from tests.helpers import ok, problem
 
 JAN = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def march(day: int, hour: int = 12) -> datetime:
     return datetime(2026, 3, day, hour, tzinfo=UTC)
-
-
-def ok(resp, status=201):
-    assert resp.status_code == status, resp.text
-    return resp.json()
-
-
-def problem(resp, status, code):
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith("application/problem+json")
-    assert resp.json()["code"] == code, resp.text
 
 
 class Clock:

@@ -19,21 +19,11 @@ from api.metrics import refresh_db_metrics
 from api.scheduler import Job, run_locked, summary
 from api.settings import get_settings
 from ledger.base import utcnow
+from tests.helpers import ok, problem
 from wallet.accounts import create_account
 from wallet.outbox import emit
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def ok(resp, status=201):
-    assert resp.status_code == status, resp.text
-    return resp.json()
-
-
-def problem(resp, status, code):
-    assert resp.status_code == status, resp.text
-    assert resp.json()["code"] == code, resp.text
-    return resp.json()
 
 
 def access_lines(caplog) -> list[dict]:

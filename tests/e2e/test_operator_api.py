@@ -13,20 +13,9 @@ from sqlalchemy.orm import Session
 
 from api.auth import ApiKeyAuthMiddleware, create_key
 from ledger.base import utcnow
+from tests.helpers import ok, problem
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def ok(resp, status=201):
-    assert resp.status_code == status, resp.text
-    return resp.json()
-
-
-def problem(resp, status, code):
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith("application/problem+json")
-    assert resp.json()["code"] == code, resp.text
-    return resp.json()
 
 
 def key_headers(engine, role, account_id=None) -> dict[str, str]:

@@ -19,24 +19,13 @@ from ledger.base import utcnow
 from plans import catalog
 from plans.reseller_books import create_reseller_price_book
 from tests.books import assert_books_tie
+from tests.helpers import ok, problem
 from wallet.accounts import create_account
 from wallet.charging import UsageIn, charge_batch
 from wallet.normalize import Tokens
 from wallet.topups import record_topup
 
 JAN = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def ok(resp, status=201):
-    assert resp.status_code == status, resp.text
-    return resp.json()
-
-
-def problem(resp, status, code):
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith("application/problem+json")
-    assert resp.json()["code"] == code, resp.text
-    return resp.json()
 
 
 @pytest.fixture

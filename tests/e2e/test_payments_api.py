@@ -18,6 +18,7 @@ from api.auth import ApiKeyAuthMiddleware, create_key
 from api.settings import Settings
 from invoicing.payments.stripe_gateway import StripeGateway
 from ledger.base import utcnow
+from tests.helpers import ok, problem
 from tests.stripe_fakes import (
     API_KEY,
     T0,
@@ -33,18 +34,6 @@ from tests.stripe_fakes import (
 )
 
 WEBHOOK = "/v1/webhooks/stripe"
-
-
-def ok(resp, status=201):
-    assert resp.status_code == status, resp.text
-    return resp.json()
-
-
-def problem(resp, status, code):
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith("application/problem+json")
-    assert resp.json()["code"] == code, resp.text
-    return resp.json()
 
 
 @pytest.fixture

@@ -12,18 +12,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import create_key
 from ledger.base import utcnow
-
-
-def ok(resp, status=201):
-    assert resp.status_code == status, resp.text
-    return resp.json()
-
-
-def problem(resp, status, code):
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith("application/problem+json")
-    assert resp.json()["code"] == code, resp.json()
-    return resp.json()
+from tests.helpers import ok, problem
 
 
 def price(model, inp, out):

@@ -4,78 +4,16 @@ policies, provider formats, holds, overdraft races, overage, resellers, plans an
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
-import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from api.auth import create_key
 from ledger.base import utcnow
+from tests.helpers import account, balance, ok, rec, send
 from wallet.authorizations import expire_authorizations
-
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def ok(resp, status=201):
-    assert resp.status_code == status, resp.text
-    return resp.json()
-
-
-@pytest.fixture
-def gw(admin, engine):
-    """Catalog with one model (USD 3 in / 15 out per Mtok) and a gateway key."""
-    ok(admin.post("/v1/models", json={"id": "m", "provider": "acme", "display_name": "M"}))
-    ok(
-        admin.post(
-            "/v1/rate-cards",
-            json={
-                "currency": "USD",
-                "effective_from": T0.isoformat(),
-                "prices": [{"model": "m", "input_per_mtok": "3", "output_per_mtok": "15"}],
-            },
-        )
-    )
-    with Session(engine) as s:
-        key = create_key(s, role="gateway")
-        s.commit()
-    return {"Authorization": f"Bearer {key.secret}"}
-
-
-def account(admin, top_up: str | None = None, **kw):
-    acc = ok(admin.post("/v1/accounts", json={"name": "C", "currency": "USD", **kw}))
-    if top_up:
-        ok(
-            admin.post(
-                f"/v1/accounts/{acc['id']}/topups",
-                json={"amount": top_up, "method": "bank_transfer"},
-            )
-        )
-    return acc
-
-
-def rec(rid, acc, **kw):
-    body = {
-        "id": rid,
-        "account_id": acc["id"],
-        "model": "m",
-        "occurred_at": utcnow().isoformat(),
-        "input_tokens": 1000,
-        "output_tokens": 1000,
-    }
-    body.update(kw)
-    return body
-
-
-def send(client, headers, *records):
-    return ok(client.post("/v1/usage", json={"records": list(records)}, headers=headers), 200)[
-        "results"
-    ]
-
-
-def balance(admin, acc):
-    return ok(admin.get(f"/v1/accounts/{acc['id']}/balance"), 200)
 
 
 def test_charge_and_replay_changes_nothing(admin, gw, engine):

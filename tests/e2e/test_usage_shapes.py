@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import create_key
 from ledger.base import utcnow
+from tests.helpers import ok
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 M = Decimal(1_000_000)
@@ -75,11 +76,6 @@ def cost(*pairs: tuple[int, str]) -> Decimal:
     with localcontext() as ctx:
         ctx.prec = 60
         return sum((Decimal(n) * Decimal(p) / M for n, p in pairs), Decimal(0))
-
-
-def ok(resp, status=201):
-    assert resp.status_code == status, resp.text
-    return resp.json()
 
 
 @pytest.fixture

@@ -17,22 +17,11 @@ from api.app import create_app
 from api.auth import create_key
 from api.settings import Settings
 from ledger.base import utcnow
+from tests.helpers import ok, problem
 from wallet.lots import expire_lots
 from wallet.models import OutboxEvent, Subscription, SubscriptionPeriod
 from wallet.outbox import deliver_due, verify
 from wallet.subscriptions import consume_quota, renew_due
-
-
-def ok(resp, status=201):
-    assert resp.status_code == status, resp.text
-    return resp.json()
-
-
-def problem(resp, status, code):
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith("application/problem+json")
-    assert resp.json()["code"] == code, resp.text
-    return resp.json()
 
 
 @pytest.fixture

@@ -1,0 +1,106 @@
+"""Shared test helpers: response assertions and factories for what most API tests set up first.
+
+The assertions work on any response with ``status_code``, ``headers``, ``text`` and ``json()``
+(Litestar's TestClient and httpx alike); the factories call the API as an admin client, or
+the database for API keys (keys are never created over HTTP in a test's setup).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from api.auth import create_key
+from ledger.base import utcnow
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def ok(resp: Any, status: int = 201) -> Any:
+    """The JSON body of a response that must have ``status`` (201 unless said)."""
+    assert resp.status_code == status, resp.text
+    return resp.json()
+
+
+def problem(resp: Any, status: int, code: str | None = None) -> dict[str, Any]:
+    """The body of an RFC 9457 problem that must have ``status`` and, when given, ``code``."""
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith(PROBLEM_JSON), resp.headers
+    body: dict[str, Any] = resp.json()
+    if code is not None:
+        assert body["code"] == code, body
+    assert body["status"] == status and body["detail"], body
+    return body
+
+
+def new_key(engine: Engine, role: str, account_id: str | None = None) -> str:
+    """A new API key of ``role`` (bound to ``account_id`` when given); returns its secret."""
+    with Session(engine) as s:
+        key = create_key(s, role=role, account_id=account_id)
+        s.commit()
+    return key.secret
+
+
+def price(model: str, inp: str, out: str, **extra: Any) -> dict[str, Any]:
+    """A rate card's price of ``model``: input and output per Mtok, and any other field."""
+    return {"model": model, "input_per_mtok": inp, "output_per_mtok": out, **extra}
+
+
+def add_models(admin: Any, *model_ids: str, provider: str = "acme") -> None:
+    """Add models to the catalog, each displayed under its own id."""
+    for model_id in model_ids:
+        ok(
+            admin.post(
+                "/v1/models", json={"id": model_id, "provider": provider, "display_name": model_id}
+            )
+        )
+
+
+def add_rate_card(
+    admin: Any, prices: list[dict[str, Any]], effective_from: Any, currency: str = "USD"
+) -> dict[str, Any]:
+    """Create a rate card of ``prices`` taking effect at ``effective_from`` (a datetime)."""
+    body = {"currency": currency, "effective_from": effective_from.isoformat(), "prices": prices}
+    return ok(admin.post("/v1/rate-cards", json=body))  # type: ignore[no-any-return]
+
+
+def account(admin: Any, top_up: str | None = None, **fields: Any) -> dict[str, Any]:
+    """A new USD account named C (``fields`` override), topped up by bank transfer if asked."""
+    acc: dict[str, Any] = ok(
+        admin.post("/v1/accounts", json={"name": "C", "currency": "USD", **fields})
+    )
+    if top_up:
+        ok(
+            admin.post(
+                f"/v1/accounts/{acc['id']}/topups",
+                json={"amount": top_up, "method": "bank_transfer"},
+            )
+        )
+    return acc
+
+
+def rec(rid: str, acc: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """A usage record of model ``m`` for ``acc``: 1,000 input and 1,000 output tokens, now."""
+    body = {
+        "id": rid,
+        "account_id": acc["id"],
+        "model": "m",
+        "occurred_at": utcnow().isoformat(),
+        "input_tokens": 1000,
+        "output_tokens": 1000,
+    }
+    body.update(fields)
+    return body
+
+
+def send(client: Any, headers: dict[str, str], *records: dict[str, Any]) -> list[dict[str, Any]]:
+    """Send usage records in one batch; returns the per-record results."""
+    resp = client.post("/v1/usage", json={"records": list(records)}, headers=headers)
+    return ok(resp, 200)["results"]  # type: ignore[no-any-return]
+
+
+def balance(admin: Any, acc: dict[str, Any]) -> dict[str, Any]:
+    """The account's balance."""
+    return ok(admin.get(f"/v1/accounts/{acc['id']}/balance"), 200)  # type: ignore[no-any-return]
