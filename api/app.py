@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from litestar.routes import HTTPRoute
 from litestar.static_files import create_static_files_router
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from api.accesslog import AccessLog
 from api.auth import ApiKeyAuthMiddleware
@@ -116,48 +117,9 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def create_app(
-    engine: Engine,
-    *,
-    settings: Settings | None = None,
-    scheduler: bool = False,
-    clock: Callable[[], datetime] | None = None,
-    payment_gateway: PaymentGateway | None = None,
-) -> Litestar:
-    """Build the app on ``engine``; with ``scheduler`` the periodic jobs run in this process.
-
-    ``clock`` replaces "now" for the handlers that take a time (tests drive months with it).
-    ``payment_gateway`` replaces the Stripe gateway built from the settings (tests inject one
-    whose HTTP client is offline); without either, card payments answer 422
-    ``payments_not_configured``.
-    """
-    cfg = settings or get_settings()
-    gateway = payment_gateway if payment_gateway is not None else gateway_from_settings(cfg)
-    factory = make_sessionmaker(engine)
-    batcher = Batcher(factory, threads=cfg.tokenwallet_gateway_threads, clock=clock)
-
-    @asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        sched = None
-        if scheduler:
-            from api.scheduler import start_background
-
-            sched = start_background(factory, cfg)
-        try:
-            yield
-        finally:
-            batcher.stop()
-            if sched is not None:
-                sched.shutdown(wait=False)
-
-    prometheus = PrometheusConfig(
-        app_name="tokenwallet",
-        prefix="tokenwallet",
-        group_path=True,
-        # the gateway hot path counts its calls in api/metrics.py instead
-        exclude=["^/metrics$", "^/schema", "^/v1/usage$", "^/v1/authorizations"],
-    )
-    route_handlers: list[Any] = [
+def _route_handlers() -> list[Any]:
+    """Every route of the API, grouped by resource, and the Swagger UI's assets."""
+    return [
         system.health,
         MetricsController,
         keys.ApiKeysController,
@@ -195,6 +157,77 @@ def create_app(
             SCHEMA_ASSETS, directories=[_swagger_ui_dir()], include_in_schema=False
         ),
     ]
+
+
+def _openapi_config() -> OpenAPIConfig:
+    """The document's metadata, its bearer-key security scheme and Swagger UI at ``/schema``."""
+    return OpenAPIConfig(
+        title="tokenwallet",
+        version=API_VERSION,
+        description="Prepaid token wallet and billing API. Money is decimal strings.",
+        components=Components(
+            security_schemes={"apiKey": SecurityScheme(type="http", scheme="bearer")}
+        ),
+        security=[{"apiKey": []}],
+        path="/schema",
+        render_plugins=[_docs_plugin()],
+    )
+
+
+def _middleware() -> list[Any]:
+    """Prometheus' HTTP counters, then API-key authentication (public paths excepted)."""
+    prometheus = PrometheusConfig(
+        app_name="tokenwallet",
+        prefix="tokenwallet",
+        group_path=True,
+        # the gateway hot path counts its calls in api/metrics.py instead
+        exclude=["^/metrics$", "^/schema", "^/v1/usage$", "^/v1/authorizations"],
+    )
+    return [prometheus.middleware, DefineMiddleware(ApiKeyAuthMiddleware, exclude=PUBLIC_PATHS)]
+
+
+def _lifespan(
+    factory: sessionmaker[Session], cfg: Settings, batcher: Batcher, *, scheduler: bool
+) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+    """Start the periodic jobs with the app when ``scheduler``; stop them and the batcher after."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        sched = None
+        if scheduler:
+            from api.scheduler import start_background
+
+            sched = start_background(factory, cfg)
+        try:
+            yield
+        finally:
+            batcher.stop()
+            if sched is not None:
+                sched.shutdown(wait=False)
+
+    return lifespan
+
+
+def create_app(
+    engine: Engine,
+    *,
+    settings: Settings | None = None,
+    scheduler: bool = False,
+    clock: Callable[[], datetime] | None = None,
+    payment_gateway: PaymentGateway | None = None,
+) -> Litestar:
+    """Build the app on ``engine``; with ``scheduler`` the periodic jobs run in this process.
+
+    ``clock`` replaces "now" for the handlers that take a time (tests drive months with it).
+    ``payment_gateway`` replaces the Stripe gateway built from the settings (tests inject one
+    whose HTTP client is offline); without either, card payments answer 422
+    ``payments_not_configured``.
+    """
+    cfg = settings or get_settings()
+    gateway = payment_gateway if payment_gateway is not None else gateway_from_settings(cfg)
+    factory = make_sessionmaker(engine)
+    batcher = Batcher(factory, threads=cfg.tokenwallet_gateway_threads, clock=clock)
+    route_handlers = _route_handlers()
     quiet_noisy_loggers()
     app = Litestar(
         route_handlers=route_handlers,
@@ -202,10 +235,7 @@ def create_app(
             "db": Provide(provide_db),
             "principal": Provide(provide_principal, sync_to_thread=False),
         },
-        middleware=[
-            prometheus.middleware,
-            DefineMiddleware(ApiKeyAuthMiddleware, exclude=PUBLIC_PATHS),
-        ],
+        middleware=_middleware(),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         before_request=check_request,
         state=State(
@@ -218,18 +248,8 @@ def create_app(
                 "batcher": batcher,
             }
         ),
-        lifespan=[lifespan],
-        openapi_config=OpenAPIConfig(
-            title="tokenwallet",
-            version=API_VERSION,
-            description="Prepaid token wallet and billing API. Money is decimal strings.",
-            components=Components(
-                security_schemes={"apiKey": SecurityScheme(type="http", scheme="bearer")}
-            ),
-            security=[{"apiKey": []}],
-            path="/schema",
-            render_plugins=[_docs_plugin()],
-        ),
+        lifespan=[_lifespan(factory, cfg, batcher, scheduler=scheduler)],
+        openapi_config=_openapi_config(),
     )
     install(app)
     _fix_options_allow(app)

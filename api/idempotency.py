@@ -109,28 +109,47 @@ def run_idempotent(
             stored (a new API key): replays then return this redacted view.
         audit: record an admin's or finance's request in the audit log (api/audit.py), in the
             same transaction; False when ``produce`` records a more precise event itself.
+
+    Raises:
+        InvalidIdempotencyKey: the key is blank or longer than :data:`MAX_KEY_LENGTH`.
+        IdempotencyConflict: the key was used with another request.
     """
     principal = principal_of(request)
-    method, path = request.method, request.url.path
-    if key is None:
-        result = produce()
-        content = _encode(result)
-        if audit:
-            _audit(session, request, principal, body, result)
-        commit(session)
-        return Response(content, status_code=status_code, media_type="application/json")
-    if not key.strip() or len(key) > MAX_KEY_LENGTH:
-        raise InvalidIdempotencyKey(
-            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters; got {len(key)}"
+    if key is not None:
+        if not key.strip() or len(key) > MAX_KEY_LENGTH:
+            raise InvalidIdempotencyKey(
+                f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters; got {len(key)}"
+            )
+        fingerprint = _fingerprint(request.method, request.url.path, body)
+        if not _claim(session, request, principal.key_id, key, fingerprint):
+            return _replay(session, principal.key_id, key, fingerprint)
+    result = produce()
+    content = _encode(result)
+    if audit:
+        _audit(session, request, principal, body, result)
+    if key is not None:
+        kept = _encode(stored_view(result)) if stored_view else content
+        session.execute(
+            update(IdempotencyRecord)
+            .where(IdempotencyRecord.principal == principal.key_id, IdempotencyRecord.key == key)
+            .values(status_code=status_code, response_body=kept)
         )
-    fingerprint = _fingerprint(method, path, body)
+    commit(session)
+    return Response(content, status_code=status_code, media_type="application/json")
+
+
+def _claim(
+    session: Session, request: Request[Any, Any, Any], principal: str, key: str, fingerprint: str
+) -> bool:
+    """Insert the key's record, empty until the response is stored; False if it exists (a
+    concurrent first request holding it is waited for)."""
     claimed = session.execute(
         insert(IdempotencyRecord)
         .values(
-            principal=principal.key_id,
+            principal=principal,
             key=key,
-            method=method,
-            path=path,
+            method=request.method,
+            path=request.url.path,
             request_hash=fingerprint,
             status_code=0,
             response_body=b"",
@@ -138,33 +157,29 @@ def run_idempotent(
         .on_conflict_do_nothing(index_elements=["principal", "key"])
         .returning(IdempotencyRecord.key)
     ).first()
-    if claimed is None:
-        stored = session.get(IdempotencyRecord, (principal.key_id, key), populate_existing=True)
-        assert stored is not None  # the conflicting row is committed, or we would have waited
-        session.rollback()
-        if stored.request_hash != fingerprint:
-            raise IdempotencyConflict(
-                f"Idempotency-Key {key!r} was already used with a different request"
-                f" ({stored.method} {stored.path}); use a new key for a new request"
-            )
-        return Response(
-            stored.response_body,
-            status_code=stored.status_code,
-            media_type="application/json",
-            headers={REPLAY_HEADER: "true"},
+    return claimed is not None
+
+
+def _replay(session: Session, principal: str, key: str, fingerprint: str) -> Response[bytes]:
+    """The stored response of the key's first request, if this one is the same request.
+
+    Raises:
+        IdempotencyConflict: the key was used with another method, path or body.
+    """
+    stored = session.get(IdempotencyRecord, (principal, key), populate_existing=True)
+    assert stored is not None  # the conflicting row is committed, or we would have waited
+    session.rollback()
+    if stored.request_hash != fingerprint:
+        raise IdempotencyConflict(
+            f"Idempotency-Key {key!r} was already used with a different request"
+            f" ({stored.method} {stored.path}); use a new key for a new request"
         )
-    result = produce()
-    content = _encode(result)
-    kept = _encode(stored_view(result)) if stored_view else content
-    if audit:
-        _audit(session, request, principal, body, result)
-    session.execute(
-        update(IdempotencyRecord)
-        .where(IdempotencyRecord.principal == principal.key_id, IdempotencyRecord.key == key)
-        .values(status_code=status_code, response_body=kept)
+    return Response(
+        stored.response_body,
+        status_code=stored.status_code,
+        media_type="application/json",
+        headers={REPLAY_HEADER: "true"},
     )
-    commit(session)
-    return Response(content, status_code=status_code, media_type="application/json")
 
 
 Result = BaseModel | dict[str, Any] | list[Any]
