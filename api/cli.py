@@ -12,10 +12,16 @@ import typer
 from api.settings import get_settings
 
 if TYPE_CHECKING:
+    from datetime import datetime
+    from pathlib import Path
+
     from sqlalchemy.engine import Engine
     from sqlalchemy.orm import Session
 
+    from invoicing.close import CloseResult
+    from invoicing.periods import Period
     from invoicing.reports import Report
+    from plans.litellm_import import ImportReport
 
 app = typer.Typer(
     help="tokenwallet: prepaid token wallet and billing backend", no_args_is_help=True
@@ -302,40 +308,28 @@ def catalog_import_litellm(
     why, and what was flagged (rounded prices, dimensions not imported).
     """
     import json
-    from datetime import UTC, datetime, timedelta
+    from datetime import datetime
     from pathlib import Path
 
-    from api.db import make_engine, make_sessionmaker
-    from api.pricemaps import bundled_map_path, load_map, report_out
+    from api.db import make_engine
+    from api.pricemaps import bundled_map_path, report_out
     from ledger.errors import DomainError
-    from plans.litellm_import import import_litellm
-    from wallet.maintenance import usage_of_models
 
-    settings = get_settings()
     engine = make_engine(_database_url(), pool_size=1)
     try:
         if bundled == (file is not None):
             raise typer.BadParameter("give FILE or --bundled, one of the two")
         path = bundled_map_path() if bundled else Path(str(file))
-        start = (
-            datetime.fromisoformat(effective_from)
-            if effective_from
-            else datetime.now(UTC) + timedelta(minutes=15)
+        start = datetime.fromisoformat(effective_from) if effective_from else None
+        report = _import_litellm_map(
+            engine,
+            path,
+            start,
+            markup=markup,
+            providers=provider or None,
+            strict=strict,
+            apply=apply,
         )
-        since = datetime.now(UTC) - timedelta(days=settings.tokenwallet_usage_retention_days)
-        with make_sessionmaker(engine)() as session:
-            report = import_litellm(
-                session,
-                load_map(path),
-                effective_from=start,
-                markup_pct=markup,
-                providers=provider or None,
-                strict=strict,
-                apply=apply,
-                usage_of_models=lambda models, at: usage_of_models(session, "USD", models, at),
-                usage_since=since,
-            )
-            session.commit()
     except DomainError as exc:
         typer.echo(f"error: {exc.detail}", err=True)
         raise typer.Exit(2) from exc
@@ -345,6 +339,49 @@ def catalog_import_litellm(
     if as_json:
         typer.echo(json.dumps(out, indent=2))
         return
+    _echo_import_report(report, out)
+
+
+def _import_litellm_map(
+    engine: Engine,
+    path: Path,
+    effective_from: datetime | None,
+    *,
+    markup: str | None,
+    providers: list[str] | None,
+    strict: bool,
+    apply: bool,
+) -> ImportReport:
+    """Import the map at ``path`` as a USD card taking effect at ``effective_from`` (default
+    now + 15 minutes), committed when ``apply``; returns the import's report."""
+    from datetime import UTC, datetime, timedelta
+
+    from api.db import make_sessionmaker
+    from api.pricemaps import load_map
+    from plans.litellm_import import import_litellm
+    from wallet.maintenance import usage_of_models
+
+    settings = get_settings()
+    start = effective_from or datetime.now(UTC) + timedelta(minutes=15)
+    since = datetime.now(UTC) - timedelta(days=settings.tokenwallet_usage_retention_days)
+    with make_sessionmaker(engine)() as session:
+        report = import_litellm(
+            session,
+            load_map(path),
+            effective_from=start,
+            markup_pct=markup,
+            providers=providers,
+            strict=strict,
+            apply=apply,
+            usage_of_models=lambda models, at: usage_of_models(session, "USD", models, at),
+            usage_since=since,
+        )
+        session.commit()
+    return report
+
+
+def _echo_import_report(report: ImportReport, out: dict[str, Any]) -> None:
+    """Print an import's outcome: counts, the rounding rule, refusals grouped by reason."""
     counts = ", ".join(f"{k} {v}" for k, v in sorted(out["counts"].items()))
     verb = f"created card {report.card_id}" if report.applied else "dry run (nothing written)"
     typer.echo(f"{verb}; effective {out['effective_from']}; {counts}")
@@ -368,52 +405,14 @@ def billing_close(
 
     Safe to repeat and to run again after a crash.
     """
-    from datetime import timedelta
-
-    from rich.console import Console
-    from rich.progress import Progress, TaskID
-    from sqlalchemy.orm import Session
-
-    from api.audit import record_event
-    from api.db import make_sessionmaker
-    from invoicing.close import close_period
     from invoicing.periods import Period
     from ledger.errors import DomainError
 
-    settings = get_settings()
     engine = _migrated_engine(pool_size=2)
     try:
         p = Period.parse(period)
-        with Progress(console=Console(stderr=True), transient=False) as bar:
-            task: list[TaskID] = []
-
-            def progress(done: int, total: int, account_id: str) -> None:
-                if not task:
-                    task.append(bar.add_task(f"closing {p}", total=total))
-                bar.update(task[0], completed=done, description=f"closing {p}: {account_id}")
-
-            result = close_period(
-                make_sessionmaker(engine),
-                p,
-                grace=timedelta(hours=settings.tokenwallet_billing_grace_hours),
-                finalize=not draft,
-                progress=progress,
-            )
-        with Session(engine) as session:
-            record_event(
-                session,
-                actor="cli",
-                actor_role=None,
-                action="billing.close",
-                target_type="billing_period",
-                target_id=str(p),
-                changes={
-                    "finalize": not draft,
-                    "status": result.status,
-                    "invoices": len(result.invoice_ids),
-                },
-            )
-            session.commit()
+        result = _close_with_progress(engine, p, finalize=not draft)
+        _record_close(engine, p, result, finalize=not draft)
     except DomainError as exc:
         typer.echo(f"error: {exc.detail}", err=True)
         raise typer.Exit(2) from exc
@@ -423,6 +422,58 @@ def billing_close(
         f"{result.period} {result.status}: {len(result.invoice_ids)} invoices"
         f" for {result.accounts} billing accounts"
     )
+
+
+def _close_with_progress(engine: Engine, period: Period, *, finalize: bool) -> CloseResult:
+    """Close ``period`` account by account, with a progress bar on stderr; returns the close's
+    result."""
+    from datetime import timedelta
+
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
+
+    from api.db import make_sessionmaker
+    from invoicing.close import close_period
+
+    settings = get_settings()
+    with Progress(console=Console(stderr=True), transient=False) as bar:
+        task: list[TaskID] = []
+
+        def progress(done: int, total: int, account_id: str) -> None:
+            if not task:
+                task.append(bar.add_task(f"closing {period}", total=total))
+            bar.update(task[0], completed=done, description=f"closing {period}: {account_id}")
+
+        return close_period(
+            make_sessionmaker(engine),
+            period,
+            grace=timedelta(hours=settings.tokenwallet_billing_grace_hours),
+            finalize=finalize,
+            progress=progress,
+        )
+
+
+def _record_close(engine: Engine, period: Period, result: CloseResult, *, finalize: bool) -> None:
+    """Record the close in the audit log as the CLI's."""
+    from sqlalchemy.orm import Session
+
+    from api.audit import record_event
+
+    with Session(engine) as session:
+        record_event(
+            session,
+            actor="cli",
+            actor_role=None,
+            action="billing.close",
+            target_type="billing_period",
+            target_id=str(period),
+            changes={
+                "finalize": finalize,
+                "status": result.status,
+                "invoices": len(result.invoice_ids),
+            },
+        )
+        session.commit()
 
 
 @billing_app.command("pdf")
