@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from api.auth import Principal, create_key, requires, revoke_key
 from api.idempotency import idempotent_post
 from api.models import ApiKey
-from api.schemas import IdempotencyKey
+from api.schemas import IdempotencyKey, Page
 
 Role = Literal["admin", "finance", "gateway", "reseller", "customer"]
 
@@ -63,13 +63,6 @@ class ApiKeyOut(BaseModel):
     revoked_at: datetime | None
 
 
-class ApiKeyList(BaseModel):
-    """A page of keys."""
-
-    data: list[ApiKeyOut]
-    has_more: bool
-
-
 class KeyRevoked(BaseModel):
     """A revoked key."""
 
@@ -109,13 +102,13 @@ class ApiKeysController(Controller):
         db: Session,
         limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
         starting_after: str | None = None,
-    ) -> ApiKeyList:
+    ) -> Page[ApiKeyOut]:
         """List keys (admin), oldest first, without secrets."""
         stmt = select(ApiKey).order_by(ApiKey.id).limit(limit + 1)
         if starting_after:
             stmt = stmt.where(ApiKey.id > starting_after)
         rows = db.scalars(stmt).all()
-        return ApiKeyList(
+        return Page[ApiKeyOut](
             data=[
                 ApiKeyOut(
                     id=r.id,

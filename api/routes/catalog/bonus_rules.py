@@ -19,6 +19,7 @@ from api.schemas import (
     PCT_PATTERN,
     IdempotencyKey,
     Limit,
+    Page,
 )
 from ledger.errors import NotFound
 from plans import catalog
@@ -64,13 +65,6 @@ class BonusRuleOut(BaseModel):
     effective_from: datetime
     tiers: list[BonusTierIn]
     created_at: datetime
-
-
-class BonusRuleList(BaseModel):
-    """A page of bonus rules."""
-
-    data: list[BonusRuleOut]
-    has_more: bool
 
 
 def _rule_out(r: catalog.BonusRule) -> BonusRuleOut:
@@ -135,7 +129,7 @@ class TopupBonusRulesController(Controller):
         owner_account_id: str | None = None,
         limit: Limit = 20,
         starting_after: str | None = None,
-    ) -> BonusRuleList:
+    ) -> Page[BonusRuleOut]:
         """Bonus rule versions in creation order, optionally of one currency / owner (a
         reseller key sees its own)."""
         if principal.role == "reseller":
@@ -147,7 +141,7 @@ class TopupBonusRulesController(Controller):
             limit=limit,
             starting_after=starting_after,
         )
-        return BonusRuleList(data=[_rule_out(r) for r in page.items], has_more=page.has_more)
+        return Page[BonusRuleOut](data=[_rule_out(r) for r in page.items], has_more=page.has_more)
 
     @get("/{rule_id:str}", sync_to_thread=True)
     def get_rule(self, rule_id: str, db: Session, principal: Principal) -> BonusRuleOut:

@@ -16,6 +16,7 @@ from api.schemas import (
     MONEY_PATTERN,
     IdempotencyKey,
     Limit,
+    Page,
 )
 from plans import catalog
 
@@ -56,13 +57,6 @@ class PlanOut(BaseModel):
     models: list[str]
     windows: list[PlanWindow]
     on_exhausted: str
-
-
-class PlanList(BaseModel):
-    """A page of plans."""
-
-    data: list[PlanOut]
-    has_more: bool
 
 
 def _plan_out(p: catalog.PlanSpec) -> PlanOut:
@@ -108,10 +102,10 @@ class PlansController(Controller):
     @get("/", sync_to_thread=True, guards=[requires(*READERS)])
     def list_plans(
         self, db: Session, limit: Limit = 20, starting_after: str | None = None
-    ) -> PlanList:
+    ) -> Page[PlanOut]:
         """Coding plans by id."""
         page = catalog.list_plans(db, limit=limit, starting_after=starting_after)
-        return PlanList(data=[_plan_out(p) for p in page.items], has_more=page.has_more)
+        return Page[PlanOut](data=[_plan_out(p) for p in page.items], has_more=page.has_more)
 
     @get("/{plan_id:str}", sync_to_thread=True, guards=[requires(*READERS)])
     def get_plan(self, plan_id: str, db: Session) -> PlanOut:

@@ -16,6 +16,7 @@ from api.schemas import (
     PCT_PATTERN,
     IdempotencyKey,
     Limit,
+    Page,
 )
 from plans import catalog
 from wallet.accounts import get_account
@@ -65,13 +66,6 @@ class ContractOut(BaseModel):
     ends_at: datetime | None
     discounts: list[ContractDiscountIn]
     created_at: datetime
-
-
-class ContractList(BaseModel):
-    """A page of contracts."""
-
-    data: list[ContractOut]
-    has_more: bool
 
 
 def _contract_out(c: catalog.ContractSpec) -> ContractOut:
@@ -137,12 +131,14 @@ class ContractsController(Controller):
         account_id: str | None = None,
         limit: Limit = 20,
         starting_after: str | None = None,
-    ) -> ContractList:
+    ) -> Page[ContractOut]:
         """Contract versions in creation order, optionally of one ``account_id``."""
         page = catalog.list_contracts(
             db, account_id=account_id, limit=limit, starting_after=starting_after
         )
-        return ContractList(data=[_contract_out(c) for c in page.items], has_more=page.has_more)
+        return Page[ContractOut](
+            data=[_contract_out(c) for c in page.items], has_more=page.has_more
+        )
 
     @get("/{contract_id:str}", sync_to_thread=True)
     def get_contract(self, contract_id: str, db: Session) -> ContractOut:

@@ -15,6 +15,7 @@ from api.routes.catalog._common import CATALOG_ID, READERS
 from api.schemas import (
     IdempotencyKey,
     Limit,
+    Page,
 )
 from plans import catalog
 
@@ -37,13 +38,6 @@ class CatalogModelOut(BaseModel):
     provider: str
     display_name: str
     created_at: datetime
-
-
-class CatalogModelList(BaseModel):
-    """A page of models."""
-
-    data: list[CatalogModelOut]
-    has_more: bool
 
 
 def _model_out(m: catalog.ModelInfo) -> CatalogModelOut:
@@ -76,10 +70,12 @@ class ModelsController(Controller):
     @get("/", sync_to_thread=True, guards=[requires(*READERS)])
     def list_models(
         self, db: Session, limit: Limit = 20, starting_after: str | None = None
-    ) -> CatalogModelList:
+    ) -> Page[CatalogModelOut]:
         """Models by id."""
         page = catalog.list_models(db, limit=limit, starting_after=starting_after)
-        return CatalogModelList(data=[_model_out(m) for m in page.items], has_more=page.has_more)
+        return Page[CatalogModelOut](
+            data=[_model_out(m) for m in page.items], has_more=page.has_more
+        )
 
     @get("/{model_id:path}", sync_to_thread=True, guards=[requires(*READERS)])
     def get_model(self, model_id: str, db: Session) -> CatalogModelOut:

@@ -16,6 +16,7 @@ from api.schemas import (
     MONEY_PATTERN,
     IdempotencyKey,
     Limit,
+    Page,
 )
 from plans import catalog
 
@@ -48,13 +49,6 @@ class TokenPackageOut(BaseModel):
     tokens: int
     models: list[str]
     valid_days: int
-
-
-class TokenPackageList(BaseModel):
-    """A page of token packages."""
-
-    data: list[TokenPackageOut]
-    has_more: bool
 
 
 def _package_out(p: catalog.PackageSpec) -> TokenPackageOut:
@@ -100,10 +94,12 @@ class PackagesController(Controller):
     @get("/", sync_to_thread=True, guards=[requires(*READERS)])
     def list_packages(
         self, db: Session, limit: Limit = 20, starting_after: str | None = None
-    ) -> TokenPackageList:
+    ) -> Page[TokenPackageOut]:
         """Token packages by id."""
         page = catalog.list_packages(db, limit=limit, starting_after=starting_after)
-        return TokenPackageList(data=[_package_out(p) for p in page.items], has_more=page.has_more)
+        return Page[TokenPackageOut](
+            data=[_package_out(p) for p in page.items], has_more=page.has_more
+        )
 
     @get("/{package_id:str}", sync_to_thread=True, guards=[requires(*READERS)])
     def get_package(self, package_id: str, db: Session) -> TokenPackageOut:

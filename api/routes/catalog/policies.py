@@ -15,6 +15,7 @@ from api.routes.catalog._common import CATALOG_ID, Treatment
 from api.schemas import (
     IdempotencyKey,
     Limit,
+    Page,
 )
 from plans import catalog
 
@@ -49,13 +50,6 @@ class PolicyOut(BaseModel):
     builtin: bool
     rules: dict[str, Treatment]
     created_at: datetime | None
-
-
-class PolicyList(BaseModel):
-    """A page of policies (latest versions)."""
-
-    data: list[PolicyOut]
-    has_more: bool
 
 
 def _policy_out(p: catalog.FailedRequestPolicy) -> PolicyOut:
@@ -93,10 +87,10 @@ class FailedRequestPoliciesController(Controller):
     @get("/", sync_to_thread=True)
     def list_policies(
         self, db: Session, limit: Limit = 20, starting_after: str | None = None
-    ) -> PolicyList:
+    ) -> Page[PolicyOut]:
         """Stored policies by id, latest version each (``default`` is built in, not listed)."""
         page = catalog.list_failed_request_policies(db, limit=limit, starting_after=starting_after)
-        return PolicyList(data=[_policy_out(p) for p in page.items], has_more=page.has_more)
+        return Page[PolicyOut](data=[_policy_out(p) for p in page.items], has_more=page.has_more)
 
     @get("/{policy_id:str}", sync_to_thread=True)
     def get_policy(self, policy_id: str, db: Session) -> PolicyOut:
@@ -104,7 +98,7 @@ class FailedRequestPoliciesController(Controller):
         return _policy_out(catalog.get_failed_request_policy(db, policy_id))
 
     @get("/{policy_id:str}/versions", sync_to_thread=True)
-    def list_versions(self, policy_id: str, db: Session) -> PolicyList:
+    def list_versions(self, policy_id: str, db: Session) -> Page[PolicyOut]:
         """Every version of a policy, oldest first."""
         versions = catalog.list_failed_request_policy_versions(db, policy_id)
-        return PolicyList(data=[_policy_out(p) for p in versions], has_more=False)
+        return Page[PolicyOut](data=[_policy_out(p) for p in versions], has_more=False)

@@ -17,6 +17,7 @@ from api.schemas import (
     MARKUP_PATTERN,
     IdempotencyKey,
     Limit,
+    Page,
 )
 from ledger.errors import NotFound
 from plans import catalog
@@ -49,13 +50,6 @@ class ResellerPriceBookOut(BaseModel):
     prices: list[ModelPriceOut]
     effective_from: datetime
     created_at: datetime
-
-
-class ResellerPriceBookList(BaseModel):
-    """A page of reseller price books."""
-
-    data: list[ResellerPriceBookOut]
-    has_more: bool
 
 
 def _book_out(b: catalog.ResellerPriceBook) -> ResellerPriceBookOut:
@@ -113,7 +107,7 @@ class ResellerPriceBooksController(Controller):
         reseller_account_id: str | None = None,
         limit: Limit = 20,
         starting_after: str | None = None,
-    ) -> ResellerPriceBookList:
+    ) -> Page[ResellerPriceBookOut]:
         """Reseller price books in creation order, optionally of one reseller (a reseller key
         sees its own)."""
         if principal.role == "reseller":
@@ -121,7 +115,7 @@ class ResellerPriceBooksController(Controller):
         page = catalog.list_reseller_price_books(
             db, reseller_account_id=reseller_account_id, limit=limit, starting_after=starting_after
         )
-        return ResellerPriceBookList(
+        return Page[ResellerPriceBookOut](
             data=[_book_out(b) for b in page.items], has_more=page.has_more
         )
 

@@ -24,6 +24,7 @@ from api.routes.catalog.prices import (
 from api.schemas import (
     IdempotencyKey,
     Limit,
+    Page,
 )
 from ledger.base import utcnow
 from plans import catalog
@@ -156,13 +157,6 @@ class RateCardOut(BaseModel):
     prices: list[ModelPriceOut]
 
 
-class RateCardList(BaseModel):
-    """A page of rate cards."""
-
-    data: list[RateCardOut]
-    has_more: bool
-
-
 def _card_out(card: RateCard) -> RateCardOut:
     return RateCardOut(
         id=card.id,
@@ -276,12 +270,12 @@ class RateCardsController(Controller):
         currency: str | None = None,
         limit: Limit = 20,
         starting_after: str | None = None,
-    ) -> RateCardList:
+    ) -> Page[RateCardOut]:
         """Rate cards in creation order, optionally of one ``currency``."""
         page = catalog.list_rate_cards(
             db, currency=currency, limit=limit, starting_after=starting_after
         )
-        return RateCardList(data=[_card_out(c) for c in page.items], has_more=page.has_more)
+        return Page[RateCardOut](data=[_card_out(c) for c in page.items], has_more=page.has_more)
 
     @get("/{card_id:str}", sync_to_thread=True, guards=[requires(*CARD_READERS)])
     def get_rate_card(self, card_id: str, db: Session) -> RateCardOut:
