@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Generic, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Generic, Self, TypeVar
 
 from litestar.params import HeaderParameter, Parameter
 from pydantic import BaseModel, Field
@@ -79,6 +80,13 @@ class Page(BaseModel, Generic[T]):
 
     data: list[T]
     has_more: bool
+
+    @classmethod
+    def of(cls, rows: Sequence[Any], limit: int, out: Callable[[Any], T]) -> Self:
+        """The page of ``rows`` fetched with one row more than ``limit`` (see
+        :func:`api.paging.keyset`): the first ``limit`` through ``out``; the extra row only
+        says there is more."""
+        return cls(data=[out(row) for row in rows[:limit]], has_more=len(rows) > limit)
 
 
 def scope_of(principal: Principal) -> Scope:

@@ -19,6 +19,7 @@ from api.auth import Principal, requires
 from api.deps import now_of
 from api.idempotency import idempotent_patch, idempotent_post, run_idempotent
 from api.openapi import CARD_STARTED, returns
+from api.paging import keyset
 from api.payments import checkout_urls, require_gateway
 from api.routes.invoices import BillingIn, BillingOut, billing_out
 from api.routes.payments import CardRefundIn, payment_out, run_card_refund
@@ -386,20 +387,15 @@ class AccountsController(Controller):
     ) -> Page[AccountOut]:
         """Accounts in the caller's scope, oldest first."""
         scope = scope_of(principal)
-        stmt = select(Account).order_by(Account.id).limit(limit + 1)
+        stmt = select(Account)
         if scope.kind == "self":
             stmt = stmt.where(Account.id == scope.root_id)
         elif scope.kind == "subtree":
             stmt = stmt.where((Account.id == scope.root_id) | (Account.parent_id == scope.root_id))
         if parent_id:
             stmt = stmt.where(Account.parent_id == parent_id)
-        if starting_after:
-            stmt = stmt.where(Account.id > starting_after)
-        rows = db.scalars(stmt).all()
-        return Page[AccountOut](
-            data=[with_billing(db, account_out(a)) for a in rows[:limit]],
-            has_more=len(rows) > limit,
-        )
+        rows = db.scalars(keyset(stmt, Account.id, starting_after, limit)).all()
+        return Page[AccountOut].of(rows, limit, lambda a: with_billing(db, account_out(a)))
 
     @get("/{account_id:str}", sync_to_thread=True, guards=[requires(*ALL_ROLES)])
     def get_one(self, account_id: str, db: Session, principal: Principal) -> AccountOut:
@@ -586,7 +582,7 @@ class AccountsController(Controller):
         """The account's top-ups, oldest first, filtered by creation time (``from`` inclusive,
         ``to`` exclusive, with offset), status and method."""
         account = get_account(db, account_id, scope=scope_of(principal))
-        stmt = select(Topup).where(Topup.account_id == account.id).order_by(Topup.id)
+        stmt = select(Topup).where(Topup.account_id == account.id)
         if (f := aware("from", from_)) is not None:
             stmt = stmt.where(Topup.created_at >= f)
         if (t := aware("to", to)) is not None:
@@ -595,12 +591,8 @@ class AccountsController(Controller):
             stmt = stmt.where(Topup.status == status)
         if method:
             stmt = stmt.where(Topup.method == method)
-        if starting_after:
-            stmt = stmt.where(Topup.id > starting_after)
-        rows = db.scalars(stmt.limit(limit + 1)).all()
-        return Page[TopupOut](
-            data=[topup_out(t, account) for t in rows[:limit]], has_more=len(rows) > limit
-        )
+        rows = db.scalars(keyset(stmt, Topup.id, starting_after, limit)).all()
+        return Page[TopupOut].of(rows, limit, lambda t: topup_out(t, account))
 
     @get(
         "/{account_id:str}/subscriptions",
@@ -622,11 +614,7 @@ class AccountsController(Controller):
         """The account's subscriptions (live and ended), oldest first, filtered by creation
         time (``from`` inclusive, ``to`` exclusive, with offset), status and plan."""
         account = get_account(db, account_id, scope=scope_of(principal))
-        stmt = (
-            select(Subscription)
-            .where(Subscription.account_id == account.id)
-            .order_by(Subscription.id)
-        )
+        stmt = select(Subscription).where(Subscription.account_id == account.id)
         if (f := aware("from", from_)) is not None:
             stmt = stmt.where(Subscription.created_at >= f)
         if (t := aware("to", to)) is not None:
@@ -635,12 +623,8 @@ class AccountsController(Controller):
             stmt = stmt.where(Subscription.status == status)
         if plan_id:
             stmt = stmt.where(Subscription.plan_id == plan_id)
-        if starting_after:
-            stmt = stmt.where(Subscription.id > starting_after)
-        rows = db.scalars(stmt.limit(limit + 1)).all()
-        return Page[SubscriptionOut](
-            data=[subscription_out(x) for x in rows[:limit]], has_more=len(rows) > limit
-        )
+        rows = db.scalars(keyset(stmt, Subscription.id, starting_after, limit)).all()
+        return Page[SubscriptionOut].of(rows, limit, subscription_out)
 
     @post(
         "/{account_id:str}/package-purchases",

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import requires
 from api.models import AuditEvent
+from api.paging import keyset
 from api.schemas import Limit, Page
 from api.timefilters import IntCursor, aware
 
@@ -54,9 +55,7 @@ class AuditEventsController(Controller):
         prefix ending in ``*``: ``account.*``), target id, and time (``from`` inclusive, ``to``
         exclusive; RFC 3339 with offset)."""
         created_from, created_to = aware("from", from_), aware("to", to)
-        stmt = select(AuditEvent).order_by(AuditEvent.id).limit(limit + 1)
-        if starting_after is not None:
-            stmt = stmt.where(AuditEvent.id > starting_after)
+        stmt = select(AuditEvent)
         if actor:
             stmt = stmt.where(AuditEvent.actor == actor)
         if action:
@@ -70,8 +69,7 @@ class AuditEventsController(Controller):
             stmt = stmt.where(AuditEvent.at >= created_from)
         if created_to is not None:
             stmt = stmt.where(AuditEvent.at < created_to)
-        rows = db.scalars(stmt).all()
-        return Page[AuditEventOut](
-            data=[AuditEventOut.model_validate(r, from_attributes=True) for r in rows[:limit]],
-            has_more=len(rows) > limit,
+        rows = db.scalars(keyset(stmt, AuditEvent.id, starting_after, limit)).all()
+        return Page[AuditEventOut].of(
+            rows, limit, lambda r: AuditEventOut.model_validate(r, from_attributes=True)
         )

@@ -33,6 +33,7 @@ from plans import catalog
 from plans.price_context import PriceContext, standing_contract
 from wallet.accounts import get_account
 from wallet.chart import currency_of
+from wallet.history import UsageFilter, statement_page, usage_cursor, usage_page
 
 From = Annotated[
     datetime | None,
@@ -104,20 +105,38 @@ def _drawn(drawn: dict[str, Any], unit: Any) -> dict[str, Money | int]:
     return out
 
 
-_USAGE_PAGE = text(
-    """
-    SELECT r.* FROM wallet_usage_records r
-    WHERE r.account_id = :a
-      AND (CAST(:f AS timestamptz) IS NULL OR r.occurred_at >= :f)
-      AND (CAST(:t AS timestamptz) IS NULL OR r.occurred_at < :t)
-      AND (CAST(:model AS text) IS NULL OR r.model = :model)
-      AND (CAST(:reason AS text) IS NULL OR coalesce(r.reason, 'billed') = :reason)
-      AND (CAST(:auth AS text) IS NULL OR r.authorization_id = :auth)
-      AND (CAST(:after_at AS timestamptz) IS NULL OR (r.occurred_at, r.id) > (:after_at, :after))
-    ORDER BY r.occurred_at, r.id
-    LIMIT :n
-    """
-)
+def _usage_record_out(r: Any, unit: Any, *, show_wholesale: bool) -> UsageRecordOut:
+    """Wire form of a usage record row; its wholesale price only when ``show_wholesale``."""
+    return UsageRecordOut(
+        id=r.id,
+        account_id=r.account_id,
+        model=r.model,
+        occurred_at=r.occurred_at,
+        received_at=r.received_at,
+        tokens=UsageTokensOut(
+            input=r.input_tokens,
+            output=r.output_tokens,
+            cache_read=r.cache_read_tokens,
+            cache_write_5m=r.cache_write_5m_tokens,
+            cache_write_1h=r.cache_write_1h_tokens,
+            reasoning=r.reasoning_tokens,
+        ),
+        batch=r.batch,
+        http_status=r.http_status,
+        finish_reason=r.finish_reason,
+        failure_kind=r.failure_kind,
+        price_source=r.price_source,
+        rated=Money.of(Amount(int(r.rated), unit)),
+        billed=Money.of(Amount(int(r.billed), unit)),
+        credited=Money.of(Amount(int(r.credited), unit)),
+        reason=r.reason,
+        drawn=_drawn(r.drawn, unit),
+        authorization_id=r.authorization_id,
+        tags=r.tags or {},
+        wholesale_billed=Money.of(Amount(int(r.wholesale_billed), unit))
+        if show_wholesale and r.wholesale_billed is not None
+        else None,
+    )
 
 
 # -- statement -------------------------------------------------------------------------------
@@ -144,21 +163,26 @@ class StatementLineOut(BaseModel):
 
 _PHASES = {0: "posted", 1: "pending", 2: "release"}
 
-_STATEMENT_PAGE = text(
-    """
-    SELECT p.id, p.entry_id, p.amount, p.phase, p.unit, a.code, a.type,
-           e.effective_at, e.created_at, e.kind, e.description
-    FROM ledger_postings p
-    JOIN ledger_accounts a ON a.id = p.account_id
-    JOIN ledger_entries e ON e.id = p.entry_id
-    WHERE p.account_id = ANY(CAST(:ids AS bigint[]))
-      AND (CAST(:after AS bigint) IS NULL OR p.id > :after)
-      AND (CAST(:f AS timestamptz) IS NULL OR e.effective_at >= :f)
-      AND (CAST(:t AS timestamptz) IS NULL OR e.effective_at < :t)
-    ORDER BY p.id
-    LIMIT :n
-    """
-)
+
+def _statement_line_out(r: Any) -> StatementLineOut:
+    """Wire form of a posting row: its debit or credit, and its effect on the balance."""
+    unit = unit_of(r.unit)
+    atoms = int(r.amount)
+    change = atoms if AccountType(r.type).debit_normal else -atoms
+    return StatementLineOut(
+        id=r.id,
+        entry_id=r.entry_id,
+        effective_at=r.effective_at,
+        recorded_at=r.created_at,
+        ledger_account=r.code,
+        unit=r.unit,
+        debit=Amount(max(atoms, 0), unit).format(),
+        credit=Amount(max(-atoms, 0), unit).format(),
+        change=Amount(change, unit).format(),
+        phase=_PHASES.get(r.phase, str(r.phase)),
+        kind=r.kind,
+        description=r.description,
+    )
 
 
 # -- invoice preview -------------------------------------------------------------------------
@@ -233,69 +257,32 @@ class AccountHistoryController(Controller):
         authorization. Rejected records are not stored (they were never charged)."""
         account = get_account(db, account_id, scope=scope_of(principal))
         unit = currency_of(account)
-        after_at = None
+        after = None
         if starting_after:
-            after_at = db.scalar(
-                text(
-                    "SELECT max(occurred_at) FROM wallet_usage_records"
-                    " WHERE account_id = :a AND id = :id"
-                ),
-                {"a": account.id, "id": starting_after},
-            )
+            after_at = usage_cursor(db, account.id, starting_after)
             if after_at is None:
                 raise UnknownCursor(
                     f"starting_after {starting_after!r} is not a usage record of this account;"
                     " pass the id of the last record of the previous page"
                 )
-        rows = db.execute(
-            _USAGE_PAGE,
-            {
-                "a": account.id,
-                "f": aware("from", from_),
-                "t": aware("to", to),
-                "model": model,
-                "reason": reason,
-                "auth": authorization_id,
-                "after_at": after_at,
-                "after": starting_after,
-                "n": limit + 1,
-            },
-        ).all()
+            after = (after_at, starting_after)
+        rows = usage_page(
+            db,
+            account.id,
+            UsageFilter(
+                since=aware("from", from_),
+                until=aware("to", to),
+                model=model,
+                reason=reason,
+                authorization_id=authorization_id,
+            ),
+            after=after,
+            limit=limit,
+        )
         show_wholesale = principal.has_role("finance", "reseller")
-        data = [
-            UsageRecordOut(
-                id=r.id,
-                account_id=r.account_id,
-                model=r.model,
-                occurred_at=r.occurred_at,
-                received_at=r.received_at,
-                tokens=UsageTokensOut(
-                    input=r.input_tokens,
-                    output=r.output_tokens,
-                    cache_read=r.cache_read_tokens,
-                    cache_write_5m=r.cache_write_5m_tokens,
-                    cache_write_1h=r.cache_write_1h_tokens,
-                    reasoning=r.reasoning_tokens,
-                ),
-                batch=r.batch,
-                http_status=r.http_status,
-                finish_reason=r.finish_reason,
-                failure_kind=r.failure_kind,
-                price_source=r.price_source,
-                rated=Money.of(Amount(int(r.rated), unit)),
-                billed=Money.of(Amount(int(r.billed), unit)),
-                credited=Money.of(Amount(int(r.credited), unit)),
-                reason=r.reason,
-                drawn=_drawn(r.drawn, unit),
-                authorization_id=r.authorization_id,
-                tags=r.tags or {},
-                wholesale_billed=Money.of(Amount(int(r.wholesale_billed), unit))
-                if show_wholesale and r.wholesale_billed is not None
-                else None,
-            )
-            for r in rows[:limit]
-        ]
-        return Page[UsageRecordOut](data=data, has_more=len(rows) > limit)
+        return Page[UsageRecordOut].of(
+            rows, limit, lambda r: _usage_record_out(r, unit, show_wholesale=show_wholesale)
+        )
 
     @get(
         "/ledger-movements",
@@ -318,42 +305,16 @@ class AccountHistoryController(Controller):
         accounting time (``from``/``to`` on the entry's ``effective_at``) and ledger account
         code (``customer:prepaid``...). A usage batch is one movement per ledger account."""
         account = get_account(db, account_id, scope=scope_of(principal))
-        codes = db.execute(
-            text("SELECT id, code FROM ledger_accounts WHERE owner_id = :a"), {"a": account.id}
-        ).all()
-        ids = [r.id for r in codes if ledger_account is None or r.code == ledger_account]
-        rows = db.execute(
-            _STATEMENT_PAGE,
-            {
-                "ids": ids,
-                "after": starting_after,
-                "f": aware("from", from_),
-                "t": aware("to", to),
-                "n": limit + 1,
-            },
-        ).all()
-        data = []
-        for r in rows[:limit]:
-            unit = unit_of(r.unit)
-            atoms = int(r.amount)
-            change = atoms if AccountType(r.type).debit_normal else -atoms
-            data.append(
-                StatementLineOut(
-                    id=r.id,
-                    entry_id=r.entry_id,
-                    effective_at=r.effective_at,
-                    recorded_at=r.created_at,
-                    ledger_account=r.code,
-                    unit=r.unit,
-                    debit=Amount(max(atoms, 0), unit).format(),
-                    credit=Amount(max(-atoms, 0), unit).format(),
-                    change=Amount(change, unit).format(),
-                    phase=_PHASES.get(r.phase, str(r.phase)),
-                    kind=r.kind,
-                    description=r.description,
-                )
-            )
-        return Page[StatementLineOut](data=data, has_more=len(rows) > limit)
+        rows = statement_page(
+            db,
+            account.id,
+            ledger_account,
+            since=aware("from", from_),
+            until=aware("to", to),
+            after=starting_after,
+            limit=limit,
+        )
+        return Page[StatementLineOut].of(rows, limit, _statement_line_out)
 
     @get(
         "/prices",

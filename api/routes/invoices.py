@@ -26,6 +26,7 @@ from api.auth import Principal, requires
 from api.deps import now_of
 from api.idempotency import idempotent_post, run_idempotent
 from api.openapi import only, returns
+from api.paging import keyset
 from api.payments import checkout_urls, require_gateway
 from api.routes.payments import PaymentOut as CardPaymentOut
 from api.routes.payments import payment_out as card_payment_out
@@ -607,7 +608,7 @@ class InvoicesController(Controller):
     ) -> Page[InvoiceOut]:
         """Invoices by id (oldest first), filtered by account, period and status."""
         scope = scope_of(principal)
-        stmt = select(Invoice).order_by(Invoice.id).limit(limit + 1)
+        stmt = select(Invoice)
         if scope.kind != "all":
             stmt = stmt.where(Invoice.account_id == scope.root_id)
         if account_id:
@@ -616,14 +617,9 @@ class InvoicesController(Controller):
             stmt = stmt.where(Invoice.period == str(Period.parse(period)))
         if status:
             stmt = stmt.where(Invoice.status == status)
-        if starting_after:
-            stmt = stmt.where(Invoice.id > starting_after)
-        rows = db.scalars(stmt).all()
+        rows = db.scalars(keyset(stmt, Invoice.id, starting_after, limit)).all()
         today = _today(state)
-        return Page[InvoiceOut](
-            data=[invoice_out(db, i, today=today) for i in rows[:limit]],
-            has_more=len(rows) > limit,
-        )
+        return Page[InvoiceOut].of(rows, limit, lambda i: invoice_out(db, i, today=today))
 
     @get(
         "/{invoice_id:str}",

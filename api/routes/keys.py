@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from api.auth import Principal, create_key, requires, revoke_key
 from api.idempotency import idempotent_post
 from api.models import ApiKey
+from api.paging import keyset
 from api.schemas import IdempotencyKey, Page
 
 Role = Literal["admin", "finance", "gateway", "reseller", "customer"]
@@ -104,24 +105,19 @@ class ApiKeysController(Controller):
         starting_after: str | None = None,
     ) -> Page[ApiKeyOut]:
         """List keys (admin), oldest first, without secrets."""
-        stmt = select(ApiKey).order_by(ApiKey.id).limit(limit + 1)
-        if starting_after:
-            stmt = stmt.where(ApiKey.id > starting_after)
-        rows = db.scalars(stmt).all()
-        return Page[ApiKeyOut](
-            data=[
-                ApiKeyOut(
-                    id=r.id,
-                    role=r.role,
-                    account_id=r.account_id,
-                    prefix=r.prefix,
-                    description=r.description,
-                    created_at=r.created_at,
-                    revoked_at=r.revoked_at,
-                )
-                for r in rows[:limit]
-            ],
-            has_more=len(rows) > limit,
+        rows = db.scalars(keyset(select(ApiKey), ApiKey.id, starting_after, limit)).all()
+        return Page[ApiKeyOut].of(
+            rows,
+            limit,
+            lambda r: ApiKeyOut(
+                id=r.id,
+                role=r.role,
+                account_id=r.account_id,
+                prefix=r.prefix,
+                description=r.description,
+                created_at=r.created_at,
+                revoked_at=r.revoked_at,
+            ),
         )
 
     @idempotent_post("/{key_id:str}/revoke", status_code=200)

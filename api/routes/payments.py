@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from api.auth import Principal, requires
 from api.idempotency import run_idempotent
 from api.openapi import returns
+from api.paging import keyset
 from api.payments import require_gateway
 from api.schemas import DecimalString, IdempotencyKey, Limit, Money, Page, scope_of
 from invoicing.payments.models import Payment, PaymentDispute, ReconciliationReport
@@ -205,18 +206,9 @@ class PaymentsController(Controller):
     ) -> Page[PaymentOut]:
         """An account's card payments, oldest first."""
         get_account(db, account_id, scope=scope_of(principal))
-        stmt = (
-            select(Payment)
-            .where(Payment.account_id == account_id)
-            .order_by(Payment.id)
-            .limit(limit + 1)
-        )
-        if starting_after:
-            stmt = stmt.where(Payment.id > starting_after)
-        rows = db.scalars(stmt).all()
-        return Page[PaymentOut](
-            data=[payment_out(db, p) for p in rows[:limit]], has_more=len(rows) > limit
-        )
+        stmt = select(Payment).where(Payment.account_id == account_id)
+        rows = db.scalars(keyset(stmt, Payment.id, starting_after, limit)).all()
+        return Page[PaymentOut].of(rows, limit, lambda p: payment_out(db, p))
 
     @get("/{payment_id:str}", sync_to_thread=True, guards=[requires(*VIEW_ROLES)])
     def get_payment(self, payment_id: str, db: Session, principal: Principal) -> PaymentOut:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import Principal, requires
 from api.idempotency import idempotent_post
+from api.paging import keyset
 from api.schemas import IdempotencyKey, Page, scope_of
 from wallet.accounts import get_account
 from wallet.models import OutboxEvent, WebhookDelivery, WebhookEndpoint
@@ -178,7 +179,6 @@ class WebhookDeliveriesController(Controller):
             select(WebhookDelivery, OutboxEvent, WebhookEndpoint)
             .join(OutboxEvent, OutboxEvent.id == WebhookDelivery.event_id)
             .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
-            .order_by(WebhookDelivery.id)
         )
         if principal.role != "admin":
             stmt = stmt.where(WebhookEndpoint.account_id == principal.account_id)
@@ -186,13 +186,8 @@ class WebhookDeliveriesController(Controller):
             stmt = stmt.where(WebhookDelivery.status == status)
         if endpoint_id:
             stmt = stmt.where(WebhookDelivery.endpoint_id == endpoint_id)
-        if starting_after is not None:
-            stmt = stmt.where(WebhookDelivery.id > starting_after)
-        rows = db.execute(stmt.limit(limit + 1)).all()
-        return Page[DeliveryOut](
-            data=[delivery_out(d, e, ep) for d, e, ep in rows[:limit]],
-            has_more=len(rows) > limit,
-        )
+        rows = db.execute(keyset(stmt, WebhookDelivery.id, starting_after, limit)).all()
+        return Page[DeliveryOut].of(rows, limit, lambda row: delivery_out(*row))
 
     @idempotent_post("/{delivery_id:int}/replay", status_code=200)
     def replay(

@@ -1,0 +1,116 @@
+"""Queries of an account's history: its charged usage records, keyset paged by
+(``occurred_at``, id), and the movements of its ledger accounts, by posting id. Reads only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, text
+from sqlalchemy.orm import Session
+
+_USAGE_PAGE = text(
+    """
+    SELECT r.* FROM wallet_usage_records r
+    WHERE r.account_id = :a
+      AND (CAST(:f AS timestamptz) IS NULL OR r.occurred_at >= :f)
+      AND (CAST(:t AS timestamptz) IS NULL OR r.occurred_at < :t)
+      AND (CAST(:model AS text) IS NULL OR r.model = :model)
+      AND (CAST(:reason AS text) IS NULL OR coalesce(r.reason, 'billed') = :reason)
+      AND (CAST(:auth AS text) IS NULL OR r.authorization_id = :auth)
+      AND (CAST(:after_at AS timestamptz) IS NULL OR (r.occurred_at, r.id) > (:after_at, :after))
+    ORDER BY r.occurred_at, r.id
+    LIMIT :n
+    """
+)
+
+_STATEMENT_PAGE = text(
+    """
+    SELECT p.id, p.entry_id, p.amount, p.phase, p.unit, a.code, a.type,
+           e.effective_at, e.created_at, e.kind, e.description
+    FROM ledger_postings p
+    JOIN ledger_accounts a ON a.id = p.account_id
+    JOIN ledger_entries e ON e.id = p.entry_id
+    WHERE p.account_id = ANY(CAST(:ids AS bigint[]))
+      AND (CAST(:after AS bigint) IS NULL OR p.id > :after)
+      AND (CAST(:f AS timestamptz) IS NULL OR e.effective_at >= :f)
+      AND (CAST(:t AS timestamptz) IS NULL OR e.effective_at < :t)
+    ORDER BY p.id
+    LIMIT :n
+    """
+)
+
+
+@dataclass(frozen=True)
+class UsageFilter:
+    """Which records: occurred in [``since``, ``until``), of ``model``, with credit ``reason``
+    (``billed``: billed in full), under ``authorization_id``; None matches any."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    model: str | None = None
+    reason: str | None = None
+    authorization_id: str | None = None
+
+
+def usage_cursor(db: Session, account_id: str, record_id: str) -> datetime | None:
+    """When the account's record ``record_id`` occurred (a page's cursor); None if it has none
+    of that id."""
+    return db.scalar(  # type: ignore[no-any-return]
+        text(
+            "SELECT max(occurred_at) FROM wallet_usage_records WHERE account_id = :a AND id = :id"
+        ),
+        {"a": account_id, "id": record_id},
+    )
+
+
+def usage_page(
+    db: Session,
+    account_id: str,
+    where: UsageFilter,
+    *,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> Sequence[Row[Any]]:
+    """Up to ``limit + 1`` of the account's records matching ``where`` by (``occurred_at``,
+    id), after the (occurred_at, id) ``after``; the extra row says there is another page."""
+    after_at, after_id = after if after is not None else (None, None)
+    return db.execute(
+        _USAGE_PAGE,
+        {
+            "a": account_id,
+            "f": where.since,
+            "t": where.until,
+            "model": where.model,
+            "reason": where.reason,
+            "auth": where.authorization_id,
+            "after_at": after_at,
+            "after": after_id,
+            "n": limit + 1,
+        },
+    ).all()
+
+
+def statement_page(
+    db: Session,
+    owner_id: str,
+    ledger_code: str | None,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    after: int | None,
+    limit: int,
+) -> Sequence[Row[Any]]:
+    """Up to ``limit + 1`` postings of the account's ledger accounts (of ``ledger_code`` only
+    when given) after posting ``after``, their entry effective in [``since``, ``until``), with
+    each posting's account code and type and its entry's times, kind and description."""
+    codes = db.execute(
+        text("SELECT id, code FROM ledger_accounts WHERE owner_id = :a"), {"a": owner_id}
+    ).all()
+    ids = [r.id for r in codes if ledger_code is None or r.code == ledger_code]
+    return db.execute(
+        _STATEMENT_PAGE,
+        {"ids": ids, "after": after, "f": since, "t": until, "n": limit + 1},
+    ).all()
