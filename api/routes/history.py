@@ -21,7 +21,7 @@ from api.routes.catalog import PriceQuoteOut, quote_out
 from api.routes.invoices import TotalsOut
 from api.schemas import Limit, Money, Page, scope_of
 from api.timefilters import IntCursor, UnknownCursor, aware
-from invoicing.close import preview_invoice
+from invoicing.close import Preview, preview_invoice
 from invoicing.periods import Period
 from ledger.amounts import Amount
 from ledger.base import utcnow
@@ -226,6 +226,47 @@ class InvoicePreviewOut(BaseModel):
     lines: list[PreviewLineOut]
 
 
+def _preview_totals(t: Any, unit: Any) -> TotalsOut:
+    """A preview's totals as an unpaid invoice's: nothing paid, credited or disputed yet."""
+    zero = Money.of(Amount.zero(unit))
+    return TotalsOut(
+        subtotal=Money.of(t.subtotal),
+        tax=Money.of(t.tax),
+        total=Money.of(t.total),
+        prepaid_applied=Money.of(t.prepaid_applied),
+        amount_due=Money.of(t.amount_due),
+        amount_paid=zero,
+        credited=zero,
+        balance_due=Money.of(t.amount_due),
+        rounding=Money.of(t.rounding),
+        disputed=zero,
+    )
+
+
+def _preview_lines(pv: Preview) -> list[PreviewLineOut]:
+    """A preview's lines, numbered from 1; informational lines carry no tax rate."""
+    rate = _pct(pv.terms.tax_rate_pct)
+    return [
+        PreviewLineOut(
+            position=i,
+            kind=d.kind,
+            description=d.description,
+            model=d.model,
+            source_period=d.source_period,
+            requests=d.requests,
+            tokens=d.tokens,
+            settlement=d.settlement,
+            amount=Money.of(priced.amount),
+            amount_exact=Money.of(priced.exact),
+            tax=Money.of(priced.tax),
+            tax_rate_pct=rate if d.settlement != "info" and d.taxed else None,
+            taxable=Money.of(priced.taxable),
+            details=d.details,
+        )
+        for i, (d, priced) in enumerate(pv.lines, start=1)
+    ]
+
+
 class AccountHistoryController(Controller):
     """``/v1/accounts/{id}/...`` history: usage records, ledger movements, prices, invoice
     preview."""
@@ -385,11 +426,6 @@ class AccountHistoryController(Controller):
         p = Period.parse(period) if period else Period.containing(now)
         pv = preview_invoice(db, account, p, now=now)
         unit = currency_of(account)
-
-        def m(amount: Amount) -> Money:
-            return Money.of(amount)
-
-        t = pv.totals
         return InvoicePreviewOut(
             account_id=account.id,
             period=str(p),
@@ -399,37 +435,6 @@ class AccountHistoryController(Controller):
             net_terms_days=pv.terms.net_terms_days,
             tax_rate_pct=_pct(pv.terms.tax_rate_pct),
             bill_to=pv.terms.bill_to,
-            totals=TotalsOut(
-                subtotal=m(t.subtotal),
-                tax=m(t.tax),
-                total=m(t.total),
-                prepaid_applied=m(t.prepaid_applied),
-                amount_due=m(t.amount_due),
-                amount_paid=m(Amount.zero(unit)),
-                credited=m(Amount.zero(unit)),
-                balance_due=m(t.amount_due),
-                rounding=m(t.rounding),
-                disputed=m(Amount.zero(unit)),
-            ),
-            lines=[
-                PreviewLineOut(
-                    position=i,
-                    kind=d.kind,
-                    description=d.description,
-                    model=d.model,
-                    source_period=d.source_period,
-                    requests=d.requests,
-                    tokens=d.tokens,
-                    settlement=d.settlement,
-                    amount=m(priced.amount),
-                    amount_exact=m(priced.exact),
-                    tax=m(priced.tax),
-                    tax_rate_pct=_pct(pv.terms.tax_rate_pct)
-                    if d.settlement != "info" and d.taxed
-                    else None,
-                    taxable=m(priced.taxable),
-                    details=d.details,
-                )
-                for i, (d, priced) in enumerate(pv.lines, start=1)
-            ],
+            totals=_preview_totals(pv.totals, unit),
+            lines=_preview_lines(pv),
         )

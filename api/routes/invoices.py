@@ -48,6 +48,7 @@ from invoicing.models import (
 from invoicing.payments.checkout import start_invoice_payment
 from invoicing.periods import Period
 from invoicing.profiles import create_tax_profile, list_tax_profiles
+from invoicing.queries import invoice_credit_notes, invoice_lines, invoice_payments
 from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.decimals import format_pct as _pct
@@ -317,10 +318,6 @@ def payment_out(p: InvoicePayment, unit: Unit) -> PaymentOut:
 def invoice_out(db: Session, inv: Invoice, *, today: date, full: bool = True) -> InvoiceOut:
     """Wire form of an invoice (with lines, credit notes and payments when ``full``)."""
     unit = currency(inv.currency)
-
-    def m(atoms: int) -> Money:
-        return Money.of(Amount(atoms, unit))
-
     out = InvoiceOut(
         id=inv.id,
         number=inv.number,
@@ -336,59 +333,58 @@ def invoice_out(db: Session, inv: Invoice, *, today: date, full: bool = True) ->
         bill_to=inv.bill_to,
         usage_cutoff_at=inv.usage_cutoff_at,
         previous_cutoff_at=inv.previous_cutoff_at,
-        totals=TotalsOut(
-            subtotal=m(inv.subtotal),
-            tax=m(inv.tax),
-            total=m(inv.total),
-            prepaid_applied=m(inv.prepaid_applied),
-            amount_due=m(inv.amount_due),
-            amount_paid=m(inv.amount_paid),
-            credited=m(inv.credited),
-            balance_due=m(open_balance(inv)),
-            rounding=m(inv.rounding),
-            disputed=m(inv.disputed),
-        ),
+        totals=_totals_out(inv, unit),
     )
-    if not full:
-        return out
-    lines = db.scalars(
-        select(InvoiceLine).where(InvoiceLine.invoice_id == inv.id).order_by(InvoiceLine.position)
-    ).all()
-    out.lines = [
-        InvoiceLineOut(
-            id=ln.id,
-            position=ln.position,
-            kind=ln.kind,
-            description=ln.description,
-            model=ln.model,
-            source_period=ln.source_period,
-            requests=ln.requests,
-            tokens=ln.tokens,
-            settlement=ln.settlement,
-            amount=m(ln.amount),
-            amount_exact=m(ln.amount_exact),
-            tax=m(ln.tax),
-            tax_rate_pct=_pct(ln.tax_rate_pct),
-            taxable=m(ln.taxable),
-            details=ln.details,
-        )
-        for ln in lines
-    ]
-    out.credit_notes = [
-        credit_note_out(n)
-        for n in db.scalars(
-            select(CreditNote).where(CreditNote.invoice_id == inv.id).order_by(CreditNote.number)
-        )
-    ]
-    out.payments = [
-        payment_out(p, unit)
-        for p in db.scalars(
-            select(InvoicePayment)
-            .where(InvoicePayment.invoice_id == inv.id)
-            .order_by(InvoicePayment.received_at, InvoicePayment.id)
-        )
-    ]
+    if full:
+        out.lines = [_line_out(ln, unit) for ln in invoice_lines(db, inv.id)]
+        out.credit_notes = [credit_note_out(n) for n in invoice_credit_notes(db, inv.id)]
+        out.payments = [payment_out(p, unit) for p in invoice_payments(db, inv.id)]
     return out
+
+
+def _totals_out(inv: Invoice, unit: Unit) -> TotalsOut:
+    """An invoice's totals, paid, credited and disputed amounts and what is still due."""
+
+    def m(atoms: int) -> Money:
+        return Money.of(Amount(atoms, unit))
+
+    return TotalsOut(
+        subtotal=m(inv.subtotal),
+        tax=m(inv.tax),
+        total=m(inv.total),
+        prepaid_applied=m(inv.prepaid_applied),
+        amount_due=m(inv.amount_due),
+        amount_paid=m(inv.amount_paid),
+        credited=m(inv.credited),
+        balance_due=m(open_balance(inv)),
+        rounding=m(inv.rounding),
+        disputed=m(inv.disputed),
+    )
+
+
+def _line_out(ln: InvoiceLine, unit: Unit) -> InvoiceLineOut:
+    """Wire form of an invoice line."""
+
+    def m(atoms: int) -> Money:
+        return Money.of(Amount(atoms, unit))
+
+    return InvoiceLineOut(
+        id=ln.id,
+        position=ln.position,
+        kind=ln.kind,
+        description=ln.description,
+        model=ln.model,
+        source_period=ln.source_period,
+        requests=ln.requests,
+        tokens=ln.tokens,
+        settlement=ln.settlement,
+        amount=m(ln.amount),
+        amount_exact=m(ln.amount_exact),
+        tax=m(ln.tax),
+        tax_rate_pct=_pct(ln.tax_rate_pct),
+        taxable=m(ln.taxable),
+        details=ln.details,
+    )
 
 
 def _today(state: State) -> date:
