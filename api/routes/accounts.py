@@ -17,7 +17,7 @@ from api.audit import record_request
 from api.auth import Principal, requires
 from api.idempotency import idempotent_patch, idempotent_post
 from api.paging import keyset
-from api.routes.invoices import BillingIn, BillingOut, billing_out
+from api.routes.billing_profiles import BillingIn, BillingOut, billing_out
 from api.schemas import (
     PCT_PATTERN,
     DecimalString,

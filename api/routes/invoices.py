@@ -1,27 +1,19 @@
-"""Month end: closing billing periods, invoices (JSON and PDF), credit notes, payments, tax
-profiles, and the billing fields of accounts."""
+"""Invoices (JSON and PDF), their credit notes and payments; closing a month is in
+``billing_periods.py``, tax profiles and accounts' billing fields in ``billing_profiles.py``."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any, Literal
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.exceptions import PermissionDeniedException
 from litestar.openapi import ResponseSpec
-from pydantic import (
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.audit import record_request
 from api.auth import Principal, requires
 from api.deps import now_of
 from api.idempotency import idempotent_post, run_idempotent
@@ -31,23 +23,13 @@ from api.payments import checkout_urls, require_gateway
 from api.routes.payments import PaymentOut as CardPaymentOut
 from api.routes.payments import payment_out as card_payment_out
 from api.schemas import DecimalString, IdempotencyKey, Limit, Money, Page, scope_of
-from invoicing.close import close_period
 from invoicing.credit_notes import CreditRequest, issue_credit_note
 from invoicing.documents import Issuer, render_invoice_pdf
 from invoicing.invoice_payments import record_payment
 from invoicing.lifecycle import finalize_draft, is_overdue, open_balance, void_invoice
-from invoicing.models import (
-    BillingPeriod,
-    BillingProfile,
-    CreditNote,
-    Invoice,
-    InvoiceLine,
-    InvoicePayment,
-    TaxProfile,
-)
+from invoicing.models import CreditNote, Invoice, InvoiceLine, InvoicePayment
 from invoicing.payments.checkout import start_invoice_payment
 from invoicing.periods import Period
-from invoicing.profiles import create_tax_profile, list_tax_profiles
 from invoicing.queries import invoice_credit_notes, invoice_lines, invoice_payments
 from ledger.amounts import Amount
 from ledger.base import utcnow
@@ -55,141 +37,6 @@ from ledger.decimals import format_pct as _pct
 from ledger.errors import NotFound
 from ledger.units import Unit, currency
 from wallet.accounts import get_account
-
-# -- account billing fields ------------------------------------------------------------------
-
-
-class BillingIn(BaseModel):
-    """Billing terms of a billing account (top-level accounts only)."""
-
-    model_config = ConfigDict(extra="forbid")
-    net_terms_days: Literal[0, 30, 60, 90] | None = Field(
-        default=None,
-        description="payment terms: due on receipt (0) or net 30, 60, 90 days",
-        json_schema_extra={"enum": [0, 30, 60, 90]},  # null is refused; leave it out instead
-    )
-    tax_profile: str | None = Field(
-        default=None, min_length=1, max_length=64, description="id of a tax profile"
-    )
-    legal_name: str | None = Field(default=None, max_length=300)
-    billing_address: str | None = Field(default=None, max_length=1000)
-    tax_id: str | None = Field(default=None, max_length=100)
-    billing_email: str | None = Field(default=None, max_length=300)
-    settle_from_prepaid: bool | None = Field(
-        default=None,
-        description="settle the tax on prepaid consumption from the paid credit when the"
-        " invoice is finalized (default false: the customer pays it)",
-    )
-
-    # Litestar validates bodies in lax mode (``strict=True`` on a field is overridden), where JSON
-    # false passed as 0 days and 0 or "yes" as a boolean.
-    @field_validator("net_terms_days", mode="before")
-    @classmethod
-    def _not_a_bool(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError("net_terms_days is a number of days: 0, 30, 60 or 90")
-        return value
-
-    @field_validator("settle_from_prepaid", mode="before")
-    @classmethod
-    def _a_bool(cls, value: Any) -> Any:
-        if value is not None and not isinstance(value, bool):
-            raise ValueError("settle_from_prepaid is true or false")
-        return value
-
-    def fields(self) -> dict[str, Any]:
-        """The fields that were sent, keyed as the service names them."""
-        sent = self.model_dump(exclude_unset=True)
-        if "tax_profile" in sent:
-            sent["tax_profile_id"] = sent.pop("tax_profile")
-        return sent
-
-
-class BillingOut(BaseModel):
-    """An account's billing terms."""
-
-    net_terms_days: int
-    tax_profile: str | None
-    legal_name: str | None
-    billing_address: str | None
-    tax_id: str | None
-    billing_email: str | None
-    settle_from_prepaid: bool
-
-
-def billing_out(profile: BillingProfile | None) -> BillingOut | None:
-    """Wire form of a billing profile (None when the account has none)."""
-    if profile is None:
-        return None
-    return BillingOut(
-        net_terms_days=profile.net_terms_days,
-        tax_profile=profile.tax_profile_id,
-        legal_name=profile.legal_name,
-        billing_address=profile.billing_address,
-        tax_id=profile.tax_id,
-        billing_email=profile.billing_email,
-        settle_from_prepaid=profile.settle_from_prepaid,
-    )
-
-
-# -- tax profiles ----------------------------------------------------------------------------
-
-
-class TaxProfileIn(BaseModel):
-    """A tax rate in percent. Profiles are never edited; create a new one for a new rate."""
-
-    model_config = ConfigDict(extra="forbid")
-    id: str = Field(
-        min_length=1,
-        max_length=64,
-        json_schema_extra={"pattern": r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"},  # profiles._ID_RE
-    )
-    name: str = Field(default="", max_length=200)
-    rate_pct: DecimalString = Field(
-        description='0 to 100, at most 4 decimals, e.g. "20"',
-        json_schema_extra={"pattern": r"^(100(\.0{1,4})?|[0-9]{1,2}(\.[0-9]{1,4})?)$"},
-    )
-
-
-class TaxProfileOut(BaseModel):
-    """A tax profile."""
-
-    id: str
-    name: str
-    rate_pct: str
-    created_at: datetime
-
-
-def tax_profile_out(p: TaxProfile) -> TaxProfileOut:
-    """Wire form of a tax profile."""
-    return TaxProfileOut(id=p.id, name=p.name, rate_pct=_pct(p.rate_pct), created_at=p.created_at)
-
-
-class TaxProfilesController(Controller):
-    """``/v1/tax-profiles`` (admin, finance)."""
-
-    path = "/v1/tax-profiles"
-    tags = ["month end"]
-    guards = [requires("finance")]
-
-    @idempotent_post()
-    def create(
-        self,
-        request: Request[Principal, Principal, State],
-        data: TaxProfileIn,
-        db: Session,
-        idempotency_key: IdempotencyKey = None,
-    ) -> TaxProfileOut:
-        """Create a tax profile (repeating the same profile is harmless)."""
-        return tax_profile_out(
-            create_tax_profile(db, id=data.id, name=data.name, rate_pct=data.rate_pct)
-        )
-
-    @get("/", sync_to_thread=True)
-    def list_profiles(self, db: Session) -> list[TaxProfileOut]:
-        """Every tax profile."""
-        return [tax_profile_out(p) for p in list_tax_profiles(db)]
-
 
 # -- invoices --------------------------------------------------------------------------------
 
@@ -387,7 +234,8 @@ def _line_out(ln: InvoiceLine, unit: Unit) -> InvoiceLineOut:
     )
 
 
-def _today(state: State) -> date:
+def today_of(state: State) -> date:
+    """Today in UTC by the app's clock (what invoices' ``overdue`` is computed against)."""
     return (now_of(state) or utcnow()).date()
 
 
@@ -398,97 +246,6 @@ def visible_invoice(db: Session, invoice_id: str, principal: Principal) -> Invoi
         raise NotFound(f"invoice {invoice_id} does not exist")
     get_account(db, inv.account_id, scope=scope_of(principal))
     return inv
-
-
-class CloseIn(BaseModel):
-    """``finalize: false`` leaves drafts for review (a later close finalizes them)."""
-
-    model_config = ConfigDict(extra="forbid")
-    finalize: bool = True
-
-
-class CloseOut(BaseModel):
-    """The period's invoices after the close (repeat-safe: a repeat returns the same ones)."""
-
-    period: str
-    status: str
-    accounts: int
-    invoices: list[InvoiceOut]
-
-
-class BillingPeriodsController(Controller):
-    """``/v1/billing-periods``: the month-end close (finance)."""
-
-    path = "/v1/billing-periods"
-    tags = ["month end"]
-    guards = [requires("finance")]
-
-    @post("/{period:str}/close", sync_to_thread=True, status_code=200)
-    def close(
-        self,
-        request: Request[Any, Any, Any],
-        period: str,
-        db: Session,
-        state: State,
-        principal: Principal,
-        data: CloseIn | None = None,
-        idempotency_key: IdempotencyKey = None,
-    ) -> CloseOut:
-        """Close a month for every billing account: one invoice per account and period, numbered
-        without gaps. Safe to repeat and to run after a crash; refused (409) before the month
-        ended plus the grace period for late usage. The close commits account by account, so
-        it is repeat-safe by construction: an ``Idempotency-Key`` is accepted, and a repeat
-        (with or without one) answers with the period's invoices as they are."""
-        del idempotency_key
-        p = Period.parse(period)
-        cfg = state.settings
-        result = close_period(
-            state.sessionmaker,
-            p,
-            now=now_of(state),
-            grace=timedelta(hours=cfg.tokenwallet_billing_grace_hours),
-            finalize=data.finalize if data is not None else True,
-        )
-        record_request(
-            db,
-            request,
-            principal,
-            action="billing.close",
-            target_type="billing_period",
-            target_id=str(p),
-            changes={
-                "finalize": data.finalize if data is not None else True,
-                "status": result.status,
-                "invoices": len(result.invoice_ids),
-            },
-        )
-        db.commit()
-        invoices = db.scalars(
-            select(Invoice).where(Invoice.period == str(p)).order_by(Invoice.account_id)
-        ).all()
-        today = _today(state)
-        return CloseOut(
-            period=str(p),
-            status=result.status,
-            accounts=result.accounts,
-            invoices=[invoice_out(db, i, today=today, full=False) for i in invoices],
-        )
-
-    @get("/{period:str}", sync_to_thread=True)
-    def status(self, period: str, db: Session) -> dict[str, Any]:
-        """Whether the period is being closed or closed, and how many invoices it has."""
-        p = Period.parse(period)
-        row = db.get(BillingPeriod, str(p))
-        if row is None:
-            return {"period": str(p), "status": "open", "accounts": 0, "invoices": 0}
-        return {
-            "period": row.period,
-            "status": row.status,
-            "started_at": row.started_at.isoformat(),
-            "closed_at": row.closed_at.isoformat() if row.closed_at else None,
-            "accounts": row.accounts,
-            "invoices": row.invoices,
-        }
 
 
 class CreditLineIn(BaseModel):
@@ -614,7 +371,7 @@ class InvoicesController(Controller):
         if status:
             stmt = stmt.where(Invoice.status == status)
         rows = db.scalars(keyset(stmt, Invoice.id, starting_after, limit)).all()
-        today = _today(state)
+        today = today_of(state)
         return Page[InvoiceOut].of(rows, limit, lambda i: invoice_out(db, i, today=today))
 
     @get(
@@ -626,7 +383,7 @@ class InvoicesController(Controller):
         self, invoice_id: str, db: Session, principal: Principal, state: State
     ) -> InvoiceOut:
         """An invoice: lines, totals, number, due date, status, credit notes, payments."""
-        return invoice_out(db, visible_invoice(db, invoice_id, principal), today=_today(state))
+        return invoice_out(db, visible_invoice(db, invoice_id, principal), today=today_of(state))
 
     @get(
         "/{invoice_id:str}/pdf",
@@ -645,7 +402,7 @@ class InvoicesController(Controller):
             address=cfg.tokenwallet_invoice_issuer_address,
             tax_id=cfg.tokenwallet_invoice_issuer_tax_id,
         )
-        content = render_invoice_pdf(db, inv, issuer=issuer, today=_today(state))
+        content = render_invoice_pdf(db, inv, issuer=issuer, today=today_of(state))
         name = inv.number or f"draft-{inv.id}"
         return Response(
             content,
@@ -668,7 +425,7 @@ class InvoicesController(Controller):
     ) -> InvoiceOut:
         """Finalize a draft: number it, post it, set its due date (repeat-safe)."""
         inv = finalize_draft(db, invoice_id, now=now_of(state))  # account row locked first
-        return invoice_out(db, inv, today=_today(state))
+        return invoice_out(db, inv, today=today_of(state))
 
     @idempotent_post(
         "/{invoice_id:str}/void",
@@ -686,7 +443,7 @@ class InvoicesController(Controller):
     ) -> InvoiceOut:
         """Void a finalized invoice with no payments or credit notes (repeat-safe)."""
         inv = void_invoice(db, invoice_id, reason=data.reason, now=now_of(state))
-        return invoice_out(db, inv, today=_today(state))
+        return invoice_out(db, inv, today=today_of(state))
 
     @idempotent_post("/{invoice_id:str}/credit-notes", guards=[requires("finance")])
     def credit_note(

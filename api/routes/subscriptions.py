@@ -21,13 +21,7 @@ from api.paging import keyset
 from api.payments import checkout_urls, require_gateway
 from api.routes.payments import PaymentOut as CardPaymentOut
 from api.routes.payments import payment_out
-from api.schemas import (
-    IdempotencyKey,
-    Limit,
-    Money,
-    Page,
-    scope_of,
-)
+from api.schemas import IdempotencyKey, Limit, Money, Page, scope_of
 from api.timefilters import aware
 from invoicing.payments.checkout import start_card_payment
 from ledger.amounts import Amount

@@ -10,10 +10,7 @@ from pydantic import Field
 from sqlalchemy.orm import Session
 
 from api.auth import Principal
-from api.schemas import (
-    PRICE_PATTERN,
-    scope_of,
-)
+from api.schemas import PRICE_PATTERN, scope_of
 from ledger.errors import NotFound
 from plans._db import ID_RE
 from wallet.accounts import get_account

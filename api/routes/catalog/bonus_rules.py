@@ -14,13 +14,7 @@ from api.idempotency import idempotent_post
 from api.openapi import only
 from api.routes.catalog._common import pct_str, reseller_of
 from api.routes.catalog.prices import money_str
-from api.schemas import (
-    MONEY_PATTERN,
-    PCT_PATTERN,
-    IdempotencyKey,
-    Limit,
-    Page,
-)
+from api.schemas import MONEY_PATTERN, PCT_PATTERN, IdempotencyKey, Limit, Page
 from ledger.errors import NotFound
 from plans import catalog
 

@@ -12,12 +12,7 @@ from api.auth import requires
 from api.idempotency import idempotent_post
 from api.routes.catalog._common import CATALOG_ID, MODEL_IDS, READERS
 from api.routes.catalog.prices import money_str
-from api.schemas import (
-    MONEY_PATTERN,
-    IdempotencyKey,
-    Limit,
-    Page,
-)
+from api.schemas import MONEY_PATTERN, IdempotencyKey, Limit, Page
 from plans import catalog
 
 

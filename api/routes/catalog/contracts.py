@@ -12,12 +12,7 @@ from sqlalchemy.orm import Session
 from api.auth import requires
 from api.idempotency import idempotent_post
 from api.routes.catalog._common import PCT_DESC, pct_str
-from api.schemas import (
-    PCT_PATTERN,
-    IdempotencyKey,
-    Limit,
-    Page,
-)
+from api.schemas import PCT_PATTERN, IdempotencyKey, Limit, Page
 from plans import catalog
 from wallet.accounts import get_account
 from wallet.errors import InvalidRequest

@@ -13,9 +13,7 @@ from sqlalchemy.orm import Session
 from api.auth import requires
 from api.idempotency import idempotent_post
 from api.routes.catalog.prices import ModelPriceIn, ModelPriceOut, price_items, prices_out
-from api.schemas import (
-    IdempotencyKey,
-)
+from api.schemas import IdempotencyKey
 from plans import catalog
 from plans.costs import CostCard, create_cost_card, list_cost_cards
 

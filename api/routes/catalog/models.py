@@ -12,11 +12,7 @@ from sqlalchemy.orm import Session
 from api.auth import requires
 from api.idempotency import idempotent_post
 from api.routes.catalog._common import CATALOG_ID, READERS
-from api.schemas import (
-    IdempotencyKey,
-    Limit,
-    Page,
-)
+from api.schemas import IdempotencyKey, Limit, Page
 from plans import catalog
 
 

@@ -13,12 +13,7 @@ from api.auth import Principal, requires
 from api.idempotency import idempotent_post
 from api.routes.catalog._common import pct_str, reseller_of
 from api.routes.catalog.prices import ModelPriceIn, ModelPriceOut, price_items, prices_out
-from api.schemas import (
-    MARKUP_PATTERN,
-    IdempotencyKey,
-    Limit,
-    Page,
-)
+from api.schemas import MARKUP_PATTERN, IdempotencyKey, Limit, Page
 from ledger.errors import NotFound
 from plans import catalog
 

@@ -7,9 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.routes.catalog._common import PCT_DESC, pct_str, price_field, price_str
-from api.schemas import (
-    PCT_PATTERN,
-)
+from api.schemas import PCT_PATTERN
 from ledger.amounts import Amount
 from plans.prices import PRICE_FIELDS, ModelPrice
 

@@ -12,9 +12,7 @@ from sqlalchemy.orm import Session
 from api.auth import Principal, requires
 from api.routes.catalog._common import pct_str
 from api.routes.catalog.prices import ModelPriceOut, price_out
-from api.schemas import (
-    scope_of,
-)
+from api.schemas import scope_of
 from ledger.base import utcnow
 from ledger.errors import DomainError, NotFound
 from plans import catalog

@@ -21,11 +21,7 @@ from api.routes.catalog.prices import (
     price_out,
     prices_out,
 )
-from api.schemas import (
-    IdempotencyKey,
-    Limit,
-    Page,
-)
+from api.schemas import IdempotencyKey, Limit, Page
 from ledger.base import utcnow
 from plans import catalog
 from plans.litellm_import import import_litellm
