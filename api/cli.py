@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from api.cli_billing import billing_app
+from api.cli_reports import reports_app
 from api.settings import get_settings
 
 if TYPE_CHECKING:
@@ -16,11 +17,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from sqlalchemy.engine import Engine
-    from sqlalchemy.orm import Session
 
-    from invoicing.close import CloseResult
-    from invoicing.periods import Period
-    from invoicing.reports import Report
     from plans.litellm_import import ImportReport
 
 app = typer.Typer(
@@ -28,9 +25,7 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database maintenance", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-billing_app = typer.Typer(help="Month end: close periods, invoice documents", no_args_is_help=True)
 app.add_typer(billing_app, name="billing")
-reports_app = typer.Typer(help="Finance reports (JSON or CSV)", no_args_is_help=True)
 app.add_typer(reports_app, name="reports")
 payments_app = typer.Typer(help="Card payments (Stripe)", no_args_is_help=True)
 app.add_typer(payments_app, name="payments")
@@ -392,285 +387,6 @@ def _echo_import_report(report: ImportReport, out: dict[str, Any]) -> None:
         reasons[key] = reasons.get(key, 0) + 1
     for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
         typer.echo(f"refused {n:5d}: {reason}")
-
-
-@billing_app.command("close")
-def billing_close(
-    period: Annotated[str, typer.Argument(help="the month to close, YYYY-MM")],
-    draft: Annotated[
-        bool, typer.Option("--draft", help="leave drafts for review instead of finalizing")
-    ] = False,
-) -> None:
-    """Close PERIOD for every billing account: one invoice each, numbered without gaps.
-
-    Safe to repeat and to run again after a crash.
-    """
-    from invoicing.periods import Period
-    from ledger.errors import DomainError
-
-    engine = _migrated_engine(pool_size=2)
-    try:
-        p = Period.parse(period)
-        result = _close_with_progress(engine, p, finalize=not draft)
-        _record_close(engine, p, result, finalize=not draft)
-    except DomainError as exc:
-        typer.echo(f"error: {exc.detail}", err=True)
-        raise typer.Exit(2) from exc
-    finally:
-        engine.dispose()
-    typer.echo(
-        f"{result.period} {result.status}: {len(result.invoice_ids)} invoices"
-        f" for {result.accounts} billing accounts"
-    )
-
-
-def _close_with_progress(engine: Engine, period: Period, *, finalize: bool) -> CloseResult:
-    """Close ``period`` account by account, with a progress bar on stderr; returns the close's
-    result."""
-    from datetime import timedelta
-
-    from rich.console import Console
-    from rich.progress import Progress, TaskID
-
-    from api.db import make_sessionmaker
-    from invoicing.close import close_period
-
-    settings = get_settings()
-    with Progress(console=Console(stderr=True), transient=False) as bar:
-        task: list[TaskID] = []
-
-        def progress(done: int, total: int, account_id: str) -> None:
-            if not task:
-                task.append(bar.add_task(f"closing {period}", total=total))
-            bar.update(task[0], completed=done, description=f"closing {period}: {account_id}")
-
-        return close_period(
-            make_sessionmaker(engine),
-            period,
-            grace=timedelta(hours=settings.tokenwallet_billing_grace_hours),
-            finalize=finalize,
-            progress=progress,
-        )
-
-
-def _record_close(engine: Engine, period: Period, result: CloseResult, *, finalize: bool) -> None:
-    """Record the close in the audit log as the CLI's."""
-    from sqlalchemy.orm import Session
-
-    from api.audit import record_event
-
-    with Session(engine) as session:
-        record_event(
-            session,
-            actor="cli",
-            actor_role=None,
-            action="billing.close",
-            target_type="billing_period",
-            target_id=str(period),
-            changes={
-                "finalize": finalize,
-                "status": result.status,
-                "invoices": len(result.invoice_ids),
-            },
-        )
-        session.commit()
-
-
-@billing_app.command("pdf")
-def billing_pdf(
-    invoice_id: Annotated[str, typer.Argument(help="the invoice id (inv_...)")],
-    output: Annotated[str, typer.Option("--output", "-o", help="file to write")] = "",
-) -> None:
-    """Write an invoice's PDF (to INVOICE_NUMBER.pdf by default)."""
-    from pathlib import Path
-
-    from sqlalchemy.orm import Session
-
-    from invoicing.documents import Issuer, render_invoice_pdf
-    from invoicing.models import Invoice
-
-    settings = get_settings()
-    engine = _migrated_engine()
-    try:
-        with Session(engine) as session:
-            inv = session.get(Invoice, invoice_id)
-            if inv is None:
-                typer.echo(f"error: invoice {invoice_id} does not exist", err=True)
-                raise typer.Exit(2)
-            issuer = Issuer(
-                name=settings.tokenwallet_invoice_issuer_name,
-                address=settings.tokenwallet_invoice_issuer_address,
-                tax_id=settings.tokenwallet_invoice_issuer_tax_id,
-            )
-            pdf = render_invoice_pdf(session, inv, issuer=issuer)
-            target = Path(output or f"{inv.number or 'draft-' + inv.id}.pdf")
-    finally:
-        engine.dispose()
-    target.write_bytes(pdf)
-    typer.echo(f"wrote {target}")
-
-
-def _report(builder: Callable[[Session], Report], fmt: str, output: str) -> None:
-    """Run a report builder ``builder(session)`` and print or write it as JSON or CSV."""
-    import json
-    from pathlib import Path
-
-    from sqlalchemy.orm import Session
-
-    from ledger.errors import DomainError
-
-    if fmt not in ("json", "csv"):
-        typer.echo("error: --format is json or csv", err=True)
-        raise typer.Exit(2)
-    engine = _migrated_engine()
-    try:
-        with Session(engine) as session:
-            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-            report = builder(session)
-    except DomainError as exc:
-        typer.echo(f"error: {exc.detail}", err=True)
-        raise typer.Exit(2) from exc
-    finally:
-        engine.dispose()
-    text = report.to_csv() if fmt == "csv" else json.dumps(report.to_json(), indent=2) + "\n"
-    if output:
-        Path(output).write_text(text)
-        typer.echo(f"wrote {output}", err=True)
-    else:
-        typer.echo(text, nl=False)
-
-
-FormatOpt = Annotated[str, typer.Option("--format", "-f", help="json or csv")]
-OutputOpt = Annotated[str, typer.Option("--output", "-o", help="file (default: stdout)")]
-
-
-@reports_app.command("trial-balance")
-def report_trial_balance(
-    currency: Annotated[str, typer.Option(help="ISO 4217 code")],
-    as_of: Annotated[str, typer.Option(help="RFC 3339 moment (default: now)")] = "",
-    fmt: FormatOpt = "json",
-    output: OutputOpt = "",
-) -> None:
-    """Debits and credits per book and account code as of a moment; each book sums to zero."""
-    from datetime import datetime
-
-    from invoicing.reports import trial_balance
-    from ledger.base import utcnow
-
-    at = datetime.fromisoformat(as_of) if as_of else utcnow()
-    if at.tzinfo is None:
-        typer.echo("error: --as-of needs an offset, e.g. 2026-12-01T00:00:00+00:00", err=True)
-        raise typer.Exit(2)
-    _report(lambda s: trial_balance(s, currency=currency, as_of=at), fmt, output)
-
-
-@reports_app.command("prepaid-liability")
-def report_prepaid_liability(
-    period: Annotated[str, typer.Option(help="YYYY-MM")],
-    currency: Annotated[str, typer.Option(help="ISO 4217 code")],
-    book: Annotated[str, typer.Option(help="operator or reseller:<id>")] = "operator",
-    fmt: FormatOpt = "json",
-    output: OutputOpt = "",
-) -> None:
-    """Prepaid credit rollforward for a month: opening + movements = closing."""
-    from invoicing.periods import Period
-    from invoicing.reports import prepaid_liability
-
-    _report(
-        lambda s: prepaid_liability(s, period=Period.parse(period), currency=currency, book=book),
-        fmt,
-        output,
-    )
-
-
-@reports_app.command("revenue-by-model")
-def report_revenue_by_model(
-    period: Annotated[str, typer.Option(help="YYYY-MM")],
-    currency: Annotated[str, typer.Option(help="ISO 4217 code")],
-    fmt: FormatOpt = "json",
-    output: OutputOpt = "",
-) -> None:
-    """Usage revenue per model for a month, tied to the ledger."""
-    from invoicing.periods import Period
-    from invoicing.reports import revenue_by_model
-
-    _report(
-        lambda s: revenue_by_model(s, period=Period.parse(period), currency=currency), fmt, output
-    )
-
-
-@reports_app.command("margin")
-def report_margin(
-    period: Annotated[str, typer.Option(help="YYYY-MM")],
-    currency: Annotated[str, typer.Option(help="ISO 4217 code")],
-    group_by: Annotated[str, typer.Option(help="model, upstream, account or day")] = "model",
-    fmt: FormatOpt = "json",
-    output: OutputOpt = "",
-) -> None:
-    """Revenue, upstream cost and margin of a month's usage, tied to the ledger's revenue."""
-    from invoicing.periods import Period
-    from invoicing.reports import MARGIN_GROUPS, margin
-
-    if group_by not in MARGIN_GROUPS:
-        raise typer.BadParameter(f"--group-by must be one of {', '.join(MARGIN_GROUPS)}")
-    _report(
-        lambda s: margin(s, period=Period.parse(period), currency=currency, group_by=group_by),
-        fmt,
-        output,
-    )
-
-
-@reports_app.command("receivables-aging")
-def report_receivables_aging(
-    currency: Annotated[str, typer.Option(help="ISO 4217 code")],
-    as_of: Annotated[str, typer.Option(help="YYYY-MM-DD (default: today)")] = "",
-    fmt: FormatOpt = "json",
-    output: OutputOpt = "",
-) -> None:
-    """Open invoices by days past due."""
-    from datetime import date
-
-    from invoicing.reports import receivables_aging
-    from ledger.base import utcnow
-
-    day = date.fromisoformat(as_of) if as_of else utcnow().date()
-    _report(lambda s: receivables_aging(s, currency=currency, as_of=day), fmt, output)
-
-
-@reports_app.command("reseller-statement")
-def report_reseller_statement(
-    reseller: Annotated[str, typer.Option(help="the reseller's account id")],
-    period: Annotated[str, typer.Option(help="YYYY-MM")],
-    fmt: FormatOpt = "json",
-    output: OutputOpt = "",
-) -> None:
-    """Retail billed, wholesale charged and margin per sub-account and model."""
-    from invoicing.periods import Period
-    from invoicing.reports import reseller_statement
-
-    _report(
-        lambda s: reseller_statement(s, reseller_id=reseller, period=Period.parse(period)),
-        fmt,
-        output,
-    )
-
-
-@reports_app.command("sub-account-statement")
-def report_sub_account_statement(
-    account: Annotated[str, typer.Option(help="the sub-account's id")],
-    period: Annotated[str, typer.Option(help="YYYY-MM")],
-    fmt: FormatOpt = "json",
-    output: OutputOpt = "",
-) -> None:
-    """A reseller's sub-account: overage billed, paid and open, and its payments."""
-    from invoicing.periods import Period
-    from invoicing.reports import sub_account_statement
-
-    _report(
-        lambda s: sub_account_statement(s, account_id=account, period=Period.parse(period)),
-        fmt,
-        output,
-    )
 
 
 @accounts_app.command("record-overage-payment")
