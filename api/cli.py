@@ -302,12 +302,11 @@ def catalog_import_litellm(
     image tokens, web search and code execution fees); the report lists what was refused and
     why, and what was flagged (rounded prices, dimensions not imported).
     """
-    import json
     from datetime import datetime
     from pathlib import Path
 
     from api.db import make_engine
-    from api.pricemaps import bundled_map_path, report_out
+    from api.pricemaps import bundled_map_path
     from ledger.errors import DomainError
 
     engine = make_engine(_database_url(), pool_size=1)
@@ -330,11 +329,7 @@ def catalog_import_litellm(
         raise typer.Exit(2) from exc
     finally:
         engine.dispose()
-    out = report_out(report)
-    if as_json:
-        typer.echo(json.dumps(out, indent=2))
-        return
-    _echo_import_report(report, out)
+    _echo_import_report(report, as_json=as_json)
 
 
 def _import_litellm_map(
@@ -375,8 +370,17 @@ def _import_litellm_map(
     return report
 
 
-def _echo_import_report(report: ImportReport, out: dict[str, Any]) -> None:
-    """Print an import's outcome: counts, the rounding rule, refusals grouped by reason."""
+def _echo_import_report(report: ImportReport, *, as_json: bool) -> None:
+    """Print an import's outcome: the whole report as JSON, or counts, the rounding rule and
+    the refusals grouped by reason."""
+    import json
+
+    from api.pricemaps import report_out
+
+    out = report_out(report)
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
     counts = ", ".join(f"{k} {v}" for k, v in sorted(out["counts"].items()))
     verb = f"created card {report.card_id}" if report.applied else "dry run (nothing written)"
     typer.echo(f"{verb}; effective {out['effective_from']}; {counts}")
