@@ -12,27 +12,14 @@ from sqlalchemy.orm import Session
 
 from api.auth import create_key
 from ledger.base import utcnow
-from tests.helpers import ok, problem
-
-
-def price(model, inp, out):
-    return {"model": model, "input_per_mtok": inp, "output_per_mtok": out}
+from tests.helpers import add_models, add_rate_card, ok, price, problem
 
 
 @pytest.fixture
 def cat(admin):
-    for m in ("m-a", "m-b", "m-c"):
-        ok(admin.post("/v1/models", json={"id": m, "provider": "p", "display_name": m}))
-    ok(
-        admin.post(
-            "/v1/rate-cards",
-            json={
-                "currency": "USD",
-                "effective_from": (utcnow() - timedelta(days=30)).isoformat(),
-                "prices": [price("m-a", "1", "2"), price("m-b", "3", "4")],
-            },
-        )
-    )
+    add_models(admin, "m-a", "m-b", "m-c", provider="p")
+    prices = [price("m-a", "1", "2"), price("m-b", "3", "4")]
+    add_rate_card(admin, prices, utcnow() - timedelta(days=30))
     return admin
 
 

@@ -13,11 +13,9 @@ import anthropic.types as at
 import openai.types.chat as oc
 import openai.types.responses as orr
 import pytest
-from sqlalchemy.orm import Session
 
-from api.auth import create_key
 from ledger.base import utcnow
-from tests.helpers import ok
+from tests.helpers import add_models, add_rate_card, new_key, ok
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 M = Decimal(1_000_000)
@@ -80,18 +78,8 @@ def cost(*pairs: tuple[int, str]) -> Decimal:
 
 @pytest.fixture
 def gw(admin, engine):
-    for m in ("gpt-x", "claude-x", "gemini-x"):
-        ok(admin.post("/v1/models", json={"id": m, "provider": "p", "display_name": m}))
-    ok(
-        admin.post(
-            "/v1/rate-cards",
-            json={
-                "currency": "USD",
-                "effective_from": T0.isoformat(),
-                "prices": [GPT, CLAUDE, GEMINI],
-            },
-        )
-    )
+    add_models(admin, "gpt-x", "claude-x", "gemini-x", provider="p")
+    add_rate_card(admin, [GPT, CLAUDE, GEMINI], T0)
     ok(
         admin.post(
             "/v1/failed-request-policies",
@@ -101,10 +89,7 @@ def gw(admin, engine):
             },
         )
     )
-    with Session(engine) as s:
-        key = create_key(s, role="gateway")
-        s.commit()
-    return {"Authorization": f"Bearer {key.secret}"}
+    return {"Authorization": f"Bearer {new_key(engine, 'gateway')}"}
 
 
 def account(admin, **kw):
