@@ -196,6 +196,8 @@ def world(engine, fake):
 def test_invoice_paid_by_card_once_even_when_the_webhook_arrives_three_times_concurrently(
     world,
 ):
+    """A card payment started, its webhook delivered three times at once, then the books
+    checked: one story, over 60 lines on purpose."""
     w = world
     inv = w.invoices["acme"]
     p = w.start("acme", key="pay-oct")
@@ -344,6 +346,9 @@ def test_two_concurrent_starts_open_one_checkout(world):
 
 
 def test_bad_states_are_refused_with_problem_json_and_change_nothing(world):
+    """Every refused state against one world, then one check that none of them changed anything;
+    over 60 lines on purpose (splitting it would rebuild the world per state and lose the
+    final check)."""
     w = world
     globex = w.invoices["globex"]
     draft = problem(

@@ -9,14 +9,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from api.auth import create_key
 from api.cli import app as cli_app
 from api.settings import get_settings
 from ledger.base import utcnow
-from tests.helpers import ok
+from tests.helpers import add_models, add_rate_card, new_key, ok, price
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 M = Decimal(1_000_000)
@@ -26,78 +24,29 @@ def cost(*pairs: tuple[int, str]) -> Decimal:
     return sum((Decimal(n) * Decimal(p) / M for n, p in pairs), Decimal(0))
 
 
+def cost_card(admin, upstream: str, effective_from: datetime, prices: list) -> dict:
+    """Create a USD cost card of ``upstream``."""
+    body = {
+        "upstream": upstream,
+        "currency": "USD",
+        "effective_from": effective_from.isoformat(),
+        "prices": prices,
+    }
+    return ok(admin.post("/v1/cost-cards", json=body))
+
+
 @pytest.fixture
 def setup(admin, engine):
-    for m in ("m-a", "m-b"):
-        ok(admin.post("/v1/models", json={"id": m, "provider": "p", "display_name": m}))
-    ok(
-        admin.post(
-            "/v1/rate-cards",
-            json={
-                "currency": "USD",
-                "effective_from": T0.isoformat(),
-                "prices": [
-                    {
-                        "model": "m-a",
-                        "input_per_mtok": "3",
-                        "output_per_mtok": "15",
-                        "service_tiers": {"flex": {"multiplier": "0.5"}},
-                    },
-                    {"model": "m-b", "input_per_mtok": "1", "output_per_mtok": "2"},
-                ],
-            },
-        )
-    )
-    ok(
-        admin.post(
-            "/v1/cost-cards",
-            json={
-                "upstream": "direct",
-                "currency": "USD",
-                "effective_from": T0.isoformat(),
-                "prices": [
-                    {
-                        "model": "m-a",
-                        "input_per_mtok": "2",
-                        "output_per_mtok": "10",
-                        "service_tiers": {"flex": {"multiplier": "0.5"}},
-                    }
-                ],
-            },
-        )
-    )
-    azure = ok(
-        admin.post(
-            "/v1/cost-cards",
-            json={
-                "upstream": "azure",
-                "currency": "USD",
-                "effective_from": T0.isoformat(),
-                "prices": [
-                    {"model": "m-a", "input_per_mtok": "2.5", "output_per_mtok": "12"},
-                    {"model": "m-b", "input_per_mtok": "0.5", "output_per_mtok": "1"},
-                ],
-            },
-        )
-    )
+    flex = {"flex": {"multiplier": "0.5"}}
+    add_models(admin, "m-a", "m-b", provider="p")
+    add_rate_card(admin, [price("m-a", "3", "15", service_tiers=flex), price("m-b", "1", "2")], T0)
+    cost_card(admin, "direct", T0, [price("m-a", "2", "10", service_tiers=flex)])
+    azure = cost_card(admin, "azure", T0, [price("m-a", "2.5", "12"), price("m-b", "0.5", "1")])
     # a later azure card changes m-b only and inherits m-a (it takes effect in the past: a
     # vendor's correction; cost cards bill nobody)
-    later = ok(
-        admin.post(
-            "/v1/cost-cards",
-            json={
-                "upstream": "azure",
-                "currency": "USD",
-                "effective_from": (utcnow() - timedelta(hours=1)).isoformat(),
-                "prices": [{"model": "m-b", "input_per_mtok": "0.6", "output_per_mtok": "1.2"}],
-            },
-        )
-    )
+    later = cost_card(admin, "azure", utcnow() - timedelta(hours=1), [price("m-b", "0.6", "1.2")])
     assert {p["model"] for p in later["prices"]} == {"m-a", "m-b"} and azure["id"] != later["id"]
-    with Session(engine) as s:
-        key = create_key(s, role="gateway")
-        s.commit()
-    return {"Authorization": f"Bearer {key.secret}"}
+    return {"Authorization": f"Bearer {new_key(engine, 'gateway')}"}
 
 
 def account(admin) -> str:
@@ -111,6 +60,8 @@ def account(admin) -> str:
 
 
 def test_margin_by_model_upstream_account_and_day_ties_to_the_ledger(admin, setup, engine):
+    """Records at two upstreams, then the report by each dimension tied to the ledger: one
+    story, over 60 lines on purpose."""
     a1, a2 = account(admin), account(admin)
     now = utcnow().isoformat()
 

@@ -50,6 +50,8 @@ def api(engine, clock):
 
 
 def test_a_month_through_the_api_then_the_close(api, clock, engine):
+    """A month through the API and its close, kept as one story (over 60 lines on purpose): each
+    step depends on the balances, invoices and numbers the steps before it left."""
     client, keys = api
     admin, finance, gateway = keys["admin"], keys["finance"], keys["gateway"]
 

@@ -619,6 +619,8 @@ def dispute_event(etype, dp, pi, *, amount, status, **kw):
 
 
 def test_dispute_freezes_credit_until_won(catalog, acc, fake, engine):
+    """A dispute opened, the credit frozen until it is won: one story, over 60 lines on
+    purpose."""
     t = start_topup(catalog, acc["id"], "500.00")  # bonus 50.00
     pi = pay(catalog, fake, t["payment_id"])
     opened = ok(

@@ -47,6 +47,8 @@ def post_until_answered(c: httpx.Client, path: str, body: dict, key: str) -> htt
 
 
 def test_postgres_killed_under_load_loses_and_doubles_nothing(tmp_path):
+    """Load, kill, restart and the final reconciliation of what was sent against the ledger: one
+    story, over 60 lines on purpose."""
     data_dir, log = tmp_path / "data", tmp_path / "serve.log"
     proc, port = start(data_dir, log)
     url = f"http://127.0.0.1:{port}"

@@ -137,6 +137,8 @@ def test_provider_formats_price_cached_tokens_at_the_cache_rate(admin, gw):
 
 
 def test_hold_partial_capture_release_and_expiry(admin, gw, engine):
+    """A hold's life from authorization to partial capture, release and expiry: one story, over
+    60 lines on purpose."""
     acc = account(admin, "1.00")
     auth = ok(
         admin.post(
