@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from api.auth import Principal
 from ledger.amounts import Amount
+from ledger.units import Unit
 from wallet.accounts import EVERYTHING, Scope
 
 T = TypeVar("T")
@@ -73,6 +74,11 @@ class Money(BaseModel):
     def of(cls, value: Amount) -> Money:
         """Wire form of an Amount."""
         return cls(amount=value.format(), currency=value.unit.code)
+
+    @classmethod
+    def atoms(cls, atoms: int, unit: Unit) -> Money:
+        """Wire form of ``atoms`` minor units of ``unit`` (cents of USD, yen of JPY...)."""
+        return cls.of(Amount(atoms, unit))
 
 
 class Page(BaseModel, Generic[T]):

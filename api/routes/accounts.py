@@ -29,7 +29,6 @@ from api.schemas import (
     scope_of,
 )
 from invoicing.profiles import get_billing_profile, set_billing_profile
-from ledger.amounts import Amount
 from wallet.accounts import create_account, get_account, update_account
 from wallet.balance import balance_of
 from wallet.chart import currency_of
@@ -144,11 +143,11 @@ def account_out(a: Account) -> AccountOut:
         parent_id=a.parent_id,
         external_id=a.external_id,
         currency=a.currency,
-        credit_limit=Money.of(Amount(a.credit_limit, unit)),
+        credit_limit=Money.atoms(a.credit_limit, unit),
         failed_request_policy=a.failed_request_policy_id,
         discounts=[Discount(model=d.get("model"), pct=str(d["pct"])) for d in a.discounts],
         burn_order=a.burn_order,
-        low_balance_threshold=Money.of(Amount(a.low_balance_threshold, unit))
+        low_balance_threshold=Money.atoms(a.low_balance_threshold, unit)
         if a.low_balance_threshold is not None
         else None,
         status=a.status,

@@ -101,7 +101,7 @@ class UsageRecordOut(BaseModel):
 def _drawn(drawn: dict[str, Any], unit: Any) -> dict[str, Money | int]:
     out: dict[str, Money | int] = {}
     for key, value in (drawn or {}).items():
-        out[key] = Money.of(Amount(int(value), unit)) if key in _MONEY_SOURCES else int(value)
+        out[key] = Money.atoms(int(value), unit) if key in _MONEY_SOURCES else int(value)
     return out
 
 
@@ -126,14 +126,14 @@ def _usage_record_out(r: Any, unit: Any, *, show_wholesale: bool) -> UsageRecord
         finish_reason=r.finish_reason,
         failure_kind=r.failure_kind,
         price_source=r.price_source,
-        rated=Money.of(Amount(int(r.rated), unit)),
-        billed=Money.of(Amount(int(r.billed), unit)),
-        credited=Money.of(Amount(int(r.credited), unit)),
+        rated=Money.atoms(int(r.rated), unit),
+        billed=Money.atoms(int(r.billed), unit),
+        credited=Money.atoms(int(r.credited), unit),
         reason=r.reason,
         drawn=_drawn(r.drawn, unit),
         authorization_id=r.authorization_id,
         tags=r.tags or {},
-        wholesale_billed=Money.of(Amount(int(r.wholesale_billed), unit))
+        wholesale_billed=Money.atoms(int(r.wholesale_billed), unit)
         if show_wholesale and r.wholesale_billed is not None
         else None,
     )

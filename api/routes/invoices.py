@@ -139,12 +139,12 @@ def credit_note_out(n: CreditNote) -> CreditNoteOut:
         number=n.number,
         invoice_id=n.invoice_id,
         reason=n.reason,
-        net=Money.of(Amount(n.net, unit)),
-        tax=Money.of(Amount(n.tax, unit)),
-        total=Money.of(Amount(n.total, unit)),
-        to_receivable=Money.of(Amount(n.to_receivable, unit)),
-        to_wallet=Money.of(Amount(n.to_wallet, unit)),
-        to_bonus=Money.of(Amount(n.to_bonus, unit)),
+        net=Money.atoms(n.net, unit),
+        tax=Money.atoms(n.tax, unit),
+        total=Money.atoms(n.total, unit),
+        to_receivable=Money.atoms(n.to_receivable, unit),
+        to_wallet=Money.atoms(n.to_wallet, unit),
+        to_bonus=Money.atoms(n.to_bonus, unit),
         issued_at=n.issued_at,
     )
 
@@ -154,11 +154,11 @@ def payment_out(p: InvoicePayment, unit: Unit) -> PaymentOut:
     return PaymentOut(
         id=p.id,
         invoice_id=p.invoice_id,
-        amount=Money.of(Amount(p.amount, unit)),
+        amount=Money.atoms(p.amount, unit),
         method=p.method,
         reference=p.reference,
         received_at=p.received_at,
-        reversed=Money.of(Amount(p.reversed, unit)),
+        reversed=Money.atoms(p.reversed, unit),
     )
 
 
@@ -191,30 +191,22 @@ def invoice_out(db: Session, inv: Invoice, *, today: date, full: bool = True) ->
 
 def _totals_out(inv: Invoice, unit: Unit) -> TotalsOut:
     """An invoice's totals, paid, credited and disputed amounts and what is still due."""
-
-    def m(atoms: int) -> Money:
-        return Money.of(Amount(atoms, unit))
-
     return TotalsOut(
-        subtotal=m(inv.subtotal),
-        tax=m(inv.tax),
-        total=m(inv.total),
-        prepaid_applied=m(inv.prepaid_applied),
-        amount_due=m(inv.amount_due),
-        amount_paid=m(inv.amount_paid),
-        credited=m(inv.credited),
-        balance_due=m(open_balance(inv)),
-        rounding=m(inv.rounding),
-        disputed=m(inv.disputed),
+        subtotal=Money.atoms(inv.subtotal, unit),
+        tax=Money.atoms(inv.tax, unit),
+        total=Money.atoms(inv.total, unit),
+        prepaid_applied=Money.atoms(inv.prepaid_applied, unit),
+        amount_due=Money.atoms(inv.amount_due, unit),
+        amount_paid=Money.atoms(inv.amount_paid, unit),
+        credited=Money.atoms(inv.credited, unit),
+        balance_due=Money.atoms(open_balance(inv), unit),
+        rounding=Money.atoms(inv.rounding, unit),
+        disputed=Money.atoms(inv.disputed, unit),
     )
 
 
 def _line_out(ln: InvoiceLine, unit: Unit) -> InvoiceLineOut:
     """Wire form of an invoice line."""
-
-    def m(atoms: int) -> Money:
-        return Money.of(Amount(atoms, unit))
-
     return InvoiceLineOut(
         id=ln.id,
         position=ln.position,
@@ -225,11 +217,11 @@ def _line_out(ln: InvoiceLine, unit: Unit) -> InvoiceLineOut:
         requests=ln.requests,
         tokens=ln.tokens,
         settlement=ln.settlement,
-        amount=m(ln.amount),
-        amount_exact=m(ln.amount_exact),
-        tax=m(ln.tax),
+        amount=Money.atoms(ln.amount, unit),
+        amount_exact=Money.atoms(ln.amount_exact, unit),
+        tax=Money.atoms(ln.tax, unit),
         tax_rate_pct=_pct(ln.tax_rate_pct),
-        taxable=m(ln.taxable),
+        taxable=Money.atoms(ln.taxable, unit),
         details=ln.details,
     )
 

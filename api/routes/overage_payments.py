@@ -16,7 +16,6 @@ from api.idempotency import idempotent_post
 from api.schemas import DecimalString, IdempotencyKey, Money, scope_of
 from invoicing.periods import Period
 from invoicing.reports import sub_account_statement
-from ledger.amounts import Amount
 from ledger.units import unit as unit_of
 from wallet.accounts import get_account
 from wallet.overage_payments import record_overage_payment
@@ -84,7 +83,7 @@ class OveragePaymentsController(Controller):
             id=r.payment.id,
             account_id=r.payment.account_id,
             reseller_id=r.payment.reseller_id,
-            amount=Money.of(Amount(r.payment.amount, unit)),
+            amount=Money.atoms(r.payment.amount, unit),
             reference=r.payment.reference,
             received_at=r.payment.received_at,
             open=Money.of(r.open),

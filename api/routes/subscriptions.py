@@ -24,7 +24,6 @@ from api.routes.payments import payment_out
 from api.schemas import IdempotencyKey, Limit, Money, Page, scope_of
 from api.timefilters import aware
 from invoicing.payments.checkout import start_card_payment
-from ledger.amounts import Amount
 from wallet.accounts import get_account, require_open
 from wallet.chart import currency_of
 from wallet.models import Subscription
@@ -174,7 +173,7 @@ class AccountPurchasesController(Controller):
                 id=p.id,
                 account_id=p.account_id,
                 package_id=p.package_id,
-                price=Money.of(Amount(p.price, currency_of(account))),
+                price=Money.atoms(p.price, currency_of(account)),
                 tokens=p.tokens,
                 lot_id=p.lot_id,
                 expires_at=lot.expires_at,

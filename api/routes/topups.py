@@ -32,7 +32,6 @@ from api.schemas import (
 from api.timefilters import aware
 from invoicing.payments.checkout import start_card_payment
 from invoicing.payments.refunds import payment_for_topup
-from ledger.amounts import Amount
 from wallet.accounts import get_account, require_open
 from wallet.chart import currency_of
 from wallet.models import Account, Topup
@@ -85,10 +84,10 @@ def topup_out(t: Topup, account: Account, *, payment: Any = None) -> TopupOut:
         account_id=t.account_id,
         status=t.status,
         method=t.method,
-        amount=Money.of(Amount(t.amount, unit)),
-        bonus=Money.of(Amount(t.bonus, unit)),
-        credited_total=Money.of(Amount(credited, unit)),
-        refunded=Money.of(Amount(t.refunded, unit)),
+        amount=Money.atoms(t.amount, unit),
+        bonus=Money.atoms(t.bonus, unit),
+        credited_total=Money.atoms(credited, unit),
+        refunded=Money.atoms(t.refunded, unit),
         reference=t.reference,
         created_at=t.created_at,
         payment_id=payment.id if payment is not None else None,

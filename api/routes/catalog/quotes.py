@@ -39,6 +39,7 @@ class PriceQuoteOut(BaseModel):
 
 
 def quote_out(r: ResolvedPrice) -> PriceQuoteOut:
+    """Wire form of a resolved price, with its wholesale price (recursively) when it has one."""
     return PriceQuoteOut(
         model=r.model,
         currency=r.currency.code,
