@@ -18,13 +18,9 @@ from api.cli import app as cli_app
 from api.pricemaps import bundled_map_path
 from api.settings import get_settings
 from ledger.base import utcnow
+from tests.helpers import ok
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
-
-def ok(resp, status=200):
-    assert resp.status_code == status, resp.text
-    return resp.json()
 
 
 def counts(engine):
@@ -51,7 +47,8 @@ def test_dry_run_of_the_bundled_map_writes_nothing_and_says_what_it_refuses(admi
         admin.post(
             "/v1/rate-cards/import-litellm",
             json={"bundled": True, "effective_from": (utcnow() + timedelta(hours=1)).isoformat()},
-        )
+        ),
+        200,
     )
     assert counts(engine) == before
     assert report["applied"] is False and report["card_id"] is None
@@ -78,10 +75,11 @@ def test_import_creates_models_and_a_card_that_rates_like_litellm(admin, engine,
                 "effective_from": start.isoformat(),
                 "dry_run": False,
             },
-        )
+        ),
+        200,
     )
     assert report["applied"] and report["card_id"]
-    card = ok(admin.get(f"/v1/rate-cards/{report['card_id']}"))
+    card = ok(admin.get(f"/v1/rate-cards/{report['card_id']}"), 200)
     prices = {p["model"]: p for p in card["prices"]}
     gpt = bundled["gpt-4o"]
     assert Decimal(prices["gpt-4o"]["input_per_mtok"]) == per_mtok(gpt["input_cost_per_token"])
