@@ -112,7 +112,8 @@ def test_import_creates_models_and_a_card_that_rates_like_litellm(admin, engine,
     from wallet.charging import charge_batch
 
     with Session(engine) as s:
-        results = charge_batch(s, _parse_all(records), now=start + timedelta(minutes=2))
+        body = json.dumps({"records": records}).encode()
+        results = charge_batch(s, _parse_all(records, body), now=start + timedelta(minutes=2))
         s.commit()
     for (model, p, c), r in zip(cases, results, strict=True):
         assert r.status == "charged", r
