@@ -31,6 +31,7 @@ from plans.catalog import get_package, get_plan
 from wallet.accounts import EVERYTHING, Scope, get_account
 from wallet.chart import currency_of
 from wallet.errors import Conflict, InvalidRequest
+from wallet.models import Account
 from wallet.subscriptions import get_live_subscription
 from wallet.topups import create_pending_topup, parse_money
 
@@ -66,6 +67,120 @@ def _whole_minor(amount: Amount, what: str) -> int:
     return minor
 
 
+def _product(
+    session: Session,
+    account: Account,
+    purpose: Purpose,
+    *,
+    amount: str | None,
+    package_id: str | None,
+    plan_id: str | None,
+) -> tuple[Amount, str | None, str]:
+    """What is bought: its price, its reference (package or plan id) and its name on the
+    checkout page."""
+    unit = currency_of(account)
+    if purpose == "topup":
+        if amount is None:
+            raise InvalidRequest("a card top-up needs an amount")
+        return parse_money(amount, account, what="amount"), None, "Prepaid credit"
+    if purpose == "package":
+        if package_id is None:
+            raise InvalidRequest("a card package purchase needs a package_id")
+        pkg = get_package(session, package_id)
+        if pkg.currency.code != unit.code:
+            raise InvalidRequest(
+                f"package {package_id} is sold in {pkg.currency.code};"
+                f" account {account.id} pays in {unit.code}"
+            )
+        return pkg.price, pkg.id, f"{pkg.name} (token package)"
+    if plan_id is None:
+        raise InvalidRequest("a card plan subscription needs a plan_id")
+    plan = get_plan(session, plan_id)
+    if plan.currency.code != unit.code:
+        raise InvalidRequest(
+            f"plan {plan_id} is priced in {plan.currency.code}, the account in {unit.code}"
+        )
+    live = get_live_subscription(session, account.id)
+    if live is not None:
+        raise Conflict(f"account {account.id} already has subscription {live.id}; cancel it first")
+    return plan.monthly_fee, plan.id, f"{plan.name} (first month)"
+
+
+def _checkout(
+    session: Session,
+    gateway: PaymentGateway,
+    payment: Payment,
+    *,
+    urls: CheckoutUrls,
+    product: str,
+    metadata: dict[str, str],
+) -> StartedPayment:
+    """Store the new pending payment, open its hosted checkout at the provider (idempotent per
+    payment) and keep the checkout's session, URL and payment intent on it."""
+    session.add(payment)
+    session.flush()
+    checkout = gateway.create_checkout(
+        CheckoutRequest(
+            payment_id=payment.id,
+            amount_minor=payment.amount_minor,
+            currency=payment.currency,
+            product_name=product,
+            success_url=urls.success_url,
+            cancel_url=urls.cancel_url,
+            idempotency_key=f"tokenwallet-checkout-{payment.id}",
+            metadata={"tw_payment_id": payment.id, "tw_account_id": payment.account_id, **metadata},
+        )
+    )
+    payment.checkout_session_id = checkout.id
+    payment.checkout_url = checkout.url
+    payment.checkout_expires_at = checkout.expires_at
+    payment.payment_intent_id = checkout.payment_intent_id
+    payment.updated_at = utcnow()
+    session.flush()
+    return StartedPayment(payment, False)
+
+
+def _pending_payment(
+    gateway: PaymentGateway,
+    payment_id: str,
+    account: Account,
+    money: Amount,
+    minor: int,
+    *,
+    purpose: str,
+    purpose_ref: str | None,
+    topup_id: str | None,
+) -> Payment:
+    """A new pending payment row (not added to the session)."""
+    return Payment(
+        id=payment_id,
+        account_id=account.id,
+        provider=gateway.name,
+        purpose=purpose,
+        purpose_ref=purpose_ref,
+        topup_id=topup_id,
+        status="pending",
+        currency=money.unit.code,
+        amount=money.atoms,
+        amount_minor=minor,
+        refunded_minor=0,
+    )
+
+
+def _replayed(
+    session: Session, topup_id: str, purpose_ref: str | None, key: str | None
+) -> StartedPayment:
+    """The payment an earlier request with the same idempotency key started.
+
+    Raises:
+        Conflict: the key was used for another card payment.
+    """
+    prior = session.scalars(select(Payment).where(Payment.topup_id == topup_id)).one_or_none()
+    if prior is not None and prior.purpose_ref == purpose_ref:
+        return StartedPayment(prior, True)
+    raise Conflict(f"idempotency key {key!r} was used for another card payment")
+
+
 def start_card_payment(
     session: Session,
     gateway: PaymentGateway,
@@ -94,37 +209,9 @@ def start_card_payment(
         PaymentProviderError: the provider refused or could not be reached (nothing is kept).
     """
     account = get_account(session, account_id, scope=scope)
-    unit = currency_of(account)
-    if purpose == "topup":
-        if amount is None:
-            raise InvalidRequest("a card top-up needs an amount")
-        money = parse_money(amount, account, what="amount")
-        purpose_ref = None
-        product = "Prepaid credit"
-    elif purpose == "package":
-        if package_id is None:
-            raise InvalidRequest("a card package purchase needs a package_id")
-        pkg = get_package(session, package_id)
-        if pkg.currency.code != unit.code:
-            raise InvalidRequest(
-                f"package {package_id} is sold in {pkg.currency.code};"
-                f" account {account.id} pays in {unit.code}"
-            )
-        money, purpose_ref, product = pkg.price, pkg.id, f"{pkg.name} (token package)"
-    else:
-        if plan_id is None:
-            raise InvalidRequest("a card plan subscription needs a plan_id")
-        plan = get_plan(session, plan_id)
-        if plan.currency.code != unit.code:
-            raise InvalidRequest(
-                f"plan {plan_id} is priced in {plan.currency.code}, the account in {unit.code}"
-            )
-        live = get_live_subscription(session, account.id)
-        if live is not None:
-            raise Conflict(
-                f"account {account.id} already has subscription {live.id}; cancel it first"
-            )
-        money, purpose_ref, product = plan.monthly_fee, plan.id, f"{plan.name} (first month)"
+    money, purpose_ref, product = _product(
+        session, account, purpose, amount=amount, package_id=package_id, plan_id=plan_id
+    )
     minor = _whole_minor(money, "the price" if purpose != "topup" else "the amount")
     payment_id = new_id("pay")
     what = f"{purpose} {purpose_ref}" if purpose_ref else purpose
@@ -138,51 +225,94 @@ def start_card_payment(
         scope=scope,
     )
     if started.replayed:
-        prior = session.scalars(
-            select(Payment).where(Payment.topup_id == started.topup.id)
-        ).one_or_none()
-        if prior is not None and prior.purpose_ref == purpose_ref:
-            return StartedPayment(prior, True)
-        raise Conflict(f"idempotency key {idempotency_key!r} was used for another card payment")
-    payment = Payment(
-        id=payment_id,
-        account_id=account.id,
-        provider=gateway.name,
+        return _replayed(session, started.topup.id, purpose_ref, idempotency_key)
+    payment = _pending_payment(
+        gateway,
+        payment_id,
+        account,
+        money,
+        minor,
         purpose=purpose,
         purpose_ref=purpose_ref,
         topup_id=started.topup.id,
-        status="pending",
-        currency=unit.code,
-        amount=money.atoms,
-        amount_minor=minor,
-        refunded_minor=0,
     )
-    session.add(payment)
-    session.flush()
-    checkout = gateway.create_checkout(
-        CheckoutRequest(
-            payment_id=payment.id,
-            amount_minor=minor,
-            currency=unit.code,
-            product_name=product,
-            success_url=urls.success_url,
-            cancel_url=urls.cancel_url,
-            idempotency_key=f"tokenwallet-checkout-{payment.id}",
-            metadata={
-                "tw_payment_id": payment.id,
-                "tw_account_id": account.id,
-                "tw_topup_id": started.topup.id,
-                "tw_purpose": purpose,
-            },
+    metadata = {"tw_topup_id": started.topup.id, "tw_purpose": purpose}
+    return _checkout(session, gateway, payment, urls=urls, product=product, metadata=metadata)
+
+
+def _lock_payable_invoice(
+    session: Session, invoice_id: str, scope: Scope
+) -> tuple[Invoice, Account]:
+    """The invoice, locked, and its account (visible to ``scope``, checked before the lock).
+
+    Raises:
+        NotFound: no such invoice, or its account is not visible.
+        InvoiceState: the invoice is not finalized, or nothing is left to pay on it.
+    """
+    found = session.get(Invoice, invoice_id)
+    if found is None:
+        raise NotFound(f"invoice {invoice_id} does not exist")
+    account = get_account(session, found.account_id, scope=scope)  # visibility before the lock
+    invoice = session.scalars(
+        select(Invoice)
+        .where(Invoice.id == invoice_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+    label = invoice.number or invoice.id
+    if invoice.status != "finalized":
+        why = {
+            "draft": "is a draft: it is not final yet and cannot be paid",
+            "void": "is void: nothing is owed on it",
+            "paid": "is paid: nothing is left to pay",
+        }.get(invoice.status, f"is {invoice.status}")
+        raise InvoiceState(f"invoice {label} {why}", invoice_status=invoice.status)
+    if open_balance(invoice) <= 0:
+        raise InvoiceState(
+            f"invoice {label} has nothing left to pay", invoice_status=invoice.status
         )
-    )
-    payment.checkout_session_id = checkout.id
-    payment.checkout_url = checkout.url
-    payment.checkout_expires_at = checkout.expires_at
-    payment.payment_intent_id = checkout.payment_intent_id
-    payment.updated_at = utcnow()
-    session.flush()
-    return StartedPayment(payment, False)
+    return invoice, account
+
+
+def _invoice_amount(invoice: Invoice, account: Account, amount: str | None) -> Amount:
+    """What to charge on the invoice: ``amount`` (at most what is owed) or all that is owed.
+
+    Raises:
+        PaymentTooLarge: ``amount`` is more than what is still owed.
+    """
+    owed = Amount(open_balance(invoice), currency(invoice.currency))
+    if amount is None:
+        return owed
+    money = parse_money(amount, account, what="amount")
+    if money > owed:
+        raise PaymentTooLarge(
+            f"invoice {invoice.number or invoice.id} has {owed} left to pay; cannot take {money}",
+            open_balance=owed.format(),
+        )
+    return money
+
+
+def _open_checkout_of(
+    session: Session, invoice: Invoice, minor: int, at: datetime
+) -> Payment | None:
+    """A pending checkout for the same amount of the invoice that has not expired yet."""
+    open_checkout = session.scalars(
+        select(Payment)
+        .where(
+            Payment.purpose == "invoice",
+            Payment.purpose_ref == invoice.id,
+            Payment.status == "pending",
+            Payment.amount_minor == minor,
+            Payment.checkout_url.is_not(None),
+        )
+        .order_by(Payment.created_at.desc())
+        .limit(1)
+    ).one_or_none()
+    if open_checkout is not None and (
+        open_checkout.checkout_expires_at is None or open_checkout.checkout_expires_at > at
+    ):
+        return open_checkout
+    return None
 
 
 def start_invoice_payment(
@@ -215,94 +345,24 @@ def start_invoice_payment(
         InvalidRequest: the amount owed cannot be charged by card (not whole minor units).
         PaymentProviderError: the provider refused or could not be reached (nothing is kept).
     """
-    found = session.get(Invoice, invoice_id)
-    if found is None:
-        raise NotFound(f"invoice {invoice_id} does not exist")
-    account = get_account(session, found.account_id, scope=scope)  # visibility before the lock
-    invoice = session.scalars(
-        select(Invoice)
-        .where(Invoice.id == invoice_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
+    invoice, account = _lock_payable_invoice(session, invoice_id, scope)
     label = invoice.number or invoice.id
-    if invoice.status != "finalized":
-        why = {
-            "draft": "is a draft: it is not final yet and cannot be paid",
-            "void": "is void: nothing is owed on it",
-            "paid": "is paid: nothing is left to pay",
-        }.get(invoice.status, f"is {invoice.status}")
-        raise InvoiceState(f"invoice {label} {why}", invoice_status=invoice.status)
-    unit = currency(invoice.currency)
-    owed = Amount(open_balance(invoice), unit)
-    if owed.atoms <= 0:
-        raise InvoiceState(
-            f"invoice {label} has nothing left to pay", invoice_status=invoice.status
-        )
-    if amount is not None:
-        money = parse_money(amount, account, what="amount")
-        if money > owed:
-            raise PaymentTooLarge(
-                f"invoice {label} has {owed} left to pay; cannot take {money}",
-                open_balance=owed.format(),
-            )
-    else:
-        money = owed
+    money = _invoice_amount(invoice, account, amount)
     minor = _whole_minor(money, f"the amount owed on invoice {label}")
-    at = now or utcnow()
-    open_checkout = session.scalars(
-        select(Payment)
-        .where(
-            Payment.purpose == "invoice",
-            Payment.purpose_ref == invoice.id,
-            Payment.status == "pending",
-            Payment.amount_minor == minor,
-            Payment.checkout_url.is_not(None),
-        )
-        .order_by(Payment.created_at.desc())
-        .limit(1)
-    ).one_or_none()
-    if open_checkout is not None and (
-        open_checkout.checkout_expires_at is None or open_checkout.checkout_expires_at > at
-    ):
-        return StartedPayment(open_checkout, True)
-    payment = Payment(
-        id=new_id("pay"),
-        account_id=account.id,
-        provider=gateway.name,
+    prior = _open_checkout_of(session, invoice, minor, now or utcnow())
+    if prior is not None:
+        return StartedPayment(prior, True)
+    payment = _pending_payment(
+        gateway,
+        new_id("pay"),
+        account,
+        money,
+        minor,
         purpose="invoice",
         purpose_ref=invoice.id,
         topup_id=None,
-        status="pending",
-        currency=unit.code,
-        amount=money.atoms,
-        amount_minor=minor,
-        refunded_minor=0,
     )
-    session.add(payment)
-    session.flush()
-    checkout = gateway.create_checkout(
-        CheckoutRequest(
-            payment_id=payment.id,
-            amount_minor=minor,
-            currency=unit.code,
-            product_name=f"Invoice {label}",
-            success_url=urls.success_url,
-            cancel_url=urls.cancel_url,
-            idempotency_key=f"tokenwallet-checkout-{payment.id}",
-            metadata={
-                "tw_payment_id": payment.id,
-                "tw_account_id": account.id,
-                "tw_invoice_id": invoice.id,
-                "tw_invoice_number": label,
-                "tw_purpose": "invoice",
-            },
-        )
+    metadata = {"tw_invoice_id": invoice.id, "tw_invoice_number": label, "tw_purpose": "invoice"}
+    return _checkout(
+        session, gateway, payment, urls=urls, product=f"Invoice {label}", metadata=metadata
     )
-    payment.checkout_session_id = checkout.id
-    payment.checkout_url = checkout.url
-    payment.checkout_expires_at = checkout.expires_at
-    payment.payment_intent_id = checkout.payment_intent_id
-    payment.updated_at = utcnow()
-    session.flush()
-    return StartedPayment(payment, False)
