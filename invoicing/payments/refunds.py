@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from invoicing.payments.gateway import PaymentGateway
 from invoicing.payments.models import Payment
 from invoicing.payments.refund_failures import record_refund
+from invoicing.payments.rules import refund_amount
 from invoicing.payments.settlement import (
     InvoiceRefund,
     apply_refunded_total,
@@ -32,7 +33,8 @@ from ledger.base import utcnow
 from ledger.errors import NotFound
 from ledger.units import unit as unit_of
 from wallet.accounts import EVERYTHING, Scope, get_account
-from wallet.errors import InvalidRequest, RefundTooLarge
+from wallet.errors import InvalidRequest
+from wallet.models import Account
 from wallet.topups import Refund, parse_money, unspent_paid
 
 
@@ -77,51 +79,17 @@ def refund_card_payment(
         RefundTooLarge: more than the unspent paid credit (checked before calling the provider).
         PaymentProviderError: the provider refused or could not be reached (nothing changed).
     """
-    payment = session.scalars(
-        select(Payment).where(Payment.id == payment_id).with_for_update()
-    ).one_or_none()
-    if payment is None:
-        raise NotFound(f"payment {payment_id} does not exist")
-    account = get_account(session, payment.account_id, scope=scope)
-    if payment.status != "succeeded" or not payment.payment_intent_id:
-        raise InvalidRequest(
-            f"payment {payment_id} is {payment.status}: there is nothing to refund"
-        )
-    if payment.purpose == "invoice":
-        credit, on_invoice = refundable_of_invoice_payment(session, payment)
-        unspent = credit + on_invoice
-        why = (
-            f"payment {payment_id} can give back {unspent}: {on_invoice} recorded on invoice"
-            f" {payment.purpose_ref} (owed again once refunded) and {credit} of unspent paid"
-            " credit"
-        )
-    else:
-        assert payment.topup_id is not None
-        unspent = unspent_paid(session, payment.topup_id)
-        why = f"payment {payment_id} has {unspent} of unspent paid credit"
-    if amount:
-        wanted = parse_money(amount, account, what="refund amount")
-    else:
-        wanted = unspent
-        if wanted.atoms == 0:
-            raise RefundTooLarge(f"{why}: nothing left to refund", unspent=unspent.format())
-    if wanted > unspent:
-        raise RefundTooLarge(
-            f"{why}; cannot refund {wanted} (the customer spent the rest)",
-            unspent=unspent.format(),
-        )
-    minor = wanted.minor_units()
+    payment, account = _lock_refundable(session, payment_id, scope)
+    refundable, why = _refundable(session, payment)
+    wanted = parse_money(amount, account, what="refund amount") if amount else None
+    minor = refund_amount(wanted, refundable, why).minor_units()
     key = request_key or uuid.uuid4().hex
-    metadata = {"tw_payment_id": payment.id, "tw_reason": reason[:450]}
-    if payment.topup_id:
-        metadata["tw_topup_id"] = payment.topup_id
-    if payment.purpose == "invoice" and payment.purpose_ref:
-        metadata["tw_invoice_id"] = payment.purpose_ref
+    assert payment.payment_intent_id is not None  # checked by _lock_refundable
     provider_refund = gateway.refund(
         payment_intent_id=payment.payment_intent_id,
         amount_minor=minor,
         idempotency_key=f"tokenwallet-refund-{payment.id}-{key}"[:255],
-        metadata=metadata,
+        metadata=_refund_metadata(payment, reason),
     )
     total = provider_refund.charge_amount_refunded_minor
     if total is None:
@@ -135,15 +103,11 @@ def refund_card_payment(
         reason=f"refund {provider_refund.id} by finance: {reason}".strip(": "),
     )
     # known by id, so its failure (a later webhook) can be told from a stale snapshot
+    refund = {"id": provider_refund.id, "amount": provider_refund.amount_minor}
     record_refund(
         session,
         payment,
-        {
-            "id": provider_refund.id,
-            "amount": provider_refund.amount_minor,
-            "status": provider_refund.status,
-            "created": int(now.timestamp()),
-        },
+        {**refund, "status": provider_refund.status, "created": int(now.timestamp())},
     )
     return CardRefund(
         payment,
@@ -151,3 +115,48 @@ def refund_card_payment(
         Amount.of_minor(provider_refund.amount_minor, unit_of(payment.currency)),
         applied,
     )
+
+
+def _lock_refundable(session: Session, payment_id: str, scope: Scope) -> tuple[Payment, Account]:
+    """The payment, locked, and its account (visible to ``scope``).
+
+    Raises:
+        NotFound: no such payment visible to the caller.
+        InvalidRequest: the payment has not succeeded.
+    """
+    payment = session.scalars(
+        select(Payment).where(Payment.id == payment_id).with_for_update()
+    ).one_or_none()
+    if payment is None:
+        raise NotFound(f"payment {payment_id} does not exist")
+    account = get_account(session, payment.account_id, scope=scope)
+    if payment.status != "succeeded" or not payment.payment_intent_id:
+        raise InvalidRequest(
+            f"payment {payment_id} is {payment.status}: there is nothing to refund"
+        )
+    return payment, account
+
+
+def _refundable(session: Session, payment: Payment) -> tuple[Amount, str]:
+    """What finance may refund of the payment, and why that much (for the refusal)."""
+    if payment.purpose == "invoice":
+        credit, on_invoice = refundable_of_invoice_payment(session, payment)
+        unspent = credit + on_invoice
+        return unspent, (
+            f"payment {payment.id} can give back {unspent}: {on_invoice} recorded on invoice"
+            f" {payment.purpose_ref} (owed again once refunded) and {credit} of unspent paid"
+            " credit"
+        )
+    assert payment.topup_id is not None
+    unspent = unspent_paid(session, payment.topup_id)
+    return unspent, f"payment {payment.id} has {unspent} of unspent paid credit"
+
+
+def _refund_metadata(payment: Payment, reason: str) -> dict[str, str]:
+    """The provider refund's metadata: our payment, the reason, the top-up or invoice."""
+    metadata = {"tw_payment_id": payment.id, "tw_reason": reason[:450]}
+    if payment.topup_id:
+        metadata["tw_topup_id"] = payment.topup_id
+    if payment.purpose == "invoice" and payment.purpose_ref:
+        metadata["tw_invoice_id"] = payment.purpose_ref
+    return metadata

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -36,3 +37,19 @@ def test_the_invoice_share_and_the_frozen_credit_never_cover_more_than_the_dispu
     share = invoice_dispute_share(disputed, frozen, on_invoice)
     assert 0 <= share <= on_invoice
     assert share + min(frozen, disputed) <= disputed
+
+
+def test_finance_refunds_what_it_asks_or_everything_refundable_never_more():
+    from invoicing.payments.rules import refund_amount
+    from ledger.amounts import Amount
+    from ledger.units import currency
+    from wallet.errors import RefundTooLarge
+
+    usd = currency("USD")
+    ten, five = Amount.parse("10", usd), Amount.parse("5", usd)
+    assert refund_amount(None, ten, "why") == ten
+    assert refund_amount(five, ten, "why") == five
+    with pytest.raises(RefundTooLarge, match="the customer spent the rest"):
+        refund_amount(ten, five, "why")
+    with pytest.raises(RefundTooLarge, match="nothing left to refund"):
+        refund_amount(None, Amount(0, usd), "why")
