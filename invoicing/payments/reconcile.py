@@ -16,8 +16,6 @@ comparison.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -27,30 +25,18 @@ from sqlalchemy.orm import Session
 
 from invoicing.payments.accounts import card_ledger
 from invoicing.payments.gateway import BalanceTransaction, PaymentGateway
+from invoicing.payments.matching import (
+    NOT_BOOKED_TYPES,
+    DayReport,
+    LedgerItem,
+    reconcile_currency,
+)
 from invoicing.payments.models import Payment, ReconciliationReport
 from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.journal import Leg, post_entry
 from ledger.models import OPERATOR_BOOK, LedgerAccount
 from ledger.units import unit as unit_of
-
-#: Balance transaction types that move money between the provider balance and our bank (or
-#: other balances): not booked by tokenwallet, reported apart.
-NOT_BOOKED_TYPES = frozenset(
-    {
-        "payout",
-        "payout_cancel",
-        "payout_failure",
-        "payout_minimum_balance_hold",
-        "payout_minimum_balance_release",
-        "transfer",
-        "transfer_cancel",
-        "transfer_failure",
-        "transfer_refund",
-        "topup",
-        "topup_reversal",
-    }
-)
 
 _LEDGER_ITEMS = text(
     """
@@ -62,25 +48,6 @@ _LEDGER_ITEMS = text(
     ORDER BY e.id
     """
 )
-
-
-@dataclass(frozen=True, slots=True)
-class DayReport:
-    """One currency's reconciliation of one day (amounts in atoms of the currency)."""
-
-    day: date
-    currency: str
-    provider_net: Amount
-    provider_fees: Amount
-    ledger_net: Amount
-    difference: Amount
-    transactions: int
-    details: dict[str, Any]
-
-    @property
-    def balanced(self) -> bool:
-        """True when the provider and the ledger agree for the day."""
-        return self.difference.is_zero()
 
 
 def _book_fees(session: Session, bts: list[BalanceTransaction]) -> int:
@@ -159,61 +126,11 @@ def reconcile_day(
     )
     reports = []
     for code in sorted(currencies):
-        unit = unit_of(code)
-        provider: dict[str, int] = defaultdict(int)
-        ledger: dict[str, int] = defaultdict(int)
-        by_type: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        not_booked: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        provider_net = fees = count = 0
-        for bt in bts:
-            if bt.currency != code:
-                continue
-            if bt.type in NOT_BOOKED_TYPES:
-                not_booked[bt.type]["count"] += 1
-                not_booked[bt.type]["amount_minor"] += bt.amount_minor
-                continue
-            count += 1
-            net = bt.amount_minor - bt.fee_minor
-            provider_net += net
-            fees += bt.fee_minor
-            by_type[bt.type]["count"] += 1
-            by_type[bt.type]["amount_minor"] += bt.amount_minor
-            by_type[bt.type]["fee_minor"] += bt.fee_minor
-            provider[bt.payment_intent_id or f"{bt.type}:{bt.source_id or bt.id}"] += (
-                net * unit.atoms_per_minor
-            )
-        ledger_net = 0
-        for r in ledger_rows.get(code, []):
-            atoms = int(r.amount)
-            ledger_net += atoms
-            meta = r.meta or {}
-            pi = meta.get("payment_intent_id") or topup_pis.get(str(meta.get("topup_id")))
-            ledger[pi or f"entry:{r.entry_id}"] += atoms
-        mismatches = [
-            {
-                "ref": ref,
-                "provider": Amount(provider.get(ref, 0), unit).format(),
-                "ledger": Amount(ledger.get(ref, 0), unit).format(),
-                "difference": Amount(provider.get(ref, 0) - ledger.get(ref, 0), unit).format(),
-            }
-            for ref in sorted(set(provider) | set(ledger))
-            if provider.get(ref, 0) != ledger.get(ref, 0)
+        items = [
+            LedgerItem(int(r.entry_id), r.meta or {}, int(r.amount))
+            for r in ledger_rows.get(code, [])
         ]
-        net_atoms = provider_net * unit.atoms_per_minor
-        report = DayReport(
-            day=day,
-            currency=code,
-            provider_net=Amount(net_atoms, unit),
-            provider_fees=Amount(fees * unit.atoms_per_minor, unit),
-            ledger_net=Amount(ledger_net, unit),
-            difference=Amount(net_atoms - ledger_net, unit),
-            transactions=count,
-            details={
-                "by_type": {k: dict(v) for k, v in sorted(by_type.items())},
-                "not_booked": {k: dict(v) for k, v in sorted(not_booked.items())},
-                "mismatches": mismatches,
-            },
-        )
+        report = reconcile_currency(day, code, bts, items, topup_pis)
         _store(session, report)
         reports.append(report)
     return reports
