@@ -7,6 +7,7 @@ Money is printed in the invoice's currency with its minor unit and symbol (invoi
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import lru_cache
@@ -42,20 +43,11 @@ def _env() -> Environment:
     )
 
 
-def invoice_context(
-    session: Session, invoice: Invoice, *, issuer: Issuer, today: date | None = None
-) -> dict[str, Any]:
-    """What the template shows: every amount already formatted for people."""
-    unit = currency(invoice.currency)
-
-    def money(atoms: int, *, code: bool = False) -> str:
-        return format_money(Amount(atoms, unit), code=code)
-
-    lines = session.scalars(
-        select(InvoiceLine)
-        .where(InvoiceLine.invoice_id == invoice.id)
-        .order_by(InvoiceLine.position)
-    ).all()
+def _line_rows(
+    lines: Sequence[InvoiceLine], money: Callable[[int], str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The invoice's lines as the template's three tables: charged lines, the usage statement
+    (paid by packages and plan quota only) and the failed-request credits."""
     charged, statement, credits = [], [], []
     for line in lines:
         row: dict[str, Any] = {
@@ -81,6 +73,40 @@ def invoice_context(
             )
             row["settled"] = "prepaid balance" if line.settlement == "prepaid" else "due"
             charged.append(row)
+    return charged, statement, credits
+
+
+def _totals(invoice: Invoice, money: Callable[..., str]) -> dict[str, Any]:
+    """The invoice's totals and settlement, formatted."""
+    return {
+        "subtotal": money(invoice.subtotal),
+        "tax": money(invoice.tax),
+        "total": money(invoice.total),
+        "prepaid_applied": money(invoice.prepaid_applied),
+        "show_prepaid": bool(invoice.prepaid_applied),
+        "amount_due": money(invoice.amount_due, code=True),
+        "show_settlement": bool(invoice.amount_paid or invoice.credited),
+        "paid": money(invoice.amount_paid),
+        "credited": money(invoice.credited_receivable),
+        "balance": money(open_balance(invoice), code=True),
+    }
+
+
+def invoice_context(
+    session: Session, invoice: Invoice, *, issuer: Issuer, today: date | None = None
+) -> dict[str, Any]:
+    """What the template shows: every amount already formatted for people."""
+    unit = currency(invoice.currency)
+
+    def money(atoms: int, *, code: bool = False) -> str:
+        return format_money(Amount(atoms, unit), code=code)
+
+    lines = session.scalars(
+        select(InvoiceLine)
+        .where(InvoiceLine.invoice_id == invoice.id)
+        .order_by(InvoiceLine.position)
+    ).all()
+    charged, statement, credits = _line_rows(lines, money)
     notes = session.scalars(
         select(CreditNote).where(CreditNote.invoice_id == invoice.id).order_by(CreditNote.number)
     ).all()
@@ -114,18 +140,7 @@ def invoice_context(
             }
             for n in notes
         ],
-        "totals": {
-            "subtotal": money(invoice.subtotal),
-            "tax": money(invoice.tax),
-            "total": money(invoice.total),
-            "prepaid_applied": money(invoice.prepaid_applied),
-            "show_prepaid": bool(invoice.prepaid_applied),
-            "amount_due": money(invoice.amount_due, code=True),
-            "show_settlement": bool(invoice.amount_paid or invoice.credited),
-            "paid": money(invoice.amount_paid),
-            "credited": money(invoice.credited_receivable),
-            "balance": money(open_balance(invoice), code=True),
-        },
+        "totals": _totals(invoice, money),
         "cutoff": invoice.usage_cutoff_at.isoformat(timespec="seconds"),
     }
 

@@ -159,6 +159,62 @@ def _undo_application(
     return entries
 
 
+def _undo_latest(
+    session: Session,
+    payment: Payment,
+    wanted: int,
+    *,
+    reason: str,
+    at: datetime,
+    totals: dict[str, int],
+) -> tuple[int, list[int]]:
+    """Undo the payment's latest refund applications until they cover ``wanted`` (minor
+    units); what they undid (minor units, possibly more than wanted) and the entries written."""
+    entry_ids: list[int] = []
+    undone = 0
+    apps = session.scalars(
+        select(PaymentRefundApplication)
+        .where(
+            PaymentRefundApplication.payment_id == payment.id,
+            PaymentRefundApplication.undone_at.is_(None),
+        )
+        .order_by(PaymentRefundApplication.id.desc())
+        .with_for_update()
+    ).all()
+    for app in apps:
+        if undone >= wanted:
+            break
+        entry_ids += _undo_application(session, payment, app, reason=reason, at=at, totals=totals)
+        undone += app.delta_minor
+    return undone, entry_ids
+
+
+def _emit_refund_failed(
+    session: Session, payment: Payment, row: PaymentRefund, restored: dict[str, str]
+) -> None:
+    """Queue the operator event ``payment.refund_failed`` (once per refund)."""
+    unit = unit_of(payment.currency)
+    emit(
+        session,
+        account_id=payment.account_id,
+        type="payment.refund_failed",
+        data={
+            "payment_id": payment.id,
+            "refund_id": row.id,
+            "amount": {
+                "amount": Amount.of_minor(row.amount_minor, unit).format(),
+                "currency": unit.code,
+            },
+            "undone": Amount.of_minor(row.undone_minor, unit).format(),
+            "failure_reason": row.failure_reason,
+            "restored": restored,
+            "purpose": payment.purpose,
+            "purpose_ref": payment.purpose_ref,
+        },
+        dedupe_key=f"refund-failed:{row.id}",
+    )
+
+
 def apply_refund_failure(
     session: Session, payment: Payment, refund: dict[str, Any], *, at: datetime | None = None
 ) -> RefundFailure:
@@ -188,22 +244,9 @@ def apply_refund_failure(
     if payment.purpose == "invoice":
         lock_payment_invoice(session, payment)  # the invoice row before any wallet row
     totals = {"paid": 0, "bonus": 0, "debt_cancelled": 0, "invoice": 0}
-    entry_ids: list[int] = []
-    undone = 0
-    apps = session.scalars(
-        select(PaymentRefundApplication)
-        .where(
-            PaymentRefundApplication.payment_id == payment.id,
-            PaymentRefundApplication.undone_at.is_(None),
-        )
-        .order_by(PaymentRefundApplication.id.desc())
-        .with_for_update()
-    ).all()
-    for app in apps:
-        if undone >= wanted:
-            break
-        entry_ids += _undo_application(session, payment, app, reason=reason, at=when, totals=totals)
-        undone += app.delta_minor
+    undone, entry_ids = _undo_latest(
+        session, payment, wanted, reason=reason, at=when, totals=totals
+    )
     undone = min(undone, payment.refunded_minor)
     payment.refunded_minor -= undone
     over = undone - wanted
@@ -219,25 +262,7 @@ def apply_refund_failure(
     row.undo_entry_ids = entry_ids
     payment.updated_at = utcnow()
     restored = {k: Amount(v, unit).format() for k, v in totals.items()}
-    emit(
-        session,
-        account_id=payment.account_id,
-        type="payment.refund_failed",
-        data={
-            "payment_id": payment.id,
-            "refund_id": row.id,
-            "amount": {
-                "amount": Amount.of_minor(row.amount_minor, unit).format(),
-                "currency": unit.code,
-            },
-            "undone": Amount.of_minor(row.undone_minor, unit).format(),
-            "failure_reason": reason_text,
-            "restored": restored,
-            "purpose": payment.purpose,
-            "purpose_ref": payment.purpose_ref,
-        },
-        dedupe_key=f"refund-failed:{row.id}",
-    )
+    _emit_refund_failed(session, payment, row, restored)
     log.warning("payment %s: %s; undone %s in our books", payment.id, reason, row.undone_minor)
     session.flush()
     return RefundFailure(row.id, Amount.of_minor(row.undone_minor, unit), restored)

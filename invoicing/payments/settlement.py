@@ -11,7 +11,7 @@ end in the same state. Invoice payments lock the invoice row next, before any wa
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -359,32 +359,17 @@ def _refund_invoice_payment(
     (owed again: ``receivable:invoiced``), then that credit already spent (owed:
     ``receivable:reversals``)."""
     invoice = lock_payment_invoice(session, payment)
-    unit = amount.unit
-    zero = Amount(0, unit)
-    left = amount
-    refunded, receivable = zero, zero
-    entry_id: int | None = None
-    parts: list[dict[str, Any]] = []
+    steps = _RefundSteps(left=amount, refunded=Amount(0, amount.unit))
     topup = session.get(Topup, payment.topup_id) if payment.topup_id else None
     if topup is not None:
-        take = min(left, unspent_paid(session, topup.id))
-        if take.atoms:
-            r = reverse_topup(
-                session,
-                topup.id,
-                take,
-                reason=reason,
-                idempotency_key=f"{key}:credit",
-                effective_at=at,
-            )
-            refunded, entry_id, left = refunded + r.refunded, r.entry_id, left - take
-            parts.append({"kind": "topup", "entry_id": r.entry_id, "topup_id": topup.id})
+        take = min(steps.left, unspent_paid(session, topup.id))
+        steps.reverse_topup(session, topup, take, key=f"{key}:credit", reason=reason, at=at)
     reopened, reopen_entry = reopen_invoice(
-        session, payment, left, key=f"{key}:invoice", reason=reason, at=at
+        session, payment, steps.left, key=f"{key}:invoice", reason=reason, at=at
     )
-    left -= reopened
+    steps.left -= reopened
     if reopen_entry is not None:
-        parts.append(
+        steps.parts.append(
             {
                 "kind": "invoice",
                 "entry_id": reopen_entry,
@@ -392,36 +377,85 @@ def _refund_invoice_payment(
                 "amount": reopened.atoms,
             }
         )
-    entry_id = reopen_entry or entry_id
-    if left.atoms and topup is not None:
-        take = min(left, Amount(topup.amount - topup.refunded, unit))
-        if take.atoms:
-            r = reverse_topup(
-                session,
-                topup.id,
-                take,
-                on_excess="receivable",
-                reason=reason,
-                idempotency_key=f"{key}:spent",
-                effective_at=at,
-            )
-            refunded += r.refunded
-            receivable += r.receivable or zero
-            entry_id, left = r.entry_id, left - take
-            parts.append({"kind": "topup", "entry_id": r.entry_id, "topup_id": topup.id})
-    if left.atoms:
-        raise PaymentMismatch(
-            f"payment {payment.id}: a refund of {amount} is {left} more than it paid"
+    steps.entry_id = reopen_entry or steps.entry_id
+    if steps.left.atoms and topup is not None:
+        take = min(steps.left, Amount(topup.amount - topup.refunded, amount.unit))
+        steps.reverse_topup(
+            session, topup, take, key=f"{key}:spent", reason=reason, at=at, spent=True
         )
+    if steps.left.atoms:
+        raise PaymentMismatch(
+            f"payment {payment.id}: a refund of {amount} is {steps.left} more than it paid"
+        )
+    receivable = steps.receivable
     return InvoiceRefund(
         invoice.id,
         reopened,
-        refunded,
-        zero,
-        receivable if receivable.atoms else None,
-        entry_id,
-        tuple(parts),
+        steps.refunded,
+        Amount(0, amount.unit),
+        receivable if receivable is not None and receivable.atoms else None,
+        steps.entry_id,
+        tuple(steps.parts),
     )
+
+
+@dataclass
+class _RefundSteps:
+    """What a refund of an invoice payment has done so far: what is ``left`` to refund, the
+    paid credit reversed, the debt booked, the last entry and the parts to undo."""
+
+    left: Amount
+    refunded: Amount
+    receivable: Amount | None = None
+    entry_id: int | None = None
+    parts: list[dict[str, Any]] = field(default_factory=list)
+
+    def reverse_topup(
+        self,
+        session: Session,
+        topup: Topup,
+        take: Amount,
+        *,
+        key: str,
+        reason: str,
+        at: datetime | None,
+        spent: bool = False,
+    ) -> None:
+        """Reverse ``take`` of the payment's top-up: its unspent credit, or (``spent``) credit
+        already spent, which becomes owed (``receivable:reversals``)."""
+        if not take.atoms:
+            return
+        r = reverse_topup(
+            session,
+            topup.id,
+            take,
+            on_excess="receivable" if spent else "reject",
+            reason=reason,
+            idempotency_key=key,
+            effective_at=at,
+        )
+        self.refunded += r.refunded
+        if spent:
+            self.receivable = (self.receivable or Amount(0, take.unit)) + (
+                r.receivable or Amount(0, take.unit)
+            )
+        self.entry_id, self.left = r.entry_id, self.left - take
+        self.parts.append({"kind": "topup", "entry_id": r.entry_id, "topup_id": topup.id})
+
+
+def _refund_key(session: Session, payment: Payment, refunded_total_minor: int) -> str:
+    """The idempotency key of bringing a payment up to a refunded total.
+
+    Totals restart below earlier ones after a refund failed: each such generation has keys of
+    its own, so an earlier total reached again is applied again.
+    """
+    failures = session.scalar(
+        select(func.count())
+        .select_from(PaymentRefund)
+        .where(PaymentRefund.payment_id == payment.id, PaymentRefund.status == "failed")
+    )
+    generation = f"g{failures}:" if failures else ""
+    return f"card-refund:{payment.id}:{generation}{refunded_total_minor}"
 
 
 def apply_refunded_total(
@@ -450,15 +484,7 @@ def apply_refunded_total(
     if payment.status != "succeeded":
         raise PaymentMismatch(f"payment {payment.id} is {payment.status}; nothing to refund")
     unit = unit_of(payment.currency)
-    # totals restart below earlier ones after a refund failed: each such generation has keys
-    # of its own, so an earlier total reached again is applied again
-    failures = session.scalar(
-        select(func.count())
-        .select_from(PaymentRefund)
-        .where(PaymentRefund.payment_id == payment.id, PaymentRefund.status == "failed")
-    )
-    generation = f"g{failures}:" if failures else ""
-    key = f"card-refund:{payment.id}:{generation}{refunded_total_minor}"
+    key = _refund_key(session, payment, refunded_total_minor)
     refund: Refund | InvoiceRefund
     parts: list[dict[str, Any]]
     if payment.purpose == "invoice":
