@@ -8,7 +8,7 @@ Rounding happens here and only here, when exact ledger amounts become document a
   taxable amount is the whole line for overage, the part paid from paid credit for lines
   settled from the prepaid balance (bonus credit is a promotional discount and carries no tax),
   nothing for debts that are not a supply (refund and dispute reversals); see
-  invoicing/README.md, "Tax";
+  docs/invoicing.md, "Tax";
 * totals are sums of rounded line amounts, so the document adds up exactly as printed;
 * the rounding difference of the lines that are due (rounded minus exact) is what the close
   posts to ``revenue:rounding``, so the amount due ties to the ledger to the atom.

@@ -20,7 +20,7 @@ resellers) in id order and closes each in its **own transaction** (``close_accou
 
 A crash between two accounts leaves the committed invoices in place and nothing of the others
 (their transactions rolled back, numbers included), so the re-run completes the period with
-exactly one invoice per account and no gap in the numbering. See invoicing/README.md.
+exactly one invoice per account and no gap in the numbering. See docs/invoicing.md.
 """
 
 from __future__ import annotations

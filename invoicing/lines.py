@@ -4,7 +4,7 @@ Each builder turns what the database holds (a subscription period, a package pur
 grouped by model, failed-request credits grouped by reason, the refund and dispute debts not
 billed yet) into a :class:`DraftLine`: its exact amount, how it is settled, its taxable part
 and what it counts. Rounding and tax come later (invoicing/arithmetic.py ``price_line``). See
-invoicing/README.md for the kinds and how requests and tokens are counted once.
+docs/invoicing.md for the kinds and how requests and tokens are counted once.
 """
 
 from __future__ import annotations

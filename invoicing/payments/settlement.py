@@ -1,5 +1,7 @@
-"""What a confirmed, failed, refunded or disputed card payment does to the wallet (or, for an
-invoice payment, to the invoice: recorded when confirmed, owed again when refunded or lost).
+"""What a confirmed, failed or refunded card payment does to the wallet (or, for an invoice
+payment, to the invoice: recorded when confirmed, owed again when refunded). Disputes are in
+invoicing/payments/disputes.py, refunds the provider reports (and their failures) in
+invoicing/payments/refund_failures.py; both build on the helpers here.
 
 Every function here takes the payment row locked (``FOR UPDATE``), so events about the same
 payment, and finance refunds, apply one after the other. Each one brings our state up to the
