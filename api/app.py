@@ -38,6 +38,7 @@ from api.payments import gateway_from_settings
 from api.routes import (
     accounts,
     audit,
+    authorizations,
     billing_periods,
     billing_profiles,
     catalog,
@@ -138,7 +139,7 @@ def _route_handlers() -> list[Any]:
         webhooks.WebhookDeliveriesController,
         overage_payments.OveragePaymentsController,
         usage.UsageController,
-        usage.AuthorizationsController,
+        authorizations.AuthorizationsController,
         usage.usage_totals,
         litellm_receiver.LiteLLMReceiver,
         catalog.ModelsController,

@@ -1,7 +1,7 @@
 """The usage record and its result as the OpenAPI document describes them.
 
 The gateway path does not validate records with these models (a record is checked on its own
-with msgspec, so one bad record fails alone; see ``api/routes/usage.py``); they exist so the
+with msgspec, so one bad record fails alone; see ``api/routes/usage_records.py``); they exist so the
 document says exactly what a record may hold, with an example of every format, and what each
 result carries. ``docs/usage-shapes.md`` explains how each provider object is read.
 """

@@ -24,7 +24,8 @@ from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 
 from api.auth import Principal, requires
-from api.routes.usage import UsageBatchOut, _parse, _results_out, _run
+from api.routes.usage_records import parse_record
+from api.routes.usage_results import UsageBatchOut, results_out, run_operation
 from api.schemas import IdempotencyKey, scope_of
 from wallet.errors import InvalidRequest
 from wallet.gateway import MAX_BATCH, ChargeUsage
@@ -136,17 +137,17 @@ class LiteLLMReceiver(Controller):
                     )
                 )
                 continue
-            records.append(_parse(i, raw))
+            records.append(parse_record(i, raw))
         op = ChargeUsage(
             tuple(records),
             scope_of(principal),
             _timedelta(days=state.settings.tokenwallet_usage_retention_days),
         )
-        return await _run(
+        return await run_operation(
             request,
             idempotency_key,
             op,
             body=items,
             status=200,
-            render=_results_out,
+            render=results_out,
         )

@@ -108,12 +108,11 @@ def test_import_creates_models_and_a_card_that_rates_like_litellm(admin, engine,
         for i, (model, p, c) in enumerate(cases)
     ]
     # the card takes effect in ten minutes: rate with the service layer at that instant
-    from api.routes.usage import _parse_all
+    from api.routes.usage_records import parse_records
     from wallet.charging import charge_batch
 
     with Session(engine) as s:
-        body = json.dumps({"records": records}).encode()
-        results = charge_batch(s, _parse_all(records, body), now=start + timedelta(minutes=2))
+        results = charge_batch(s, parse_records(records), now=start + timedelta(minutes=2))
         s.commit()
     for (model, p, c), r in zip(cases, results, strict=True):
         assert r.status == "charged", r
