@@ -36,8 +36,10 @@ from ledger.journal import Leg, create_hold, post_entry, post_hold, void_hold
 from wallet.accounts import get_account
 from wallet.burn import BONUS
 from wallet.chart import book_of, currency_of, customer_ledger, house_ledger, reversal_receivable
+from wallet.clawbacks import freeze_shares
 from wallet.errors import InvalidRequest
-from wallet.models import CreditFreeze, CreditLot, Topup
+from wallet.models import Account, CreditFreeze, CreditLot
+from wallet.topups import lock_topup, lock_topup_lots
 
 #: A freeze lasts until its claim is settled, however long that takes: the ledger's hold expiry
 #: job must never release it behind the wallet's back.
@@ -78,42 +80,20 @@ def freeze_topup_credit(
     existing = get_freeze(session, key, lock=True)
     if existing is not None:
         return existing
-    found = session.get(Topup, topup_id)
-    if found is None:
-        raise NotFound(f"top-up {topup_id} does not exist")
-    # The wallet's lock order: account row, then lots, then ledger accounts.
-    get_account(session, found.account_id, lock=True)
-    topup = session.scalars(
-        select(Topup)
-        .where(Topup.id == topup_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
+    topup = lock_topup(session, topup_id)
     if topup.status != "succeeded" or topup.paid_lot_id is None:
         raise InvalidRequest(f"top-up {topup_id} is {topup.status}: there is no credit to freeze")
     account = get_account(session, topup.account_id)
     unit = currency_of(account)
     if amount.unit.code != unit.code or amount.atoms <= 0:
         raise InvalidRequest(f"a freeze of top-up {topup_id} is a positive {unit.code} amount")
-    lot_ids = [i for i in (topup.paid_lot_id, topup.bonus_lot_id) if i is not None]
-    lots = {
-        lot.id: lot
-        for lot in session.scalars(
-            select(CreditLot)
-            .where(CreditLot.id.in_(lot_ids))
-            .order_by(CreditLot.id)
-            .with_for_update()
-        )
-    }
-    paid = lots[topup.paid_lot_id]
-    bonus_lot = lots.get(topup.bonus_lot_id) if topup.bonus_lot_id else None
-    frozen_paid = min(amount.atoms, paid.remaining)
-    frozen_bonus = 0
-    if bonus_lot is not None and bonus_lot.remaining and bonus_lot.expired_at is None:
-        if frozen_paid >= paid.remaining:
-            frozen_bonus = bonus_lot.remaining
-        else:
-            frozen_bonus = bonus_lot.remaining * frozen_paid // paid.remaining
+    paid, bonus_lot = lock_topup_lots(session, topup)
+    live_bonus = (
+        bonus_lot.remaining if bonus_lot is not None and bonus_lot.expired_at is None else 0
+    )
+    frozen_paid, frozen_bonus = freeze_shares(
+        amount.atoms, paid_left=paid.remaining, bonus_left=live_bonus
+    )
     freeze = CreditFreeze(
         id=new_id("frz"),
         key=key,
@@ -127,38 +107,51 @@ def freeze_topup_credit(
         reserved=[],
         forfeit_account_id=forfeit_to_account_id,
     )
+    _hold_frozen(session, account, freeze, (paid, bonus_lot))
+    session.add(freeze)
+    session.flush()
+    return freeze
+
+
+def _hold_frozen(
+    session: Session,
+    account: Account,
+    freeze: CreditFreeze,
+    lots: tuple[CreditLot, CreditLot | None],
+) -> None:
+    """Take the frozen amounts out of the top-up's lots (recorded in ``freeze.reserved``) and
+    hold them in the ledger (paid credit towards the forfeit account, bonus to promotions)."""
+    paid, bonus_lot = lots
+    unit = currency_of(account)
     cust = customer_ledger(session, account)
     house = house_ledger(session, book_of(account), unit)
     legs: list[Leg] = []
     reserved: list[list[int]] = []
-    if frozen_paid:
+    if freeze.frozen_paid:
         legs += [
-            Leg(cust.prepaid.id, Amount(frozen_paid, unit)),
-            Leg(forfeit_to_account_id, Amount(-frozen_paid, unit)),
+            Leg(cust.prepaid.id, Amount(freeze.frozen_paid, unit)),
+            Leg(freeze.forfeit_account_id, Amount(-freeze.frozen_paid, unit)),
         ]
-        paid.remaining -= frozen_paid
-        reserved.append([paid.id, frozen_paid])
-    if frozen_bonus and bonus_lot is not None:
+        paid.remaining -= freeze.frozen_paid
+        reserved.append([paid.id, freeze.frozen_paid])
+    if freeze.frozen_bonus and bonus_lot is not None:
         legs += [
-            Leg(cust.bonus.id, Amount(frozen_bonus, unit)),
-            Leg(house.promotions.id, Amount(-frozen_bonus, unit)),
+            Leg(cust.bonus.id, Amount(freeze.frozen_bonus, unit)),
+            Leg(house.promotions.id, Amount(-freeze.frozen_bonus, unit)),
         ]
-        bonus_lot.remaining -= frozen_bonus
-        reserved.append([bonus_lot.id, frozen_bonus])
+        bonus_lot.remaining -= freeze.frozen_bonus
+        reserved.append([bonus_lot.id, freeze.frozen_bonus])
     if legs:
         hold = create_hold(
             session,
             legs,
             expires_at=FREEZE_HOLD_EXPIRES_AT,
-            description=f"credit of top-up {topup.id} frozen: {reason}".strip(": "),
+            description=f"credit of top-up {freeze.topup_id} frozen: {freeze.reason}".strip(": "),
             idempotency_key=f"freeze:{freeze.id}",
-            metadata={"freeze_id": freeze.id, "topup_id": topup.id, "key": key},
+            metadata={"freeze_id": freeze.id, "topup_id": freeze.topup_id, "key": freeze.key},
         )
         freeze.hold_entry_id = hold.id
     freeze.reserved = reserved
-    session.add(freeze)
-    session.flush()
-    return freeze
 
 
 def _lock(session: Session, freeze_id: str) -> CreditFreeze:

@@ -17,7 +17,6 @@ from ledger.errors import DomainError, IdempotencyConflict, InvalidAmount, NotFo
 from ledger.ids import new_id
 from ledger.journal import Leg, post_entry
 from ledger.locks import lock_key, xact_lock
-from ledger.models import JournalEntry, LedgerAccount, Posting
 from plans.catalog import bonus_for_topup
 from wallet.accounts import EVERYTHING, Scope, get_account
 from wallet.burn import BONUS, PAID
@@ -27,10 +26,9 @@ from wallet.chart import (
     currency_of,
     customer_ledger,
     house_ledger,
-    reversal_receivable,
 )
-from wallet.errors import Conflict, InvalidRequest, ReferenceUsed, RefundTooLarge
-from wallet.models import Account, CreditFreeze, CreditLot, Topup
+from wallet.errors import Conflict, InvalidRequest, ReferenceUsed
+from wallet.models import Account, CreditLot, Topup
 
 Method = Literal["bank_transfer", "stripe", "reseller"]
 
@@ -329,9 +327,16 @@ def create_pending_topup(
     return TopupResult(topup, False)
 
 
-def _lock_with_account(session: Session, topup_id: str) -> Topup:
-    """Lock the top-up's account row, then the top-up row (the wallet's lock order: account,
-    then lots, then ledger; new lots reference the account, so crediting needs it first)."""
+def lock_topup(session: Session, topup_id: str) -> Topup:
+    """Lock a top-up's account row, then the top-up row, and return the top-up read fresh.
+
+    The wallet's lock order: the account row first (usage rewrites lots under it alone, and
+    new lots reference the account, so crediting needs it first), then the top-up, then its
+    lots (:func:`lock_topup_lots`), then ledger accounts.
+
+    Raises:
+        NotFound: no such top-up.
+    """
     topup = session.get(Topup, topup_id)
     if topup is None:
         raise NotFound(f"top-up {topup_id} does not exist")
@@ -342,6 +347,27 @@ def _lock_with_account(session: Session, topup_id: str) -> Topup:
         .with_for_update()
         .execution_options(populate_existing=True)
     ).one()
+
+
+def lock_topup_lots(session: Session, topup: Topup) -> tuple[CreditLot, CreditLot | None]:
+    """Lock a credited top-up's paid lot and bonus lot (by id) under its account's row lock.
+
+    Returns:
+        ``(paid lot, bonus lot or None)``.
+    """
+    lot_ids = [i for i in (topup.paid_lot_id, topup.bonus_lot_id) if i is not None]
+    lots = {
+        lot.id: lot
+        for lot in session.scalars(
+            select(CreditLot)
+            .where(CreditLot.id.in_(lot_ids))
+            .order_by(CreditLot.id)
+            .with_for_update()
+        )
+    }
+    assert topup.paid_lot_id is not None
+    bonus_lot = lots.get(topup.bonus_lot_id) if topup.bonus_lot_id else None
+    return lots[topup.paid_lot_id], bonus_lot
 
 
 def settle_topup(
@@ -364,7 +390,7 @@ def settle_topup(
     Raises:
         NotFound: no such top-up.
     """
-    topup = _lock_with_account(session, topup_id)
+    topup = lock_topup(session, topup_id)
     if topup.status == "succeeded":
         return topup
     account = get_account(session, topup.account_id)
@@ -395,406 +421,3 @@ def fail_topup(session: Session, topup_id: str) -> Topup:
         topup.status = "failed"
         session.flush()
     return topup
-
-
-@dataclass(frozen=True, slots=True)
-class Refund:
-    """What a refund gave back and took back.
-
-    Attributes:
-        refunded: unspent paid credit reversed.
-        bonus_clawed_back: the bonus taken back with it (unspent bonus, plus spent bonus
-            withheld or owed).
-        receivable: what the customer now owes (``receivable:reversals``): the part of a refund
-            that exceeded the unspent credit, and spent bonus, when the money had already left.
-        withheld: spent bonus kept back from the payout (money not paid out yet); the payout is
-            ``refunded - withheld``.
-    """
-
-    topup_id: str
-    refunded: Amount
-    bonus_clawed_back: Amount
-    entry_id: int
-    receivable: Amount | None = None
-    withheld: Amount | None = None
-
-
-Excess = Literal["reject", "receivable"]
-
-
-def unspent_paid(session: Session, topup_id: str) -> Amount:
-    """The top-up's paid credit that is still unspent (and not frozen).
-
-    Raises:
-        NotFound: no such top-up, or nothing was credited yet.
-    """
-    topup = session.get(Topup, topup_id)
-    if topup is None or topup.paid_lot_id is None:
-        raise NotFound(f"top-up {topup_id} does not exist or was not credited")
-    lot = session.get_one(CreditLot, topup.paid_lot_id)
-    return Amount(lot.remaining, currency_of(get_account(session, topup.account_id)))
-
-
-def reverse_topup(
-    session: Session,
-    topup_id: str,
-    amount: Amount,
-    *,
-    on_excess: Excess = "reject",
-    reason: str = "",
-    idempotency_key: str | None = None,
-    effective_at: datetime | None = None,
-    scope: Scope = EVERYTHING,
-) -> Refund:
-    """Give back ``amount`` of a top-up's money: reverse unspent paid credit and take back the
-    bonus that came with the money returned.
-
-    The rule: returning ``amount`` of a top-up of ``P`` that came with bonus ``B`` takes back
-    ``B x amount / P`` of bonus (cumulative over refunds, rounded down to the atom in the
-    customer's favour). It comes out of the top-up's unspent bonus first; bonus already spent
-    is the customer's to repay: kept back from what is paid out when the money has not left yet
-    (``on_excess="reject"``, e.g. a bank refund: ``withheld``), or booked as owed in
-    ``receivable:reversals`` when it has (``"receivable"``: a card refund made at the
-    provider). A bonus lot that expired is not charged for (what it had left went back at
-    expiry). A refund larger than the unspent paid credit is refused (``"reject"``) or its
-    excess booked as owed (``"receivable"``). Frozen credit is not unspent.
-
-    Raises:
-        NotFound: no such top-up visible to the caller.
-        InvalidRequest: the top-up was never credited.
-        RefundTooLarge: more than the unspent paid credit, with ``on_excess="reject"``.
-    """
-    seen = session.get(Topup, topup_id)
-    if seen is None:
-        raise NotFound(f"top-up {topup_id} does not exist")
-    get_account(session, seen.account_id, scope=scope)  # visibility before any lock
-    topup = _lock_with_account(session, topup_id)
-    account = get_account(session, topup.account_id, scope=scope)
-    unit = currency_of(account)
-    if topup.status != "succeeded" or topup.paid_lot_id is None:
-        raise InvalidRequest(f"top-up {topup_id} is {topup.status}: nothing was credited")
-    if amount.unit.code != unit.code or amount.atoms <= 0:
-        raise InvalidAmount(f"a refund of top-up {topup_id} is a positive {unit.code} amount")
-    lot_ids = [i for i in (topup.paid_lot_id, topup.bonus_lot_id) if i is not None]
-    lots = {
-        lot.id: lot
-        for lot in session.scalars(
-            select(CreditLot)
-            .where(CreditLot.id.in_(lot_ids))
-            .order_by(CreditLot.id)
-            .with_for_update()
-        )
-    }
-    paid = lots[topup.paid_lot_id]
-    unspent = Amount(paid.remaining, unit)
-    excess = Amount(0, unit)
-    if amount > unspent:
-        if on_excess == "reject":
-            raise RefundTooLarge(
-                f"top-up {topup_id} has {unspent} of unspent paid credit; cannot refund {amount}",
-                unspent=unspent.format(),
-            )
-        excess = amount - unspent
-    refunded = amount - excess
-    bonus_lot = lots.get(topup.bonus_lot_id) if topup.bonus_lot_id else None
-    # the bonus that goes with the money returned, over all refunds of this top-up so far
-    due_total = topup.bonus * min(topup.refunded + amount.atoms, topup.amount) // topup.amount
-    due = max(0, due_total - topup.bonus_clawed_back)
-    from_lot = 0
-    spent_share = 0
-    if bonus_lot is not None and bonus_lot.expired_at is None:
-        from_lot = min(due, bonus_lot.remaining)
-        frozen = sum(
-            f.frozen_bonus
-            for f in session.scalars(
-                select(CreditFreeze).where(
-                    CreditFreeze.topup_id == topup.id, CreditFreeze.status == "frozen"
-                )
-            )
-        )
-        # spent bonus not reclaimed yet: granted - left - frozen - reclaimed so far
-        spent = topup.bonus - bonus_lot.remaining - frozen - topup.bonus_clawed_back
-        spent_share = max(0, min(due - from_lot, spent))
-    withheld = min(spent_share, refunded.atoms) if on_excess == "reject" else 0
-    owed_bonus = spent_share - withheld
-    clawback = Amount(from_lot, unit)
-    cust = customer_ledger(session, account)
-    house = house_ledger(session, book_of(account), unit)
-    cash = cash_for_method(house, topup.method)
-    legs: list[Leg] = []
-    if refunded.atoms:
-        legs.append(Leg(cust.prepaid.id, refunded))
-        if refunded.atoms - withheld:
-            legs.append(Leg(cash.id, Amount(withheld - refunded.atoms, unit)))
-        if withheld:
-            legs.append(Leg(house.promotions.id, Amount(-withheld, unit)))
-    if clawback.atoms:
-        legs += [Leg(cust.bonus.id, clawback), Leg(house.promotions.id, -clawback)]
-    if excess.atoms or owed_bonus:
-        owed = reversal_receivable(session, account)
-        if excess.atoms:
-            legs += [Leg(owed.id, excess), Leg(cash.id, -excess)]
-        if owed_bonus:
-            legs += [
-                Leg(owed.id, Amount(owed_bonus, unit)),
-                Leg(house.promotions.id, Amount(-owed_bonus, unit)),
-            ]
-    entry = post_entry(
-        session,
-        legs,
-        description=f"refund of top-up {topup_id}: {reason}".strip(": "),
-        idempotency_key=idempotency_key,
-        effective_at=effective_at,
-        metadata={
-            "topup_id": topup_id,
-            "reason": reason,
-            "refunded": refunded.format(),
-            "receivable": (excess + Amount(owed_bonus, unit)).format(),
-            "withheld": Amount(withheld, unit).format(),
-            # exact parts, so a refund that fails later is undone exactly (undo_refund)
-            "atoms": {
-                "amount": amount.atoms,
-                "refunded": refunded.atoms,
-                "excess": excess.atoms,
-                "bonus_from_lot": from_lot,
-                "bonus_owed": owed_bonus,
-                "withheld": withheld,
-            },
-        },
-    )
-    if not entry.replayed:
-        paid.remaining -= refunded.atoms
-        if bonus_lot is not None:
-            bonus_lot.remaining -= clawback.atoms
-        topup.refunded += amount.atoms
-        topup.bonus_clawed_back += from_lot + spent_share
-    session.flush()
-    return Refund(
-        topup_id,
-        refunded,
-        Amount(from_lot + spent_share, unit),
-        entry.id,
-        excess + Amount(owed_bonus, unit),
-        Amount(withheld, unit),
-    )
-
-
-def refund_topup(
-    session: Session,
-    topup_id: str,
-    *,
-    amount: str | None = None,
-    reason: str = "",
-    scope: Scope = EVERYTHING,
-) -> Refund:
-    """Refund unspent paid credit of a top-up, clawing back the proportional unspent bonus.
-
-    The rule: at most the top-up's unspent paid credit can be refunded (a larger refund is
-    rejected, ``refund_exceeds_unspent``). Refunding a share ``r`` of the unspent paid credit
-    claws back the same share of the top-up's unspent bonus (rounded down to the atom, in the
-    customer's favour). See :func:`reverse_topup`.
-
-    Raises:
-        NotFound: no such top-up visible to the caller.
-        RefundTooLarge: more than the unspent paid credit.
-    """
-    topup = session.get(Topup, topup_id)
-    if topup is None:
-        raise NotFound(f"top-up {topup_id} does not exist")
-    account = get_account(session, topup.account_id, scope=scope)
-    if topup.method == "stripe":
-        raise InvalidRequest(
-            f"top-up {topup_id} was paid by card: refund it through the payment provider"
-        )
-    if amount:
-        wanted = parse_money(amount, account, what="refund amount")
-    else:
-        wanted = unspent_paid(session, topup_id)
-        if wanted.atoms == 0:
-            raise RefundTooLarge(f"top-up {topup_id} has no unspent paid credit left to refund")
-    return reverse_topup(session, topup_id, wanted, reason=reason, scope=scope)
-
-
-@dataclass(frozen=True, slots=True)
-class RefundUndone:
-    """What undoing a refund gave back (a refund that failed at the provider).
-
-    Attributes:
-        cash: the money that came back (debited to the cash account it left).
-        paid: paid credit restored (to the top-up's paid lot, and a new paid lot for debt the
-            refund had booked that could no longer be cancelled, e.g. already invoiced).
-        bonus: bonus restored to the top-up's bonus lot (with its expiry; nothing when that lot
-            has expired since: it would have lapsed).
-        debt_cancelled: what the refund had booked as owed (``receivable:reversals``) and is
-            cancelled.
-    """
-
-    topup_id: str
-    cash: Amount
-    paid: Amount
-    bonus: Amount
-    debt_cancelled: Amount
-    entry_id: int | None
-
-
-def _parts_of_refund(
-    session: Session, entry_id: int, *, prepaid: int, bonus: int, owed: int, cash: int
-) -> dict[str, int]:
-    """The exact parts of a refund entry written by :func:`reverse_topup` (its metadata keeps
-    them; older entries are read from their postings, which determine them when nothing was
-    withheld, as for every card refund)."""
-    entry = session.get_one(JournalEntry, entry_id)
-    atoms = (entry.metadata_ or {}).get("atoms")
-    if isinstance(atoms, dict):
-        return {k: int(v) for k, v in atoms.items()}
-    rows = session.execute(
-        select(Posting.account_id, Posting.amount).where(
-            Posting.entry_id == entry_id, Posting.phase == 0
-        )
-    ).all()
-    by_account: dict[int, int] = {}
-    for account_id, amt in rows:
-        by_account[account_id] = by_account.get(account_id, 0) + int(amt)
-    refunded = by_account.get(prepaid, 0)
-    cash_out = -by_account.get(cash, 0)
-    excess = cash_out - refunded
-    return {
-        "amount": refunded + excess,
-        "refunded": refunded,
-        "excess": excess,
-        "bonus_from_lot": by_account.get(bonus, 0),
-        "bonus_owed": by_account.get(owed, 0) - excess,
-        "withheld": 0,
-    }
-
-
-def undo_refund(
-    session: Session,
-    topup_id: str,
-    refund_entry_id: int,
-    *,
-    idempotency_key: str,
-    reason: str = "",
-    effective_at: datetime | None = None,
-) -> RefundUndone:
-    """Undo one refund of a top-up whose money came back (the refund failed at the provider):
-    the exact inverse of what :func:`reverse_topup` booked.
-
-    * the money is back in the cash account it left;
-    * the paid credit it took goes back to the top-up's paid lot, the bonus it clawed back to
-      the top-up's bonus lot (same expiry; a bonus lot that has expired since gets nothing: the
-      bonus would have lapsed);
-    * what it booked as owed (``receivable:reversals``: refund beyond the unspent credit, spent
-      bonus) is cancelled while that receivable still holds it; what an invoice has billed
-      already (the customer owes or paid it there) becomes paid credit instead.
-
-    Idempotent per ``idempotency_key``.
-
-    Raises:
-        NotFound: no such top-up.
-    """
-    topup = _lock_with_account(session, topup_id)
-    account = get_account(session, topup.account_id)
-    unit = currency_of(account)
-    zero = Amount(0, unit)
-    prior = session.scalar(
-        select(JournalEntry.id).where(JournalEntry.idempotency_key == idempotency_key)
-    )
-    if prior is not None:
-        return RefundUndone(topup_id, zero, zero, zero, zero, None)
-    cust = customer_ledger(session, account)
-    house = house_ledger(session, book_of(account), unit)
-    cash = cash_for_method(house, topup.method)
-    owed_acct = reversal_receivable(session, account)
-    parts = _parts_of_refund(
-        session,
-        refund_entry_id,
-        prepaid=cust.prepaid.id,
-        bonus=cust.bonus.id,
-        owed=owed_acct.id,
-        cash=cash.id,
-    )
-    refunded, excess = parts["refunded"], parts["excess"]
-    from_lot, owed_bonus, withheld = parts["bonus_from_lot"], parts["bonus_owed"], parts["withheld"]
-    lot_ids = [i for i in (topup.paid_lot_id, topup.bonus_lot_id) if i is not None]
-    lots = {
-        lot.id: lot
-        for lot in session.scalars(
-            select(CreditLot)
-            .where(CreditLot.id.in_(lot_ids))
-            .order_by(CreditLot.id)
-            .with_for_update()
-        )
-    }
-    assert topup.paid_lot_id is not None
-    paid_lot = lots[topup.paid_lot_id]
-    bonus_lot = lots.get(topup.bonus_lot_id) if topup.bonus_lot_id else None
-    bonus_back = from_lot if bonus_lot is not None and bonus_lot.expired_at is None else 0
-    # debts the refund booked, cancelled while receivable:reversals still holds them
-    held = _posted_balance(session, owed_acct.id)
-    cancel_excess = min(excess, held)
-    cancel_bonus = min(owed_bonus, held - cancel_excess)
-    extra_paid = (excess - cancel_excess) + (owed_bonus - cancel_bonus)
-    cash_back = refunded - withheld + excess
-    legs = [
-        Leg(cash.id, Amount(cash_back, unit)),
-        Leg(house.promotions.id, Amount(withheld + bonus_back + owed_bonus, unit)),
-        Leg(cust.prepaid.id, Amount(-(refunded + extra_paid), unit)),
-        Leg(cust.bonus.id, Amount(-bonus_back, unit)),
-        Leg(owed_acct.id, Amount(-(cancel_excess + cancel_bonus), unit)),
-    ]
-    entry = post_entry(
-        session,
-        [leg for leg in legs if leg.amount.atoms],
-        description=f"refund of top-up {topup_id} undone: {reason}".strip(": "),
-        idempotency_key=idempotency_key,
-        effective_at=effective_at,
-        metadata={
-            "topup_id": topup_id,
-            "undoes_entry_id": refund_entry_id,
-            "reason": reason,
-            "atoms": {
-                "cash": cash_back,
-                "paid": refunded + extra_paid,
-                "bonus": bonus_back,
-                "debt_cancelled": cancel_excess + cancel_bonus,
-            },
-        },
-    )
-    paid_lot.remaining += refunded
-    if extra_paid:
-        session.add(
-            CreditLot(
-                account_id=account.id,
-                kind=PAID,
-                unit=unit.code,
-                ledger_account_id=cust.prepaid.id,
-                granted=extra_paid,
-                remaining=extra_paid,
-                source_type="refund_undone",
-                source_id=topup.id,
-            )
-        )
-    if bonus_lot is not None and bonus_back:
-        bonus_lot.remaining += bonus_back
-    topup.refunded -= refunded + excess
-    topup.bonus_clawed_back -= from_lot + owed_bonus
-    session.flush()
-    return RefundUndone(
-        topup_id,
-        Amount(cash_back, unit),
-        Amount(refunded + extra_paid, unit),
-        Amount(bonus_back, unit),
-        Amount(cancel_excess + cancel_bonus, unit),
-        entry.id,
-    )
-
-
-def _posted_balance(session: Session, ledger_account_id: int) -> int:
-    """A tracked asset account's posted balance (debits - credits), read fresh."""
-    row = session.execute(
-        select(LedgerAccount.debits_posted, LedgerAccount.credits_posted)
-        .where(LedgerAccount.id == ledger_account_id)
-        .execution_options(populate_existing=True)
-    ).one()
-    return int(row.debits_posted) - int(row.credits_posted)

@@ -35,7 +35,8 @@ from invoicing.payments.refunds import payment_for_topup
 from wallet.accounts import get_account, require_open
 from wallet.chart import currency_of
 from wallet.models import Account, Topup
-from wallet.topups import PaidExpiryNotAllowed, record_topup, refund_topup
+from wallet.refunds import refund_topup
+from wallet.topups import PaidExpiryNotAllowed, record_topup
 
 
 class TopupIn(BaseModel):

@@ -40,7 +40,7 @@ from invoicing.payments.settlement import (
 )
 from ledger.base import utcnow
 from ledger.locks import lock_key, xact_lock
-from wallet.topups import Refund
+from wallet.refunds import Refund
 
 
 @dataclass(slots=True)

@@ -25,7 +25,8 @@ from ledger.base import utcnow
 from ledger.units import unit as unit_of
 from wallet.accounts import get_account
 from wallet.outbox import emit
-from wallet.topups import create_pending_topup, settle_topup, undo_refund
+from wallet.refunds import undo_refund
+from wallet.topups import create_pending_topup, settle_topup
 
 log = logging.getLogger(__name__)
 

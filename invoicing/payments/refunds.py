@@ -35,7 +35,8 @@ from ledger.units import unit as unit_of
 from wallet.accounts import EVERYTHING, Scope, get_account
 from wallet.errors import InvalidRequest
 from wallet.models import Account
-from wallet.topups import Refund, parse_money, unspent_paid
+from wallet.refunds import Refund, unspent_paid
+from wallet.topups import parse_money
 
 
 @dataclass(frozen=True, slots=True)

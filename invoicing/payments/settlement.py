@@ -41,15 +41,9 @@ from wallet.burn import MONEY_KINDS
 from wallet.lots import open_lots
 from wallet.models import Topup
 from wallet.packages import buy_package
+from wallet.refunds import Refund, reverse_topup, unspent_paid
 from wallet.subscriptions import start_subscription
-from wallet.topups import (
-    Refund,
-    create_pending_topup,
-    fail_topup,
-    reverse_topup,
-    settle_topup,
-    unspent_paid,
-)
+from wallet.topups import create_pending_topup, fail_topup, settle_topup
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from invoicing.reports import prepaid_liability
 from tests.books import assert_books_tie
 from wallet.balance import balance_of
 from wallet.models import Account, Topup
-from wallet.topups import reverse_topup
+from wallet.refunds import reverse_topup
 
 from .conftest import (
     APR,

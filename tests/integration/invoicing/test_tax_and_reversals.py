@@ -26,7 +26,8 @@ from wallet.accounts import lock_accounts
 from wallet.balance import balance_of
 from wallet.freezes import book_receivable
 from wallet.models import Account
-from wallet.topups import record_topup, reverse_topup
+from wallet.refunds import reverse_topup
+from wallet.topups import record_topup
 
 from .conftest import (
     APR,

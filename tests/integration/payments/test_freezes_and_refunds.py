@@ -16,7 +16,7 @@ from wallet.errors import InvalidRequest, RefundTooLarge
 from wallet.freezes import freeze_topup_credit, release_freeze
 from wallet.lots import expire_lots
 from wallet.models import Account, CreditLot, Topup
-from wallet.topups import refund_topup, reverse_topup
+from wallet.refunds import refund_topup, reverse_topup
 
 USD = currency("USD")
 

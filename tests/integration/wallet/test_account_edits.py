@@ -20,7 +20,7 @@ from wallet.balance import balance_of
 from wallet.charging import charge_batch
 from wallet.errors import AccountClosed, AccountNotEmpty, InvalidRequest
 from wallet.models import Account
-from wallet.topups import refund_topup
+from wallet.refunds import refund_topup
 
 TEN_MIN = timedelta(minutes=10)
 

@@ -75,7 +75,7 @@ def test_a_refund_takes_back_the_bonus_that_came_with_the_money(priced: Session)
     from datetime import UTC, datetime
 
     from plans import catalog
-    from wallet.topups import refund_topup
+    from wallet.refunds import refund_topup
 
     catalog.create_topup_bonus_rule(
         priced,
