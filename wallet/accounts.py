@@ -1,4 +1,20 @@
-"""Wallet accounts: creation, lookup within a caller's scope, settings."""
+"""Wallet accounts: creation, lookup within a caller's scope, settings, and the wallet's lock.
+
+Lock order (every path that changes a wallet takes what it needs in this order):
+
+1. on the gateway path only, advisory locks: the usage gate of each billing tree charged
+   (``wallet/gate.py``, shared; the month-end close takes it exclusively) and the catalog lock of
+   each currency (shared), then the usage ids claimed, in id order (``wallet/snapshot.py``);
+2. the ``wallet_accounts`` rows involved, with the resellers of sub-accounts, in id order,
+   ``FOR NO KEY UPDATE`` (:func:`lock_accounts`, :func:`get_account` with ``lock=True``);
+3. the row the operation is about: authorizations in id order (gateway), a top-up
+   (:func:`wallet.topups.lock_topup`), a credit freeze;
+4. credit lots in id order ``FOR UPDATE``, taken by the services outside the gateway (refunds,
+   freezes, purchases, lot expiry); the gateway path reads lots and quota windows without row
+   locks, since they change only under their account's row lock;
+5. ledger accounts in id order (:func:`ledger.journal.post_entries`; the posting trigger locks
+   in id order too).
+"""
 
 from __future__ import annotations
 
@@ -83,8 +99,8 @@ def lock_accounts(
     session: Session, account_ids: Iterable[str], *, with_parents: bool = True
 ) -> dict[str, Account]:
     """Lock wallet accounts (``FOR NO KEY UPDATE``) in id order, with their resellers when
-    ``with_parents``: the first row lock of every path that changes a wallet (see
-    ``wallet/burndown.py`` for the whole lock order). Unknown ids are left out.
+    ``with_parents``: the first row lock of every path that changes a wallet (the whole lock
+    order is in this module's docstring). Unknown ids are left out.
     """
     ids = set(account_ids)
     if with_parents and ids:

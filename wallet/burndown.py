@@ -14,10 +14,8 @@ was taken in a :class:`Reservation`, and :func:`give_back` returns exactly that.
 holds" (:mod:`wallet.gateway`), so the burn order and the credit limit apply to captures exactly
 as to plain usage.
 
-Lock order (every path that changes a wallet): the ``wallet_accounts`` rows of every account
-involved, sorted by id; then authorizations by id; then ledger accounts by id. Credit lots and
-quota windows are changed only by holders of their account's row, so they need no row locks of
-their own.
+The caller holds the account rows (the lock order is in :mod:`wallet.accounts`): lots and quota
+windows change only under their account's row lock.
 """
 
 from __future__ import annotations
@@ -243,16 +241,7 @@ def draw(
         ``plan_quota_exhausted``); nothing is changed either way.
     """
     allowed = set(sources) if sources is not None else None
-    cutoff = valid_at or at
-
-    def usable(lot: Lot) -> bool:
-        return (
-            lot.remaining > 0
-            and (lot.expires_at is None or lot.expires_at > cutoff)
-            and (lot.valid_from is None or lot.valid_from <= at)
-            and (not lot.models or model in lot.models)
-        )
-
+    usable = _Usable(model, at, valid_at or at)
     d = Draw()
     money_left, tokens_left = money, tokens
     refusal: str | None = None
@@ -262,51 +251,101 @@ def draw(
         if allowed is not None and source not in allowed:
             continue
         if source == PLAN:
-            plan = w.plan
-            if not use_plan or plan is None or (plan.models and model not in plan.models):
-                continue
-            if not plan_covers(w, at):
-                continue
-            if quota_room(w, 1, tokens_left, at):
-                d.plan_requests, d.plan_tokens = 1, tokens_left
+            covered = _draw_plan(w, d, model, tokens_left, at) if use_plan else None
+            if covered:
                 money_left = tokens_left = 0
-            elif plan.on_exhausted == "block":
+            elif covered is False:
                 if not partial:
                     return None, money_left, "plan_quota_exhausted"
                 refusal = "plan_quota_exhausted"
         elif source == PACKAGE:
-            for lot in w.lots_of(PACKAGE):
-                if tokens_left == 0:
-                    break
-                if not usable(lot):
-                    continue
-                take = min(tokens_left, lot.remaining)
-                d.lots.append((lot, take))
-                d.package_tokens += take
-                money_left -= money_left * take // tokens_left
-                tokens_left -= take
+            money_left, tokens_left = _draw_packages(w, d, money_left, tokens_left, usable)
         elif source in (BONUS, PAID):
-            for lot in w.lots_of(source):
-                if money_left == 0:
-                    break
-                if not usable(lot):
-                    continue
-                take = min(money_left, lot.remaining)
-                d.lots.append((lot, take))
-                d.money[source] += take
-                money_left -= take
+            money_left = _draw_money(w, d, source, money_left, usable)
             if money_left == 0:
                 tokens_left = 0
         elif source == OVERAGE and money_left:
-            take = min(money_left, max(w.headroom, 0)) if partial else money_left
-            if take and take <= w.headroom:
-                d.money[OVERAGE] += take
-                money_left -= take
-                if money_left == 0:
-                    tokens_left = 0
+            money_left = _draw_overage(w, d, money_left, partial)
+            if money_left == 0:
+                tokens_left = 0
     if money_left > 0 and not partial:
         return None, money_left, refusal or "insufficient_funds"
     return d, money_left, refusal if money_left else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Usable:
+    """Which lots may pay for a request: unspent, not expired by ``cutoff``, valid from
+    ``at`` and scoped to ``model`` (or unscoped)."""
+
+    model: str | None
+    at: datetime
+    cutoff: datetime
+
+    def __call__(self, lot: Lot) -> bool:
+        return (
+            lot.remaining > 0
+            and (lot.expires_at is None or lot.expires_at > self.cutoff)
+            and (lot.valid_from is None or lot.valid_from <= self.at)
+            and (not lot.models or self.model in lot.models)
+        )
+
+
+def _draw_plan(
+    w: WalletState, d: Draw, model: str | None, tokens: int, at: datetime
+) -> bool | None:
+    """Plan quota pays the whole request (True), is exhausted and blocks (False), or does not
+    apply (None: no plan, another model, usage outside its span, or it falls back to the
+    wallet when exhausted)."""
+    plan = w.plan
+    if plan is None or (plan.models and model not in plan.models) or not plan_covers(w, at):
+        return None
+    if quota_room(w, 1, tokens, at):
+        d.plan_requests, d.plan_tokens = 1, tokens
+        return True
+    return False if plan.on_exhausted == "block" else None
+
+
+def _draw_packages(
+    w: WalletState, d: Draw, money_left: int, tokens_left: int, usable: _Usable
+) -> tuple[int, int]:
+    """Package tokens pay their share of the tokens and the same share of the money; returns
+    the money and tokens left."""
+    for lot in w.lots_of(PACKAGE):
+        if tokens_left == 0:
+            break
+        if not usable(lot):
+            continue
+        take = min(tokens_left, lot.remaining)
+        d.lots.append((lot, take))
+        d.package_tokens += take
+        money_left -= money_left * take // tokens_left
+        tokens_left -= take
+    return money_left, tokens_left
+
+
+def _draw_money(w: WalletState, d: Draw, kind: str, money_left: int, usable: _Usable) -> int:
+    """Lots of one money kind pay what they can; returns the money left."""
+    for lot in w.lots_of(kind):
+        if money_left == 0:
+            break
+        if not usable(lot):
+            continue
+        take = min(money_left, lot.remaining)
+        d.lots.append((lot, take))
+        d.money[kind] += take
+        money_left -= take
+    return money_left
+
+
+def _draw_overage(w: WalletState, d: Draw, money_left: int, partial: bool) -> int:
+    """Overage pays within the credit limit (all or nothing unless ``partial``); returns the
+    money left."""
+    take = min(money_left, max(w.headroom, 0)) if partial else money_left
+    if take and take <= w.headroom:
+        d.money[OVERAGE] += take
+        money_left -= take
+    return money_left
 
 
 def _take(w: WalletState, d: Draw, at: datetime) -> list[tuple[Window, int]]:

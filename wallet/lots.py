@@ -1,6 +1,6 @@
 """Credit lots: spending money in burn order, and expiring lots with their ledger entries.
 
-Lock order: see ``wallet/burndown.py`` (account rows, then lots by id, then ledger accounts).
+Lock order: see :mod:`wallet.accounts` (account rows, then lots by id, then ledger accounts).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.errors import InsufficientFunds
 from ledger.journal import EntrySpec, Leg, post_entries
-from ledger.units import unit as unit_of
 from wallet.accounts import lock_accounts
 from wallet.burn import BONUS, MONEY_KINDS, PACKAGE, PAID, validate_burn_order
 from wallet.burndown import Lot, Owner, WalletState, draw
@@ -233,13 +232,13 @@ def expire_lots(session: Session, *, now: datetime | None = None, limit: int = 5
         house = house_ledger(session, book_of(account), unit)
         legs: list[Leg]
         if lot.kind == BONUS:
-            amt = Amount(lot.remaining, unit)
+            amt = lot.remaining_amount
             legs = [Leg(cust.bonus.id, amt), Leg(house.promotions.id, -amt)]
         elif lot.kind == PAID:
-            amt = Amount(lot.remaining, unit)
+            amt = lot.remaining_amount
             legs = [Leg(cust.prepaid.id, amt), Leg(house.revenue_breakage.id, -amt)]
         else:
-            tokens = Amount(lot.remaining, cust.package_tokens.unit)
+            tokens = lot.remaining_amount
             legs = [Leg(cust.package_tokens.id, tokens), Leg(house.tokens_expired.id, -tokens)]
             if lot.deferred:
                 money = Amount(lot.deferred, unit)
@@ -288,8 +287,7 @@ def notify_expiring(session: Session, *, now: datetime | None = None) -> int:
         if lot.kind == PACKAGE:
             remaining = {"tokens": lot.remaining}
         else:
-            amount = Amount(lot.remaining, unit_of(lot.unit))
-            remaining = {"amount": amount.format(), "currency": lot.unit}
+            remaining = {"amount": lot.remaining_amount.format(), "currency": lot.unit}
         data = {
             "account_id": lot.account_id,
             "lot_id": lot.id,

@@ -21,7 +21,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
+from ledger.amounts import Amount
 from ledger.base import Atoms, Base, UTCDateTime
+from ledger.units import unit as unit_of
 
 
 class Account(Base):
@@ -66,6 +68,9 @@ class Account(Base):
 class CreditLot(Base):
     """A lot of credit: paid money, bonus money or package tokens, with priority and expiry.
 
+    ``granted``, ``remaining`` and ``reserved`` count the lot's ``unit``: atoms of the
+    account's currency for money lots (``paid``, ``bonus``), whole tokens for ``package`` lots
+    (:attr:`remaining_amount` and :attr:`granted_amount` carry the unit).
     ``remaining`` is what can be spent; ``reserved`` is what open gateway authorizations hold
     from it. ``remaining + reserved`` always equals what the ledger holds for the lot: summed
     over an account's lots of one kind, the balance of the matching ledger account.
@@ -111,6 +116,16 @@ class CreditLot(Base):
     source_id: Mapped[str] = mapped_column(Text)
     expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=text("now()"))
+
+    @property
+    def remaining_amount(self) -> Amount:
+        """What can be spent, in the lot's unit (currency atoms, or tokens for packages)."""
+        return Amount(self.remaining, unit_of(self.unit))
+
+    @property
+    def granted_amount(self) -> Amount:
+        """What the lot was granted, in the lot's unit (currency atoms, or tokens)."""
+        return Amount(self.granted, unit_of(self.unit))
 
 
 class Topup(Base):

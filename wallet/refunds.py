@@ -69,8 +69,7 @@ def unspent_paid(session: Session, topup_id: str) -> Amount:
     topup = session.get(Topup, topup_id)
     if topup is None or topup.paid_lot_id is None:
         raise NotFound(f"top-up {topup_id} does not exist or was not credited")
-    lot = session.get_one(CreditLot, topup.paid_lot_id)
-    return Amount(lot.remaining, currency_of(get_account(session, topup.account_id)))
+    return session.get_one(CreditLot, topup.paid_lot_id).remaining_amount
 
 
 class _Roles:
