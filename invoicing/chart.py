@@ -1,4 +1,4 @@
-"""Ledger accounts the invoicing layer posts to (next to wallet/chart.py's).
+"""Ledger accounts the invoicing layer posts to (next to wallet/ledger_accounts.py's).
 
 | account | type | owner | balance |
 |---|---|---|---|
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from ledger.accounts import AccountRef, AccountSpec, open_accounts
 from ledger.models import AccountType
 from ledger.units import Unit
-from wallet.chart import book_of, currency_of, house_ledger
+from wallet.ledger_accounts import book_of, currency_of, house_ledger
 from wallet.models import Account
 
 

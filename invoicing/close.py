@@ -65,8 +65,8 @@ from ledger.errors import NotFound
 from ledger.ids import new_id
 from plans.catalog import get_package, get_plan
 from wallet.accounts import lock_accounts
-from wallet.chart import book_of, currency_of
 from wallet.gate import enter_exclusive
+from wallet.ledger_accounts import book_of, currency_of
 from wallet.models import Account
 
 # -- collecting lines ------------------------------------------------------------------------

@@ -37,8 +37,8 @@ from ledger.errors import InvalidAmount, NotFound
 from ledger.ids import new_id
 from ledger.journal import Leg, post_entry
 from ledger.units import Unit, currency
-from wallet.burn import BONUS, PAID
-from wallet.chart import book_of, customer_ledger, house_ledger
+from wallet.burn_order import BONUS, PAID
+from wallet.ledger_accounts import book_of, customer_ledger, house_ledger
 from wallet.models import Account, CreditLot
 
 

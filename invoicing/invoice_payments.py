@@ -37,7 +37,7 @@ from ledger.journal import Entry, Leg, post_entry
 from ledger.locks import lock_idempotency_keys
 from ledger.models import JournalEntry
 from ledger.units import Unit, currency
-from wallet.chart import book_of
+from wallet.ledger_accounts import book_of
 from wallet.models import Account
 
 PAYMENT_METHODS = ("bank_transfer", "stripe", "other")

@@ -39,7 +39,7 @@ from ledger.ids import new_id
 from ledger.journal import Leg, post_entry
 from ledger.units import currency
 from wallet.accounts import lock_accounts
-from wallet.chart import book_of, customer_ledger, reversal_receivable
+from wallet.ledger_accounts import book_of, customer_ledger, reversal_receivable
 from wallet.lots import draw_paid_credit
 from wallet.models import Account
 

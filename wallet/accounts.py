@@ -33,9 +33,9 @@ from ledger.ids import new_id
 from ledger.units import currency as currency_unit
 from plans.catalog import get_failed_request_policy
 from plans.price_context import check_standing_discounts
-from wallet.burn import validate_burn_order
-from wallet.chart import customer_ledger
+from wallet.burn_order import validate_burn_order
 from wallet.errors import AccountClosed, AccountNotEmpty, Conflict, InvalidRequest
+from wallet.ledger_accounts import customer_ledger
 from wallet.models import Account
 
 

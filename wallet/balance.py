@@ -13,8 +13,8 @@ from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.models import LedgerAccount
 from plans.catalog import get_plan
-from wallet.burn import PACKAGE
-from wallet.chart import currency_of, customer_ledger
+from wallet.burn_order import PACKAGE
+from wallet.ledger_accounts import currency_of, customer_ledger
 from wallet.lots import open_lots
 from wallet.models import Account
 from wallet.subscriptions import WindowState, get_live_subscription, quota_state

@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from ledger.units import Unit
-from wallet.burn import BONUS, NEVER, OVERAGE, PACKAGE, PAID, PLAN
+from wallet.burn_order import BONUS, NEVER, OVERAGE, PACKAGE, PAID, PLAN
 from wallet.quota import window_bounds
 
 #: The sources a reseller's float pays wholesale from: money only, never its own plan/packages.

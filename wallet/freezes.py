@@ -34,10 +34,16 @@ from ledger.errors import NotFound
 from ledger.ids import new_id
 from ledger.journal import Leg, create_hold, post_entry, post_hold, void_hold
 from wallet.accounts import get_account
-from wallet.burn import BONUS
-from wallet.chart import book_of, currency_of, customer_ledger, house_ledger, reversal_receivable
+from wallet.burn_order import BONUS
 from wallet.clawbacks import freeze_shares
 from wallet.errors import InvalidRequest
+from wallet.ledger_accounts import (
+    book_of,
+    currency_of,
+    customer_ledger,
+    house_ledger,
+    reversal_receivable,
+)
 from wallet.models import Account, CreditFreeze, CreditLot
 from wallet.topups import lock_topup, lock_topup_lots
 

@@ -52,7 +52,7 @@ from wallet.billing import (
     rate_atoms,
     wholesale_ratio,
 )
-from wallet.burn import BONUS, OVERAGE, PAID
+from wallet.burn_order import BONUS, OVERAGE, PAID
 from wallet.burndown import (
     GRANT_MONEY_SOURCES,
     GRANT_TOKEN_SOURCES,

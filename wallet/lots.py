@@ -18,9 +18,15 @@ from ledger.base import utcnow
 from ledger.errors import InsufficientFunds
 from ledger.journal import EntrySpec, Leg, post_entries
 from wallet.accounts import lock_accounts
-from wallet.burn import BONUS, MONEY_KINDS, PACKAGE, PAID, validate_burn_order
+from wallet.burn_order import BONUS, MONEY_KINDS, PACKAGE, PAID, validate_burn_order
 from wallet.burndown import Lot, Owner, WalletState, draw
-from wallet.chart import CustomerLedger, book_of, currency_of, customer_ledger, house_ledger
+from wallet.ledger_accounts import (
+    CustomerLedger,
+    book_of,
+    currency_of,
+    customer_ledger,
+    house_ledger,
+)
 from wallet.models import Account, CreditLot
 from wallet.outbox import emit
 

@@ -31,8 +31,8 @@ from ledger.errors import DomainError, IdempotencyConflict, InvalidAmount
 from ledger.ids import new_id
 from ledger.journal import Leg, post_entry
 from wallet.accounts import EVERYTHING, Scope, get_account, lock_accounts
-from wallet.chart import book_of, customer_ledger, house_ledger
 from wallet.errors import InvalidRequest
+from wallet.ledger_accounts import book_of, customer_ledger, house_ledger
 from wallet.models import OveragePayment
 from wallet.topups import parse_money
 

@@ -13,9 +13,9 @@ from ledger.journal import Leg, post_entry
 from ledger.units import TOKENS
 from plans.catalog import get_package
 from wallet.accounts import EVERYTHING, Scope, get_account
-from wallet.burn import PACKAGE
-from wallet.chart import book_of, currency_of, customer_ledger, house_ledger
+from wallet.burn_order import PACKAGE
 from wallet.errors import InvalidRequest
+from wallet.ledger_accounts import book_of, currency_of, customer_ledger, house_ledger
 from wallet.lots import check_low_balance, draw_money, money_balance
 from wallet.models import CreditLot, PackagePurchase
 

@@ -21,8 +21,10 @@ from ledger.journal import Leg, post_entry
 from ledger.models import JournalEntry, LedgerAccount, Posting
 from ledger.units import Unit
 from wallet.accounts import EVERYTHING, Scope, get_account
-from wallet.burn import PAID
-from wallet.chart import (
+from wallet.burn_order import PAID
+from wallet.clawbacks import RefundSplit, TopupSoFar, UndoSplit, split_refund, split_undo
+from wallet.errors import InvalidRequest, RefundTooLarge
+from wallet.ledger_accounts import (
     book_of,
     cash_for_method,
     currency_of,
@@ -30,8 +32,6 @@ from wallet.chart import (
     house_ledger,
     reversal_receivable,
 )
-from wallet.clawbacks import RefundSplit, TopupSoFar, UndoSplit, split_refund, split_undo
-from wallet.errors import InvalidRequest, RefundTooLarge
 from wallet.models import Account, CreditFreeze, CreditLot, Topup
 from wallet.topups import lock_topup, lock_topup_lots, parse_money
 

@@ -40,9 +40,9 @@ from ledger.units import Unit
 from ledger.units import unit as unit_of
 from plans.catalog import DEFAULT_FAILED_REQUEST_POLICY, FailedRequestPolicy, get_plan
 from plans.failures import FAILURE_KINDS
-from wallet.burn import BONUS, DEFAULT_BURN_ORDER, PAID, validate_burn_order
+from wallet.burn_order import BONUS, DEFAULT_BURN_ORDER, PAID, validate_burn_order
 from wallet.burndown import Lot, Owner, PlanTerms, Reservation, WalletState, Window
-from wallet.chart import CustomerLedger, customer_ledger_of
+from wallet.ledger_accounts import CustomerLedger, customer_ledger_of
 
 #: what uses the credit limit besides open authorizations: overage not yet invoiced, invoices
 #: not paid yet, and what refunds and disputes left the customer owing (in _STATE's SQL)

@@ -19,8 +19,8 @@ from ledger.ids import new_id
 from ledger.journal import Leg, post_entry
 from plans.catalog import PlanSpec, get_plan
 from wallet.accounts import EVERYTHING, Scope, get_account, lock_accounts
-from wallet.chart import book_of, currency_of, customer_ledger, house_ledger
 from wallet.errors import Conflict, InvalidRequest
+from wallet.ledger_accounts import book_of, currency_of, customer_ledger, house_ledger
 from wallet.lots import check_low_balance, draw_money, money_balance
 from wallet.models import Account, QuotaWindow, Subscription, SubscriptionPeriod
 from wallet.outbox import emit

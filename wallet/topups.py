@@ -19,15 +19,15 @@ from ledger.journal import Leg, post_entry
 from ledger.locks import lock_key, xact_lock
 from plans.catalog import bonus_for_topup
 from wallet.accounts import EVERYTHING, Scope, get_account
-from wallet.burn import BONUS, PAID
-from wallet.chart import (
+from wallet.burn_order import BONUS, PAID
+from wallet.errors import Conflict, InvalidRequest, ReferenceUsed
+from wallet.ledger_accounts import (
     book_of,
     cash_for_method,
     currency_of,
     customer_ledger,
     house_ledger,
 )
-from wallet.errors import Conflict, InvalidRequest, ReferenceUsed
 from wallet.models import Account, CreditLot, Topup
 
 Method = Literal["bank_transfer", "stripe", "reseller"]

@@ -30,9 +30,9 @@ from ledger.journal import (
 from ledger.models import JournalEntry, LedgerAccount
 from plans.catalog import FailedRequestPolicy
 from wallet.billing import Billing
-from wallet.burn import BONUS, OVERAGE, PACKAGE, PAID
+from wallet.burn_order import BONUS, OVERAGE, PACKAGE, PAID
 from wallet.burndown import Draw
-from wallet.chart import HouseLedger, book_for, house_ledger
+from wallet.ledger_accounts import HouseLedger, book_for, house_ledger
 from wallet.models import Authorization, CreditLot, QuotaWindow
 from wallet.outbox import emit
 from wallet.records import UsageIn

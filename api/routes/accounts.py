@@ -31,7 +31,7 @@ from api.schemas import (
 from invoicing.profiles import get_billing_profile, set_billing_profile
 from wallet.accounts import create_account, get_account, update_account
 from wallet.balance import balance_of
-from wallet.chart import currency_of
+from wallet.ledger_accounts import currency_of
 from wallet.models import Account
 
 ALL_ROLES = ("finance", "reseller", "customer", "gateway")

@@ -32,8 +32,8 @@ from ledger.units import unit as unit_of
 from plans import catalog
 from plans.price_context import PriceContext, standing_contract
 from wallet.accounts import get_account
-from wallet.chart import currency_of
 from wallet.history import UsageFilter, statement_page, usage_cursor, usage_page
+from wallet.ledger_accounts import currency_of
 
 From = Annotated[
     datetime | None,

@@ -25,7 +25,7 @@ from api.schemas import IdempotencyKey, Limit, Money, Page, scope_of
 from api.timefilters import aware
 from invoicing.payments.checkout import start_card_payment
 from wallet.accounts import get_account, require_open
-from wallet.chart import currency_of
+from wallet.ledger_accounts import currency_of
 from wallet.models import Subscription
 from wallet.packages import buy_package
 from wallet.subscriptions import cancel_subscription, start_subscription

@@ -33,7 +33,7 @@ from api.timefilters import aware
 from invoicing.payments.checkout import start_card_payment
 from invoicing.payments.refunds import payment_for_topup
 from wallet.accounts import get_account, require_open
-from wallet.chart import currency_of
+from wallet.ledger_accounts import currency_of
 from wallet.models import Account, Topup
 from wallet.refunds import refund_topup
 from wallet.topups import PaidExpiryNotAllowed, record_topup

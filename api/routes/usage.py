@@ -24,11 +24,11 @@ from api.routes.usage_results import (
 from api.schemas import IdempotencyKey, Money, scope_of
 from ledger.amounts import Amount
 from wallet.accounts import get_account
-from wallet.chart import currency_of
 from wallet.errors import InvalidRequest
 from wallet.gateway import (
     ChargeUsage,
 )
+from wallet.ledger_accounts import currency_of
 
 
 class UsageController(Controller):

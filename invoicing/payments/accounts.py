@@ -1,7 +1,7 @@
 """The operator's ledger accounts for card money, per currency (operator book).
 
 * ``cash:stripe`` (asset): our Stripe balance: card money in, refunds and fees out (opened by
-  the wallet's chart, ``wallet.chart.house_ledger``).
+  the wallet's chart, ``wallet.ledger_accounts.house_ledger``).
 * ``cash:stripe_disputed`` (asset): money Stripe withdrew for open disputes; back to
   ``cash:stripe`` when won, written off against the customer's frozen credit (or booked as a
   receivable) when lost.
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from ledger.accounts import AccountRef, AccountSpec, open_accounts
 from ledger.models import OPERATOR_BOOK, AccountType
 from ledger.units import Unit
-from wallet.chart import house_ledger
+from wallet.ledger_accounts import house_ledger
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,8 +29,8 @@ from ledger.ids import new_id
 from ledger.units import currency
 from plans.catalog import get_package, get_plan
 from wallet.accounts import EVERYTHING, Scope, get_account
-from wallet.chart import currency_of
 from wallet.errors import Conflict, InvalidRequest
+from wallet.ledger_accounts import currency_of
 from wallet.models import Account
 from wallet.subscriptions import get_live_subscription
 from wallet.topups import create_pending_topup, parse_money

@@ -37,7 +37,7 @@ from ledger.base import utcnow
 from ledger.errors import DomainError
 from ledger.units import unit as unit_of
 from wallet.accounts import get_account
-from wallet.burn import MONEY_KINDS
+from wallet.burn_order import MONEY_KINDS
 from wallet.lots import open_lots
 from wallet.models import Topup
 from wallet.packages import buy_package

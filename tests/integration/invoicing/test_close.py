@@ -15,8 +15,8 @@ from invoicing.close import close_account, close_period
 from invoicing.errors import PeriodNotEnded, PeriodOrder
 from invoicing.models import Invoice
 from ledger.accounts import get_balance
-from wallet.chart import customer_ledger
 from wallet.gate import enter_exclusive, enter_shared
+from wallet.ledger_accounts import customer_ledger
 
 from .conftest import (
     APR,

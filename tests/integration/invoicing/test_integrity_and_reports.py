@@ -21,8 +21,8 @@ from invoicing.reports import prepaid_liability, receivables_aging
 from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.errors import IdempotencyConflict
-from wallet.chart import book_of, currency_of, house_ledger
 from wallet.freezes import freeze_topup_credit
+from wallet.ledger_accounts import book_of, currency_of, house_ledger
 from wallet.models import Account
 from wallet.topups import record_topup
 

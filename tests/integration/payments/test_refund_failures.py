@@ -15,7 +15,7 @@ from plans.catalog import create_package
 from tests.books import assert_books_tie
 from tests.stripe_fakes import T0, charge_obj, event, refund_obj
 from wallet.balance import balance_of
-from wallet.chart import reversal_receivable
+from wallet.ledger_accounts import reversal_receivable
 from wallet.models import Account, CreditLot, OutboxEvent
 from wallet.packages import buy_package
 

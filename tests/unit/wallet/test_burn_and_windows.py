@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from wallet.burn import DEFAULT_BURN_ORDER, validate_burn_order
+from wallet.burn_order import DEFAULT_BURN_ORDER, validate_burn_order
 from wallet.errors import InvalidRequest
 from wallet.quota import add_months, window_bounds
 

@@ -12,7 +12,7 @@ from ledger.units import currency
 from plans.prices import ModelPrice
 from plans.rating import UsageQuantities, rate
 from wallet.billing import rate_atoms
-from wallet.burn import DEFAULT_BURN_ORDER, validate_burn_order
+from wallet.burn_order import DEFAULT_BURN_ORDER, validate_burn_order
 from wallet.burndown import MONEY_SOURCES, Lot, Owner, WalletState, apply_draw, draw
 from wallet.normalize import Tokens
 

@@ -1,4 +1,4 @@
-"""Burn order: its sources and their default order, and the check of an account's own order
+"""The burn order: its sources and their default order, and the check of an account's own order
 (the burn-down itself is ``wallet/burndown.py``).
 
 Default order: plan quota → token packages (earliest expiry first) → bonus money (earliest
