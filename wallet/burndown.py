@@ -223,10 +223,8 @@ def draw(
 ) -> tuple[Draw | None, int, str | None]:
     """Decide how ``money`` atoms (``tokens`` billable tokens) are paid, in burn order.
 
-    Plan quota covers the whole request or none of it; package tokens cover their share of the
-    tokens and the same share of the money; bonus and paid lots cover money; overage covers
-    money within the credit limit. Only what lots have ``remaining`` is used (what open
-    authorizations reserved is not).
+    Plan quota covers all of it or nothing, package tokens their share of the tokens and of the
+    money, money lots and overage (within the credit limit) money; only lots' ``remaining``.
 
     Args:
         model: the request's model (package and plan scopes); None matches only unscoped ones.

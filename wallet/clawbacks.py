@@ -187,6 +187,15 @@ class UndoSplit:
     debt_cancelled: int
     promotions: int
 
+    def atoms(self) -> dict[str, int]:
+        """What came back by name, as kept in the undo entry's metadata."""
+        return {
+            "cash": self.cash_back,
+            "paid": self.paid,
+            "bonus": self.bonus_back,
+            "debt_cancelled": self.debt_cancelled,
+        }
+
     def legs(self) -> list[tuple[Role, int]]:
         """The undo entry's legs, in posting order (none of zero)."""
         legs = [

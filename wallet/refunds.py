@@ -1,5 +1,20 @@
 """Refunds of a top-up's money (bonus clawed back with it) and their undoing.
 
+The rule (:func:`reverse_topup`): returning ``amount`` of a top-up of ``P`` that came with bonus
+``B`` takes back ``B x amount / P`` of bonus (cumulative over refunds, rounded down to the atom
+in the customer's favour). It comes out of the top-up's unspent bonus first; bonus already spent
+is the customer's to repay: kept back from what is paid out when the money has not left yet
+(``withheld``), or booked as owed in ``receivable:reversals`` when it has. A bonus lot that
+expired is not charged for (what it had left went back at expiry). A refund larger than the
+unspent paid credit is refused or its excess booked as owed. Frozen credit is not unspent.
+
+Undoing a refund that failed at the provider (:func:`undo_refund`) is its exact inverse: the
+money is back in the cash account it left; the paid credit goes back to the top-up's paid lot,
+the bonus to its bonus lot (same expiry; a bonus lot that has expired since gets nothing: the
+bonus would have lapsed); what it booked as owed is cancelled while ``receivable:reversals``
+still holds it, and what an invoice has billed already (the customer owes or paid it there)
+becomes paid credit instead.
+
 The arithmetic is :mod:`wallet.clawbacks`; this module locks, reads, posts and updates the
 lots. Lock order: the account row, the top-up, its lots (:func:`wallet.topups.lock_topup`),
 then ledger accounts.
@@ -9,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -178,18 +193,12 @@ def reverse_topup(
     scope: Scope = EVERYTHING,
 ) -> Refund:
     """Give back ``amount`` of a top-up's money: reverse unspent paid credit and take back the
-    bonus that came with the money returned.
+    bonus that came with the money returned (the rule is in this module's docstring).
 
-    The rule: returning ``amount`` of a top-up of ``P`` that came with bonus ``B`` takes back
-    ``B x amount / P`` of bonus (cumulative over refunds, rounded down to the atom in the
-    customer's favour). It comes out of the top-up's unspent bonus first; bonus already spent
-    is the customer's to repay: kept back from what is paid out when the money has not left yet
-    (``on_excess="reject"``, e.g. a bank refund: ``withheld``), or booked as owed in
-    ``receivable:reversals`` when it has (``"receivable"``: a card refund made at the
-    provider). A bonus lot that expired is not charged for (what it had left went back at
-    expiry). A refund larger than the unspent paid credit is refused (``"reject"``) or its
-    excess booked as owed (``"receivable"``). Frozen credit is not unspent. The arithmetic is
-    :func:`wallet.clawbacks.split_refund`.
+    Args:
+        on_excess: ``"reject"`` refuses a refund beyond the unspent paid credit and withholds
+            spent bonus from the payout (the money has not left yet, e.g. a bank refund);
+            ``"receivable"`` books both as owed (a card refund made at the provider).
 
     Raises:
         NotFound: no such top-up visible to the caller.
@@ -206,15 +215,7 @@ def reverse_topup(
         description=f"refund of top-up {topup_id}: {reason}".strip(": "),
         idempotency_key=idempotency_key,
         effective_at=effective_at,
-        metadata={
-            "topup_id": topup_id,
-            "reason": reason,
-            "refunded": Amount(split.refunded, unit).format(),
-            "receivable": Amount(split.receivable, unit).format(),
-            "withheld": Amount(split.withheld, unit).format(),
-            # exact parts, so a refund that fails later is undone exactly (undo_refund)
-            "atoms": split.atoms(),
-        },
+        metadata=_refund_metadata(topup_id, reason, split, unit),
     )
     if not entry.replayed:
         paid.remaining -= split.refunded
@@ -231,6 +232,19 @@ def reverse_topup(
         Amount(split.receivable, unit),
         Amount(split.withheld, unit),
     )
+
+
+def _refund_metadata(topup_id: str, reason: str, split: RefundSplit, unit: Unit) -> dict[str, Any]:
+    """The refund entry's metadata: the parts formatted, and exact (so a refund that fails
+    later is undone exactly, :func:`undo_refund`)."""
+    return {
+        "topup_id": topup_id,
+        "reason": reason,
+        "refunded": Amount(split.refunded, unit).format(),
+        "receivable": Amount(split.receivable, unit).format(),
+        "withheld": Amount(split.withheld, unit).format(),
+        "atoms": split.atoms(),
+    }
 
 
 def refund_topup(
@@ -331,17 +345,9 @@ def undo_refund(
     effective_at: datetime | None = None,
 ) -> RefundUndone:
     """Undo one refund of a top-up whose money came back (the refund failed at the provider):
-    the exact inverse of what :func:`reverse_topup` booked.
+    the exact inverse of what :func:`reverse_topup` booked (see this module's docstring).
 
-    * the money is back in the cash account it left;
-    * the paid credit it took goes back to the top-up's paid lot, the bonus it clawed back to
-      the top-up's bonus lot (same expiry; a bonus lot that has expired since gets nothing: the
-      bonus would have lapsed);
-    * what it booked as owed (``receivable:reversals``: refund beyond the unspent credit, spent
-      bonus) is cancelled while that receivable still holds it; what an invoice has billed
-      already (the customer owes or paid it there) becomes paid credit instead.
-
-    Idempotent per ``idempotency_key``. The arithmetic is :func:`wallet.clawbacks.split_undo`.
+    Idempotent per ``idempotency_key``.
 
     Raises:
         NotFound: no such top-up.
@@ -374,12 +380,7 @@ def undo_refund(
             "topup_id": topup_id,
             "undoes_entry_id": refund_entry_id,
             "reason": reason,
-            "atoms": {
-                "cash": undo.cash_back,
-                "paid": undo.paid,
-                "bonus": undo.bonus_back,
-                "debt_cancelled": undo.debt_cancelled,
-            },
+            "atoms": undo.atoms(),
         },
     )
     _restore_lots(session, topup, refund, undo, (paid_lot, bonus_lot), roles.ids["prepaid"])

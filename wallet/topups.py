@@ -1,4 +1,4 @@
-"""Top-ups (paid credit plus bonus) and refunds of unspent paid credit with bonus clawback."""
+"""Top-ups: paid credit plus the bonus the rule in force gives (refunds: ``wallet/refunds.py``)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from ledger.errors import DomainError, IdempotencyConflict, InvalidAmount, NotFo
 from ledger.ids import new_id
 from ledger.journal import Leg, post_entry
 from ledger.locks import lock_key, xact_lock
-from plans.catalog import bonus_for_topup
+from plans.catalog import BonusGrant, bonus_for_topup
 from wallet.accounts import EVERYTHING, Scope, get_account
 from wallet.burn_order import BONUS, PAID
 from wallet.errors import Conflict, InvalidRequest, ReferenceUsed
@@ -135,19 +135,12 @@ def _credit(
     """
     unit = currency_of(account)
     money = Amount(topup.amount, unit)
-    grant = (
-        bonus_for_topup(
-            session, currency=unit, amount=money, at=bonus_at, owner_account_id=account.parent_id
-        )
-        if bonus_at is not None
-        else None
-    )
+    grant = _bonus_grant(session, account, money, bonus_at)
     cust = customer_ledger(session, account)
     house = house_ledger(session, book_of(account), unit)
     legs = [Leg(cash.id, money), Leg(cust.prepaid.id, -money)]
-    bonus = grant.amount if grant and grant.amount.atoms > 0 else None
-    if bonus is not None:
-        legs += [Leg(house.promotions.id, bonus), Leg(cust.bonus.id, -bonus)]
+    if grant is not None:
+        legs += [Leg(house.promotions.id, grant.amount), Leg(cust.bonus.id, -grant.amount)]
     entry = post_entry(
         session,
         legs,
@@ -156,36 +149,17 @@ def _credit(
         effective_at=effective_at,
         metadata={"topup_id": topup.id, "account_id": account.id},
     )
-    paid_lot = CreditLot(
-        account_id=account.id,
-        kind=PAID,
-        unit=unit.code,
-        ledger_account_id=cust.prepaid.id,
-        granted=money.atoms,
-        remaining=money.atoms,
-        expires_at=paid_expires_at,
-        source_type="topup",
-        source_id=topup.id,
-    )
+    paid_lot = _topup_lot(topup, PAID, cust.prepaid.id, money, expires_at=paid_expires_at)
     session.add(paid_lot)
     bonus_lot = None
-    if bonus is not None and grant is not None:
+    if grant is not None:
         assert bonus_at is not None
         expires = bonus_at + timedelta(days=grant.expires_days) if grant.expires_days else None
-        bonus_lot = CreditLot(
-            account_id=account.id,
-            kind=BONUS,
-            unit=unit.code,
-            ledger_account_id=cust.bonus.id,
-            granted=bonus.atoms,
-            remaining=bonus.atoms,
-            expires_at=expires,
-            valid_from=bonus_at,
-            source_type="topup",
-            source_id=topup.id,
+        bonus_lot = _topup_lot(
+            topup, BONUS, cust.bonus.id, grant.amount, expires_at=expires, valid_from=bonus_at
         )
         session.add(bonus_lot)
-        topup.bonus = bonus.atoms
+        topup.bonus = grant.amount.atoms
         topup.bonus_rule_id = grant.rule_id
     session.flush()
     topup.status = "succeeded"
@@ -194,6 +168,81 @@ def _credit(
     topup.entry_id = entry.id
     session.add(topup)
     session.flush()
+
+
+def _bonus_grant(
+    session: Session, account: Account, money: Amount, at: datetime | None
+) -> BonusGrant | None:
+    """The bonus the rule in force at ``at`` gives a top-up of ``money`` (None: no bonus, or
+    none asked for)."""
+    if at is None:
+        return None
+    grant = bonus_for_topup(
+        session, currency=money.unit, amount=money, at=at, owner_account_id=account.parent_id
+    )
+    return grant if grant is not None and grant.amount.atoms > 0 else None
+
+
+def _topup_lot(
+    topup: Topup,
+    kind: str,
+    ledger_account_id: int,
+    amount: Amount,
+    *,
+    expires_at: datetime | None,
+    valid_from: datetime | None = None,
+) -> CreditLot:
+    """A new lot of a top-up's credit (paid or bonus), all of it unspent."""
+    return CreditLot(
+        account_id=topup.account_id,
+        kind=kind,
+        unit=amount.unit.code,
+        ledger_account_id=ledger_account_id,
+        granted=amount.atoms,
+        remaining=amount.atoms,
+        expires_at=expires_at,
+        valid_from=valid_from,
+        source_type="topup",
+        source_id=topup.id,
+    )
+
+
+def _check_paid_expiry(days: int | None, allowed: bool) -> None:
+    """Paid credit may be given an expiry only where the operator's terms allow it.
+
+    Raises:
+        PaidExpiryNotAllowed: an expiry the terms do not allow.
+        InvalidRequest: fewer than one day.
+    """
+    if days is None:
+        return
+    if not allowed:
+        raise PaidExpiryNotAllowed(
+            "paid credit does not expire under the operator's terms; leave"
+            " paid_expires_in_days out (an operator whose terms allow it sets"
+            " TOKENWALLET_PAID_CREDIT_EXPIRY_ALLOWED)"
+        )
+    if days < 1:
+        raise InvalidRequest("paid_expires_in_days must be at least 1")
+
+
+def _pending(
+    account: Account,
+    method: Method,
+    money: Amount,
+    reference: str | None,
+    idempotency_key: str | None,
+) -> Topup:
+    """A new top-up row, ``pending`` until credited."""
+    return Topup(
+        id=new_id("top"),
+        account_id=account.id,
+        method=method,
+        status="pending",
+        amount=money.atoms,
+        reference=reference,
+        idempotency_key=idempotency_key,
+    )
 
 
 def record_topup(
@@ -226,15 +275,7 @@ def record_topup(
             payment provider confirms it (:func:`create_pending_topup`, :func:`settle_topup`).
         IdempotencyConflict: the key was used for a different top-up of this account.
     """
-    if paid_expires_in_days is not None:
-        if not paid_expiry_allowed:
-            raise PaidExpiryNotAllowed(
-                "paid credit does not expire under the operator's terms; leave"
-                " paid_expires_in_days out (an operator whose terms allow it sets"
-                " TOKENWALLET_PAID_CREDIT_EXPIRY_ALLOWED)"
-            )
-        if paid_expires_in_days < 1:
-            raise InvalidRequest("paid_expires_in_days must be at least 1")
+    _check_paid_expiry(paid_expires_in_days, paid_expiry_allowed)
     account = get_account(session, account_id, scope=scope, lock=True)
     money = parse_money(amount, account, what="amount")
     if method == "stripe":
@@ -249,17 +290,8 @@ def record_topup(
             return TopupResult(prior, True)
     _check_reference(session, method, reference)
     when = at or utcnow()
-    unit = currency_of(account)
-    topup = Topup(
-        id=new_id("top"),
-        account_id=account.id,
-        method=method,
-        status="pending",
-        amount=money.atoms,
-        reference=reference,
-        idempotency_key=idempotency_key,
-    )
-    house = house_ledger(session, book_of(account), unit)
+    topup = _pending(account, method, money, reference, idempotency_key)
+    house = house_ledger(session, book_of(account), currency_of(account))
     _credit(
         session,
         account,
@@ -306,15 +338,7 @@ def create_pending_topup(
         prior = _prior_topup(session, account, idempotency_key, money, method)
         if prior is not None:
             return TopupResult(prior, True)
-    topup = Topup(
-        id=new_id("top"),
-        account_id=account.id,
-        method=method,
-        status="pending",
-        amount=money.atoms,
-        reference=reference,
-        idempotency_key=idempotency_key,
-    )
+    topup = _pending(account, method, money, reference, idempotency_key)
     try:
         with session.begin_nested():
             session.add(topup)
