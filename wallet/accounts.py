@@ -30,6 +30,7 @@ from ledger.amounts import Amount, exact_decimal
 from ledger.base import in_array
 from ledger.errors import NotFound
 from ledger.ids import new_id
+from ledger.units import Unit
 from ledger.units import currency as currency_unit
 from plans.catalog import get_failed_request_policy
 from plans.price_context import check_standing_discounts
@@ -135,6 +136,80 @@ def _parse_discounts(discounts: list[dict[str, Any]]) -> list[dict[str, str | No
     return out
 
 
+def _check_name(name: str) -> str:
+    """The name without surrounding blanks.
+
+    Raises:
+        InvalidRequest: empty.
+    """
+    if not name.strip():
+        raise InvalidRequest("name must not be empty")
+    return name.strip()
+
+
+def _non_negative(value: str, unit: Unit, what: str) -> Amount:
+    """A money setting, parsed.
+
+    Raises:
+        InvalidRequest: negative.
+    """
+    amount = Amount.parse(value, unit)
+    if amount.atoms < 0:
+        raise InvalidRequest(f"{what} must not be negative")
+    return amount
+
+
+def _check_parent(parent: Account, unit: Unit, kind: str) -> None:
+    """A sub-account's parent is a top-level reseller of the same currency.
+
+    Raises:
+        InvalidRequest: it is not, or the sub-account would be a reseller itself.
+    """
+    if parent.kind != "reseller":
+        raise InvalidRequest(
+            f"parent {parent.id} is not a reseller; only resellers have sub-accounts"
+        )
+    if parent.parent_id is not None:
+        raise InvalidRequest("sub-accounts cannot have sub-accounts of their own")
+    if parent.currency != unit.code:
+        raise InvalidRequest(
+            f"a sub-account uses its reseller's currency {parent.currency}, not {unit.code}"
+        )
+    if kind == "reseller":
+        raise InvalidRequest("a reseller's sub-account cannot be a reseller")
+
+
+def _check_external_id(session: Session, external_id: str, parent_id: str | None) -> None:
+    """An external id names one account under the same parent.
+
+    Raises:
+        Conflict: already used.
+    """
+    clash = session.scalar(
+        select(Account.id).where(
+            Account.external_id == external_id,
+            Account.parent_id.is_not_distinct_from(parent_id),
+        )
+    )
+    if clash:
+        raise Conflict(f"external_id {external_id!r} is already used by account {clash}")
+
+
+def _check_policy(session: Session, policy_id: str, default_hint: str) -> None:
+    """The failed-request policy exists.
+
+    Raises:
+        InvalidRequest: it does not (``default_hint`` says how to get the default one).
+    """
+    try:
+        get_failed_request_policy(session, policy_id)
+    except NotFound:
+        raise InvalidRequest(
+            f"failed_request_policy {policy_id!r} does not exist; create it with"
+            f" POST /v1/failed-request-policies{default_hint}"
+        ) from None
+
+
 def create_account(
     session: Session,
     *,
@@ -159,50 +234,22 @@ def create_account(
         Conflict: ``external_id`` already used under the same parent.
     """
     unit = currency_unit(currency)
-    if not name.strip():
-        raise InvalidRequest("name must not be empty")
-    limit = Amount.parse(credit_limit, unit)
-    if limit.atoms < 0:
-        raise InvalidRequest("credit_limit must not be negative")
+    clean_name = _check_name(name)
+    limit = _non_negative(credit_limit, unit, "credit_limit")
     threshold = Amount.parse(low_balance_threshold, unit) if low_balance_threshold else None
     if parent_id is not None:
-        parent = get_account(session, parent_id, scope=scope)
-        if parent.kind != "reseller":
-            raise InvalidRequest(
-                f"parent {parent_id} is not a reseller; only resellers have sub-accounts"
-            )
-        if parent.parent_id is not None:
-            raise InvalidRequest("sub-accounts cannot have sub-accounts of their own")
-        if parent.currency != unit.code:
-            raise InvalidRequest(
-                f"a sub-account uses its reseller's currency {parent.currency}, not {unit.code}"
-            )
-        if kind == "reseller":
-            raise InvalidRequest("a reseller's sub-account cannot be a reseller")
+        _check_parent(get_account(session, parent_id, scope=scope), unit, kind)
     elif scope.kind != "all":
         raise NotFound("resellers create sub-accounts under their own account (parent_id)")
     if external_id is not None:
-        clash = session.scalar(
-            select(Account.id).where(
-                Account.external_id == external_id,
-                Account.parent_id.is_not_distinct_from(parent_id),
-            )
-        )
-        if clash:
-            raise Conflict(f"external_id {external_id!r} is already used by account {clash}")
+        _check_external_id(session, external_id, parent_id)
     if failed_request_policy_id is not None:
-        try:
-            get_failed_request_policy(session, failed_request_policy_id)
-        except NotFound:
-            raise InvalidRequest(
-                f"failed_request_policy {failed_request_policy_id!r} does not exist;"
-                " create it with POST /v1/failed-request-policies or omit it for the default"
-            ) from None
+        _check_policy(session, failed_request_policy_id, " or omit it for the default")
     parsed_discounts = _parse_discounts(discounts or [])
     check_standing_discounts(session, unit, "new account", parsed_discounts)
     account = Account(
         id=new_id("acc"),
-        name=name.strip(),
+        name=clean_name,
         kind=kind,
         parent_id=parent_id,
         external_id=external_id,
@@ -291,7 +338,7 @@ def _check_transition(session: Session, account: Account, status: str) -> None:
             )
 
 
-def _money(atoms: int | None, unit: Any) -> str | None:
+def _money(atoms: int | None, unit: Unit) -> str | None:
     return None if atoms is None else Amount(atoms, unit).format()
 
 
@@ -323,28 +370,31 @@ def update_account(
     account = get_account(session, account_id, scope=scope, lock=True)
     if account.status == "closed":
         raise AccountClosed(f"account {account.id} is closed; a closed account cannot change")
+    new = _new_settings(session, account, changes)
+    diff = _apply(account, new)
+    session.flush()
+    return account, diff
+
+
+def _new_settings(session: Session, account: Account, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings ``changes`` asks for, checked and in stored form.
+
+    Raises:
+        AccountNotEmpty: closing an account that still holds something.
+        InvalidRequest: a value that is not valid.
+    """
     unit = currency_unit(account.currency)
     new: dict[str, Any] = {}
     if "name" in changes:
-        name = str(changes["name"] or "").strip()
-        if not name:
-            raise InvalidRequest("name must not be empty")
-        new["name"] = name
+        new["name"] = _check_name(str(changes["name"] or ""))
     if "credit_limit" in changes:
-        limit = Amount.parse(str(changes["credit_limit"]), unit)
-        if limit.atoms < 0:
-            raise InvalidRequest("credit_limit must not be negative")
-        new["credit_limit"] = limit.atoms
+        new["credit_limit"] = _non_negative(
+            str(changes["credit_limit"]), unit, "credit_limit"
+        ).atoms
     if "failed_request_policy_id" in changes:
         policy_id = changes["failed_request_policy_id"]
         if policy_id is not None:
-            try:
-                get_failed_request_policy(session, policy_id)
-            except NotFound:
-                raise InvalidRequest(
-                    f"failed_request_policy {policy_id!r} does not exist; create it with"
-                    " POST /v1/failed-request-policies, or send null for the default policy"
-                ) from None
+            _check_policy(session, policy_id, ", or send null for the default policy")
         new["failed_request_policy_id"] = policy_id
     if "discounts" in changes:
         parsed = _parse_discounts(list(changes["discounts"] or []))
@@ -355,13 +405,20 @@ def update_account(
         new["burn_order"] = list(validate_burn_order(order)) if order is not None else None
     if "low_balance_threshold" in changes:
         raw = changes["low_balance_threshold"]
-        threshold = Amount.parse(str(raw), unit) if raw is not None else None
-        if threshold is not None and threshold.atoms < 0:
-            raise InvalidRequest("low_balance_threshold must not be negative")
+        threshold = (
+            _non_negative(str(raw), unit, "low_balance_threshold") if raw is not None else None
+        )
         new["low_balance_threshold"] = threshold.atoms if threshold is not None else None
     if "status" in changes and changes["status"] != account.status:
         _check_transition(session, account, str(changes["status"]))
         new["status"] = changes["status"]
+    return new
+
+
+def _apply(account: Account, new: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Set the settings that change; returns ``{field: {"before": ..., "after": ...}}`` in wire
+    form (money as decimal strings)."""
+    unit = currency_unit(account.currency)
     money = {"credit_limit", "low_balance_threshold"}
     diff: dict[str, dict[str, Any]] = {}
     for field, value in new.items():
@@ -373,8 +430,7 @@ def update_account(
         else:
             diff[field] = {"before": before, "after": value}
         setattr(account, field, value)
-    session.flush()
-    return account, diff
+    return diff
 
 
 def require_open(session: Session, account_id: str, *, scope: Scope = EVERYTHING) -> Account:
