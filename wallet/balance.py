@@ -12,6 +12,7 @@ from ledger.accounts import get_balance
 from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.models import LedgerAccount
+from ledger.units import Unit
 from plans.catalog import get_plan
 from wallet.burn_order import PACKAGE
 from wallet.ledger_accounts import currency_of, customer_ledger
@@ -75,37 +76,13 @@ def balance_of(session: Session, account: Account, *, at: datetime | None = None
     overage = receivable.posted
     # open authorizations reserve credit from the lots and, beyond it, the credit limit;
     # credit freezes hold prepaid and bonus credit in the ledger
-    reserved_lots, reserved_overage = session.execute(
-        text(
-            "SELECT (SELECT coalesce(sum(reserved), 0) FROM wallet_credit_lots"
-            "        WHERE account_id = :a AND kind IN ('paid', 'bonus') AND reserved > 0),"
-            "       (SELECT coalesce(sum(overage), 0) FROM wallet_authorizations"
-            "        WHERE account_id = :a AND status = 'approved')"
-            "     + (SELECT coalesce(sum(reseller_overage), 0) FROM wallet_authorizations"
-            "        WHERE reseller_account_id = :a AND status = 'approved')"
-        ),
-        {"a": account.id},
-    ).one()
     held = (
         paid.pending_out
         + bonus.pending_out
         + receivable.pending_in
-        + Amount(int(reserved_lots) + int(reserved_overage), unit)
+        + Amount(_reserved_atoms(session, account.id), unit)
     )
-    owed = {
-        code: Amount(int(atoms), unit)
-        for code, atoms in session.execute(
-            select(
-                LedgerAccount.code,
-                func.sum(LedgerAccount.debits_posted - LedgerAccount.credits_posted),
-            )
-            .where(
-                LedgerAccount.code.in_(("receivable:invoiced", "receivable:reversals")),
-                LedgerAccount.owner_id == account.id,
-            )
-            .group_by(LedgerAccount.code)
-        )
-    }
+    owed = _owed(session, account.id, unit)
     invoiced = owed.get("receivable:invoiced", Amount.zero(unit))
     reversals = owed.get("receivable:reversals", Amount.zero(unit))
     limit = Amount(account.credit_limit, unit)
@@ -115,18 +92,6 @@ def balance_of(session: Session, account: Account, *, at: datetime | None = None
         for lot in open_lots(session, account.id, [PACKAGE])
         if lot.expires_at is None or lot.expires_at > when
     ]
-    sub = get_live_subscription(session, account.id)
-    sub_view = None
-    if sub is not None:
-        get_plan(session, sub.plan_id)
-        sub_view = SubscriptionView(
-            sub.id,
-            sub.plan_id,
-            sub.status,
-            sub.current_period_end,
-            sub.cancel_at_period_end,
-            quota_state(session, sub.id, at=when),
-        )
     return BalanceView(
         currency=unit.code,
         available=available,
@@ -138,5 +103,58 @@ def balance_of(session: Session, account: Account, *, at: datetime | None = None
         credit_limit=limit,
         reversals_owed=reversals,
         packages=packages,
-        subscription=sub_view,
+        subscription=_subscription_view(session, account.id, when),
+    )
+
+
+def _reserved_atoms(session: Session, account_id: str) -> int:
+    """What open authorizations reserve: from the account's money lots, and of the credit
+    limit (its own, and its float for its sub-accounts' authorizations)."""
+    reserved_lots, reserved_overage = session.execute(
+        text(
+            "SELECT (SELECT coalesce(sum(reserved), 0) FROM wallet_credit_lots"
+            "        WHERE account_id = :a AND kind IN ('paid', 'bonus') AND reserved > 0),"
+            "       (SELECT coalesce(sum(overage), 0) FROM wallet_authorizations"
+            "        WHERE account_id = :a AND status = 'approved')"
+            "     + (SELECT coalesce(sum(reseller_overage), 0) FROM wallet_authorizations"
+            "        WHERE reseller_account_id = :a AND status = 'approved')"
+        ),
+        {"a": account_id},
+    ).one()
+    return int(reserved_lots) + int(reserved_overage)
+
+
+def _owed(session: Session, account_id: str, unit: Unit) -> dict[str, Amount]:
+    """What the account owes by ledger account code: invoices and reversal debts."""
+    return {
+        code: Amount(int(atoms), unit)
+        for code, atoms in session.execute(
+            select(
+                LedgerAccount.code,
+                func.sum(LedgerAccount.debits_posted - LedgerAccount.credits_posted),
+            )
+            .where(
+                LedgerAccount.code.in_(("receivable:invoiced", "receivable:reversals")),
+                LedgerAccount.owner_id == account_id,
+            )
+            .group_by(LedgerAccount.code)
+        )
+    }
+
+
+def _subscription_view(
+    session: Session, account_id: str, when: datetime
+) -> SubscriptionView | None:
+    """The live subscription with its quota windows at ``when``, if any."""
+    sub = get_live_subscription(session, account_id)
+    if sub is None:
+        return None
+    get_plan(session, sub.plan_id)
+    return SubscriptionView(
+        sub.id,
+        sub.plan_id,
+        sub.status,
+        sub.current_period_end,
+        sub.cancel_at_period_end,
+        quota_state(session, sub.id, at=when),
     )

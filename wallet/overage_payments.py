@@ -33,7 +33,7 @@ from ledger.journal import Leg, post_entry
 from wallet.accounts import EVERYTHING, Scope, get_account, lock_accounts
 from wallet.errors import InvalidRequest
 from wallet.ledger_accounts import book_of, customer_ledger, house_ledger
-from wallet.models import OveragePayment
+from wallet.models import Account, OveragePayment
 from wallet.topups import parse_money
 
 MAX_REFERENCE = 200
@@ -81,26 +81,10 @@ def record_overage_payment(
     ref = reference.strip()
     if not ref or len(ref) > MAX_REFERENCE:
         raise InvalidRequest(f"a payment needs a reference of 1 to {MAX_REFERENCE} characters")
-    seen = get_account(session, account_id, scope=scope)
-    if seen.parent_id is None:
-        raise InvalidRequest(
-            f"account {account_id} is not a reseller's sub-account: its overage is billed on"
-            " its invoice (record payments on the invoice)"
-        )
-    lock_accounts(session, [seen.id])  # the wallet's first lock, with its reseller's row
-    account = get_account(session, account_id, scope=scope)
+    account = _locked_sub_account(session, account_id, scope)
     money = parse_money(amount, account, what="amount")
-    prior = session.scalars(
-        select(OveragePayment).where(
-            OveragePayment.account_id == account.id, OveragePayment.reference == ref
-        )
-    ).one_or_none()
+    prior = _prior_payment(session, account, ref, money)
     if prior is not None:
-        if prior.amount != money.atoms:
-            raise IdempotencyConflict(
-                f"payment reference {ref!r} was already recorded for {account.id} as"
-                f" {prior.id} with another amount; use a new reference for another payment"
-            )
         return OveragePaymentResult(prior, True, owed_overage(session, account.id))
     cust = customer_ledger(session, account)
     owed = get_balance(session, cust.receivable_unbilled.id).posted
@@ -112,12 +96,64 @@ def record_overage_payment(
         )
     if money.atoms <= 0:
         raise InvalidAmount("amount must be greater than zero")
+    payment = _post_payment(session, account, cust.receivable_unbilled.id, money, ref, received_at)
+    return OveragePaymentResult(payment, False, owed - money)
+
+
+def _locked_sub_account(session: Session, account_id: str, scope: Scope) -> Account:
+    """The sub-account, under the wallet's first lock (its row with its reseller's).
+
+    Raises:
+        NotFound: no such account visible to the caller.
+        InvalidRequest: not a sub-account.
+    """
+    seen = get_account(session, account_id, scope=scope)
+    if seen.parent_id is None:
+        raise InvalidRequest(
+            f"account {account_id} is not a reseller's sub-account: its overage is billed on"
+            " its invoice (record payments on the invoice)"
+        )
+    lock_accounts(session, [seen.id])  # the wallet's first lock, with its reseller's row
+    return get_account(session, account_id, scope=scope)
+
+
+def _prior_payment(
+    session: Session, account: Account, ref: str, money: Amount
+) -> OveragePayment | None:
+    """The payment already recorded under ``ref``, if any.
+
+    Raises:
+        IdempotencyConflict: it was recorded with another amount.
+    """
+    prior = session.scalars(
+        select(OveragePayment).where(
+            OveragePayment.account_id == account.id, OveragePayment.reference == ref
+        )
+    ).one_or_none()
+    if prior is not None and prior.amount != money.atoms:
+        raise IdempotencyConflict(
+            f"payment reference {ref!r} was already recorded for {account.id} as"
+            f" {prior.id} with another amount; use a new reference for another payment"
+        )
+    return prior
+
+
+def _post_payment(
+    session: Session,
+    account: Account,
+    receivable_id: int,
+    money: Amount,
+    ref: str,
+    received_at: datetime | None,
+) -> OveragePayment:
+    """Post the payment (the reseller's cash against the sub-account's unbilled receivable)
+    and record it."""
     at = received_at or utcnow()
     cash = house_ledger(session, book_of(account), money.unit).cash
     payment_id = new_id("opay")
     entry = post_entry(
         session,
-        [Leg(cash.id, money), Leg(cust.receivable_unbilled.id, -money)],
+        [Leg(cash.id, money), Leg(receivable_id, -money)],
         description=f"overage payment {ref} of sub-account {account.id}",
         idempotency_key=f"overage-payment:{payment_id}",
         effective_at=at,
@@ -141,4 +177,4 @@ def record_overage_payment(
     )
     session.add(payment)
     session.flush()
-    return OveragePaymentResult(payment, False, owed - money)
+    return payment

@@ -10,8 +10,8 @@ from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.ids import new_id
 from ledger.journal import Leg, post_entry
-from ledger.units import TOKENS
-from plans.catalog import get_package
+from ledger.units import TOKENS, Unit
+from plans.catalog import PackageSpec, get_package
 from wallet.accounts import EVERYTHING, Scope, get_account
 from wallet.burn_order import PACKAGE
 from wallet.errors import InvalidRequest
@@ -43,11 +43,7 @@ def buy_package(
     account = get_account(session, account_id, scope=scope, lock=True)
     spec = get_package(session, package_id)
     unit = currency_of(account)
-    if spec.currency.code != unit.code:
-        raise InvalidRequest(
-            f"package {package_id} is sold in {spec.currency.code};"
-            f" account {account.id} pays in {unit.code}"
-        )
+    _check_currency(spec, account.id, unit)
     when = at or utcnow()
     cust = customer_ledger(session, account)
     house = house_ledger(session, book_of(account), unit)
@@ -67,21 +63,7 @@ def buy_package(
         effective_at=when,
         metadata={"purchase_id": purchase_id, "package_id": package_id, "account_id": account.id},
     )
-    lot = CreditLot(
-        account_id=account.id,
-        kind=PACKAGE,
-        unit=TOKENS.code,
-        ledger_account_id=cust.package_tokens.id,
-        granted=spec.tokens,
-        remaining=spec.tokens,
-        expires_at=when + timedelta(days=spec.valid_days),
-        valid_from=when,
-        models=list(spec.models),
-        price=spec.price.atoms,
-        deferred=spec.price.atoms,
-        source_type="package_purchase",
-        source_id=purchase_id,
-    )
+    lot = _package_lot(spec, account.id, cust.package_tokens.id, purchase_id, when)
     session.add(lot)
     session.flush()
     purchase = PackagePurchase(
@@ -97,3 +79,38 @@ def buy_package(
     session.flush()
     check_low_balance(session, account, before)
     return purchase
+
+
+def _package_lot(
+    spec: PackageSpec, account_id: str, tokens_account_id: int, purchase_id: str, when: datetime
+) -> CreditLot:
+    """The token lot a purchase grants: all its tokens, with the price deferred until they are
+    used or expire."""
+    return CreditLot(
+        account_id=account_id,
+        kind=PACKAGE,
+        unit=TOKENS.code,
+        ledger_account_id=tokens_account_id,
+        granted=spec.tokens,
+        remaining=spec.tokens,
+        expires_at=when + timedelta(days=spec.valid_days),
+        valid_from=when,
+        models=list(spec.models),
+        price=spec.price.atoms,
+        deferred=spec.price.atoms,
+        source_type="package_purchase",
+        source_id=purchase_id,
+    )
+
+
+def _check_currency(spec: PackageSpec, account_id: str, unit: Unit) -> None:
+    """A package is bought in its own currency.
+
+    Raises:
+        InvalidRequest: the account pays in another.
+    """
+    if spec.currency.code != unit.code:
+        raise InvalidRequest(
+            f"package {spec.id} is sold in {spec.currency.code};"
+            f" account {account_id} pays in {unit.code}"
+        )
