@@ -230,44 +230,47 @@ def expire_lots(session: Session, *, now: datetime | None = None, limit: int = 5
         if lot.remaining == 0:  # spent before it expired: nothing to book, out of the index
             lot.expired_at = at
     lots = [lot for lot in rows if lot.remaining > 0]
-    specs: list[EntrySpec] = []
-    for lot in lots:
-        account = accounts[lot.account_id]
-        cust = customer_ledger(session, account)
-        unit = currency_of(account)
-        house = house_ledger(session, book_of(account), unit)
-        legs: list[Leg]
-        if lot.kind == BONUS:
-            amt = lot.remaining_amount
-            legs = [Leg(cust.bonus.id, amt), Leg(house.promotions.id, -amt)]
-        elif lot.kind == PAID:
-            amt = lot.remaining_amount
-            legs = [Leg(cust.prepaid.id, amt), Leg(house.revenue_breakage.id, -amt)]
-        else:
-            tokens = lot.remaining_amount
-            legs = [Leg(cust.package_tokens.id, tokens), Leg(house.tokens_expired.id, -tokens)]
-            if lot.deferred:
-                money = Amount(lot.deferred, unit)
-                legs += [
-                    Leg(cust.deferred_packages.id, money),
-                    Leg(house.revenue_breakage.id, -money),
-                ]
-            lot.deferred = 0
-        specs.append(
-            EntrySpec(
-                legs=tuple(legs),
-                description=f"{lot.kind} lot {lot.id} expired",
-                idempotency_key=f"lot-expiry:{lot.id}",
-                effective_at=lot.expires_at,
-                metadata={"lot_id": lot.id, "account_id": lot.account_id},
-            )
-        )
-        lot.remaining = 0
-        lot.expired_at = at
+    specs = [_expiry_entry(session, accounts[lot.account_id], lot, at) for lot in lots]
     if specs:
         post_entries(session, specs)
     session.flush()
     return [lot.id for lot in lots]
+
+
+def _expiry_entry(session: Session, account: Account, lot: CreditLot, at: datetime) -> EntrySpec:
+    """The entry that expires what is left in a lot (bonus to promotions, paid credit to
+    breakage, package tokens to expired with their deferred money to breakage); the lot is
+    emptied and marked expired at ``at``."""
+    cust = customer_ledger(session, account)
+    unit = currency_of(account)
+    house = house_ledger(session, book_of(account), unit)
+    legs: list[Leg]
+    if lot.kind == BONUS:
+        amt = lot.remaining_amount
+        legs = [Leg(cust.bonus.id, amt), Leg(house.promotions.id, -amt)]
+    elif lot.kind == PAID:
+        amt = lot.remaining_amount
+        legs = [Leg(cust.prepaid.id, amt), Leg(house.revenue_breakage.id, -amt)]
+    else:
+        tokens = lot.remaining_amount
+        legs = [Leg(cust.package_tokens.id, tokens), Leg(house.tokens_expired.id, -tokens)]
+        if lot.deferred:
+            money = Amount(lot.deferred, unit)
+            legs += [
+                Leg(cust.deferred_packages.id, money),
+                Leg(house.revenue_breakage.id, -money),
+            ]
+        lot.deferred = 0
+    spec = EntrySpec(
+        legs=tuple(legs),
+        description=f"{lot.kind} lot {lot.id} expired",
+        idempotency_key=f"lot-expiry:{lot.id}",
+        effective_at=lot.expires_at,
+        metadata={"lot_id": lot.id, "account_id": lot.account_id},
+    )
+    lot.remaining = 0
+    lot.expired_at = at
+    return spec
 
 
 def notify_expiring(session: Session, *, now: datetime | None = None) -> int:

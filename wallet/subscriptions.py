@@ -286,58 +286,69 @@ def renew_due(session: Session, *, now: datetime | None = None, limit: int = 200
     report = RenewalReport([], [], [])
     for sub in subs:
         account = accounts[sub.account_id]
-        ended = session.scalars(
-            select(SubscriptionPeriod).where(
-                SubscriptionPeriod.subscription_id == sub.id,
-                SubscriptionPeriod.period_start == sub.current_period_start,
-            )
-        ).one_or_none()
-        if ended is not None:
-            _recognize(session, account, ended)
+        _recognize_ended(session, account, sub)
         if sub.cancel_at_period_end:
             sub.status, sub.canceled_at = "canceled", at
             report.canceled.append(sub.id)
-            continue
-        plan = get_plan(session, sub.plan_id)
-        # an active plan renews back to back; a past-due one restarts when it is paid, so a
-        # customer never pays for the months it had no service
-        start = sub.current_period_end if sub.status == "active" else at
-        try:
-            with session.begin_nested():
-                _charge_period(session, account, sub, plan, start)
-        except InsufficientFunds as exc:
-            sub.status = "past_due"
-            emit(
-                session,
-                account_id=account.id,
-                type="subscription.renewal_failed",
-                data={
-                    "subscription_id": sub.id,
-                    "plan_id": plan.id,
-                    "period_start": start.isoformat(),
-                    "due_since": sub.current_period_end.isoformat(),
-                    "reason": exc.detail,
-                },
-                # once per missed renewal, however often it is retried
-                dedupe_key=f"subscription.renewal_failed:{sub.id}:"
-                f"{sub.current_period_end.isoformat()}",
-            )
+        elif _renew(session, account, sub, at):
+            report.renewed.append(sub.id)
+        else:
             report.failed.append(sub.id)
-            continue
-        sub.status = "active"
-        sub.current_period_start, sub.current_period_end = start, add_months(start)
+    session.flush()
+    return report
+
+
+def _recognize_ended(session: Session, account: Account, sub: Subscription) -> None:
+    """Earn the period that ended, if it was paid."""
+    ended = session.scalars(
+        select(SubscriptionPeriod).where(
+            SubscriptionPeriod.subscription_id == sub.id,
+            SubscriptionPeriod.period_start == sub.current_period_start,
+        )
+    ).one_or_none()
+    if ended is not None:
+        _recognize(session, account, ended)
+
+
+def _renew(session: Session, account: Account, sub: Subscription, at: datetime) -> bool:
+    """Charge the next period and start it; False (the subscription ``past_due``, a failure
+    event once per missed renewal) when the wallet cannot pay."""
+    plan = get_plan(session, sub.plan_id)
+    # an active plan renews back to back; a past-due one restarts when it is paid, so a
+    # customer never pays for the months it had no service
+    start = sub.current_period_end if sub.status == "active" else at
+    try:
+        with session.begin_nested():
+            _charge_period(session, account, sub, plan, start)
+    except InsufficientFunds as exc:
+        sub.status = "past_due"
         emit(
             session,
             account_id=account.id,
-            type="subscription.renewed",
+            type="subscription.renewal_failed",
             data={
                 "subscription_id": sub.id,
                 "plan_id": plan.id,
                 "period_start": start.isoformat(),
-                "period_end": sub.current_period_end.isoformat(),
+                "due_since": sub.current_period_end.isoformat(),
+                "reason": exc.detail,
             },
-            dedupe_key=f"subscription.renewed:{sub.id}:{start.isoformat()}",
+            # once per missed renewal, however often it is retried
+            dedupe_key=f"subscription.renewal_failed:{sub.id}:{sub.current_period_end.isoformat()}",
         )
-        report.renewed.append(sub.id)
-    session.flush()
-    return report
+        return False
+    sub.status = "active"
+    sub.current_period_start, sub.current_period_end = start, add_months(start)
+    emit(
+        session,
+        account_id=account.id,
+        type="subscription.renewed",
+        data={
+            "subscription_id": sub.id,
+            "plan_id": plan.id,
+            "period_start": start.isoformat(),
+            "period_end": sub.current_period_end.isoformat(),
+        },
+        dedupe_key=f"subscription.renewed:{sub.id}:{start.isoformat()}",
+    )
+    return True
