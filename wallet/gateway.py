@@ -377,25 +377,10 @@ class _Batch:
             return _rejected(r.id, "unknown_account", f"account {r.account_id} does not exist")
         auth: AuthRow | None = None
         if r.authorization_id:
-            auth = self.snap.auths.get(r.authorization_id)
-            if auth is None or self.account(auth.account_id, scope) is None:
-                return _rejected(
-                    r.id,
-                    "unknown_authorization",
-                    f"authorization {r.authorization_id} does not exist",
-                )
-            if auth.account_id != r.account_id:
-                return _rejected(
-                    r.id,
-                    "authorization_account_mismatch",
-                    f"authorization {auth.id} belongs to another account, not {r.account_id}",
-                )
-            if auth.multi_capture and auth.model is not None and auth.model != r.model:
-                return _rejected(
-                    r.id,
-                    "authorization_model_mismatch",
-                    f"authorization {auth.id} is for model {auth.model}, not {r.model}",
-                )
+            found = self._named_authorization(r, scope)
+            if isinstance(found, UsageResult):
+                return found
+            auth = found
         stop = self.stopped(a)
         if stop is not None and not (
             auth is not None and auth.is_open and not self._expired(auth, r)
@@ -403,26 +388,9 @@ class _Batch:
             # a call made under an authorization approved before the suspension still captures
             # it (the money is reserved and the call was made); everything else waits
             return _rejected(r.id, stop, _stopped_detail(stop, a))
-        try:
-            resolved = self.resolve(r.model, r.occurred_at, a)
-            policy = self.snap.policy_of(a)
-            billing = _bill(r, resolved.price, policy)
-            wholesale = None
-            if a.parent_id and resolved.wholesale is not None:
-                reseller = self.snap.accounts[a.parent_id]
-                wholesale = _bill(r, resolved.wholesale.price, self.snap.policy_of(reseller))
-        except DomainError as exc:
-            return _rejected(r.id, exc.code, exc.detail)
-        self._note_priced(a.currency, r.occurred_at)
-        rec = ChargedRecord(
-            record=r,
-            account=a,
-            billing=billing,
-            price_source=resolved.source.value,
-            card_id=resolved.card_id,
-            policy=policy,
-            wholesale=wholesale,
-        )
+        rec = self._rated(r, a)
+        if isinstance(rec, UsageResult):
+            return rec
         if auth is not None and auth.is_open and self._expired(auth, r):
             self._release(auth, "expired")
         if auth is not None and auth.is_open:
@@ -443,6 +411,52 @@ class _Batch:
             authorization=view,
             tokens=r.tokens,
             rating=rec.billing.rating,
+        )
+
+    def _named_authorization(self, r: UsageIn, scope: Scope) -> AuthRow | UsageResult:
+        """The authorization a record names, or its rejection (unknown, another account's, or
+        a model-scoped grant of another model)."""
+        auth = self.snap.auths.get(r.authorization_id or "")
+        if auth is None or self.account(auth.account_id, scope) is None:
+            return _rejected(
+                r.id, "unknown_authorization", f"authorization {r.authorization_id} does not exist"
+            )
+        if auth.account_id != r.account_id:
+            return _rejected(
+                r.id,
+                "authorization_account_mismatch",
+                f"authorization {auth.id} belongs to another account, not {r.account_id}",
+            )
+        if auth.multi_capture and auth.model is not None and auth.model != r.model:
+            return _rejected(
+                r.id,
+                "authorization_model_mismatch",
+                f"authorization {auth.id} is for model {auth.model}, not {r.model}",
+            )
+        return auth
+
+    def _rated(self, r: UsageIn, a: AccountRow) -> ChargedRecord | UsageResult:
+        """The record rated at the account's price and policy (and its reseller's wholesale
+        side), or its rejection when it cannot be priced."""
+        try:
+            resolved = self.resolve(r.model, r.occurred_at, a)
+            policy = self.snap.policy_of(a)
+            billing = _bill(r, resolved.price, policy)
+            wholesale = None
+            if a.parent_id and resolved.wholesale is not None:
+                reseller = self.snap.accounts[a.parent_id]
+                wholesale = _bill(r, resolved.wholesale.price, self.snap.policy_of(reseller))
+        except DomainError as exc:
+            return _rejected(r.id, exc.code, exc.detail)
+        self._note_priced(a.currency, r.occurred_at)
+        return ChargedRecord(
+            record=r,
+            account=a,
+            billing=billing,
+            price_source=resolved.source.value,
+            card_id=resolved.card_id,
+            policy=policy,
+            wholesale=wholesale,
         )
 
     def _expired(self, auth: AuthRow, r: UsageIn) -> bool:
@@ -733,18 +747,7 @@ class _Batch:
         """Reserve up to ``ask`` more for a grant (and the reseller's float at wholesale);
         returns what was granted and, when it is nothing, why."""
         w = self.wallet(a.id)
-        d, _, _ = draw(
-            w,
-            auth.model,
-            0 if tokens else ask,
-            ask if tokens else 0,
-            self.now,
-            sources=GRANT_TOKEN_SOURCES if tokens else GRANT_MONEY_SOURCES,
-            use_plan=False,
-            partial=True,
-            valid_at=auth.expires_at,
-        )
-        assert d is not None
+        d = self._redraw(w, auth, ask, tokens)
         got = d.package_tokens if tokens else d.charged
         code: str | None = "insufficient_funds"
         rw = self.reseller_wallet(a)
@@ -752,17 +755,7 @@ class _Batch:
         if rw is not None and resolved is not None and resolved.wholesale is not None and got:
             per_unit = _wholesale_per_unit(resolved, tokens)
             wneed = math.ceil(got * per_unit)
-            rd, _, _ = draw(
-                rw,
-                auth.model,
-                wneed,
-                0,
-                self.now,
-                sources=MONEY_SOURCES,
-                partial=True,
-                valid_at=auth.expires_at,
-            )
-            assert rd is not None
+            rd = self._draw_float(rw, auth, wneed)
             if rd.charged < wneed:  # the float limits the grant
                 got = min(got, math.floor(rd.charged / per_unit)) if per_unit else got
                 wneed = math.ceil(got * per_unit)
@@ -772,18 +765,9 @@ class _Batch:
             return 0, code
         reserve(w, d, self.now, auth.reservation)
         if rw is not None and wneed:
-            rd, _, _ = draw(
-                rw,
-                auth.model,
-                wneed,
-                0,
-                self.now,
-                sources=MONEY_SOURCES,
-                partial=True,
-                valid_at=auth.expires_at,
+            reserve(
+                rw, self._draw_float(rw, auth, wneed), self.now, auth.reservation, reseller=True
             )
-            assert rd is not None
-            reserve(rw, rd, self.now, auth.reservation, reseller=True)
         if tokens:
             auth.held_tokens += got
         else:
@@ -793,6 +777,8 @@ class _Batch:
         return got, None
 
     def _redraw(self, w: WalletState, auth: AuthRow, amount: int, tokens: bool) -> Draw:
+        """What the wallet can give a grant of up to ``amount`` (tokens or money), valid until
+        the grant expires; nothing is taken yet."""
         d, _, _ = draw(
             w,
             auth.model,
@@ -807,21 +793,25 @@ class _Batch:
         assert d is not None
         return d
 
-    def _can_give_more(self, auth: AuthRow, a: AccountRow, tokens: bool) -> bool:
-        """Whether the account could still reserve anything for this grant."""
-        w = self.wallet(a.id)
-        d, _, _ = draw(
-            w,
+    def _draw_float(self, rw: WalletState, auth: AuthRow, atoms: int) -> Draw:
+        """What the reseller's float can give of ``atoms`` at wholesale for a grant."""
+        rd, _, _ = draw(
+            rw,
             auth.model,
-            0 if tokens else 1,
-            1 if tokens else 0,
+            atoms,
+            0,
             self.now,
-            sources=GRANT_TOKEN_SOURCES if tokens else GRANT_MONEY_SOURCES,
-            use_plan=False,
+            sources=MONEY_SOURCES,
             partial=True,
             valid_at=auth.expires_at,
         )
-        return d is not None and (d.package_tokens if tokens else d.charged) > 0
+        assert rd is not None
+        return rd
+
+    def _can_give_more(self, auth: AuthRow, a: AccountRow, tokens: bool) -> bool:
+        """Whether the account could still reserve anything for this grant."""
+        d = self._redraw(self.wallet(a.id), auth, 1, tokens)
+        return (d.package_tokens if tokens else d.charged) > 0
 
     def increment(self, op: Increment) -> AuthorizationView | DomainError:
         auth = self.snap.auths.get(op.authorization_id)
