@@ -31,7 +31,8 @@ from wallet.gateway import (
 )
 from wallet.models import Authorization
 from wallet.records import Rejected, UsageIn
-from wallet.snapshot import AUTH_COLUMNS, auth_from_row, driver_connection
+from wallet.snapshot import auth_from_row, driver_connection
+from wallet.snapshot_sql import AUTH_COLUMNS
 
 
 def authorize(

@@ -1,7 +1,8 @@
 """The gateway path's first round trip: lock and read everything a batch of operations needs.
 
 One pipelined round trip (psycopg pipeline mode, statements prepared by the driver after a few
-uses) runs, in this order, in the caller's transaction:
+uses; their text is in :mod:`wallet.snapshot_sql`) runs, in this order, in the caller's
+transaction:
 
 1. the usage gate of every billing tree that records are charged to, shared (``wallet/gate.py``),
    and the database clock read after it (``received_at``);
@@ -43,9 +44,10 @@ from plans.failures import FAILURE_KINDS
 from wallet.burn_order import BONUS, DEFAULT_BURN_ORDER, PAID, validate_burn_order
 from wallet.burndown import Lot, Owner, PlanTerms, Reservation, WalletState, Window
 from wallet.ledger_accounts import CustomerLedger, customer_ledger_of
+from wallet.snapshot_sql import ACCOUNTS, AUTH_COLUMNS, AUTHS, CLAIM, GATE_AND_CATALOG, STATE
 
 #: what uses the credit limit besides open authorizations: overage not yet invoiced, invoices
-#: not paid yet, and what refunds and disputes left the customer owing (in _STATE's SQL)
+#: not paid yet, and what refunds and disputes left the customer owing (in snapshot_sql.STATE)
 CREDIT_IN_USE_CODES = ("receivable:unbilled", "receivable:invoiced", "receivable:reversals")
 _LEDGER_CODES = (
     "customer:prepaid",
@@ -62,217 +64,6 @@ def driver_connection(session: Session) -> psycopg.Connection[Any]:
     conn = session.connection().connection.driver_connection
     assert isinstance(conn, psycopg.Connection)
     return conn
-
-
-# -- statements ------------------------------------------------------------------------------
-
-# The accounts of the batch with the resellers of sub-accounts (repeated in the statements
-# that need it; the rows are locked by the first statement that reads them).
-#: The batch's parameters, decoded once per statement: one JSON document of id lists.
-_ARGS = """
-args AS (
-    SELECT tw_texts(d -> 'accounts') AS accounts, tw_texts(d -> 'auths') AS auths,
-           tw_texts(d -> 'gated') AS gated, tw_texts(d -> 'ids') AS ids,
-           tw_texts(d -> 'claim_accounts') AS claim_accounts, tw_texts(d -> 'cached') AS cached
-    FROM (SELECT %(p)s::jsonb AS d) j
-)"""
-
-
-_FAMILY = (
-    "WITH"
-    + _ARGS
-    + """, want AS (
-    SELECT ARRAY(
-        SELECT unnest((SELECT accounts FROM args))
-        UNION SELECT account_id FROM wallet_authorizations
-        WHERE id = ANY((SELECT auths FROM args)::text[])
-    ) AS ids
-), fam AS (
-    SELECT w.ids || ARRAY(
-        SELECT DISTINCT parent_id FROM wallet_accounts
-        WHERE id = ANY(w.ids) AND parent_id IS NOT NULL
-    ) AS ids
-    FROM want w
-)
-"""
-)
-#: the family's ids as an array (``= ANY`` keeps every lookup on an index)
-_FAM = "ANY((SELECT ids FROM fam)::text[])"
-
-_GATE_AND_CATALOG = (
-    "WITH"
-    + _ARGS
-    + """, gate AS (
-    SELECT count(*) AS n, clock_timestamp() AS at FROM (
-        SELECT pg_advisory_xact_lock_shared(k) FROM (
-            SELECT k, row_number() OVER (ORDER BY k) AS i FROM (
-                SELECT DISTINCT tw_lock_key('usage-gate', coalesce(a.parent_id, a.id)) AS k
-                FROM wallet_accounts a WHERE a.id = ANY((SELECT gated FROM args)::text[])
-            ) d
-        ) keys ORDER BY i
-    ) s
-)
-SELECT gate.at, (
-    SELECT json_agg(json_build_array(w.currency, w.catalog_version, w.priced_through_at)
-                    ORDER BY w.currency)
-    FROM rating_watermarks w,
-         LATERAL (SELECT pg_advisory_xact_lock_shared(tw_lock_key('catalog', w.currency))) l
-) AS catalog
-FROM gate
-"""
-)
-
-_CLAIM = (
-    "WITH"
-    + _ARGS
-    + """, c AS (
-    INSERT INTO wallet_usage_claims (id, account_id)
-    SELECT i, a
-    FROM unnest((SELECT ids FROM args), (SELECT claim_accounts FROM args)) AS t(i, a)
-    ORDER BY i
-    ON CONFLICT DO NOTHING RETURNING id
-)
-SELECT c.id, true AS claimed, NULL::text AS account_id, NULL::text AS currency,
-       NULL::numeric AS billed, NULL::numeric AS credited, NULL::text AS reason
-FROM c
-UNION ALL
-SELECT r.id, false, r.account_id, r.currency, r.billed, r.credited, r.reason
-FROM wallet_usage_records r
-WHERE r.id = ANY(ARRAY(SELECT unnest((SELECT ids FROM args)) EXCEPT SELECT id FROM c))
-"""
-)
-
-_ACCOUNTS = (
-    _FAMILY
-    + f"""
-SELECT a.id, a.kind, a.parent_id, a.currency, a.credit_limit, a.failed_request_policy_id,
-       nullif(a.discounts::text, '[]'), a.burn_order::text, a.low_balance_threshold, a.status
-FROM wallet_accounts a WHERE a.id = {_FAM}
-ORDER BY a.id FOR NO KEY UPDATE
-"""
-)
-
-AUTH_COLUMNS = (
-    "id",
-    "account_id",
-    "reseller_account_id",
-    "model",
-    "multi_capture",
-    "token_grant",
-    "status",
-    "decline_code",
-    "requested",
-    "held_money",
-    "held_tokens",
-    "captured_money",
-    "captured_tokens",
-    "released_money",
-    "released_tokens",
-    "captures",
-    "final",
-    "plan_covered",
-    "overage",
-    "reserved",
-    "reserved_quota",
-    "reseller_overage",
-    "hold_entry_id",
-    "usage_record_id",
-    "expires_at",
-    "resolved_at",
-    "created_at",
-)
-
-_AUTHS = (
-    "WITH"
-    + _ARGS
-    + f"""
-SELECT {", ".join(AUTH_COLUMNS)} FROM wallet_authorizations
-WHERE id = ANY((SELECT auths FROM args)::text[]) ORDER BY id FOR UPDATE
-"""
-)
-
-# Everything else, read under the locks above, as one JSON document (one statement to send,
-# one row to decode).
-_STATE = (
-    _FAMILY
-    + f"""
-SELECT json_build_object(
-    'lots', (
-        SELECT json_agg(json_build_array(id, account_id, kind, remaining, reserved, granted,
-                                         priority, expires_at, models, price, deferred,
-                                         ledger_account_id, valid_from))
-        FROM (
-            SELECT * FROM wallet_credit_lots WHERE account_id = {_FAM} AND remaining > 0
-            UNION
-            SELECT * FROM wallet_credit_lots WHERE id = ANY(ARRAY(
-                SELECT (e ->> 0)::bigint
-                FROM wallet_authorizations a, jsonb_array_elements(a.reserved) e
-                WHERE a.id = ANY((SELECT auths FROM args)::text[])
-            ))
-        ) l
-    ),
-    'windows', (
-        SELECT json_agg(json_build_array(s.account_id, s.id, s.plan_id, w.id, w.kind, w.unit,
-                                         w."limit", w.window_start, w.window_end, w.used,
-                                         s.created_at, s.current_period_end)
-                        ORDER BY w.id)
-        FROM wallet_subscriptions s LEFT JOIN wallet_quota_windows w ON w.subscription_id = s.id
-        WHERE s.account_id = {_FAM} AND s.status = 'active'
-    ),
-    -- only accounts with a credit limit can draw overage, so only theirs is read
-    'credit', (
-        SELECT json_agg(json_build_array(owner_id, atoms)) FROM (
-            SELECT owner_id, sum(atoms) AS atoms FROM (
-                SELECT owner_id, debits_posted - credits_posted + debits_pending AS atoms
-                FROM ledger_accounts
-                WHERE owner_id = ANY(ARRAY(
-                        SELECT id FROM wallet_accounts WHERE id = {_FAM} AND credit_limit > 0
-                      ))
-                  AND code IN ('receivable:unbilled', 'receivable:invoiced',
-                               'receivable:reversals')
-                UNION ALL
-                SELECT account_id, overage FROM wallet_authorizations
-                WHERE status = 'approved' AND overage > 0 AND account_id = {_FAM}
-                UNION ALL
-                SELECT reseller_account_id, reseller_overage FROM wallet_authorizations
-                WHERE status = 'approved' AND reseller_overage > 0
-                  AND reseller_account_id = {_FAM}
-            ) x GROUP BY owner_id
-        ) y
-    ),
-    'policies', (
-        SELECT json_agg(json_build_array(id, version, created_at, provider_error,
-                                         provider_truncation, refusal, client_disconnect,
-                                         empty_completion))
-        FROM (
-            SELECT DISTINCT ON (p.id) p.* FROM catalog_failed_request_policies p
-            WHERE p.id = ANY(ARRAY(
-                SELECT failed_request_policy_id FROM wallet_accounts WHERE id = {_FAM}
-            ))
-            ORDER BY p.id, p.version DESC
-        ) p
-    ),
-    'ledgers', (
-        SELECT json_agg(json_build_array(owner_id, code, id, unit, book, type, forbid_negative,
-                                         track_balance, age(xmin) > 0))
-        FROM ledger_accounts
-        WHERE owner_id = ANY(ARRAY(
-            SELECT unnest((SELECT ids FROM fam)) EXCEPT SELECT unnest((SELECT cached FROM args))
-        ))
-          AND code IN ('customer:prepaid', 'customer:bonus', 'customer:package_tokens',
-                       'deferred:packages', 'deferred:subscriptions', 'receivable:unbilled')
-    ),
-    -- one journal entry per book per batch; ids are taken up front so postings can name them
-    'entry_ids', (
-        SELECT json_agg(nextval(pg_get_serial_sequence('ledger_entries', 'id')))
-        FROM generate_series(1, (
-            SELECT count(DISTINCT coalesce(parent_id, '')) FROM wallet_accounts
-            WHERE id = {_FAM}
-        ))
-    )
-)::text
-"""
-)
 
 
 # -- state -----------------------------------------------------------------------------------
@@ -440,72 +231,21 @@ def load(
         gated_accounts: accounts that records are charged to (their billing trees' gates).
     """
     conn = driver_connection(session)
-    db = database_key(session)
-    cache = _LEDGER_CACHE.setdefault(db, {})
-    claim_ids = sorted(claims)
-    accounts = sorted(set(account_ids))
-    doc = {
-        "accounts": accounts,
-        "auths": sorted(set(authorization_ids)),
-        "gated": sorted(set(gated_accounts)),
-        "ids": claim_ids,
-        "claim_accounts": [claims[i] for i in claim_ids],
-        # resellers are not known yet; their rows are read again, which is cheap
-        "cached": [a for a in accounts if a in cache],
-    }
-    params = {"p": msgspec.json.encode(doc).decode()}
+    cache = _LEDGER_CACHE.setdefault(database_key(session), {})
+    params = _params(account_ids, authorization_ids, claims, gated_accounts, cache)
     curs = []
     with conn.pipeline():
         # the same few statements run all day with parameters of the same shape: plan once
         conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        for sql in (_GATE_AND_CATALOG, _CLAIM, _ACCOUNTS, _AUTHS, _STATE):
+        for sql in (GATE_AND_CATALOG, CLAIM, ACCOUNTS, AUTHS, STATE):
             curs.append(conn.execute(sql, params))
     gate, claim, account_list, auths, state = (c.fetchall() for c in curs)
     received_at, catalog = gate[0][0].astimezone(UTC), gate[0][1] or []
     doc = msgspec.json.decode(state[0][0])
-    account_rows = {
-        r[0]: AccountRow(
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            int(r[4]),
-            r[5],
-            msgspec.json.decode(r[6]) if r[6] else [],
-            msgspec.json.decode(r[7]) if r[7] else None,
-            _int_or_none(r[8]),
-            r[9],
-        )
-        for r in account_list
-    }
-    lot_map = {
-        r[0]: Lot(
-            id=r[0],
-            account_id=r[1],
-            kind=r[2],
-            remaining=r[3],
-            reserved=r[4],
-            granted=r[5],
-            priority=r[6],
-            expires_at=_parse_at(r[7]),
-            models=tuple(r[8] or ()),
-            price=r[9],
-            deferred=r[10],
-            ledger_account_id=r[11],
-            valid_from=_parse_at(r[12]),
-        )
-        for r in sorted(doc["lots"] or [])
-    }
+    account_rows = {r[0]: _account_row(r) for r in account_list}
+    lot_map = {r[0]: _lot(r) for r in sorted(doc["lots"] or [])}
     wallets = _wallets(account_rows, lot_map, {r[0]: r[1] for r in doc["credit"] or []})
-    for r in doc["windows"] or []:
-        w = wallets[r[0]]
-        if w.plan is None:
-            w.plan = _plan_terms(session, r[2])
-            w.plan_span = (_parse_at(r[10]), _parse_at(r[11]))
-        if r[3] is not None:
-            w.windows.append(
-                Window(r[3], r[1], r[4], r[5], r[6], _parse_at(r[7]), _parse_at(r[8]), r[9])
-            )
+    _add_plans(session, wallets, doc["windows"] or [])
     return Snapshot(
         received_at=received_at,
         accounts=account_rows,
@@ -518,17 +258,92 @@ def load(
         },
         catalog_versions={r[0]: int(r[1]) for r in catalog},
         priced_through={r[0]: _parse_at(r[2]) for r in catalog},
-        policies={
-            r[0]: FailedRequestPolicy(
-                r[0],
-                r[1],
-                MappingProxyType(dict(zip(FAILURE_KINDS, r[3:], strict=True))),
-                _parse_at(r[2]),
-            )
-            for r in doc["policies"] or []
-        },
+        policies={r[0]: _policy(r) for r in doc["policies"] or []},
         ledgers=_read_ledgers(session, cache, account_rows, doc["ledgers"] or []),
         entry_ids=doc["entry_ids"] or [],
+    )
+
+
+def _params(
+    account_ids: Iterable[str],
+    authorization_ids: Iterable[str],
+    claims: Mapping[str, str],
+    gated_accounts: Iterable[str],
+    cache: Mapping[str, CustomerLedger],
+) -> dict[str, str]:
+    """The one JSON parameter every statement of the round trip reads."""
+    claim_ids = sorted(claims)
+    accounts = sorted(set(account_ids))
+    doc = {
+        "accounts": accounts,
+        "auths": sorted(set(authorization_ids)),
+        "gated": sorted(set(gated_accounts)),
+        "ids": claim_ids,
+        "claim_accounts": [claims[i] for i in claim_ids],
+        # resellers are not known yet; their rows are read again, which is cheap
+        "cached": [a for a in accounts if a in cache],
+    }
+    return {"p": msgspec.json.encode(doc).decode()}
+
+
+def _account_row(r: Sequence[Any]) -> AccountRow:
+    """An account row of :data:`wallet.snapshot_sql.ACCOUNTS`."""
+    return AccountRow(
+        r[0],
+        r[1],
+        r[2],
+        r[3],
+        int(r[4]),
+        r[5],
+        msgspec.json.decode(r[6]) if r[6] else [],
+        msgspec.json.decode(r[7]) if r[7] else None,
+        _int_or_none(r[8]),
+        r[9],
+    )
+
+
+def _lot(r: Sequence[Any]) -> Lot:
+    """A lot of ``STATE``'s ``lots``."""
+    return Lot(
+        id=r[0],
+        account_id=r[1],
+        kind=r[2],
+        remaining=r[3],
+        reserved=r[4],
+        granted=r[5],
+        priority=r[6],
+        expires_at=_parse_at(r[7]),
+        models=tuple(r[8] or ()),
+        price=r[9],
+        deferred=r[10],
+        ledger_account_id=r[11],
+        valid_from=_parse_at(r[12]),
+    )
+
+
+def _add_plans(
+    session: Session, wallets: Mapping[str, WalletState], rows: Sequence[Sequence[Any]]
+) -> None:
+    """Give each wallet its live plan's terms, span and quota windows (``STATE``'s
+    ``windows``: one row per window, or one without a window for a plan without quotas)."""
+    for r in rows:
+        w = wallets[r[0]]
+        if w.plan is None:
+            w.plan = _plan_terms(session, r[2])
+            w.plan_span = (_parse_at(r[10]), _parse_at(r[11]))
+        if r[3] is not None:
+            w.windows.append(
+                Window(r[3], r[1], r[4], r[5], r[6], _parse_at(r[7]), _parse_at(r[8]), r[9])
+            )
+
+
+def _policy(r: Sequence[Any]) -> FailedRequestPolicy:
+    """A failed-request policy of ``STATE``'s ``policies``."""
+    return FailedRequestPolicy(
+        r[0],
+        r[1],
+        MappingProxyType(dict(zip(FAILURE_KINDS, r[3:], strict=True))),
+        _parse_at(r[2]),
     )
 
 

@@ -302,6 +302,44 @@ def write(
     """
     params: dict[str, Any] = {}
     statements: list[str] = []
+    _add_watermarks(snap, priced_until, statements, params)
+    if unclaim:
+        statements.append(_UNCLAIM)
+        params["unclaim"] = list(unclaim)
+    recognized = _recognize_packages(snap)
+    _add_lots_and_windows(snap, statements, params)
+    auths = [a for a in snap.auths.values() if a.dirty]
+    if auths:
+        statements.append(_AUTHS)
+        params["auths"] = _json([_auth_row(a, received_at) for a in auths])
+    entries, entry_of, refs = _entries(session, snap, recognized, received_at)
+    if entries:
+        statements += [APPEND_ENTRIES_SQL, APPEND_POSTINGS_SQL]
+        params.update(append_entries(entries, refs))
+    if charged:
+        statements.append(_RECORDS)
+        params["records"] = _json(
+            [
+                _record_row(c, received_at, entry_of.get(book_for(c.account.parent_id)))
+                for c in charged
+            ]
+        )
+    if statements:
+        conn = driver_connection(session)
+        with conn.pipeline():
+            for sql in statements:
+                conn.execute(sql, params)
+    _low_balance_events(session, snap)
+    _forget_orm_copies(session)
+
+
+def _add_watermarks(
+    snap: Snapshot,
+    priced_until: Mapping[str, datetime],
+    statements: list[str],
+    params: dict[str, Any],
+) -> None:
+    """Move each currency's rating watermark up to the latest usage the batch priced."""
     marks = {}
     for currency, at in priced_until.items():
         mark = snap.priced_through.get(currency)
@@ -310,10 +348,10 @@ def write(
     if marks:
         statements.append(_WATERMARKS)
         params["watermarks"] = _json([{"c": c, "m": at} for c, at in marks.items()])
-    if unclaim:
-        statements.append(_UNCLAIM)
-        params["unclaim"] = list(unclaim)
-    recognized = _recognize_packages(snap)
+
+
+def _add_lots_and_windows(snap: Snapshot, statements: list[str], params: dict[str, Any]) -> None:
+    """Write back the lots and quota windows the batch changed."""
     lots = [
         snap.lots[i]
         for w in snap.wallets.values()
@@ -343,29 +381,6 @@ def write(
         params["windows"] = _json(
             [{"id": x.id, "s": x.window_start, "e": x.window_end, "u": x.used} for x in windows]
         )
-    auths = [a for a in snap.auths.values() if a.dirty]
-    if auths:
-        statements.append(_AUTHS)
-        params["auths"] = _json([_auth_row(a, received_at) for a in auths])
-    entries, entry_of, refs = _entries(session, snap, recognized, received_at)
-    if entries:
-        statements += [APPEND_ENTRIES_SQL, APPEND_POSTINGS_SQL]
-        params.update(append_entries(entries, refs))
-    if charged:
-        statements.append(_RECORDS)
-        params["records"] = _json(
-            [
-                _record_row(c, received_at, entry_of.get(book_for(c.account.parent_id)))
-                for c in charged
-            ]
-        )
-    if statements:
-        conn = driver_connection(session)
-        with conn.pipeline():
-            for sql in statements:
-                conn.execute(sql, params)
-    _low_balance_events(session, snap)
-    _forget_orm_copies(session)
 
 
 def _low_balance_events(session: Session, snap: Snapshot) -> None:
