@@ -19,7 +19,7 @@ from api.settings import Settings
 from invoicing.close import close_due
 from invoicing.payments.gateway import PaymentGateway
 from ledger.base import utcnow
-from ledger.journal import expire_holds
+from ledger.holds import expire_holds
 from ledger.locks import lock_key
 from wallet.authorizations import expire_authorizations
 from wallet.lots import expire_lots, notify_expiring

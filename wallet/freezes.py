@@ -31,8 +31,9 @@ from sqlalchemy.orm import Session
 from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.errors import NotFound
+from ledger.holds import create_hold, post_hold, void_hold
 from ledger.ids import new_id
-from ledger.journal import Leg, create_hold, post_entry, post_hold, void_hold
+from ledger.journal import Leg, post_entry
 from wallet.accounts import get_account
 from wallet.burn_order import BONUS
 from wallet.clawbacks import freeze_shares

@@ -8,7 +8,8 @@ import pytest
 from ledger.accounts import get_balance
 from ledger.base import utcnow
 from ledger.errors import HoldExceeded, HoldNotPending, InsufficientFunds
-from ledger.journal import create_hold, expire_holds, get_hold, post_hold, transfer, void_hold
+from ledger.holds import create_hold, expire_holds, get_hold, post_hold, void_hold
+from ledger.journal import transfer
 
 from .conftest import top_up, usd
 

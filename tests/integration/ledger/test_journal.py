@@ -17,7 +17,8 @@ from ledger.errors import (
     MixedUnits,
     UnbalancedEntry,
 )
-from ledger.journal import Leg, credit, debit, post_entry, reverse_entry, transfer
+from ledger.holds import reverse_entry
+from ledger.journal import Leg, credit, debit, post_entry, transfer
 from ledger.models import AccountType, JournalEntry, Posting
 from ledger.units import TOKENS, currency
 

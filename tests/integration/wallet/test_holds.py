@@ -9,7 +9,7 @@ from datetime import timedelta
 from sqlalchemy.orm import Session
 
 from ledger.base import utcnow
-from ledger.journal import expire_holds
+from ledger.holds import expire_holds
 from tests.integration.wallet.conftest import funded, hold, package, paid_cents, plan, usage
 from wallet.authorizations import expire_authorizations, void_authorization
 from wallet.balance import balance_of
