@@ -69,27 +69,20 @@ def refunds(draw):
     live = draw(st.booleans())
     topup = TopupSoFar(amount, bonus, refunded, clawed)
     left = bonus - clawed - bonus_spent - frozen
-    return (
-        topup,
-        draw(st.integers(min_value=1, max_value=2 * amount)),
-        amount - refunded - spent_paid,
-        left if live else None,
-        frozen,
-        draw(st.booleans()),
-    )
+    terms = {
+        "unspent": amount - refunded - spent_paid,
+        "bonus_left": left if live else None,
+        "bonus_frozen": frozen,
+        "withhold": draw(st.booleans()),
+    }
+    return draw(st.integers(min_value=1, max_value=2 * amount)), topup, terms
 
 
 @given(refunds())
 def test_a_refund_splits_exactly_and_never_claws_back_more_than_its_share(case):
-    topup, amount, unspent, bonus_left, frozen, withhold = case
-    split = split_refund(
-        amount,
-        topup,
-        unspent=unspent,
-        bonus_left=bonus_left,
-        bonus_frozen=frozen,
-        withhold=withhold,
-    )
+    amount, topup, terms = case
+    split = split_refund(amount, topup, **terms)
+    unspent, bonus_left, withhold = terms["unspent"], terms["bonus_left"], terms["withhold"]
     assert split.refunded + split.excess == amount
     assert 0 <= split.refunded <= unspent and split.excess >= 0
     assert 0 <= split.withheld <= split.refunded and split.bonus_owed >= 0
@@ -103,15 +96,8 @@ def test_a_refund_splits_exactly_and_never_claws_back_more_than_its_share(case):
 
 @given(refunds(), atoms, st.booleans())
 def test_undoing_a_refund_balances_and_gives_back_what_it_took(case, held, live):
-    topup, amount, unspent, bonus_left, frozen, withhold = case
-    split = split_refund(
-        amount,
-        topup,
-        unspent=unspent,
-        bonus_left=bonus_left,
-        bonus_frozen=frozen,
-        withhold=withhold,
-    )
+    amount, topup, terms = case
+    split = split_refund(amount, topup, **terms)
     undo = split_undo(split, bonus_lot_live=live, reversals_held=held)
     assert sum(atoms for _, atoms in undo.legs()) == 0
     assert undo.cash_back == split.refunded - split.withheld + split.excess
