@@ -46,8 +46,6 @@ from wallet.billing import (
 )
 from wallet.burn_order import BONUS, OVERAGE, PAID
 from wallet.burndown import (
-    GRANT_MONEY_SOURCES,
-    GRANT_TOKEN_SOURCES,
     MONEY_SOURCES,
     Draw,
     WalletState,
@@ -231,7 +229,7 @@ class _Batch(UsageBatch):
         """Reserve up to ``ask`` more for a grant (and the reseller's float at wholesale);
         returns what was granted and, when it is nothing, why."""
         w = self.wallet(a.id)
-        d = self._redraw(w, auth, ask, tokens)
+        d = self._grant_draw(w, auth, ask, tokens)
         got = d.package_tokens if tokens else d.charged
         code: str | None = "insufficient_funds"
         rw = self.reseller_wallet(a)
@@ -244,7 +242,7 @@ class _Batch(UsageBatch):
                 got = min(got, math.floor(rd.charged / per_unit)) if per_unit else got
                 wneed = math.ceil(got * per_unit)
                 code = "reseller_float_exhausted"
-                d = self._redraw(w, auth, got, tokens)
+                d = self._grant_draw(w, auth, got, tokens)
         if got == 0:
             return 0, code
         reserve(w, d, self.now, auth.reservation)
@@ -259,23 +257,6 @@ class _Batch(UsageBatch):
         auth.final = got < ask or not self._can_give_more(auth, a, tokens)
         auth.dirty = True
         return got, None
-
-    def _redraw(self, w: WalletState, auth: AuthRow, amount: int, tokens: bool) -> Draw:
-        """What the wallet can give a grant of up to ``amount`` (tokens or money), valid until
-        the grant expires; nothing is taken yet."""
-        d, _, _ = draw(
-            w,
-            auth.model,
-            0 if tokens else amount,
-            amount if tokens else 0,
-            self.now,
-            sources=GRANT_TOKEN_SOURCES if tokens else GRANT_MONEY_SOURCES,
-            use_plan=False,
-            partial=True,
-            valid_at=auth.expires_at,
-        )
-        assert d is not None
-        return d
 
     def _draw_float(self, rw: WalletState, auth: AuthRow, atoms: int) -> Draw:
         """What the reseller's float can give of ``atoms`` at wholesale for a grant."""
@@ -294,7 +275,7 @@ class _Batch(UsageBatch):
 
     def _can_give_more(self, auth: AuthRow, a: AccountRow, tokens: bool) -> bool:
         """Whether the account could still reserve anything for this grant."""
-        d = self._redraw(self.wallet(a.id), auth, 1, tokens)
+        d = self._grant_draw(self.wallet(a.id), auth, 1, tokens)
         return (d.package_tokens if tokens else d.charged) > 0
 
     def increment(self, op: Increment) -> AuthorizationView | DomainError:

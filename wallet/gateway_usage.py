@@ -298,14 +298,7 @@ class UsageBatch:
         rd: Draw | None = None
         rw = self.reseller_wallet(a)
         if rec.wholesale is not None and rec.wholesale.billed and rw is not None:
-            rd, _, _ = draw(
-                rw,
-                r.model,
-                rec.wholesale.billed,
-                rec.wholesale.billable_tokens,
-                r.occurred_at,
-                sources=MONEY_SOURCES,
-            )
+            rd, _ = self._wholesale_draw(rw, rec, partial=False)
             if rd is None:
                 return (
                     "reseller_float_exhausted",
@@ -340,15 +333,7 @@ class UsageBatch:
         rec.draw = d
         rd: Draw | None = None
         if rec.wholesale is not None and rec.wholesale.billed and rw is not None:
-            rd, wunpaid, _ = draw(
-                rw,
-                r.model,
-                rec.wholesale.billed,
-                rec.wholesale.billable_tokens,
-                r.occurred_at,
-                sources=MONEY_SOURCES,
-                partial=True,
-            )
+            rd, wunpaid = self._wholesale_draw(rw, rec, partial=True)
             assert rd is not None
             rec.wholesale = _capped(rec.wholesale, wunpaid)
             apply_draw(rw, rd, r.occurred_at)
@@ -407,6 +392,13 @@ class UsageBatch:
         if amount <= 0:
             return 0
         tokens = auth.token_grant and not reseller
+        d = self._grant_draw(w, auth, amount, tokens)
+        reserve(w, d, self.now, auth.reservation, reseller=reseller)
+        return d.package_tokens if tokens else d.charged
+
+    def _grant_draw(self, w: WalletState, auth: AuthRow, amount: int, tokens: bool) -> Draw:
+        """What ``w`` can give a grant of up to ``amount`` (tokens or money), valid until the
+        grant expires; nothing is taken yet."""
         d, _, _ = draw(
             w,
             auth.model,
@@ -419,8 +411,24 @@ class UsageBatch:
             valid_at=auth.expires_at,
         )
         assert d is not None
-        reserve(w, d, self.now, auth.reservation, reseller=reseller)
-        return d.package_tokens if tokens else d.charged
+        return d
+
+    def _wholesale_draw(
+        self, rw: WalletState, rec: ChargedRecord, *, partial: bool
+    ) -> tuple[Draw | None, int]:
+        """What the reseller's float pays of a record at wholesale (money only), and what it
+        leaves unpaid; nothing is taken yet."""
+        assert rec.wholesale is not None
+        rd, unpaid, _ = draw(
+            rw,
+            rec.record.model,
+            rec.wholesale.billed,
+            rec.wholesale.billable_tokens,
+            rec.record.occurred_at,
+            sources=MONEY_SOURCES,
+            partial=partial,
+        )
+        return rd, unpaid
 
     def _release(self, auth: AuthRow, status: str) -> None:
         """Give everything back and close the authorization."""
