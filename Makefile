@@ -33,9 +33,10 @@ fonts:
 serve: $(STAMP)
 	$(BIN)/tokenwallet serve
 
-## Install and run the whole test suite on real PostgreSQL (the slowest tests are listed)
+## Install and run the whole test suite on real PostgreSQL: the slowest tests are listed, then
+## each tier's test count and time (tests/tier_times.py); any failing test fails the run
 test: $(STAMP) fonts
-	$(BIN)/pytest --durations=10
+	$(BIN)/python -m pytest -p tests.tier_times --durations=10
 
 ## One tier at a time: pure functions, services on PostgreSQL, the HTTP API and served processes
 test-unit: $(STAMP)
