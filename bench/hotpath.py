@@ -33,7 +33,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -326,62 +326,65 @@ def hot_wallet(opts: Options) -> None:
 # -- authorize + settle -----------------------------------------------------------------------
 
 
+@dataclass
+class _AuthRun:
+    """What the authorize + settle clients saw: latencies, money billed per account, failures."""
+
+    price: Decimal
+    billed: dict[str, Decimal] = field(default_factory=lambda: collections.defaultdict(Decimal))
+    latencies: list[float] = field(default_factory=list)
+    failures: collections.Counter[str] = field(default_factory=collections.Counter)
+    examples: list[str] = field(default_factory=list)
+    off_price: int = 0
+    pairs: int = 0
+
+    def fail(self, kind: str, detail: str) -> None:
+        self.failures[kind] += 1
+        if len(self.examples) < 5:
+            self.examples.append(detail[:500])
+
+    async def pair(self, conn: Conn, account: str, rid: str) -> None:
+        """One authorize, then one usage record that captures the hold."""
+        t = time.perf_counter()
+        body = {"account_id": account, **_HOLD_BODY}
+        try:
+            hold = await conn.call("POST", "/v1/authorizations", body, expect=201)
+        except HttpError as exc:
+            return self.fail("authorize_error", str(exc))
+        if hold.get("status") != "approved":
+            return self.fail(f"authorize_{hold.get('status')}", str(hold))
+        rec = _record(rid, account, _now(), output_tokens=400, auth=hold["id"])
+        try:
+            out = await conn.call("POST", "/v1/usage", {"records": [rec]}, expect=200)
+        except HttpError as exc:
+            return self.fail("settle_error", str(exc))
+        self.latencies.append(time.perf_counter() - t)
+        result = out["results"][0]
+        if result["status"] != "charged":
+            return self.fail(f"settle_{result['status']}:{result.get('reason')}", str(result))
+        amount = Decimal(result["billed"]["amount"])
+        self.billed[account] += amount
+        self.pairs += 1
+        if amount != self.price:
+            self.off_price += 1
+        return None
+
+
+_HOLD_BODY = {"model": MODEL, "estimated_input_tokens": 1000, "max_output_tokens": 1000}
+
+
 async def _auth_load(
     server: Server, key: str, accounts: list[str], clients: int, seconds: int
 ) -> dict[str, Any]:
     conns = await loadgen.connections(server.host, server.port, key, clients)
-    billed: dict[str, Decimal] = collections.defaultdict(Decimal)
-    lat: list[float] = []
-    failures: collections.Counter[str] = collections.Counter()
-    examples: list[str] = []
-    price = price_of(1000, 400)
-    off_price = pairs = 0
-    hold_body = {"model": MODEL, "estimated_input_tokens": 1000, "max_output_tokens": 1000}
-
-    def fail(kind: str, detail: str) -> None:
-        failures[kind] += 1
-        if len(examples) < 5:
-            examples.append(detail[:500])
+    run = _AuthRun(price_of(1000, 400))
 
     async def client(conn: Conn, c: int, clock: Clock) -> None:
-        nonlocal off_price, pairs
         n = 0
         while clock.running():
             account = accounts[(c * 7919 + n) % len(accounts)]
             n += 1
-            t = time.perf_counter()
-            try:
-                hold = await conn.call(
-                    "POST", "/v1/authorizations", {"account_id": account, **hold_body}, expect=201
-                )
-            except HttpError as exc:
-                fail("authorize_error", str(exc))
-                continue
-            if hold.get("status") != "approved":
-                fail(f"authorize_{hold.get('status')}", str(hold))
-                continue
-            rec = _record(
-                f"a{c}-{n}-{uuid.uuid4().hex[:8]}",
-                account,
-                _now(),
-                output_tokens=400,
-                auth=hold["id"],
-            )
-            try:
-                out = await conn.call("POST", "/v1/usage", {"records": [rec]}, expect=200)
-            except HttpError as exc:
-                fail("settle_error", str(exc))
-                continue
-            lat.append(time.perf_counter() - t)
-            result = out["results"][0]
-            if result["status"] != "charged":
-                fail(f"settle_{result['status']}:{result.get('reason')}", str(result))
-                continue
-            amount = Decimal(result["billed"]["amount"])
-            billed[account] += amount
-            pairs += 1
-            if amount != price:
-                off_price += 1
+            await run.pair(conn, account, f"a{c}-{n}-{uuid.uuid4().hex[:8]}")
 
     try:
         meter = CpuMeter(server)
@@ -394,14 +397,14 @@ async def _auth_load(
         for conn in conns:
             conn.close()
     return {
-        "latencies": lat,
-        "billed": billed,
-        "failures": failures,
-        "examples": examples,
+        "latencies": run.latencies,
+        "billed": run.billed,
+        "failures": run.failures,
+        "examples": run.examples,
         "elapsed": elapsed,
         "cpu": cpu,
-        "off_price": off_price,
-        "pairs": pairs,
+        "off_price": run.off_price,
+        "pairs": run.pairs,
     }
 
 

@@ -37,46 +37,34 @@ MAX_PENDING = 1_000
 ESTIMATE = {"input_tokens": 1000, "output_tokens": 1000}
 
 
-def _gateway(
-    url: str,
-    key: str,
-    accounts: list[str],
-    spec: dict[str, Any],
-    start: Any,
-    stop_at: list[float],
-    out: dict[str, Any],
-) -> None:
-    """One gateway: a client, a grant per account, calls until the clock or the grants stop."""
-    from integrations import TokenwalletClient
+class _Tally:
+    """Results the client reported (from its sender thread): money billed per account and
+    outcomes by status."""
 
-    billed: dict[str, Decimal] = collections.defaultdict(Decimal)
-    outcomes: collections.Counter[str] = collections.Counter()
-    lock = threading.Lock()
+    def __init__(self) -> None:
+        self.billed: dict[str, Decimal] = collections.defaultdict(Decimal)
+        self.outcomes: collections.Counter[str] = collections.Counter()
+        self._lock = threading.Lock()
 
-    def on_result(record: dict[str, Any], result: Any) -> None:
-        with lock:
-            outcomes[result.status if result.status != "rejected" else f"rej:{result.reason}"] += 1
+    def on_result(self, record: dict[str, Any], result: Any) -> None:
+        with self._lock:
+            status = result.status if result.status != "rejected" else f"rej:{result.reason}"
+            self.outcomes[status] += 1
             if result.billed is not None and result.status in ("charged", "duplicate"):
-                billed[record["account_id"]] += result.billed.amount
+                self.billed[record["account_id"]] += result.billed.amount
 
-    client = TokenwalletClient(url, key, on_result=on_result)
-    grants = [
-        client.grant(
-            a,
-            amount=spec["ask"],
-            model=MODEL,
-            increment=spec["ask"],
-            renew=not spec["hard_stop"],
-        )
-        for a in accounts
-    ]
-    rng = random.Random(hash(tuple(accounts)))
+
+def _spend(
+    client: Any, grants: list[Any], spec: dict[str, Any], stop_at: float, seed: int
+) -> tuple[int, int, list[float]]:
+    """Serve calls from the grants locally until ``stop_at`` (or, in a hard-stop run, until
+    every grant refuses): calls made, calls refused, and how long each local spend took."""
+    rng = random.Random(seed)
     calls = refused = 0
     spend_s: list[float] = []
     live = list(grants)
-    start.wait()
     i = 0
-    while live and time.monotonic() < stop_at[0]:
+    while live and time.monotonic() < stop_at:
         g = live[i % len(live)]
         i += 1
         if client.stats().pending > MAX_PENDING:
@@ -94,6 +82,31 @@ def _gateway(
         output = 1000 if spec["hard_stop"] else rng.randint(100, 1000)
         g.settle({"input_tokens": 1000, "output_tokens": output}, est)
         calls += 1
+    return calls, refused, spend_s
+
+
+def _gateway(
+    url: str,
+    key: str,
+    accounts: list[str],
+    spec: dict[str, Any],
+    start: Any,
+    stop_at: list[float],
+    out: dict[str, Any],
+) -> None:
+    """One gateway: a client, a grant per account, calls until the clock or the grants stop."""
+    from integrations import TokenwalletClient
+
+    tally = _Tally()
+    client = TokenwalletClient(url, key, on_result=tally.on_result)
+    grants = [
+        client.grant(
+            a, amount=spec["ask"], model=MODEL, increment=spec["ask"], renew=not spec["hard_stop"]
+        )
+        for a in accounts
+    ]
+    start.wait()
+    calls, refused, spend_s = _spend(client, grants, spec, stop_at[0], hash(tuple(accounts)))
     out["spend_window_end"] = time.monotonic()
     client.flush(120)
     out["flushed_at"] = time.monotonic()
@@ -104,8 +117,8 @@ def _gateway(
     out.update(
         calls=calls,
         refused=refused,
-        billed={a: str(v) for a, v in billed.items()},
-        outcomes=dict(outcomes),
+        billed={a: str(v) for a, v in tally.billed.items()},
+        outcomes=dict(tally.outcomes),
         try_spend_s=spend_s[:: max(1, len(spend_s) // 2000)],
         retries=stats.retries,
         requests=stats.requests,
