@@ -38,8 +38,10 @@ ESTIMATE = {"input_tokens": 1000, "output_tokens": 1000}
 
 
 class _Tally:
-    """Results the client reported (from its sender thread): money billed per account and
-    outcomes by status."""
+    """Results the client reported from its sender thread.
+
+    Money billed per account and outcomes by status.
+    """
 
     def __init__(self) -> None:
         self.billed: dict[str, Decimal] = collections.defaultdict(Decimal)
@@ -57,8 +59,11 @@ class _Tally:
 def _spend(
     client: Any, grants: list[Any], spec: dict[str, Any], stop_at: float, seed: int
 ) -> tuple[int, int, list[float]]:
-    """Serve calls from the grants locally until ``stop_at`` (or, in a hard-stop run, until
-    every grant refuses): calls made, calls refused, and how long each local spend took."""
+    """Serve calls from the grants locally until ``stop_at``.
+
+    In a hard-stop run, also until every grant refuses. Returns the calls made, the calls
+    refused, and how long each local spend took.
+    """
     rng = random.Random(seed)
     calls = refused = 0
     spend_s: list[float] = []
