@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ledger.amounts import Amount
-from ledger.errors import InvalidAmount, UnknownUnit
+from ledger.errors import InvalidAmount, NotFound, UnknownUnit
 from ledger.ids import new_id as new_id  # re-exported: the catalog modules import it from here
 from ledger.units import Unit
 from ledger.units import currency as currency_unit
@@ -26,6 +26,7 @@ from plans.errors import InvalidCatalog, UnknownModel
 from plans.models import CatalogModel
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 #: Catalog ids chosen by the operator (models, packages, plans, policies).
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+/-]{0,127}$")
@@ -170,6 +171,44 @@ def check_models(
 def page_limit(limit: int) -> int:
     """Clamp a page size to 1..100."""
     return max(1, min(int(limit), MAX_PAGE))
+
+
+def page_of(
+    session: Session,
+    query: Select[Any],
+    key: Any,
+    convert: Callable[[list[Any]], Iterable[T]],
+    *,
+    limit: int,
+    starting_after: str | None,
+) -> Page[T]:
+    """One page of ``query``'s rows in ``key`` order, after ``starting_after`` (keyset paging).
+
+    Args:
+        session: the caller's session (read only).
+        query: the rows to page through (filters applied).
+        key: the unique column the list is ordered by (the objects' ids).
+        convert: the rows of the page as values.
+        limit: the page size (clamped to 1..100).
+        starting_after: the last key of the previous page, or ``None`` for the first.
+    """
+    limit = page_limit(limit)
+    stmt = query.order_by(key).limit(limit + 1)
+    if starting_after:
+        stmt = stmt.where(key > starting_after)
+    rows = list(session.scalars(stmt))
+    return Page(tuple(convert(rows[:limit])), len(rows) > limit)
+
+
+def found(row: R | None, what: str, **extra: object) -> R:
+    """``row``, unless it is ``None``: then ``what`` (``"rate card rc_1"``) does not exist.
+
+    Raises:
+        NotFound: ``row`` is ``None``.
+    """
+    if row is None:
+        raise NotFound(f"{what} does not exist", **extra)
+    return row
 
 
 @contextmanager

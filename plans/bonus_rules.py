@@ -15,17 +15,18 @@ from sqlalchemy.orm import Session
 
 from ledger.amounts import Amount
 from ledger.base import utcnow
-from ledger.errors import MixedUnits, NotFound
+from ledger.errors import MixedUnits
 from ledger.units import Unit
 from plans._db import (
     Page,
     check_aware,
     check_int,
     clean_decimal,
+    found,
     insert_version,
     money_unit,
     new_id,
-    page_limit,
+    page_of,
     parse_money,
     refuse_taken,
 )
@@ -200,9 +201,7 @@ def get_topup_bonus_rule(session: Session, rule_id: str) -> BonusRule:
     Raises:
         NotFound: no such rule.
     """
-    row = session.get(BonusRuleRow, rule_id)
-    if row is None:
-        raise NotFound(f"top-up bonus rule {rule_id} does not exist", rule_id=rule_id)
+    row = found(session.get(BonusRuleRow, rule_id), f"top-up bonus rule {rule_id}", rule_id=rule_id)
     return _rules(session, [row])[0]
 
 
@@ -215,16 +214,19 @@ def list_topup_bonus_rules(
     starting_after: str | None = None,
 ) -> Page[BonusRule]:
     """Bonus rule versions in creation order, optionally of one currency and/or owner."""
-    limit = page_limit(limit)
-    stmt = select(BonusRuleRow).order_by(BonusRuleRow.id).limit(limit + 1)
+    query = select(BonusRuleRow)
     if currency is not None:
-        stmt = stmt.where(BonusRuleRow.currency == money_unit(currency).code)
+        query = query.where(BonusRuleRow.currency == money_unit(currency).code)
     if owner_account_id is not None:
-        stmt = stmt.where(BonusRuleRow.owner_account_id == owner_account_id)
-    if starting_after:
-        stmt = stmt.where(BonusRuleRow.id > starting_after)
-    rows = list(session.scalars(stmt))
-    return Page(tuple(_rules(session, rows[:limit])), len(rows) > limit)
+        query = query.where(BonusRuleRow.owner_account_id == owner_account_id)
+    return page_of(
+        session,
+        query,
+        BonusRuleRow.id,
+        lambda rows: _rules(session, rows),
+        limit=limit,
+        starting_after=starting_after,
+    )
 
 
 def bonus_rule_in_force(

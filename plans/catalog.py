@@ -30,8 +30,10 @@ from plans._db import (
     check_models,
     check_text,
     conflict_as,
+    found,
     money_unit,
     page_limit,
+    page_of,
     parse_money,
 )
 from plans.bonus_rules import (
@@ -180,9 +182,7 @@ def get_model(session: Session, model_id: str) -> ModelInfo:
     Raises:
         NotFound: no such model.
     """
-    row = session.get(CatalogModel, model_id)
-    if row is None:
-        raise NotFound(f"model {model_id} does not exist", model=model_id)
+    row = found(session.get(CatalogModel, model_id), f"model {model_id}", model=model_id)
     return _model_info(row)
 
 
@@ -190,12 +190,15 @@ def list_models(
     session: Session, *, limit: int = 20, starting_after: str | None = None
 ) -> Page[ModelInfo]:
     """Models by id."""
-    limit = page_limit(limit)
-    stmt = select(CatalogModel).order_by(CatalogModel.id).limit(limit + 1)
-    if starting_after:
-        stmt = stmt.where(CatalogModel.id > starting_after)
-    rows = list(session.scalars(stmt))
-    return Page(tuple(_model_info(r) for r in rows[:limit]), len(rows) > limit)
+    query = select(CatalogModel)
+    return page_of(
+        session,
+        query,
+        CatalogModel.id,
+        lambda rows: (_model_info(r) for r in rows),
+        limit=limit,
+        starting_after=starting_after,
+    )
 
 
 # -- token packages -----------------------------------------------------------------------
@@ -294,9 +297,7 @@ def get_package(session: Session, package_id: str) -> PackageSpec:
     Raises:
         NotFound: no such package.
     """
-    row = session.get(PackageRow, package_id)
-    if row is None:
-        raise NotFound(f"package {package_id} does not exist", package_id=package_id)
+    row = found(session.get(PackageRow, package_id), f"package {package_id}", package_id=package_id)
     return _package_spec(row)
 
 
@@ -304,12 +305,15 @@ def list_packages(
     session: Session, *, limit: int = 20, starting_after: str | None = None
 ) -> Page[PackageSpec]:
     """Token packages by id."""
-    limit = page_limit(limit)
-    stmt = select(PackageRow).order_by(PackageRow.id).limit(limit + 1)
-    if starting_after:
-        stmt = stmt.where(PackageRow.id > starting_after)
-    rows = list(session.scalars(stmt))
-    return Page(tuple(_package_spec(r) for r in rows[:limit]), len(rows) > limit)
+    query = select(PackageRow)
+    return page_of(
+        session,
+        query,
+        PackageRow.id,
+        lambda rows: (_package_spec(r) for r in rows),
+        limit=limit,
+        starting_after=starting_after,
+    )
 
 
 # -- failed-request policies --------------------------------------------------------------

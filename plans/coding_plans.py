@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session
 
 from ledger.amounts import Amount
 from ledger.base import utcnow
-from ledger.errors import NotFound
 from ledger.units import Unit
 from plans._db import (
     Page,
@@ -23,9 +22,10 @@ from plans._db import (
     check_int,
     check_models,
     check_text,
+    found,
     insert_version,
     money_unit,
-    page_limit,
+    page_of,
     parse_money,
 )
 from plans.catalog_errors import CatalogConflict
@@ -184,9 +184,7 @@ def get_plan(session: Session, plan_id: str) -> PlanSpec:
     Raises:
         NotFound: no such plan.
     """
-    row = session.get(PlanRow, plan_id)
-    if row is None:
-        raise NotFound(f"plan {plan_id} does not exist", plan_id=plan_id)
+    row = found(session.get(PlanRow, plan_id), f"plan {plan_id}", plan_id=plan_id)
     return _plan_specs(session, [row])[0]
 
 
@@ -194,9 +192,12 @@ def list_plans(
     session: Session, *, limit: int = 20, starting_after: str | None = None
 ) -> Page[PlanSpec]:
     """Coding plans by id."""
-    limit = page_limit(limit)
-    stmt = select(PlanRow).order_by(PlanRow.id).limit(limit + 1)
-    if starting_after:
-        stmt = stmt.where(PlanRow.id > starting_after)
-    rows = list(session.scalars(stmt))
-    return Page(tuple(_plan_specs(session, rows[:limit])), len(rows) > limit)
+    query = select(PlanRow)
+    return page_of(
+        session,
+        query,
+        PlanRow.id,
+        lambda rows: _plan_specs(session, rows),
+        limit=limit,
+        starting_after=starting_after,
+    )

@@ -17,17 +17,17 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from ledger.base import utcnow
-from ledger.errors import NotFound
 from ledger.units import Unit
 from plans._db import (
     Page,
     check_aware,
     check_models,
     clean_decimal,
+    found,
     insert_version,
     money_unit,
     new_id,
-    page_limit,
+    page_of,
 )
 from plans.discounts import ContractDiscount, all_models_pct, check_markups, parse_discounts
 from plans.errors import InvalidCatalog
@@ -245,9 +245,9 @@ def get_contract(session: Session, contract_id: str) -> ContractSpec:
     Raises:
         NotFound: no such contract.
     """
-    row = session.get(ContractRow, contract_id)
-    if row is None:
-        raise NotFound(f"contract {contract_id} does not exist", contract_id=contract_id)
+    row = found(
+        session.get(ContractRow, contract_id), f"contract {contract_id}", contract_id=contract_id
+    )
     return contract_specs(session, [row])[0]
 
 
@@ -259,14 +259,17 @@ def list_contracts(
     starting_after: str | None = None,
 ) -> Page[ContractSpec]:
     """Contract versions in creation order, optionally of one account."""
-    limit = page_limit(limit)
-    stmt = select(ContractRow).order_by(ContractRow.id).limit(limit + 1)
+    query = select(ContractRow)
     if account_id is not None:
-        stmt = stmt.where(ContractRow.account_id == account_id)
-    if starting_after:
-        stmt = stmt.where(ContractRow.id > starting_after)
-    rows = list(session.scalars(stmt))
-    return Page(tuple(contract_specs(session, rows[:limit])), len(rows) > limit)
+        query = query.where(ContractRow.account_id == account_id)
+    return page_of(
+        session,
+        query,
+        ContractRow.id,
+        lambda rows: contract_specs(session, rows),
+        limit=limit,
+        starting_after=starting_after,
+    )
 
 
 def contract_in_force(

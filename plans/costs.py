@@ -36,7 +36,7 @@ from plans._db import (
 )
 from plans.errors import InvalidCatalog
 from plans.models import CostCardRow, CostPriceRow
-from plans.price_rows import price_columns, price_of
+from plans.price_rows import price_columns, stored_prices
 from plans.prices import ModelPrice, RateCard
 
 
@@ -52,14 +52,7 @@ class CostCard:
 
 
 def _cards(session: Session, rows: list[CostCardRow]) -> list[CostCard]:
-    prices: dict[str, dict[str, ModelPrice]] = {r.id: {} for r in rows}
-    if rows:
-        for p in session.scalars(
-            select(CostPriceRow)
-            .where(CostPriceRow.card_id.in_(prices))
-            .order_by(CostPriceRow.card_id, CostPriceRow.model)
-        ):
-            prices[p.card_id][p.model] = price_of(p)
+    prices = stored_prices(session, CostPriceRow.card_id, [r.id for r in rows])
     return [
         CostCard(
             id=r.id,

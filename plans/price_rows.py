@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from sqlalchemy import select
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
 from ledger.base import utcnow
 from ledger.units import Unit
 from plans._db import clean_decimal
@@ -32,6 +35,30 @@ def price_of(row: RateCardPriceRow | ResellerPriceRow | CostPriceRow) -> ModelPr
     spec["service_tiers"] = row.service_tiers or {}
     spec["context_tiers"] = row.context_tiers or []
     return ModelPrice.from_stored(spec)
+
+
+def stored_prices(
+    session: Session,
+    owner: InstrumentedAttribute[str],
+    ids: Iterable[str],
+) -> dict[str, dict[str, ModelPrice]]:
+    """The stored prices of the cards or books ``ids``, by owner id then model, in one query.
+
+    Args:
+        session: the caller's session (read only).
+        owner: the price rows' owner column (``RateCardPriceRow.card_id``,
+            ``ResellerPriceRow.book_id``, ``CostPriceRow.card_id``).
+        ids: the owners' ids (each gets an entry, empty when it prices nothing).
+    """
+    prices: dict[str, dict[str, ModelPrice]] = {owner_id: {} for owner_id in ids}
+    if not prices:
+        return prices
+    row_type = owner.class_
+    for row in session.scalars(
+        select(row_type).where(owner.in_(prices)).order_by(owner, row_type.model)
+    ):
+        prices[getattr(row, owner.key)][row.model] = price_of(row)
+    return prices
 
 
 def parse_prices(

@@ -13,26 +13,17 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ledger.errors import NotFound
 from ledger.units import Unit
-from plans._db import Page, check_aware, money_unit, page_limit
+from plans._db import Page, check_aware, found, money_unit, page_of
 from plans.errors import NoRateInForce
 from plans.models import RateCardPriceRow, RateCardRow
-from plans.price_rows import price_of
+from plans.price_rows import stored_prices
 from plans.prices import ModelPrice, RateCard, price_for
 
 
 def cards_of(session: Session, rows: list[RateCardRow]) -> list[RateCard]:
     """The cards of ``rows`` with their prices (one query for all of them), in order."""
-    if not rows:
-        return []
-    prices: dict[str, dict[str, ModelPrice]] = {row.id: {} for row in rows}
-    for price_row in session.scalars(
-        select(RateCardPriceRow)
-        .where(RateCardPriceRow.card_id.in_(prices))
-        .order_by(RateCardPriceRow.card_id, RateCardPriceRow.model)
-    ):
-        prices[price_row.card_id][price_row.model] = price_of(price_row)
+    prices = stored_prices(session, RateCardPriceRow.card_id, [row.id for row in rows])
     return [
         RateCard(
             id=row.id,
@@ -60,9 +51,7 @@ def get_rate_card(session: Session, card_id: str) -> RateCard:
     Raises:
         NotFound: no such card.
     """
-    row = session.get(RateCardRow, card_id)
-    if row is None:
-        raise NotFound(f"rate card {card_id} does not exist", rate_card_id=card_id)
+    row = found(session.get(RateCardRow, card_id), f"rate card {card_id}", rate_card_id=card_id)
     return cards_of(session, [row])[0]
 
 
@@ -74,14 +63,17 @@ def list_rate_cards(
     starting_after: str | None = None,
 ) -> Page[RateCard]:
     """Rate cards in creation order, optionally of one currency."""
-    limit = page_limit(limit)
-    stmt = select(RateCardRow).order_by(RateCardRow.id).limit(limit + 1)
+    query = select(RateCardRow)
     if currency is not None:
-        stmt = stmt.where(RateCardRow.currency == money_unit(currency).code)
-    if starting_after:
-        stmt = stmt.where(RateCardRow.id > starting_after)
-    rows = list(session.scalars(stmt))
-    return Page(tuple(cards_of(session, rows[:limit])), len(rows) > limit)
+        query = query.where(RateCardRow.currency == money_unit(currency).code)
+    return page_of(
+        session,
+        query,
+        RateCardRow.id,
+        lambda rows: cards_of(session, rows),
+        limit=limit,
+        starting_after=starting_after,
+    )
 
 
 def load_rate_cards(session: Session, currency: Unit | str) -> list[RateCard]:

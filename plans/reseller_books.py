@@ -18,17 +18,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ledger.base import utcnow
-from ledger.errors import NotFound
 from ledger.units import Unit
 from plans._db import (
     Page,
     check_aware,
     check_models,
     clean_decimal,
+    found,
     insert_version,
     money_unit,
     new_id,
-    page_limit,
+    page_of,
     refuse_taken,
 )
 from plans.contracts import check_account_id, open_contracts, pure_contract
@@ -36,7 +36,7 @@ from plans.discounts import check_markups
 from plans.markups import contract_prices
 from plans.models import ResellerPriceBookRow, ResellerPriceRow
 from plans.price_fields import MAX_MARKUP_PCT, parse_pct
-from plans.price_rows import parse_prices, price_columns, price_of
+from plans.price_rows import parse_prices, price_columns, stored_prices
 from plans.pricebook import Contract, ResellerRetail
 from plans.prices import ModelPrice
 from plans.rate_cards import future_cards, get_rate_card
@@ -81,14 +81,7 @@ class ResellerPriceBook:
 
 def books_of(session: Session, rows: list[ResellerPriceBookRow]) -> list[ResellerPriceBook]:
     """The books of ``rows`` with their explicit prices (one query), in order."""
-    prices: dict[str, dict[str, ModelPrice]] = {row.id: {} for row in rows}
-    if rows:
-        for p in session.scalars(
-            select(ResellerPriceRow)
-            .where(ResellerPriceRow.book_id.in_(prices))
-            .order_by(ResellerPriceRow.book_id, ResellerPriceRow.model)
-        ):
-            prices[p.book_id][p.model] = price_of(p)
+    prices = stored_prices(session, ResellerPriceRow.book_id, [row.id for row in rows])
     return [
         ResellerPriceBook(
             id=row.id,
@@ -218,9 +211,11 @@ def get_reseller_price_book(session: Session, book_id: str) -> ResellerPriceBook
     Raises:
         NotFound: no such book.
     """
-    row = session.get(ResellerPriceBookRow, book_id)
-    if row is None:
-        raise NotFound(f"reseller price book {book_id} does not exist", book_id=book_id)
+    row = found(
+        session.get(ResellerPriceBookRow, book_id),
+        f"reseller price book {book_id}",
+        book_id=book_id,
+    )
     return books_of(session, [row])[0]
 
 
@@ -232,14 +227,17 @@ def list_reseller_price_books(
     starting_after: str | None = None,
 ) -> Page[ResellerPriceBook]:
     """Reseller price books in creation order, optionally of one reseller."""
-    limit = page_limit(limit)
-    stmt = select(ResellerPriceBookRow).order_by(ResellerPriceBookRow.id).limit(limit + 1)
+    query = select(ResellerPriceBookRow)
     if reseller_account_id is not None:
-        stmt = stmt.where(ResellerPriceBookRow.reseller_account_id == reseller_account_id)
-    if starting_after:
-        stmt = stmt.where(ResellerPriceBookRow.id > starting_after)
-    rows = list(session.scalars(stmt))
-    return Page(tuple(books_of(session, rows[:limit])), len(rows) > limit)
+        query = query.where(ResellerPriceBookRow.reseller_account_id == reseller_account_id)
+    return page_of(
+        session,
+        query,
+        ResellerPriceBookRow.id,
+        lambda rows: books_of(session, rows),
+        limit=limit,
+        starting_after=starting_after,
+    )
 
 
 def reseller_book_in_force(

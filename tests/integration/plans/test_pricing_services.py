@@ -341,3 +341,14 @@ def test_the_process_price_cache_follows_every_catalog_change(models, session_fa
         assert price_at(s, APR + timedelta(days=2)) == Decimal("50")
         s.rollback()
     assert price_at(models, APR + timedelta(days=2)) == Decimal("4")
+
+
+def test_lists_page_by_id_after_the_cursor_and_a_missing_id_is_not_found(models):
+    list_cards(models)
+    first = catalog.list_rate_cards(models, currency="USD", limit=1)
+    assert len(first.items) == 1 and first.has_more
+    rest = catalog.list_rate_cards(models, currency="USD", starting_after=first.items[0].id)
+    assert [c.effective_from for c in rest.items] == [MAR] and not rest.has_more
+    assert catalog.list_rate_cards(models, currency="EUR").items == ()
+    with pytest.raises(NotFound, match="rate card rc_none does not exist"):
+        catalog.get_rate_card(models, "rc_none")
