@@ -1,5 +1,8 @@
-"""Helpers shared by the catalog services (private): ids, paging, input checks, conflicts and
-the storing of a new version (a head row and its child rows)."""
+"""Helpers shared by the catalog services (private).
+
+Ids, paging, input checks, conflicts and the storing of a new version (a head row and its
+child rows).
+"""
 
 from __future__ import annotations
 
@@ -258,9 +261,11 @@ def refuse_taken(
 def insert_version(
     session: Session, head: object, children: Iterable[object], message: str, **extra: object
 ) -> None:
-    """Insert a catalog object's row, then its child rows (prices, tiers, windows), in a
-    savepoint: the race where another request inserts the same version at once becomes a 409
-    with ``message`` (see :func:`conflict_as`)."""
+    """Insert a catalog object's row, then its child rows (prices, tiers, windows).
+
+    In a savepoint: the race where another request inserts the same version at once becomes a
+    409 with ``message`` (see :func:`conflict_as`).
+    """
     with conflict_as(session, message, **extra):
         session.add(head)
         session.flush()

@@ -118,8 +118,9 @@ def create_topup_bonus_rule(
     owner_account_id: str | None = None,
     effective_from: datetime | None = None,
 ) -> BonusRule:
-    """Create a top-up bonus rule version; it supersedes the owner's earlier rules from
-    ``effective_from`` (default: now) on.
+    """Create a top-up bonus rule version.
+
+    It supersedes the owner's earlier rules from ``effective_from`` (default: now) on.
 
     Args:
         session: the caller's session (flushed, not committed).

@@ -17,9 +17,11 @@ from ledger.units import Unit
 
 @dataclass(frozen=True, slots=True)
 class BonusTier:
-    """From ``min_amount`` on: ``bonus_pct`` percent of the top-up, or a fixed
-    ``bonus_amount`` (exactly one is set); the bonus lot expires after
-    ``bonus_expires_days`` (``None``: never)."""
+    """A tier of a bonus rule, from ``min_amount`` on.
+
+    It grants ``bonus_pct`` percent of the top-up, or a fixed ``bonus_amount`` (exactly one is
+    set); the bonus lot expires after ``bonus_expires_days`` (``None``: never).
+    """
 
     min_amount: Amount
     bonus_pct: Decimal | None
@@ -45,8 +47,10 @@ class BonusRule:
 
 @dataclass(frozen=True, slots=True)
 class BonusGrant:
-    """The bonus a top-up earns: ``amount`` under rule ``rule_id``, expiring after
-    ``expires_days`` (``None``: never)."""
+    """The bonus a top-up earns.
+
+    ``amount`` under rule ``rule_id``, expiring after ``expires_days`` (``None``: never).
+    """
 
     rule_id: str
     amount: Amount

@@ -37,8 +37,10 @@ class ModelChange:
 
 @dataclass(frozen=True, slots=True)
 class RateCardPlan:
-    """A rate card as it would be created (:func:`plans.rate_card_versions.plan_rate_card`),
-    with its changes."""
+    """A rate card as it would be created, with its changes.
+
+    See :func:`plans.rate_card_versions.plan_rate_card`.
+    """
 
     card: RateCard
     predecessor_id: str | None
@@ -96,8 +98,10 @@ def check_removals(
     currency: Unit,
     at: datetime,
 ) -> None:
-    """Refuse removing a model the new card also prices, or one the card in force (``old``,
-    of ``currency`` at ``at``) does not price.
+    """Refuse removals that cannot be.
+
+    A removed model must not be priced by the new card too, and must be priced by the card in
+    force (``old``, of ``currency`` at ``at``).
 
     Raises:
         InvalidCatalog: the first such model.

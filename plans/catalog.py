@@ -207,7 +207,8 @@ def list_models(
 @dataclass(frozen=True, slots=True)
 class PackageSpec:
     """A token package: ``tokens`` for ``price``, on ``models`` (empty: every model), usable
-    for ``valid_days`` after purchase."""
+    for ``valid_days`` after purchase.
+    """
 
     id: str
     name: str
@@ -326,7 +327,8 @@ DEFAULT_POLICY_ID = "default"
 @dataclass(frozen=True, slots=True)
 class FailedRequestPolicy:
     """A failed-request policy version: failure kind -> ``billed`` | ``not_billed`` |
-    ``output_not_billed``, all five kinds present (read-only)."""
+    ``output_not_billed``, all five kinds present (read-only).
+    """
 
     id: str
     version: int

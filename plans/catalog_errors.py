@@ -15,7 +15,10 @@ class CatalogConflict(DomainError):
 
 
 class BackdatedPriceChange(DomainError):
-    """A rate card, contract or reseller price book that would take effect at or before the
-    latest usage already priced in its currency (it would reprice history)."""
+    """A price change that would take effect at or before usage already priced.
+
+    A rate card, contract or reseller price book must start after the latest usage already
+    priced in its currency: otherwise it would reprice history.
+    """
 
     code = "backdated_price_change"

@@ -48,8 +48,11 @@ class WindowSpec:
 
 @dataclass(frozen=True, slots=True)
 class PlanSpec:
-    """A coding plan: a monthly fee, model scope (empty: every model), quota windows, and
-    what happens when a window is exhausted (``block`` or fall back to the ``wallet``)."""
+    """A coding plan.
+
+    A monthly fee, model scope (empty: every model), quota windows, and what happens when a
+    window is exhausted (``block`` or fall back to the ``wallet``).
+    """
 
     id: str
     name: str

@@ -166,9 +166,11 @@ def create_contract(
 
 
 def _store(session: Session, spec: ContractSpec, contract: Contract) -> None:
-    """Insert a new contract version, refused when a markup of the account (a reseller) over
-    its prices would not rate exactly or when it would start at or before the usage already
-    priced."""
+    """Insert a new contract version, or refuse it.
+
+    Refused when a markup of the account (a reseller) over its prices would not rate exactly,
+    or when it would start at or before the usage already priced.
+    """
     unit, account_id = spec.currency, spec.account_id
     check_markups(
         contract_prices(session, contract, unit, spec.created_at),

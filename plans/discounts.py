@@ -26,8 +26,9 @@ class ContractDiscount:
 
 
 def parse_discounts(items: Iterable[Mapping[str, object]]) -> list[ContractDiscount]:
-    """A contract's ``{"model"?: id, "pct": "12.5"}`` items, each model (or the all-models
-    discount, without ``model``) at most once.
+    """A contract's ``{"model"?: id, "pct": "12.5"}`` discount items, parsed.
+
+    Each model (or the all-models discount, without ``model``) may be given once.
 
     Raises:
         InvalidCatalog: unknown fields, a model that is not a string, a model twice.

@@ -169,6 +169,7 @@ def _plan_or_create(
 
 def _priced(item: dict[str, Any], markup: Decimal | None) -> ModelPrice:
     """The item's price, raised by ``markup`` percent exactly (every price: tiers, context
-    tiers, fees); the conversion checked that it rates exactly."""
+    tiers, fees); the conversion checked that it rates exactly.
+    """
     price = price_from_item(item, str(item["model"]))
     return price if markup is None else price.with_markup(markup)

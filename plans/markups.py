@@ -1,6 +1,8 @@
-"""The wholesale prices a reseller markup or a contract discount can meet, read from the
-database so a new catalog object that would not rate exactly is refused when it is created
-(the check itself is :func:`plans.discounts.check_markups`)."""
+"""The wholesale prices a reseller markup or a contract discount can meet.
+
+Read from the database so a new catalog object that would not rate exactly is refused when it
+is created (the check itself is :func:`plans.discounts.check_markups`).
+"""
 
 from __future__ import annotations
 
@@ -21,8 +23,9 @@ from plans.rate_cards import future_cards
 def contract_prices(
     session: Session, contract: Contract, unit: Unit, now: datetime
 ) -> list[ModelPrice]:
-    """Every price ``contract`` can produce from ``now`` on: its locked card's, or its
-    discount on the list card in force now and on every later one.
+    """Every price ``contract`` can produce from ``now`` on.
+
+    Its locked card's, or its discount on the list card in force now and on every later one.
 
     Raises:
         InvalidPrice: a discounted price would not rate exactly.

@@ -88,7 +88,8 @@ def _price_checks() -> tuple[CheckConstraint, ...]:
 class _PriceColumns:
     """The resolved per-Mtok prices of one model (see :class:`plans.prices.ModelPrice`); its
     per-request fees, service tiers and context tiers as resolved JSON (decimal strings, the
-    shape of :meth:`plans.prices.ModelPrice.to_spec`)."""
+    shape of :meth:`plans.prices.ModelPrice.to_spec`).
+    """
 
     input_per_mtok: Mapped[Decimal] = mapped_column(PriceNumeric)
     input_audio_per_mtok: Mapped[Decimal] = mapped_column(PriceNumeric)
@@ -143,7 +144,8 @@ class RateCardPriceRow(_PriceColumns, Base):
 
 class CostCardRow(Base):
     """An upstream vendor's cost card version: what the operator pays that vendor per model
-    (the same price dimensions as a rate card), in force from ``effective_from`` on."""
+    (the same price dimensions as a rate card), in force from ``effective_from`` on.
+    """
 
     __tablename__ = "catalog_cost_cards"
     __table_args__ = (UniqueConstraint("upstream", "currency", "effective_from"),)
@@ -253,7 +255,8 @@ class ResellerPriceRow(_PriceColumns, Base):
 
 class PackageRow(Base):
     """A token package: ``tokens`` for ``price``, usable on ``models`` (empty: all) for
-    ``valid_days`` after purchase."""
+    ``valid_days`` after purchase.
+    """
 
     __tablename__ = "catalog_packages"
     __table_args__ = (
@@ -310,7 +313,8 @@ class PlanWindowRow(Base):
 
 class BonusRuleRow(Base):
     """A top-up bonus rule version for (currency, owner); the latest ``effective_from <= at``
-    is in force. ``owner_account_id`` NULL: the operator's rule."""
+    is in force. ``owner_account_id`` NULL: the operator's rule.
+    """
 
     __tablename__ = "catalog_topup_bonus_rules"
     __table_args__ = (

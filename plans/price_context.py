@@ -120,7 +120,8 @@ _V = TypeVar("_V")
 class _CachedCatalog:
     """One process's copy of a currency's catalog at one version: every list card, every
     contract version and every reseller price book (contracts and books are few next to
-    accounts, and any of them changing moves the version)."""
+    accounts, and any of them changing moves the version).
+    """
 
     version: int
     cards: list[RateCard]

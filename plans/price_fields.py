@@ -216,7 +216,8 @@ def parse_multiplier(spec: Mapping[str, object], name: object) -> Decimal:
 class ServiceTier:
     """How a model is priced in a service tier: a multiplier of the standard prices (of the
     context band the request falls in) or a price of its own (exactly one of the two).
-    Per-request fees are never multiplied."""
+    Per-request fees are never multiplied.
+    """
 
     name: str
     multiplier: Decimal | None = None
@@ -256,7 +257,8 @@ class ServiceTier:
 @dataclass(frozen=True, slots=True)
 class ContextTier:
     """Prices that apply to a whole request whose prompt (every input token: uncached, cached,
-    written to the cache) is larger than ``above_input_tokens``."""
+    written to the cache) is larger than ``above_input_tokens``.
+    """
 
     above_input_tokens: int
     price: ModelPrice

@@ -1,6 +1,9 @@
-"""Model prices to and from their table rows (rate cards, reseller books and cost cards store
-prices in the same columns: the resolved per-Mtok prices, the batch discount and the tiers as
-JSON in the shape of :meth:`~plans.prices.ModelPrice.to_spec`)."""
+"""Model prices to and from their table rows.
+
+Rate cards, reseller books and cost cards store prices in the same columns: the resolved
+per-Mtok prices, the batch discount and the tiers as JSON in the shape of
+:meth:`~plans.prices.ModelPrice.to_spec`.
+"""
 
 from __future__ import annotations
 

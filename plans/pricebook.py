@@ -391,7 +391,8 @@ def _from_retail(
     model: str, retail: ResellerRetail, wholesale: ResolvedPrice
 ) -> ResolvedPrice | None:
     """The reseller's retail price of ``model``: its override, else its markup over
-    ``wholesale``; ``None`` when the book has neither for it (the sub-account pays list)."""
+    ``wholesale``; ``None`` when the book has neither for it (the sub-account pays list).
+    """
     override = retail.overrides.get(model)
     if override is not None:
         return ResolvedPrice(

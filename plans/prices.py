@@ -197,7 +197,8 @@ class ModelPrice:
 
     def band(self, prompt_tokens: int) -> ModelPrice:
         """The prices of a request with a prompt of ``prompt_tokens``: the highest context
-        tier it is above, else these."""
+        tier it is above, else these.
+        """
         chosen = self
         for c in self.context_tiers:
             if prompt_tokens > c.above_input_tokens:
@@ -342,7 +343,8 @@ class ModelPrice:
 
     def to_spec(self) -> dict[str, object]:
         """Every resolved price as decimal strings (tiers and context tiers nested), the
-        shape :meth:`from_spec` reads back to an equal price."""
+        shape :meth:`from_spec` reads back to an equal price.
+        """
         out: dict[str, object] = {name: plain(getattr(self, name)) for name in PRICE_FIELDS}
         out["batch_discount_pct"] = plain(self.batch_discount_pct)
         if self.request_fees:
@@ -366,7 +368,8 @@ class ModelPrice:
     @classmethod
     def from_stored(cls, spec: Mapping[str, object]) -> ModelPrice:
         """A price from :meth:`to_spec` (stored prices are resolved: nothing defaults, and
-        they may have more than 6 decimals)."""
+        they may have more than 6 decimals).
+        """
 
         def dec(value: object) -> Decimal:
             return Decimal(str(value))
@@ -433,7 +436,8 @@ def _service_tier(
     request_fees: Mapping[str, object] | None,
 ) -> ServiceTier:
     """A ``service_tiers`` entry of a spec: a multiplier, or prices of its own (with the
-    price's batch discount and fees)."""
+    price's batch discount and fees).
+    """
     if not isinstance(spec, Mapping):
         raise InvalidCatalog(f"service_tiers.{name} must be an object", field="service_tiers")
     if "multiplier" in spec:

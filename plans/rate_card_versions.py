@@ -129,7 +129,8 @@ def _removal_blockers(
     usage_since: datetime | None,
 ) -> dict[str, list[str]]:
     """Why removing each model is risky: recent usage, open contracts that discount it,
-    reseller price books in force or later that price it."""
+    reseller price books in force or later that price it.
+    """
     out: dict[str, list[str]] = {m: [] for m in models}
     if not models:
         return out
@@ -248,7 +249,8 @@ def _refuse_unconfirmed(plan: RateCardPlan, confirmed: bool) -> None:
 
 def _store(session: Session, card: RateCard) -> None:
     """Insert a new card version, refused when its instant is taken or already priced, or
-    when a reseller markup over it would not rate exactly."""
+    when a reseller markup over it would not rate exactly.
+    """
     unit, start = card.currency, card.effective_from
 
     def conflict(taken: str | None) -> str:
@@ -280,7 +282,8 @@ def _store(session: Session, card: RateCard) -> None:
 
 def _check_card_under_markups(session: Session, card: RateCard, now: datetime) -> None:
     """Refuse a card whose prices (or a reseller's contract discount on them) would make a
-    reseller markup in force now or later rate inexactly."""
+    reseller markup in force now or later rate inexactly.
+    """
     resellers = session.scalars(
         select(ResellerPriceBookRow.reseller_account_id)
         .where(

@@ -1,5 +1,6 @@
-"""List rate cards in the database: reading the versions (creating one is
-:mod:`plans.rate_card_changes`).
+"""List rate cards in the database: reading the versions.
+
+Creating one is :mod:`plans.rate_card_versions`.
 
 Rate cards are never edited. The card in force for a currency at ``at`` is the one with the
 greatest ``effective_from <= at``; two cards of one currency never share an

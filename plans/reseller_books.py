@@ -1,5 +1,6 @@
-"""Reseller retail price books in the database: versions by ``effective_from`` per
-(reseller, currency), like rate cards.
+"""Reseller retail price books in the database.
+
+They are versioned by ``effective_from`` per (reseller, currency), like rate cards.
 
 A book prices a reseller's sub-accounts: an explicit price per model, else a markup over the
 reseller's wholesale price (its own contract, else list). A book takes effect strictly after
@@ -66,6 +67,7 @@ class ResellerPriceBook:
     created_at: datetime
 
     def __hash__(self) -> int:
+        """Hash by id (a version's id names it; its prices mapping is not hashable)."""
         return hash(("reseller_price_book", self.id))
 
     def to_retail(self, wholesale_contract: Contract | None = None) -> ResellerRetail:
@@ -158,8 +160,10 @@ def create_reseller_price_book(
 def _wholesale_prices(
     session: Session, reseller_account_id: str, unit: Unit, now: datetime
 ) -> list[ModelPrice]:
-    """Every wholesale price a reseller's markup can meet from ``now`` on: the list cards in
-    force now and later, and the prices of the reseller's open contracts."""
+    """Every wholesale price a reseller's markup can meet from ``now`` on.
+
+    The list cards in force now and later, and the prices of the reseller's open contracts.
+    """
     wholesale = [
         price for card in future_cards(session, unit, now) for price in card.prices.values()
     ]

@@ -82,9 +82,11 @@ def advance_priced_through(session: Session, currency: Unit | str, at: datetime)
 
 
 def _lock_watermark(session: Session, unit: Unit) -> datetime | None:
-    """Wait for the pricing batches in flight, keep new ones out until this transaction ends
-    (the catalog lock, exclusively), bump the currency's catalog version (a price is about to
-    change) and return the mark."""
+    """Lock the currency's catalog exclusively, bump its version and return the mark.
+
+    The lock waits for the pricing batches in flight and keeps new ones out until this
+    transaction ends; the version moves because a price is about to change.
+    """
     session.execute(_CATALOG_EXCLUSIVE, {"c": unit.code})
     session.execute(
         pg_insert(RatingWatermark)
@@ -108,8 +110,11 @@ def _lock_watermark(session: Session, unit: Unit) -> datetime | None:
 
 
 def catalog_version(session: Session, currency: Unit | str) -> int:
-    """The currency's catalog version: it changes with every rate card, contract or reseller
-    price book, in that change's transaction (0 before the first)."""
+    """The currency's catalog version (0 before the first change).
+
+    It changes with every rate card, contract or reseller price book, in that change's
+    transaction.
+    """
     unit = money_unit(currency)
     version = session.scalar(
         select(RatingWatermark.catalog_version).where(RatingWatermark.currency == unit.code)
@@ -118,8 +123,9 @@ def catalog_version(session: Session, currency: Unit | str) -> int:
 
 
 def refuse_backdated(session: Session, unit: Unit, start: datetime, what: str) -> None:
-    """Take the currency's catalog lock and bump its version (:func:`_lock_watermark`), then
-    refuse a change that would take effect at or before the usage already priced.
+    """Refuse a change that would take effect at or before the usage already priced.
+
+    Takes the currency's catalog lock and bumps its version first (:func:`_lock_watermark`).
 
     Args:
         session: the caller's session (the lock is held until its transaction ends).
