@@ -1,6 +1,8 @@
-"""The catalog services: models, token packages and failed-request policies here; coding
-plans, top-up bonus rules, rate cards, contracts, reseller price books, the watermark and price
-resolution live in their own modules and are re-exported here (the API's one import).
+"""The catalog services: models, token packages and failed-request policies.
+
+Coding plans, top-up bonus rules, rate cards, contracts, reseller price books, the watermark
+and price resolution live in their own modules and are re-exported here (the API's one
+import).
 
 Every function takes a :class:`~sqlalchemy.orm.Session` and never commits: the caller (a
 request, a job, the CLI) owns the transaction. Results are frozen dataclasses; no ORM object
@@ -206,8 +208,10 @@ def list_models(
 
 @dataclass(frozen=True, slots=True)
 class PackageSpec:
-    """A token package: ``tokens`` for ``price``, on ``models`` (empty: every model), usable
-    for ``valid_days`` after purchase.
+    """A token package.
+
+    ``tokens`` for ``price``, on ``models`` (empty: every model), usable for ``valid_days``
+    after purchase.
     """
 
     id: str
@@ -326,8 +330,10 @@ DEFAULT_POLICY_ID = "default"
 
 @dataclass(frozen=True, slots=True)
 class FailedRequestPolicy:
-    """A failed-request policy version: failure kind -> ``billed`` | ``not_billed`` |
-    ``output_not_billed``, all five kinds present (read-only).
+    """A failed-request policy version.
+
+    Failure kind -> ``billed`` | ``not_billed`` | ``output_not_billed``, all five kinds present
+    (read-only).
     """
 
     id: str
@@ -336,6 +342,7 @@ class FailedRequestPolicy:
     created_at: datetime | None = field(default=None, compare=False)
 
     def __hash__(self) -> int:
+        """Hash by id and version (the rules mapping is not hashable)."""
         return hash(("failed_request_policy", self.id, self.version))
 
 

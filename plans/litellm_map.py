@@ -201,8 +201,10 @@ def _convert_one(
 
 @dataclass
 class _Read:
-    """What an entry's keys give: token prices by service tier (``None``: the standard
-    prices) and context threshold (``None``: none), fees, and what was rounded or ignored.
+    """What an entry's keys give.
+
+    Token prices by service tier (``None``: the standard prices) and context threshold
+    (``None``: none), fees, and what was rounded or ignored.
     """
 
     found: dict[str | None, dict[int | None, dict[str, Decimal]]] = field(default_factory=dict)
@@ -292,8 +294,9 @@ def _bands(
     *,
     fallback: Mapping[int | None, Mapping[str, Decimal]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Context tiers: a band's missing prices are the base's (LiteLLM prices a component
-    without an ``_above_`` price at its standard price).
+    """Context tiers, a band's missing prices taken from the base.
+
+    LiteLLM prices a component without an ``_above_`` price at its standard price.
     """
     out = []
     thresholds = sorted({k for k in by_band if k is not None} | {k for k in (fallback or {}) if k})

@@ -86,9 +86,10 @@ def _price_checks() -> tuple[CheckConstraint, ...]:
 
 
 class _PriceColumns:
-    """The resolved per-Mtok prices of one model (see :class:`plans.prices.ModelPrice`); its
-    per-request fees, service tiers and context tiers as resolved JSON (decimal strings, the
-    shape of :meth:`plans.prices.ModelPrice.to_spec`).
+    """The resolved per-Mtok prices of one model (see :class:`plans.prices.ModelPrice`).
+
+    Its per-request fees, service tiers and context tiers are resolved JSON (decimal strings,
+    the shape of :meth:`plans.prices.ModelPrice.to_spec`).
     """
 
     input_per_mtok: Mapped[Decimal] = mapped_column(PriceNumeric)
@@ -143,8 +144,10 @@ class RateCardPriceRow(_PriceColumns, Base):
 
 
 class CostCardRow(Base):
-    """An upstream vendor's cost card version: what the operator pays that vendor per model
-    (the same price dimensions as a rate card), in force from ``effective_from`` on.
+    """An upstream vendor's cost card version.
+
+    What the operator pays that vendor per model (the same price dimensions as a rate card),
+    in force from ``effective_from`` on.
     """
 
     __tablename__ = "catalog_cost_cards"
@@ -254,8 +257,10 @@ class ResellerPriceRow(_PriceColumns, Base):
 
 
 class PackageRow(Base):
-    """A token package: ``tokens`` for ``price``, usable on ``models`` (empty: all) for
-    ``valid_days`` after purchase.
+    """A token package.
+
+    ``tokens`` for ``price``, usable on ``models`` (empty: all) for ``valid_days`` after
+    purchase.
     """
 
     __tablename__ = "catalog_packages"
@@ -312,8 +317,10 @@ class PlanWindowRow(Base):
 
 
 class BonusRuleRow(Base):
-    """A top-up bonus rule version for (currency, owner); the latest ``effective_from <= at``
-    is in force. ``owner_account_id`` NULL: the operator's rule.
+    """A top-up bonus rule version for (currency, owner).
+
+    The latest ``effective_from <= at`` is in force. ``owner_account_id`` NULL: the operator's
+    rule.
     """
 
     __tablename__ = "catalog_topup_bonus_rules"

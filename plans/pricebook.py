@@ -90,6 +90,7 @@ class Contract:
     all_models_discount_pct: DecimalInput | None = None
 
     def __post_init__(self) -> None:
+        """Check the term and the discounts, and that a locked card rates exactly."""
         if not isinstance(self.id, str) or not self.id:
             raise InvalidCatalog("a contract needs a non-empty id")
         owner = f"contract {self.id}"
@@ -123,6 +124,7 @@ class Contract:
                 self.price_on(self.card, model)
 
     def __hash__(self) -> int:
+        """Hash by id (the discounts mapping is not hashable)."""
         return hash(("contract", self.id))
 
     def in_force(self, at: datetime) -> bool:
@@ -181,6 +183,7 @@ class ResellerRetail:
     wholesale_contract: Contract | None = None
 
     def __post_init__(self) -> None:
+        """Check the markup and the overrides; a book needs one of them."""
         if not isinstance(self.id, str) or not self.id:
             raise InvalidCatalog("a reseller retail price book needs a non-empty id")
         owner = f"reseller retail {self.id}"
@@ -205,6 +208,7 @@ class ResellerRetail:
             raise InvalidCatalog(f"{owner}: wholesale_contract must be a Contract")
 
     def __hash__(self) -> int:
+        """Hash by id (the overrides mapping is not hashable)."""
         return hash(("reseller_retail", self.id))
 
 
@@ -390,8 +394,9 @@ def _wholesale(
 def _from_retail(
     model: str, retail: ResellerRetail, wholesale: ResolvedPrice
 ) -> ResolvedPrice | None:
-    """The reseller's retail price of ``model``: its override, else its markup over
-    ``wholesale``; ``None`` when the book has neither for it (the sub-account pays list).
+    """The reseller's retail price of ``model``, or ``None`` (the sub-account pays list).
+
+    Its override, else its markup over ``wholesale``; ``None`` when the book has neither.
     """
     override = retail.overrides.get(model)
     if override is not None:
