@@ -1,5 +1,6 @@
-"""Importing LiteLLM's price map as a rate card (the service; the conversion is
-:mod:`plans.litellm_map`).
+"""Importing LiteLLM's price map as a rate card (the service).
+
+The conversion is :mod:`plans.litellm_map`.
 
 A dry run (the default) creates nothing and says what the card would do; ``apply`` creates the
 missing models and one new effective-dated card that changes the imported models and inherits
@@ -74,6 +75,7 @@ def import_litellm(
     """Import a LiteLLM price map: a dry run, or (``apply``) new models and a new card.
 
     Args:
+        session: the caller's session (flushed, not committed).
         data: the parsed ``model_prices_and_context_window.json``.
         effective_from: when the new card takes effect (after the usage already priced).
         currency: must be USD (LiteLLM's prices are dollars; there is no FX here).
@@ -81,6 +83,9 @@ def import_litellm(
         providers: only these ``litellm_provider`` s.
         strict: refuse models whose prices needed rounding.
         apply: create the models and the card (else only report).
+        usage_of_models: how to count recent usage of removed models (see
+            :func:`plans.rate_card_versions.plan_rate_card`).
+        usage_since: from when usage counts.
 
     Raises:
         InvalidCatalog: another currency, nothing importable.
@@ -141,8 +146,9 @@ def _usd(currency: Unit | str) -> Unit:
 def _plan_or_create(
     session: Session, new: list[Converted], card: dict[str, Any], *, apply: bool
 ) -> tuple[RateCardPlan, str | None]:
-    """Create the ``new`` models and plan the card; with ``apply`` create the card too, else
-    undo the models (a dry run creates them only to plan).
+    """Create the ``new`` models and plan the card; with ``apply`` create the card too.
+
+    Without ``apply`` the models are undone (a dry run creates them only to plan).
 
     Returns:
         The plan and the new card's id (``None`` for a dry run).
@@ -168,8 +174,10 @@ def _plan_or_create(
 
 
 def _priced(item: dict[str, Any], markup: Decimal | None) -> ModelPrice:
-    """The item's price, raised by ``markup`` percent exactly (every price: tiers, context
-    tiers, fees); the conversion checked that it rates exactly.
+    """The item's price, raised by ``markup`` percent exactly.
+
+    Every price is raised (tiers, context tiers, fees); the conversion checked that it rates
+    exactly.
     """
     price = price_from_item(item, str(item["model"]))
     return price if markup is None else price.with_markup(markup)

@@ -91,8 +91,10 @@ def check_standing_discounts(
     account_id: str,
     discounts: Iterable[Mapping[str, object]],
 ) -> None:
-    """Refuse standing discounts that would not rate exactly on the list cards in force now or
-    later (like a contract without a locked card is checked when created).
+    """Refuse standing discounts that would not rate exactly.
+
+    They are checked on the list cards in force now or later, like a contract without a locked
+    card is checked when created.
 
     Raises:
         InvalidPrice: a discounted price would not rate exactly.
@@ -118,9 +120,10 @@ _V = TypeVar("_V")
 
 @dataclass
 class _CachedCatalog:
-    """One process's copy of a currency's catalog at one version: every list card, every
-    contract version and every reseller price book (contracts and books are few next to
-    accounts, and any of them changing moves the version).
+    """One process's copy of a currency's catalog at one version.
+
+    Every list card, every contract version and every reseller price book (contracts and books
+    are few next to accounts, and any of them changing moves the version).
     """
 
     version: int
@@ -194,9 +197,10 @@ class PriceContext:
         account_ids: Iterable[str],
         version: int | None = None,
     ) -> PriceContext:
-        """What pricing ``account_ids`` (and sub-accounts' resellers among them) needs, at any
-        instant (every version of every card, contract and book is kept; resolution picks the
-        one in force).
+        """What pricing ``account_ids`` (and sub-accounts' resellers among them) needs.
+
+        At any instant: every version of every card, contract and book is kept; resolution
+        picks the one in force.
 
         Rate cards, contracts and price books are never edited, and every change that can
         alter a price bumps the currency's :func:`catalog_version` in its own transaction, so
@@ -204,6 +208,9 @@ class PriceContext:
         moves: a batch then costs no query here once warm.
 
         Args:
+            session: the caller's session (read only).
+            currency: the currency priced.
+            account_ids: the accounts priced and the resellers of the sub-accounts among them.
             version: the catalog version the caller read under the currency's catalog lock
                 (read here when omitted).
         """
@@ -243,9 +250,10 @@ class PriceContext:
         reseller_account_id: str | None = None,
         standing: Contract | None = None,
     ) -> ResolvedPrice:
-        """Resolve like :func:`resolve_account_price`. ``standing`` (the account's standing
-        discounts, see :func:`standing_contract`) acts as its contract when no contract of the
-        account is in force at ``at``.
+        """Resolve like :func:`resolve_account_price`.
+
+        ``standing`` (the account's standing discounts, see :func:`standing_contract`) acts as
+        its contract when no contract of the account is in force at ``at``.
 
         Raises:
             NoRateInForce, UnknownModel, InvalidPrice: as :func:`resolve_account_price`.

@@ -76,10 +76,15 @@ def plan_rate_card(
     usage_since: datetime | None = None,
     resolved_prices: Mapping[str, ModelPrice] | None = None,
 ) -> RateCardPlan:
-    """What :func:`create_rate_card` would create, model by model, without writing anything
-    (a dry run).
+    """What :func:`create_rate_card` would create, model by model (a dry run).
+
+    Nothing is written.
 
     Args:
+        session: the caller's session (read only).
+        currency: ISO 4217 code or currency unit.
+        effective_from: aware instant from which the card would be in force (inclusive).
+        prices: the listed prices, as :func:`create_rate_card` takes them.
         inherit: models of the card in force at ``effective_from`` that ``prices`` does not
             list keep their price (``False``: the new card prices only what it lists).
         remove_models: models to stop pricing (with ``inherit``).
@@ -128,8 +133,10 @@ def _removal_blockers(
     usage_of_models: UsageOfModels | None,
     usage_since: datetime | None,
 ) -> dict[str, list[str]]:
-    """Why removing each model is risky: recent usage, open contracts that discount it,
-    reseller price books in force or later that price it.
+    """Why removing each model is risky.
+
+    Recent usage, open contracts that discount it, reseller price books in force or later that
+    price it.
     """
     out: dict[str, list[str]] = {m: [] for m in models}
     if not models:
@@ -203,8 +210,12 @@ def create_rate_card(
         prices: ``{"model", "input_per_mtok", "output_per_mtok", ...optional}`` items,
             decimal strings; omitted prices take the defaults of
             :meth:`~plans.prices.ModelPrice.from_spec`.
-        inherit, remove_models, usage_of_models, usage_since: see :func:`plan_rate_card`.
+        inherit: see :func:`plan_rate_card`.
+        remove_models: see :func:`plan_rate_card`.
         confirm_removals: go ahead with removals that have blockers.
+        usage_of_models: see :func:`plan_rate_card`.
+        usage_since: see :func:`plan_rate_card`.
+        resolved_prices: see :func:`plan_rate_card`.
 
     Returns:
         The new card.
@@ -248,8 +259,10 @@ def _refuse_unconfirmed(plan: RateCardPlan, confirmed: bool) -> None:
 
 
 def _store(session: Session, card: RateCard) -> None:
-    """Insert a new card version, refused when its instant is taken or already priced, or
-    when a reseller markup over it would not rate exactly.
+    """Insert a new card version, or refuse it.
+
+    Refused when its instant is taken or already priced, or when a reseller markup over it
+    would not rate exactly.
     """
     unit, start = card.currency, card.effective_from
 
@@ -281,8 +294,10 @@ def _store(session: Session, card: RateCard) -> None:
 
 
 def _check_card_under_markups(session: Session, card: RateCard, now: datetime) -> None:
-    """Refuse a card whose prices (or a reseller's contract discount on them) would make a
-    reseller markup in force now or later rate inexactly.
+    """Refuse a card over which a reseller markup would not rate exactly.
+
+    The markups in force now or later are checked on the card's prices and on a reseller's
+    contract discount of them.
     """
     resellers = session.scalars(
         select(ResellerPriceBookRow.reseller_account_id)
