@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 import invoicing.close as close_mod
 from invoicing.close import close_account, close_period
@@ -17,6 +18,7 @@ from invoicing.models import Invoice
 from ledger.accounts import get_balance
 from wallet.gate import enter_exclusive, enter_shared
 from wallet.ledger_accounts import customer_ledger
+from wallet.models import Account
 
 from .conftest import (
     APR,
@@ -30,17 +32,8 @@ from .conftest import (
 )
 
 
-def test_close_bills_every_line_to_the_cent_and_ties_to_the_ledger(month, shop, session):
-    result = close_period(shop, MAR, now=CLOSE_AT, grace=timedelta(days=1))
-    assert result.accounts == 3 and len(result.invoice_ids) == 3
-    inv = by_account(session)
-    acme, globex, resell = (inv[month[k].id] for k in ("acme", "globex", "resell"))
-    assert [i.number for i in (acme, globex, resell)] == [
-        "INV-USD-2026-000001",
-        "INV-USD-2026-000002",
-        "INV-USD-2026-000003",
-    ]
-    # Acme: prepaid; plan fee and package paid from the balance, nothing due
+def _acme_is_prepaid(session: Session, acme: Invoice) -> None:
+    """Acme: prepaid; plan fee and package paid from the balance, nothing due."""
     rows = [
         (ln.kind, ln.settlement, money(ln.amount), ln.requests, ln.tokens)
         for ln in lines_of(session, acme.id)
@@ -62,7 +55,10 @@ def test_close_bills_every_line_to_the_cent_and_ties_to_the_ledger(month, shop, 
         "0.00",
     )
     assert acme.status == "paid" and acme.due_date == CLOSE_AT.date()
-    # Globex: postpaid overage, rounded once (half-even), taxed per line, net 30
+
+
+def _globex_owes_rounded_taxed_overage(session: Session, globex: Invoice) -> None:
+    """Globex: postpaid overage, rounded once (half-even), taxed per line, net 30."""
     g = lines_of(session, globex.id)
     assert [(ln.kind, ln.settlement) for ln in g] == [
         ("overage", "due"),
@@ -82,7 +78,10 @@ def test_close_bills_every_line_to_the_cent_and_ties_to_the_ledger(month, shop, 
     assert money(globex.rounding) == "-0.000014"
     assert globex.status == "finalized" and globex.due_date == CLOSE_AT.date() + timedelta(days=30)
     assert globex.bill_to["name"] == "Globex GmbH"
-    # Resell: its sub-accounts' usage at wholesale; the float paid 10.00, 8.00 is overage
+
+
+def _resell_is_billed_at_wholesale(session: Session, resell: Invoice) -> None:
+    """Resell: its sub-accounts' usage at wholesale; the float paid 10.00, 8.00 is overage."""
     r = lines_of(session, resell.id)
     # Sub Two's record was paid 1.00 from the float and 8.00 as overage: its request is on the
     # overage line, its 2.2M tokens shared 8:1 (each record's tokens are counted once)
@@ -100,7 +99,10 @@ def test_close_bills_every_line_to_the_cent_and_ties_to_the_ledger(month, shop, 
         "10.00",
     )
     assert money(resell.amount_due) == "8.00"
-    # the ledger: unbilled overage moved to invoiced receivables, tax payable, rounding
+
+
+def _ledger_ties(session: Session, month: dict[str, Account]) -> None:
+    """The ledger: unbilled overage moved to invoiced receivables, tax payable, rounding."""
     for key, due in (("globex", "1.31"), ("resell", "8.00")):
         account = month[key]
         cust = customer_ledger(session, account)
@@ -126,6 +128,22 @@ def test_close_bills_every_line_to_the_cent_and_ties_to_the_ledger(month, shop, 
         "0.22",
         "-0.000014",
     )
+
+
+def test_close_bills_every_line_to_the_cent_and_ties_to_the_ledger(month, shop, session):
+    result = close_period(shop, MAR, now=CLOSE_AT, grace=timedelta(days=1))
+    assert result.accounts == 3 and len(result.invoice_ids) == 3
+    inv = by_account(session)
+    acme, globex, resell = (inv[month[k].id] for k in ("acme", "globex", "resell"))
+    assert [i.number for i in (acme, globex, resell)] == [
+        "INV-USD-2026-000001",
+        "INV-USD-2026-000002",
+        "INV-USD-2026-000003",
+    ]
+    _acme_is_prepaid(session, acme)
+    _globex_owes_rounded_taxed_overage(session, globex)
+    _resell_is_billed_at_wholesale(session, resell)
+    _ledger_ties(session, month)
 
 
 def test_rerun_changes_nothing(month, shop, session):
