@@ -80,18 +80,15 @@ def import_litellm(
         effective_from: when the new card takes effect (after the usage already priced).
         currency: must be USD (LiteLLM's prices are dollars; there is no FX here).
         markup_pct: percent added to every imported price (<= 2 decimals).
-        providers: only these ``litellm_provider`` s.
+        providers: only these ``litellm_provider`` values.
         strict: refuse models whose prices needed rounding.
         apply: create the models and the card (else only report).
-        usage_of_models: how to count recent usage of removed models (see
-            :func:`plans.rate_card_versions.plan_rate_card`).
+        usage_of_models: counts recent usage of removed models (``plan_rate_card``).
         usage_since: from when usage counts.
 
     Raises:
         InvalidCatalog: another currency, nothing importable.
-        InvalidPrice: a bad markup.
-        The errors of :func:`plans.rate_card_versions.create_rate_card` (e.g.
-        ``backdated_price_change``).
+        InvalidPrice: a bad markup (the errors of ``create_rate_card`` pass through).
     """
     unit = _usd(currency)
     start = check_aware(effective_from, what="effective_from")
@@ -105,8 +102,7 @@ def import_litellm(
         "currency": unit,
         "effective_from": start,
         "prices": (),
-        "resolved_prices": resolved,
-        "inherit": True,
+        "resolved_prices": resolved,  # inherits (the default): the card changes what it imports
         "usage_of_models": usage_of_models,
         "usage_since": usage_since,
     }

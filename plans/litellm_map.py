@@ -23,7 +23,8 @@ from typing import Any
 
 from ledger.errors import DomainError
 from plans._db import ID_RE
-from plans.prices import GIVEN_PRICE_PLACES, price_from_item
+from plans.price_fields import GIVEN_PRICE_PLACES
+from plans.prices import price_from_item
 
 ROUNDING_RULE = (
     "each per-token float is read as the shortest decimal that round-trips to it, times"

@@ -1,6 +1,8 @@
-"""The fields of a price and the parsing of given values (pure): the per-Mtok price fields and
-their defaults, fee kinds, service and context tiers, and the checks of decimal strings from
-the API (at most 6 decimals for a price, 2 for a percentage, 4 for a tier multiplier).
+"""The fields of a price and the parsing of given values (pure).
+
+The per-Mtok price fields and their defaults, fee kinds, service and context tiers, and the
+checks of decimal strings from the API (at most 6 decimals for a price, 2 for a percentage, 4
+for a tier multiplier).
 
 :mod:`plans.prices` builds :class:`~plans.prices.ModelPrice` from these and re-exports the
 names its callers use.
@@ -143,8 +145,9 @@ def check_exact(value: Decimal, what: str) -> None:
 
 
 def parse_fees(fees: Mapping[str, object] | None) -> tuple[tuple[str, Decimal], ...]:
-    """Given per-request fees ``{kind: price}`` (<= 6 decimals each) as ``(kind, fee)`` pairs
-    (kinds are checked by the price).
+    """Given per-request fees ``{kind: price}`` (<= 6 decimals each) as ``(kind, fee)`` pairs.
+
+    The kinds are checked by the price.
 
     Raises:
         InvalidPrice: a malformed, negative or too precise fee.
@@ -214,9 +217,10 @@ def parse_multiplier(spec: Mapping[str, object], name: object) -> Decimal:
 
 @dataclass(frozen=True, slots=True)
 class ServiceTier:
-    """How a model is priced in a service tier: a multiplier of the standard prices (of the
-    context band the request falls in) or a price of its own (exactly one of the two).
-    Per-request fees are never multiplied.
+    """How a model is priced in a service tier.
+
+    A multiplier of the standard prices (of the context band the request falls in) or a price
+    of its own (exactly one of the two). Per-request fees are never multiplied.
     """
 
     name: str
@@ -224,6 +228,7 @@ class ServiceTier:
     price: ModelPrice | None = None
 
     def __post_init__(self) -> None:
+        """Check the tier's name and its multiplier or own prices."""
         if self.name not in SERVICE_TIERS:
             raise InvalidCatalog(
                 f"unknown service tier {self.name!r}; known: {', '.join(SERVICE_TIERS)}",
@@ -256,14 +261,16 @@ class ServiceTier:
 
 @dataclass(frozen=True, slots=True)
 class ContextTier:
-    """Prices that apply to a whole request whose prompt (every input token: uncached, cached,
-    written to the cache) is larger than ``above_input_tokens``.
+    """Prices for a whole request whose prompt is larger than ``above_input_tokens``.
+
+    The prompt is every input token: uncached, cached, written to the cache.
     """
 
     above_input_tokens: int
     price: ModelPrice
 
     def __post_init__(self) -> None:
+        """Check the threshold, and that the tier's prices have no tiers of their own."""
         n = self.above_input_tokens
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
             raise InvalidCatalog(
@@ -277,8 +284,20 @@ class ContextTier:
 
 
 def plain(value: Decimal | None) -> str:
+    """A decimal as a plain string without padding zeros (``"0"`` for zero)."""
     assert value is not None
     return format(value.normalize(), "f") if value else "0"
+
+
+def token_spec(price: ModelPrice) -> dict[str, object]:
+    """A price's token prices as decimal strings, with its context tiers nested."""
+    out: dict[str, object] = {name: plain(getattr(price, name)) for name in PRICE_FIELDS}
+    if price.context_tiers:
+        out["context_tiers"] = [
+            {"above_input_tokens": c.above_input_tokens, **token_spec(c.price)}
+            for c in price.context_tiers
+        ]
+    return out
 
 
 def resolve_defaults(
@@ -302,6 +321,12 @@ def resolve_defaults(
 
 
 def only_prices(item: Mapping[str, object], what: str, *, extra: set[str]) -> dict[str, Any]:
+    """The optional price fields of a tier's spec (besides input and output).
+
+    Raises:
+        InvalidCatalog: fields other than the prices and ``extra``.
+        InvalidPrice: a price that is not a decimal string.
+    """
     unknown = sorted(set(item) - set(PRICE_FIELDS) - extra)
     if unknown:
         raise InvalidCatalog(
@@ -322,6 +347,12 @@ def only_prices(item: Mapping[str, object], what: str, *, extra: set[str]) -> di
 
 
 def required_value(item: Mapping[str, object], key: str, what: str) -> DecimalInput:
+    """A tier spec's required price ``key``.
+
+    Raises:
+        InvalidCatalog: it is missing.
+        InvalidPrice: it is not a decimal string.
+    """
     value = item.get(key)
     if value is None:
         raise InvalidCatalog(f"{what} lacks {key}", field=what)
@@ -331,6 +362,11 @@ def required_value(item: Mapping[str, object], key: str, what: str) -> DecimalIn
 
 
 def context_threshold(item: Mapping[str, object]) -> int:
+    """A context tier's ``above_input_tokens``.
+
+    Raises:
+        InvalidCatalog: not a positive integer.
+    """
     n = item.get("above_input_tokens")
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
         raise InvalidCatalog(
@@ -341,6 +377,11 @@ def context_threshold(item: Mapping[str, object]) -> int:
 
 
 def list_of_objects(value: object, what: str) -> list[Mapping[str, object]] | None:
+    """A service tier's ``context_tiers``: a list of objects, or ``None``.
+
+    Raises:
+        InvalidCatalog: anything else.
+    """
     if value is None:
         return None
     if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
@@ -353,6 +394,11 @@ PRICE_EXTRAS = ("batch_discount_pct", "request_fees", "service_tiers", "context_
 
 
 def spec_value(item: Mapping[str, object], key: str, model: str) -> DecimalInput | None:
+    """A rate-card price item's decimal ``key`` for ``model``, or ``None`` when omitted.
+
+    Raises:
+        InvalidPrice: not a decimal string (a float, a bool, ...).
+    """
     value = item.get(key)
     if value is None:
         return None
@@ -366,6 +412,12 @@ def spec_value(item: Mapping[str, object], key: str, model: str) -> DecimalInput
 
 
 def spec_required(item: Mapping[str, object], key: str, model: str) -> DecimalInput:
+    """A rate-card price item's required decimal ``key`` for ``model``.
+
+    Raises:
+        InvalidCatalog: it is missing.
+        InvalidPrice: not a decimal string.
+    """
     value = spec_value(item, key, model)
     if value is None:
         raise InvalidCatalog(f"price for {model} lacks {key}", model=model, field=key)

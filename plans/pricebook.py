@@ -31,8 +31,8 @@ from types import MappingProxyType
 from ledger.units import Unit
 from plans._exact import DecimalInput, is_aware
 from plans.errors import InvalidCatalog, InvalidUsage, NoRateInForce
-from plans.price_fields import parse_pct
-from plans.prices import MAX_MARKUP_PCT, ModelPrice, RateCard, price_for
+from plans.price_fields import MAX_MARKUP_PCT, parse_pct
+from plans.prices import ModelPrice, RateCard, price_for
 
 
 class PriceSource(StrEnum):

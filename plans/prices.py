@@ -36,7 +36,6 @@ from plans.price_fields import (
     DEFAULTS,
     EXACT_PRICE_PLACES,
     FEE_KINDS,
-    GIVEN_PRICE_PLACES,
     MAX_MARKUP_PCT,
     PCT_PLACES,
     PRICE_EXTRAS,
@@ -58,13 +57,11 @@ from plans.price_fields import (
     resolve_defaults,
     spec_required,
     spec_value,
+    token_spec,
 )
 
 __all__ = [
-    "DEFAULTS",
     "FEE_KINDS",
-    "GIVEN_PRICE_PLACES",
-    "MAX_MARKUP_PCT",
     "PRICE_FIELDS",
     "SERVICE_TIERS",
     "STANDARD_TIERS",
@@ -128,6 +125,7 @@ class ModelPrice:
     rating_table: object = field(default=None, init=False, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
+        """Fill the later price fields' defaults, then check every field is exact."""
         for name, source, multiplier in DEFAULTS:
             if getattr(self, name) is None and multiplier == 1:
                 object.__setattr__(self, name, getattr(self, source))
@@ -196,8 +194,9 @@ class ModelPrice:
         return None
 
     def band(self, prompt_tokens: int) -> ModelPrice:
-        """The prices of a request with a prompt of ``prompt_tokens``: the highest context
-        tier it is above, else these.
+        """The prices of a request with a prompt of ``prompt_tokens``.
+
+        The highest context tier it is above, else these.
         """
         chosen = self
         for c in self.context_tiers:
@@ -288,8 +287,10 @@ class ModelPrice:
         )
 
     def scaled(self, ratio: Fraction, *, why: str) -> ModelPrice:
-        """Every price (tokens, fees, tiers' own prices and context tiers) multiplied by an
-        exact ratio; the batch discount and tier multipliers are unchanged.
+        """Every price multiplied by an exact ratio.
+
+        Tokens, fees, tiers' own prices and context tiers are scaled; the batch discount and
+        tier multipliers are unchanged.
 
         Args:
             ratio: a non-negative exact ratio, e.g. ``Fraction(85, 100)`` for 15% off.
@@ -342,8 +343,9 @@ class ModelPrice:
         return self.scaled((100 + Fraction(dec)) / 100, why=f"markup {dec}%")
 
     def to_spec(self) -> dict[str, object]:
-        """Every resolved price as decimal strings (tiers and context tiers nested), the
-        shape :meth:`from_spec` reads back to an equal price.
+        """Every resolved price as decimal strings (tiers and context tiers nested).
+
+        The shape :meth:`from_spec` reads back to an equal price.
         """
         out: dict[str, object] = {name: plain(getattr(self, name)) for name in PRICE_FIELDS}
         out["batch_discount_pct"] = plain(self.batch_discount_pct)
@@ -354,21 +356,22 @@ class ModelPrice:
                 t.name: (
                     {"multiplier": plain(t.multiplier)}
                     if t.multiplier is not None
-                    else _token_spec(t.price)  # type: ignore[arg-type]
+                    else token_spec(t.price)  # type: ignore[arg-type]
                 )
                 for t in self.service_tiers
             }
         if self.context_tiers:
             out["context_tiers"] = [
-                {"above_input_tokens": c.above_input_tokens, **_token_spec(c.price)}
+                {"above_input_tokens": c.above_input_tokens, **token_spec(c.price)}
                 for c in self.context_tiers
             ]
         return out
 
     @classmethod
     def from_stored(cls, spec: Mapping[str, object]) -> ModelPrice:
-        """A price from :meth:`to_spec` (stored prices are resolved: nothing defaults, and
-        they may have more than 6 decimals).
+        """A price from :meth:`to_spec`.
+
+        Stored prices are resolved: nothing defaults, and they may have more than 6 decimals.
         """
 
         def dec(value: object) -> Decimal:
@@ -435,8 +438,9 @@ def _service_tier(
     discount: Decimal,
     request_fees: Mapping[str, object] | None,
 ) -> ServiceTier:
-    """A ``service_tiers`` entry of a spec: a multiplier, or prices of its own (with the
-    price's batch discount and fees).
+    """A ``service_tiers`` entry of a spec.
+
+    A multiplier, or prices of its own (with the price's batch discount and fees).
     """
     if not isinstance(spec, Mapping):
         raise InvalidCatalog(f"service_tiers.{name} must be an object", field="service_tiers")
@@ -454,16 +458,6 @@ def _service_tier(
             **only_prices(spec, what, extra={"context_tiers"}),
         ),
     )
-
-
-def _token_spec(price: ModelPrice) -> dict[str, object]:
-    out: dict[str, object] = {name: plain(getattr(price, name)) for name in PRICE_FIELDS}
-    if price.context_tiers:
-        out["context_tiers"] = [
-            {"above_input_tokens": c.above_input_tokens, **_token_spec(c.price)}
-            for c in price.context_tiers
-        ]
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -489,6 +483,7 @@ class RateCard:
     prices: Mapping[str, ModelPrice]
 
     def __post_init__(self) -> None:
+        """Check the id, currency, instant and prices; freeze the prices."""
         if not isinstance(self.id, str) or not self.id:
             raise InvalidCatalog("a rate card needs a non-empty id")
         if not isinstance(self.currency, Unit) or not self.currency.is_currency:
@@ -510,6 +505,7 @@ class RateCard:
         object.__setattr__(self, "prices", MappingProxyType(prices))
 
     def __hash__(self) -> int:
+        """Hash by id, currency and instant (the prices mapping is not hashable)."""
         return hash((self.id, self.currency, self.effective_from))
 
     @classmethod

@@ -197,19 +197,16 @@ def create_rate_card(
 ) -> RateCard:
     """Create a list rate card version; the stored prices are the resolved ones.
 
-    By default the card changes only what it lists: the other models of the card in force at
-    ``effective_from`` keep their prices (``inherit``); ``remove_models`` stops pricing some.
-    A card that would stop pricing a model with recent usage, discounted by an open contract
-    or priced by a reseller book is refused unless ``confirm_removals``.
-    :func:`plan_rate_card` shows what a card would change.
+    By default the card changes only what it lists (``inherit``); a removal with blockers
+    (recent usage, an open contract discount, a reseller book price) is refused unless
+    ``confirm_removals``. :func:`plan_rate_card` is the dry run.
 
     Args:
         session: the caller's session (flushed, not committed).
         currency: ISO 4217 code or currency unit.
         effective_from: aware instant from which the card is in force (inclusive).
         prices: ``{"model", "input_per_mtok", "output_per_mtok", ...optional}`` items,
-            decimal strings; omitted prices take the defaults of
-            :meth:`~plans.prices.ModelPrice.from_spec`.
+            decimal strings (defaults: :meth:`~plans.prices.ModelPrice.from_spec`).
         inherit: see :func:`plan_rate_card`.
         remove_models: see :func:`plan_rate_card`.
         confirm_removals: go ahead with removals that have blockers.
