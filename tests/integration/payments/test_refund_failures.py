@@ -57,6 +57,31 @@ def failed(etype, re, ch, pi, *, amount, created_refund, created):
     return event(etype, obj, created=created)
 
 
+def _re_f1_failed(etype: str, *, created: int) -> dict:
+    """Refund re_f1 (200.00 of charge ch_f1) reported failed by an event of ``etype``."""
+    return failed(
+        etype,
+        "re_f1",
+        "ch_f1",
+        "pi_fail_1",
+        amount=20000,
+        created_refund=T0 + 3600,
+        created=created,
+    )
+
+
+def _assert_one_refund_failed_notice(s, payment_id: str) -> None:
+    """One operator event payment.refund_failed, saying what came back."""
+    (notice,) = s.scalars(
+        select(OutboxEvent).where(OutboxEvent.type == "payment.refund_failed")
+    ).all()
+    data = notice.payload["data"]
+    assert data["refund_id"] == "re_f1" and data["payment_id"] == payment_id
+    assert data["amount"] == {"amount": "200.00", "currency": "USD"}
+    assert data["restored"]["paid"] == "200.00" and data["restored"]["bonus"] == "20.00"
+    assert data["failure_reason"] == "expired_or_canceled_card"
+
+
 def test_a_failed_refund_restores_paid_and_bonus_credit_and_cash_once(
     session_factory, card_topup, deliver, account_id
 ):
@@ -72,17 +97,7 @@ def test_a_failed_refund_restores_paid_and_bonus_credit_and_cash_once(
         assert money(s, account_id) == ("300.00", "30.00")
         assert cash_stripe(s) == "300.00"
 
-    result = deliver(
-        failed(
-            "refund.failed",
-            "re_f1",
-            "ch_f1",
-            "pi_fail_1",
-            amount=20000,
-            created_refund=T0 + 3600,
-            created=T0 + 7200,
-        )
-    )
+    result = deliver(_re_f1_failed("refund.failed", created=T0 + 7200))
     assert result.status == "processed" and "200.00 USD undone" in result.outcome, result.outcome
     with session_factory() as s:
         assert money(s, account_id) == ("500.00", "50.00")
@@ -93,27 +108,10 @@ def test_a_failed_refund_restores_paid_and_bonus_credit_and_cash_once(
         assert payment.refunded_minor == 0
         refund = s.get_one(PaymentRefund, "re_f1")
         assert (refund.status, refund.undone_minor) == ("failed", 20000)
-        (notice,) = s.scalars(
-            select(OutboxEvent).where(OutboxEvent.type == "payment.refund_failed")
-        ).all()
-        data = notice.payload["data"]
-        assert data["refund_id"] == "re_f1" and data["payment_id"] == payment_id
-        assert data["amount"] == {"amount": "200.00", "currency": "USD"}
-        assert data["restored"]["paid"] == "200.00" and data["restored"]["bonus"] == "20.00"
-        assert data["failure_reason"] == "expired_or_canceled_card"
+        _assert_one_refund_failed_notice(s, payment_id)
 
     # the same failure again (Stripe also sends charge.refund.updated): nothing more
-    again = deliver(
-        failed(
-            "charge.refund.updated",
-            "re_f1",
-            "ch_f1",
-            "pi_fail_1",
-            amount=20000,
-            created_refund=T0 + 3600,
-            created=T0 + 7201,
-        )
-    )
+    again = deliver(_re_f1_failed("charge.refund.updated", created=T0 + 7201))
     assert "already undone" in again.outcome
     # and an old snapshot of the charge that still counted the refund changes nothing
     deliver(refunded_event("ch_f1", "pi_fail_1", amount=50000, refunded=20000, created=T0 + 3700))
