@@ -1,0 +1,82 @@
+"""Fixtures of the card payment tests: the real Stripe SDK over an offline HTTP client
+(``fake``), the app that uses it, and a catalog with bonus rules, a package and a plan."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.app import create_app
+from api.auth import ApiKeyAuthMiddleware
+from api.settings import Settings
+from invoicing.payments.stripe_gateway import StripeGateway
+from tests.helpers import ok
+from tests.stripe_fakes import (
+    API_KEY,
+    WEBHOOK_SECRET,
+    FakeStripeHTTP,
+)
+
+
+@pytest.fixture
+def fake():
+    return FakeStripeHTTP()
+
+
+@pytest.fixture
+def gateway(fake):
+    return StripeGateway(API_KEY, WEBHOOK_SECRET, http_client=fake, max_network_retries=0)
+
+
+@pytest.fixture
+def app(engine, gateway):
+    ApiKeyAuthMiddleware._cache.clear()
+    return create_app(engine, settings=Settings(), payment_gateway=gateway)
+
+
+@pytest.fixture
+def catalog(admin):
+    ok(
+        admin.post(
+            "/v1/topup-bonus-rules",
+            json={
+                "currency": "USD",
+                "tiers": [
+                    {"min_amount": "100.00", "bonus_pct": "5"},
+                    {"min_amount": "500.00", "bonus_pct": "10", "bonus_expires_days": 30},
+                ],
+            },
+        )
+    )
+    ok(admin.post("/v1/models", json={"id": "m-1", "provider": "acme", "display_name": "M"}))
+    ok(
+        admin.post(
+            "/v1/packages",
+            json={
+                "id": "pk-1m",
+                "name": "1M tokens",
+                "currency": "USD",
+                "price": "9.00",
+                "tokens": 1_000_000,
+                "valid_days": 30,
+            },
+        )
+    )
+    ok(
+        admin.post(
+            "/v1/plans",
+            json={
+                "id": "coder",
+                "name": "Coder",
+                "currency": "USD",
+                "monthly_fee": "20.00",
+                "windows": [{"kind": "weekly", "unit": "requests", "limit": 10}],
+                "on_exhausted": "block",
+            },
+        )
+    )
+    return admin
+
+
+@pytest.fixture
+def acc(catalog):
+    return ok(catalog.post("/v1/accounts", json={"name": "Card Buyer", "currency": "USD"}))
