@@ -9,6 +9,7 @@ from api.app import create_app
 from api.auth import ApiKeyAuthMiddleware
 from api.settings import Settings
 from invoicing.payments.stripe_gateway import StripeGateway
+from tests.e2e.payments.invoice_world import make_world
 from tests.helpers import ok
 from tests.stripe_fakes import (
     API_KEY,
@@ -80,3 +81,9 @@ def catalog(admin):
 @pytest.fixture
 def acc(catalog):
     return ok(catalog.post("/v1/accounts", json={"name": "Card Buyer", "currency": "USD"}))
+
+
+@pytest.fixture
+def world(engine, fake):
+    """Acme and Globex each owe 21.60 USD on an October invoice (see ``invoice_world``)."""
+    yield from make_world(engine, fake)
