@@ -1,5 +1,8 @@
-"""Helpers of the card payment tests: start and pay checkouts, deliver signed webhooks, read
-balances, payments, stored events and ledger sums."""
+"""Helpers of the card payment tests.
+
+Start and pay checkouts, deliver signed webhooks, read balances, payments, stored events and
+ledger sums.
+"""
 
 from __future__ import annotations
 

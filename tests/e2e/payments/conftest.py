@@ -1,5 +1,8 @@
-"""Fixtures of the card payment tests: the real Stripe SDK over an offline HTTP client
-(``fake``), the app that uses it, and a catalog with bonus rules, a package and a plan."""
+"""Fixtures of the card payment tests.
+
+The real Stripe SDK over an offline HTTP client (``fake``), the app that uses it, a catalog
+with bonus rules, a package and a plan, and the October invoices of ``invoice_world``.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,9 @@
-"""The world of the invoice card payment tests: October 2026 billed through the API (the app's
-clock is injected): Acme and Globex, postpaid and taxed at 20 %, each owe 21.60 USD; the
-client, keys and helpers to pay, deliver webhooks and read the books."""
+"""The world of the invoice card payment tests.
+
+October 2026 billed through the API (the app's clock is injected): Acme and Globex, postpaid
+and taxed at 20 %, each owe 21.60 USD; the client, keys and helpers to pay, deliver webhooks
+and read the books.
+"""
 
 from __future__ import annotations
 
@@ -114,8 +117,11 @@ class World:
 
 
 def make_world(engine, fake):
-    """Acme and Globex (postpaid, VAT 20 %) each owe 21.60 USD on a finalized October invoice
-    (Globex's is left a draft until a test finalizes it); Other is a third customer."""
+    """Build the world; yields it while its client is open.
+
+    Acme and Globex (postpaid, VAT 20 %) each owe 21.60 USD on a finalized October invoice
+    (Globex's is left a draft until a test finalizes it); Other is a third customer.
+    """
     ApiKeyAuthMiddleware._cache.clear()
     clock = Clock()
     gateway = StripeGateway(API_KEY, WEBHOOK_SECRET, http_client=fake, max_network_retries=0)

@@ -1,5 +1,7 @@
-"""Packages and plans bought by card, who sees which payments, a server without Stripe keys,
-and frozen credit."""
+"""Packages and plans bought by card.
+
+Also: who sees which payments, a server without Stripe keys, and frozen credit.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""Card refunds (from Stripe and by finance) and disputes end to end, with out-of-order
-delivery."""
+"""Card refunds (from Stripe and by finance) and disputes end to end.
+
+Events may arrive out of order.
+"""
 
 from __future__ import annotations
 
@@ -136,8 +138,10 @@ def test_refund_with_our_metadata_before_completion_settles_then_refunds(catalog
 
 
 def test_dispute_freezes_credit_until_won(catalog, acc, fake, engine):
-    """A dispute opened, the credit frozen until it is won: one story, over 60 lines on
-    purpose."""
+    """A dispute opened, the credit frozen until it is won.
+
+    One story, over 60 lines on purpose.
+    """
     t = start_topup(catalog, acc["id"], "500.00")  # bonus 50.00
     pi = pay(catalog, fake, t["payment_id"])
     opened = ok(

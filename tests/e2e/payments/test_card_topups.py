@@ -1,6 +1,9 @@
-"""Card top-ups end to end: the real Stripe SDK over an offline HTTP client, real-shaped and
-correctly signed webhooks, real PostgreSQL: checkouts, crediting once with the bonus, webhook
-signatures and retries, failures and expiry."""
+"""Card top-ups end to end.
+
+The real Stripe SDK over an offline HTTP client, real-shaped and correctly signed webhooks,
+real PostgreSQL: checkouts, crediting once with the bonus, webhook signatures and retries,
+failures and expiry.
+"""
 
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
-"""Paying a finalized invoice by card, end to end: the real Stripe SDK over an offline HTTP
-client, real-shaped and correctly signed webhooks, real PostgreSQL, a real month-end close.
+"""Paying a finalized invoice by card, end to end.
 
-October 2026 is billed through the API (the app's clock is injected): two postpaid customers
-use 18.00 USD of tokens each, taxed at 20 %, so each invoice owes 21.60 USD."""
+The real Stripe SDK over an offline HTTP client, real-shaped and correctly signed webhooks,
+real PostgreSQL, a real month-end close. October 2026 is billed through the API (the app's
+clock is injected): two postpaid customers use 18.00 USD of tokens each, taxed at 20 %, so
+each invoice owes 21.60 USD.
+"""
 
 from __future__ import annotations
 
@@ -29,11 +31,13 @@ from tests.stripe_fakes import (
 # -- paying once ---------------------------------------------------------------------------
 
 
-def test_invoice_paid_by_card_once_even_when_the_webhook_arrives_three_times_concurrently(
+def test_invoice_paid_by_card_once_even_when_the_webhook_arrives_three_times_concurrently(  # noqa: PLR0915
     world,
 ):
-    """A card payment started, its webhook delivered three times at once, then the books
-    checked: one story, over 60 lines on purpose."""
+    """A card payment started, its webhook delivered three times at once, the books checked.
+
+    One story, over 60 lines on purpose.
+    """
     w = world
     inv = w.invoices["acme"]
     p = w.start("acme", key="pay-oct")
@@ -182,9 +186,11 @@ def test_two_concurrent_starts_open_one_checkout(world):
 
 
 def test_bad_states_are_refused_with_problem_json_and_change_nothing(world):
-    """Every refused state against one world, then one check that none of them changed anything;
-    over 60 lines on purpose (splitting it would rebuild the world per state and lose the
-    final check)."""
+    """Every refused state against one world, then one check that none of them changed anything.
+
+    Over 60 lines on purpose: splitting it would rebuild the world per state and lose the final
+    check.
+    """
     w = world
     globex = w.invoices["globex"]
     draft = problem(

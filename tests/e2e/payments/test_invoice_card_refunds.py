@@ -1,5 +1,7 @@
-"""Refunds and disputes of invoices paid by card, end to end (see ``invoice_world`` for the
-October invoices they start from)."""
+"""Refunds and disputes of invoices paid by card, end to end.
+
+See ``invoice_world`` for the October invoices they start from.
+"""
 
 from __future__ import annotations
 
