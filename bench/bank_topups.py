@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import loadgen
+from bench.common import Options, _balances, _common, baseline, ratio, setup
 from bench.harness import CpuMeter, Server, exit_cleanly_on_sigterm, pg_bin, serve, write_result
-from bench.hotpath import Options, _balances, _common, baseline, ratio, setup
 from bench.loadgen import Clock, Conn, percentiles_ms
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,8 +27,8 @@ import time
 from decimal import Decimal
 from typing import Any
 
+from bench.common import MODEL, Options, _balances, baseline, price_of, ratio, setup
 from bench.harness import CpuMeter, Server, serve, write_result
-from bench.hotpath import MODEL, Options, _balances, baseline, price_of, ratio, setup
 from bench.loadgen import percentiles_ms
 from bench.loadgen import run as run_async
 

@@ -16,7 +16,7 @@ from api.usage_schema import RECORD_SCHEMA
 from ledger.errors import DomainError
 from plans.errors import InvalidUsage
 from plans.prices import SERVICE_TIERS, STANDARD_TIERS
-from plans.rating import TOKEN_FIELDS
+from plans.rating import TOKEN_FIELDS, Tokens
 from wallet.charging import MAX_BATCH
 from wallet.normalize import PROVIDER_FIELDS, Parsed, canonical_tokens, parse_usage
 from wallet.records import Rejected, UsageIn
@@ -88,49 +88,58 @@ class UsageBatchIn(BaseModel):
     )
 
 
+_Outcome = tuple[Tokens, str | None, bool, str | None, bool, int]
+
+
+def _read(rec: _Record) -> _Outcome:
+    """Tokens, service tier, batch flag, finish reason, truncation and HTTP status of a record.
+
+    Canonical fields take the fast path; a provider object goes through the strict parser.
+    """
+    if (
+        rec.openai_usage is None
+        and rec.openai_response is None
+        and rec.anthropic_usage is None
+        and rec.anthropic_message is None
+        and rec.gemini_usage is None
+        and rec.gemini_response is None
+        and rec.litellm_payload is None
+    ):
+        tokens = canonical_tokens(
+            rec.input_tokens or 0,
+            rec.output_tokens or 0,
+            rec.cache_read_tokens or 0,
+            rec.cache_write_5m_tokens or 0,
+            rec.cache_write_1h_tokens or 0,
+            rec.reasoning_tokens or 0,
+            rec.cache_write_30m_tokens or 0,
+            rec.cache_write_12h_tokens or 0,
+            rec.input_audio_tokens or 0,
+            rec.input_image_tokens or 0,
+            rec.output_audio_tokens or 0,
+            rec.output_image_tokens or 0,
+            rec.tool_calls,
+        )
+        if rec.service_tier is None:
+            return tokens, None, rec.batch, rec.finish_reason, rec.truncated, rec.http_status
+        return tokens, *_outcome(rec, Parsed(tokens))
+    provider = {k: v for k in PROVIDER_FIELDS if (v := getattr(rec, k)) is not None}
+    parsed = parse_usage(
+        {k: getattr(rec, k) for k in TOKEN_FIELDS}, provider, tool_calls=rec.tool_calls
+    )
+    return parsed.tokens, *_outcome(rec, parsed)
+
+
 def parse_record(index: int, raw: dict[str, Any], text_clean: bool = False) -> UsageIn | Rejected:
     """Record ``index`` of a batch, or why it is rejected (alone: the others go on).
-    ``text_clean``: the body was scanned and holds no control character."""
+
+    ``text_clean``: the body was scanned and holds no control character.
+    """
     rid = raw.get("id") if is_clean_line(raw.get("id")) else f"#{index}"
     try:
         check_record(raw, index, text_clean=text_clean)
         rec = msgspec.convert(raw, _Record)
-        if (
-            rec.openai_usage is None
-            and rec.openai_response is None
-            and rec.anthropic_usage is None
-            and rec.anthropic_message is None
-            and rec.gemini_usage is None
-            and rec.gemini_response is None
-            and rec.litellm_payload is None
-        ):
-            tokens = canonical_tokens(
-                rec.input_tokens or 0,
-                rec.output_tokens or 0,
-                rec.cache_read_tokens or 0,
-                rec.cache_write_5m_tokens or 0,
-                rec.cache_write_1h_tokens or 0,
-                rec.reasoning_tokens or 0,
-                rec.cache_write_30m_tokens or 0,
-                rec.cache_write_12h_tokens or 0,
-                rec.input_audio_tokens or 0,
-                rec.input_image_tokens or 0,
-                rec.output_audio_tokens or 0,
-                rec.output_image_tokens or 0,
-                rec.tool_calls,
-            )
-            if rec.service_tier is None:
-                tier, batch = None, rec.batch
-                finish, truncated, status = rec.finish_reason, rec.truncated, rec.http_status
-            else:
-                tier, batch, finish, truncated, status = _outcome(rec, Parsed(tokens))
-        else:
-            provider = {k: v for k in PROVIDER_FIELDS if (v := getattr(rec, k)) is not None}
-            parsed = parse_usage(
-                {k: getattr(rec, k) for k in TOKEN_FIELDS}, provider, tool_calls=rec.tool_calls
-            )
-            tokens = parsed.tokens
-            tier, batch, finish, truncated, status = _outcome(rec, parsed)
+        tokens, tier, batch, finish, truncated, status = _read(rec)
     except msgspec.ValidationError as exc:
         return Rejected(str(rid), "validation_error", _problem_of(exc))
     except DomainError as exc:
@@ -194,7 +203,10 @@ def _outcome(rec: _Record, parsed: Parsed) -> tuple[str | None, bool, str | None
 def parse_records(
     records: Sequence[dict[str, Any]], body: bytes | None = None
 ) -> tuple[UsageIn | Rejected, ...]:
-    """Every record of a batch, each checked and parsed alone (``body``: the request's JSON
-    text, scanned once for control characters; without it every string is checked)."""
+    """Every record of a batch, each checked and parsed alone.
+
+    ``body``: the request's JSON text, scanned once for control characters (without it every
+    string is checked).
+    """
     clean = body is not None and json_text_clean(body)
     return tuple(parse_record(i, raw, clean) for i, raw in enumerate(records))
