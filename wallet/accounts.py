@@ -236,7 +236,11 @@ def create_account(
     unit = currency_unit(currency)
     clean_name = _check_name(name)
     limit = _non_negative(credit_limit, unit, "credit_limit")
-    threshold = Amount.parse(low_balance_threshold, unit) if low_balance_threshold else None
+    threshold = (
+        _non_negative(low_balance_threshold, unit, "low_balance_threshold")
+        if low_balance_threshold
+        else None
+    )
     if parent_id is not None:
         _check_parent(get_account(session, parent_id, scope=scope), unit, kind)
     elif scope.kind != "all":

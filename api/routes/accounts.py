@@ -58,7 +58,7 @@ class AccountIn(BaseModel):
     failed_request_policy: str | None = None
     discounts: list[Discount] = []
     burn_order: list[Literal["plan", "package", "bonus", "paid", "overage"]] | None = None
-    low_balance_threshold: DecimalString | None = None
+    low_balance_threshold: NonNegativeDecimalString | None = None
     billing: BillingIn | None = None
 
 

@@ -197,3 +197,16 @@ def test_deeply_nested_usage_is_refused_without_a_500(admin, gw, depth):
     else:
         problem(resp, 400, "json_too_deep")
     assert balance(admin, acc)["paid"] == "1.00"
+
+
+def test_a_negative_low_balance_threshold_is_refused_when_the_account_is_created(admin):
+    before = accounts_count(admin)
+    body = problem(
+        admin.post(
+            "/v1/accounts", json={"name": "n", "currency": "USD", "low_balance_threshold": "-5"}
+        ),
+        400,
+        "validation_error",
+    )
+    assert "low_balance_threshold" in body["detail"]
+    assert accounts_count(admin) == before

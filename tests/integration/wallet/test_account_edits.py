@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from ledger.errors import NotFound
 from plans import catalog
 from tests.integration.wallet.conftest import MODEL, funded, hold, usage
-from wallet.accounts import Scope, update_account
+from wallet.accounts import Scope, create_account, update_account
 from wallet.authorizations import grant, increment, void_authorization
 from wallet.balance import balance_of
 from wallet.charging import charge_batch
@@ -180,3 +180,12 @@ def test_closing_is_refused_while_anything_remains_and_is_final(priced: Session)
     (r,) = charge_batch(priced, [usage("after-close", acc)])
     priced.commit()
     assert (r.status, r.reason) == ("rejected", "account_closed")
+
+
+def test_a_new_account_refuses_a_negative_low_balance_threshold(priced: Session):
+    # the edit refused it; creation took it and then never alerted
+    before = priced.scalar(sa.select(sa.func.count()).select_from(Account))
+    with pytest.raises(InvalidRequest, match="low_balance_threshold must not be negative"):
+        create_account(priced, name="N", currency="USD", low_balance_threshold="-5")
+    priced.rollback()
+    assert priced.scalar(sa.select(sa.func.count()).select_from(Account)) == before
