@@ -79,7 +79,7 @@ class AccessLog:
         finally:
             self._log(scope, rid, status, time.perf_counter() - started)
 
-    def _log(self, scope: Scope, rid: str, status: int, seconds: float) -> None:
+    def _log(self, scope: Scope, rid: str, status: int, seconds: float) -> None:  # float-ok: time
         if not log.isEnabledFor(logging.INFO):
             return
         path = scope.get("path", "")

@@ -133,7 +133,14 @@ def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def _serve(url: str, host: str, port: int, workers: int, scheduler: bool, started: float) -> None:
+def _serve(
+    url: str,
+    host: str,
+    port: int,
+    workers: int,
+    scheduler: bool,
+    started: float,  # float-ok: a clock
+) -> None:
     import os
 
     import uvicorn

@@ -183,15 +183,15 @@ def refresh_db_metrics(factory: sessionmaker[Session], *, force: bool = False) -
         return
     DB_METRICS_UP.set(1)
     WEBHOOK_BACKLOG.set(int(state.backlog))
-    WEBHOOK_OLDEST.set(float(state.oldest or 0))
+    WEBHOOK_OLDEST.set(float(state.oldest or 0))  # float-ok: seconds, a Prometheus gauge
     WEBHOOK_FAILING.set(int(state.failing))
     WEBHOOK_DEAD.set(int(state.dead))
     STRIPE_EVENTS_FAILED.set(int(state.stripe_failed))
     CLOSE_DURATION.clear()
     if close is not None:
-        CLOSE_DURATION.labels(close.period).set(float(close.seconds or 0))
+        CLOSE_DURATION.labels(close.period).set(float(close.seconds or 0))  # float-ok: seconds
     if audit is None:
         AUDIT_VIOLATIONS.set(-1)
     else:
         AUDIT_VIOLATIONS.set(int(audit.violations or 0))
-        AUDIT_AT.set(float(audit.at))
+        AUDIT_AT.set(float(audit.at))  # float-ok: a Unix time, a Prometheus gauge

@@ -149,23 +149,17 @@ def _plan_or_create(
     Returns:
         The plan and the new card's id (``None`` for a dry run).
     """
-    nested = session.begin_nested()
-    try:
+    # a savepoint, not the caller's transaction: released when applied, rolled back for a dry
+    # run or an error; the caller commits
+    with session.begin_nested() as savepoint:
         session.add_all(
             CatalogModel(id=m.model, provider=m.provider[:100], display_name=m.model) for m in new
         )
         session.flush()
         plan = plan_rate_card(session, **card)
-        card_id = None
-        if apply:
-            card_id = create_rate_card(session, **card).id
-            nested.commit()
-        else:
-            nested.rollback()
-    except BaseException:
-        if nested.is_active:
-            nested.rollback()
-        raise
+        card_id = create_rate_card(session, **card).id if apply else None
+        if not apply:
+            savepoint.rollback()
     return plan, card_id
 
 
