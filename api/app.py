@@ -82,8 +82,11 @@ def _docs_plugin() -> SwaggerRenderPlugin:
 
 
 class MetricsController(Controller):
-    """Prometheus text format at ``/metrics``: the HTTP counters of the middleware and the
-    business metrics of api/metrics.py (the database-derived ones read in a worker thread)."""
+    """Prometheus text format at ``/metrics``.
+
+    The HTTP counters of the middleware and the business metrics of api/metrics.py (the
+    database-derived ones read in a worker thread).
+    """
 
     path = "/metrics"
     include_in_schema = False
@@ -96,10 +99,12 @@ class MetricsController(Controller):
 
 
 def _fix_options_allow(app: Litestar) -> None:
-    """Litestar answers OPTIONS with ``Allow`` built by the route that first registered a path;
-    when more handlers join the path later (a controller's GET after its POST), the route is
-    rebuilt but keeps that first OPTIONS handler, whose ``Allow`` misses the later methods.
-    Point each OPTIONS handler at the route that serves it."""
+    """Litestar answers OPTIONS with ``Allow`` built by the route that first registered a path.
+
+    When more handlers join the path later (a controller's GET after its POST), the route is rebuilt
+    but keeps that first OPTIONS handler, whose ``Allow`` misses the later methods. Point each
+    OPTIONS handler at the route that serves it.
+    """
     for route in app.routes:
         if not isinstance(route, HTTPRoute):
             continue
@@ -113,10 +118,12 @@ def _fix_options_allow(app: Litestar) -> None:
 
 
 def tune_gc() -> None:
-    """Collector settings for a long-running server: what exists at startup (modules, the
-    app, caches) is frozen out of every collection, and young objects are collected less
-    often. A full collection every few hundred requests made the slowest requests several
-    times slower than the median."""
+    """Collector settings for a long-running server.
+
+    What exists at startup (modules, the app, caches) is frozen out of every collection, and young
+    objects are collected less often. A full collection every few hundred requests made the slowest
+    requests several times slower than the median.
+    """
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)

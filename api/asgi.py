@@ -1,5 +1,8 @@
-"""The app factory for multi-process serving (``tokenwallet serve --workers N``): each worker
-process builds its own engine and app from the settings (``DATABASE_URL`` is set by ``serve``)."""
+"""The app factory for multi-process serving (``tokenwallet serve --workers N``).
+
+Each worker process builds its own engine and app from the settings (``DATABASE_URL`` is set by
+``serve``).
+"""
 
 from __future__ import annotations
 

@@ -60,8 +60,11 @@ def _text(value: str) -> str:
 
 
 def storable(value: Any) -> Any:
-    """``value`` with every string (keys too) made storable in a jsonb column: a usage batch
-    may carry a record with a NUL (that record is rejected alone; the audit keeps the rest)."""
+    """``value`` with every string (keys too) made storable in a jsonb column.
+
+    A usage batch may carry a record with a NUL (that record is rejected alone; the audit keeps the
+    rest).
+    """
     if isinstance(value, str):
         return _text(value)
     if isinstance(value, dict):
@@ -81,9 +84,11 @@ def record_request(
     target_id: str | None = None,
     changes: dict[str, Any],
 ) -> None:
-    """Record an action of an admin or finance key (others are not audited): ``action``
-    defaults to the method and route (``POST /v1/accounts/{account_id}/topups``), the target to
-    the request path."""
+    """Record an action of an admin or finance key (others are not audited).
+
+    ``action`` defaults to the method and route (``POST /v1/accounts/{account_id}/topups``), the
+    target to the request path.
+    """
     if principal.role not in AUDITED_ROLES:
         return
     route = request.scope.get("path_template") or request.url.path
@@ -102,7 +107,8 @@ def record_request(
 def run_ledger_audit(session: Session, *, actor: str) -> list[str]:
     """Re-derive the ledger and wallet invariants from the raw rows and record the result
     (``ledger.audit``: how many violations, the first 50) in the caller's transaction.
-    Returns the violations (empty: clean)."""
+    Returns the violations (empty: clean).
+    """
     from ledger.audit import find_violations
     from wallet.audit import find_violations as wallet_violations
 

@@ -208,8 +208,11 @@ def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
 
 
 def requires(*roles: str) -> Any:
-    """A guard that lets admins and the given roles through (403 for the others). Async, so
-    Litestar runs it on the event loop instead of handing it to a thread for every request."""
+    """A guard that lets admins and the given roles through (403 for the others).
+
+    Async, so Litestar runs it on the event loop instead of handing it to a thread for every
+    request.
+    """
 
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         principal = principal_of(connection)

@@ -106,8 +106,10 @@ class Batcher:
             t.join(timeout=10)
 
     async def run(self, op: Operation) -> OperationResult:
-        """Queue one operation and wait for its result (a domain error is returned, not
-        raised; a failed transaction raises)."""
+        """Queue one operation and wait for its result.
+
+        A domain error is returned, not raised; a failed transaction raises.
+        """
         if not self._workers:
             self._start()
         loop = asyncio.get_running_loop()
@@ -173,8 +175,10 @@ class Batcher:
 
 
 class _Worker:
-    """One worker's database connection, kept between groups (no pool checkout or ping per
-    group) and replaced after any failure."""
+    """One worker's database connection, kept between groups and replaced after any failure.
+
+    No pool checkout or ping per group.
+    """
 
     def __init__(self, factory: sessionmaker[Session]) -> None:
         self._factory = factory

@@ -1,6 +1,8 @@
-"""The input boundary: every request's path, query, keys and JSON body are checked here before a
-handler runs, so text PostgreSQL cannot store and bodies nested without bound never reach a
-query or a parser's recursion limit.
+"""The input boundary.
+
+Every request's path, query, keys and JSON body are checked here before a handler runs, so text
+PostgreSQL cannot store and bodies nested without bound never reach a query or a parser's recursion
+limit.
 
 Refused with 400 problem+json, nothing changed:
 
@@ -104,8 +106,10 @@ def check_line(value: str, where: str) -> None:
 
 
 def check_json(value: Any, where: str = "body", depth: int = 0) -> None:
-    """Walk decoded JSON: no string (key or value) with a control character other than tab,
-    line feed or carriage return, and no deeper nesting than :data:`MAX_JSON_DEPTH`.
+    """Walk decoded JSON.
+
+    No string (key or value) with a control character other than tab, line feed or carriage return,
+    and no deeper nesting than :data:`MAX_JSON_DEPTH`.
 
     Raises:
         InvalidCharacters: naming the field, e.g. ``body.records[3].name``.
@@ -142,8 +146,10 @@ _MAYBE_BAD_JSON = re.compile(rb"\\u00[0189][0-9a-fA-F]|\\u007[fF]|\\[bf]|\x7f|\x
 
 
 def json_text_clean(body: bytes) -> bool:
-    """Whether no string of the JSON text ``body`` can hold a control character: one scan of
-    the bytes, so the records of a clean batch need only their depth checked."""
+    """Whether no string of the JSON text ``body`` can hold a control character.
+
+    One scan of the bytes, so the records of a clean batch need only their depth checked.
+    """
     if b"\\" not in body and b"\x7f" not in body and b"\xc2" not in body:
         return True  # the usual batch (no escapes at all): three memchr-speed scans
     return _MAYBE_BAD_JSON.search(body) is None
@@ -160,15 +166,20 @@ def _depth_ok(value: dict[str, Any] | list[Any], depth: int) -> bool:
 
 def check_record(raw: Any, index: int, *, text_clean: bool = False) -> None:
     """One usage record of a batch (raises like :func:`check_json`, naming ``records[i]``).
-    ``text_clean``: the body passed :func:`json_text_clean`, so only the depth is checked
-    (the field paths of an error are built only when something is wrong)."""
+
+    ``text_clean``: the body passed :func:`json_text_clean`, so only the depth is checked (the field
+    paths of an error are built only when something is wrong).
+    """
     if not (text_clean and isinstance(raw, dict) and _depth_ok(raw, 2)):
         check_json(raw, f"records[{index}]", 2)
 
 
 async def check_request(request: Request[Any, Any, Any]) -> None:
-    """Litestar ``before_request`` hook: the path, query and keys, then the JSON body (except
-    usage records, which their handlers check one by one)."""
+    """Litestar ``before_request`` hook.
+
+    The path, query and keys, then the JSON body (except usage records, which their handlers check
+    one by one).
+    """
     path: str = request.scope["path"]
     check_line(path, "the path")
     query: bytes = request.scope.get("query_string", b"")

@@ -43,9 +43,11 @@ def _setup_logging() -> None:
 
 
 def _database_url(*, create: bool = False) -> str:
-    """The configured database's URL, starting the embedded PostgreSQL when DATABASE_URL is
-    unset. Without ``create``, an embedded data directory that does not exist is reported in
-    one line (exit 2) instead of being created empty."""
+    """The configured database's URL, starting the embedded PostgreSQL when DATABASE_URL is unset.
+
+    Without ``create``, an embedded data directory that does not exist is reported in one line (exit
+    2) instead of being created empty.
+    """
     from api.db import resolve_database_url
 
     settings = get_settings()
@@ -67,9 +69,11 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _migrated_engine(pool_size: int = 1) -> Engine:
-    """An engine on the configured database, which must be migrated to this version's head;
-    otherwise one line says so and how to fix it (exit 2) instead of a traceback from the
-    first query. An embedded data directory that does not exist is not created."""
+    """An engine on the configured database, which must be migrated to this version's head.
+
+    Otherwise one line says so and how to fix it (exit 2) instead of a traceback from the first
+    query. An embedded data directory that does not exist is not created.
+    """
     from api.db import make_engine, migration_state
 
     url = _database_url()
@@ -102,8 +106,11 @@ def serve(
         int, typer.Option(min=1, max=64, help="HTTP worker processes (one per core is typical)")
     ] = 1,
 ) -> None:
-    """Serve the HTTP API (and the scheduler). Without DATABASE_URL, starts embedded PostgreSQL
-    and keeps it running (restarted if it dies, stopped when serve stops)."""
+    """Serve the HTTP API (and the scheduler).
+
+    Without DATABASE_URL, starts embedded PostgreSQL and keeps it running (restarted if it dies,
+    stopped when serve stops).
+    """
     import signal
 
     from api.db import embedded_server, upgrade
@@ -350,7 +357,8 @@ def _import_litellm_map(
     apply: bool,
 ) -> ImportReport:
     """Import the map at ``path`` as a USD card taking effect at ``effective_from`` (default
-    now + 15 minutes), committed when ``apply``; returns the import's report."""
+    now + 15 minutes), committed when ``apply``; returns the import's report.
+    """
     from datetime import UTC, datetime, timedelta
 
     from api.db import make_sessionmaker
@@ -378,8 +386,10 @@ def _import_litellm_map(
 
 
 def _echo_import_report(report: ImportReport, *, as_json: bool) -> None:
-    """Print an import's outcome: the whole report as JSON, or counts, the rounding rule and
-    the refusals grouped by reason."""
+    """Print an import's outcome.
+
+    The whole report as JSON, or counts, the rounding rule and the refusals grouped by reason.
+    """
     import json
 
     from api.pricemaps import report_out
@@ -407,7 +417,8 @@ def accounts_record_overage_payment(
     reference: Annotated[str, typer.Option(help="the payment's reference (idempotent)")],
 ) -> None:
     """Record what a reseller's customer paid for its sub-account's overage (reseller's book:
-    cash:collected / receivable:unbilled); prints the payment as JSON."""
+    cash:collected / receivable:unbilled); prints the payment as JSON.
+    """
     import json
 
     from sqlalchemy.orm import Session
@@ -453,8 +464,10 @@ def _payment_gateway() -> Any:
 def payments_reconcile(
     day: Annotated[str | None, typer.Option(help="UTC day YYYY-MM-DD (default: yesterday)")] = None,
 ) -> None:
-    """Compare a day of Stripe balance transactions with cash:stripe; store and print the
-    report. Exits 1 when they differ."""
+    """Compare a day of Stripe balance transactions with cash:stripe; store and print the report.
+
+    Exits 1 when they differ.
+    """
     from datetime import UTC, date, datetime, timedelta
 
     from sqlalchemy.orm import Session

@@ -49,8 +49,10 @@ def billing_close(
 
 
 def _close_with_progress(engine: Engine, period: Period, *, finalize: bool) -> CloseResult:
-    """Close ``period`` account by account, with a progress bar on stderr; returns the close's
-    result."""
+    """Close ``period`` account by account, with a progress bar on stderr.
+
+    Returns the close's result.
+    """
     from datetime import timedelta
 
     from rich.console import Console

@@ -34,7 +34,8 @@ class CommitOutcomeUnknown(DomainError):
 
 def is_connection_failure(exc: BaseException) -> bool:
     """Whether a database error means the connection (or the server) is gone, rather than
-    that the statement failed on a live connection."""
+    that the statement failed on a live connection.
+    """
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
     sqlstate = getattr(orig, "sqlstate", None)
     return (
@@ -188,9 +189,11 @@ def check(url: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class MigrationState:
-    """Where a database stands: its migration (None: not migrated), this code's head, and
-    the first line of the error when it could not be read at all; ``where`` names it for
-    messages (no password)."""
+    """Where a database stands.
+
+    Its migration (None: not migrated), this code's head, and the first line of the error when it
+    could not be read at all; ``where`` names it for messages (no password).
+    """
 
     current: str | None
     head: str

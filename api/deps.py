@@ -35,7 +35,9 @@ def provide_principal(request: Request[Any, Any, Any]) -> Principal:
 
 
 def now_of(state: State) -> datetime | None:
-    """The app's injected clock, if any (tests drive time through it); None means each service
-    uses its own clock (the usage gate and the close use the database's)."""
+    """The app's injected clock, if any (tests drive time through it).
+
+    None means each service uses its own clock (the usage gate and the close use the database's).
+    """
     clock = state.get("clock")
     return clock() if clock is not None else None

@@ -159,8 +159,10 @@ _outage_logged_at = 0.0
 
 
 def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    """The database cannot be reached: 503 with Retry-After, one log line per outage (at most
-    one a minute), not one per request."""
+    """The database cannot be reached.
+
+    503 with Retry-After, one log line per outage (at most one a minute), not one per request.
+    """
     global _outage_logged_at
     now = time.monotonic()
     if now - _outage_logged_at > 60:
@@ -208,8 +210,11 @@ def _pool_exhausted(request: Request[Any, Any, Any], exc: PoolTimeout) -> Respon
 
 
 def _too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[dict[str, Any]]:
-    """A parser ran out of recursion on a deeply nested body (the boundary's depth check covers
-    every body but usage batches, whose records are checked one by one)."""
+    """A parser ran out of recursion on a deeply nested body.
+
+    The boundary's depth check covers every body but usage batches, whose records are checked one by
+    one.
+    """
     return problem(
         "json_too_deep",
         "the body is nested too deeply to parse; flatten the document",

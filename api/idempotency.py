@@ -71,8 +71,10 @@ def _audit(
 
 
 def purge_expired(session: Session, *, older_than: datetime, limit: int = 50_000) -> int:
-    """Forget up to ``limit`` Idempotency-Key records created before ``older_than`` (a repeat
-    after that runs as a new request). Returns how many were removed."""
+    """Forget up to ``limit`` Idempotency-Key records created before ``older_than``.
+
+    A repeat after that runs as a new request. Returns how many were removed.
+    """
     result = session.execute(
         text(
             "DELETE FROM idempotency_records WHERE (principal, key) IN ("
@@ -141,8 +143,10 @@ def run_idempotent(
 def _claim(
     session: Session, request: Request[Any, Any, Any], principal: str, key: str, fingerprint: str
 ) -> bool:
-    """Insert the key's record, empty until the response is stored; False if it exists (a
-    concurrent first request holding it is waited for)."""
+    """Insert the key's record, empty until the response is stored.
+
+    False if it exists (a concurrent first request holding it is waited for).
+    """
     claimed = session.execute(
         insert(IdempotencyRecord)
         .values(
@@ -284,8 +288,7 @@ def idempotent_patch(
     responses: dict[int, Any] | None = None,
     **kwargs: Any,
 ) -> Callable[[Callable[..., Result]], HTTPRouteHandler]:
-    """``@patch`` answering 200 through the Idempotency-Key mechanism; see
-    :func:`idempotent_post`."""
+    """``@patch`` answering 200 through the Idempotency-Key mechanism, like ``idempotent_post``."""
     return _idempotent(
         patch,
         path,

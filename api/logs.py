@@ -1,5 +1,7 @@
-"""Logging of the server and the CLI: one format, the access log as bare JSON lines, and the
-chatty libraries kept at warnings."""
+"""Logging of the server and the CLI.
+
+One format, the access log as bare JSON lines, and the chatty libraries kept at warnings.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +20,10 @@ def quiet_noisy_loggers() -> None:
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever ``sys.stderr`` is when a line is logged (not the stream of when it
-    was made, which test runners close)."""
+    """Writes to whatever ``sys.stderr`` is when a line is logged.
+
+    Not the stream of when it was made, which test runners close.
+    """
 
     def __init__(self) -> None:
         super().__init__(sys.stderr)
@@ -34,9 +38,11 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def configure_logging(level: str, *, access_log: bool = True) -> None:
-    """Root logging at ``level`` with timestamps; the access log (``tokenwallet.access``) as
-    bare JSON lines on stderr whatever ``level`` is (off with ``access_log=False``); noisy
-    libraries at warnings."""
+    """Root logging at ``level`` with timestamps.
+
+    The access log (``tokenwallet.access``) as bare JSON lines on stderr whatever ``level`` is (off
+    with ``access_log=False``); noisy libraries at warnings.
+    """
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -1,5 +1,7 @@
-"""Business metrics on ``/metrics`` (beside the HTTP counters of the Prometheus middleware,
-which leaves the gateway hot path out: one counter update per request there is measurable).
+"""Business metrics on ``/metrics``.
+
+Beside the HTTP counters of the Prometheus middleware, which leaves the gateway hot path out: one
+counter update per request there is measurable.
 
 Counted in this process as calls are served: gateway calls by outcome, usage records charged
 and rejected by reason, authorizations approved and declined by decline code. Read from the
@@ -165,8 +167,11 @@ _refreshed_at = 0.0
 
 
 def refresh_db_metrics(factory: sessionmaker[Session], *, force: bool = False) -> None:
-    """Read the database-derived gauges (at most every 10 s unless ``force``). A database that
-    cannot be read sets ``tokenwallet_db_metrics_up`` to 0 and leaves the gauges as they were."""
+    """Read the database-derived gauges (at most every 10 s unless ``force``).
+
+    A database that cannot be read sets ``tokenwallet_db_metrics_up`` to 0 and leaves the gauges as
+    they were.
+    """
     global _refreshed_at
     now = time.monotonic()
     if not force and now - _refreshed_at < _REFRESH_SECONDS:

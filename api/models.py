@@ -50,7 +50,8 @@ class ApiKey(Base):
 
 class IdempotencyRecord(Base):
     """The first response to a POST with an ``Idempotency-Key``, stored in the same transaction
-    as the request's effects, so a replay returns it and a different body is refused."""
+    as the request's effects, so a replay returns it and a different body is refused.
+    """
 
     __tablename__ = "idempotency_records"
     __table_args__ = (PrimaryKeyConstraint("principal", "key"),)
@@ -68,10 +69,12 @@ class IdempotencyRecord(Base):
 
 
 class AuditEvent(Base):
-    """One change made by an admin or finance key (or the CLI, or a job that audits): who,
-    when, what, and the change itself (``changes``: the request, or ``before``/``after`` of
-    the fields an edit changed). Written in the transaction of the change it records, so a
-    change that rolled back leaves no event. Append-only: nothing updates or deletes rows."""
+    """One change made by an admin or finance key (or the CLI, or a job that audits).
+
+    Who, when, what, and the change itself (``changes``: the request, or ``before``/``after`` of the
+    fields an edit changed). Written in the transaction of the change it records, so a change that
+    rolled back leaves no event. Append-only: nothing updates or deletes rows.
+    """
 
     __tablename__ = "audit_events"
     __table_args__ = (

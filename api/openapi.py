@@ -194,7 +194,8 @@ def _strict_request_bodies(
 ) -> list[str]:
     """Document each request body with Pydantic's validation schema of its model, drop the
     components only Litestar's version of those bodies used, and add Pydantic's (a name still
-    used by a response gets the suffix ``Input``)."""
+    used by a response gets the suffix ``Input``).
+    """
     if not bodies:
         return []
     models = list({model: None for _, model in bodies})
@@ -242,8 +243,10 @@ def _add_format(schema: dict[str, Any], name: str) -> None:
 
 
 def _plain_text(schema: Any, pattern: str) -> None:
-    """Give every free-form string of a schema the boundary's pattern (strings with a pattern,
-    enum, const or format are already narrower)."""
+    """Give every free-form string of a schema the boundary's pattern.
+
+    Strings with a pattern, enum, const or format are already narrower.
+    """
     if isinstance(schema, list):
         for item in schema:
             _plain_text(item, pattern)
@@ -261,8 +264,10 @@ def _plain_text(schema: Any, pattern: str) -> None:
 
 
 def _parameters(document: dict[str, Any]) -> None:
-    """Query strings are never empty (the boundary refuses ``?x=``: leave the parameter out)
-    and no parameter holds a control character."""
+    """Query strings are never empty and no parameter holds a control character.
+
+    The boundary refuses ``?x=``: leave the parameter out.
+    """
     for item in document.get("paths", {}).values():
         for operation in item.values():
             if not isinstance(operation, dict):
@@ -277,8 +282,10 @@ def _parameters(document: dict[str, Any]) -> None:
 
 
 def _named_formats(document: dict[str, Any], request_schemas: Iterable[str]) -> None:
-    """Parameters and request-body properties named in :data:`_NAMED_FORMATS` (responses are
-    left alone: a ``Money`` of package tokens has the currency ``TOKENS``)."""
+    """Parameters and request-body properties named in :data:`_NAMED_FORMATS`.
+
+    Responses are left alone: a ``Money`` of package tokens has the currency ``TOKENS``.
+    """
     for item in document.get("paths", {}).values():
         for operation in item.values():
             if isinstance(operation, dict):
@@ -292,8 +299,10 @@ def _named_formats(document: dict[str, Any], request_schemas: Iterable[str]) -> 
 
 
 def _alternative_media_types(responses: dict[str, Any], media_types: dict[str, str]) -> None:
-    """Success responses that a query parameter can switch to another media type (a handler's
-    ``opt={"media_types": {"text/csv": "with format=csv"}}``)."""
+    """Success responses that a query parameter can switch to another media type.
+
+    A handler's ``opt={"media_types": {"text/csv": "with format=csv"}}``.
+    """
     for status, response in responses.items():
         if status.startswith("2") and "content" in response:
             for media_type, when in media_types.items():
@@ -364,15 +373,20 @@ class DocumentedOpenAPIPlugin(OpenAPIPlugin):
 
 
 def install(app: Litestar) -> None:
-    """Make ``app`` serve the refined document (its OpenAPI plugin is created by Litestar
-    itself, so its class is swapped for the subclass, which adds no state)."""
+    """Make ``app`` serve the refined document.
+
+    Its OpenAPI plugin is created by Litestar itself, so its class is swapped for the subclass,
+    which adds no state.
+    """
     plugin = app.plugins.get(OpenAPIPlugin)
     plugin.__class__ = DocumentedOpenAPIPlugin
 
 
 def only(present: str, *absent: str) -> dict[str, Any]:
-    """A ``oneOf`` branch for "exactly one of": ``present`` is sent (not null), ``absent`` are
-    left out or null."""
+    """A ``oneOf`` branch for "exactly one of".
+
+    ``present`` is sent (not null), ``absent`` are left out or null.
+    """
     properties: dict[str, Any] = {present: {"not": {"type": "null"}}}
     properties.update({name: {"type": "null"} for name in absent})
     return {"required": [present], "properties": properties}
@@ -382,8 +396,10 @@ CARD_STARTED = "method stripe: the card payment started (pay at checkout_url)"
 
 
 def returns(model: type[BaseModel], status: int = 200, description: str = "") -> Any:
-    """``responses=`` for a handler that answers a pre-encoded body (``Response[bytes]``, e.g.
-    through :func:`api.idempotency.run_idempotent`): its real model."""
+    """``responses=`` for a handler that answers a pre-encoded body: its real model.
+
+    ``Response[bytes]``, e.g. through :func:`api.idempotency.run_idempotent`.
+    """
     return {
         status: ResponseSpec(
             model, description=description or ("Created" if status == 201 else "OK")

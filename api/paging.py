@@ -12,7 +12,8 @@ S = TypeVar("S", bound=Select[*tuple[Any, ...]])
 def keyset(stmt: S, id_column: Any, starting_after: str | int | None, limit: int) -> S:
     """``stmt`` ordered by ``id_column``, after ``starting_after`` (None or an empty string:
     from the start), one row more than ``limit`` so that :meth:`api.schemas.Page.of` can tell
-    whether there is more."""
+    whether there is more.
+    """
     if starting_after is not None and starting_after != "":
         stmt = stmt.where(id_column > starting_after)
     return stmt.order_by(id_column).limit(limit + 1)

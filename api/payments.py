@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 def gateway_from_settings(settings: Settings) -> PaymentGateway | None:
     """A Stripe gateway when both ``STRIPE_API_KEY`` and ``STRIPE_WEBHOOK_SECRET`` are set, else
-    None (card payments then answer ``payments_not_configured``)."""
+    None (card payments then answer ``payments_not_configured``).
+    """
     if settings.stripe_api_key is None or settings.stripe_webhook_secret is None:
         return None
     from invoicing.payments.stripe_gateway import StripeGateway
@@ -60,8 +61,11 @@ def checkout_urls(
 
 
 class WebhookProcessingFailed(Exception):
-    """Processing a verified event raised; its effect was rolled back and it is stored as
-    failed (the provider retries on a non-2xx answer, and so does a job)."""
+    """Processing a verified event raised.
+
+    Its effect was rolled back and it is stored as failed (the provider retries on a non-2xx answer,
+    and so does a job).
+    """
 
     def __init__(self, event_id: str, cause: BaseException) -> None:
         super().__init__(f"event {event_id} failed: {type(cause).__name__}: {cause}")

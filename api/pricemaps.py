@@ -1,5 +1,7 @@
-"""LiteLLM price-map imports, shared by the API and the CLI: where the bundled map is, and the
-wire form of an import report."""
+"""LiteLLM price-map imports, shared by the API and the CLI.
+
+Where the bundled map is, and the wire form of an import report.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +19,9 @@ BUNDLED_NAME = "model_prices_and_context_window_backup.json"
 
 
 def bundled_map_path() -> Path:
-    """The price map bundled with the installed ``litellm`` package (found without importing
-    it, which is slow).
+    """The price map bundled with the installed ``litellm`` package.
+
+    Found without importing it, which is slow.
 
     Raises:
         InvalidRequest: litellm is not installed.

@@ -46,8 +46,10 @@ class Job:
 
 
 def summary(result: object) -> str | None:
-    """What a job did, in a few words, or None when it did nothing (so quiet runs log nothing):
-    counts, lists and reports that are zero or empty are nothing."""
+    """What a job did, in a few words, or None when it did nothing (so quiet runs log nothing).
+
+    Counts, lists and reports that are zero or empty are nothing.
+    """
     if result is None or result is False or result == 0:
         return None
     if isinstance(result, list | tuple | set | dict) and not result:
@@ -74,10 +76,12 @@ def _short(value: object) -> str:
 
 
 def run_locked(factory: sessionmaker[Session], job: Job) -> bool:
-    """Run ``job`` (in one transaction unless it makes its own) if no other process holds its
-    lock; True if it ran.
+    """Run ``job`` (in one transaction unless it makes its own) if no other process holds its lock.
 
-    Logs what the job did (INFO), not that it ran: a run that did nothing logs nothing."""
+    True if it ran.
+
+    Logs what the job did (INFO), not that it ran: a run that did nothing logs nothing.
+    """
     started = time.monotonic()
     ran, result = (_run_alone if job.own_transactions else _run_in_transaction)(factory, job)
     if not ran:
@@ -110,14 +114,19 @@ def _run_alone(factory: sessionmaker[Session], job: Job) -> tuple[bool, object]:
 
 
 def quiet_scheduler_logs() -> None:
-    """APScheduler logs every run of every job at INFO ("Running job ...", "executed
-    successfully"); keep its warnings (missed runs, errors) only."""
+    """APScheduler logs every run of every job at INFO ("Running job ...", "executed successfully").
+
+    Keep its warnings (missed runs, errors) only.
+    """
     quiet_noisy_loggers()
 
 
 def default_jobs(settings: Settings) -> list[Job]:
-    """The jobs every deployment runs. Each is idempotent and bounded per run (it picks up the
-    rest on its next run), so a crash or a second scheduler is harmless."""
+    """The jobs every deployment runs.
+
+    Each is idempotent and bounded per run (it picks up the rest on its next run), so a crash or a
+    second scheduler is harmless.
+    """
     retention = timedelta(days=settings.tokenwallet_usage_retention_days)
     holds = settings.tokenwallet_hold_expiry_interval_seconds
     jobs = [
@@ -174,9 +183,12 @@ def _ledger_audit(session: Session) -> object:
 
 
 def payment_jobs(settings: Settings, gateway: PaymentGateway | None = None) -> list[Job]:
-    """With Stripe configured: retry failed webhook events, and reconcile yesterday's Stripe
-    balance transactions with ``cash:stripe`` (re-running a day replaces its report, and fees
-    are booked once per balance transaction, so the frequent runs are harmless)."""
+    """With Stripe configured.
+
+    Retry failed webhook events, and reconcile yesterday's Stripe balance transactions with
+    ``cash:stripe`` (re-running a day replaces its report, and fees are booked once per balance
+    transaction, so the frequent runs are harmless).
+    """
     from api.payments import gateway_from_settings
     from invoicing.payments.events import retry_failed_events
     from invoicing.payments.reconcile import reconcile_day

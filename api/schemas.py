@@ -91,13 +91,17 @@ class Page(BaseModel, Generic[T]):
     def of(cls, rows: Sequence[Any], limit: int, out: Callable[[Any], T]) -> Self:
         """The page of ``rows`` fetched with one row more than ``limit`` (see
         :func:`api.paging.keyset`): the first ``limit`` through ``out``; the extra row only
-        says there is more."""
+        says there is more.
+        """
         return cls(data=[out(row) for row in rows[:limit]], has_more=len(rows) > limit)
 
 
 def scope_of(principal: Principal) -> Scope:
-    """Which accounts a key may see: admin and finance all; a reseller its subtree; a customer
-    its own account; a gateway the subtree it is bound to (or all when unbound)."""
+    """Which accounts a key may see.
+
+    Admin and finance all; a reseller its subtree; a customer its own account; a gateway the subtree
+    it is bound to (or all when unbound).
+    """
     if principal.role in ("admin", "finance"):
         return EVERYTHING
     if principal.role == "customer":

@@ -166,19 +166,21 @@ RECORD_EXAMPLES: list[dict[str, Any]] = [
 
 
 class UsageRecordIn(BaseModel):
-    """One usage record. Tokens come from exactly one source: the canonical fields (with
-    ``tool_calls``), or ONE provider object (``openai_usage``, ``openai_response``,
-    ``anthropic_usage``, ``anthropic_message``, ``gemini_usage``, ``gemini_response``,
-    ``litellm_payload``). A provider object is read strictly: another format's keys, a whole
-    response where a usage object belongs (or the reverse), or none of its format's keys is
-    refused with ``usage_shape_mismatch``; an object without final usage with
-    ``usage_not_final``. Whole response objects also give the finish reason (or status and
-    incomplete details, or stop reason, or finishReason and promptFeedback) and the service
-    tier; ``finish_reason`` and ``service_tier`` sent beside them must agree.
+    """One usage record.
+
+    Tokens come from exactly one source: the canonical fields (with ``tool_calls``), or ONE provider
+    object (``openai_usage``, ``openai_response``, ``anthropic_usage``, ``anthropic_message``,
+    ``gemini_usage``, ``gemini_response``, ``litellm_payload``). A provider object is read strictly:
+    another format's keys, a whole response where a usage object belongs (or the reverse), or none
+    of its format's keys is refused with ``usage_shape_mismatch``; an object without final usage
+    with ``usage_not_final``. Whole response objects also give the finish reason (or status and
+    incomplete details, or stop reason, or finishReason and promptFeedback) and the service tier;
+    ``finish_reason`` and ``service_tier`` sent beside them must agree.
 
     Canonical input counts never overlap (``input_tokens`` is uncached text input); the output
     parts (``reasoning_tokens``, ``output_audio_tokens``, ``output_image_tokens``) are included
-    in ``output_tokens``."""
+    in ``output_tokens``.
+    """
 
     model_config = ConfigDict(
         extra="forbid",
@@ -278,8 +280,7 @@ RECORD_SCHEMA: dict[str, Any] = UsageRecordIn.model_json_schema()
 
 
 class TokensOut(BaseModel):
-    """The token breakdown a record was rated on (the canonical fields; zero counts are left
-    out)."""
+    """The token breakdown a record was rated on: canonical fields, zero counts left out."""
 
     input_tokens: int | None = None
     input_audio_tokens: int | None = None
@@ -298,7 +299,8 @@ class TokensOut(BaseModel):
 
 class ChargeOut(BaseModel):
     """What the record was rated at, by component, before the failed-request policy and the
-    burn-down (``rated`` is their sum; ``billed`` and ``credited`` say what was charged)."""
+    burn-down (``rated`` is their sum; ``billed`` and ``credited`` say what was charged).
+    """
 
     rated: str = Field(examples=["0.0123"], description="decimal string")
     currency: str

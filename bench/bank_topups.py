@@ -63,8 +63,10 @@ def psql(server: Server, sql: str) -> str:
 
 
 def cash_bank(server: Server) -> tuple[Decimal, bool]:
-    """``cash:bank`` (USD, operator book) summed from its postings, and whether it keeps a
-    cached balance."""
+    """``cash:bank`` summed from its postings, and whether it keeps a cached balance.
+
+    USD, operator book.
+    """
     row = psql(
         server,
         "SELECT coalesce(sum(p.amount), 0)::text || '|' || bool_and(a.track_balance)::text"

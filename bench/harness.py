@@ -54,7 +54,8 @@ def free_port() -> int:
 
 def _proc_table() -> dict[int, tuple[int, int]]:
     """``pid -> (ppid, cpu ticks)`` of every process, where cpu ticks is utime + stime of the
-    process plus cutime + cstime (its children that exited and were reaped)."""
+    process plus cutime + cstime (its children that exited and were reaped).
+    """
     table: dict[int, tuple[int, int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -199,8 +200,7 @@ class Server:
         return out.stdout.decode().strip()
 
     def log_tail(self, lines: int = 40) -> list[str]:
-        """The last lines the server wrote to stderr (warnings and errors: it logs at
-        WARNING)."""
+        """The last lines the server wrote to stderr (warnings and errors: it logs at WARNING)."""
         try:
             text = self.log_path.read_text(errors="replace")
         except OSError:
@@ -242,8 +242,10 @@ def wait_for_health(
 
 
 def _stop_postgres(pgdata: Path, timeout_s: float = 30) -> None:
-    """Fast-shut-down the embedded PostgreSQL of ``pgdata`` if it still runs (it normally
-    stops with the last ``tokenwallet`` process using it)."""
+    """Fast-shut-down the embedded PostgreSQL of ``pgdata`` if it still runs.
+
+    It normally stops with the last ``tokenwallet`` process using it.
+    """
     try:
         pid = int((pgdata / "postmaster.pid").read_text().splitlines()[0])
     except (OSError, ValueError, IndexError):
@@ -271,8 +273,10 @@ def serve(
     extra_env: dict[str, str] | None = None,
     workers: int = 1,
 ) -> Iterator[Server]:
-    """Start ``tokenwallet serve`` on a fresh (or given) data directory; stop it (and its
-    PostgreSQL) afterwards, whatever happened meanwhile."""
+    """Start ``tokenwallet serve`` on a fresh (or given) data directory.
+
+    Stop it (and its PostgreSQL) afterwards, whatever happened meanwhile.
+    """
     owned = data_dir is None
     base = Path(tempfile.mkdtemp(prefix="tw-bench-")) if data_dir is None else data_dir
     port = free_port()
@@ -315,8 +319,10 @@ def serve(
 
 
 def exit_cleanly_on_sigterm() -> None:
-    """Turn SIGTERM into SystemExit so ``serve``'s cleanup runs (the server and PostgreSQL
-    are stopped) when a benchmark is terminated."""
+    """Turn SIGTERM into SystemExit so ``serve``'s cleanup runs when a benchmark is terminated.
+
+    The server and PostgreSQL are stopped.
+    """
 
     def handler(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)

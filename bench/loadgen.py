@@ -127,8 +127,10 @@ class Conn:
         expect: int | Sequence[int] = (200, 201),
         headers: bytes = b"",
     ) -> Any:
-        """Send a JSON request; return the decoded answer. Raises :class:`HttpError` when the
-        status is not one of ``expect``."""
+        """Send a JSON request; return the decoded answer.
+
+        Raises :class:`HttpError` when the status is not one of ``expect``.
+        """
         raw = None if body is None else body if isinstance(body, bytes) else _encode(body)
         status, payload = await self.request(method, path, raw, headers)
         ok = (expect,) if isinstance(expect, int) else expect
@@ -166,8 +168,10 @@ async def for_each(
 
 
 def percentiles_ms(seconds: list[float]) -> dict[str, float | None]:
-    """p50/p90/p99/max and mean of latencies given in seconds, in milliseconds (nearest-rank
-    percentiles)."""
+    """p50/p90/p99/max and mean of latencies given in seconds, in milliseconds.
+
+    Nearest-rank percentiles.
+    """
     if not seconds:
         return {"p50": None, "p90": None, "p99": None, "max": None, "mean": None, "n": 0}
     v = sorted(seconds)

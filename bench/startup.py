@@ -1,5 +1,7 @@
-"""How long ``tokenwallet serve`` takes to answer /health: on a fresh data directory (initdb +
-migrations) and on a restart that reuses it. Writes bench/results/startup.json.
+"""How long ``tokenwallet serve`` takes to answer /health.
+
+On a fresh data directory (initdb + migrations) and on a restart that reuses it. Writes
+bench/results/startup.json.
 
 Run: ``.venv/bin/python -m bench.startup``
 """

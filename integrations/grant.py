@@ -121,8 +121,11 @@ class Grant:
 
     @property
     def status(self) -> str:
-        """``approved`` while open; else ``declined``, ``voided``, ``expired``, ``captured``
-        or ``closed`` (the server said ``authorization_closed``)."""
+        """``approved`` while open.
+
+        Else ``declined``, ``voided``, ``expired``, ``captured`` or ``closed`` (the server said
+        ``authorization_closed``).
+        """
         with self._cond:
             return self._status
 
@@ -410,8 +413,11 @@ class Grant:
             self._cond.notify_all()
 
     def batch_done(self) -> None:
-        """After a batch: records answered ``duplicate`` were captured by an earlier attempt
-        whose state never reached us; read the grant once and drop their estimates."""
+        """After a batch.
+
+        Records answered ``duplicate`` were captured by an earlier attempt whose state never reached
+        us; read the grant once and drop their estimates.
+        """
         with self._cond:
             dups, self._duplicates = self._duplicates, []
             auth_id = self._id

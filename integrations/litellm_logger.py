@@ -46,8 +46,11 @@ Estimate = Callable[[Mapping[str, Any]], Mapping[str, int]]
 
 
 class TokenwalletRefused(Exception):
-    """The wallet cannot pay for this call (prepaid credit and credit limit used up, or the
-    call has no account). LiteLLM surfaces it to the caller; nothing was sent upstream."""
+    """The wallet cannot pay for this call.
+
+    Prepaid credit and credit limit used up, or the call has no account. LiteLLM surfaces it to the
+    caller; nothing was sent upstream.
+    """
 
     def __init__(self, account_id: str | None, reason: str) -> None:
         super().__init__(f"tokenwallet refused the call for account {account_id}: {reason}")
@@ -68,8 +71,11 @@ def _metadata(kwargs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def default_account_of(kwargs: Mapping[str, Any]) -> str | None:
-    """The account of a call: ``metadata.tokenwallet_account_id``, the key's metadata, the
-    requester's metadata, else LiteLLM's end user (``user``)."""
+    """The account of a call.
+
+    ``metadata.tokenwallet_account_id``, the key's metadata, the requester's metadata, else
+    LiteLLM's end user (``user``).
+    """
     meta = _metadata(kwargs)
     slp = kwargs.get("standard_logging_object")
     slp_meta = slp.get("metadata") if isinstance(slp, Mapping) else None
@@ -88,8 +94,11 @@ def default_account_of(kwargs: Mapping[str, Any]) -> str | None:
 
 
 def default_estimate(kwargs: Mapping[str, Any]) -> dict[str, int]:
-    """A call's worst-case tokens before it is made: its messages at 3 characters a token
-    (generous: tokenizers average about 4) and its ``max_tokens`` (else 4,096) of output."""
+    """A call's worst-case tokens before it is made.
+
+    Its messages at 3 characters a token (generous: tokenizers average about 4) and its
+    ``max_tokens`` (else 4,096) of output.
+    """
     messages = kwargs.get("messages") or kwargs.get("input") or ""
     text = messages if isinstance(messages, str) else json.dumps(messages, default=str)
     out = kwargs.get("max_completion_tokens") or kwargs.get("max_tokens") or 4096
@@ -101,9 +110,11 @@ _KEEP = ("id", "call_type", "status", "model", "prompt_tokens", "completion_toke
 
 
 def billing_payload(slp: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a StandardLoggingPayload that tokenwallet bills on: token counts, the usage
-    object (cache reads, writes by TTL, audio, reasoning, server tools), finish reasons, the
-    service tier and the error code; no messages, answers or floats."""
+    """The part of a StandardLoggingPayload that tokenwallet bills on.
+
+    Token counts, the usage object (cache reads, writes by TTL, audio, reasoning, server tools),
+    finish reasons, the service tier and the error code; no messages, answers or floats.
+    """
     out: dict[str, Any] = {k: slp[k] for k in _KEEP if slp.get(k) is not None}
     meta = slp.get("metadata")
     usage = meta.get("usage_object") if isinstance(meta, Mapping) else None
@@ -229,8 +240,10 @@ class TokenwalletLogger(CustomLogger):
     async def async_pre_call_hook(
         self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: Any
     ) -> dict[str, Any] | None:
-        """LiteLLM proxy: reserve before the request is routed (the proxy answers the refusal
-        to its client)."""
+        """LiteLLM proxy: reserve before the request is routed.
+
+        The proxy answers the refusal to its client.
+        """
         if self.authorize:
             import asyncio
 

@@ -65,7 +65,8 @@ def tax_on(net: Amount, rate_pct: Decimal) -> Amount:
 
 def round_fraction(value: Fraction, unit: Unit) -> Amount:
     """An exact rational amount of whole units rounded to the minor unit with
-    :data:`ledger.amounts.DOCUMENT_ROUNDING` (for values that need not be whole atoms)."""
+    :data:`ledger.amounts.DOCUMENT_ROUNDING` (for values that need not be whole atoms).
+    """
     minor = value * 10**unit.minor_exponent
     q = minor.numerator // minor.denominator  # floor
     r = minor - q
@@ -84,7 +85,8 @@ def round_fraction(value: Fraction, unit: Unit) -> Amount:
 
 def tax_on_share(net: Amount, *, amount: Amount, taxable: Amount, rate_pct: Decimal) -> Amount:
     """Tax on ``net`` credited out of a line of rounded ``amount`` whose rounded taxable part is
-    ``taxable``: the same share of it is taxable (all of it when the whole line is)."""
+    ``taxable``: the same share of it is taxable (all of it when the whole line is).
+    """
     if amount.is_zero() or taxable.is_zero():
         return Amount.zero(net.unit)
     if taxable == amount:
@@ -95,8 +97,10 @@ def tax_on_share(net: Amount, *, amount: Amount, taxable: Amount, rate_pct: Deci
 
 @dataclass(frozen=True, slots=True)
 class PricedLine:
-    """A line's money: exact amount, rounded amount, rounded taxable part, tax and how it is
-    settled."""
+    """A line's money.
+
+    Exact amount, rounded amount, rounded taxable part, tax and how it is settled.
+    """
 
     settlement: Settlement
     exact: Amount

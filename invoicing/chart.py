@@ -63,9 +63,12 @@ def invoicing_house(session: Session, book: str, unit: Unit) -> InvoicingHouse:
 
 
 def cash_account(session: Session, book: str, unit: Unit, method: str) -> AccountRef:
-    """Where money received by ``method`` lands: ``cash:bank`` for bank transfers (wallet's
-    account), ``cash:<method>`` otherwise (e.g. ``cash:stripe``), with the same settings (no
-    cached balance: summed from postings, never a locked row)."""
+    """Where money received by ``method`` lands.
+
+    ``cash:bank`` for bank transfers (wallet's account), ``cash:<method>`` otherwise (e.g.
+    ``cash:stripe``), with the same settings (no cached balance: summed from postings, never a
+    locked row).
+    """
     if method == "bank_transfer":
         return house_ledger(session, book, unit).cash
     spec = AccountSpec(f"cash:{method}", AccountType.ASSET, unit, book, track_balance=False)

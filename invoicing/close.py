@@ -195,7 +195,8 @@ def reversal_debt_to_bill(session: Session, account: Account) -> Amount:
     """What refunds and disputes left the account owing (``receivable:reversals``) that no
     invoice bills yet: the ledger balance less what drafts already carry (a draft moves its
     share when it is finalized). The caller holds the account row, as every writer of that
-    receivable does."""
+    receivable does.
+    """
     unit = currency_of(account)
     owed = session.scalar(
         _REVERSALS_UNBILLED,
@@ -412,9 +413,11 @@ def close_account(
 
 @dataclass(frozen=True, slots=True)
 class Preview:
-    """What the account's invoice for a period would be if it were closed at ``cutoff_at``:
-    its lines (each with its rounded, taxed money), totals and terms. Nothing is stored: no
-    invoice, no number, no ledger entry."""
+    """What the account's invoice for a period would be if it were closed at ``cutoff_at``.
+
+    Its lines (each with its rounded, taxed money), totals and terms. Nothing is stored: no invoice,
+    no number, no ledger entry.
+    """
 
     account: Account
     period: Period
@@ -559,8 +562,10 @@ def close_period(
 
 
 def due_period(now: datetime, grace: timedelta) -> Period | None:
-    """The period the scheduler should close at ``now``: the previous month once its grace
-    period has passed, else None."""
+    """The period the scheduler should close at ``now``.
+
+    The previous month once its grace period has passed, else None.
+    """
     previous = Period.containing(now).previous()
     return previous if now >= previous.end + grace else None
 
@@ -568,9 +573,12 @@ def due_period(now: datetime, grace: timedelta) -> Period | None:
 def close_due(
     session: Session, *, grace: timedelta, now: datetime | None = None
 ) -> CloseResult | None:
-    """The scheduler job: close the previous month once its grace period passed, unless that
-    period is already closed. ``session`` holds the job's advisory lock; each account is closed
-    in its own transaction on the same engine."""
+    """The scheduler job.
+
+    Close the previous month once its grace period passed, unless that period is already closed.
+    ``session`` holds the job's advisory lock; each account is closed in its own transaction on the
+    same engine.
+    """
     at = now or utcnow()
     period = due_period(at, grace)
     if period is None:

@@ -44,8 +44,10 @@ from wallet.models import Account, CreditLot
 
 @dataclass(frozen=True, slots=True)
 class CreditRequest:
-    """Credit one invoice line (``line_id``) or, without one, the invoice's due part; ``net``
-    None credits everything left (of the line or of the due part)."""
+    """Credit one invoice line (``line_id``) or, without one, the invoice's due part.
+
+    ``net`` None credits everything left (of the line or of the due part).
+    """
 
     line_id: int | None
     net: Amount | None
@@ -62,9 +64,11 @@ class _Item:
 
 
 def line_bonus(line: InvoiceLine, unit: Unit) -> int:
-    """The part of a prepaid line's (rounded) amount that bonus credit paid, in atoms: the
-    line's exact bonus share (``details.from_bonus`` of plan fees and packages, ``details.bonus``
-    of usage) applied to its rounded amount, rounded down to the atom."""
+    """The part of a prepaid line's (rounded) amount that bonus credit paid, in atoms.
+
+    The line's exact bonus share (``details.from_bonus`` of plan fees and packages,
+    ``details.bonus`` of usage) applied to its rounded amount, rounded down to the atom.
+    """
     if line.settlement != "prepaid":
         return 0
     raw = (line.details or {}).get("from_bonus", (line.details or {}).get("bonus"))
@@ -74,10 +78,12 @@ def line_bonus(line: InvoiceLine, unit: Unit) -> int:
 
 
 def _bonus_expiry(session: Session, invoice: Invoice) -> datetime | None:
-    """When bonus given back by a credit note expires: the latest expiry of the account's bonus
-    lots that were drawn from (which lot paid which line is not recorded, so the longest
-    validity of the bonus that may have paid it, in the customer's favour); None (no expiry)
-    when one of them had none or there were none."""
+    """When bonus given back by a credit note expires.
+
+    The latest expiry of the account's bonus lots that were drawn from (which lot paid which line is
+    not recorded, so the longest validity of the bonus that may have paid it, in the customer's
+    favour); None (no expiry) when one of them had none or there were none.
+    """
     rows = session.execute(
         select(CreditLot.expires_at).where(
             CreditLot.account_id == invoice.account_id,
@@ -271,8 +277,10 @@ def _give_back(
     note_id: str,
     expires_at: datetime | None = None,
 ) -> int | None:
-    """A credit lot of ``atoms`` (``kind``: lot kind and unit) for the credit note; None when
-    there is nothing to give back."""
+    """A credit lot of ``atoms`` (``kind``: lot kind and unit) for the credit note.
+
+    None when there is nothing to give back.
+    """
     if not atoms:
         return None
     lot = CreditLot(

@@ -1,5 +1,6 @@
-"""Credit note arithmetic (pure, no database): how much of a line is left, its tax and bonus
-share, and where the credit goes.
+"""Credit note arithmetic (pure, no database).
+
+How much of a line is left, its tax and bonus share, and where the credit goes.
 
 A credit note credits invoice lines (or, without a line, the invoice's due part) with their tax.
 Amounts are atoms of the invoice's currency; the lines' amounts are already rounded to the minor
@@ -72,9 +73,11 @@ class Creditable:
 
 
 def bonus_share(amount: int, amount_exact: int, exact_bonus: int) -> int:
-    """The part of a prepaid line's rounded ``amount`` that bonus credit paid: the exact bonus
-    share (``exact_bonus`` of ``amount_exact``) applied to the rounded amount, rounded down to
-    the atom, at most the amount (0 for a line with no exact amount)."""
+    """The part of a prepaid line's rounded ``amount`` that bonus credit paid.
+
+    The exact bonus share (``exact_bonus`` of ``amount_exact``) applied to the rounded amount,
+    rounded down to the atom, at most the amount (0 for a line with no exact amount).
+    """
     if amount_exact <= 0 or not exact_bonus:
         return 0
     return min(amount * exact_bonus // amount_exact, amount)

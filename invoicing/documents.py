@@ -46,8 +46,11 @@ def _env() -> Environment:
 def _line_rows(
     lines: Sequence[InvoiceLine], money: Callable[[int], str]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """The invoice's lines as the template's three tables: charged lines, the usage statement
-    (paid by packages and plan quota only) and the failed-request credits."""
+    """The invoice's lines as the template's three tables.
+
+    Charged lines, the usage statement (paid by packages and plan quota only) and the failed-request
+    credits.
+    """
     charged, statement, credits = [], [], []
     for line in lines:
         row: dict[str, Any] = {

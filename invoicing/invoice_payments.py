@@ -1,5 +1,7 @@
-"""Payments of invoices: record money received, reverse it (card refunds, lost disputes),
-restore a reversal that was undone, and track what is under dispute.
+"""Payments of invoices.
+
+Record money received, reverse it (card refunds, lost disputes), restore a reversal that was undone,
+and track what is under dispute.
 
 Ledger entries (operator book, the invoice's currency; see invoicing/chart.py):
 
@@ -105,8 +107,10 @@ def _book_payment(
     at: datetime,
     metadata: Mapping[str, str],
 ) -> InvoicePayment:
-    """Post the payment's entry (``cash:<method>`` -> ``receivable:invoiced``) and build its
-    record (not added to the session yet)."""
+    """Post the payment's entry and build its record (not added to the session yet).
+
+    ``cash:<method>`` -> ``receivable:invoiced``.
+    """
     method, reference = method_reference
     account = session.get_one(Account, invoice.account_id)
     entry = post_entry(
@@ -246,7 +250,8 @@ def _post_payment_move(
     metadata: Mapping[str, str],
 ) -> Entry:
     """Post an entry that moves an invoice payment (reversed or restored, ``what``), its
-    metadata naming the invoice, the payment and the account."""
+    metadata naming the invoice, the payment and the account.
+    """
     invoice, payment = paid
     return post_entry(
         session,
@@ -275,8 +280,9 @@ def reverse_payment(
     at: datetime | None = None,
     metadata: Mapping[str, str] | None = None,
 ) -> int | None:
-    """Money received against an invoice went back to the payer (a card refund, a lost
-    dispute): that much is owed on the invoice again.
+    """Money received against an invoice went back to the payer (a card refund, a lost dispute).
+
+    That much is owed on the invoice again.
 
     Debits ``receivable:invoiced`` and credits the cash account the payment came into (or
     ``cash_account_id``, e.g. ``cash:stripe_disputed`` for a lost dispute, whose money Stripe
@@ -377,9 +383,11 @@ def restore_payment(
 def mark_disputed(
     session: Session, invoice_id: str, delta: int, *, at: datetime | None = None
 ) -> Invoice:
-    """Add ``delta`` atoms (negative: remove) to what is under open dispute on the invoice and
-    set its status (``disputed`` while anything is; then ``paid`` or ``finalized`` again).
-    The caller holds the invoice row (the payment paths lock it first)."""
+    """Add ``delta`` atoms to what is under open dispute on the invoice and set its status.
+
+    Negative: remove. ``disputed`` while anything is; then ``paid`` or ``finalized`` again. The
+    caller holds the invoice row (the payment paths lock it first).
+    """
     invoice = session.scalars(
         select(Invoice)
         .where(Invoice.id == invoice_id)

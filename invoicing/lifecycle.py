@@ -45,8 +45,10 @@ from wallet.models import Account
 
 
 def lock_invoice(session: Session, invoice_id: str) -> Invoice:
-    """Lock the invoice's account row (the wallet's first lock: a credit note may add credit
-    and payments move the receivable that the credit limit counts), then the invoice.
+    """Lock the invoice's account row, then the invoice.
+
+    The wallet's first lock: a credit note may add credit and payments move the receivable that the
+    credit limit counts.
 
     Raises:
         NotFound: no such invoice.
@@ -68,9 +70,11 @@ OPEN_STATUSES = ("finalized", "paid", "disputed")
 
 
 def settle_status(invoice: Invoice, at: datetime) -> None:
-    """Set a finalized invoice's status from its settlement: ``disputed`` while a payment on it
-    is under an open dispute, else ``paid`` when nothing is owed, else ``finalized``. Void and
-    draft invoices are left as they are."""
+    """Set a finalized invoice's status from its settlement.
+
+    ``disputed`` while a payment on it is under an open dispute, else ``paid`` when nothing is owed,
+    else ``finalized``. Void and draft invoices are left as they are.
+    """
     if invoice.status not in OPEN_STATUSES:
         return
     if invoice.disputed > 0:
@@ -241,8 +245,9 @@ def _lines_sum(
 
 
 def finalize_draft(session: Session, invoice_id: str, *, now: datetime | None = None) -> Invoice:
-    """Finalize a draft by id (the invoice's account row locked first, the wallet's lock
-    order); an invoice that is already finalized is returned as it is (repeat-safe).
+    """Finalize a draft by id (the invoice's account row locked first, the wallet's lock order).
+
+    An invoice that is already finalized is returned as it is (repeat-safe).
 
     Raises:
         NotFound: no such invoice.
@@ -256,11 +261,12 @@ def finalize_draft(session: Session, invoice_id: str, *, now: datetime | None = 
 def void_invoice(
     session: Session, invoice_id: str, *, reason: str, now: datetime | None = None
 ) -> Invoice:
-    """Void a finalized invoice nothing was paid or credited on: what it billed is no longer
-    owed (written off against ``revenue:credit-notes``, all its tax reversed), except refund and
-    dispute debts, which go back to ``receivable:reversals`` for the next invoice (forgive one
-    with a credit note on its line). Lines paid from the prepaid balance stay paid; refund those
-    with a credit note instead.
+    """Void a finalized invoice nothing was paid or credited on.
+
+    What it billed is no longer owed (written off against ``revenue:credit-notes``, all its tax
+    reversed), except refund and dispute debts, which go back to ``receivable:reversals`` for the
+    next invoice (forgive one with a credit note on its line). Lines paid from the prepaid balance
+    stay paid; refund those with a credit note instead.
 
     Raises:
         NotFound: no such invoice.

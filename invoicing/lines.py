@@ -74,8 +74,11 @@ class PackageRow:
 
 @dataclass(frozen=True, slots=True)
 class UsageGroup:
-    """Usage of one model (of the account, or of a reseller's sub-accounts at wholesale) in
-    one month (``late_from``: an earlier month's usage received late), as the close sums it."""
+    """Usage of one model in one month, as the close sums it.
+
+    Of the account, or of a reseller's sub-accounts at wholesale. ``late_from``: an earlier month's
+    usage received late.
+    """
 
     late_from: str | None
     via_sub: bool
@@ -177,9 +180,11 @@ def overage_line(row: UsageGroup, unit: Unit) -> DraftLine | None:
 
 
 def prepaid_usage_line(row: UsageGroup, unit: Unit) -> DraftLine | None:
-    """Usage paid from the prepaid balance (None when there was none): charged when bonus or
-    paid credit paid it, a statement when only package tokens and plan quota did (their
-    packages and plan fees are lines of their own)."""
+    """Usage paid from the prepaid balance (None when there was none).
+
+    Charged when bonus or paid credit paid it, a statement when only package tokens and plan quota
+    did (their packages and plan fees are lines of their own).
+    """
     if not row.prepaid_records:
         return None
     who = "sub-accounts at wholesale, " if row.via_sub else ""

@@ -36,8 +36,10 @@ NET_TERMS_DAYS = (0, 30, 60, 90)
 
 
 class TaxProfile(Base):
-    """A tax rate in percent (e.g. VAT 20, none 0). Never edited: a new rate is a new profile;
-    each invoice line keeps the rate it was taxed at."""
+    """A tax rate in percent (e.g. VAT 20, none 0).
+
+    Never edited: a new rate is a new profile; each invoice line keeps the rate it was taxed at.
+    """
 
     __tablename__ = "invoicing_tax_profiles"
     __table_args__ = (CheckConstraint("rate_pct >= 0 AND rate_pct <= 100", name="rate_in_range"),)
@@ -49,8 +51,10 @@ class TaxProfile(Base):
 
 
 class BillingProfile(Base):
-    """What billing needs to know about a billing account: payment terms, tax profile and the
-    bill-to details printed on its invoices."""
+    """What billing needs to know about a billing account.
+
+    Payment terms, tax profile and the bill-to details printed on its invoices.
+    """
 
     __tablename__ = "invoicing_billing_profiles"
     __table_args__ = (CheckConstraint("net_terms_days IN (0, 30, 60, 90)", name="net_terms_known"),)
@@ -69,8 +73,11 @@ class BillingProfile(Base):
 
 
 class BillingPeriod(Base):
-    """A month-end close run: ``closing`` while it runs, ``closed`` once every billing account
-    has been processed (the scheduler then leaves the period alone)."""
+    """A month-end close run.
+
+    ``closing`` while it runs, ``closed`` once every billing account has been processed (the
+    scheduler then leaves the period alone).
+    """
 
     __tablename__ = "invoicing_billing_periods"
     __table_args__ = (CheckConstraint("status IN ('closing', 'closed')", name="status_known"),)
@@ -194,9 +201,11 @@ class InvoiceLine(Base):
 
 
 class NumberSeries(Base):
-    """A gapless counter per series (``INV-USD-2026``, ``CN-USD-2026``). It is incremented in
-    the transaction that finalizes the document and stays row-locked until that commits, so a
-    rollback gives the number back and no two documents share one."""
+    """A gapless counter per series (``INV-USD-2026``, ``CN-USD-2026``).
+
+    It is incremented in the transaction that finalizes the document and stays row-locked until that
+    commits, so a rollback gives the number back and no two documents share one.
+    """
 
     __tablename__ = "invoicing_number_series"
 
@@ -263,8 +272,9 @@ class CreditNoteLine(Base):
 
 
 class InvoicePayment(Base):
-    """Money received against an invoice (bank transfer, card...), once per method and
-    reference: recording the same payment again returns the first record.
+    """Money received against an invoice (bank transfer, card...), once per method and reference.
+
+    Recording the same payment again returns the first record.
 
     ``reversed`` is the part of it that went back (a card refund, a lost dispute): that much
     is owed on the invoice again (``receivable:invoiced``), and ``invoice.amount_paid`` no

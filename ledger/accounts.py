@@ -144,8 +144,10 @@ _FIND_OWNED = text(
 
 
 def _find(session: Session, specs: Sequence[AccountSpec]) -> dict[Key, AccountRef]:
-    """The existing accounts among ``specs``, by key: one indexed join for owned accounts
-    (whatever their number), one small query for house accounts."""
+    """The existing accounts among ``specs``, by key.
+
+    One indexed join for owned accounts (whatever their number), one small query for house accounts.
+    """
     owned = [s for s in specs if s.owner_id is not None]
     house = [s for s in specs if s.owner_id is None]
     rows: list[LedgerAccount] = []
@@ -172,8 +174,10 @@ def _find(session: Session, specs: Sequence[AccountSpec]) -> dict[Key, AccountRe
 
 
 def open_accounts(session: Session, specs: Sequence[AccountSpec]) -> list[AccountRef]:
-    """Return the accounts ``specs`` describe, creating missing ones: one INSERT and one SELECT
-    for all of them, nothing at all for accounts already known to this process.
+    """Return the accounts ``specs`` describe, creating missing ones.
+
+    One INSERT and one SELECT for all of them, nothing at all for accounts already known to this
+    process.
 
     Safe under concurrency: two callers opening the same account get the same row.
 

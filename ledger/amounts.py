@@ -231,8 +231,10 @@ def sum_amounts(amounts: list[Amount], unit: Unit) -> Amount:
 
 
 def format_atoms(atoms: int, unit: Unit) -> str:
-    """``Amount(atoms, unit).format()`` without building the amount (for hot paths that
-    format many integers already known to be atoms of ``unit``)."""
+    """``Amount.format`` without building the amount.
+
+    Atoms, unit. . For hot paths that format many integers already known to be atoms of ``unit``.
+    """
     exp = unit.atom_exponent
     if exp == 0:
         return str(atoms)

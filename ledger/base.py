@@ -72,8 +72,11 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 def in_array(column: Any, values: Iterable[Any]) -> ColumnElement[bool]:
-    """``column = ANY(:array)``: one bind parameter however many values (an ``IN`` list binds
-    one parameter per value, which costs real time to render and parse at a thousand)."""
+    """``column = ANY(:array)``.
+
+    One bind parameter however many values (an ``IN`` list binds one parameter per value, which
+    costs real time to render and parse at a thousand).
+    """
     clause: ColumnElement[bool] = column == any_(literal(list(values), ARRAY(column.type)))
     return clause
 
@@ -88,7 +91,8 @@ _DATABASE_KEYS: WeakKeyDictionary[Engine, str] = WeakKeyDictionary()
 
 def database_key(session: Session) -> str:
     """Which database a session works on (its engine's URL), for per-process caches of rows
-    that never change; computed once per engine (rendering a URL is not cheap)."""
+    that never change; computed once per engine (rendering a URL is not cheap).
+    """
     engine = session.get_bind().engine
     key = _DATABASE_KEYS.get(engine)
     if key is None:

@@ -150,8 +150,10 @@ _HOUSE: dict[str, dict[int, _Acct]] = {}
 
 
 def _load_accounts(session: Session, ids: Iterable[int]) -> dict[int, _Acct]:
-    """Load accounts (plain rows); lock those with cached balances in id order
-    (FOR NO KEY UPDATE). House accounts are read (once per process), never locked."""
+    """Load accounts (plain rows); lock those with cached balances in id order (FOR NO KEY UPDATE).
+
+    House accounts are read (once per process), never locked.
+    """
     wanted = sorted(set(ids))
     house_cache = _HOUSE.setdefault(database_key(session), {})
     found = {i: house_cache[i] for i in wanted if i in house_cache}
@@ -400,8 +402,10 @@ def _check_keys_unique(specs: Sequence[EntrySpec]) -> None:
 def _insert_entries(
     session: Session, specs: Sequence[EntrySpec], entry_ids: list[int], now: datetime
 ) -> Any:
-    """Insert the entries under the ids taken (effective ``now`` unless stated); returns their
-    creation time."""
+    """Insert the entries under the ids taken (effective ``now`` unless stated).
+
+    Returns their creation time.
+    """
     return session.execute(
         _INSERT_ENTRIES,
         {

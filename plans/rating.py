@@ -104,8 +104,10 @@ TOKEN_FIELDS: tuple[str, ...] = (
 
 
 class UnpricedServiceTier(InvalidUsage):
-    """The record names a service tier its price does not define (it is not charged at the
-    standard price by mistake)."""
+    """The record names a service tier its price does not define.
+
+    It is not charged at the standard price by mistake.
+    """
 
     code = "unpriced_service_tier"
 
@@ -175,8 +177,10 @@ class Tokens:
         )
 
     def counts(self) -> tuple[int, ...]:
-        """Tokens per component of :data:`TOKEN_COMPONENTS` (output: the part that is not
-        reasoning, audio or image)."""
+        """Tokens per component of :data:`TOKEN_COMPONENTS`.
+
+        Output: the part that is not reasoning, audio or image.
+        """
         return (
             self.input_tokens,
             self.input_audio_tokens,

@@ -1,6 +1,8 @@
-"""The checks every money-path test ends with: the trial balance is zero per book, the
-prepaid-liability rollforward ties to the ledger in every book, and the ledger and wallet
-audits (what ``tokenwallet db audit`` runs) find nothing."""
+"""The checks every money-path test ends with.
+
+The trial balance is zero per book, the prepaid-liability rollforward ties to the ledger in every
+book, and the ledger and wallet audits (what ``tokenwallet db audit`` runs) find nothing.
+"""
 
 from __future__ import annotations
 
@@ -21,8 +23,10 @@ from wallet.audit import find_violations as wallet_violations
 def assert_books_tie(
     session: Session, *, currency: str = "USD", at: Iterable[datetime] = ()
 ) -> None:
-    """Trial balance zero, rollforwards tied (every book, every month of ``at`` and now), audits
-    clean."""
+    """Trial balance zero, rollforwards tied, audits clean.
+
+    Every book, every month of ``at`` and now.
+    """
     now = utcnow()
     tb = trial_balance(session, currency=currency, as_of=now + timedelta(days=400))
     assert tb.summary["balanced"] is True, tb.summary

@@ -1,5 +1,6 @@
-"""Offline Stripe for tests: the real ``stripe`` SDK over a fake HTTP client, and real-shaped,
-correctly signed webhook events.
+"""Offline Stripe for tests.
+
+The real ``stripe`` SDK over a fake HTTP client, and real-shaped, correctly signed webhook events.
 
 ``FakeStripeHTTP`` subclasses ``stripe.HTTPClient`` (the SDK's documented extension point): it
 answers the endpoints tokenwallet calls with JSON shaped like Stripe's (API version
@@ -384,9 +385,10 @@ def refund_obj(
     failure_reason: str | None = None,
     metadata: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A Refund as Stripe sends it in ``refund.*`` and ``charge.refund.updated`` events (a
-    failed refund carries ``failure_reason`` and the balance transaction that gave the money
-    back)."""
+    """A Refund as Stripe sends it in ``refund.*`` and ``charge.refund.updated`` events.
+
+    A failed refund carries ``failure_reason`` and the balance transaction that gave the money back.
+    """
     return {
         "id": re,
         "object": "refund",

@@ -310,9 +310,11 @@ _LEDGER_WORDS = {
 
 
 def what_remains(session: Session, account: Account) -> list[str]:
-    """What keeps an account from being closed, in words (empty: it can be closed): money,
-    tokens or debts in its ledger accounts, open authorizations (its own, or reserving its
-    float for a sub-account), frozen credit, a live subscription, open sub-accounts."""
+    """What keeps an account from being closed, in words (empty: it can be closed).
+
+    Money, tokens or debts in its ledger accounts, open authorizations (its own, or reserving its
+    float for a sub-account), frozen credit, a live subscription, open sub-accounts.
+    """
     out: list[str] = []
     for row in session.execute(_CLOSE_CHECK, {"a": account.id}):
         if row.what == "ledger":
@@ -353,8 +355,10 @@ def update_account(
     *,
     scope: Scope = EVERYTHING,
 ) -> tuple[Account, dict[str, dict[str, Any]]]:
-    """Change an account's settings under its row lock (the gateway path reads them under the
-    same lock, so a batch sees the old or the new settings, never half of them).
+    """Change an account's settings under its row lock.
+
+    The gateway path reads them under the same lock, so a batch sees the old or the new settings,
+    never half of them.
 
     ``changes`` holds only the fields to change: ``name``, ``credit_limit`` (decimal string),
     ``failed_request_policy_id`` (None: the default policy), ``discounts``, ``burn_order``
@@ -420,8 +424,10 @@ def _new_settings(session: Session, account: Account, changes: Mapping[str, Any]
 
 
 def _apply(account: Account, new: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Set the settings that change; returns ``{field: {"before": ..., "after": ...}}`` in wire
-    form (money as decimal strings)."""
+    """Set the settings that change.
+
+    Returns ``{field: {"before": ..., "after": ...}}`` in wire form (money as decimal strings).
+    """
     unit = currency_unit(account.currency)
     money = {"credit_limit", "low_balance_threshold"}
     diff: dict[str, dict[str, Any]] = {}

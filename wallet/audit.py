@@ -1,7 +1,10 @@
-"""Wallet invariants, re-derived from raw rows: per account, the lots of a kind (what is left
-plus what open authorizations reserve) sum to what its ledger account holds (posted balance
-minus pending credit freezes, which take from the lots); each lot's ``reserved`` is exactly what
-the open authorizations list for it; closed authorizations reserve nothing."""
+"""Wallet invariants, re-derived from raw rows.
+
+Per account, the lots of a kind (what is left plus what open authorizations reserve) sum to what its
+ledger account holds (posted balance minus pending credit freezes, which take from the lots); each
+lot's ``reserved`` is exactly what the open authorizations list for it; closed authorizations
+reserve nothing.
+"""
 
 from __future__ import annotations
 
@@ -66,7 +69,8 @@ _FREEZES_VS_HOLDS = text(
 def find_violations(session: Session) -> list[str]:
     """Lot totals that disagree with their ledger accounts, lots whose reserved amount disagrees
     with the open authorizations, closed authorizations still reserving, and credit freezes
-    whose ledger hold disagrees with their status; empty when all agree."""
+    whose ledger hold disagrees with their status; empty when all agree.
+    """
     return (
         [
             f"account {r.owner_id} {r.code}: lots hold {r.lots} atoms, the ledger {r.ledger}"

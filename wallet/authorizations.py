@@ -1,6 +1,7 @@
-"""Gateway authorizations as services: single-use holds, multi-capture grants and their
-increments, void and expiry. Each runs :func:`wallet.gateway.execute` with one operation (the
-HTTP layer batches many); the caller commits.
+"""Gateway authorizations as services.
+
+Single-use holds, multi-capture grants and their increments, void and expiry. Each runs
+:func:`wallet.gateway.execute` with one operation (the HTTP layer batches many); the caller commits.
 
 An authorization reserves through the burn order (lots, plan quota, credit limit, and for a
 reseller's sub-account the reseller's float at wholesale) and keeps the reservation in the
@@ -119,8 +120,7 @@ def void_authorization(
     scope: Scope = EVERYTHING,
     at: datetime | None = None,
 ) -> AuthorizationView:
-    """Give back what an open authorization still reserves. Voiding a closed one changes
-    nothing.
+    """Give back what an open authorization still reserves. Voiding a closed one changes nothing.
 
     Raises:
         NotFound: unknown or invisible authorization.

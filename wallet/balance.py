@@ -50,7 +50,8 @@ class BalanceView:
     is what open gateway authorizations reserve (from prepaid credit and the credit limit,
     and a reseller's float for its sub-accounts) plus credit frozen by disputes. Invoices not
     paid yet and debts left by refunds and disputes (``receivable:reversals``, until an invoice
-    bills them) use the credit limit too. Token entitlements are listed apart."""
+    bills them) use the credit limit too. Token entitlements are listed apart.
+    """
 
     currency: str
     available: Amount
@@ -108,8 +109,11 @@ def balance_of(session: Session, account: Account, *, at: datetime | None = None
 
 
 def _reserved_atoms(session: Session, account_id: str) -> int:
-    """What open authorizations reserve: from the account's money lots, and of the credit
-    limit (its own, and its float for its sub-accounts' authorizations)."""
+    """What open authorizations reserve.
+
+    From the account's money lots, and of the credit limit (its own, and its float for its
+    sub-accounts' authorizations).
+    """
     reserved_lots, reserved_overage = session.execute(
         text(
             "SELECT (SELECT coalesce(sum(reserved), 0) FROM wallet_credit_lots"

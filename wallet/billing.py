@@ -30,8 +30,10 @@ __all__ = [
 def rate_atoms(
     tokens: Tokens, price: ModelPrice, *, batch: bool = False, tier: str | None = None
 ) -> tuple[int, int]:
-    """(total atoms, atoms of the output components) of one record (see
-    :func:`plans.rating.rate_tokens`)."""
+    """Total atoms and atoms of the output components of one record.
+
+    See :func:`plans.rating.rate_tokens`.
+    """
     r = rate_tokens(tokens, price, tier=tier, batch=batch)
     return r.total, r.output
 
@@ -52,8 +54,10 @@ def _flat_prices(price: ModelPrice) -> list[ModelPrice]:
 
 
 def max_atoms_per_token(price: ModelPrice) -> Fraction:
-    """The most one token of any component can cost, in atoms (exact), over every tier and
-    context tier."""
+    """The most one token of any component can cost, in atoms, over every tier and context tier.
+
+    Exact.
+    """
     return max(
         Fraction(getattr(p, name)) * ATOMS_PER_MTOK_UNIT
         for p in _flat_prices(price)
@@ -82,10 +86,12 @@ def _keep(price: ModelPrice, tier: str | None) -> Fraction:
 
 
 def wholesale_ratio(retail: ModelPrice, wholesale: ModelPrice) -> Fraction:
-    """An upper bound of wholesale cost over retail charge for any mix of tokens of a model:
-    the largest ratio of a component priced at retail, in every tier and context tier, fees
-    included (components free at retail cost the reseller nothing more here; their wholesale is
-    charged when captured)."""
+    """An upper bound of wholesale cost over retail charge for any mix of tokens of a model.
+
+    The largest ratio of a component priced at retail, in every tier and context tier, fees included
+    (components free at retail cost the reseller nothing more here; their wholesale is charged when
+    captured).
+    """
     ratios: list[Fraction] = []
     for tier, size in _ratio_points(retail, wholesale):
         probe = Tokens(input_tokens=size)

@@ -1,5 +1,7 @@
-"""The burn order: its sources and their default order, and the check of an account's own order
-(the burn-down itself is ``wallet/burndown.py``).
+"""The burn order.
+
+Its sources and their default order, and the check of an account's own order (the burn-down itself
+is ``wallet/burndown.py``).
 
 Default order: plan quota → token packages (earliest expiry first) → bonus money (earliest
 expiry first) → paid money → overage (within the credit limit). An account may set its own

@@ -41,7 +41,8 @@ GRANT_TOKEN_SOURCES = frozenset({PACKAGE})
 @dataclass(slots=True, eq=False)
 class Lot:
     """A credit lot's spendable state (``remaining``) and what open authorizations hold from it
-    (``reserved``); money lots count atoms of the currency, package lots tokens."""
+    (``reserved``); money lots count atoms of the currency, package lots tokens.
+    """
 
     id: int
     account_id: str
@@ -75,8 +76,11 @@ class Window:
 
 @dataclass(frozen=True, slots=True)
 class PlanTerms:
-    """What the burn-down needs of a coding plan: its model scope and what happens when a
-    window is exhausted (``block`` or fall back to the ``wallet``)."""
+    """What the burn-down needs of a coding plan.
+
+    Its model scope and what happens when a window is exhausted (``block`` or fall back to the
+    ``wallet``).
+    """
 
     models: tuple[str, ...]
     on_exhausted: str
@@ -120,8 +124,11 @@ class WalletState:
     _by_kind: dict[str, list[Lot]] = field(default_factory=dict, repr=False)
 
     def lots_of(self, kind: str) -> list[Lot]:
-        """The lots of one kind in spending order: higher priority, then earliest expiry
-        (never-expiring last), then oldest (the order never changes within a transaction)."""
+        """The lots of one kind in spending order.
+
+        Higher priority, then earliest expiry (never-expiring last), then oldest (the order never
+        changes within a transaction).
+        """
         lots = self._by_kind.get(kind)
         if lots is None:
             lots = self._by_kind[kind] = sorted(
@@ -166,9 +173,11 @@ class Draw:
 
 
 def plan_covers(w: WalletState, at: datetime) -> bool:
-    """Whether the plan's quota may pay for usage dated ``at``: inside the subscription's span
-    and not before the start of a quota window that is still open (the counters of earlier
-    windows are gone, so late usage from them is paid by the wallet)."""
+    """Whether the plan's quota may pay for usage dated ``at``.
+
+    Inside the subscription's span and not before the start of a quota window that is still open
+    (the counters of earlier windows are gone, so late usage from them is paid by the wallet).
+    """
     start, end = w.plan_span
     if (start is not None and at < start) or (end is not None and at >= end):
         return False
@@ -191,8 +200,10 @@ def quota_room(w: WalletState, requests: int, tokens: int, at: datetime) -> bool
 def take_quota(
     w: WalletState, requests: int, tokens: int, at: datetime
 ) -> list[tuple[Window, int]]:
-    """Count a request in every window (opening a new window where the last one closed);
-    returns what each window took."""
+    """Count a request in every window (opening a new window where the last one closed).
+
+    Returns what each window took.
+    """
     taken = []
     for win in w.windows:
         need = requests if win.unit == "requests" else tokens
@@ -273,8 +284,10 @@ def draw(
 
 @dataclass(frozen=True, slots=True)
 class _Usable:
-    """Which lots may pay for a request: unspent, not expired by ``cutoff``, valid from
-    ``at`` and scoped to ``model`` (or unscoped)."""
+    """Which lots may pay for a request.
+
+    Unspent, not expired by ``cutoff``, valid from ``at`` and scoped to ``model`` (or unscoped).
+    """
 
     model: str | None
     at: datetime
@@ -292,9 +305,11 @@ class _Usable:
 def _draw_plan(
     w: WalletState, d: Draw, model: str | None, tokens: int, at: datetime
 ) -> bool | None:
-    """Plan quota pays the whole request (True), is exhausted and blocks (False), or does not
-    apply (None: no plan, another model, usage outside its span, or it falls back to the
-    wallet when exhausted)."""
+    """Plan quota pays the whole request, is exhausted and blocks, or does not apply.
+
+    True. False. None: no plan, another model, usage outside its span, or it falls back to the
+    wallet when exhausted.
+    """
     plan = w.plan
     if plan is None or (plan.models and model not in plan.models) or not plan_covers(w, at):
         return None
@@ -307,8 +322,10 @@ def _draw_plan(
 def _draw_packages(
     w: WalletState, d: Draw, money_left: int, tokens_left: int, usable: _Usable
 ) -> tuple[int, int]:
-    """Package tokens pay their share of the tokens and the same share of the money; returns
-    the money and tokens left."""
+    """Package tokens pay their share of the tokens and the same share of the money.
+
+    Returns the money and tokens left.
+    """
     for lot in w.lots_of(PACKAGE):
         if tokens_left == 0:
             break
@@ -337,8 +354,10 @@ def _draw_money(w: WalletState, d: Draw, kind: str, money_left: int, usable: _Us
 
 
 def _draw_overage(w: WalletState, d: Draw, money_left: int, partial: bool) -> int:
-    """Overage pays within the credit limit (all or nothing unless ``partial``); returns the
-    money left."""
+    """Overage pays within the credit limit (all or nothing unless ``partial``).
+
+    Returns the money left.
+    """
     take = min(money_left, max(w.headroom, 0)) if partial else money_left
     if take and take <= w.headroom:
         d.money[OVERAGE] += take
@@ -358,8 +377,11 @@ def _take(w: WalletState, d: Draw, at: datetime) -> list[tuple[Window, int]]:
 
 
 def apply_draw(w: WalletState, d: Draw, at: datetime) -> list[tuple[Window, int]]:
-    """Spend a draw: take it out of the wallet state and record the debits the batch posts;
-    returns the quota each window took."""
+    """Spend a draw.
+
+    Take it out of the wallet state and record the debits the batch posts; returns the quota each
+    window took.
+    """
     taken = _take(w, d, at)
     for kind, atoms in d.money.items():
         w.debits[kind] += atoms
@@ -372,9 +394,11 @@ def apply_draw(w: WalletState, d: Draw, at: datetime) -> list[tuple[Window, int]
 
 @dataclass
 class Reservation:
-    """What an authorization holds: atoms (or tokens) per lot, plan quota per window (with the
-    window's end, so quota is only given back to the window it came from), and credit limit
-    of the account and of its reseller."""
+    """What an authorization holds.
+
+    Atoms (or tokens) per lot, plan quota per window (with the window's end, so quota is only given
+    back to the window it came from), and credit limit of the account and of its reseller.
+    """
 
     lots: dict[int, int] = field(default_factory=dict)
     quota: list[tuple[int, int, str | None]] = field(default_factory=list)
@@ -417,8 +441,11 @@ class Reservation:
 def reserve(
     w: WalletState, d: Draw, at: datetime, res: Reservation, *, reseller: bool = False
 ) -> None:
-    """Take a draw out of the wallet into a reservation: lot amounts move from ``remaining``
-    to ``reserved``; plan quota and credit limit are taken and recorded."""
+    """Take a draw out of the wallet into a reservation.
+
+    Lot amounts move from ``remaining`` to ``reserved``; plan quota and credit limit are taken and
+    recorded.
+    """
     taken = _take(w, d, at)
     for lot, take in d.lots:
         lot.reserved += take
@@ -440,8 +467,10 @@ def give_back(
     wallets: Mapping[str, WalletState],
     lots_by_id: Mapping[int, Lot],
 ) -> None:
-    """Return a reservation to its lots, quota windows and overage headroom and empty it (the
-    caller holds the account rows and has loaded the reserved lots)."""
+    """Return a reservation to its lots, quota windows and overage headroom and empty it.
+
+    The caller holds the account rows and has loaded the reserved lots.
+    """
     for lot_id, atoms in res.lots.items():
         lot = lots_by_id[lot_id]
         lot.remaining += atoms

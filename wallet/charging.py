@@ -54,8 +54,9 @@ def parse_tokens(
     anthropic_usage: Mapping[str, Any] | None = None,
     **provider: Mapping[str, Any] | None,
 ) -> Tokens:
-    """Tokens from canonical fields or one provider object (see
-    :func:`wallet.normalize.parse_usage`, which also reads the outcome from whole objects).
+    """Tokens from canonical fields or one provider object.
+
+    See :func:`wallet.normalize.parse_usage`, which also reads the outcome from whole objects.
 
     Raises:
         InvalidUsage: none or several sources, or bad counts.

@@ -126,8 +126,10 @@ def _hold_frozen(
     freeze: CreditFreeze,
     lots: tuple[CreditLot, CreditLot | None],
 ) -> None:
-    """Take the frozen amounts out of the top-up's lots (recorded in ``freeze.reserved``) and
-    hold them in the ledger (paid credit towards the forfeit account, bonus to promotions)."""
+    """Take the frozen amounts out of the top-up's lots and hold them in the ledger.
+
+    Recorded in ``freeze.reserved``. Paid credit towards the forfeit account, bonus to promotions.
+    """
     paid, bonus_lot = lots
     unit = currency_of(account)
     cust = customer_ledger(session, account)
@@ -162,8 +164,10 @@ def _hold_frozen(
 
 
 def _lock(session: Session, freeze_id: str) -> CreditFreeze:
-    """Lock the freeze's account row (the wallet's first lock: usage rewrites lots under it
-    alone), then the freeze row."""
+    """Lock the freeze's account row, then the freeze row.
+
+    The wallet's first lock: usage rewrites lots under it alone.
+    """
     seen = session.get(CreditFreeze, freeze_id)
     if seen is None:
         raise NotFound(f"freeze {freeze_id} does not exist")
@@ -231,8 +235,10 @@ def release_freeze(session: Session, freeze_id: str, *, at: datetime | None = No
 
 
 def forfeit_freeze(session: Session, freeze_id: str, *, at: datetime | None = None) -> CreditFreeze:
-    """Let frozen credit go: post the hold (paid credit to the forfeit account, bonus back to
-    promotions). A freeze already resolved is left as it is.
+    """Let frozen credit go.
+
+    Post the hold (paid credit to the forfeit account, bonus back to promotions). A freeze already
+    resolved is left as it is.
 
     Raises:
         NotFound: no such freeze.
@@ -265,9 +271,10 @@ def book_receivable(
     effective_at: datetime | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> int:
-    """Record money the customer owes because a payment was reversed after its credit was
-    spent: debit the account's ``receivable:reversals``, credit ``credit_account_id`` (where the
-    money went). Idempotent per ``key``; returns the entry id.
+    """Record money the customer owes because a payment was reversed after its credit was spent.
+
+    Debit the account's ``receivable:reversals``, credit ``credit_account_id`` (where the money
+    went). Idempotent per ``key``; returns the entry id.
 
     Raises:
         NotFound: no such account.

@@ -102,8 +102,10 @@ def _bucket(at: datetime, step_seconds: int = 60) -> datetime:
 
 
 class _Batch(UsageBatch):
-    """The in-memory work of one :func:`execute` call: usage (:class:`UsageBatch`) and
-    authorizations."""
+    """The in-memory work of one :func:`execute` call.
+
+    Usage (:class:`UsageBatch`) and authorizations.
+    """
 
     def authorize(self, op: Authorize) -> AuthorizationView | DomainError:
         if op.estimated_input_tokens < 0 or op.max_output_tokens < 0:
@@ -226,8 +228,10 @@ class _Batch(UsageBatch):
         tokens: bool,
         resolved: ResolvedPrice | None,
     ) -> tuple[int, str | None]:
-        """Reserve up to ``ask`` more for a grant (and the reseller's float at wholesale);
-        returns what was granted and, when it is nothing, why."""
+        """Reserve up to ``ask`` more for a grant (and the reseller's float at wholesale).
+
+        Returns what was granted and, when it is nothing, why.
+        """
         w = self.wallet(a.id)
         d = self._grant_draw(w, auth, ask, tokens)
         got = d.package_tokens if tokens else d.charged
@@ -347,8 +351,10 @@ def _asked(amount: str | None, tokens: int | None, a: AccountRow) -> tuple[int, 
 
 
 def _wholesale_per_unit(resolved: ResolvedPrice, tokens: bool) -> Fraction:
-    """Wholesale atoms to reserve per unit granted: per retail atom for money grants, per token
-    at the dearest wholesale component for token grants."""
+    """Wholesale atoms to reserve per unit granted.
+
+    Per retail atom for money grants, per token at the dearest wholesale component for token grants.
+    """
     assert resolved.wholesale is not None
     if tokens:
         return max_atoms_per_token(resolved.wholesale.price)
@@ -383,9 +389,10 @@ def _needs(ops: Sequence[Operation]) -> tuple[set[str], set[str], dict[str, str]
 def execute(
     session: Session, ops: Sequence[Operation], *, now: datetime | None = None
 ) -> list[OperationResult]:
-    """Run operations in order in the caller's transaction (which the caller commits): two
-    round trips for the whole list. Domain errors are returned in place of a result, not
-    raised, so one operation's error does not undo the others.
+    """Run operations in order in the caller's transaction (which the caller commits).
+
+    Two round trips for the whole list. Domain errors are returned in place of a result, not raised,
+    so one operation's error does not undo the others.
 
     Args:
         now: the instant the operations happen (default: the database clock read after the

@@ -1,5 +1,8 @@
-"""What the gateway path runs and answers: its operations, results and errors (the engine is
-:mod:`wallet.gateway`; callers import these names from there)."""
+"""What the gateway path runs and answers.
+
+Its operations, results and errors (the engine is :mod:`wallet.gateway`; callers import these names
+from there).
+"""
 
 from __future__ import annotations
 
@@ -60,7 +63,8 @@ class Authorize:
 @dataclass(frozen=True, slots=True)
 class Grant:
     """Open a multi-capture authorization of ``amount`` (money, a decimal string in the
-    account's currency) or ``tokens`` (package tokens), optionally scoped to ``model``."""
+    account's currency) or ``tokens`` (package tokens), optionally scoped to ``model``.
+    """
 
     account_id: str
     ttl: timedelta
@@ -72,8 +76,10 @@ class Grant:
 
 @dataclass(frozen=True, slots=True)
 class Increment:
-    """Charge ``records`` (the usage so far), then ask a multi-capture authorization for more;
-    ``ttl`` extends its life from now."""
+    """Charge ``records`` (the usage so far), then ask a multi-capture authorization for more.
+
+    ``ttl`` extends its life from now.
+    """
 
     authorization_id: str
     amount: str | None = None
@@ -86,9 +92,11 @@ class Increment:
 
 @dataclass(frozen=True, slots=True)
 class Release:
-    """Give an open authorization's reservation back: ``voided`` by the gateway, or
-    ``expired`` by the expiry job (only if it has expired by then). Closed ones are left as
-    they are."""
+    """Give an open authorization's reservation back.
+
+    ``voided`` by the gateway, or ``expired`` by the expiry job (only if it has expired by then).
+    Closed ones are left as they are.
+    """
 
     authorization_id: str
     status: str = "voided"
@@ -154,8 +162,11 @@ class AuthorizationView:
 # (bench/README.md); treat it as immutable
 @dataclass(slots=True)
 class UsageResult:
-    """The outcome of one record: ``charged``, ``duplicate`` or ``rejected``; a record that
-    captured from a multi-capture authorization carries its state after the capture."""
+    """The outcome of one record.
+
+    ``charged``, ``duplicate`` or ``rejected``; a record that captured from a multi-capture
+    authorization carries its state after the capture.
+    """
 
     id: str
     status: str
@@ -173,8 +184,11 @@ OperationResult = list[UsageResult] | AuthorizationView | DomainError
 
 
 def view_of(auth: AuthRow, currency: Unit, **extra: Any) -> AuthorizationView:
-    """How callers see an authorization. What a grant still reserves is ``granted - captured -
-    released`` (every capture, re-reservation and release keeps it so)."""
+    """How callers see an authorization.
+
+    What a grant still reserves is ``granted - captured - released`` (every capture, re-reservation
+    and release keeps it so).
+    """
     if auth.status != "approved":
         remaining = 0
     elif auth.multi_capture:

@@ -1,6 +1,9 @@
-"""The gateway batch's state and usage charging: records are claimed, rated, put through the
-failed-request policy and paid in burn order, or capture the authorization they name (see
-:mod:`wallet.gateway`, which adds the authorization operations and runs the batch)."""
+"""The gateway batch's state and usage charging.
+
+Records are claimed, rated, put through the failed-request policy and paid in burn order, or capture
+the authorization they name (see :mod:`wallet.gateway`, which adds the authorization operations and
+runs the batch).
+"""
 
 from __future__ import annotations
 
@@ -52,7 +55,8 @@ MAX_CLOCK_SKEW = timedelta(minutes=5)
 class UsageBatch:
     """The in-memory state of one :func:`wallet.gateway.execute` call and the usage it charges
     (captures of authorizations included); :class:`wallet.gateway._Batch` adds the
-    authorization operations."""
+    authorization operations.
+    """
 
     def __init__(self, session: Session, snap: Snapshot, now: datetime | None) -> None:
         self.session = session
@@ -93,8 +97,10 @@ class UsageBatch:
         return self.snap.wallets[account_id]
 
     def stopped(self, a: AccountRow) -> str | None:
-        """Why the account may not be served (``account_suspended``, ``account_closed``; its
-        reseller's status counts for a sub-account), or None when it is active."""
+        """Why the account may not be served, or None when it is active.
+
+        ``account_suspended``, ``account_closed``; its reseller's status counts for a sub-account.
+        """
         for row in (a, self.snap.accounts.get(a.parent_id) if a.parent_id else None):
             if row is not None and row.status != "active":
                 return f"account_{row.status}"
@@ -228,8 +234,10 @@ class UsageBatch:
         )
 
     def _named_authorization(self, r: UsageIn, scope: Scope) -> AuthRow | UsageResult:
-        """The authorization a record names, or its rejection (unknown, another account's, or
-        a model-scoped grant of another model)."""
+        """The authorization a record names, or its rejection.
+
+        Unknown, another account's, or a model-scoped grant of another model.
+        """
         auth = self.snap.auths.get(r.authorization_id or "")
         if auth is None or self.account(auth.account_id, scope) is None:
             return _rejected(
@@ -251,7 +259,8 @@ class UsageBatch:
 
     def _rated(self, r: UsageIn, a: AccountRow) -> ChargedRecord | UsageResult:
         """The record rated at the account's price and policy (and its reseller's wholesale
-        side), or its rejection when it cannot be priced."""
+        side), or its rejection when it cannot be priced.
+        """
         try:
             resolved = self.resolve(r.model, r.occurred_at, a)
             policy = self.snap.policy_of(a)
@@ -274,9 +283,11 @@ class UsageBatch:
         )
 
     def _expired(self, auth: AuthRow, r: UsageIn) -> bool:
-        """An open authorization past its expiry that the record came after: it is released
-        (what the expiry job would do) and the record is plain usage. A record made before the
-        expiry still captures it, however late it arrives."""
+        """An open authorization past its expiry that the record came after.
+
+        It is released (what the expiry job would do) and the record is plain usage. A record made
+        before the expiry still captures it, however late it arrives.
+        """
         return auth.expires_at <= self.now and r.occurred_at >= auth.expires_at
 
     def _note_priced(self, currency: str, at: datetime) -> None:
@@ -285,8 +296,10 @@ class UsageBatch:
             self.priced_until[currency] = at
 
     def _pay(self, rec: ChargedRecord) -> tuple[str, str] | None:
-        """Charge a record as plain usage; ``(code, message)`` when it cannot be paid (then
-        nothing is taken)."""
+        """Charge a record as plain usage.
+
+        ``(code, message)`` when it cannot be paid (then nothing is taken).
+        """
         r, a = rec.record, rec.account
         w = self.wallet(a.id)
         d, _, refusal = draw(
@@ -310,9 +323,12 @@ class UsageBatch:
         return None
 
     def _capture(self, auth: AuthRow, rec: ChargedRecord) -> AuthorizationView | None:
-        """Pay a record from its authorization: give the reservation back, charge the record as
-        usage (what cannot be paid is credited), and for a grant reserve again what it still
-        holds. Returns the grant's state after the capture (None for a single-use hold)."""
+        """Pay a record from its authorization.
+
+        Give the reservation back, charge the record as usage (what cannot be paid is credited), and
+        for a grant reserve again what it still holds. Returns the grant's state after the capture
+        (None for a single-use hold).
+        """
         r, a = rec.record, rec.account
         w = self.wallet(a.id)
         rw = self.reseller_wallet(a)
@@ -374,7 +390,8 @@ class UsageBatch:
         self, auth: AuthRow, keep: int, reseller_before: int, reseller_draw: Draw | None
     ) -> None:
         """Reserve ``keep`` again for a grant after a capture (and the reseller's part less
-        what the capture drew at wholesale); what the wallet can no longer back is released."""
+        what the capture drew at wholesale); what the wallet can no longer back is released.
+        """
         a = self.snap.accounts[auth.account_id]
         w = self.wallet(a.id)
         got = self._reserve_into(auth, w, keep, reseller=False)
@@ -398,7 +415,8 @@ class UsageBatch:
 
     def _grant_draw(self, w: WalletState, auth: AuthRow, amount: int, tokens: bool) -> Draw:
         """What ``w`` can give a grant of up to ``amount`` (tokens or money), valid until the
-        grant expires; nothing is taken yet."""
+        grant expires; nothing is taken yet.
+        """
         d, _, _ = draw(
             w,
             auth.model,
@@ -417,7 +435,8 @@ class UsageBatch:
         self, rw: WalletState, rec: ChargedRecord, *, partial: bool
     ) -> tuple[Draw | None, int]:
         """What the reseller's float pays of a record at wholesale (money only), and what it
-        leaves unpaid; nothing is taken yet."""
+        leaves unpaid; nothing is taken yet.
+        """
         assert rec.wholesale is not None
         rd, unpaid, _ = draw(
             rw,

@@ -1,5 +1,8 @@
-"""Queries of an account's history: its charged usage records, keyset paged by
-(``occurred_at``, id), and the movements of its ledger accounts, by posting id. Reads only."""
+"""Queries of an account's history.
+
+Its charged usage records, keyset paged by (``occurred_at``, id), and the movements of its ledger
+accounts, by posting id. Reads only.
+"""
 
 from __future__ import annotations
 
@@ -46,7 +49,8 @@ _STATEMENT_PAGE = text(
 @dataclass(frozen=True)
 class UsageFilter:
     """Which records: occurred in [``since``, ``until``), of ``model``, with credit ``reason``
-    (``billed``: billed in full), under ``authorization_id``; None matches any."""
+    (``billed``: billed in full), under ``authorization_id``; None matches any.
+    """
 
     since: datetime | None = None
     until: datetime | None = None
@@ -56,8 +60,10 @@ class UsageFilter:
 
 
 def usage_cursor(db: Session, account_id: str, record_id: str) -> datetime | None:
-    """When the account's record ``record_id`` occurred (a page's cursor); None if it has none
-    of that id."""
+    """When the account's record ``record_id`` occurred (a page's cursor).
+
+    None if it has none of that id.
+    """
     return db.scalar(  # type: ignore[no-any-return]
         text(
             "SELECT max(occurred_at) FROM wallet_usage_records WHERE account_id = :a AND id = :id"
@@ -75,7 +81,8 @@ def usage_page(
     limit: int,
 ) -> Sequence[Row[Any]]:
     """Up to ``limit + 1`` of the account's records matching ``where`` by (``occurred_at``,
-    id), after the (occurred_at, id) ``after``; the extra row says there is another page."""
+    id), after the (occurred_at, id) ``after``; the extra row says there is another page.
+    """
     after_at, after_id = after if after is not None else (None, None)
     return db.execute(
         _USAGE_PAGE,
@@ -105,7 +112,8 @@ def statement_page(
 ) -> Sequence[Row[Any]]:
     """Up to ``limit + 1`` postings of the account's ledger accounts (of ``ledger_code`` only
     when given) after posting ``after``, their entry effective in [``since``, ``until``), with
-    each posting's account code and type and its entry's times, kind and description."""
+    each posting's account code and type and its entry's times, kind and description.
+    """
     codes = db.execute(
         text("SELECT id, code FROM ledger_accounts WHERE owner_id = :a"), {"a": owner_id}
     ).all()

@@ -126,14 +126,20 @@ def house_ledger(session: Session, book: str, unit: Unit) -> HouseLedger:
 
 
 def cash_for_method(house: HouseLedger, method: str) -> AccountRef:
-    """Where money of a top-up ``method`` lands: card money in ``cash:stripe``, the rest in the
-    book's cash account (``cash:bank``, or ``cash:collected`` in a reseller's book)."""
+    """Where money of a top-up ``method`` lands.
+
+    Card money in ``cash:stripe``, the rest in the book's cash account (``cash:bank``, or
+    ``cash:collected`` in a reseller's book).
+    """
     return house.cash_stripe if method == "stripe" else house.cash
 
 
 def reversal_receivable(session: Session, account: Account) -> AccountRef:
-    """The account's ``receivable:reversals``: money a customer owes because a payment was
-    reversed (refund or lost dispute) after the credit it bought was spent."""
+    """The account's ``receivable:reversals``.
+
+    Money a customer owes because a payment was reversed (refund or lost dispute) after the credit
+    it bought was spent.
+    """
     (ref,) = open_accounts(
         session,
         [

@@ -63,8 +63,9 @@ def draw_money(
     at: datetime | None = None,
     from_lot_id: int | None = None,
 ) -> MoneyDraw:
-    """Take ``amount`` from the account's bonus and paid lots in its burn order (the same
-    :func:`wallet.burndown.draw` that usage and holds use; purchases use money only). The
+    """Take ``amount`` from the account's bonus and paid lots in its burn order.
+
+    The same :func:`wallet.burndown.draw` that usage and holds use; purchases use money only. The
     caller holds the account row.
 
     Decrements the lots and returns the debit legs; the caller adds the credit legs and posts
@@ -194,8 +195,10 @@ def check_low_balance(session: Session, account: Account, before: Amount) -> Non
 
 
 def expire_lots(session: Session, *, now: datetime | None = None, limit: int = 500) -> list[int]:
-    """Expire lots past their expiry: bonus back to promotions, package tokens and their deferred
-    money to breakage, paid credit (only lots that have an expiry) to breakage. Idempotent.
+    """Expire lots past their expiry.
+
+    Bonus back to promotions, package tokens and their deferred money to breakage, paid credit (only
+    lots that have an expiry) to breakage. Idempotent.
 
     A lot that an open gateway hold has reserved from waits until the hold is resolved (the
     reservation goes back to it first), so a hold never gives back to an expired lot.
@@ -240,7 +243,8 @@ def expire_lots(session: Session, *, now: datetime | None = None, limit: int = 5
 def _expiry_entry(session: Session, account: Account, lot: CreditLot, at: datetime) -> EntrySpec:
     """The entry that expires what is left in a lot (bonus to promotions, paid credit to
     breakage, package tokens to expired with their deferred money to breakage); the lot is
-    emptied and marked expired at ``at``."""
+    emptied and marked expired at ``at``.
+    """
     cust = customer_ledger(session, account)
     unit = currency_of(account)
     house = house_ledger(session, book_of(account), unit)

@@ -1,5 +1,7 @@
-"""Housekeeping of the usage tables: monthly partitions ahead of time, and forgetting record ids
-once no record that old can be accepted any more.
+"""Housekeeping of the usage tables.
+
+Monthly partitions ahead of time, and forgetting record ids once no record that old can be accepted
+any more.
 
 Exactly-once holds for as long as a record id is remembered. Usage older than the retention
 window (``occurred_at`` before ``now - retention``) is refused by the charging path, and a
@@ -30,7 +32,8 @@ def ensure_usage_partitions(
     session: Session, *, retention: timedelta = DEFAULT_RETENTION, now: datetime | None = None
 ) -> int:
     """Create the monthly partitions of ``wallet_usage_records`` from the oldest month still
-    accepted up to ``MONTHS_AHEAD`` months ahead; returns how many were created."""
+    accepted up to ``MONTHS_AHEAD`` months ahead; returns how many were created.
+    """
     at = now or utcnow()
     first = (at - retention).date().replace(day=1)
     months = (at.year - first.year) * 12 + at.month - first.month + 1 + MONTHS_AHEAD
@@ -67,8 +70,10 @@ def purge_usage_claims(
 def usage_of_models(
     session: Session, currency: str, models: Sequence[str], since: datetime
 ) -> dict[str, int]:
-    """How many usage records in ``currency`` each model has since ``since`` (a catalog
-    change that would stop pricing a model asks; only the partitions since then are read)."""
+    """How many usage records in ``currency`` each model has since ``since``.
+
+    A catalog change that would stop pricing a model asks; only the partitions since then are read.
+    """
     rows = session.execute(
         text(
             "SELECT model, count(*) FROM wallet_usage_records"

@@ -1,5 +1,6 @@
 """Wallet tables: accounts, credit lots, top-ups, package purchases, subscriptions, quota
-windows, and the outbox of events for webhooks."""
+windows, and the outbox of events for webhooks.
+"""
 
 from __future__ import annotations
 
@@ -285,9 +286,12 @@ class OutboxEvent(Base):
 
 
 class WebhookDelivery(Base):
-    """One event to one endpoint: delivered once (an endpoint that answered 2xx is never sent
-    the event again when another endpoint fails), retried with backoff while ``pending``, and
-    ``dead`` (the dead letters an operator lists and replays) after its last attempt."""
+    """One event to one endpoint.
+
+    Delivered once (an endpoint that answered 2xx is never sent the event again when another
+    endpoint fails), retried with backoff while ``pending``, and ``dead`` (the dead letters an
+    operator lists and replays) after its last attempt.
+    """
 
     __tablename__ = "wallet_webhook_deliveries"
     __table_args__ = (
@@ -322,7 +326,8 @@ class WebhookDelivery(Base):
 
 class OveragePayment(Base):
     """Money a reseller collected from its customer for a sub-account's overage, recorded once
-    per sub-account and reference (``wallet/overage_payments.py``)."""
+    per sub-account and reference (``wallet/overage_payments.py``).
+    """
 
     __tablename__ = "wallet_overage_payments"
     __table_args__ = (
@@ -358,8 +363,10 @@ class UsageClaim(Base):
 
 
 class UsageRecord(Base):
-    """A charged usage record with its rated, billed and credited amounts (partitioned by month
-    of ``occurred_at``; see migration 0004)."""
+    """A charged usage record with its rated, billed and credited amounts.
+
+    Partitioned by month of ``occurred_at``; see migration 0004.
+    """
 
     __tablename__ = "wallet_usage_records"
     __table_args__ = (

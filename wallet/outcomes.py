@@ -1,5 +1,7 @@
-"""How a request ended, for the failed-request policy (pure): every finish reason of every
-format maps to one failure kind (or none: a success)."""
+"""How a request ended, for the failed-request policy (pure).
+
+Every finish reason of every format maps to one failure kind (or none: a success).
+"""
 
 from __future__ import annotations
 

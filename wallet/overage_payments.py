@@ -146,8 +146,10 @@ def _post_payment(
     ref: str,
     received_at: datetime | None,
 ) -> OveragePayment:
-    """Post the payment (the reseller's cash against the sub-account's unbilled receivable)
-    and record it."""
+    """Post the payment and record it.
+
+    The reseller's cash against the sub-account's unbilled receivable.
+    """
     at = received_at or utcnow()
     cash = house_ledger(session, book_of(account), money.unit).cash
     payment_id = new_id("opay")

@@ -29,8 +29,9 @@ def buy_package(
     scope: Scope = EVERYTHING,
     from_lot_id: int | None = None,
 ) -> PackagePurchase:
-    """Buy a package with wallet credit: the price moves to deferred revenue and a token lot
-    (model scope, expiry) is granted.
+    """Buy a package with wallet credit.
+
+    The price moves to deferred revenue and a token lot (model scope, expiry) is granted.
 
     Args:
         from_lot_id: pay from this one money lot (a card payment's paid lot), not in burn order.
@@ -84,8 +85,10 @@ def buy_package(
 def _package_lot(
     spec: PackageSpec, account_id: str, tokens_account_id: int, purchase_id: str, when: datetime
 ) -> CreditLot:
-    """The token lot a purchase grants: all its tokens, with the price deferred until they are
-    used or expire."""
+    """The token lot a purchase grants.
+
+    All its tokens, with the price deferred until they are used or expire.
+    """
     return CreditLot(
         account_id=account_id,
         kind=PACKAGE,

@@ -88,8 +88,10 @@ def unspent_paid(session: Session, topup_id: str) -> Amount:
 
 
 class _Roles:
-    """The ledger accounts a refund's legs name by role (:mod:`wallet.clawbacks`); the
-    customer's ``receivable:reversals`` is opened only when a leg needs it."""
+    """The ledger accounts a refund's legs name by role (:mod:`wallet.clawbacks`).
+
+    The customer's ``receivable:reversals`` is opened only when a leg needs it.
+    """
 
     def __init__(self, session: Session, account: Account, topup: Topup) -> None:
         self.session, self.account = session, account
@@ -192,8 +194,10 @@ def reverse_topup(
     effective_at: datetime | None = None,
     scope: Scope = EVERYTHING,
 ) -> Refund:
-    """Give back ``amount`` of a top-up's money: reverse unspent paid credit and take back the
-    bonus that came with the money returned (the rule is in this module's docstring).
+    """Give back ``amount`` of a top-up's money.
+
+    Reverse unspent paid credit and take back the bonus that came with the money returned (the rule
+    is in this module's docstring).
 
     Args:
         on_excess: ``"reject"`` refuses a refund beyond the unspent paid credit and withholds
@@ -235,8 +239,11 @@ def reverse_topup(
 
 
 def _refund_metadata(topup_id: str, reason: str, split: RefundSplit, unit: Unit) -> dict[str, Any]:
-    """The refund entry's metadata: the parts formatted, and exact (so a refund that fails
-    later is undone exactly, :func:`undo_refund`)."""
+    """The refund entry's metadata.
+
+    The parts formatted, and exact (so a refund that fails later is undone exactly,
+    :func:`undo_refund`).
+    """
     return {
         "topup_id": topup_id,
         "reason": reason,
@@ -306,9 +313,11 @@ class RefundUndone:
 
 
 def _parts_of_refund(session: Session, entry_id: int, ids: dict[str, int]) -> RefundSplit:
-    """The exact parts of a refund entry written by :func:`reverse_topup` (its metadata keeps
-    them; older entries are read from their postings, which determine them when nothing was
-    withheld, as for every card refund)."""
+    """The exact parts of a refund entry written by :func:`reverse_topup`.
+
+    Its metadata keeps them; older entries are read from their postings, which determine them when
+    nothing was withheld, as for every card refund.
+    """
     entry = session.get_one(JournalEntry, entry_id)
     atoms = (entry.metadata_ or {}).get("atoms")
     if isinstance(atoms, dict):
@@ -344,8 +353,9 @@ def undo_refund(
     reason: str = "",
     effective_at: datetime | None = None,
 ) -> RefundUndone:
-    """Undo one refund of a top-up whose money came back (the refund failed at the provider):
-    the exact inverse of what :func:`reverse_topup` booked (see this module's docstring).
+    """Undo one refund of a top-up whose money came back (the refund failed at the provider).
+
+    The exact inverse of what :func:`reverse_topup` booked (see this module's docstring).
 
     Idempotent per ``idempotency_key``.
 
@@ -402,8 +412,10 @@ def _restore_lots(
     lots: tuple[CreditLot, CreditLot | None],
     prepaid_id: int,
 ) -> None:
-    """Give the lots back what the refund took (a new paid lot for owed parts that could not be
-    cancelled) and take the refund off the top-up's totals."""
+    """Give the lots back what the refund took and take the refund off the top-up's totals.
+
+    A new paid lot for owed parts that could not be cancelled.
+    """
     paid_lot, bonus_lot = lots
     paid_lot.remaining += refund.refunded
     if undo.extra_paid:

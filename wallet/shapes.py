@@ -1,7 +1,9 @@
-"""What every provider-format reader shares (pure): the errors of a wrong shape, the parsed
-result, and strict readers of counts and sub-objects. The readers per format are
-``wallet/shapes_openai.py``, ``shapes_anthropic.py``, ``shapes_gemini.py`` and
-``shapes_litellm.py``; ``wallet/normalize.py`` is the entry point."""
+"""What every provider-format reader shares (pure).
+
+The errors of a wrong shape, the parsed result, and strict readers of counts and sub-objects. The
+readers per format are ``wallet/shapes_openai.py``, ``shapes_anthropic.py``, ``shapes_gemini.py``
+and ``shapes_litellm.py``; ``wallet/normalize.py`` is the entry point.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +17,11 @@ from plans.rating import TOKEN_FIELDS, Tokens
 
 
 class UsageShapeMismatch(InvalidUsage):
-    """A provider object that is not the shape its field names (another format's keys, a whole
-    response where a usage object belongs, or none of the keys the format needs)."""
+    """A provider object that is not the shape its field names.
+
+    Another format's keys, a whole response where a usage object belongs, or none of the keys the
+    format needs.
+    """
 
     code = "usage_shape_mismatch"
 
@@ -29,8 +34,11 @@ class UsageNotFinal(InvalidUsage):
 
 @dataclass(frozen=True, slots=True)
 class Parsed:
-    """What a record's usage source says: tokens, and what the provider object says about the
-    outcome (``None``: it says nothing; the record's own fields then apply)."""
+    """What a record's usage source says.
+
+    Tokens, and what the provider object says about the outcome (``None``: it says nothing; the
+    record's own fields then apply).
+    """
 
     tokens: Tokens
     finish_reason: str | None = None

@@ -1,5 +1,7 @@
-"""Anthropic Messages usage and whole messages (pure). ``input_tokens`` EXCLUDES cache reads
-and writes; ``cache_creation`` splits writes by lifetime."""
+"""Anthropic Messages usage and whole messages (pure).
+
+``input_tokens`` EXCLUDES cache reads and writes; ``cache_creation`` splits writes by lifetime.
+"""
 
 from __future__ import annotations
 
@@ -46,8 +48,10 @@ _OPENAI_USAGE_KEYS = frozenset(
 
 
 def _anthropic_form(usage: Mapping[str, Any], w: str) -> None:
-    """Refuse what is not an Anthropic Messages usage object (a whole message, Gemini or
-    OpenAI usage, missing counts)."""
+    """Refuse what is not an Anthropic Messages usage object.
+
+    A whole message, Gemini or OpenAI usage, missing counts.
+    """
     if (
         usage.get("type") == "message"
         or "content" in usage

@@ -1,5 +1,7 @@
-"""LiteLLM's ``StandardLoggingPayload`` (pure): its usage object read as OpenAI usage, its
-status and finish reasons as the outcome."""
+"""LiteLLM's ``StandardLoggingPayload`` (pure).
+
+Its usage object read as OpenAI usage, its status and finish reasons as the outcome.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
-"""OpenAI usage (Chat Completions and Responses, and LiteLLM's Chat-shaped ``Usage``) and whole
-OpenAI response objects (pure). ``prompt_tokens``/``input_tokens`` INCLUDE cached and written
-tokens."""
+"""OpenAI usage and whole OpenAI response objects (pure).
+
+Chat Completions and Responses, and LiteLLM's Chat-shaped ``Usage``.
+``prompt_tokens``/``input_tokens`` INCLUDE cached and written tokens.
+"""
 
 from __future__ import annotations
 
@@ -30,8 +32,11 @@ from wallet.shapes import (
 def _openai_writes(
     written: int, details: Mapping[str, Any] | None, *, where: str, short: str
 ) -> dict[str, int]:
-    """Cache writes by TTL: from a TTL split (OpenAI ``ttl_30m_tokens``/``ttl_12h_tokens``,
-    LiteLLM ``ephemeral_*_input_tokens``), else all at ``short`` (the provider's default)."""
+    """Cache writes by TTL.
+
+    From a TTL split (OpenAI ``ttl_30m_tokens``/``ttl_12h_tokens``, LiteLLM
+    ``ephemeral_*_input_tokens``), else all at ``short`` (the provider's default).
+    """
     out = {"5m": 0, "30m": 0, "1h": 0, "12h": 0}
     if details:
         for ttl in out:
@@ -51,8 +56,9 @@ def _openai_writes(
 
 
 def from_openai(usage: Mapping[str, Any], *, where: str = "openai_usage") -> Tokens:
-    """Normalize an OpenAI Chat Completions or Responses ``usage`` object (LiteLLM's
-    ``Usage`` included: its Anthropic extras and TTL split are read).
+    """Normalize an OpenAI Chat Completions or Responses ``usage`` object.
+
+    LiteLLM's ``Usage`` included: its Anthropic extras and TTL split are read.
 
     Raises:
         UsageShapeMismatch: another format's usage, or a whole response.
@@ -65,8 +71,11 @@ _Details = Mapping[str, Any] | None
 
 
 def _openai_form(usage: Mapping[str, Any], w: str) -> tuple[int, int, _Details, _Details]:
-    """Which OpenAI usage form ``usage`` is (Chat Completions or Responses): its prompt and
-    output counts and its prompt and output details; a shape of another format is refused."""
+    """Which OpenAI usage form ``usage`` is (Chat Completions or Responses).
+
+    Its prompt and output counts and its prompt and output details; a shape of another format is
+    refused.
+    """
     _foreign(
         usage,
         _GEMINI_KEYS,
@@ -115,8 +124,10 @@ def _openai_form(usage: Mapping[str, Any], w: str) -> tuple[int, int, _Details, 
 def _openai_cache(
     usage: Mapping[str, Any], pd: _Details, w: str
 ) -> tuple[int, int, dict[str, int]]:
-    """Cache reads, cache writes and cache writes by lifetime of an OpenAI (or LiteLLM) usage
-    object."""
+    """Cache reads, cache writes and cache writes by lifetime of an OpenAI usage object.
+
+    Or LiteLLM.
+    """
     cached = _count(pd, "cached_tokens", where=w)
     written = _count(pd, "cache_write_tokens", where=w) or _count(
         pd, "cache_creation_tokens", where=w

@@ -324,8 +324,10 @@ def _lot(r: Sequence[Any]) -> Lot:
 def _add_plans(
     session: Session, wallets: Mapping[str, WalletState], rows: Sequence[Sequence[Any]]
 ) -> None:
-    """Give each wallet its live plan's terms, span and quota windows (``STATE``'s
-    ``windows``: one row per window, or one without a window for a plan without quotas)."""
+    """Give each wallet its live plan's terms, span and quota windows.
+
+    ``STATE``'s ``windows``: one row per window, or one without a window for a plan without quotas.
+    """
     for r in rows:
         w = wallets[r[0]]
         if w.plan is None:
@@ -398,9 +400,11 @@ def _read_ledgers(
     accounts: Mapping[str, AccountRow],
     rows: Sequence[Sequence[Any]],
 ) -> dict[str, CustomerLedger]:
-    """The customer ledger accounts of every account of the batch: cached ones, those read now
-    (cached when their rows were committed before this transaction), and any still missing
-    opened now (an account made before its chart was complete)."""
+    """The customer ledger accounts of every account of the batch.
+
+    Cached ones, those read now (cached when their rows were committed before this transaction), and
+    any still missing opened now (an account made before its chart was complete).
+    """
     found: dict[str, dict[str, AccountRef]] = defaultdict(dict)
     committed: dict[str, bool] = defaultdict(lambda: True)
     for owner, code, id_, unit, book, type_, forbid, track, done in rows:

@@ -254,8 +254,10 @@ class RenewalReport:
 
 
 def renew_due(session: Session, *, now: datetime | None = None, limit: int = 200) -> RenewalReport:
-    """Renew every subscription whose period ended: earn the ended period, then charge the next
-    one (or end it if cancellation was asked). Idempotent: a period is paid at most once.
+    """Renew every subscription whose period ended.
+
+    Earn the ended period, then charge the next one (or end it if cancellation was asked).
+    Idempotent: a period is paid at most once.
 
     A renewal the wallet cannot pay makes the subscription ``past_due`` (no plan quota while
     so) and is retried on every run; once paid, the new period starts at that moment.
@@ -311,8 +313,11 @@ def _recognize_ended(session: Session, account: Account, sub: Subscription) -> N
 
 
 def _renew(session: Session, account: Account, sub: Subscription, at: datetime) -> bool:
-    """Charge the next period and start it; False (the subscription ``past_due``, a failure
-    event once per missed renewal) when the wallet cannot pay."""
+    """Charge the next period and start it.
+
+    False (the subscription ``past_due``, a failure event once per missed renewal) when the wallet
+    cannot pay.
+    """
     plan = get_plan(session, sub.plan_id)
     # an active plan renews back to back; a past-due one restarts when it is paid, so a
     # customer never pays for the months it had no service

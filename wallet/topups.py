@@ -128,8 +128,10 @@ def _credit(
     effective_at: datetime | None = None,
     paid_expires_at: datetime | None = None,
 ) -> None:
-    """Credit a top-up: one entry (cash to prepaid, promotions to bonus), a paid lot and, when
-    ``bonus_at`` is given, a bonus lot by the rule in force at that moment.
+    """Credit a top-up.
+
+    One entry (cash to prepaid, promotions to bonus), a paid lot and, when ``bonus_at`` is given, a
+    bonus lot by the rule in force at that moment.
 
     The one crediting path for every kind of top-up (bank transfer, reseller, card).
     """
@@ -173,8 +175,10 @@ def _credit(
 def _bonus_grant(
     session: Session, account: Account, money: Amount, at: datetime | None
 ) -> BonusGrant | None:
-    """The bonus the rule in force at ``at`` gives a top-up of ``money`` (None: no bonus, or
-    none asked for)."""
+    """The bonus the rule in force at ``at`` gives a top-up of ``money``.
+
+    None: no bonus, or none asked for.
+    """
     if at is None:
         return None
     grant = bonus_for_topup(
@@ -401,8 +405,10 @@ def settle_topup(
     with_bonus: bool = True,
     effective_at: datetime | None = None,
 ) -> Topup:
-    """Credit a pending (or failed) top-up now that its money arrived; a settled one is left
-    as it is (exactly once: the top-up row is locked and the entry has a unique key).
+    """Credit a pending (or failed) top-up now that its money arrived.
+
+    A settled one is left as it is (exactly once: the top-up row is locked and the entry has a
+    unique key).
 
     The bonus is the one the rule in force when the top-up was started gives (the offer the
     customer accepted at checkout). Card money lands in ``cash:stripe``.

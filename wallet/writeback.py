@@ -121,9 +121,11 @@ def _json(value: Any) -> str:
 
 
 def _recognize_packages(snap: Snapshot) -> dict[str, int]:
-    """Deferred package money recognized by the tokens the batch consumed, per account: a
-    package lot keeps ``price * unconsumed // granted`` deferred (unconsumed = remaining plus
-    reserved), so rounding never drifts however the tokens are spent."""
+    """Deferred package money recognized by the tokens the batch consumed, per account.
+
+    A package lot keeps ``price * unconsumed // granted`` deferred (unconsumed = remaining plus
+    reserved), so rounding never drifts however the tokens are spent.
+    """
     recognized: dict[str, int] = defaultdict(int)
     for w in snap.wallets.values():
         for lot in w.lots:
@@ -137,10 +139,13 @@ def _recognize_packages(snap: Snapshot) -> dict[str, int]:
 def _entries(
     session: Session, snap: Snapshot, recognized: Mapping[str, int], received_at: datetime
 ) -> tuple[list[tuple[int, EntrySpec]], dict[str, int], dict[int, AccountRef]]:
-    """One entry per book: each account's debits (bonus, paid, overage to usage revenue;
-    package tokens to consumed; deferred package money to package revenue), one posting per
-    ledger account (a book's house accounts get one posting for the whole batch). Returns the
-    entries, the entry id of each book and every ledger account they post to."""
+    """One entry per book.
+
+    Each account's debits (bonus, paid, overage to usage revenue; package tokens to consumed;
+    deferred package money to package revenue), one posting per ledger account (a book's house
+    accounts get one posting for the whole batch). Returns the entries, the entry id of each book
+    and every ledger account they post to.
+    """
     sums: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     refs: dict[int, AccountRef] = {}
     houses: dict[tuple[str, str], HouseLedger] = {}
@@ -293,8 +298,9 @@ def write(
     priced_until: Mapping[str, datetime],
     received_at: datetime,
 ) -> None:
-    """Write a processed batch back in one round trip (see the module docstring); the caller
-    commits.
+    """Write a processed batch back in one round trip (see the module docstring).
+
+    The caller commits.
 
     Args:
         received_at: when the batch happened: the records' ``received_at`` and the entries'

@@ -1,5 +1,7 @@
-"""Accounts: creation, listing, changes and balances (top-ups, refunds, packages and
-subscriptions are in ``topups.py`` and ``subscriptions.py``)."""
+"""Accounts: creation, listing, changes and balances.
+
+Top-ups, refunds, packages and subscriptions are in ``topups.py`` and ``subscriptions.py``.
+"""
 
 from __future__ import annotations
 
@@ -69,12 +71,15 @@ _NULLABLE = ("failed_request_policy", "burn_order", "low_balance_threshold")
 
 
 class AccountPatch(BaseModel):
-    """What can change on an account; only the fields sent change. ``null`` puts the default
-    back for ``failed_request_policy`` (the built-in policy), ``burn_order`` (the default order)
-    and ``low_balance_threshold`` (no alert). ``status``: ``suspended`` refuses the account's
-    usage and new authorizations (reversible); ``closed`` is final and refused (409
-    ``account_not_empty``) while credit, tokens, debts, open authorizations, a live subscription
-    or open sub-accounts remain. ``reason`` is kept in the audit log with the change."""
+    """What can change on an account; only the fields sent change.
+
+    ``null`` puts the default back for ``failed_request_policy`` (the built-in policy),
+    ``burn_order`` (the default order) and ``low_balance_threshold`` (no alert). ``status``:
+    ``suspended`` refuses the account's usage and new authorizations (reversible); ``closed`` is
+    final and refused (409 ``account_not_empty``) while credit, tokens, debts, open authorizations,
+    a live subscription or open sub-accounts remain. ``reason`` is kept in the audit log with the
+    change.
+    """
 
     model_config = ConfigDict(extra="forbid")
     # omitted is "unchanged"; null is not a value of these (the document says so)
@@ -186,8 +191,10 @@ class SubscriptionBalance(BaseModel):
 
 
 class BalanceOut(BaseModel):
-    """``available``: money the account can spend now (paid + bonus - held + unused credit
-    limit). Token entitlements are listed apart."""
+    """``available``: money the account can spend now (paid + bonus - held + unused credit limit).
+
+    Token entitlements are listed apart.
+    """
 
     currency: str
     available: str
@@ -278,11 +285,14 @@ class AccountsController(Controller):
         principal: Principal,
         idempotency_key: IdempotencyKey = None,
     ) -> AccountOut:
-        """Change an account: name, credit limit, failed-request policy, discounts, burn order,
-        low-balance threshold, status (suspend, reactivate, close) and billing terms (net terms
-        0/30/60/90 days, tax profile, bill-to details). Each change is recorded in the audit
-        log with its before and after values (``GET /v1/audit-events?target_id=...``). A closed
-        account cannot change (409 ``account_closed``)."""
+        """Change an account.
+
+        Name, credit limit, failed-request policy, discounts, burn order, low-balance threshold,
+        status (suspend, reactivate, close) and billing terms (net terms 0/30/60/90 days, tax
+        profile, bill-to details). Each change is recorded in the audit log with its before and
+        after values (``GET /v1/audit-events?target_id=...``). A closed account cannot change (409
+        ``account_closed``).
+        """
         account, diff = update_account(db, account_id, data.changes(), scope=scope_of(principal))
         if data.billing is not None:
             before = billing_out(get_billing_profile(db, account.id))

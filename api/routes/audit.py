@@ -51,9 +51,11 @@ class AuditEventsController(Controller):
         from_: Annotated[datetime | None, QueryParameter(name="from")] = None,
         to: datetime | None = None,
     ) -> Page[AuditEventOut]:
-        """Audit events filtered by actor (key id, ``cli``, ``scheduler``), action (exact, or a
-        prefix ending in ``*``: ``account.*``), target id, and time (``from`` inclusive, ``to``
-        exclusive; RFC 3339 with offset)."""
+        """Audit events filtered by actor, action, target id, and time.
+
+        Key id, ``cli``, ``scheduler``. Exact, or a prefix ending in ``*``: ``account.*``. ``from``
+        inclusive, ``to`` exclusive; RFC 3339 with offset.
+        """
         created_from, created_to = aware("from", from_), aware("to", to)
         stmt = select(AuditEvent)
         if actor:

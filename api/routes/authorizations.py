@@ -1,5 +1,7 @@
-"""``/v1/authorizations``: holds and multi-capture grants (create, increment, void, show), run
-through the batcher like usage."""
+"""``/v1/authorizations``: holds and multi-capture grants, run through the batcher like usage.
+
+Create, increment, void, show.
+"""
 
 from __future__ import annotations
 
@@ -38,7 +40,8 @@ class AuthorizationIn(BaseModel):
     """A single-use hold (``model``, ``estimated_input_tokens``, ``max_output_tokens``: the
     most one call can cost is reserved) or, with ``multi_capture``, a grant of ``amount``
     (money in the account's currency) or ``tokens`` (package tokens) that usage records naming
-    it capture many times, optionally scoped to ``model``."""
+    it capture many times, optionally scoped to ``model``.
+    """
 
     model_config = ConfigDict(
         extra="forbid",
@@ -120,7 +123,8 @@ class AuthorizationIn(BaseModel):
 
 class IncrementIn(BaseModel):
     """Ask a multi-capture authorization for more (``amount`` or ``tokens``, in its unit),
-    after charging ``records`` (the usage so far); ``ttl_seconds`` extends it from now."""
+    after charging ``records`` (the usage so far); ``ttl_seconds`` extends it from now.
+    """
 
     model_config = ConfigDict(
         extra="forbid",
@@ -164,8 +168,10 @@ class AuthorizationsController(Controller):
         state: State,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
-        """Approve (reserving what is asked, or for a grant what the account can give) or
-        decline with a ``decline_code``."""
+        """Approve or decline with a ``decline_code``.
+
+        Reserving what is asked, or for a grant what the account can give.
+        """
         ttl = timedelta(seconds=data.ttl_seconds or state.settings.tokenwallet_hold_ttl_seconds)
         op: Operation
         if data.multi_capture:
@@ -200,8 +206,11 @@ class AuthorizationsController(Controller):
         state: State,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
-        """Charge the records sent, then grant more (``granted``: what this call added, possibly
-        0 with ``final``). 409 ``authorization_closed`` once voided or expired."""
+        """Charge the records sent, then grant more.
+
+        ``granted``: what this call added, possibly 0 with ``final``. 409 ``authorization_closed``
+        once voided or expired.
+        """
         op = Increment(
             authorization_id,
             data.amount,

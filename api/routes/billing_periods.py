@@ -55,11 +55,13 @@ class BillingPeriodsController(Controller):
         data: CloseIn | None = None,
         idempotency_key: IdempotencyKey = None,
     ) -> CloseOut:
-        """Close a month for every billing account: one invoice per account and period, numbered
-        without gaps. Safe to repeat and to run after a crash; refused (409) before the month
-        ended plus the grace period for late usage. The close commits account by account, so
-        it is repeat-safe by construction: an ``Idempotency-Key`` is accepted, and a repeat
-        (with or without one) answers with the period's invoices as they are."""
+        """Close a month for every billing account.
+
+        One invoice per account and period, numbered without gaps. Safe to repeat and to run after a
+        crash; refused (409) before the month ended plus the grace period for late usage. The close
+        commits account by account, so it is repeat-safe by construction: an ``Idempotency-Key`` is
+        accepted, and a repeat (with or without one) answers with the period's invoices as they are.
+        """
         del idempotency_key
         p = Period.parse(period)
         cfg = state.settings

@@ -1,7 +1,9 @@
-"""An account's history: usage records, its statement of ledger movements, and a preview of the
-invoice of a period that is not closed yet. Lists are keyset paged (``starting_after`` = the
-last item's id, ``has_more``) and filtered by a time range (``from`` inclusive, ``to``
-exclusive, RFC 3339 with an offset)."""
+"""An account's history.
+
+Usage records, its statement of ledger movements, and a preview of the invoice of a period that is
+not closed yet. Lists are keyset paged (``starting_after`` = the last item's id, ``has_more``) and
+filtered by a time range (``from`` inclusive, ``to`` exclusive, RFC 3339 with an offset).
+"""
 
 from __future__ import annotations
 
@@ -72,10 +74,13 @@ class UsageTokensOut(BaseModel):
 
 
 class UsageRecordOut(BaseModel):
-    """A charged usage record: what it was rated, billed and credited, and what paid for it
-    (``drawn``: money from bonus, paid credit and overage; package tokens and plan requests as
-    counts). ``wholesale_billed``: for a reseller's sub-account, what the reseller's float was
-    charged (shown to the reseller and finance only)."""
+    """A charged usage record.
+
+    What it was rated, billed and credited, and what paid for it (``drawn``: money from bonus, paid
+    credit and overage; package tokens and plan requests as counts). ``wholesale_billed``: for a
+    reseller's sub-account, what the reseller's float was charged (shown to the reseller and finance
+    only).
+    """
 
     id: str
     account_id: str
@@ -143,9 +148,11 @@ def _usage_record_out(r: Any, unit: Any, *, show_wholesale: bool) -> UsageRecord
 
 
 class StatementLineOut(BaseModel):
-    """One movement of one of the account's ledger accounts (a posting). ``change`` is the
-    effect on that account's balance (positive: it grew); ``debit``/``credit`` the posting
-    itself. ``phase``: ``posted``, or ``pending``/``release`` for credit held by a dispute."""
+    """One movement of one of the account's ledger accounts (a posting).
+
+    ``change`` is the effect on that account's balance (positive: it grew); ``debit``/``credit`` the
+    posting itself. ``phase``: ``posted``, or ``pending``/``release`` for credit held by a dispute.
+    """
 
     id: int
     entry_id: int
@@ -208,9 +215,11 @@ class PreviewLineOut(BaseModel):
 
 
 class InvoicePreviewOut(BaseModel):
-    """What the account's invoice for ``period`` would be if the period were closed now
-    (``usage_cutoff_at``). A draft that is not stored: no id, no number, nothing posted; the
-    real invoice is made by the close after the period ends."""
+    """What the account's invoice for ``period`` would be if the period were closed now.
+
+    ``usage_cutoff_at``. A draft that is not stored: no id, no number, nothing posted; the real
+    invoice is made by the close after the period ends.
+    """
 
     account_id: str
     period: str
@@ -268,8 +277,7 @@ def _preview_lines(pv: Preview) -> list[PreviewLineOut]:
 
 
 class AccountHistoryController(Controller):
-    """``/v1/accounts/{id}/...`` history: usage records, ledger movements, prices, invoice
-    preview."""
+    """Account history: usage records, ledger movements, prices and the invoice preview."""
 
     path = "/v1/accounts/{account_id:str}"
     tags = ["accounts"]
@@ -295,7 +303,8 @@ class AccountHistoryController(Controller):
     ) -> Page[UsageRecordOut]:
         """The account's charged usage records by ``occurred_at`` (then id), filtered by time,
         model, ``reason`` (a credit reason code, or ``billed`` for records billed in full) and
-        authorization. Rejected records are not stored (they were never charged)."""
+        authorization. Rejected records are not stored (they were never charged).
+        """
         account = get_account(db, account_id, scope=scope_of(principal))
         unit = currency_of(account)
         after = None
@@ -344,7 +353,8 @@ class AccountHistoryController(Controller):
         """Every movement of the account's own ledger accounts (paid and bonus credit, package
         tokens, deferred revenue of its purchases, what it owes), oldest first; filtered by
         accounting time (``from``/``to`` on the entry's ``effective_at``) and ledger account
-        code (``customer:prepaid``...). A usage batch is one movement per ledger account."""
+        code (``customer:prepaid``...). A usage batch is one movement per ledger account.
+        """
         account = get_account(db, account_id, scope=scope_of(principal))
         rows = statement_page(
             db,
@@ -369,10 +379,12 @@ class AccountHistoryController(Controller):
         principal: Principal,
         at: datetime | None = None,
     ) -> list[PriceQuoteOut]:
-        """The account's effective price of every model it can use at ``at`` (default now):
-        its contract or standing discounts, its reseller's retail price, else the list price;
-        models nothing prices then are left out. A sub-account's wholesale price is shown to
-        finance and its reseller only."""
+        """The account's effective price of every model it can use at ``at`` (default now).
+
+        Its contract or standing discounts, its reseller's retail price, else the list price; models
+        nothing prices then are left out. A sub-account's wholesale price is shown to finance and
+        its reseller only.
+        """
         account = get_account(db, account_id, scope=scope_of(principal))
         when = aware("at", at) or utcnow()
         ids = [account.id] + ([account.parent_id] if account.parent_id else [])
@@ -419,7 +431,8 @@ class AccountHistoryController(Controller):
         """The invoice the account would get for ``period`` (``YYYY-MM``, default the current
         month) if it were closed now: lines, tax and totals as the close computes them. Not
         stored, not numbered, nothing posted; the invoice of a period that is already closed
-        answers 409 ``invoice_exists`` with its id."""
+        answers 409 ``invoice_exists`` with its id.
+        """
         account = get_account(db, account_id, scope=scope_of(principal))
         now = now_of(state) or db.scalar(text("SELECT clock_timestamp()"))
         assert now is not None

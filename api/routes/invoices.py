@@ -1,5 +1,8 @@
-"""Invoices (JSON and PDF), their credit notes and payments; closing a month is in
-``billing_periods.py``, tax profiles and accounts' billing fields in ``billing_profiles.py``."""
+"""Invoices (JSON and PDF), their credit notes and payments.
+
+Closing a month is in ``billing_periods.py``, tax profiles and accounts' billing fields in
+``billing_profiles.py``.
+"""
 
 from __future__ import annotations
 
@@ -42,9 +45,11 @@ from wallet.accounts import get_account
 
 
 class InvoiceLineOut(BaseModel):
-    """A line: ``due`` (billed), ``prepaid`` (paid from the prepaid balance) or ``info``
-    (statement). ``amount`` is rounded once to the minor unit; ``amount_exact`` is the ledger's.
-    ``tax`` is ``taxable`` (the part paid with money, not bonus credit) at ``tax_rate_pct``."""
+    """A line: ``due``, ``prepaid`` (paid from the prepaid balance) or ``info`` (statement).
+
+    Billed. ``amount`` is rounded once to the minor unit; ``amount_exact`` is the ledger's. ``tax``
+    is ``taxable`` (the part paid with money, not bonus credit) at ``tax_rate_pct``.
+    """
 
     id: int
     position: int
@@ -64,8 +69,11 @@ class InvoiceLineOut(BaseModel):
 
 
 class TotalsOut(BaseModel):
-    """``amount_due = total - prepaid_applied``; ``balance_due`` is what is still owed;
-    ``disputed`` the part of its payments under an open dispute (status ``disputed``)."""
+    """``amount_due = total - prepaid_applied``.
+
+    ``balance_due`` is what is still owed; ``disputed`` the part of its payments under an open
+    dispute (status ``disputed``).
+    """
 
     subtotal: Money
     tax: Money
@@ -96,8 +104,11 @@ class CreditNoteOut(BaseModel):
 
 
 class PaymentOut(BaseModel):
-    """Money received against an invoice. ``reversed``: the part that went back (a card refund
-    or a lost dispute), owed on the invoice again."""
+    """Money received against an invoice.
+
+    ``reversed``: the part that went back (a card refund or a lost dispute), owed on the invoice
+    again.
+    """
 
     id: str
     invoice_id: str
@@ -267,12 +278,13 @@ class CreditNoteIn(BaseModel):
 
 
 class PaymentIn(BaseModel):
-    """Money received against an invoice (``bank_transfer``, ``other``: finance records it;
-    idempotent per ``method`` and ``reference``), or ``stripe``: start paying the invoice by
-    card. A card payment is for what is still owed (or ``amount``, a part of it); the answer
-    (202) carries ``checkout_url``, Stripe's hosted payment page, and the payment is recorded on
-    the invoice when Stripe confirms it. ``success_url``/``cancel_url`` override the configured
-    return pages."""
+    """Money received against an invoice, or ``stripe``: start paying the invoice by card.
+
+    ``bank_transfer``, ``other``: finance records it; idempotent per ``method`` and ``reference``. A
+    card payment is for what is still owed (or ``amount``, a part of it); the answer (202) carries
+    ``checkout_url``, Stripe's hosted payment page, and the payment is recorded on the invoice when
+    Stripe confirms it. ``success_url``/``cancel_url`` override the configured return pages.
+    """
 
     model_config = ConfigDict(
         extra="forbid",
@@ -488,10 +500,12 @@ class InvoicesController(Controller):
         state: State,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
-        """Record a payment (``bank_transfer``, ``other``: finance; the same reference again
-        changes nothing), or start paying by card (``stripe``: finance, or the invoice's own
-        customer or reseller; only a finalized invoice with something owed; 202 with the
-        checkout URL)."""
+        """Record a payment, or start paying by card.
+
+        ``bank_transfer``, ``other``: finance; the same reference again changes nothing. ``stripe``:
+        finance, or the invoice's own customer or reseller; only a finalized invoice with something
+        owed; 202 with the checkout URL.
+        """
         if data.method == "stripe":
             return self._card_payment(
                 invoice_id, request, data, db, principal, state, idempotency_key

@@ -117,7 +117,8 @@ class LiteLLMReceiver(Controller):
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
         """Charge a batch of LiteLLM StandardLoggingPayloads (JSON array, ndjson or one object)
-        like ``POST /v1/usage`` with ``litellm_payload`` records; results in order."""
+        like ``POST /v1/usage`` with ``litellm_payload`` records; results in order.
+        """
         items = payloads_of(await request.body())
         records: list[UsageIn | Rejected] = []
         for i, slp in enumerate(items):

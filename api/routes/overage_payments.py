@@ -1,5 +1,8 @@
-"""A reseller's sub-accounts: payments its customers made for their overage, and the statement
-of what was billed, paid and is open (``wallet/overage_payments.py``)."""
+"""A reseller's sub-accounts.
+
+Payments its customers made for their overage, and the statement of what was billed, paid and is
+open (``wallet/overage_payments.py``).
+"""
 
 from __future__ import annotations
 
@@ -23,7 +26,9 @@ from wallet.overage_payments import record_overage_payment
 
 class OveragePaymentIn(BaseModel):
     """Money the reseller collected from its customer for the sub-account's overage.
-    ``reference`` identifies the payment (the same reference and amount again return it)."""
+
+    ``reference`` identifies the payment (the same reference and amount again return it).
+    """
 
     model_config = ConfigDict(extra="forbid")
     amount: DecimalString
@@ -50,8 +55,10 @@ def _visible(account_id: str, db: Session, principal: Principal) -> None:
 
 
 class OveragePaymentsController(Controller):
-    """``/v1/accounts/{account_id}/overage-payments`` and ``.../statement``: for the
-    sub-account's reseller (and finance, admins)."""
+    """``/v1/accounts/{account_id}/overage-payments`` and ``.../statement``.
+
+    For the sub-account's reseller (and finance, admins).
+    """
 
     path = "/v1/accounts/{account_id:str}"
     tags = ["resellers"]
@@ -67,9 +74,11 @@ class OveragePaymentsController(Controller):
         principal: Principal,
         idempotency_key: IdempotencyKey = None,
     ) -> OveragePaymentOut:
-        """Record a payment of the sub-account's overage (booked in the reseller's book:
-        ``cash:collected`` / ``receivable:unbilled``); at most what is owed (422
-        ``payment_exceeds_owed``)."""
+        """Record a payment of the sub-account's overage; at most what is owed.
+
+        Booked in the reseller's book: ``cash:collected`` / ``receivable:unbilled``. 422
+        ``payment_exceeds_owed``.
+        """
         r = record_overage_payment(
             db,
             account_id,
@@ -93,8 +102,10 @@ class OveragePaymentsController(Controller):
     def statement(
         self, account_id: str, period: str, db: Session, principal: Principal
     ) -> dict[str, Any]:
-        """The sub-account's month: overage billed, paid, open (``summary``), and its
-        payments (``rows``)."""
+        """The sub-account's month.
+
+        Overage billed, paid, open (``summary``), and its payments (``rows``).
+        """
         get_account(db, account_id, scope=scope_of(principal))
         return sub_account_statement(
             db, account_id=account_id, period=Period.parse(period)

@@ -45,11 +45,14 @@ class DisputeOut(BaseModel):
 
 
 class PaymentOut(BaseModel):
-    """A card payment. ``checkout_url`` is where the customer pays (hosted by Stripe);
-    the wallet is credited (or, ``purpose`` ``invoice``, the payment is recorded on the invoice
-    ``purpose_ref``) when Stripe confirms the payment (``status`` ``succeeded``). An invoice
-    payment has a ``topup_id`` only when it paid more than the invoice owed (the rest became paid
-    credit); its ``fulfilled_ref`` is the invoice payment it recorded."""
+    """A card payment.
+
+    ``checkout_url`` is where the customer pays (hosted by Stripe); the wallet is credited (or,
+    ``purpose`` ``invoice``, the payment is recorded on the invoice ``purpose_ref``) when Stripe
+    confirms the payment (``status`` ``succeeded``). An invoice payment has a ``topup_id`` only when
+    it paid more than the invoice owed (the rest became paid credit); its ``fulfilled_ref`` is the
+    invoice payment it recorded.
+    """
 
     id: str
     object: str = "payment"
@@ -132,8 +135,10 @@ class CardRefundIn(BaseModel):
 
 
 class CardRefundOut(BaseModel):
-    """A refund made at Stripe and what it reversed in the wallet (and, for an invoice payment,
-    ``reopened``: owed on the invoice again)."""
+    """A refund made at Stripe and what it reversed in the wallet.
+
+    And, for an invoice payment, ``reopened``: owed on the invoice again.
+    """
 
     topup_id: str | None
     payment_id: str
@@ -231,8 +236,10 @@ class PaymentsController(Controller):
         principal: Principal,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
-        """Refund unspent paid credit of a card payment through Stripe (at most the unspent
-        credit: a larger refund is refused before Stripe is called)."""
+        """Refund unspent paid credit of a card payment through Stripe.
+
+        At most the unspent credit: a larger refund is refused before Stripe is called.
+        """
         return run_card_refund(request, db, principal, payment_id, data, idempotency_key)
 
 

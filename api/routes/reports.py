@@ -1,5 +1,8 @@
-"""Finance reports as JSON (default) or CSV (``format=csv``): trial balance, prepaid-liability
-rollforward, revenue by model, receivables aging, reseller statements."""
+"""Finance reports as JSON (default) or CSV (``format=csv``).
+
+Trial balance, prepaid-liability rollforward, revenue by model, receivables aging, reseller
+statements.
+"""
 
 from __future__ import annotations
 
@@ -66,8 +69,10 @@ class ReportsController(Controller):
         as_of: datetime | None = None,
         format: Format = "json",
     ) -> Response[Any]:
-        """Debits and credits per book and account code as of a moment (accounting time);
-        every book sums to zero."""
+        """Debits and credits per book and account code as of a moment (accounting time).
+
+        Every book sums to zero.
+        """
         unit(currency)
         _snapshot(db)
         return _respond(trial_balance(db, currency=currency, as_of=as_of or _now(state)), format)
@@ -82,7 +87,8 @@ class ReportsController(Controller):
         format: Format = "json",
     ) -> Response[Any]:
         """Opening, purchased, bonus granted, consumed, expired, refunded, credited, other and
-        closing prepaid credit for a month; opening + movements = closing."""
+        closing prepaid credit for a month; opening + movements = closing.
+        """
         _snapshot(db)
         report = prepaid_liability(db, period=Period.parse(period), currency=currency, book=book)
         return _respond(report, format)
@@ -106,9 +112,11 @@ class ReportsController(Controller):
         group_by: Literal["model", "upstream", "account", "day"] = "model",
         format: Format = "json",
     ) -> Response[Any]:
-        """Revenue, upstream cost and margin of a month's usage by model, upstream, account or
-        day; each record's cost is its upstream's cost card in force when it occurred;
-        ``summary.ties``: the revenue is ``revenue:usage`` in the ledger."""
+        """Revenue, upstream cost and margin of a month's usage by model, upstream, account or day.
+
+        Each record's cost is its upstream's cost card in force when it occurred; ``summary.ties``:
+        the revenue is ``revenue:usage`` in the ledger.
+        """
         _snapshot(db)
         report = margin(db, period=Period.parse(period), currency=currency, group_by=group_by)
         return _respond(report, format)
@@ -123,7 +131,8 @@ class ReportsController(Controller):
         format: Format = "json",
     ) -> Response[Any]:
         """Open invoices by days past due (current, 1-30, 31-60, 61-90, 90+) and refund and
-        dispute debts not invoiced yet, as of the end of ``as_of`` (UTC)."""
+        dispute debts not invoiced yet, as of the end of ``as_of`` (UTC).
+        """
         _snapshot(db)
         return _respond(
             receivables_aging(db, currency=currency, as_of=as_of or _now(state).date()), format

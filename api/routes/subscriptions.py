@@ -1,5 +1,7 @@
-"""Token packages bought and coding-plan subscriptions: with wallet credit or by card; their
-lists and cancellation."""
+"""Token packages bought and coding-plan subscriptions.
+
+With wallet credit or by card; their lists and cancellation.
+"""
 
 from __future__ import annotations
 
@@ -32,9 +34,11 @@ from wallet.subscriptions import cancel_subscription, start_subscription
 
 
 class PackagePurchaseIn(BaseModel):
-    """A package to buy with wallet credit, or (``method: stripe``) by card: the answer is then
-    a pending payment (202) whose ``checkout_url`` is Stripe's payment page; the package is
-    bought when Stripe confirms the payment."""
+    """A package to buy with wallet credit, or (``method: stripe``) by card.
+
+    The answer is then a pending payment (202) whose ``checkout_url`` is Stripe's payment page; the
+    package is bought when Stripe confirms the payment.
+    """
 
     model_config = ConfigDict(extra="forbid")
     package_id: str
@@ -57,8 +61,11 @@ class PackagePurchaseOut(BaseModel):
 
 
 class SubscriptionIn(BaseModel):
-    """A plan to subscribe to: the first month is paid from the wallet or (``method: stripe``)
-    by card, answered with a pending payment (202) like a card package purchase."""
+    """A plan to subscribe to.
+
+    The first month is paid from the wallet or (``method: stripe``) by card, answered with a pending
+    payment (202) like a card package purchase.
+    """
 
     model_config = ConfigDict(extra="forbid")
     plan_id: str
@@ -115,8 +122,10 @@ class AccountPurchasesController(Controller):
         limit: Limit = 20,
         starting_after: str | None = None,
     ) -> Page[SubscriptionOut]:
-        """The account's subscriptions (live and ended), oldest first, filtered by creation
-        time (``from`` inclusive, ``to`` exclusive, with offset), status and plan."""
+        """The account's subscriptions, oldest first, filtered by creation time, status and plan.
+
+        Live and ended. ``from`` inclusive, ``to`` exclusive, with offset.
+        """
         account = get_account(db, account_id, scope=scope_of(principal))
         stmt = select(Subscription).where(Subscription.account_id == account.id)
         if (f := aware("from", from_)) is not None:
@@ -201,8 +210,11 @@ class AccountPurchasesController(Controller):
         principal: Principal,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
-        """Start a coding-plan subscription; the first month's fee is paid from the wallet (or
-        by card: the subscription starts when Stripe confirms the payment)."""
+        """Start a coding-plan subscription.
+
+        The first month's fee is paid from the wallet (or by card: the subscription starts when
+        Stripe confirms the payment).
+        """
         require_open(db, account_id, scope=scope_of(principal))
         if data.method == "stripe":
             return _card_purchase(request, db, principal, account_id, data, idempotency_key, "plan")

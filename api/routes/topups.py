@@ -40,9 +40,12 @@ from wallet.topups import PaidExpiryNotAllowed, record_topup
 
 
 class TopupIn(BaseModel):
-    """Money received for an account, or (``stripe``) a card top-up to start: the response's
-    ``checkout_url`` is Stripe's hosted payment page; the wallet is credited when Stripe
-    confirms the payment. ``success_url``/``cancel_url`` override the configured return pages."""
+    """Money received for an account, or (``stripe``) a card top-up to start.
+
+    The response's ``checkout_url`` is Stripe's hosted payment page; the wallet is credited when
+    Stripe confirms the payment. ``success_url``/``cancel_url`` override the configured return
+    pages.
+    """
 
     model_config = ConfigDict(extra="forbid")
     amount: DecimalString = Field(json_schema_extra=POSITIVE_DECIMAL)
@@ -174,8 +177,11 @@ class AccountTopupsController(Controller):
         principal: Principal,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
-        """Record money received: ``bank_transfer`` (finance), ``reseller`` (a reseller on its
-        sub-accounts), or ``stripe`` (card checkout)."""
+        """Record money received.
+
+        ``bank_transfer`` (finance), ``reseller`` (a reseller on its sub-accounts), or ``stripe``
+        (card checkout).
+        """
         _check_topup(data, principal)
         require_open(db, account_id, scope=scope_of(principal))
         if data.method == "stripe":
@@ -217,8 +223,10 @@ class AccountTopupsController(Controller):
         limit: Limit = 20,
         starting_after: str | None = None,
     ) -> Page[TopupOut]:
-        """The account's top-ups, oldest first, filtered by creation time (``from`` inclusive,
-        ``to`` exclusive, with offset), status and method."""
+        """The account's top-ups, oldest first, filtered by creation time, status and method.
+
+        ``from`` inclusive, ``to`` exclusive, with offset.
+        """
         account = get_account(db, account_id, scope=scope_of(principal))
         stmt = select(Topup).where(Topup.account_id == account.id)
         if (f := aware("from", from_)) is not None:
@@ -242,8 +250,10 @@ class RefundIn(BaseModel):
 
 
 class RefundOut(BaseModel):
-    """What was refunded, how much bonus was taken back with it, and what to pay out: the
-    refunded credit minus the spent bonus that goes with it (``withheld``)."""
+    """What was refunded, how much bonus was taken back with it, and what to pay out.
+
+    The refunded credit minus the spent bonus that goes with it (``withheld``).
+    """
 
     topup_id: str
     refunded: Money
@@ -275,9 +285,12 @@ class TopupsController(Controller):
         principal: Principal,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
-        """Refund unspent paid credit of a top-up; the bonus that came with that money is taken
-        back (unspent bonus first, spent bonus withheld from the payout).
-        A top-up paid by card is refunded through Stripe (see ``/v1/payments/{id}/refunds``)."""
+        """Refund unspent paid credit of a top-up.
+
+        The bonus that came with that money is taken back (unspent bonus first, spent bonus withheld
+        from the payout). A top-up paid by card is refunded through Stripe (see
+        ``/v1/payments/{id}/refunds``).
+        """
         card = payment_for_topup(db, topup_id)
         if card is not None:
             return run_card_refund(

@@ -1,5 +1,7 @@
-"""``/v1/usage``: usage batches from gateways (the hot path: records in ``usage_records``,
-answers and the batcher runner in ``usage_results``) and the usage totals query."""
+"""``/v1/usage``: usage batches from gateways and the usage totals query.
+
+The hot path: records in ``usage_records``, answers and the batcher runner in ``usage_results``.
+"""
 
 from __future__ import annotations
 
@@ -47,9 +49,12 @@ class UsageController(Controller):
         state: State,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
-        """Charge a batch; each record is ``charged``, ``duplicate`` (first result) or
-        ``rejected`` (with a reason), in request order. A record that names a multi-capture
-        authorization carries its state after the capture."""
+        """Charge a batch.
+
+        Each record is ``charged``, ``duplicate`` (first result) or ``rejected`` (with a reason), in
+        request order. A record that names a multi-capture authorization carries its state after the
+        capture.
+        """
         op = ChargeUsage(
             parse_records(data.records, await request.body()),
             scope_of(principal),

@@ -1,6 +1,8 @@
-"""Usage records in (the gateway hot path): each record of a batch is checked and parsed
-alone with msgspec, so one bad record is rejected alone; the canonical fields skip the generic
-provider-object parser."""
+"""Usage records in (the gateway hot path).
+
+Each record of a batch is checked and parsed alone with msgspec, so one bad record is rejected
+alone; the canonical fields skip the generic provider-object parser.
+"""
 
 from __future__ import annotations
 
@@ -34,8 +36,10 @@ _Object = dict[str, Any] | None
 
 
 class _Record(msgspec.Struct, forbid_unknown_fields=True):
-    """:class:`UsageRecordIn` as the hot path checks it (msgspec: a few microseconds a record,
-    strict types, same limits)."""
+    """:class:`UsageRecordIn` as the hot path checks it.
+
+    Msgspec: a few microseconds a record, strict types, same limits.
+    """
 
     id: _Id
     account_id: _AccountId
@@ -162,8 +166,9 @@ def parse_record(index: int, raw: dict[str, Any], text_clean: bool = False) -> U
 
 
 def _outcome(rec: _Record, parsed: Parsed) -> tuple[str | None, bool, str | None, bool, int]:
-    """Service tier, batch, finish reason, truncation and HTTP status of a record: its own
-    fields, or what its provider object says (the two must agree).
+    """Service tier, batch, finish reason, truncation and HTTP status of a record.
+
+    Its own fields, or what its provider object says (the two must agree).
 
     Raises:
         InvalidUsage: the record's fields contradict its provider object.

@@ -1,6 +1,7 @@
 """Answers of the gateway hot path (plain dicts encoded with msgspec) and the runner that hands
 an operation to the process's group-commit batcher (or, with an ``Idempotency-Key``, runs it on
-its own through :func:`api.idempotency.run_idempotent`)."""
+its own through :func:`api.idempotency.run_idempotent`).
+"""
 
 from __future__ import annotations
 
@@ -159,9 +160,12 @@ def results_out(results: Sequence[UsageResult]) -> dict[str, Any]:
 
 
 class AuthorizationOut(BaseModel):
-    """An authorization. ``held``: what was granted (money, or ``{"tokens": n}`` when package
-    tokens cover it); ``captured``: what usage records took from it; ``remaining``: what it
-    still reserves; ``final``: the account could give no more than this."""
+    """An authorization.
+
+    ``held``: what was granted (money, or ``{"tokens": n}`` when package tokens cover it);
+    ``captured``: what usage records took from it; ``remaining``: what it still reserves; ``final``:
+    the account could give no more than this.
+    """
 
     id: str
     account_id: str
@@ -237,8 +241,11 @@ async def run_operation(
     status: int,
     render: Callable[[Any], Any],
 ) -> Response[bytes]:
-    """Run one gateway operation: grouped with concurrent calls, or alone with its
-    Idempotency-Key (a replay returns the first response)."""
+    """Run one gateway operation.
+
+    Grouped with concurrent calls, or alone with its Idempotency-Key (a replay returns the first
+    response).
+    """
     if key is not None:
         return await _run_keyed(request, key, op, body=body, status=status, render=render)
     batcher: Batcher = request.app.state.batcher

@@ -1,5 +1,7 @@
-"""Outgoing webhook endpoints (the signing secret is shown once) and their deliveries: what
-was sent where, the dead letters, and replaying them."""
+"""Outgoing webhook endpoints (the signing secret is shown once) and their deliveries.
+
+What was sent where, the dead letters, and replaying them.
+"""
 
 from __future__ import annotations
 
@@ -26,8 +28,10 @@ MAX_BIGINT = 10**18
 
 
 class EndpointIn(BaseModel):
-    """Where to deliver events: an account's own (and its sub-accounts') or, for admins without
-    ``account_id``, every account's."""
+    """Where to deliver events.
+
+    An account's own (and its sub-accounts') or, for admins without ``account_id``, every account's.
+    """
 
     model_config = ConfigDict(extra="forbid")
     url: str = Field(
@@ -113,9 +117,12 @@ class WebhookEndpointsController(Controller):
 
 
 class DeliveryOut(BaseModel):
-    """One event to one endpoint: ``pending`` (retried with backoff until ``next_attempt_at``),
-    ``delivered`` (never sent to that endpoint again) or ``dead`` (every attempt failed; replay
-    it with ``POST /v1/webhook-deliveries/{id}/replay``)."""
+    """One event to one endpoint.
+
+    ``pending`` (retried with backoff until ``next_attempt_at``), ``delivered`` (never sent to that
+    endpoint again) or ``dead`` (every attempt failed; replay it with ``POST
+    /v1/webhook-deliveries/{id}/replay``).
+    """
 
     id: int
     event_id: str
@@ -173,8 +180,10 @@ class WebhookDeliveriesController(Controller):
         ] = None,
         limit: Annotated[int, Parameter(ge=1, le=100)] = 50,
     ) -> Page[DeliveryOut]:
-        """Deliveries to the caller's endpoints (admins: all), oldest first; ``status=dead``
-        lists the dead letters."""
+        """Deliveries to the caller's endpoints (admins: all), oldest first.
+
+        ``status=dead`` lists the dead letters.
+        """
         stmt = (
             select(WebhookDelivery, OutboxEvent, WebhookEndpoint)
             .join(OutboxEvent, OutboxEvent.id == WebhookDelivery.event_id)
@@ -198,8 +207,10 @@ class WebhookDeliveriesController(Controller):
         principal: Principal,
         idempotency_key: IdempotencyKey = None,
     ) -> DeliveryOut:
-        """Send a dead delivery again: it is pending again, due now, with fresh attempts (409
-        ``conflict`` unless it is dead)."""
+        """Send a dead delivery again.
+
+        It is pending again, due now, with fresh attempts (409 ``conflict`` unless it is dead).
+        """
         owner = None if principal.role == "admin" else principal.account_id
         d = replay_delivery(db, delivery_id, account_id=owner or "")
         return delivery_out(

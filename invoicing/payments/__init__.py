@@ -1,2 +1,5 @@
-"""Card payments through a payment provider (Stripe): checkout, webhooks, refunds, disputes and
-reconciliation. Only :mod:`invoicing.payments.stripe_gateway` imports the ``stripe`` SDK."""
+"""Card payments through a payment provider (Stripe).
+
+Checkout, webhooks, refunds, disputes and reconciliation. Only
+:mod:`invoicing.payments.stripe_gateway` imports the ``stripe`` SDK.
+"""

@@ -1,5 +1,6 @@
-"""Starting a card payment: a pending top-up (or, for an invoice, none), a payment row and a
-hosted checkout page.
+"""Starting a card payment.
+
+A pending top-up (or, for an invoice, none), a payment row and a hosted checkout page.
 
 The pending top-up, the payment and the checkout session's URL are committed together by the
 caller. The provider call happens inside that transaction, after our rows are written, with an
@@ -76,8 +77,10 @@ def _product(
     package_id: str | None,
     plan_id: str | None,
 ) -> tuple[Amount, str | None, str]:
-    """What is bought: its price, its reference (package or plan id) and its name on the
-    checkout page."""
+    """What is bought.
+
+    Its price, its reference (package or plan id) and its name on the checkout page.
+    """
     unit = currency_of(account)
     if purpose == "topup":
         if amount is None:
@@ -116,7 +119,8 @@ def _checkout(
     metadata: dict[str, str],
 ) -> StartedPayment:
     """Store the new pending payment, open its hosted checkout at the provider (idempotent per
-    payment) and keep the checkout's session, URL and payment intent on it."""
+    payment) and keep the checkout's session, URL and payment intent on it.
+    """
     session.add(payment)
     session.flush()
     checkout = gateway.create_checkout(
@@ -325,8 +329,10 @@ def start_invoice_payment(
     scope: Scope = EVERYTHING,
     now: datetime | None = None,
 ) -> StartedPayment:
-    """Start paying a finalized invoice by card: a checkout for what is still owed on it (or
-    for ``amount``, a part of it), in the invoice currency's minor units.
+    """Start paying a finalized invoice by card.
+
+    A checkout for what is still owed on it (or for ``amount``, a part of it), in the invoice
+    currency's minor units.
 
     Nothing is recorded on the invoice here: the payment is recorded (cash:stripe ->
     receivable:invoiced) when the verified webhook says it succeeded

@@ -34,8 +34,10 @@ from wallet.models import CreditFreeze
 
 @dataclass(frozen=True, slots=True)
 class _Dispute:
-    """One dispute being applied: its payment, its locked row, the provider's status, the
-    card ledger's accounts and when."""
+    """One dispute being applied.
+
+    Its payment, its locked row, the provider's status, the card ledger's accounts and when.
+    """
 
     session: Session
     payment: Payment
@@ -51,8 +53,10 @@ class _Dispute:
 
 
 def _dispute_row(session: Session, payment: Payment, dispute: dict[str, Any]) -> PaymentDispute:
-    """The dispute's row (created open on first sight), locked, with the provider's status and
-    amount."""
+    """The dispute's row, locked, with the provider's status and amount.
+
+    Created open on first sight.
+    """
     row = session.scalars(
         select(PaymentDispute).where(PaymentDispute.id == dispute["id"]).with_for_update()
     ).one_or_none()
@@ -124,7 +128,8 @@ def _win(d: _Dispute, freeze: CreditFreeze | None, done: list[str]) -> None:
 
 def _lose(d: _Dispute, freeze: CreditFreeze | None, done: list[str]) -> None:
     """Lost: the frozen credit is taken, what the invoice took is owed on it again, and what
-    neither covers (credit already spent) is owed by the customer."""
+    neither covers (credit already spent) is owed by the customer.
+    """
     row, payment = d.row, d.payment
     uncovered = d.disputed
     if freeze is not None:
@@ -163,9 +168,11 @@ def _lose(d: _Dispute, freeze: CreditFreeze | None, done: list[str]) -> None:
 
 
 def _book_funds(d: _Dispute, transactions: list[dict[str, Any]], done: list[str]) -> None:
-    """Move the funds the provider withdrew (or gave back) between ``cash:stripe`` and
-    ``cash:stripe_disputed``. Each balance transaction is booked once (snapshots are
-    cumulative, and an older snapshot arriving late lists only transactions already booked)."""
+    """Move the funds the provider withdrew between ``cash:stripe`` and ``cash:stripe_disputed``.
+
+    Or gave back. Each balance transaction is booked once (snapshots are cumulative, and an older
+    snapshot arriving late lists only transactions already booked).
+    """
     row, payment, unit = d.row, d.payment, d.disputed.unit
     for i, bt in enumerate(transactions):
         move = funds_moved(int(bt.get("amount", 0)))

@@ -12,8 +12,10 @@ class PaymentProviderError(DomainError):
 
 
 class InvalidWebhook(DomainError):
-    """A webhook whose signature does not verify (wrong secret, tampered body, stale timestamp)
-    or whose body is not an event."""
+    """A webhook whose signature does not verify or whose body is not an event.
+
+    Wrong secret, tampered body, stale timestamp.
+    """
 
     code = "invalid_webhook_signature"
 

@@ -51,8 +51,10 @@ class EventResult:
 
 
 def _claim(session: Session, event: dict[str, Any]) -> str | None:
-    """Insert the event row, or lock the existing one; its status before this delivery (None
-    when new)."""
+    """Insert the event row, or lock the existing one.
+
+    Its status before this delivery (None when new).
+    """
     obj = event_object(event)
     row: Any = session.execute(
         insert(PaymentEvent)
@@ -93,8 +95,11 @@ def _record(session: Session, event_id: str, applied: Applied) -> None:
 
 
 def _replay_deferred(session: Session, payment: Payment) -> list[str]:
-    """Apply events that waited for this payment (in the provider's order); each in a savepoint,
-    so one that fails is marked failed (and retried later) without undoing the payment."""
+    """Apply events that waited for this payment (in the provider's order).
+
+    Each in a savepoint, so one that fails is marked failed (and retried later) without undoing the
+    payment.
+    """
     if not payment.payment_intent_id:
         return []
     rows = session.scalars(
@@ -162,7 +167,8 @@ def receive_event(session: Session, event: dict[str, Any]) -> EventResult:
 
 def record_failure(session: Session, event: dict[str, Any], exc: BaseException) -> None:
     """Store (or mark) the event as failed after its processing was rolled back, unless a
-    concurrent delivery processed it meanwhile. The caller commits."""
+    concurrent delivery processed it meanwhile. The caller commits.
+    """
     session.execute(
         insert(PaymentEvent)
         .values(

@@ -45,8 +45,11 @@ from wallet.refunds import Refund
 
 @dataclass(slots=True)
 class Applied:
-    """What applying an event did: its stored status and outcome, and the payment it concerned
-    (``settled``: this event settled the payment, so events deferred for it apply now)."""
+    """What applying an event did.
+
+    Its stored status and outcome, and the payment it concerned (``settled``: this event settled the
+    payment, so events deferred for it apply now).
+    """
 
     status: str
     outcome: str
@@ -103,10 +106,12 @@ def _payment_intent_of(etype: str, obj: dict[str, Any]) -> str | None:
 
 
 def _serialize_on(session: Session, payment_intent_id: str | None) -> None:
-    """Events about one payment intent apply one at a time (a transaction-level advisory
-    lock): a refund or dispute that arrives while the payment is being settled waits for the
-    settlement to commit and then finds the payment, instead of deferring itself after the
-    settlement already looked for deferred events."""
+    """Events about one payment intent apply one at a time (a transaction-level advisory lock).
+
+    A refund or dispute that arrives while the payment is being settled waits for the settlement to
+    commit and then finds the payment, instead of deferring itself after the settlement already
+    looked for deferred events.
+    """
     if payment_intent_id:
         xact_lock(session, [lock_key("stripe-payment-intent", payment_intent_id)])
 
@@ -164,8 +169,10 @@ def _charge(
     *,
     wait_for_success: bool = True,
 ) -> Handler:
-    """A handler of a charge's refund or dispute: deferred while its payment is unknown (or,
-    with ``wait_for_success``, has not succeeded yet)."""
+    """A handler of a charge's refund or dispute.
+
+    Deferred while its payment is unknown (or, with ``wait_for_success``, has not succeeded yet).
+    """
 
     def handle(ev: _Event) -> Applied:
         pi = object_id(ev.obj.get("payment_intent"))
@@ -350,8 +357,11 @@ def _handler_of(etype: str) -> Handler | None:
 
 
 def apply_event(session: Session, event: dict[str, Any]) -> Applied:
-    """Apply one event's effect (no commit): serialize on its payment intent, then run the
-    handler of its type (``ignored`` when it has none)."""
+    """Apply one event's effect (no commit).
+
+    Serialize on its payment intent, then run the handler of its type (``ignored`` when it has
+    none).
+    """
     etype = str(event.get("type", ""))
     obj = event_object(event)
     at = created_at(event) or utcnow()

@@ -80,8 +80,10 @@ class _ProviderSide:
 def _provider_side(
     bts: Sequence[BalanceTransaction], code: str, unit: Unit
 ) -> tuple[_ProviderSide, dict[str, int], dict[str, Any]]:
-    """Sum the provider's transactions of ``code``: totals (minor units), net per reference
-    (atoms) and the counts per type (booked and not booked)."""
+    """Sum the provider's transactions of ``code``.
+
+    Totals (minor units), net per reference (atoms) and the counts per type (booked and not booked).
+    """
     side = _ProviderSide()
     per_ref: dict[str, int] = defaultdict(int)
     by_type: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -144,8 +146,11 @@ def reconcile_currency(
     items: Sequence[LedgerItem],
     topup_pis: Mapping[str, str | None],
 ) -> DayReport:
-    """One currency's reconciliation of a day: the provider's transactions against the
-    ledger's ``cash:stripe`` items (``topup_pis``: the payment intent of each top-up id)."""
+    """One currency's reconciliation of a day.
+
+    The provider's transactions against the ledger's ``cash:stripe`` items (``topup_pis``: the
+    payment intent of each top-up id).
+    """
     unit = unit_of(code)
     side, provider, counts = _provider_side(bts, code, unit)
     ledger_net, ledger = _ledger_side(items, topup_pis)

@@ -183,7 +183,8 @@ class PaymentRefundApplication(Base):
     (``apply_refunded_total``): the total it reached, the amount it added and the ledger entries
     it wrote (``parts``: ``{"kind": "topup", "entry_id", "topup_id"}`` or ``{"kind": "invoice",
     "entry_id", "invoice_payment_id", "amount"}``). A refund that fails undoes the latest
-    applications (``undone_at``) and applies again what the failure did not take back."""
+    applications (``undone_at``) and applies again what the failure did not take back.
+    """
 
     __tablename__ = "payment_refund_applications"
     __table_args__ = (CheckConstraint("delta_minor > 0", name="positive"),)
@@ -199,7 +200,8 @@ class PaymentRefundApplication(Base):
 
 class ReconciliationReport(Base):
     """The comparison of one day of provider balance transactions with ``cash:stripe`` in one
-    currency. Re-running a day replaces its report (``run_count`` counts the runs)."""
+    currency. Re-running a day replaces its report (``run_count`` counts the runs).
+    """
 
     __tablename__ = "payment_reconciliations"
     __table_args__ = (

@@ -1,5 +1,6 @@
-"""Refunds the provider reports: remembered by id with their status, and undone in our books
-(once) when they fail.
+"""Refunds the provider reports.
+
+Remembered by id with their status, and undone in our books (once) when they fail.
 
 A refund is applied as part of the provider's cumulative refunded amount
 (:func:`invoicing.payments.settlement.apply_refunded_total`); each application records the
@@ -75,7 +76,8 @@ def record_refund(session: Session, payment: Payment, refund: dict[str, Any]) ->
 def refunded_total_as_of(session: Session, payment: Payment, total_minor: int, at: datetime) -> int:
     """The provider's cumulative refunded amount of a ``charge.refunded`` snapshot taken at
     ``at``, less refunds it still counted that failed after it (created by then, failed since):
-    the snapshot is older than their failure, which our books already applied."""
+    the snapshot is older than their failure, which our books already applied.
+    """
     stale = session.scalar(
         select(func.coalesce(func.sum(PaymentRefund.amount_minor), 0)).where(
             PaymentRefund.payment_id == payment.id,
@@ -90,9 +92,12 @@ def refunded_total_as_of(session: Session, payment: Payment, total_minor: int, a
 
 @dataclass(frozen=True, slots=True)
 class RefundFailure:
-    """What a failed refund undid: ``undone`` came back into our books (at most what had been
-    applied of it), of which ``reapplied`` was applied again (later refunds the undone steps
-    also carried); ``restored`` says per kind what the customer got back."""
+    """What a failed refund undid.
+
+    ``undone`` came back into our books (at most what had been applied of it), of which
+    ``reapplied`` was applied again (later refunds the undone steps also carried); ``restored`` says
+    per kind what the customer got back.
+    """
 
     refund_id: str
     undone: Amount
@@ -169,8 +174,10 @@ def _undo_latest(
     at: datetime,
     totals: dict[str, int],
 ) -> tuple[int, list[int]]:
-    """Undo the payment's latest refund applications until they cover ``wanted`` (minor
-    units); what they undid (minor units, possibly more than wanted) and the entries written."""
+    """Undo the payment's latest refund applications until they cover ``wanted`` (minor units).
+
+    What they undid (minor units, possibly more than wanted) and the entries written.
+    """
     entry_ids: list[int] = []
     undone = 0
     apps = session.scalars(

@@ -41,8 +41,11 @@ from wallet.topups import parse_money
 
 @dataclass(frozen=True, slots=True)
 class CardRefund:
-    """A refund made at the provider and what it did to the wallet (None: already applied,
-    e.g. by the provider's webhook after an earlier attempt of the same request)."""
+    """A refund made at the provider and what it did to the wallet.
+
+    None: already applied, e.g. by the provider's webhook after an earlier attempt of the same
+    request.
+    """
 
     payment: Payment
     provider_refund_id: str

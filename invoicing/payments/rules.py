@@ -1,5 +1,7 @@
-"""Card payment rules (pure, no database): how much finance may refund, what a dispute's
-status means and how much of an invoice a dispute holds.
+"""Card payment rules (pure, no database).
+
+How much finance may refund, what a dispute's status means and how much of an invoice a dispute
+holds.
 
 Finance refunds at most what the payment can give back without creating a debt: the unspent
 paid credit of its top-up (for an invoice payment, also what it recorded on the invoice, which
@@ -36,14 +38,19 @@ def dispute_stage(status: str) -> DisputeStage:
 
 
 def invoice_dispute_share(disputed: int, frozen_paid: int, on_invoice: int) -> int:
-    """What a loss would take from the invoice, in atoms: the disputed amount less the paid
-    credit frozen for it, at most what the payment recorded on the invoice, never negative."""
+    """What a loss would take from the invoice, in atoms.
+
+    The disputed amount less the paid credit frozen for it, at most what the payment recorded on the
+    invoice, never negative.
+    """
     return max(min(disputed - frozen_paid, on_invoice), 0)
 
 
 def funds_moved(balance_transaction_amount: int) -> int:
-    """The funds a dispute's balance transaction moved to ``cash:stripe_disputed``, in minor
-    units: positive when the provider withdrew them, negative when it gave them back."""
+    """The funds a dispute's balance transaction moved to ``cash:stripe_disputed``, in minor units.
+
+    Positive when the provider withdrew them, negative when it gave them back.
+    """
     return -balance_transaction_amount
 
 

@@ -1,6 +1,7 @@
-"""What a confirmed, failed or refunded card payment does to the wallet (or, for an invoice
-payment, to the invoice: recorded when confirmed, owed again when refunded). Disputes are in
-invoicing/payments/disputes.py, refunds the provider reports (and their failures) in
+"""What a confirmed, failed or refunded card payment does to the wallet.
+
+Or, for an invoice payment, to the invoice: recorded when confirmed, owed again when refunded.
+Disputes are in invoicing/payments/disputes.py, refunds the provider reports (and their failures) in
 invoicing/payments/refund_failures.py; both build on the helpers here.
 
 Every function here takes the payment row locked (``FOR UPDATE``), so events about the same
@@ -92,8 +93,10 @@ def settle_payment(
     charge_id: str | None = None,
     at: datetime | None = None,
 ) -> bool:
-    """The provider says the payment succeeded: credit the wallet (and make the purchase), or,
-    for an invoice payment, record it on the invoice (:func:`_pay_invoice`).
+    """The provider says the payment succeeded.
+
+    Credit the wallet (and make the purchase), or, for an invoice payment, record it on the invoice
+    (:func:`_pay_invoice`).
 
     Returns:
         True when this call credited it; False when it was already settled.
@@ -132,8 +135,11 @@ def settle_payment(
 
 
 def lock_payment_invoice(session: Session, payment: Payment) -> Invoice:
-    """The invoice an invoice payment pays, locked (taken before any wallet lock: the order of
-    every invoice path is invoice row, then account row, then ledger accounts)."""
+    """The invoice an invoice payment pays, locked.
+
+    Taken before any wallet lock: the order of every invoice path is invoice row, then account row,
+    then ledger accounts.
+    """
     return session.scalars(
         select(Invoice)
         .where(Invoice.id == payment.purpose_ref)
@@ -200,10 +206,12 @@ def _pay_invoice(session: Session, payment: Payment, at: datetime) -> None:
 
 
 def _fulfil(session: Session, payment: Payment, at: datetime) -> None:
-    """Buy the package or plan from the paid lot the payment just credited (the package's
-    validity and the plan's first period start now, when the customer gets them). If the purchase
-    cannot be made any more (plan already live, package gone...), the money stays in the wallet
-    as paid credit and the reason is kept on the payment."""
+    """Buy the package or plan from the paid lot the payment just credited.
+
+    The package's validity and the plan's first period start now, when the customer gets them. If
+    the purchase cannot be made any more (plan already live, package gone...), the money stays in
+    the wallet as paid credit and the reason is kept on the payment.
+    """
     if payment.purpose in ("topup", "invoice") or payment.purpose_ref is None:
         return
     topup = session.get_one(Topup, payment.topup_id)
@@ -247,8 +255,9 @@ def fail_payment(
     message: str | None = None,
     payment_intent_id: str | None = None,
 ) -> bool:
-    """The payment failed or its checkout expired: a pending payment (and its top-up) is marked
-    so. A later success still credits it; a settled payment is left as it is.
+    """The payment failed or its checkout expired: a pending payment (and its top-up) is marked so.
+
+    A later success still credits it; a settled payment is left as it is.
 
     Returns:
         True when the payment changed.
@@ -288,8 +297,10 @@ class InvoiceRefund:
 
 
 def refundable_of_invoice_payment(session: Session, payment: Payment) -> tuple[Amount, Amount]:
-    """What finance may still refund of an invoice payment without creating a receivable:
-    (unspent paid credit it left in the wallet, part recorded on the invoice not reversed)."""
+    """What finance may still refund of an invoice payment without creating a receivable.
+
+    (unspent paid credit it left in the wallet, part recorded on the invoice not reversed).
+    """
     unit = unit_of(payment.currency)
     unspent = unspent_paid(session, payment.topup_id) if payment.topup_id else Amount(0, unit)
     on_invoice = Amount(0, unit)
@@ -350,10 +361,12 @@ def _refund_invoice_payment(
     reason: str,
     at: datetime | None,
 ) -> InvoiceRefund:
-    """The refund rule of an invoice payment, in this order: the unspent paid credit it left in
-    the wallet (if it paid more than the invoice owed), then the part recorded on the invoice
-    (owed again: ``receivable:invoiced``), then that credit already spent (owed:
-    ``receivable:reversals``)."""
+    """The refund rule of an invoice payment, in this order.
+
+    The unspent paid credit it left in the wallet (if it paid more than the invoice owed), then the
+    part recorded on the invoice (owed again: ``receivable:invoiced``), then that credit already
+    spent (owed: ``receivable:reversals``).
+    """
     invoice = lock_payment_invoice(session, payment)
     steps = _RefundSteps(left=amount, refunded=Amount(0, amount.unit))
     topup = session.get(Topup, payment.topup_id) if payment.topup_id else None
@@ -397,8 +410,11 @@ def _refund_invoice_payment(
 
 @dataclass
 class _RefundSteps:
-    """What a refund of an invoice payment has done so far: what is ``left`` to refund, the
-    paid credit reversed, the debt booked, the last entry and the parts to undo."""
+    """What a refund of an invoice payment has done so far.
+
+    What is ``left`` to refund, the paid credit reversed, the debt booked, the last entry and the
+    parts to undo.
+    """
 
     left: Amount
     refunded: Amount
@@ -417,8 +433,11 @@ class _RefundSteps:
         at: datetime | None,
         spent: bool = False,
     ) -> None:
-        """Reverse ``take`` of the payment's top-up: its unspent credit, or (``spent``) credit
-        already spent, which becomes owed (``receivable:reversals``)."""
+        """Reverse ``take`` of the payment's top-up.
+
+        Its unspent credit, or (``spent``) credit already spent, which becomes owed
+        (``receivable:reversals``).
+        """
         if not take.atoms:
             return
         r = reverse_topup(
@@ -462,8 +481,9 @@ def apply_refunded_total(
     at: datetime | None = None,
     reason: str = "refunded at the payment provider",
 ) -> Refund | InvoiceRefund | None:
-    """Bring the wallet (or the invoice) up to the provider's cumulative refunded amount for
-    this payment.
+    """Bring the wallet up to the provider's cumulative refunded amount for this payment.
+
+    Or the invoice.
 
     Only the part not applied yet is reversed (``refunded_minor`` tracks it), so a repeated or
     older ``charge.refunded`` changes nothing. The money has already left, so a refund larger

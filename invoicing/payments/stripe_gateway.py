@@ -125,7 +125,8 @@ class StripeGateway:
         metadata: Mapping[str, str],
     ) -> ProviderRefund:
         """A refund of ``amount_minor`` on the payment intent, with its charge expanded so the
-        charge's cumulative ``amount_refunded`` comes back in the same call."""
+        charge's cumulative ``amount_refunded`` comes back in the same call.
+        """
         params: dict[str, Any] = {
             "payment_intent": payment_intent_id,
             "amount": amount_minor,
@@ -153,7 +154,8 @@ class StripeGateway:
 
     def balance_transactions(self, start: datetime, end: datetime) -> list[BalanceTransaction]:
         """Balance transactions created in ``[start, end)``, sources expanded to find the
-        payment intent each belongs to."""
+        payment intent each belongs to.
+        """
         params: dict[str, Any] = {
             "created": {"gte": int(start.timestamp()), "lt": int(end.timestamp())},
             "limit": 100,
@@ -188,8 +190,11 @@ class StripeGateway:
         return out
 
     def verify_webhook(self, payload: bytes, signature: str | None) -> dict[str, Any]:
-        """``construct_event`` on the raw body: signature and timestamp tolerance checked
-        before anything is parsed; returns the event as plain JSON data."""
+        """``construct_event`` on the raw body.
+
+        Signature and timestamp tolerance checked before anything is parsed; returns the event as
+        plain JSON data.
+        """
         try:
             self._client.construct_event(
                 payload, signature, self._webhook_secret, tolerance=self._tolerance_seconds

@@ -13,8 +13,10 @@ from ledger.units import Unit
 
 @dataclass(frozen=True, slots=True)
 class Report:
-    """A report: named columns, rows of plain values (money as decimal strings) and a summary
-    with its checks."""
+    """A report: named columns, rows of plain values and a summary with its checks.
+
+    Money as decimal strings.
+    """
 
     name: str
     columns: list[str]

@@ -159,15 +159,17 @@ def _rollforward_row(name: str, v: dict[str, int], unit: Unit) -> dict[str, Any]
 def prepaid_liability(
     session: Session, *, period: Period, currency: str, book: str = OPERATOR_BOOK
 ) -> Report:
-    """Rollforward of what customers hold as prepaid (paid and bonus credit) over a period:
-    opening + purchased + bonus granted + consumed + expired + refunded + credited + other =
+    """Rollforward of what customers hold as prepaid (paid and bonus credit) over a period.
+
+    Opening + purchased + bonus granted + consumed + expired + refunded + credited + other =
     closing, every figure summed from ledger postings by accounting time (``effective_at``).
 
     ``summary.ties`` holds when opening plus movements equals the closing summed from the
     postings, and both equal ``ledger_closing``: the customers' balances as the ledger caches
     them (counters kept by the posting trigger, not by this report) less every movement that
     took effect from the period's end on. A report that misread the postings (a phase, a book,
-    a movement left out or counted twice) would not tie."""
+    a movement left out or counted twice) would not tie.
+    """
     unit = unit_of(currency)
 
     opening = _balances(

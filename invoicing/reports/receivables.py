@@ -77,8 +77,10 @@ AGING_COLUMNS = (
 
 
 def _invoice_row(inv: Any, as_of: date, unit: Unit) -> dict[str, Any] | None:
-    """An open (or disputed) invoice's aging row; None when it owes nothing and no payment of
-    it is disputed, or it has no due date."""
+    """An open (or disputed) invoice's aging row.
+
+    None when it owes nothing and no payment of it is disputed, or it has no due date.
+    """
     left = max(int(inv.open), 0)
     disputed = int(inv.disputed_minor) * unit.atoms_per_minor
     if (left <= 0 and not disputed) or inv.due_date is None:
@@ -115,9 +117,10 @@ def _debt_row(r: Any, unit: Unit) -> dict[str, Any]:
 
 
 def receivables_aging(session: Session, *, currency: str, as_of: date) -> Report:
-    """What customers owe the operator at the end of ``as_of`` (UTC): open invoices by days
-    past due, and debts left by refunds and disputes that no invoice bills yet (bucket
-    ``not_invoiced``; the next invoice bills them).
+    """What customers owe the operator at the end of ``as_of`` (UTC).
+
+    Open invoices by days past due, and debts left by refunds and disputes that no invoice bills yet
+    (bucket ``not_invoiced``; the next invoice bills them).
 
     Everything is as of that moment: invoices issued by then and not voided by then, less the
     payments received (less those reversed by then: card refunds, lost disputes) and credit

@@ -1,5 +1,8 @@
-"""How finance reports classify what they sum (pure, no database): the prepaid rollforward's
-movement lines, the receivables' aging buckets, the margin's groupings and percentages."""
+"""How finance reports classify what they sum (pure, no database).
+
+The prepaid rollforward's movement lines, the receivables' aging buckets, the margin's groupings and
+percentages.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ def classify_movement(code: str, kind: str | None, codes: list[str], direction: 
     accounts: cash in = purchased (bonus: granted), cash out = refunded (bonus: clawed back),
     usage revenue or deferred revenue = consumed, promotions or breakage without cash = expired,
     credit notes = credited, invoices settled from the prepaid balance (tax of prepaid
-    consumption) = invoices_paid, anything else (SLA credits, reversals...) = other."""
+    consumption) = invoices_paid, anything else (SLA credits, reversals...) = other.
+    """
     if any(c.startswith("cash:") for c in codes):
         if direction > 0:
             return "bonus_granted" if code == "customer:bonus" else "purchased"
@@ -45,7 +49,8 @@ MARGIN_GROUPS = ("model", "upstream", "account", "day")
 
 def pct(part: int, whole: int) -> str | None:
     """``part / whole`` as a percentage with 2 decimals, rounded half-even (a ratio shown, not
-    money); ``None`` without a whole."""
+    money); ``None`` without a whole.
+    """
     if not whole:
         return None
     from decimal import ROUND_HALF_EVEN, Decimal, localcontext

@@ -30,9 +30,10 @@ _RESELLER = text(
 
 
 def reseller_statement(session: Session, *, reseller_id: str, period: Period) -> Report:
-    """A reseller's margin for a period (usage that occurred in it): per sub-account and model,
-    the retail price its sub-accounts were charged, the wholesale price its float was drawn,
-    and the difference.
+    """A reseller's margin for a period (usage that occurred in it).
+
+    Per sub-account and model, the retail price its sub-accounts were charged, the wholesale price
+    its float was drawn, and the difference.
 
     Raises:
         NotFound: no such reseller.
@@ -106,10 +107,13 @@ _SUB_OVERAGE = text(
 
 
 def sub_account_statement(session: Session, *, account_id: str, period: Period) -> Report:
-    """A reseller's sub-account over a month: the overage it was billed (usage beyond its
-    prepaid credit, in the reseller's book), what the reseller recorded as paid, and what is
-    open; one row per payment. ``summary.ties``: opening + billed - paid = closing, and the
-    closing equals the ledger's cached balance less what moved after the period."""
+    """A reseller's sub-account over a month.
+
+    The overage it was billed (usage beyond its prepaid credit, in the reseller's book), what the
+    reseller recorded as paid, and what is open; one row per payment. ``summary.ties``: opening +
+    billed - paid = closing, and the closing equals the ledger's cached balance less what moved
+    after the period.
+    """
     account = session.get(Account, account_id)
     if account is None or account.parent_id is None:
         raise NotFound(f"sub-account {account_id} does not exist")

@@ -61,10 +61,12 @@ _REVENUE_LEDGER = text(
 
 
 def revenue_by_model(session: Session, *, period: Period, currency: str) -> Report:
-    """The operator's usage revenue per model for a period (usage received in the period):
-    money drawn from direct customers, and the wholesale price drawn from resellers' floats for
-    their sub-accounts' usage. ``summary.ledger`` lists every revenue account of the operator's
-    book for the period; ``summary.ties`` checks that the models add up to ``revenue:usage``."""
+    """The operator's usage revenue per model for a period (usage received in the period).
+
+    Money drawn from direct customers, and the wholesale price drawn from resellers' floats for
+    their sub-accounts' usage. ``summary.ledger`` lists every revenue account of the operator's book
+    for the period; ``summary.ties`` checks that the models add up to ``revenue:usage``.
+    """
     unit = unit_of(currency)
     params = {"unit": unit.code, "ps": period.start, "pe": period.end}
     rows = []
@@ -164,8 +166,10 @@ def _margin_key(r: Any, group_by: str) -> str:
 
 
 def _record_cost(book: Any, r: Any) -> int | None:
-    """A usage record's upstream cost, rated at its upstream's cost card in force when it
-    occurred; None when it has no upstream or the card does not price it (model or tier)."""
+    """A usage record's upstream cost, rated at its upstream's cost card in force when it occurred.
+
+    None when it has no upstream or the card does not price it (model or tier).
+    """
     from plans.errors import InvalidUsage
     from plans.rating import Tokens, rate_tokens
 

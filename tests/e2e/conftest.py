@@ -42,8 +42,10 @@ def admin(client, admin_key):
 
 @pytest.fixture
 def gw(admin, engine) -> dict[str, str]:
-    """Catalog with one model ``m`` (USD 3 in / 15 out per Mtok from 2026-01-01); returns the
-    headers of a gateway key."""
+    """Catalog with one model ``m`` (USD 3 in / 15 out per Mtok from 2026-01-01).
+
+    Returns the headers of a gateway key.
+    """
     add_models(admin, "m")
     add_rate_card(admin, [price("m", "3", "15")], T0)
     return {"Authorization": f"Bearer {new_key(engine, 'gateway')}"}

@@ -1,5 +1,8 @@
-"""The finance CLI: ``tokenwallet billing close`` with its progress bar, reports as CSV and
-JSON, and an invoice's PDF, against this test's database."""
+"""The finance CLI.
+
+``tokenwallet billing close`` with its progress bar, reports as CSV and JSON, and an invoice's PDF,
+against this test's database.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""The catalog through the HTTP API on real PostgreSQL: every endpoint, bad input as
-problem+json that changes nothing, idempotent replays, and admin-only access."""
+"""The catalog through the HTTP API on real PostgreSQL.
+
+Every endpoint, bad input as problem+json that changes nothing, idempotent replays, and admin-only
+access.
+"""
 
 from __future__ import annotations
 
@@ -156,9 +159,10 @@ def test_backdated_card_is_refused_after_usage_was_priced(cat, engine):
 
 
 def test_contracts_reseller_books_and_price_quotes(cat):
-    """Contracts and a reseller's price book, then quotes that read them in precedence order;
-    one story (over 60 lines on purpose), as each quote depends on what the steps before
-    created."""
+    """Contracts and a reseller's price book, then quotes that read them in precedence order.
+
+    One story (over 60 lines on purpose), as each quote depends on what the steps before created.
+    """
     reseller = ok(
         cat.post("/v1/accounts", json={"name": "R", "currency": "USD", "kind": "reseller"})
     )
@@ -364,8 +368,10 @@ def test_plans(cat, engine):
 
 
 def test_topup_bonus_rules(cat, engine):
-    """Bonus rule versions, top-ups under each, then a reseller's own rules: one story, over 60
-    lines on purpose (each step reads the versions the steps before created)."""
+    """Bonus rule versions, top-ups under each, then a reseller's own rules.
+
+    One story, over 60 lines on purpose (each step reads the versions the steps before created).
+    """
     tiers = [
         {"min_amount": "100.00", "bonus_pct": "5"},
         {"min_amount": "1000.00", "bonus_amount": "150.00", "bonus_expires_days": 90},

@@ -1,6 +1,9 @@
-"""Database faults over HTTP: an unreachable database answers 503 ``database_unavailable`` with
-Retry-After and one log line per outage; a connection lost during COMMIT answers 503
-``commit_unknown``, and replaying with the same Idempotency-Key never applies a request twice."""
+"""Database faults over HTTP.
+
+An unreachable database answers 503 ``database_unavailable`` with Retry-After and one log line per
+outage; a connection lost during COMMIT answers 503 ``commit_unknown``, and replaying with the same
+Idempotency-Key never applies a request twice.
+"""
 
 from __future__ import annotations
 

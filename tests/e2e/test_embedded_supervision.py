@@ -1,6 +1,8 @@
-"""``tokenwallet serve`` on its embedded PostgreSQL (no DATABASE_URL): the database is started
-again when it dies, requests meanwhile answer 503 ``database_unavailable`` with Retry-After,
-and it is stopped when serve stops (SIGTERM, one worker or several)."""
+"""``tokenwallet serve`` on its embedded PostgreSQL (no DATABASE_URL).
+
+The database is started again when it dies, requests meanwhile answer 503 ``database_unavailable``
+with Retry-After, and it is stopped when serve stops (SIGTERM, one worker or several).
+"""
 
 from __future__ import annotations
 

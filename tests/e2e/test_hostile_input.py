@@ -1,5 +1,8 @@
-"""Hostile input over HTTP: control characters, numbers beyond storage, non-ASCII digits, empty
-ids and deep JSON get a 4xx problem+json with a stable code and change nothing."""
+"""Hostile input over HTTP.
+
+Control characters, numbers beyond storage, non-ASCII digits, empty ids and deep JSON get a 4xx
+problem+json with a stable code and change nothing.
+"""
 
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
-"""LiteLLM end to end against a real ``tokenwallet serve`` on real PostgreSQL: the real
-``litellm`` package (its bundled price map, mock responses, no network) with
+"""LiteLLM end to end against a real ``tokenwallet serve`` on real PostgreSQL.
+
+The real ``litellm`` package (its bundled price map, mock responses, no network) with
 :class:`integrations.litellm_logger.TokenwalletLogger` reporting through the gateway client and
 refusing calls the wallet cannot pay, and LiteLLM's own ``GenericAPILogger`` pointed at the
-receiver. Expected charges are computed here from the card's per-Mtok prices."""
+receiver. Expected charges are computed here from the card's per-Mtok prices.
+"""
 
 from __future__ import annotations
 
@@ -108,8 +110,10 @@ def client(server, keys) -> Iterator[TokenwalletClient]:
 
 @pytest.fixture
 def callbacks() -> Iterator[list[Any]]:
-    """LiteLLM's callback list, emptied before and after (LiteLLM copies callbacks into
-    internal lists too: all of them are reset)."""
+    """LiteLLM's callback list, emptied before and after.
+
+    LiteLLM copies callbacks into internal lists too: all of them are reset.
+    """
     litellm.logging_callback_manager._reset_all_callbacks()
     yield litellm.callbacks
     litellm.logging_callback_manager._reset_all_callbacks()

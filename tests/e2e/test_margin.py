@@ -1,6 +1,8 @@
-"""Upstream cost cards and the margin report over HTTP and the CLI on real PostgreSQL: each
-record is costed at its upstream's card in force when it occurred; revenue ties to the ledger;
-expected figures computed here from the per-Mtok prices."""
+"""Upstream cost cards and the margin report over HTTP and the CLI on real PostgreSQL.
+
+Each record is costed at its upstream's card in force when it occurred; revenue ties to the ledger;
+expected figures computed here from the per-Mtok prices.
+"""
 
 from __future__ import annotations
 
@@ -60,8 +62,10 @@ def account(admin) -> str:
 
 
 def test_margin_by_model_upstream_account_and_day_ties_to_the_ledger(admin, setup, engine):
-    """Records at two upstreams, then the report by each dimension tied to the ledger: one
-    story, over 60 lines on purpose."""
+    """Records at two upstreams, then the report by each dimension tied to the ledger.
+
+    One story, over 60 lines on purpose.
+    """
     a1, a2 = account(admin), account(admin)
     now = utcnow().isoformat()
 

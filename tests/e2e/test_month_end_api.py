@@ -1,9 +1,11 @@
-"""A month through the HTTP API, then the close: catalog, a prepaid customer (package and plan),
-a postpaid customer (net 30, VAT 20 %, a little prepaid credit too), a reseller with two
-sub-accounts, top-ups, usage with failed requests; every invoice line and total to the cent
-(tax on everything consumed, each record's tokens counted once), the numbering, the PDF,
-payments, credit notes, and reports that tie (trial balance zero, rollforward). The app's clock is
-injected, so the month is March 2026 whatever day the tests run."""
+"""A month through the HTTP API, then the close.
+
+Catalog, a prepaid customer (package and plan), a postpaid customer (net 30, VAT 20 %, a little
+prepaid credit too), a reseller with two sub-accounts, top-ups, usage with failed requests; every
+invoice line and total to the cent (tax on everything consumed, each record's tokens counted once),
+the numbering, the PDF, payments, credit notes, and reports that tie (trial balance zero,
+rollforward). The app's clock is injected, so the month is March 2026 whatever day the tests run.
+"""
 
 from __future__ import annotations
 
@@ -50,8 +52,10 @@ def api(engine, clock):
 
 
 def test_a_month_through_the_api_then_the_close(api, clock, engine):
-    """A month through the API and its close, kept as one story (over 60 lines on purpose): each
-    step depends on the balances, invoices and numbers the steps before it left."""
+    """A month through the API and its close, kept as one story (over 60 lines on purpose).
+
+    Each step depends on the balances, invoices and numbers the steps before it left.
+    """
     client, keys = api
     admin, finance, gateway = keys["admin"], keys["finance"], keys["gateway"]
 

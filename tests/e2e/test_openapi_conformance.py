@@ -1,8 +1,9 @@
-"""The OpenAPI document against the real server: schemathesis runs every operation of
-``/schema/openapi.json`` against a served ``tokenwallet serve`` process with every built-in
-check (its default; ``--checks all`` would also override the per-operation settings below), the
-examples, coverage, fuzzing and stateful phases, a bounded number of examples and a fixed seed,
-and must report no failure (docs/openapi.md).
+"""The OpenAPI document against the real server.
+
+Schemathesis runs every operation of ``/schema/openapi.json`` against a served ``tokenwallet serve``
+process with every built-in check (its default; ``--checks all`` would also override the
+per-operation settings below), the examples, coverage, fuzzing and stateful phases, a bounded number
+of examples and a fixed seed, and must report no failure (docs/openapi.md).
 
 What is configured, and why:
 
@@ -40,8 +41,10 @@ REVOKE = "^/v1/api-keys/[^/]+/revoke$"
 
 
 def _seed(url: str, key: str) -> None:
-    """A little data so operations get past their 404s: a model with a rate card, a funded
-    account, a package and a plan."""
+    """A little data so operations get past their 404s.
+
+    A model with a rate card, a funded account, a package and a plan.
+    """
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
 
         def post(path: str, body: dict[str, object]) -> dict[str, object]:

@@ -1,5 +1,7 @@
-"""The OpenAPI document states what the server does (issue 13, part 4); the served run of
-schemathesis against it is tests/e2e/test_openapi_conformance.py."""
+"""The OpenAPI document states what the server does (issue 13, part 4).
+
+The served run of schemathesis against it is tests/e2e/test_openapi_conformance.py.
+"""
 
 from __future__ import annotations
 
@@ -167,8 +169,10 @@ def test_a_period_is_written_in_ascii_digits(value):
 
 
 def test_query_values_are_never_empty_and_instants_are_rfc_3339(admin, engine):
-    """``?period=`` listed every invoice (read as "no filter") while ``?currency=`` was refused;
-    a query date-time also read Unix times (``as_of=-3.7e-301`` was 1970) and naive times."""
+    """``?period=`` listed every invoice (read as "no filter") while ``?currency=`` was refused.
+
+    A query date-time also read Unix times (``as_of=-3.7e-301`` was 1970) and naive times.
+    """
     before = _counts(engine)
     for url, field in [
         ("/v1/invoices?period=", "period"),
@@ -225,8 +229,10 @@ def test_settle_from_prepaid_is_a_boolean(admin):
 
 
 def test_a_delivery_id_beyond_bigint_is_refused_not_a_server_error(admin):
-    """POST /v1/webhook-deliveries/255320020466366643437568/replay answered 500 (PostgreSQL:
-    bigint out of range)."""
+    """POST /v1/webhook-deliveries/255320020466366643437568/replay answered 500.
+
+    PostgreSQL: bigint out of range.
+    """
     resp = admin.post("/v1/webhook-deliveries/255320020466366643437568/replay")
     assert resp.status_code == 400 and resp.json()["code"] == "validation_error"
     resp = admin.get("/v1/webhook-deliveries", params={"starting_after": 10**20})

@@ -1,6 +1,8 @@
-"""Operations (issue 13, part 6) on real PostgreSQL: the access log, the audit log and its API,
-business metrics on /metrics, quiet scheduler jobs, and CLI commands that find no migrated
-database."""
+"""Operations (issue 13, part 6) on real PostgreSQL.
+
+The access log, the audit log and its API, business metrics on /metrics, quiet scheduler jobs, and
+CLI commands that find no migrated database.
+"""
 
 from __future__ import annotations
 
@@ -65,9 +67,11 @@ def test_a_request_id_that_is_not_a_short_token_is_replaced(admin, caplog):
 
 @pytest.fixture
 def sampled(engine):
-    """An app that logs one in three successful gateway calls, and a gateway key. (Made before
-    the test runs: Litestar configures logging when an app is built, which would drop the
-    capture handler of a test that is already running.)"""
+    """An app that logs one in three successful gateway calls, and a gateway key.
+
+    (Made before the test runs: Litestar configures logging when an app is built, which would drop
+    the capture handler of a test that is already running.)
+    """
     from litestar.testing import TestClient
 
     from api.app import create_app

@@ -1,7 +1,9 @@
-"""The operator's daily edits over HTTP on real PostgreSQL (issue 13, part 5): account edits
-with their audit trail, suspension and closing, API keys checked against real accounts and the
-last admin key kept, history lists, the invoice preview of an open month, and the catalog as
-customers and resellers read it."""
+"""The operator's daily edits over HTTP on real PostgreSQL (issue 13, part 5).
+
+Account edits with their audit trail, suspension and closing, API keys checked against real accounts
+and the last admin key kept, history lists, the invoice preview of an open month, and the catalog as
+customers and resellers read it.
+"""
 
 from __future__ import annotations
 
@@ -315,8 +317,10 @@ def test_the_last_admin_key_cannot_be_revoked(admin, engine):
 
 
 def test_topups_subscriptions_usage_and_statement_are_paged_and_filtered(admin, cat, engine):
-    """One account's lists paged and filtered in turn: one story, over 60 lines on purpose (the
-    pages cover the same history)."""
+    """One account's lists paged and filtered in turn.
+
+    One story, over 60 lines on purpose (the pages cover the same history).
+    """
     acc = account(admin)
     for amount in ("1.00", "2.00", "3.00"):
         ok(
@@ -434,8 +438,10 @@ def test_invoice_preview_of_the_open_month_stores_nothing(admin, cat, engine):
 
 
 def test_customers_and_resellers_read_the_catalog_and_their_prices(admin, cat, engine):
-    """One catalog read by each role in turn: one story, over 60 lines on purpose (the roles see
-    the same objects differently)."""
+    """One catalog read by each role in turn.
+
+    One story, over 60 lines on purpose (the roles see the same objects differently).
+    """
     reseller = account(admin, "100.00", kind="reseller")
     ok(
         admin.post(

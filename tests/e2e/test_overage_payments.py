@@ -1,6 +1,8 @@
-"""A reseller records what its customer paid for a sub-account's overage (API and CLI): booked
-in the reseller's book (``cash:collected`` / ``receivable:unbilled``), it frees the sub-account's
-credit limit, and the sub-account's statement shows billed, paid and open."""
+"""A reseller records what its customer paid for a sub-account's overage (API and CLI).
+
+Booked in the reseller's book (``cash:collected`` / ``receivable:unbilled``), it frees the
+sub-account's credit limit, and the sub-account's statement shows billed, paid and open.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ JAN = datetime(2026, 1, 1, tzinfo=UTC)
 def tree(engine):
     """A reseller (float 100.00) with a sub-account allowed 10.00 of overage, which used
     (1,000,000 output tokens at 15/Mtok, doubled by the reseller's 100 % markup = 30.00 retail)
-    20.00 of prepaid credit and 10.00 of overage."""
+    20.00 of prepaid credit and 10.00 of overage.
+    """
     with Session(engine) as s:
         catalog.create_model(s, id="m", provider="acme", display_name="M")
         catalog.create_rate_card(

@@ -1,7 +1,10 @@
-"""The fault suite: PostgreSQL itself is killed with SIGKILL under load (usage batches from a
-gateway client and top-ups with Idempotency-Keys, both retrying what failed), the server's
-supervisor starts it again, and afterwards every account is right to the atom, every record
-has exactly one result and ``tokenwallet db audit`` passes."""
+"""The fault suite.
+
+PostgreSQL itself is killed with SIGKILL under load (usage batches from a gateway client and top-ups
+with Idempotency-Keys, both retrying what failed), the server's supervisor starts it again, and
+afterwards every account is right to the atom, every record has exactly one result and ``tokenwallet
+db audit`` passes.
+"""
 
 from __future__ import annotations
 
@@ -47,8 +50,10 @@ def post_until_answered(c: httpx.Client, path: str, body: dict, key: str) -> htt
 
 
 def test_postgres_killed_under_load_loses_and_doubles_nothing(tmp_path):
-    """Load, kill, restart and the final reconciliation of what was sent against the ledger: one
-    story, over 60 lines on purpose."""
+    """Load, kill, restart and the final reconciliation of what was sent against the ledger.
+
+    One story, over 60 lines on purpose.
+    """
     data_dir, log = tmp_path / "data", tmp_path / "serve.log"
     proc, port = start(data_dir, log)
     url = f"http://127.0.0.1:{port}"

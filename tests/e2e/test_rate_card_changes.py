@@ -1,6 +1,9 @@
-"""Changing prices safely over HTTP on real PostgreSQL: a new card changes what it lists and
-inherits the rest; removing a model that is still in use (recent usage, an open contract's
-discount, a reseller book's price) is refused unless confirmed; a preview writes nothing."""
+"""Changing prices safely over HTTP on real PostgreSQL.
+
+A new card changes what it lists and inherits the rest; removing a model that is still in use
+(recent usage, an open contract's discount, a reseller book's price) is refused unless confirmed; a
+preview writes nothing.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""The served process under concurrency: requests beyond its worker threads and pooled
-connections queue, they never deadlock."""
+"""The served process under concurrency.
+
+Requests beyond its worker threads and pooled connections queue, they never deadlock.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +16,11 @@ from wallet.accounts import create_account
 
 
 def test_many_concurrent_reads_never_starve_the_pool(database_url, engine, tmp_path):
-    """Litestar cleans up a sync generator dependency in a worker thread; with every worker
-    thread waiting for a pooled connection that only such a cleanup returns, 32 concurrent
-    balance reads used to hang until the pool timed out (30 s)."""
+    """Litestar cleans up a sync generator dependency in a worker thread.
+
+    With every worker thread waiting for a pooled connection that only such a cleanup returns, 32
+    concurrent balance reads used to hang until the pool timed out (30 s).
+    """
     with Session(engine) as s:
         key = create_key(s, role="admin").secret
         account_id = create_account(s, name="C", currency="USD").id

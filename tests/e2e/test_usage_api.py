@@ -1,5 +1,8 @@
-"""The gateway hot path over HTTP on real PostgreSQL: exactly-once usage, failed-request
-policies, provider formats, holds, overdraft races, overage, resellers, plans and packages."""
+"""The gateway hot path over HTTP on real PostgreSQL.
+
+Exactly-once usage, failed-request policies, provider formats, holds, overdraft races, overage,
+resellers, plans and packages.
+"""
 
 from __future__ import annotations
 
@@ -137,8 +140,10 @@ def test_provider_formats_price_cached_tokens_at_the_cache_rate(admin, gw):
 
 
 def test_hold_partial_capture_release_and_expiry(admin, gw, engine):
-    """A hold's life from authorization to partial capture, release and expiry: one story, over
-    60 lines on purpose."""
+    """A hold's life from authorization to partial capture, release and expiry.
+
+    One story, over 60 lines on purpose.
+    """
     acc = account(admin, "1.00")
     auth = ok(
         admin.post(

@@ -1,5 +1,8 @@
-"""Wallet through the HTTP API on real PostgreSQL: top-ups and bonus, lots and expiry, packages,
-plans and their windows, renewals, refunds, resellers, and signed outgoing events."""
+"""Wallet through the HTTP API on real PostgreSQL.
+
+Top-ups and bonus, lots and expiry, packages, plans and their windows, renewals, refunds, resellers,
+and signed outgoing events.
+"""
 
 from __future__ import annotations
 
@@ -375,10 +378,11 @@ def test_events_are_delivered_signed(catalog, engine):
 
 
 def test_dead_letters_are_listed_and_replayed_over_the_api(catalog, engine, client):
-    """Two real endpoints of one account: one answers 204, one 500 until it is fixed. The
-    failing delivery dies after its attempts, is listed as dead, is replayed once (a replayed
-    request with the same key replays the answer), and the endpoint that succeeded never
-    receives the event twice.
+    """Two real endpoints of one account: one answers 204, one 500 until it is fixed.
+
+    The failing delivery dies after its attempts, is listed as dead, is replayed once (a replayed
+    request with the same key replays the answer), and the endpoint that succeeded never receives
+    the event twice.
 
     One story, over 60 lines on purpose.
     """

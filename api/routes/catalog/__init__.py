@@ -1,5 +1,7 @@
-"""The catalog (admin writes it): models, rate cards, contracts, reseller price books, token
-packages, coding plans, top-up bonus rules, failed-request policies, and price quotes.
+"""The catalog (admin writes it).
+
+Models, rate cards, contracts, reseller price books, token packages, coding plans, top-up bonus
+rules, failed-request policies, and price quotes.
 
 Customers, resellers and gateways read the models, packages and plans they buy from; finance
 and resellers the list rate cards; every key quotes the prices of the accounts it can see.

@@ -1,5 +1,7 @@
-"""Shared pieces of the catalog routes: who reads what, price and percent strings,
-the reseller a write acts for."""
+"""Shared pieces of the catalog routes.
+
+Who reads what, price and percent strings, the reseller a write acts for.
+"""
 
 from __future__ import annotations
 

@@ -20,8 +20,11 @@ from plans import catalog
 
 
 class BonusTierIn(BaseModel):
-    """From ``min_amount`` on: ``bonus_pct`` percent of the top-up or a fixed
-    ``bonus_amount`` (exactly one), expiring after ``bonus_expires_days`` (null: never)."""
+    """From ``min_amount`` on.
+
+    ``bonus_pct`` percent of the top-up or a fixed ``bonus_amount`` (exactly one), expiring after
+    ``bonus_expires_days`` (null: never).
+    """
 
     model_config = ConfigDict(
         extra="forbid",
@@ -40,8 +43,11 @@ class BonusTierIn(BaseModel):
 
 
 class BonusRuleIn(BaseModel):
-    """A top-up bonus rule version for ``currency`` (and ``owner_account_id``: a reseller's
-    rule for its sub-accounts; null: the operator's). The highest tier reached applies."""
+    """A top-up bonus rule version for ``currency``.
+
+    And ``owner_account_id``: a reseller's rule for its sub-accounts; null: the operator's. The
+    highest tier reached applies.
+    """
 
     model_config = ConfigDict(extra="forbid")
     currency: str = Field(min_length=3, max_length=3, examples=["USD"])
@@ -101,9 +107,11 @@ class TopupBonusRulesController(Controller):
         principal: Principal,
         idempotency_key: IdempotencyKey = None,
     ) -> BonusRuleOut:
-        """Create a bonus rule version; ``effective_from`` defaults to now. A reseller's rules
-        (``owner_account_id``; a reseller key always owns its rules) apply to top-ups it records
-        on its sub-accounts."""
+        """Create a bonus rule version; ``effective_from`` defaults to now.
+
+        A reseller's rules (``owner_account_id``; a reseller key always owns its rules) apply to
+        top-ups it records on its sub-accounts.
+        """
         return _rule_out(
             catalog.create_topup_bonus_rule(
                 db,
@@ -124,8 +132,10 @@ class TopupBonusRulesController(Controller):
         limit: Limit = 20,
         starting_after: str | None = None,
     ) -> Page[BonusRuleOut]:
-        """Bonus rule versions in creation order, optionally of one currency / owner (a
-        reseller key sees its own)."""
+        """Bonus rule versions in creation order, optionally of one currency / owner.
+
+        A reseller key sees its own.
+        """
         if principal.role == "reseller":
             owner_account_id = reseller_of(db, principal, owner_account_id)
         page = catalog.list_topup_bonus_rules(

@@ -29,8 +29,10 @@ class ContractDiscountIn(BaseModel):
 
 
 class ContractIn(BaseModel):
-    """A new contract version for an account (supersedes older ones from ``starts_at``). It
-    locks a rate card, grants discounts, or both."""
+    """A new contract version for an account (supersedes older ones from ``starts_at``).
+
+    It locks a rate card, grants discounts, or both.
+    """
 
     model_config = ConfigDict(
         extra="forbid",

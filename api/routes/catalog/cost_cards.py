@@ -1,5 +1,7 @@
-"""``/v1/cost-cards`` and ``/v1/rating-watermarks``: what upstream usage costs, and how far it
-is rated."""
+"""``/v1/cost-cards`` and ``/v1/rating-watermarks``.
+
+What upstream usage costs, and how far it is rated.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +21,11 @@ from plans.costs import CostCard, create_cost_card, list_cost_cards
 
 
 class CostCardIn(BaseModel):
-    """A new cost card version of an upstream vendor: what the operator pays it per model, in
-    the rate-card shape (every price dimension); models it does not list keep the upstream's
-    card in force (``inherit``)."""
+    """A new cost card version of an upstream vendor.
+
+    What the operator pays it per model, in the rate-card shape (every price dimension); models it
+    does not list keep the upstream's card in force (``inherit``).
+    """
 
     model_config = ConfigDict(extra="forbid")
     upstream: str = Field(min_length=1, max_length=64, examples=["azure-eu"])
@@ -58,8 +62,7 @@ def _cost_card_out(card: CostCard) -> CostCardOut:
 
 
 class CostCardsController(Controller):
-    """Upstream cost cards (admin): what each vendor costs the operator, for the margin
-    report."""
+    """Upstream cost cards (admin): what each vendor costs the operator, for the margin report."""
 
     path = "/v1/cost-cards"
     tags = ["catalog"]
@@ -73,8 +76,11 @@ class CostCardsController(Controller):
         db: Session,
         idempotency_key: IdempotencyKey = None,
     ) -> CostCardOut:
-        """Create a cost card version of an upstream; 409 ``conflict`` if one takes effect at
-        that instant already. Cost cards bill nobody and may take effect in the past."""
+        """Create a cost card version of an upstream.
+
+        409 ``conflict`` if one takes effect at that instant already. Cost cards bill nobody and may
+        take effect in the past.
+        """
         return _cost_card_out(
             create_cost_card(
                 db,
@@ -96,8 +102,11 @@ class CostCardsController(Controller):
 
 
 class RatingWatermarkOut(BaseModel):
-    """The latest usage instant already priced in a currency; new rate cards, contracts and
-    reseller price books must take effect after it. Null: nothing priced yet."""
+    """The latest usage instant already priced in a currency.
+
+    New rate cards, contracts and reseller price books must take effect after it. Null: nothing
+    priced yet.
+    """
 
     currency: str
     priced_through_at: datetime | None

@@ -17,8 +17,10 @@ from plans import catalog
 
 
 class TokenPackageIn(BaseModel):
-    """A token package: ``tokens`` for ``price``, on ``models`` (empty: all), usable for
-    ``valid_days`` after purchase."""
+    """A token package.
+
+    ``tokens`` for ``price``, on ``models`` (empty: all), usable for ``valid_days`` after purchase.
+    """
 
     model_config = ConfigDict(extra="forbid")
     id: str = Field(min_length=1, max_length=128, examples=["pk-1m"], json_schema_extra=CATALOG_ID)

@@ -17,8 +17,11 @@ from plans import catalog
 
 
 class PolicyRules(BaseModel):
-    """What happens to each kind of failed request; omitted kinds take the default policy's
-    value (provider_error and empty_completion not billed, the rest billed)."""
+    """What happens to each kind of failed request.
+
+    Omitted kinds take the default policy's value (provider_error and empty_completion not billed,
+    the rest billed).
+    """
 
     model_config = ConfigDict(extra="forbid")
     provider_error: Treatment | None = None

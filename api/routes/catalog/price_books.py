@@ -19,8 +19,11 @@ from plans import catalog
 
 
 class ResellerPriceBookIn(BaseModel):
-    """A reseller's retail prices for its sub-accounts: explicit per-model prices win, else
-    ``markup_pct`` over the reseller's wholesale price, else the list price."""
+    """A reseller's retail prices for its sub-accounts.
+
+    Explicit per-model prices win, else ``markup_pct`` over the reseller's wholesale price, else the
+    list price.
+    """
 
     model_config = ConfigDict(extra="forbid")
     reseller_account_id: str = Field(min_length=1, max_length=64)
@@ -103,8 +106,10 @@ class ResellerPriceBooksController(Controller):
         limit: Limit = 20,
         starting_after: str | None = None,
     ) -> Page[ResellerPriceBookOut]:
-        """Reseller price books in creation order, optionally of one reseller (a reseller key
-        sees its own)."""
+        """Reseller price books in creation order, optionally of one reseller.
+
+        A reseller key sees its own.
+        """
         if principal.role == "reseller":
             reseller_account_id = reseller_of(db, principal, reseller_account_id)
         page = catalog.list_reseller_price_books(

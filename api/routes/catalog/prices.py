@@ -13,8 +13,10 @@ from plans.prices import PRICE_FIELDS, ModelPrice
 
 
 class _TokenPricesIn(BaseModel):
-    """Per-Mtok token prices; omitted ones take their defaults from this object's own input
-    and output prices."""
+    """Per-Mtok token prices.
+
+    Omitted ones take their defaults from this object's own input and output prices.
+    """
 
     model_config = ConfigDict(extra="forbid")
     input_per_mtok: str = price_field()
@@ -32,16 +34,21 @@ class _TokenPricesIn(BaseModel):
 
 
 class ContextTierIn(_TokenPricesIn):
-    """Prices of a whole request whose prompt (every input token, cached and written ones
-    included) is larger than ``above_input_tokens``."""
+    """Prices of a whole request whose prompt is larger than ``above_input_tokens``.
+
+    Every input token, cached and written ones included.
+    """
 
     above_input_tokens: int = Field(ge=1, le=10**9, examples=[200_000])
 
 
 class ServiceTierIn(BaseModel):
-    """A service tier: ``multiplier`` of the standard prices (of the context tier the request
-    falls in), or prices of its own (``input_per_mtok``, ``output_per_mtok``, ...; optional
-    ``context_tiers``). Fees are never multiplied."""
+    """A service tier.
+
+    ``multiplier`` of the standard prices (of the context tier the request falls in), or prices of
+    its own (``input_per_mtok``, ``output_per_mtok``, ...; optional ``context_tiers``). Fees are
+    never multiplied.
+    """
 
     model_config = ConfigDict(extra="forbid")
     multiplier: str | None = Field(
@@ -67,13 +74,15 @@ TierName = Literal["flex", "priority", "batch", "scale", "fast", "ultrafast"]
 
 
 class ModelPriceIn(_TokenPricesIn):
-    """One model's prices per million tokens. Omitted: cache read 0.1x input, 5-minute cache
-    write 1.25x input (30-minute: the same), 1-hour cache write 2x input (12-hour: the same),
-    reasoning = output, audio and image input = input, audio and image output = output, batch
-    discount 50 %. ``request_fees``: money per request (web search, ...), counted by records'
-    ``tool_calls``. ``service_tiers``: flex, priority, batch, scale, fast (a record of a tier
-    the card does not price is refused, except batch, which takes the batch discount).
-    ``context_tiers``: prices for larger prompts."""
+    """One model's prices per million tokens.
+
+    Omitted: cache read 0.1x input, 5-minute cache write 1.25x input (30-minute: the same), 1-hour
+    cache write 2x input (12-hour: the same), reasoning = output, audio and image input = input,
+    audio and image output = output, batch discount 50 %. ``request_fees``: money per request (web
+    search, ...), counted by records' ``tool_calls``. ``service_tiers``: flex, priority, batch,
+    scale, fast (a record of a tier the card does not price is refused, except batch, which takes
+    the batch discount). ``context_tiers``: prices for larger prompts.
+    """
 
     model: str = Field(min_length=1, max_length=128)
     batch_discount_pct: str | None = Field(
@@ -133,7 +142,8 @@ class ServiceTierOut(BaseModel):
 
 class ModelPriceOut(BaseModel):
     """One model's resolved prices per million tokens (defaults applied when it was created),
-    per-request fees, service tiers and context tiers."""
+    per-request fees, service tiers and context tiers.
+    """
 
     model: str
     input_per_mtok: str

@@ -23,9 +23,11 @@ from wallet.accounts import get_account
 
 
 class PriceQuoteOut(BaseModel):
-    """The price that applies to an account's usage of a model at an instant, and its source
-    (``contract`` | ``reseller_retail`` | ``list``). ``wholesale``: for a sub-account, what its
-    reseller pays."""
+    """The price that applies to an account's usage of a model at an instant, and its source.
+
+    ``contract`` | ``reseller_retail`` | ``list``. ``wholesale``: for a sub-account, what its
+    reseller pays.
+    """
 
     model: str
     currency: str
@@ -60,11 +62,13 @@ class CurrencyMismatch(DomainError):
 
 
 class PriceQuotesController(Controller):
-    """Which price applies: contract -> reseller retail -> list. Admin and finance quote any
-    account (or a hypothetical sub-account of a reseller); a reseller quotes itself and its
-    own sub-accounts (existing, or hypothetical under itself); a customer or gateway the
-    accounts its key can see. Only admin, finance and resellers see a sub-account's
-    wholesale price."""
+    """Which price applies: contract -> reseller retail -> list.
+
+    Admin and finance quote any account (or a hypothetical sub-account of a reseller); a reseller
+    quotes itself and its own sub-accounts (existing, or hypothetical under itself); a customer or
+    gateway the accounts its key can see. Only admin, finance and resellers see a sub-account's
+    wholesale price.
+    """
 
     path = "/v1/price-quotes"
     tags = ["catalog"]
@@ -84,7 +88,8 @@ class PriceQuotesController(Controller):
         """The resolved price for ``account_id`` of ``model`` at ``at`` (default now; RFC 3339
         with offset), as usage would be charged: a sub-account's reseller and an account's
         standing discounts are taken from the account (``reseller_account_id`` prices a
-        hypothetical sub-account when ``account_id`` does not exist yet)."""
+        hypothetical sub-account when ``account_id`` does not exist yet).
+        """
         discounts: list[dict[str, Any]] = []
         scope = scope_of(principal)
         try:

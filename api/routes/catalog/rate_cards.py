@@ -56,8 +56,10 @@ class RateCardIn(BaseModel):
 
 
 class ModelChangeOut(BaseModel):
-    """What a card does to one model: added, changed, unchanged, inherited or removed; a
-    removal lists why it is risky (blockers)."""
+    """What a card does to one model.
+
+    Added, changed, unchanged, inherited or removed; a removal lists why it is risky (blockers).
+    """
 
     model: str
     change: Literal["added", "changed", "unchanged", "inherited", "removed"]
@@ -67,8 +69,10 @@ class ModelChangeOut(BaseModel):
 
 
 class RateCardPreviewOut(BaseModel):
-    """A dry run: the card as it would be created, and its changes. ``refused``: it has
-    removals to confirm."""
+    """A dry run: the card as it would be created, and its changes.
+
+    ``refused``: it has removals to confirm.
+    """
 
     card: RateCardOut
     replaces: str | None = Field(description="the card in force at effective_from")
@@ -78,10 +82,12 @@ class RateCardPreviewOut(BaseModel):
 
 
 class LiteLLMImportIn(BaseModel):
-    """Import LiteLLM's price map (``model_prices_and_context_window.json``): the ``bundled``
-    one of the installed litellm package, or ``price_map`` itself. A dry run unless
+    """Import LiteLLM's price map (``model_prices_and_context_window.json``).
+
+    The ``bundled`` one of the installed litellm package, or ``price_map`` itself. A dry run unless
     ``dry_run: false``; then missing models are created and one new card takes effect at
-    ``effective_from``, changing the imported models and inheriting the rest."""
+    ``effective_from``, changing the imported models and inheriting the rest.
+    """
 
     model_config = ConfigDict(extra="forbid")
     effective_from: AwareDatetime
@@ -95,9 +101,12 @@ class LiteLLMImportIn(BaseModel):
 
 
 class LiteLLMImportOut(BaseModel):
-    """What an import did or would do: counts per kind of change, the models created, each
-    imported model's change (inherited ones left out), the refused models with their reason,
-    the flagged ones (rounded prices, dimensions not imported), and the rounding rule."""
+    """What an import did or would do.
+
+    Counts per kind of change, the models created, each imported model's change (inherited ones left
+    out), the refused models with their reason, the flagged ones (rounded prices, dimensions not
+    imported), and the rounding rule.
+    """
 
     applied: bool
     card_id: str | None
@@ -184,11 +193,13 @@ class RateCardsController(Controller):
         db: Session,
         idempotency_key: IdempotencyKey = None,
     ) -> RateCardOut:
-        """Create a rate card version; models it does not list keep the price of the card in
-        force (``inherit``). 409 ``conflict``: a card of the currency already takes effect at
-        that instant; 409 ``backdated_price_change``: usage is already priced at or after
-        ``effective_from``; 409 ``model_removal_unconfirmed``: it would stop pricing a model
-        still in use (see ``POST /v1/rate-cards/preview``)."""
+        """Create a rate card version.
+
+        Models it does not list keep the price of the card in force (``inherit``). 409 ``conflict``:
+        a card of the currency already takes effect at that instant; 409 ``backdated_price_change``:
+        usage is already priced at or after ``effective_from``; 409 ``model_removal_unconfirmed``:
+        it would stop pricing a model still in use (see ``POST /v1/rate-cards/preview``).
+        """
         return _card_out(
             catalog.create_rate_card(
                 db,
@@ -215,9 +226,11 @@ class RateCardsController(Controller):
         db: Session,
         idempotency_key: IdempotencyKey = None,
     ) -> RateCardPreviewOut:
-        """A dry run of ``POST /v1/rate-cards``: the card it would create and what it changes
-        per model (added, changed, unchanged, inherited, removed with blockers). Writes
-        nothing."""
+        """A dry run of ``POST /v1/rate-cards``.
+
+        The card it would create and what it changes per model (added, changed, unchanged,
+        inherited, removed with blockers). Writes nothing.
+        """
         plan = catalog.plan_rate_card(
             db,
             currency=data.currency,
@@ -243,9 +256,11 @@ class RateCardsController(Controller):
         db: Session,
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
-        """Import LiteLLM's price map: a dry run by default (nothing written); with
-        ``dry_run: false``, the missing models and one new card (see ``docs/pricing.md`` for
-        the mapping and the rounding rule)."""
+        """Import LiteLLM's price map.
+
+        A dry run by default (nothing written); with ``dry_run: false``, the missing models and one
+        new card (see ``docs/pricing.md`` for the mapping and the rounding rule).
+        """
         report = import_litellm(
             db,
             data.price_map or load_map(bundled_map_path()),

@@ -1,5 +1,8 @@
-"""A small operator for invoicing tests: one model, a package, a plan, a reseller price book,
-and helpers that charge usage at chosen times (no wall clock anywhere)."""
+"""A small operator for invoicing tests.
+
+One model, a package, a plan, a reseller price book, and helpers that charge usage at chosen times
+(no wall clock anywhere).
+"""
 
 from __future__ import annotations
 
@@ -89,9 +92,11 @@ def shop(session_factory):
 
 
 def stock_shop(session_factory) -> None:
-    """Catalog: model m (USD 3 in / 15 out per Mtok), a 10 % bonus from 100.00, package pk
-    (9.00 for 1M tokens of m, 30 days), plan coder (20.00 a month, 2 requests a month, then the
-    wallet), tax profile vat20."""
+    """Catalog: model m, a 10 % bonus from 100.00, package pk, plan coder, tax profile vat20.
+
+    USD 3 in / 15 out per Mtok. 9.00 for 1M tokens of m, 30 days. 20.00 a month, 2 requests a month,
+    then the wallet.
+    """
     with session_factory.begin() as s:
         catalog.create_model(s, id="m", provider="acme", display_name="M")
         create_rate_card(
@@ -187,8 +192,11 @@ def by_account(session, period=MAR):
 
 @pytest.fixture
 def month(shop, usage):
-    """March 2026 of three billing accounts: prepaid Acme (package, plan), postpaid Globex
-    (net 30, VAT 20 %), reseller Resell with two sub-accounts."""
+    """March 2026 of three billing accounts.
+
+    Prepaid Acme (package, plan), postpaid Globex (net 30, VAT 20 %), reseller Resell with two
+    sub-accounts.
+    """
     f = shop
     acme = new_account(f, "Acme")
     globex = new_account(

@@ -1,5 +1,8 @@
-"""The month-end close on real PostgreSQL: lines and totals to the cent, ledger ties, late
-usage, repeat-safety, a crash halfway, racing closes, and the usage gate's exact boundary."""
+"""The month-end close on real PostgreSQL.
+
+Lines and totals to the cent, ledger ties, late usage, repeat-safety, a crash halfway, racing
+closes, and the usage gate's exact boundary.
+"""
 
 from __future__ import annotations
 
@@ -290,7 +293,8 @@ def test_a_usage_batch_in_flight_during_the_close_lands_on_the_invoice(
     shop, usage, session, monkeypatch
 ):
     """Without the gate the close would read before the batch commits and, its cut-off being
-    later than the batch's received_at, the record would be on no invoice at all."""
+    later than the batch's received_at, the record would be on no invoice at all.
+    """
     import wallet.gateway as charging
 
     racer = new_account(shop, "Racer", credit_limit="10")

@@ -1,6 +1,8 @@
-"""Credit notes give back credit of the kind that paid the line: bonus as bonus (with the
-bonus's validity), paid as paid, and for postpaid (due) lines the receivable is reduced. A
-credit note never turns promotional credit into refundable money."""
+"""Credit notes give back credit of the kind that paid the line.
+
+Bonus as bonus (with the bonus's validity), paid as paid, and for postpaid (due) lines the
+receivable is reduced. A credit note never turns promotional credit into refundable money.
+"""
 
 from __future__ import annotations
 

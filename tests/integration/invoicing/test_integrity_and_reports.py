@@ -1,7 +1,9 @@
-"""Review fixes on real PostgreSQL: finalized invoices are immutable in the database (raw SQL is
-refused), one payment reference on two invoices at once is a clear conflict (never a 500), the
-receivables aging is as of its date, and the rollforward's ``ties`` compares with an independent
-figure."""
+"""Review fixes on real PostgreSQL.
+
+Finalized invoices are immutable in the database (raw SQL is refused), one payment reference on two
+invoices at once is a clear conflict (never a 500), the receivables aging is as of its date, and the
+rollforward's ``ties`` compares with an independent figure.
+"""
 
 from __future__ import annotations
 
@@ -174,8 +176,10 @@ def test_one_reference_on_two_invoices_at_once_is_a_clear_conflict(closed, shop,
 
 
 def test_a_unique_violation_on_the_reference_becomes_a_conflict(closed, shop, engine, session):
-    """A writer that does not take the reference's lock (raw SQL here) inserts the reference
-    first; the service waits on the unique index and turns the violation into a conflict."""
+    """A writer that does not take the reference's lock (raw SQL here) inserts the reference first.
+
+    The service waits on the unique index and turns the violation into a conflict.
+    """
     inv = by_account(session)
     g, r = inv[closed["globex"].id], inv[closed["resell"].id]
     raw = engine.connect()
@@ -298,7 +302,8 @@ def test_the_rollforward_ties_to_the_ledger_and_would_not_if_it_misread_the_post
     """Credit frozen by an open dispute at the period's end is a *pending* posting on the
     customer's prepaid account. A report that read pending postings as posted would still agree
     with itself (opening + movements = its own closing), so only the independent figure catches
-    it."""
+    it.
+    """
     now = utcnow()
     period = Period.containing(now)
     acc = new_account(shop, "Holder")

@@ -1,5 +1,8 @@
-"""After the close: payments (idempotent per reference), credit notes (own series, ledger
-entries, wallet credit), void, overdue; reports that tie to the ledger; the PDF."""
+"""After the close.
+
+Payments (idempotent per reference), credit notes (own series, ledger entries, wallet credit), void,
+overdue; reports that tie to the ledger; the PDF.
+"""
 
 from __future__ import annotations
 

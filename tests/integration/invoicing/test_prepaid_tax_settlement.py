@@ -1,6 +1,7 @@
 """Tax on prepaid consumption settled from the prepaid balance when the operator's setting for
 the account says so (``settle_from_prepaid``): the invoice is finalized paid, the paid credit
-(never the bonus) pays it, the ledger and the rollforward show it; by default it is owed."""
+(never the bonus) pays it, the ledger and the rollforward show it; by default it is owed.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,9 @@
-"""Review fixes on real PostgreSQL: prepaid consumption is taxed when it is consumed (on the part
-paid with money, never on bonus credit); debts left by refunds and disputes use the credit limit,
-are billed once on the next invoice and age in the receivables report."""
+"""Review fixes on real PostgreSQL.
+
+Prepaid consumption is taxed when it is consumed (on the part paid with money, never on bonus
+credit); debts left by refunds and disputes use the credit limit, are billed once on the next
+invoice and age in the receivables report.
+"""
 
 from __future__ import annotations
 
@@ -75,9 +78,11 @@ def house_total(session, code: str) -> str:
 
 @pytest.fixture
 def taxed(shop, usage):
-    """A prepaid customer (no credit limit) taxed at 20 %: 100.00 top-up with 10.00 bonus, the
-    package paid from bonus, the plan fee 1.00 from bonus and 19.00 from paid credit, usage from
-    plan quota, package tokens and paid credit."""
+    """A prepaid customer (no credit limit) taxed at 20 %.
+
+    100.00 top-up with 10.00 bonus, the package paid from bonus, the plan fee 1.00 from bonus and
+    19.00 from paid credit, usage from plan quota, package tokens and paid credit.
+    """
     f = shop
     acc = new_account(f, "Taxed", billing={"tax_profile_id": "vat20"})
     topup(f, acc, "100.00", at(1))
@@ -217,7 +222,8 @@ def test_a_partial_lump_credit_is_taxed_on_the_taxable_share_of_the_due_lines(sh
 @pytest.fixture
 def owing(shop, usage):
     """A customer with a 10.00 credit limit who spent 18.00 of a 20.00 top-up that was then
-    refunded in full at the provider: 18.00 owed in receivable:reversals."""
+    refunded in full at the provider: 18.00 owed in receivable:reversals.
+    """
     acc = new_account(shop, "Owing", credit_limit="10", billing={"tax_profile_id": "vat20"})
     with shop.begin() as s:
         t = record_topup(s, acc.id, amount="20.00", method="bank_transfer", at=at(1)).topup
@@ -389,8 +395,11 @@ def test_the_pdf_shows_the_tax_of_prepaid_lines_and_its_base(taxed, shop, sessio
 def test_the_close_waits_for_a_refund_in_flight_and_bills_its_debt_once(
     owing, shop, session_factory, session
 ):
-    """A refund writes its debt under the account row; the close locks that row after the
-    usage gate, so it bills the debt of a refund that commits while it waits, exactly once."""
+    """A refund writes its debt under the account row.
+
+    The close locks that row after the usage gate, so it bills the debt of a refund that commits
+    while it waits, exactly once.
+    """
     refunding = session_factory()
     refunding.begin()
     cash = refunding.execute(

@@ -1,5 +1,6 @@
 """Concurrent deliveries and races on one payment, with real concurrent connections (threads,
-each with its own session) on real PostgreSQL."""
+each with its own session) on real PostgreSQL.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""Reconciliation of a day of Stripe balance transactions with cash:stripe: the service, the CLI
-command and the scheduler job."""
+"""Reconciliation of a day of Stripe balance transactions with cash:stripe.
+
+The service, the CLI command and the scheduler job.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Models, top-up bonus rules, token packages, coding plans and failed-request policies on
-real PostgreSQL."""
+real PostgreSQL.
+"""
 
 from __future__ import annotations
 

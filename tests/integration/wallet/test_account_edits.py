@@ -1,7 +1,9 @@
-"""Account edits through the service layer on real PostgreSQL: settings change under the row
-lock, what changed is reported before → after, suspension stops usage and new authorizations
-(captures of authorizations approved before still go through), closing is refused while
-anything remains and is final."""
+"""Account edits through the service layer on real PostgreSQL.
+
+Settings change under the row lock, what changed is reported before → after, suspension stops usage
+and new authorizations (captures of authorizations approved before still go through), closing is
+refused while anything remains and is final.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,9 @@
-"""Bank top-ups of different customers share no locked row: the book's ``cash:bank`` keeps no
-cached balance (summed from its postings, like revenue and promotions), so a top-up whose
-transaction is still open does not hold up another customer's (real concurrent connections)."""
+"""Bank top-ups of different customers share no locked row.
+
+The book's ``cash:bank`` keeps no cached balance (summed from its postings, like revenue and
+promotions), so a top-up whose transaction is still open does not hold up another customer's (real
+concurrent connections).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Entitlements (packages, plan quota, bonus credit) pay only for usage dated inside their own
-validity: a November purchase does not pay for October usage reported late."""
+validity: a November purchase does not pay for October usage reported late.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
-"""Gateway holds through the service layer on real PostgreSQL: what a hold reserves (lots,
-package tokens, plan quota, credit limit, the reseller's float) is exactly what its capture,
-void or expiry gives back, and no input makes capture fail."""
+"""Gateway holds through the service layer on real PostgreSQL.
+
+What a hold reserves (lots, package tokens, plan quota, credit limit, the reseller's float) is
+exactly what its capture, void or expiry gives back, and no input makes capture fail.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""The scheduler's jobs on real PostgreSQL: every default job runs, twice is harmless, the
-advisory lock keeps two schedulers apart, and usage ids are remembered as long as promised."""
+"""The scheduler's jobs on real PostgreSQL.
+
+Every default job runs, twice is harmless, the advisory lock keeps two schedulers apart, and usage
+ids are remembered as long as promised.
+"""
 
 from __future__ import annotations
 

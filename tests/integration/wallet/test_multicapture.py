@@ -1,7 +1,9 @@
-"""Multi-capture and incremental authorizations through the service layer on real PostgreSQL:
-a grant reserves what the account can give, records that name it capture from it many times,
-increments add to it, void and expiry give back exactly what is left; every atom is where the
-audit (run after each test) expects it."""
+"""Multi-capture and incremental authorizations through the service layer on real PostgreSQL.
+
+A grant reserves what the account can give, records that name it capture from it many times,
+increments add to it, void and expiry give back exactly what is left; every atom is where the audit
+(run after each test) expects it.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""Real concurrent connections against one wallet: every path that changes a wallet locks its
-account rows first, in id order, so they neither deadlock nor lose an update."""
+"""Real concurrent connections against one wallet.
+
+Every path that changes a wallet locks its account rows first, in id order, so they neither deadlock
+nor lose an update.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +22,10 @@ from wallet.topups import record_topup
 
 
 def race(factory: sessionmaker[Session], jobs: list[Callable[[Session], str]]) -> Counter[str]:
-    """Run each job in its own thread and transaction, all released at once; count outcomes
-    (an exception's class name counts as an outcome, so a deadlock would show)."""
+    """Run each job in its own thread and transaction, all released at once.
+
+    Count outcomes (an exception's class name counts as an outcome, so a deadlock would show).
+    """
     barrier = threading.Barrier(len(jobs))
     out: Counter[str] = Counter()
     lock = threading.Lock()

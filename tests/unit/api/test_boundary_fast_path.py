@@ -1,5 +1,7 @@
-"""The usage path's fast check of records (one scan of the body's bytes, then depth only) must
-refuse exactly what the full walk refuses."""
+"""The usage path's fast check of records must refuse exactly what the full walk refuses.
+
+One scan of the body's bytes, then depth only.
+"""
 
 from __future__ import annotations
 

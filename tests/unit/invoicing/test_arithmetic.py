@@ -1,5 +1,7 @@
-"""Pure invoice arithmetic: periods, one rounding per line (half-even), tax per line, totals,
-currency formatting."""
+"""Pure invoice arithmetic.
+
+Periods, one rounding per line (half-even), tax per line, totals, currency formatting.
+"""
 
 from __future__ import annotations
 
