@@ -64,8 +64,10 @@ def tax_on(net: Amount, rate_pct: Decimal) -> Amount:
 
 
 def round_fraction(value: Fraction, unit: Unit) -> Amount:
-    """An exact rational amount of whole units rounded to the minor unit with
-    :data:`ledger.amounts.DOCUMENT_ROUNDING` (for values that need not be whole atoms).
+    """Round an exact rational amount of whole units to the minor unit.
+
+    The rounding is :data:`ledger.amounts.DOCUMENT_ROUNDING`; for values that need not be whole
+    atoms.
     """
     minor = value * 10**unit.minor_exponent
     q = minor.numerator // minor.denominator  # floor
@@ -84,8 +86,10 @@ def round_fraction(value: Fraction, unit: Unit) -> Amount:
 
 
 def tax_on_share(net: Amount, *, amount: Amount, taxable: Amount, rate_pct: Decimal) -> Amount:
-    """Tax on ``net`` credited out of a line of rounded ``amount`` whose rounded taxable part is
-    ``taxable``: the same share of it is taxable (all of it when the whole line is).
+    """Tax on ``net`` credited out of a line, in the share of the line that is taxable.
+
+    The line's rounded amount is ``amount`` and its rounded taxable part ``taxable``: the same share
+    of ``net`` is taxable (all of it when the whole line is).
     """
     if amount.is_zero() or taxable.is_zero():
         return Amount.zero(net.unit)
@@ -124,6 +128,8 @@ def price_line(
 
     Args:
         exact: the line's exact amount.
+        settlement: ``due``, ``prepaid`` or ``info`` (statements are not taxed).
+        rate_pct: the tax rate in percent; None for an account without a tax profile.
         taxable: the exact part of ``exact`` that is taxable (default: all of it). It is
             rounded on its own, then taxed: ``tax = round(round(taxable) x rate)``.
 

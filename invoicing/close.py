@@ -192,9 +192,10 @@ _REVERSALS_UNBILLED = text(
 
 
 def reversal_debt_to_bill(session: Session, account: Account) -> Amount:
-    """What refunds and disputes left the account owing (``receivable:reversals``) that no
-    invoice bills yet: the ledger balance less what drafts already carry (a draft moves its
-    share when it is finalized). The caller holds the account row, as every writer of that
+    """What refunds and disputes left the account owing that no invoice bills yet.
+
+    That is the ledger balance of ``receivable:reversals`` less what drafts already carry (a draft
+    moves its share when it is finalized). The caller holds the account row, as every writer of that
     receivable does.
     """
     unit = currency_of(account)
@@ -366,6 +367,9 @@ def close_account(
     finalizing re-run finds is finalized), or None when the account had nothing to bill.
 
     Args:
+        session: the caller's transaction.
+        account_id: the billing account.
+        period: the month to close.
         now: the cut-off and issue time; default the database clock under the usage gate.
         finalize: number and post the invoice now; False leaves a draft for review.
 
@@ -431,9 +435,10 @@ class Preview:
 def preview_invoice(
     session: Session, account: Account, period: Period, *, now: datetime
 ) -> Preview:
-    """The invoice ``close_account`` would write for ``period`` with ``now`` as the cut-off,
-    computed without writing anything (the usage gate is not taken: usage committed by then is
-    counted, like a close would at that instant).
+    """The invoice ``close_account`` would write for ``period`` with ``now`` as the cut-off.
+
+    Nothing is written and the usage gate is not taken: usage committed by then is counted, as a
+    close at that instant would count it.
 
     Raises:
         NotABillingAccount: a reseller's sub-account (its usage is billed to the reseller).

@@ -105,6 +105,9 @@ def credit_of(
     net, never more than the bonus left or the net.
 
     Args:
+        of: what is credited (a line or an invoice) and what is left of it.
+        requested: the net atoms to credit; None credits everything left.
+        unit: the invoice's currency.
         subject: who has the amount left, for the error (``line 7``, ``invoice INV-...``).
         noun: what is left, for the error (e.g. `` of billed amounts``).
 
@@ -157,8 +160,9 @@ class CreditSplit:
 
 
 def split_credit(items: Sequence[tuple[str, Credit]], open_balance: int) -> CreditSplit:
-    """Total the credited items (``(settlement, credit)`` pairs) and split the total between
-    the invoice's open balance and the prepaid balance.
+    """Total the credited items and split the total between the open and the prepaid balance.
+
+    The items are ``(settlement, credit)`` pairs.
 
     What the invoice billed (due items with their tax, the tax of prepaid items) reduces the
     open balance, up to ``open_balance``; the rest goes to the prepaid balance: what bonus

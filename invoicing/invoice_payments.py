@@ -69,6 +69,12 @@ def record_payment(
     record and changes nothing. The invoice becomes ``paid`` when nothing is left to pay.
 
     Args:
+        session: the caller's transaction.
+        invoice_id: the invoice paid.
+        amount: the money received, in the invoice's currency.
+        method: how it was paid (``stripe``, a bank...); the cash account is ``cash:<method>``.
+        reference: the payment's reference in that method (with ``method``, its idempotency key).
+        received_at: when the money arrived; default now.
         metadata: extra keys for the ledger entry's metadata (e.g. the card payment's
             ``payment_intent_id``, which reconciliation matches provider transactions by).
 
@@ -249,8 +255,9 @@ def _post_payment_move(
     at: datetime,
     metadata: Mapping[str, str],
 ) -> Entry:
-    """Post an entry that moves an invoice payment (reversed or restored, ``what``), its
-    metadata naming the invoice, the payment and the account.
+    """Post an entry that moves an invoice payment (reversed or restored, ``what``).
+
+    Its metadata names the invoice, the payment and the account.
     """
     invoice, payment = paid
     return post_entry(
@@ -341,9 +348,11 @@ def restore_payment(
     at: datetime | None = None,
     metadata: Mapping[str, str] | None = None,
 ) -> tuple[Amount, int | None]:
-    """A reversal of an invoice payment was itself undone (the card refund failed and the money
-    came back): record it on the invoice again, up to what the invoice still owes and what was
-    reversed (debit the payment's cash account, credit ``receivable:invoiced``).
+    """Record an invoice payment on its invoice again after its reversal was undone.
+
+    The card refund failed and the money came back: the payment is recorded again, up to what the
+    invoice still owes and what was reversed (debit the payment's cash account, credit
+    ``receivable:invoiced``).
 
     Idempotent per ``key``. Returns what was recorded again (the caller decides what the rest
     becomes, e.g. paid credit) and the entry's id (None when nothing was written).

@@ -167,10 +167,11 @@ PREPAID_METHOD = "prepaid_balance"
 def pay_from_prepaid(
     session: Session, invoice: Invoice, account: Account, *, at: datetime
 ) -> InvoicePayment | None:
-    """Settle the tax of an invoice's prepaid lines (the tax on prepaid consumption) from the
-    account's paid credit, when its billing profile says so (``settle_from_prepaid``): as much
-    as the paid lots hold (never bonus credit: tax is paid with money), at most what the
-    invoice still owes. Due lines (overage, refund debts) are left to be paid.
+    """Settle the tax of an invoice's prepaid lines from the account's paid credit.
+
+    Only when its billing profile says so (``settle_from_prepaid``): as much as the paid lots hold
+    (never bonus credit: tax is paid with money), at most what the invoice still owes. Due lines
+    (overage, refund debts) are left to be paid.
 
     Books ``customer:prepaid`` -> ``receivable:invoiced`` and an invoice payment of method
     ``prepaid_balance`` (reference ``prepaid-balance:<invoice id>``: once per invoice). The

@@ -1,5 +1,6 @@
-"""Invoicing tables: tax profiles, billing profiles, billing periods, invoices and their lines,
-number series, credit notes and invoice payments.
+"""Invoicing tables: tax and billing profiles, periods, invoices, lines, credit notes, payments.
+
+Also the number series that number invoices and credit notes.
 
 Amounts are integer atoms (``Atoms``); document amounts are whole minor units, exact amounts
 keep every atom. A finalized invoice is immutable except for its settlement columns
@@ -158,9 +159,11 @@ class Invoice(Base):
 
 
 class InvoiceLine(Base):
-    """A line: ``due`` lines are billed, ``prepaid`` lines were paid from the prepaid balance
-    (their tax is billed), ``info`` lines are statements (usage covered by packages and plan
-    quota, failed-request credits). ``tax = round(taxable x tax_rate_pct)``.
+    """An invoice line: ``due`` (billed), ``prepaid`` (paid from the prepaid balance) or ``info``.
+
+    ``due`` lines are billed; ``prepaid`` lines were paid from the prepaid balance (their tax is
+    billed); ``info`` lines are statements (usage covered by packages and plan quota, failed-request
+    credits). ``tax = round(taxable x tax_rate_pct)``.
 
     ``source_type``/``source_id`` name what a line bills once (a package purchase, a subscription
     period); the partial unique index makes billing it on a second invoice impossible.

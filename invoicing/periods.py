@@ -55,4 +55,5 @@ class Period:
         return Period(self.year - (self.month == 1), (self.month - 2) % 12 + 1)
 
     def __str__(self) -> str:
+        """``YYYY-MM``."""
         return f"{self.year:04d}-{self.month:02d}"

@@ -351,6 +351,8 @@ def balance_as_of(session: Session, account_id: int, as_of: datetime) -> Amount:
     """The posted balance on the account's normal side as of a moment (transaction time).
 
     Args:
+        session: the caller's session.
+        account_id: the ledger account.
         as_of: an aware datetime; entries committed by transactions that started at or before it
             count.
     """

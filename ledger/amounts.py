@@ -67,6 +67,7 @@ class Amount:
     unit: Unit
 
     def __post_init__(self) -> None:
+        """Refuse atoms that are not an int (a bool, a float, a Decimal)."""
         if not isinstance(self.atoms, int) or isinstance(self.atoms, bool):
             raise InvalidAmount(f"atoms must be an int, got {type(self.atoms).__name__}")
 
@@ -166,18 +167,23 @@ class Amount:
         return other
 
     def __add__(self, other: Amount) -> Amount:
+        """The sum; both of one unit."""
         return Amount(self.atoms + self._same(other).atoms, self.unit)
 
     def __sub__(self, other: Amount) -> Amount:
+        """The difference; both of one unit."""
         return Amount(self.atoms - self._same(other).atoms, self.unit)
 
     def __neg__(self) -> Amount:
+        """The opposite amount."""
         return Amount(-self.atoms, self.unit)
 
     def __abs__(self) -> Amount:
+        """The absolute amount."""
         return Amount(abs(self.atoms), self.unit)
 
     def __mul__(self, factor: int) -> Amount:
+        """Multiply by a whole number (``scale`` takes ratios)."""
         if not isinstance(factor, int) or isinstance(factor, bool):
             raise TypeError("an Amount can only be multiplied by an int; use scale() for ratios")
         return Amount(self.atoms * factor, self.unit)
@@ -197,18 +203,23 @@ class Amount:
         return Amount(product.numerator, self.unit)
 
     def __lt__(self, other: Amount) -> bool:
+        """Compare amounts of one unit."""
         return self.atoms < self._same(other).atoms
 
     def __le__(self, other: Amount) -> bool:
+        """Compare amounts of one unit."""
         return self.atoms <= self._same(other).atoms
 
     def __gt__(self, other: Amount) -> bool:
+        """Compare amounts of one unit."""
         return self.atoms > self._same(other).atoms
 
     def __ge__(self, other: Amount) -> bool:
+        """Compare amounts of one unit."""
         return self.atoms >= self._same(other).atoms
 
     def __bool__(self) -> bool:
+        """True unless zero."""
         return self.atoms != 0
 
     def is_zero(self) -> bool:
@@ -216,9 +227,11 @@ class Amount:
         return self.atoms == 0
 
     def __str__(self) -> str:
+        """The amount and its unit's code (``12.50 USD``)."""
         return f"{self.format()} {self.unit.code}"
 
     def __repr__(self) -> str:
+        """``Amount('12.50', USD)``."""
         return f"Amount({self.format()!r}, {self.unit.code})"
 
 
@@ -233,7 +246,7 @@ def sum_amounts(amounts: list[Amount], unit: Unit) -> Amount:
 def format_atoms(atoms: int, unit: Unit) -> str:
     """``Amount.format`` without building the amount.
 
-    Atoms, unit. . For hot paths that format many integers already known to be atoms of ``unit``.
+    For hot paths that format many integers already known to be atoms of ``unit``.
     """
     exp = unit.atom_exponent
     if exp == 0:

@@ -39,6 +39,7 @@ class Atoms(TypeDecorator[int]):
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Decimal | None:
+        """An int (never a bool) to the column's numeric."""
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int):
@@ -46,6 +47,7 @@ class Atoms(TypeDecorator[int]):
         return Decimal(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> int | None:
+        """The column's numeric back to an int."""
         if value is None:
             return None
         return int(value)
@@ -58,6 +60,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
+        """An aware datetime, in UTC; a naive one is refused."""
         if value is None:
             return None
         if not isinstance(value, datetime) or value.tzinfo is None:
@@ -65,6 +68,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        """The stored moment as an aware UTC datetime."""
         if value is None:
             return None
         assert isinstance(value, datetime)
@@ -90,8 +94,9 @@ _DATABASE_KEYS: WeakKeyDictionary[Engine, str] = WeakKeyDictionary()
 
 
 def database_key(session: Session) -> str:
-    """Which database a session works on (its engine's URL), for per-process caches of rows
-    that never change; computed once per engine (rendering a URL is not cheap).
+    """Which database a session works on (its engine's URL), computed once per engine.
+
+    A key for per-process caches of rows that never change; rendering a URL is not cheap.
     """
     engine = session.get_bind().engine
     key = _DATABASE_KEYS.get(engine)

@@ -16,6 +16,7 @@ class DomainError(Exception):
     code: str = "domain_error"
 
     def __init__(self, detail: str, **extra: Any) -> None:
+        """Keep ``detail`` (the message) and ``extra`` (fields for the error body)."""
         super().__init__(detail)
         self.detail = detail
         self.extra = extra

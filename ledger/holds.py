@@ -45,10 +45,14 @@ def create_hold(
     """Reserve amounts: a pending entry that counts against available balances until resolved.
 
     Args:
+        session: the caller's transaction.
         legs: the legs the hold would post in full, e.g. debit the customer's prepaid account and
             credit revenue.
         expires_at: after this moment the hold can no longer be posted and the expiry job
             releases it.
+        description: the entry's description.
+        idempotency_key: makes a repeated call return the first hold.
+        metadata: the entry's metadata.
     """
     spec = EntrySpec(
         legs=tuple(legs),
@@ -117,8 +121,9 @@ def get_hold(session: Session, hold_id: int, *, lock: bool = False) -> HoldState
 def void_specs(
     session: Session, hold_ids: Sequence[int], *, description: str = ""
 ) -> list[EntrySpec]:
-    """The entries that void the given holds, to post together with others in one
-    :func:`post_entries` call; holds already resolved (or unknown) are left out.
+    """The entries that void the given holds, to post with others in one :func:`post_entries` call.
+
+    Holds already resolved (or unknown) are left out.
 
     The caller must keep other resolvers away (e.g. by holding the row that owns the hold);
     the unique ``hold_id`` still refuses a second resolution at the database.
@@ -210,9 +215,14 @@ def post_hold(
     """Post a pending hold, in full or for a smaller amount, and release what it reserved.
 
     Args:
+        session: the caller's transaction.
+        hold_id: the pending hold's entry id.
         legs: the posted legs; default: exactly the held legs. Each account may receive at most
             what was held on it (in the held direction) unless ``allow_exceed``.
         allow_exceed: let the posted amounts exceed the hold (the overdraft checks still apply).
+        description: the posting entry's description.
+        idempotency_key: makes a repeated call return the first posting.
+        now: the moment that decides whether the hold expired; default now.
 
     Raises:
         NotFound: no such hold.

@@ -194,8 +194,10 @@ class _AccountLike(Protocol):
 
 
 def validate_entry(spec: EntrySpec, accounts: Mapping[int, _AccountLike]) -> None:
-    """Check that an entry has two postings or more, no zero amounts, amounts in each account's
-    unit, and balances per book and unit (posted legs apart from pending and release legs).
+    """Check that an entry is well formed and balances per book and unit.
+
+    It needs two postings or more, no zero amounts, amounts in each account's unit, and a balance
+    per book and unit (posted legs apart from pending and release legs).
 
     Raises:
         InvalidEntry, MixedUnits, UnbalancedEntry: what is wrong, naming the account.
@@ -472,9 +474,10 @@ APPEND_POSTINGS_SQL = (
 def append_entries(
     entries: Sequence[tuple[int, EntrySpec]], accounts: Mapping[int, _AccountLike]
 ) -> dict[str, str]:
-    """Check standard entries and return the parameters of :data:`APPEND_ENTRIES_SQL` and
-    :data:`APPEND_POSTINGS_SQL`, for a caller that writes them in its own round trip (the
-    gateway path pipelines them with its other writes).
+    """Check standard entries and return the parameters of the statements that append them.
+
+    The statements are :data:`APPEND_ENTRIES_SQL` and :data:`APPEND_POSTINGS_SQL`, for a caller that
+    writes them in its own round trip (the gateway path pipelines them with its other writes).
 
     The caller holds the rows that make the postings safe (the wallet's account rows, whose
     lots pay for them); overdrafts are refused by the database's CHECK constraint, and every

@@ -64,6 +64,7 @@ class Unit:
         return self.kind is UnitKind.CURRENCY
 
     def __str__(self) -> str:
+        """The unit's code."""
         return self.code
 
 

@@ -472,6 +472,7 @@ class UsageQuantities(Tokens):
     batch: bool = False
 
     def __post_init__(self) -> None:
+        """Check the quantities (see the class)."""
         if not isinstance(self.batch, bool):
             raise InvalidUsage(
                 f"batch must be a boolean, not {type(self.batch).__name__}", field="batch"

@@ -118,8 +118,10 @@ def _checkout(
     product: str,
     metadata: dict[str, str],
 ) -> StartedPayment:
-    """Store the new pending payment, open its hosted checkout at the provider (idempotent per
-    payment) and keep the checkout's session, URL and payment intent on it.
+    """Store the new pending payment and open its hosted checkout at the provider.
+
+    Opening the checkout is idempotent per payment; the checkout's session, URL and payment intent
+    are kept on the payment.
     """
     session.add(payment)
     session.flush()

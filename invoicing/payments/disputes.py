@@ -127,8 +127,10 @@ def _win(d: _Dispute, freeze: CreditFreeze | None, done: list[str]) -> None:
 
 
 def _lose(d: _Dispute, freeze: CreditFreeze | None, done: list[str]) -> None:
-    """Lost: the frozen credit is taken, what the invoice took is owed on it again, and what
-    neither covers (credit already spent) is owed by the customer.
+    """Book a lost dispute: the frozen credit is taken and the rest is owed again.
+
+    What the invoice took is owed on it again, and what neither covers (credit already spent) is
+    owed by the customer.
     """
     row, payment = d.row, d.payment
     uncovered = d.disputed

@@ -166,8 +166,9 @@ def receive_event(session: Session, event: dict[str, Any]) -> EventResult:
 
 
 def record_failure(session: Session, event: dict[str, Any], exc: BaseException) -> None:
-    """Store (or mark) the event as failed after its processing was rolled back, unless a
-    concurrent delivery processed it meanwhile. The caller commits.
+    """Store (or mark) the event as failed after its processing was rolled back.
+
+    An event that a concurrent delivery processed meanwhile is left as it is. The caller commits.
     """
     session.execute(
         insert(PaymentEvent)

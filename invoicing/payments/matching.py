@@ -1,6 +1,7 @@
-"""Matching one day of provider balance transactions with our ``cash:stripe`` postings (pure,
-no database): per currency, the provider's net (amount less fee) against the ledger's, and the
-differences per payment intent (or per unmatched item).
+"""Match one day of provider balance transactions with our ``cash:stripe`` postings (pure).
+
+Per currency, the provider's net (amount less fee) is compared with the ledger's, and the
+differences are listed per payment intent (or per unmatched item). No database.
 
 A balance transaction is keyed by its payment intent (else ``<type>:<source or id>``); a ledger
 entry by the ``payment_intent_id`` of its metadata, else by the payment intent of the top-up it

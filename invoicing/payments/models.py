@@ -80,8 +80,9 @@ class Payment(Base):
 
 
 class PaymentEvent(Base):
-    """A verified provider event (webhook), stored unique by the provider's event id in the same
-    transaction as its effect.
+    """A verified provider event (webhook), unique by the provider's event id.
+
+    It is stored in the same transaction as its effect.
 
     ``status``: ``processed`` (its effect is committed with it), ``ignored`` (nothing to do),
     ``deferred`` (it concerns a payment not known yet, e.g. a refund that arrived before the
@@ -148,9 +149,10 @@ class PaymentDispute(Base):
 
 
 class PaymentRefund(Base):
-    """A refund the provider reported by id (``refund.*``, ``charge.refund.updated``, or the
-    answer to a refund finance made), kept so that a refund that **fails** after it was applied
-    is undone exactly once.
+    """A refund the provider reported by id, kept so that a failure after it applied is undone once.
+
+    The provider reports it by ``refund.*``, ``charge.refund.updated`` or the answer to a refund
+    finance made; a refund that **fails** after it was applied is undone exactly once.
 
     ``status`` follows the provider (``pending``, ``requires_action``, ``succeeded``,
     ``failed``, ``canceled``); ``undone_minor`` is what the failure gave back in our books (the
@@ -179,10 +181,11 @@ class PaymentRefund(Base):
 
 
 class PaymentRefundApplication(Base):
-    """One step of bringing our books up to the provider's cumulative refunded amount
-    (``apply_refunded_total``): the total it reached, the amount it added and the ledger entries
-    it wrote (``parts``: ``{"kind": "topup", "entry_id", "topup_id"}`` or ``{"kind": "invoice",
-    "entry_id", "invoice_payment_id", "amount"}``). A refund that fails undoes the latest
+    """One step of bringing our books up to the provider's cumulative refunded amount.
+
+    A step of ``apply_refunded_total`` keeps the total it reached, the amount it added and the
+    ledger entries it wrote (``parts``: ``{"kind": "topup", "entry_id", "topup_id"}`` or ``{"kind":
+    "invoice", "entry_id", "invoice_payment_id", "amount"}``). A refund that fails undoes the latest
     applications (``undone_at``) and applies again what the failure did not take back.
     """
 
@@ -199,8 +202,9 @@ class PaymentRefundApplication(Base):
 
 
 class ReconciliationReport(Base):
-    """The comparison of one day of provider balance transactions with ``cash:stripe`` in one
-    currency. Re-running a day replaces its report (``run_count`` counts the runs).
+    """One day of provider balance transactions compared with ``cash:stripe``, in one currency.
+
+    Re-running a day replaces its report (``run_count`` counts the runs).
     """
 
     __tablename__ = "payment_reconciliations"

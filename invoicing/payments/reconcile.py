@@ -86,8 +86,9 @@ def _pi_of_topups(session: Session, topup_ids: set[str]) -> dict[str, str | None
 def reconcile_day(
     session: Session, gateway: PaymentGateway, day: date, *, book_fees: bool = True
 ) -> list[DayReport]:
-    """Compare one UTC day of provider balance transactions with ``cash:stripe`` and store
-    the report per currency (re-running a day replaces its report).
+    """Compare one UTC day of provider balance transactions with ``cash:stripe``.
+
+    The report of each currency is stored; re-running a day replaces it.
 
     Raises:
         PaymentProviderError: the provider could not be asked.

@@ -74,9 +74,11 @@ def record_refund(session: Session, payment: Payment, refund: dict[str, Any]) ->
 
 
 def refunded_total_as_of(session: Session, payment: Payment, total_minor: int, at: datetime) -> int:
-    """The provider's cumulative refunded amount of a ``charge.refunded`` snapshot taken at
-    ``at``, less refunds it still counted that failed after it (created by then, failed since):
-    the snapshot is older than their failure, which our books already applied.
+    """The refunded total of a snapshot, less the refunds it counted that failed after it.
+
+    ``total_minor`` is the provider's cumulative refunded amount in a ``charge.refunded`` snapshot
+    taken at ``at``. Refunds it still counted that failed after it (created by then, failed since)
+    are taken off: the snapshot is older than their failure, which our books already applied.
     """
     stale = session.scalar(
         select(func.coalesce(func.sum(PaymentRefund.amount_minor), 0)).where(
@@ -226,9 +228,10 @@ def _emit_refund_failed(
 def apply_refund_failure(
     session: Session, payment: Payment, refund: dict[str, Any], *, at: datetime | None = None
 ) -> RefundFailure:
-    """A refund failed at the provider (``refund.failed``, or ``charge.refund.updated`` /
-    ``refund.updated`` with status ``failed``): the money is back in our balance, so what the
-    refund did in our books is undone, exactly once per refund.
+    """Undo, exactly once per refund, what a refund that failed at the provider did in our books.
+
+    The failure comes as ``refund.failed``, or as ``charge.refund.updated`` / ``refund.updated``
+    with status ``failed``: the money is back in our balance.
 
     The refund was applied as part of the provider's cumulative refunded amount; the latest
     applications are undone (credit restored with its bonus, debts cancelled, an invoice payment

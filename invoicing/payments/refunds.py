@@ -74,6 +74,12 @@ def refund_card_payment(
     """Refund ``amount`` (default: all the unspent paid credit) of a card payment.
 
     Args:
+        session: the caller's transaction.
+        gateway: the payment provider.
+        payment_id: the card payment to refund.
+        amount: a decimal string in the payment's currency; default all the unspent paid credit.
+        reason: why, kept on the refund.
+        scope: the accounts the caller may see (others are not found).
         request_key: the caller's idempotency key; the same key makes the provider return the
             same refund instead of making a second one.
 

@@ -58,6 +58,8 @@ def refund_amount(wanted: Amount | None, refundable: Amount, why: str) -> Amount
     """What finance refunds: ``wanted``, or everything ``refundable`` when None.
 
     Args:
+        wanted: the amount asked for; None for everything refundable.
+        refundable: what the payment can still give back.
         why: what the payment can give back and why, for the refusal.
 
     Raises:

@@ -149,6 +149,7 @@ def lock_payment_invoice(session: Session, payment: Payment) -> Invoice:
 
 
 def card_metadata(payment: Payment) -> dict[str, str]:
+    """The ledger metadata that ties an entry to a card payment (and its payment intent)."""
     meta = {"payment_id": payment.id}
     if payment.payment_intent_id:
         meta["payment_intent_id"] = payment.payment_intent_id

@@ -70,6 +70,7 @@ class StripeGateway:
         tolerance_seconds: int = DEFAULT_TOLERANCE_SECONDS,
         max_network_retries: int = 2,
     ) -> None:
+        """Make a client of the Stripe account of ``api_key`` (the arguments: see the class)."""
         self._client = stripe.StripeClient(
             api_key, http_client=http_client, max_network_retries=max_network_retries
         )
@@ -77,6 +78,7 @@ class StripeGateway:
         self._tolerance_seconds = tolerance_seconds
 
     def __repr__(self) -> str:
+        """Name the gateway without its secrets."""
         return "StripeGateway(api_key=**********, webhook_secret=**********)"
 
     def create_checkout(self, request: CheckoutRequest) -> CheckoutSession:
@@ -124,8 +126,9 @@ class StripeGateway:
         idempotency_key: str,
         metadata: Mapping[str, str],
     ) -> ProviderRefund:
-        """A refund of ``amount_minor`` on the payment intent, with its charge expanded so the
-        charge's cumulative ``amount_refunded`` comes back in the same call.
+        """A refund of ``amount_minor`` on the payment intent, with its charge expanded.
+
+        So the charge's cumulative ``amount_refunded`` comes back in the same call.
         """
         params: dict[str, Any] = {
             "payment_intent": payment_intent_id,
@@ -153,8 +156,9 @@ class StripeGateway:
         )
 
     def balance_transactions(self, start: datetime, end: datetime) -> list[BalanceTransaction]:
-        """Balance transactions created in ``[start, end)``, sources expanded to find the
-        payment intent each belongs to.
+        """Balance transactions created in ``[start, end)``, with their sources expanded.
+
+        The source names the payment intent each transaction belongs to.
         """
         params: dict[str, Any] = {
             "created": {"gte": int(start.timestamp()), "lt": int(end.timestamp())},

@@ -20,11 +20,12 @@ MOVEMENTS = (
 
 
 def classify_movement(code: str, kind: str | None, codes: list[str], direction: int) -> str:
-    """Which rollforward line a prepaid or bonus movement belongs to, from the entry's other
-    accounts: cash in = purchased (bonus: granted), cash out = refunded (bonus: clawed back),
-    usage revenue or deferred revenue = consumed, promotions or breakage without cash = expired,
-    credit notes = credited, invoices settled from the prepaid balance (tax of prepaid
-    consumption) = invoices_paid, anything else (SLA credits, reversals...) = other.
+    """The rollforward line of a prepaid or bonus movement, from the entry's other accounts.
+
+    Cash in = purchased (bonus: granted), cash out = refunded (bonus: clawed back), usage revenue or
+    deferred revenue = consumed, promotions or breakage without cash = expired, credit notes =
+    credited, invoices settled from the prepaid balance (tax of prepaid consumption) =
+    invoices_paid, anything else (SLA credits, reversals...) = other.
     """
     if any(c.startswith("cash:") for c in codes):
         if direction > 0:
@@ -48,8 +49,9 @@ MARGIN_GROUPS = ("model", "upstream", "account", "day")
 
 
 def pct(part: int, whole: int) -> str | None:
-    """``part / whole`` as a percentage with 2 decimals, rounded half-even (a ratio shown, not
-    money); ``None`` without a whole.
+    """``part / whole`` as a percentage with 2 decimals, rounded half-even.
+
+    A ratio shown, not money; ``None`` without a whole.
     """
     if not whole:
         return None

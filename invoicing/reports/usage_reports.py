@@ -225,9 +225,10 @@ def _margin_row(group_by: str, key: str, g: dict[str, int], unit: Unit) -> dict[
 
 
 def margin(session: Session, *, period: Period, currency: str, group_by: str = "model") -> Report:
-    """Revenue, upstream cost and margin of the usage received in a period, by ``model``,
-    ``upstream``, ``account`` (a sub-account's usage is its reseller's: the operator's revenue
-    is the wholesale price) or ``day``.
+    """Revenue, upstream cost and margin of the usage received in a period, grouped as asked.
+
+    The groups are by ``model``, ``upstream``, ``account`` (a sub-account's usage is its reseller's:
+    the operator's revenue is the wholesale price) or ``day``.
 
     Revenue is what ``revenue-by-model`` counts (it ties to ``revenue:usage`` in the ledger:
     ``summary.ties``). Each record's cost is its tokens, service tier and tool calls rated at
