@@ -10,9 +10,10 @@ S = TypeVar("S", bound=Select[*tuple[Any, ...]])
 
 
 def keyset(stmt: S, id_column: Any, starting_after: str | int | None, limit: int) -> S:
-    """``stmt`` ordered by ``id_column``, after ``starting_after`` (None or an empty string:
-    from the start), one row more than ``limit`` so that :meth:`api.schemas.Page.of` can tell
-    whether there is more.
+    """Order ``stmt`` by ``id_column`` and keep one page of it, plus one row.
+
+    Rows come after ``starting_after`` (None or an empty string: from the start); the one row
+    more than ``limit`` lets :meth:`api.schemas.Page.of` tell whether there is more.
     """
     if starting_after is not None and starting_after != "":
         stmt = stmt.where(id_column > starting_after)

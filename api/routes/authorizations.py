@@ -37,10 +37,12 @@ from wallet.gateway import (
 
 
 class AuthorizationIn(BaseModel):
-    """A single-use hold (``model``, ``estimated_input_tokens``, ``max_output_tokens``: the
-    most one call can cost is reserved) or, with ``multi_capture``, a grant of ``amount``
-    (money in the account's currency) or ``tokens`` (package tokens) that usage records naming
-    it capture many times, optionally scoped to ``model``.
+    """A request for a single-use hold or, with ``multi_capture``, a reusable grant.
+
+    A single-use hold names ``model``, ``estimated_input_tokens`` and ``max_output_tokens``: the
+    most one call can cost is reserved. A multi-capture grant holds ``amount`` (money in the
+    account's currency) or ``tokens`` (package tokens) that usage records naming it capture
+    many times, optionally scoped to ``model``.
     """
 
     model_config = ConfigDict(
@@ -122,8 +124,9 @@ class AuthorizationIn(BaseModel):
 
 
 class IncrementIn(BaseModel):
-    """Ask a multi-capture authorization for more (``amount`` or ``tokens``, in its unit),
-    after charging ``records`` (the usage so far); ``ttl_seconds`` extends it from now.
+    """Ask a multi-capture authorization for more (``amount`` or ``tokens``, in its unit).
+
+    ``records`` (the usage so far) are charged first; ``ttl_seconds`` extends it from now.
     """
 
     model_config = ConfigDict(

@@ -301,9 +301,10 @@ class AccountHistoryController(Controller):
         limit: Limit = 20,
         starting_after: str | None = None,
     ) -> Page[UsageRecordOut]:
-        """The account's charged usage records by ``occurred_at`` (then id), filtered by time,
-        model, ``reason`` (a credit reason code, or ``billed`` for records billed in full) and
-        authorization. Rejected records are not stored (they were never charged).
+        """The account's charged usage records by ``occurred_at`` (then id).
+
+        Filtered by time, model, ``reason`` (a credit reason code, or ``billed`` for records
+        billed in full) and authorization. Rejected records are not stored (never charged).
         """
         account = get_account(db, account_id, scope=scope_of(principal))
         unit = currency_of(account)
@@ -350,10 +351,12 @@ class AccountHistoryController(Controller):
         limit: Limit = 50,
         starting_after: IntCursor = None,
     ) -> Page[StatementLineOut]:
-        """Every movement of the account's own ledger accounts (paid and bonus credit, package
-        tokens, deferred revenue of its purchases, what it owes), oldest first; filtered by
-        accounting time (``from``/``to`` on the entry's ``effective_at``) and ledger account
-        code (``customer:prepaid``...). A usage batch is one movement per ledger account.
+        """Every movement of the account's own ledger accounts, oldest first.
+
+        Those accounts hold paid and bonus credit, package tokens, deferred revenue of its
+        purchases and what it owes. Filtered by accounting time (``from``/``to`` on the entry's
+        ``effective_at``) and ledger account code (``customer:prepaid``...). A usage batch is
+        one movement per ledger account.
         """
         account = get_account(db, account_id, scope=scope_of(principal))
         rows = statement_page(
@@ -428,10 +431,11 @@ class AccountHistoryController(Controller):
         state: State,
         period: str | None = None,
     ) -> InvoicePreviewOut:
-        """The invoice the account would get for ``period`` (``YYYY-MM``, default the current
-        month) if it were closed now: lines, tax and totals as the close computes them. Not
-        stored, not numbered, nothing posted; the invoice of a period that is already closed
-        answers 409 ``invoice_exists`` with its id.
+        """The invoice the account would get for ``period`` if it were closed now.
+
+        ``period`` is ``YYYY-MM`` (default the current month); lines, tax and totals are as the
+        close computes them. Not stored, not numbered, nothing posted; the invoice of a period
+        that is already closed answers 409 ``invoice_exists`` with its id.
         """
         account = get_account(db, account_id, scope=scope_of(principal))
         now = now_of(state) or db.scalar(text("SELECT clock_timestamp()"))

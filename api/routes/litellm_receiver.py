@@ -116,8 +116,10 @@ class LiteLLMReceiver(Controller):
         state: State,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
-        """Charge a batch of LiteLLM StandardLoggingPayloads (JSON array, ndjson or one object)
-        like ``POST /v1/usage`` with ``litellm_payload`` records; results in order.
+        """Charge a batch of LiteLLM StandardLoggingPayloads; results in order.
+
+        The body is a JSON array, ndjson or one object, charged like ``POST /v1/usage`` with
+        ``litellm_payload`` records.
         """
         items = payloads_of(await request.body())
         records: list[UsageIn | Rejected] = []

@@ -86,8 +86,10 @@ class ReportsController(Controller):
         book: str = OPERATOR_BOOK,
         format: Format = "json",
     ) -> Response[Any]:
-        """Opening, purchased, bonus granted, consumed, expired, refunded, credited, other and
-        closing prepaid credit for a month; opening + movements = closing.
+        """The prepaid credit of a month, from opening to closing; opening + movements = closing.
+
+        The movements are purchased, bonus granted, consumed, expired, refunded, credited and
+        other.
         """
         _snapshot(db)
         report = prepaid_liability(db, period=Period.parse(period), currency=currency, book=book)
@@ -130,8 +132,10 @@ class ReportsController(Controller):
         as_of: date | None = None,
         format: Format = "json",
     ) -> Response[Any]:
-        """Open invoices by days past due (current, 1-30, 31-60, 61-90, 90+) and refund and
-        dispute debts not invoiced yet, as of the end of ``as_of`` (UTC).
+        """Open invoices by days past due, and refund and dispute debts not invoiced yet.
+
+        The buckets are current, 1-30, 31-60, 61-90 and 90+ days, as of the end of ``as_of``
+        (UTC).
         """
         _snapshot(db)
         return _respond(

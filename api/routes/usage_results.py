@@ -1,6 +1,8 @@
-"""Answers of the gateway hot path (plain dicts encoded with msgspec) and the runner that hands
-an operation to the process's group-commit batcher (or, with an ``Idempotency-Key``, runs it on
-its own through :func:`api.idempotency.run_idempotent`).
+"""Answers of the gateway hot path and the runner that hands an operation to the batcher.
+
+The answers are plain dicts encoded with msgspec. The runner hands an operation to the
+process's group-commit batcher or, with an ``Idempotency-Key``, runs it on its own through
+:func:`api.idempotency.run_idempotent`.
 """
 
 from __future__ import annotations

@@ -141,8 +141,9 @@ class ServiceTierOut(BaseModel):
 
 
 class ModelPriceOut(BaseModel):
-    """One model's resolved prices per million tokens (defaults applied when it was created),
-    per-request fees, service tiers and context tiers.
+    """One model's resolved prices, per-request fees, service tiers and context tiers.
+
+    Prices are per million tokens, with the defaults applied when the model was created.
     """
 
     model: str

@@ -85,10 +85,11 @@ class PriceQuotesController(Controller):
         at: datetime | None = None,
         reseller_account_id: str | None = None,
     ) -> PriceQuoteOut:
-        """The resolved price for ``account_id`` of ``model`` at ``at`` (default now; RFC 3339
-        with offset), as usage would be charged: a sub-account's reseller and an account's
-        standing discounts are taken from the account (``reseller_account_id`` prices a
-        hypothetical sub-account when ``account_id`` does not exist yet).
+        """The resolved price of ``model`` for ``account_id``, as usage would be charged.
+
+        ``at`` defaults to now (RFC 3339 with offset). A sub-account's reseller and an
+        account's standing discounts are taken from the account (``reseller_account_id`` prices
+        a hypothetical sub-account when ``account_id`` does not exist yet).
         """
         discounts: list[dict[str, Any]] = []
         scope = scope_of(principal)
