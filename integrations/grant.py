@@ -76,6 +76,10 @@ class Grant:
         increment: Decimal | str | int | None,
         renew: bool,
     ) -> None:
+        """Check the ask and set up local accounting; :meth:`open` then asks the server.
+
+        The arguments are those of :meth:`TokenwalletClient.grant`, which makes the grant.
+        """
         asked = amount if tokens is None else tokens
         if asked is None or (amount is not None and tokens is not None):
             raise ValueError("ask for amount (money) or tokens, not both")
@@ -205,28 +209,47 @@ class Grant:
         with self._cond, decimal.localcontext(EXACT):
             waited_op = False
             while True:
-                if self._voided or self._status == "declined":
-                    return False
-                if waited_op and not self._busy and self._op_failed:
-                    return False  # the server could not be asked; do not hammer it
-                if not self._usable():
-                    if not self._renew or self._status == "new":
-                        return False
-                    self._start(self._renew_now)
-                elif self._local_remaining() >= amount:
-                    self._in_flight += amount
-                    self._top_up()
-                    return True
-                elif self._final:
-                    if not (wait and self._pending_total > 0):
-                        return False
-                else:
-                    self._start(self._increment_now)
+                answer = self._try_reserve(amount, wait=wait, waited_op=waited_op)
+                if answer is not None:
+                    return answer
                 left = deadline - time.monotonic()
                 if not wait or left <= 0:
                     return False
                 waited_op = waited_op or self._busy
                 self._cond.wait(left)
+
+    def _try_reserve(self, amount: Decimal, *, wait: bool, waited_op: bool) -> bool | None:
+        """One look at the grant for :meth:`try_spend` (lock held, EXACT context).
+
+        Reserves ``amount`` when the local remainder covers it, else starts the increment or
+        renewal that may make it fit.
+
+        Args:
+            amount: the cost to reserve.
+            wait: the caller will wait for more to be granted.
+            waited_op: the caller already waited while an increment or renewal ran.
+
+        Returns:
+            True when reserved, False when the answer is no, None to wait and look again.
+        """
+        if self._voided or self._status == "declined":
+            return False
+        if waited_op and not self._busy and self._op_failed:
+            return False  # the server could not be asked; do not hammer it
+        if not self._usable():
+            if not self._renew or self._status == "new":
+                return False
+            self._start(self._renew_now)
+        elif self._local_remaining() >= amount:
+            self._in_flight += amount
+            self._top_up()
+            return True
+        elif self._final:
+            if not (wait and self._pending_total > 0):
+                return False
+        else:
+            self._start(self._increment_now)
+        return None
 
     def cancel(self, estimated: Decimal | int | str) -> None:
         """Give back a spend whose call was not made (nothing will be settled for it)."""
@@ -306,9 +329,11 @@ class Grant:
         return auth
 
     def __enter__(self) -> Grant:
+        """Use the grant in a ``with`` block; it is voided on the way out if still approved."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Void the grant if it is still approved (pending usage is flushed first)."""
         if self.status == "approved":
             self.void()
 

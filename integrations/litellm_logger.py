@@ -1,7 +1,7 @@
-"""LiteLLM adapter: report every call's usage to tokenwallet, and refuse calls the wallet
-cannot pay, from inside LiteLLM (SDK or proxy).
+"""LiteLLM adapter: report each call's usage to tokenwallet, refuse calls the wallet cannot pay.
 
-:class:`TokenwalletLogger` is a LiteLLM ``CustomLogger``:
+It works from inside LiteLLM (SDK or proxy). :class:`TokenwalletLogger` is a LiteLLM
+``CustomLogger``:
 
 * **Usage**: on every success and failure event it takes LiteLLM's
   ``StandardLoggingPayload`` (``kwargs["standard_logging_object"]``), keeps what billing needs
@@ -53,6 +53,7 @@ class TokenwalletRefused(Exception):
     """
 
     def __init__(self, account_id: str | None, reason: str) -> None:
+        """Name the account (``None`` when the call had none) and why it was refused."""
         super().__init__(f"tokenwallet refused the call for account {account_id}: {reason}")
         self.account_id = account_id
         self.reason = reason
@@ -182,6 +183,7 @@ class TokenwalletLogger(CustomLogger):
         grant_amount: Decimal | str = "5.00",
         estimate: Estimate = default_estimate,
     ) -> None:
+        """Keep the settings (described on the class); grants are opened on first use."""
         super().__init__()
         self.client = client
         self.account_of = account_of
@@ -307,21 +309,25 @@ class TokenwalletLogger(CustomLogger):
     def log_success_event(
         self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
     ) -> None:
+        """Report the usage of a successful call (sync path); only ``kwargs`` is read."""
         self._report(kwargs)
 
     def log_failure_event(
         self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
     ) -> None:
+        """Report the usage of a failed call (sync path); only ``kwargs`` is read."""
         self._report(kwargs)
 
     async def async_log_success_event(
         self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
     ) -> None:
+        """Report the usage of a successful call (async path); only ``kwargs`` is read."""
         self._report(kwargs)
 
     async def async_log_failure_event(
         self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
     ) -> None:
+        """Report the usage of a failed call (async path); only ``kwargs`` is read."""
         self._report(kwargs)
 
     def close(self) -> None:

@@ -90,6 +90,7 @@ class FlushTimeout(TimeoutError):
     """
 
     def __init__(self, pending: list[dict[str, Any]]) -> None:
+        """Keep the unacknowledged records on the exception; the message counts them."""
         super().__init__(f"{len(pending)} usage record(s) not acknowledged yet")
         self.pending = pending
 
@@ -174,6 +175,7 @@ class TokenwalletClient:
         backoff_max_s: float = 5.0,
         in_progress_delay_s: float = 0.2,
     ) -> None:
+        """Check the limits, open the HTTP client and start the sender thread (args above)."""
         if not 1 <= max_batch <= 1000:
             raise ValueError("max_batch must be between 1 and 1000")
         if max_queue < 1:
@@ -301,9 +303,11 @@ class TokenwalletClient:
             self._http.close()
 
     def __enter__(self) -> TokenwalletClient:
+        """Use the client in a ``with`` block; it is closed (flushed) on the way out."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Close the client, flushing what is queued."""
         self.close()
 
     def stats(self) -> ClientStats:
@@ -465,6 +469,7 @@ class TokenwalletClient:
         return []
 
     def _send(self, batch: list[_Item]) -> None:
+        """Post one batch, hand its final results out, and queue ``in_progress`` ones again."""
         results = self._post_usage(batch)
         if results is None:  # closing: the records stay outstanding and are reported
             return
@@ -475,6 +480,19 @@ class TokenwalletClient:
                 again.append(item)
             else:
                 final.append((item, result))
+        self._deliver(final)
+        with self._cond:
+            self._stats.in_progress += len(again)
+            when = time.monotonic() + self._in_progress_delay
+            for item in again:
+                heapq.heappush(self._delayed, (when, item.seq, item))
+            for item, result in final:
+                self._count(result)
+                del self._outstanding[item.seq]
+            self._cond.notify_all()
+
+    def _deliver(self, final: list[tuple[_Item, UsageResult]]) -> None:
+        """Give each final result to its sink and ``on_result``; then tell each sink once."""
         sinks: dict[int, _Sink] = {}
         for item, result in final:
             if item.sink is not None:
@@ -484,22 +502,17 @@ class TokenwalletClient:
                 _safely(self._on_result, item.record, result)
         for sink in sinks.values():
             _safely(sink.batch_done)
-        with self._cond:
-            st = self._stats
-            st.in_progress += len(again)
-            when = time.monotonic() + self._in_progress_delay
-            for item in again:
-                heapq.heappush(self._delayed, (when, item.seq, item))
-            for item, result in final:
-                if result.status == "charged":
-                    st.charged += 1
-                elif result.status == "duplicate":
-                    st.duplicate += 1
-                else:
-                    reason = result.reason or "unknown"
-                    st.rejected[reason] = st.rejected.get(reason, 0) + 1
-                del self._outstanding[item.seq]
-            self._cond.notify_all()
+
+    def _count(self, result: UsageResult) -> None:
+        """Count one final result in the stats (the caller holds the lock)."""
+        st = self._stats
+        if result.status == "charged":
+            st.charged += 1
+        elif result.status == "duplicate":
+            st.duplicate += 1
+        else:
+            reason = result.reason or "unknown"
+            st.rejected[reason] = st.rejected.get(reason, 0) + 1
 
     def _post_usage(self, batch: list[_Item]) -> list[UsageResult] | None:
         """Send one batch until it is answered; ``None`` if the client stopped meanwhile."""

@@ -36,6 +36,7 @@ class TokenwalletError(Exception):
     """
 
     def __init__(self, status: int, code: str, detail: str) -> None:
+        """Keep the answer's status, code and detail; the message joins the three."""
         super().__init__(f"{status} {code}: {detail}")
         self.status = status
         self.code = code

@@ -135,43 +135,17 @@ class FakeTokenwallet:
         return httpx.Response(200, json={"results": results})
 
     def _charge(self, r: dict[str, Any]) -> dict[str, Any]:
-        rid = r.get("id")
-        needed = ("id", "account_id", "model", "occurred_at", "input_tokens", "output_tokens")
-        if not isinstance(rid, str) or any(k not in r for k in needed):
-            return rejected(str(rid), "validation_error", "a field is missing")
-        if self.in_progress[rid] > 0:
-            self.in_progress[rid] -= 1
-            return rejected(rid, "in_progress", "being charged by another request")
-        if rid in self.results:
-            return {**self.results[rid], "status": "duplicate", "authorization": None}
-        acc = r["account_id"]
-        if acc not in self.balances:
-            return rejected(rid, "unknown_account", f"account {acc} does not exist")
+        refused = self._refusal(r)
+        if refused is not None:
+            return refused
+        rid, acc = r["id"], r["account_id"]
+        g, refused = self._authorization_of(r)
+        if refused is not None:
+            return refused
         cost = rate(r)
-        tokens_used = r["input_tokens"] + r["output_tokens"]
-        g = None
-        if r.get("authorization_id"):
-            g = self.grants.get(r["authorization_id"])
-            if g is None:
-                return rejected(rid, "unknown_authorization", "no such authorization")
-            if g["account_id"] != acc:
-                return rejected(rid, "authorization_account_mismatch", "another account")
-            if g["model"] is not None and g["model"] != r["model"]:
-                return rejected(rid, "authorization_model_mismatch", "another model")
         view = None
         if g is not None and g["status"] == "approved":
-            left = g["held"] - g["captured"] - g["released"]
-            if g["tokens"]:
-                took = min(tokens_used, int(left))
-                g["captured"] += took
-                cost = cost * (tokens_used - took) / tokens_used if tokens_used else cost
-            else:
-                took = min(cost, left)
-                g["captured"] += took
-            from_wallet = min(cost - (0 if g["tokens"] else took), self.balances[acc])
-            credited = cost - (0 if g["tokens"] else took) - from_wallet
-            self.balances[acc] -= from_wallet
-            billed = from_wallet + (0 if g["tokens"] else took)
+            billed, credited = self._capture(g, acc, cost, r["input_tokens"] + r["output_tokens"])
             view = self._state(g)
         else:
             if self.balances[acc] < cost:
@@ -189,6 +163,56 @@ class FakeTokenwallet:
         }
         self.results[rid] = result
         return {**result, "authorization": view}
+
+    def _refusal(self, r: dict[str, Any]) -> dict[str, Any] | None:
+        """The answer to a record that is not charged now (invalid, in progress, duplicate)."""
+        rid = r.get("id")
+        needed = ("id", "account_id", "model", "occurred_at", "input_tokens", "output_tokens")
+        if not isinstance(rid, str) or any(k not in r for k in needed):
+            return rejected(str(rid), "validation_error", "a field is missing")
+        if self.in_progress[rid] > 0:
+            self.in_progress[rid] -= 1
+            return rejected(rid, "in_progress", "being charged by another request")
+        if rid in self.results:
+            return {**self.results[rid], "status": "duplicate", "authorization": None}
+        acc = r["account_id"]
+        if acc not in self.balances:
+            return rejected(rid, "unknown_account", f"account {acc} does not exist")
+        return None
+
+    def _authorization_of(
+        self, r: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The grant a record names (or None), or the rejection when it cannot use it."""
+        if not r.get("authorization_id"):
+            return None, None
+        rid = r["id"]
+        g = self.grants.get(r["authorization_id"])
+        if g is None:
+            return None, rejected(rid, "unknown_authorization", "no such authorization")
+        if g["account_id"] != r["account_id"]:
+            return None, rejected(rid, "authorization_account_mismatch", "another account")
+        if g["model"] is not None and g["model"] != r["model"]:
+            return None, rejected(rid, "authorization_model_mismatch", "another model")
+        return g, None
+
+    def _capture(
+        self, g: dict[str, Any], acc: str, cost: Decimal, tokens_used: int
+    ) -> tuple[Decimal, Decimal]:
+        """Capture from an approved grant, the rest from the wallet; (billed, credited)."""
+        left = g["held"] - g["captured"] - g["released"]
+        if g["tokens"]:
+            took = min(tokens_used, int(left))
+            g["captured"] += took
+            cost = cost * (tokens_used - took) / tokens_used if tokens_used else cost
+        else:
+            took = min(cost, left)
+            g["captured"] += took
+        from_wallet = min(cost - (0 if g["tokens"] else took), self.balances[acc])
+        credited = cost - (0 if g["tokens"] else took) - from_wallet
+        self.balances[acc] -= from_wallet
+        billed = from_wallet + (0 if g["tokens"] else took)
+        return billed, credited
 
     # -- authorizations ----------------------------------------------------------------------
 
