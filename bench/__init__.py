@@ -1,0 +1,1 @@
+"""Benchmarks of tokenwallet over HTTP, each writing bench/results/<name>.json (see README)."""

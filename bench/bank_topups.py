@@ -147,6 +147,12 @@ def _timed(server: Server, key: str, accounts: list[str], seconds: int, run: str
 
 
 def bank_topups(opts: Options, clients: int) -> None:
+    """Time the top-ups without, then with, a cached ``cash:bank`` balance; write the result.
+
+    Args:
+        opts: the shared options (``seconds`` per timed run, server ``workers``).
+        clients: concurrent clients, one account each.
+    """
     with serve(workers=opts.workers) as server:
         base = baseline(server)
         keys, accounts = setup(server, clients, "1.00")
@@ -185,6 +191,11 @@ def bank_topups(opts: Options, clients: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Parse the command line and run the benchmark.
+
+    Args:
+        argv: the command-line arguments (default: ``sys.argv[1:]``).
+    """
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

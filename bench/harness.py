@@ -1,6 +1,8 @@
-"""Benchmark plumbing: run ``tokenwallet serve`` as a user would (embedded PostgreSQL in a fresh
-data directory), measure pgbench's TPC-B on the same PostgreSQL as a baseline, read the CPU time
-of the server, of PostgreSQL and of the whole machine from ``/proc``, write JSON.
+"""Benchmark plumbing: the server under test, a pgbench baseline, CPU time from /proc, JSON out.
+
+It runs ``tokenwallet serve`` as a user would (embedded PostgreSQL in a fresh data directory),
+measures pgbench's TPC-B on the same PostgreSQL as a baseline, reads the CPU time of the server,
+of PostgreSQL and of the whole machine from ``/proc``, and writes JSON.
 
 Absolute figures drift on shared machines; every benchmark reports its figure as a ratio to the
 TPC-B baseline measured in the same run, and the CPU seconds each party used in the timed window
@@ -44,6 +46,7 @@ def pg_bin(name: str) -> str:
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (the OS picks it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -53,8 +56,10 @@ def free_port() -> int:
 
 
 def _proc_table() -> dict[int, tuple[int, int]]:
-    """``pid -> (ppid, cpu ticks)`` of every process, where cpu ticks is utime + stime of the
-    process plus cutime + cstime (its children that exited and were reaped).
+    """``pid -> (ppid, cpu ticks)`` of every process, read from ``/proc/<pid>/stat``.
+
+    The cpu ticks are utime + stime of the process plus cutime + cstime (its children that
+    exited and were reaped).
     """
     table: dict[int, tuple[int, int]] = {}
     for entry in os.scandir("/proc"):
@@ -95,6 +100,8 @@ def machine_busy_ticks() -> int:
 
 @dataclass
 class CpuSample:
+    """One reading of the CPU ticks of server, PostgreSQL and machine, and the client's seconds."""
+
     at: float
     server: int
     postgres: int
@@ -104,8 +111,10 @@ class CpuSample:
 
 @dataclass
 class CpuMeter:
-    """CPU seconds of ``tokenwallet serve`` (its process tree), of PostgreSQL (the postmaster
-    and its backends) and of the machine, between :meth:`start` and :meth:`stop`.
+    """CPU seconds of the server, of PostgreSQL and of the machine between start and stop.
+
+    The server is ``tokenwallet serve`` with its process tree, PostgreSQL the postmaster and its
+    backends.
 
     Processes that exit inside the window are counted through their parent's ``cutime``, so
     PostgreSQL backends of closed connections and finished worker processes are included.
@@ -117,6 +126,11 @@ class CpuMeter:
     samples: list[CpuSample] = field(default_factory=list)
 
     def sample(self, client: float | None = None) -> CpuSample:
+        """Read the CPU counters now and keep the sample.
+
+        Args:
+            client: the client's CPU seconds (default: this process's ``time.process_time()``).
+        """
         table = _proc_table()
         pg = _tree(table, {self.server.postmaster_pid}, set())
         srv = _tree(table, {self.server.process.pid}, pg)
@@ -131,11 +145,20 @@ class CpuMeter:
         return s
 
     def start(self, client: float | None = None) -> None:
+        """Open the window: forget earlier samples and take the first one.
+
+        Args:
+            client: the client's CPU seconds, when the caller measures them itself.
+        """
         self.samples.clear()
         self.sample(client)
 
     def stop(self, client: float | None = None) -> dict[str, Any]:
-        """The CPU seconds used since :meth:`start` (``client`` as CPU seconds when given)."""
+        """Close the window and return the CPU seconds each party used since :meth:`start`.
+
+        Args:
+            client: the client's CPU seconds, when the caller measures them itself.
+        """
         end = self.sample(client)
         begin = self.samples[0]
         server = (end.server - begin.server) / CLK_TCK
@@ -172,10 +195,12 @@ class Server:
 
     @property
     def host(self) -> str:
+        """The host part of the server's URL."""
         return self.url.removeprefix("http://").rsplit(":", 1)[0]
 
     @property
     def port(self) -> int:
+        """The port the server listens on."""
         return int(self.url.rsplit(":", 1)[1])
 
     @property
@@ -190,6 +215,7 @@ class Server:
 
     @property
     def database_url(self) -> str:
+        """A SQLAlchemy URL of the server's database, over the embedded PostgreSQL's socket."""
         return f"postgresql+psycopg://postgres@/tokenwallet?host={self.socket_dir}"
 
     def cli(self, *args: str) -> str:
@@ -333,7 +359,7 @@ def exit_cleanly_on_sigterm() -> None:
 def pgbench_tpcb(
     socket_dir: str, *, clients: int = 4, seconds: int = 15, scale: int = 10
 ) -> dict[str, Any]:
-    """pgbench's built-in TPC-B-like script on the same PostgreSQL, in its own database."""
+    """Pgbench's built-in TPC-B-like script on the same PostgreSQL, in its own database."""
     env = {**os.environ, "PGHOST": socket_dir, "PGUSER": "postgres"}
     subprocess.run([pg_bin("createdb"), "pgbench"], env=env, check=False, capture_output=True)
     env["PGDATABASE"] = "pgbench"

@@ -1,5 +1,6 @@
-"""Gateway hot-path benchmarks, driven over HTTP against ``tokenwallet serve`` on embedded
-PostgreSQL, each with pgbench TPC-B on the same server as a baseline.
+"""Gateway hot-path benchmarks over HTTP, each with pgbench TPC-B on the same server as baseline.
+
+They drive ``tokenwallet serve`` on embedded PostgreSQL.
 
 Run one (writes ``bench/results/<name>.json``)::
 
@@ -411,6 +412,11 @@ BENCHES: dict[str, Callable[[Options], None]] = {
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark named on the command line, or all of them (``all``).
+
+    Args:
+        argv: the command-line arguments (default: ``sys.argv[1:]``).
+    """
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -43,6 +43,7 @@ class HttpError(RuntimeError):
     """An answer the benchmark did not expect."""
 
     def __init__(self, method: str, path: str, status: int, body: bytes) -> None:
+        """Keep the status and body of the answer to ``method path``."""
         super().__init__(f"{method} {path}: HTTP {status}: {body[:500]!r}")
         self.status = status
         self.body = body
@@ -54,6 +55,7 @@ class Conn:
     __slots__ = ("_auth", "_r", "_w", "host", "port", "requests")
 
     def __init__(self, host: str, port: int, key: str) -> None:
+        """Prepare the connection to ``host:port`` with API key ``key``; it opens on first use."""
         self.host = host
         self.port = port
         self._auth = f"Host: {host}\r\nAuthorization: Bearer {key}\r\n".encode()
@@ -62,10 +64,12 @@ class Conn:
         self.requests = 0
 
     async def open(self) -> Conn:
+        """Open the TCP connection and return the connection itself."""
         self._r, self._w = await asyncio.open_connection(self.host, self.port, limit=1 << 24)
         return self
 
     def close(self) -> None:
+        """Close the connection; the next request opens it again."""
         if self._w is not None:
             self._w.close()
         self._r = self._w = None
@@ -73,10 +77,13 @@ class Conn:
     async def request(
         self, method: str, path: str, body: bytes | None = None, headers: bytes = b""
     ) -> tuple[int, bytes]:
-        """Send one request; return the status and the raw body.
+        r"""Send one request; return the status and the raw body.
 
         Args:
-            headers: extra header lines, each ending in ``\\r\\n``.
+            method: the HTTP method.
+            path: the request target.
+            body: the JSON body, already encoded (``None``: no body).
+            headers: extra header lines, each ending in ``\r\n``.
         """
         if self._w is None:
             await self.open()
@@ -90,27 +97,9 @@ class Conn:
         except asyncio.IncompleteReadError as exc:
             self.close()
             raise ConnectionError(f"{method} {path}: the server closed the connection") from exc
-        lines = block.split(b"\r\n")
-        status = int(lines[0].split(None, 2)[1])
-        length, chunked, close = 0, False, False
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            name = name.lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif name == b"connection":
-                close = b"close" in value.lower()
+        status, length, chunked, close = _parse_head(block)
         if chunked:
-            parts = []
-            while True:
-                size = int((await r.readuntil(b"\r\n")).split(b";")[0], 16)
-                if size == 0:
-                    await r.readuntil(b"\r\n")  # no trailers expected
-                    break
-                parts.append((await r.readexactly(size + 2))[:-2])
-            payload = b"".join(parts)
+            payload = await _read_chunked(r)
         else:
             payload = await r.readexactly(length) if length else b""
         if close:
@@ -137,6 +126,35 @@ class Conn:
         if status not in ok:
             raise HttpError(method, path, status, payload)
         return _decode(payload) if payload else None
+
+
+def _parse_head(block: bytes) -> tuple[int, int, bool, bool]:
+    """Status, ``Content-Length``, chunked and ``Connection: close`` of a response head."""
+    lines = block.split(b"\r\n")
+    status = int(lines[0].split(None, 2)[1])
+    length, chunked, close = 0, False, False
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        name = name.lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"transfer-encoding":
+            chunked = b"chunked" in value.lower()
+        elif name == b"connection":
+            close = b"close" in value.lower()
+    return status, length, chunked, close
+
+
+async def _read_chunked(r: asyncio.StreamReader) -> bytes:
+    """A chunked body, joined (no trailers expected)."""
+    parts = []
+    while True:
+        size = int((await r.readuntil(b"\r\n")).split(b";")[0], 16)
+        if size == 0:
+            await r.readuntil(b"\r\n")  # no trailers expected
+            break
+        parts.append((await r.readexactly(size + 2))[:-2])
+    return b"".join(parts)
 
 
 def encode(value: Any) -> bytes:
@@ -196,11 +214,14 @@ class Clock:
     __slots__ = ("deadline", "started")
 
     def __init__(self, seconds: float) -> None:
+        """Start the clock now; it runs for ``seconds``."""
         self.started = time.perf_counter()
         self.deadline = self.started + seconds
 
     def running(self) -> bool:
+        """Whether the deadline is still ahead."""
         return time.perf_counter() < self.deadline
 
     def elapsed(self) -> float:
+        """Seconds since the clock started."""
         return time.perf_counter() - self.started

@@ -16,6 +16,7 @@ from bench.harness import serve, write_result
 
 
 def main() -> None:
+    """Time three fresh starts and three restarts, then write the result."""
     fresh, restart = [], []
     for _ in range(3):
         base = Path(tempfile.mkdtemp(prefix="tw-bench-startup-"))
