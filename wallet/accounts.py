@@ -44,9 +44,14 @@ class Placed(Protocol):
     """An account's place in the tree: its id and its reseller."""
 
     @property
-    def id(self) -> str: ...
+    def id(self) -> str:
+        """The account's id."""
+        ...
+
     @property
-    def parent_id(self) -> str | None: ...
+    def parent_id(self) -> str | None:
+        """The reseller's account id, or None for a top-level account."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +104,11 @@ def account_parents(session: Session, account_ids: Iterable[str]) -> dict[str, s
 def lock_accounts(
     session: Session, account_ids: Iterable[str], *, with_parents: bool = True
 ) -> dict[str, Account]:
-    """Lock wallet accounts (``FOR NO KEY UPDATE``) in id order, with their resellers when
-    ``with_parents``: the first row lock of every path that changes a wallet (the whole lock
-    order is in this module's docstring). Unknown ids are left out.
+    """Lock wallet accounts (``FOR NO KEY UPDATE``) in id order, and their resellers if asked.
+
+    The resellers are locked too when ``with_parents``. This is the first row lock of every path
+    that changes a wallet (the whole lock order is in this module's docstring). Unknown ids are
+    left out.
     """
     ids = set(account_ids)
     if with_parents and ids:

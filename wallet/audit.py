@@ -67,9 +67,11 @@ _FREEZES_VS_HOLDS = text(
 
 
 def find_violations(session: Session) -> list[str]:
-    """Lot totals that disagree with their ledger accounts, lots whose reserved amount disagrees
+    """Where lots, authorizations and freezes disagree with the ledger; empty when all agree.
+
+    Lot totals that disagree with their ledger accounts, lots whose reserved amount disagrees
     with the open authorizations, closed authorizations still reserving, and credit freezes
-    whose ledger hold disagrees with their status; empty when all agree.
+    whose ledger hold disagrees with their status.
     """
     return (
         [

@@ -72,9 +72,10 @@ def grant(
     scope: Scope = EVERYTHING,
     at: datetime | None = None,
 ) -> AuthorizationView:
-    """Open a multi-capture authorization for up to ``amount`` of money (or ``tokens`` of
-    package tokens): what the account can give now is granted, ``final`` when that is all it
-    can give.
+    """Open a multi-capture authorization for up to ``amount`` of money or ``tokens``.
+
+    ``tokens`` counts package tokens. What the account can give now is granted, ``final`` when
+    that is all it can give.
 
     Raises:
         NotFound: the account is not visible to the caller.
@@ -139,7 +140,7 @@ def get_authorization(
     """
     conn = driver_connection(session)
     row = conn.execute(
-        f"SELECT {', '.join(AUTH_COLUMNS)} FROM wallet_authorizations WHERE id = %s",
+        f"SELECT {', '.join(AUTH_COLUMNS)} FROM wallet_authorizations WHERE id = %s",  # noqa: S608 (constant columns; the id is a parameter)
         (authorization_id,),
     ).fetchone()
     if row is None:

@@ -45,7 +45,9 @@ class SubscriptionView:
 
 @dataclass(frozen=True, slots=True)
 class BalanceView:
-    """``available`` = paid + bonus - held + (credit_limit - overage_unbilled -
+    """What an account can spend now (``available``, in money) and what is held from it.
+
+    ``available`` = paid + bonus - held + (credit_limit - overage_unbilled -
     invoiced_outstanding - reversals_owed): what the account can spend now, in money; ``held``
     is what open gateway authorizations reserve (from prepaid credit and the credit limit,
     and a reseller's float for its sub-accounts) plus credit frozen by disputes. Invoices not

@@ -40,8 +40,9 @@ GRANT_TOKEN_SOURCES = frozenset({PACKAGE})
 
 @dataclass(slots=True, eq=False)
 class Lot:
-    """A credit lot's spendable state (``remaining``) and what open authorizations hold from it
-    (``reserved``); money lots count atoms of the currency, package lots tokens.
+    """A credit lot's spendable state (``remaining``) and what open authorizations hold from it.
+
+    ``reserved`` is what they hold; money lots count atoms of the currency, package lots tokens.
     """
 
     id: int
@@ -238,7 +239,11 @@ def draw(
     money, money lots and overage (within the credit limit) money; only lots' ``remaining``.
 
     Args:
+        w: the account's wallet: its lots, plan quota and credit limit.
         model: the request's model (package and plan scopes); None matches only unscoped ones.
+        money: the money to pay, in atoms of the account's currency.
+        tokens: the billable tokens that package lots may pay.
+        at: when the usage happened: lots must have started by then.
         sources: the kinds that may pay (default: all, in the account's order).
         use_plan: whether plan quota may pay.
         partial: take what can be paid and report the rest instead of refusing.

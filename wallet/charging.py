@@ -35,6 +35,8 @@ def charge_batch(
     """Charge a batch of usage records; the caller commits.
 
     Args:
+        session: the caller's transaction.
+        records: parsed records, or records already rejected by parsing (answered as such).
         now: the instant of the charge (default: the database clock after the batch's locks).
         scope: accounts outside it are unknown to the caller.
         retention: records that occurred longer ago than this are refused (``usage_too_old``):

@@ -75,10 +75,13 @@ def freeze_topup_credit(
     Idempotent per ``key``: a second call returns the first freeze unchanged.
 
     Args:
+        session: the caller's transaction.
+        topup_id: the top-up whose credit is frozen.
         amount: the amount under claim; at most the unspent paid credit is frozen.
         key: what the freeze is for (e.g. ``dispute:<id>``), unique.
         forfeit_to_account_id: the ledger account (same book and currency) that receives the
             paid credit if the freeze is forfeited.
+        reason: free text kept on the freeze.
 
     Raises:
         NotFound: no such top-up.

@@ -395,6 +395,8 @@ def execute(
     so one operation's error does not undo the others.
 
     Args:
+        session: the caller's transaction.
+        ops: the operations, run in this order.
         now: the instant the operations happen (default: the database clock read after the
             batch's locks were granted).
     """

@@ -62,8 +62,10 @@ class Authorize:
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """Open a multi-capture authorization of ``amount`` (money, a decimal string in the
-    account's currency) or ``tokens`` (package tokens), optionally scoped to ``model``.
+    """Open a multi-capture authorization of ``amount`` or ``tokens``, optionally for one model.
+
+    ``amount`` is money, a decimal string in the account's currency; ``tokens`` counts package
+    tokens; ``model``, when given, scopes the grant to that model.
     """
 
     account_id: str
@@ -223,6 +225,7 @@ def view_of(auth: AuthRow, currency: Unit, **extra: Any) -> AuthorizationView:
 
 
 def closed_state(auth: AuthRow, now: datetime) -> str:
+    """The authorization's status as an error detail: ``expired (at ...)`` once past its expiry."""
     if auth.status == "approved" and auth.expires_at <= now:
         return f"expired (at {auth.expires_at.isoformat()})"
     return auth.status

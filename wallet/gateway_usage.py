@@ -53,12 +53,20 @@ MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 
 class UsageBatch:
-    """The in-memory state of one :func:`wallet.gateway.execute` call and the usage it charges
-    (captures of authorizations included); :class:`wallet.gateway._Batch` adds the
+    """The in-memory state of one :func:`wallet.gateway.execute` call and the usage it charges.
+
+    Captures of authorizations are included; :class:`wallet.gateway._Batch` adds the
     authorization operations.
     """
 
     def __init__(self, session: Session, snap: Snapshot, now: datetime | None) -> None:
+        """Start a batch on what :func:`wallet.snapshot.load` read.
+
+        Args:
+            session: the batch's transaction.
+            snap: the locked rows the batch works on in memory.
+            now: the batch's instant (default: the snapshot's ``received_at``).
+        """
         self.session = session
         self.snap = snap
         self.now = now or snap.received_at
@@ -71,6 +79,7 @@ class UsageBatch:
     # -- pricing --
 
     def resolve(self, model: str, at: datetime, a: AccountRow) -> ResolvedPrice:
+        """The price of ``model`` at ``at`` for account ``a`` (one catalog load per currency)."""
         ctx = self.prices.get(a.currency)
         if ctx is None:
             ids = [x.id for x in self.snap.accounts.values() if x.currency == a.currency]
@@ -90,10 +99,12 @@ class UsageBatch:
         )
 
     def account(self, account_id: str, scope: Scope) -> AccountRow | None:
+        """The account's row, or None when it is unknown or outside the caller's ``scope``."""
         a = self.snap.accounts.get(account_id)
         return a if a is not None and scope.allows(a) else None
 
     def wallet(self, account_id: str) -> WalletState:
+        """The account's wallet (lots, quota, overage) as the batch holds it in memory."""
         return self.snap.wallets[account_id]
 
     def stopped(self, a: AccountRow) -> str | None:
@@ -107,16 +118,19 @@ class UsageBatch:
         return None
 
     def reseller_wallet(self, a: AccountRow) -> WalletState | None:
+        """The reseller's wallet for a sub-account, or None for a top-level account."""
         return self.snap.wallets.get(a.parent_id) if a.parent_id else None
 
     # -- views --
 
     def view(self, auth: AuthRow, **extra: Any) -> AuthorizationView:
+        """The authorization as the API shows it, in its account's unit; ``extra`` fields added."""
         return view_of(auth, self.snap.accounts[auth.account_id].unit, **extra)
 
     # -- usage --
 
     def charge(self, op: ChargeUsage | Increment) -> list[UsageResult]:
+        """Charge an operation's records in order; one result per record."""
         out: list[UsageResult] = []
         mine: set[str] = set()  # ids of this operation (a repeat within it is an error)
         for r in op.records:
@@ -258,8 +272,9 @@ class UsageBatch:
         return auth
 
     def _rated(self, r: UsageIn, a: AccountRow) -> ChargedRecord | UsageResult:
-        """The record rated at the account's price and policy (and its reseller's wholesale
-        side), or its rejection when it cannot be priced.
+        """The record rated at the account's price and policy, or why it cannot be priced.
+
+        The reseller's wholesale side is rated too; a record that cannot be priced is rejected.
         """
         try:
             resolved = self.resolve(r.model, r.occurred_at, a)
@@ -389,8 +404,10 @@ class UsageBatch:
     def _re_reserve(
         self, auth: AuthRow, keep: int, reseller_before: int, reseller_draw: Draw | None
     ) -> None:
-        """Reserve ``keep`` again for a grant after a capture (and the reseller's part less
-        what the capture drew at wholesale); what the wallet can no longer back is released.
+        """Reserve ``keep`` again for a grant after a capture, releasing what cannot be backed.
+
+        The reseller's part is reserved again less what the capture drew at wholesale; what the
+        wallet can no longer back is released.
         """
         a = self.snap.accounts[auth.account_id]
         w = self.wallet(a.id)
@@ -414,8 +431,9 @@ class UsageBatch:
         return d.package_tokens if tokens else d.charged
 
     def _grant_draw(self, w: WalletState, auth: AuthRow, amount: int, tokens: bool) -> Draw:
-        """What ``w`` can give a grant of up to ``amount`` (tokens or money), valid until the
-        grant expires; nothing is taken yet.
+        """What ``w`` can give a grant of up to ``amount`` (tokens or money); nothing is taken.
+
+        Only credit valid until the grant expires counts.
         """
         d, _, _ = draw(
             w,
@@ -434,8 +452,9 @@ class UsageBatch:
     def _wholesale_draw(
         self, rw: WalletState, rec: ChargedRecord, *, partial: bool
     ) -> tuple[Draw | None, int]:
-        """What the reseller's float pays of a record at wholesale (money only), and what it
-        leaves unpaid; nothing is taken yet.
+        """What the reseller's float pays of a record at wholesale, and what it leaves unpaid.
+
+        Money only; nothing is taken yet.
         """
         assert rec.wholesale is not None
         rd, unpaid, _ = draw(

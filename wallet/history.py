@@ -48,8 +48,10 @@ _STATEMENT_PAGE = text(
 
 @dataclass(frozen=True)
 class UsageFilter:
-    """Which records: occurred in [``since``, ``until``), of ``model``, with credit ``reason``
-    (``billed``: billed in full), under ``authorization_id``; None matches any.
+    """Which usage records to list; a field left None matches any.
+
+    Records that occurred in [``since``, ``until``), of ``model``, with credit ``reason``
+    (``billed``: billed in full), under ``authorization_id``.
     """
 
     since: datetime | None = None
@@ -80,8 +82,9 @@ def usage_page(
     after: tuple[datetime, str] | None,
     limit: int,
 ) -> Sequence[Row[Any]]:
-    """Up to ``limit + 1`` of the account's records matching ``where`` by (``occurred_at``,
-    id), after the (occurred_at, id) ``after``; the extra row says there is another page.
+    """Up to ``limit + 1`` of the account's records matching ``where``, in (occurred_at, id).
+
+    They start after the (occurred_at, id) ``after``; the extra row says there is another page.
     """
     after_at, after_id = after if after is not None else (None, None)
     return db.execute(
@@ -110,8 +113,9 @@ def statement_page(
     after: int | None,
     limit: int,
 ) -> Sequence[Row[Any]]:
-    """Up to ``limit + 1`` postings of the account's ledger accounts (of ``ledger_code`` only
-    when given) after posting ``after``, their entry effective in [``since``, ``until``), with
+    """Up to ``limit + 1`` postings of the account's ledger accounts after posting ``after``.
+
+    Only of ``ledger_code`` when given, their entry effective in [``since``, ``until``), with
     each posting's account code and type and its entry's times, kind and description.
     """
     codes = db.execute(

@@ -72,6 +72,10 @@ def draw_money(
     the entry in the same transaction.
 
     Args:
+        session: the caller's transaction.
+        account: the account whose lots pay (its row locked by the caller).
+        amount: what to take, in the account's currency.
+        at: when the money is taken (default: now); lots expired by then do not pay.
         from_lot_id: take the whole amount from this one lot (e.g. the paid lot a card payment
             just created for a purchase), not from the burn order.
 
@@ -115,9 +119,10 @@ def draw_money(
 def draw_paid_credit(
     session: Session, account: Account, wanted: Amount, *, at: datetime | None = None
 ) -> MoneyDraw:
-    """Take up to ``wanted`` from the account's **paid** lots (never bonus: this pays money
-    owed, e.g. an invoice's tax), in the burn order's lot order, as much as they can give. The
-    caller holds the account row, adds the credit legs and posts the entry.
+    """Take up to ``wanted`` from the account's **paid** lots, in the burn order's lot order.
+
+    Never bonus: this pays money owed, e.g. an invoice's tax; the lots give as much as they can.
+    The caller holds the account row, adds the credit legs and posts the entry.
 
     Returns:
         The debit leg on ``customer:prepaid`` (none when nothing could be taken) and what each
@@ -241,9 +246,10 @@ def expire_lots(session: Session, *, now: datetime | None = None, limit: int = 5
 
 
 def _expiry_entry(session: Session, account: Account, lot: CreditLot, at: datetime) -> EntrySpec:
-    """The entry that expires what is left in a lot (bonus to promotions, paid credit to
-    breakage, package tokens to expired with their deferred money to breakage); the lot is
-    emptied and marked expired at ``at``.
+    """The entry that expires what is left in a lot, emptied and marked expired at ``at``.
+
+    Bonus goes to promotions, paid credit to breakage, package tokens to expired with their
+    deferred money to breakage.
     """
     cust = customer_ledger(session, account)
     unit = currency_of(account)

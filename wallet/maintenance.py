@@ -31,8 +31,9 @@ MONTHS_AHEAD = 3
 def ensure_usage_partitions(
     session: Session, *, retention: timedelta = DEFAULT_RETENTION, now: datetime | None = None
 ) -> int:
-    """Create the monthly partitions of ``wallet_usage_records`` from the oldest month still
-    accepted up to ``MONTHS_AHEAD`` months ahead; returns how many were created.
+    """Create the missing monthly partitions of ``wallet_usage_records``; returns how many.
+
+    They run from the oldest month still accepted up to ``MONTHS_AHEAD`` months ahead.
     """
     at = now or utcnow()
     first = (at - retention).date().replace(day=1)

@@ -1,5 +1,6 @@
-"""Wallet tables: accounts, credit lots, top-ups, package purchases, subscriptions, quota
-windows, and the outbox of events for webhooks.
+"""Wallet tables: accounts, credit lots, top-ups, package purchases and subscriptions.
+
+Also the quota windows, and the outbox of events for webhooks.
 """
 
 from __future__ import annotations
@@ -325,8 +326,9 @@ class WebhookDelivery(Base):
 
 
 class OveragePayment(Base):
-    """Money a reseller collected from its customer for a sub-account's overage, recorded once
-    per sub-account and reference (``wallet/overage_payments.py``).
+    """Money a reseller collected from its customer for a sub-account's overage.
+
+    Recorded once per sub-account and reference (``wallet/overage_payments.py``).
     """
 
     __tablename__ = "wallet_overage_payments"

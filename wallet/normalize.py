@@ -129,9 +129,10 @@ def canonical_tokens(
     output_image_tokens: int,
     tool_calls: Mapping[str, int] | None,
 ) -> Tokens:
-    """Tokens of a record sent as canonical fields whose counts are already known to be
-    non-negative integers (the API's record schema checks them): only how they relate is
-    checked here. The gateway path's fast path; :func:`parse_usage` checks everything.
+    """Tokens of a record sent as canonical fields whose counts are known to be valid.
+
+    The API's record schema has checked that they are non-negative integers: only how they
+    relate is checked here. The gateway path's fast path; :func:`parse_usage` checks everything.
 
     Raises:
         InvalidUsage: output parts above the output, an unknown tool-call kind.

@@ -34,6 +34,11 @@ def buy_package(
     The price moves to deferred revenue and a token lot (model scope, expiry) is granted.
 
     Args:
+        session: the caller's transaction.
+        account_id: the buying account.
+        package_id: the package bought.
+        at: when the purchase happens (default: now).
+        scope: accounts outside it are unknown to the caller.
         from_lot_id: pay from this one money lot (a card payment's paid lot), not in burn order.
 
     Raises:

@@ -200,9 +200,16 @@ def reverse_topup(
     is in this module's docstring).
 
     Args:
+        session: the caller's transaction.
+        topup_id: the top-up whose money is given back.
+        amount: the money given back, in the top-up's currency.
         on_excess: ``"reject"`` refuses a refund beyond the unspent paid credit and withholds
             spent bonus from the payout (the money has not left yet, e.g. a bank refund);
             ``"receivable"`` books both as owed (a card refund made at the provider).
+        reason: free text kept on the refund.
+        idempotency_key: a repeat with the same key returns the first refund unchanged.
+        effective_at: when the money moved, for the ledger entry (default: now).
+        scope: accounts outside it are unknown to the caller.
 
     Raises:
         NotFound: no such top-up visible to the caller.

@@ -1,6 +1,7 @@
-"""Gemini ``usageMetadata`` and whole ``GenerateContentResponse`` objects, camelCase (REST) or
-snake_case (google-genai), pure. ``promptTokenCount`` INCLUDES cached tokens; thoughts and
-tool-use prompt tokens are counted apart.
+"""Gemini ``usageMetadata`` and whole ``GenerateContentResponse`` objects, pure.
+
+camelCase (REST) or snake_case (google-genai). ``promptTokenCount`` INCLUDES cached tokens;
+thoughts and tool-use prompt tokens are counted apart.
 """
 
 from __future__ import annotations

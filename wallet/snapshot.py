@@ -225,6 +225,7 @@ def load(
     """Lock and read what a batch needs, in one round trip (see the module docstring).
 
     Args:
+        session: the batch's transaction, in which the locks are taken.
         account_ids: accounts the batch's operations name (resellers are added).
         authorization_ids: authorizations named by operations or records.
         claims: record id -> account id, to claim for exactly-once charging.

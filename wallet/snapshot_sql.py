@@ -21,7 +21,7 @@ args AS (
 
 
 _FAMILY = (
-    "WITH"
+    "WITH"  # noqa: S608 (constant SQL fragments: no input is ever interpolated)
     + _ARGS
     + """, want AS (
     SELECT ARRAY(
@@ -42,7 +42,7 @@ _FAMILY = (
 _FAM = "ANY((SELECT ids FROM fam)::text[])"
 
 GATE_AND_CATALOG = (
-    "WITH"
+    "WITH"  # noqa: S608 (constant SQL fragments: no input is ever interpolated)
     + _ARGS
     + """, gate AS (
     SELECT count(*) AS n, clock_timestamp() AS at FROM (
@@ -65,7 +65,7 @@ FROM gate
 )
 
 CLAIM = (
-    "WITH"
+    "WITH"  # noqa: S608 (constant SQL fragments: no input is ever interpolated)
     + _ARGS
     + """, c AS (
     INSERT INTO wallet_usage_claims (id, account_id)
@@ -91,7 +91,7 @@ SELECT a.id, a.kind, a.parent_id, a.currency, a.credit_limit, a.failed_request_p
        nullif(a.discounts::text, '[]'), a.burn_order::text, a.low_balance_threshold, a.status
 FROM wallet_accounts a WHERE a.id = {_FAM}
 ORDER BY a.id FOR NO KEY UPDATE
-"""
+"""  # noqa: S608 (the f-string inserts only the constants above)
 )
 
 AUTH_COLUMNS = (
@@ -125,18 +125,18 @@ AUTH_COLUMNS = (
 )
 
 AUTHS = (
-    "WITH"
+    "WITH"  # noqa: S608 (constant SQL fragments: no input is ever interpolated)
     + _ARGS
     + f"""
 SELECT {", ".join(AUTH_COLUMNS)} FROM wallet_authorizations
 WHERE id = ANY((SELECT auths FROM args)::text[]) ORDER BY id FOR UPDATE
-"""
+"""  # noqa: S608 (the f-string inserts only the constants above)
 )
 
 # Everything else, read under the locks above, as one JSON document (one statement to send,
 # one row to decode).
 STATE = (
-    _FAMILY
+    _FAMILY  # noqa: S608 (constant SQL fragments: no input is ever interpolated)
     + f"""
 SELECT json_build_object(
     'lots', (
@@ -213,5 +213,5 @@ SELECT json_build_object(
         ))
     )
 )::text
-"""
+"""  # noqa: S608 (the f-string inserts only the constants above)
 )

@@ -77,6 +77,11 @@ def start_subscription(
     """Subscribe an account to a plan, paying the first month from its wallet.
 
     Args:
+        session: the caller's transaction.
+        account_id: the subscribing account.
+        plan_id: the plan subscribed to.
+        at: when the subscription starts (default: now).
+        scope: accounts outside it are unknown to the caller.
         from_lot_id: pay the first month from this one money lot (a card payment's paid lot).
 
     Raises:

@@ -414,6 +414,8 @@ def settle_topup(
     customer accepted at checkout). Card money lands in ``cash:stripe``.
 
     Args:
+        session: the caller's transaction.
+        topup_id: the top-up whose money arrived.
         with_bonus: False for money that pays a purchase (no top-up bonus).
         effective_at: when the money moved (the provider's time), for the ledger entry.
 

@@ -37,6 +37,7 @@ from wallet.models import Authorization, CreditLot, QuotaWindow
 from wallet.outbox import emit
 from wallet.records import UsageIn
 from wallet.snapshot import AccountRow, AuthRow, Snapshot, driver_connection
+from wallet.snapshot_sql import AUTH_COLUMNS
 
 
 @dataclass
@@ -80,32 +81,21 @@ FROM json_to_recordset(%(windows)s::json) AS v(id bigint, s timestamptz, e times
 WHERE w.id = v.id AND w.id = ANY(%(window_ids)s::bigint[])
 """
 
-#: columns an update of an authorization may change
-_AUTH_MUTABLE = (
-    "model",
-    "status",
-    "decline_code",
-    "requested",
-    "held_money",
-    "held_tokens",
-    "captured_money",
-    "captured_tokens",
-    "released_money",
-    "released_tokens",
-    "captures",
-    "final",
-    "plan_covered",
-    "overage",
-    "reserved",
-    "reserved_quota",
-    "reseller_overage",
-    "usage_record_id",
-    "expires_at",
-    "resolved_at",
-    "updated_at",
+#: columns an update of an authorization may change: all but these, and its ``updated_at``
+_AUTH_FIXED = frozenset(
+    {
+        "id",
+        "account_id",
+        "reseller_account_id",
+        "multi_capture",
+        "token_grant",
+        "hold_entry_id",
+        "created_at",
+    }
 )
+_AUTH_MUTABLE = (*(c for c in AUTH_COLUMNS if c not in _AUTH_FIXED), "updated_at")
 _AUTHS = (
-    "INSERT INTO wallet_authorizations"
+    "INSERT INTO wallet_authorizations"  # noqa: S608 (joins only the constant column names above)
     " SELECT * FROM json_populate_recordset(NULL::wallet_authorizations, %(auths)s::json)"
     " ON CONFLICT (id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in _AUTH_MUTABLE)
 )
@@ -303,6 +293,11 @@ def write(
     The caller commits.
 
     Args:
+        session: the batch's transaction.
+        snap: what the batch read and changed in memory (wallets, lots, authorizations).
+        charged: the records charged, with their draws and ledger legs.
+        unclaim: record ids claimed by the batch but not charged, whose claims are dropped.
+        priced_until: currency -> the latest usage instant the batch priced (the watermark).
         received_at: when the batch happened: the records' ``received_at`` and the entries'
             ``effective_at``.
     """

@@ -1,5 +1,7 @@
-"""Entitlements (packages, plan quota, bonus credit) pay only for usage dated inside their own
-validity: a November purchase does not pay for October usage reported late.
+"""Entitlements pay only for usage dated inside their own validity.
+
+Packages, plan quota and bonus credit alike: a November purchase does not pay for October usage
+reported late.
 """
 
 from __future__ import annotations

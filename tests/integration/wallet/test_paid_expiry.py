@@ -1,6 +1,7 @@
-"""Paid credit may be given an expiry only where the operator's terms allow it (refused by
-default, changing nothing); at expiry its unspent part is booked to ``revenue:breakage`` and
-the prepaid-liability rollforward shows it as expired paid credit.
+"""Paid credit may be given an expiry only where the operator's terms allow it.
+
+It is refused by default, changing nothing; at expiry its unspent part is booked to
+``revenue:breakage`` and the prepaid-liability rollforward shows it as expired paid credit.
 """
 
 from __future__ import annotations
