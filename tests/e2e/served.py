@@ -1,5 +1,7 @@
-"""A real ``tokenwallet serve`` process for end-to-end tests that need the whole server (its
-worker threads, pools and shutdown), not the in-process test client.
+"""A real ``tokenwallet serve`` process for end-to-end tests that need the whole server.
+
+Some tests need what only a served process has (its worker threads, pools and shutdown), not
+the in-process test client.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""Importing LiteLLM's bundled price map (the real ``litellm`` package's file) over HTTP and the
-CLI on real PostgreSQL: a dry run writes nothing and reports what is refused and why; an import
-creates the models and one card whose prices rate like LiteLLM's own cost calculator.
+"""Importing LiteLLM's bundled price map over HTTP and the CLI on real PostgreSQL.
+
+The map is the real ``litellm`` package's file. A dry run writes nothing and reports what is
+refused and why; an import creates the models and one card whose prices rate like LiteLLM's own
+cost calculator.
 """
 
 from __future__ import annotations

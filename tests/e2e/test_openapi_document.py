@@ -163,7 +163,7 @@ def test_health_is_documented_with_its_body(doc):
     ],
 )
 def test_a_period_is_written_in_ascii_digits(value):
-    """``\\d`` matched any script's digits, so fullwidth 2026-11 was the period 2026-11."""
+    r"""``\d`` matched any script's digits, so fullwidth 2026-11 was the period 2026-11."""
     with pytest.raises(InvalidPeriod):
         Period.parse(value)
 

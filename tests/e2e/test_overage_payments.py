@@ -32,9 +32,10 @@ JAN = datetime(2026, 1, 1, tzinfo=UTC)
 
 @pytest.fixture
 def tree(engine):
-    """A reseller (float 100.00) with a sub-account allowed 10.00 of overage, which used
-    (1,000,000 output tokens at 15/Mtok, doubled by the reseller's 100 % markup = 30.00 retail)
-    20.00 of prepaid credit and 10.00 of overage.
+    """A reseller (float 100.00) whose sub-account used 20.00 of credit and 10.00 of overage.
+
+    The sub-account is allowed 10.00 of overage; it used 1,000,000 output tokens at 15/Mtok,
+    doubled by the reseller's 100 % markup: 30.00 retail.
     """
     with Session(engine) as s:
         catalog.create_model(s, id="m", provider="acme", display_name="M")

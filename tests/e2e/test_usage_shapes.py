@@ -1,6 +1,8 @@
-"""Every usage shape and price dimension over HTTP on real PostgreSQL, with the providers' own
-SDK objects (openai, anthropic, litellm pydantic types built from realistic JSON) and expected
-charges computed here, independently, from the per-Mtok prices (Decimal arithmetic).
+"""Every usage shape and price dimension over HTTP on real PostgreSQL, from the providers' SDKs.
+
+The records are the providers' own SDK objects (openai, anthropic, litellm pydantic types built
+from realistic JSON); the expected charges are computed here, independently, from the per-Mtok
+prices (Decimal arithmetic).
 """
 
 from __future__ import annotations

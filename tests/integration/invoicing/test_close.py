@@ -292,8 +292,10 @@ def test_close_account_directly_returns_none_when_there_is_nothing_to_bill(shop,
 def test_a_usage_batch_in_flight_during_the_close_lands_on_the_invoice(
     shop, usage, session, monkeypatch
 ):
-    """Without the gate the close would read before the batch commits and, its cut-off being
-    later than the batch's received_at, the record would be on no invoice at all.
+    """A close waits for a usage batch in flight, so its record lands on an invoice.
+
+    Without the gate the close would read before the batch commits and, its cut-off being later
+    than the batch's received_at, the record would be on no invoice at all.
     """
     import wallet.gateway as charging
 

@@ -1,6 +1,7 @@
-"""A dispute freeze released while a usage batch of the same account is between reading and
-writing its lots: the release waits for the batch (both lock the account row first), so
-neither overwrites the other.
+"""A dispute freeze released while a usage batch of the same account is writing its lots.
+
+The batch is between reading and writing its lots: the release waits for the batch (both lock
+the account row first), so neither overwrites the other.
 """
 
 from __future__ import annotations

@@ -299,10 +299,11 @@ def test_a_voided_invoice_was_owed_until_it_was_voided(closed, shop, session):
 def test_the_rollforward_ties_to_the_ledger_and_would_not_if_it_misread_the_postings(
     shop, session, monkeypatch
 ):
-    """Credit frozen by an open dispute at the period's end is a *pending* posting on the
-    customer's prepaid account. A report that read pending postings as posted would still agree
-    with itself (opening + movements = its own closing), so only the independent figure catches
-    it.
+    """Credit frozen by an open dispute at the period's end is a *pending* prepaid posting.
+
+    The posting is on the customer's prepaid account. A report that read pending postings as
+    posted would still agree with itself (opening + movements = its own closing), so only the
+    independent figure catches it.
     """
     now = utcnow()
     period = Period.containing(now)

@@ -1,5 +1,6 @@
-"""Tax on prepaid consumption settled from the prepaid balance when the operator's setting for
-the account says so (``settle_from_prepaid``): the invoice is finalized paid, the paid credit
+"""Tax on prepaid consumption settled from the prepaid balance when the operator says so.
+
+The account's setting is ``settle_from_prepaid``: the invoice is finalized paid, the paid credit
 (never the bonus) pays it, the ledger and the rollforward show it; by default it is owed.
 """
 

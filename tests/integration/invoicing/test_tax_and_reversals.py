@@ -221,8 +221,10 @@ def test_a_partial_lump_credit_is_taxed_on_the_taxable_share_of_the_due_lines(sh
 
 @pytest.fixture
 def owing(shop, usage):
-    """A customer with a 10.00 credit limit who spent 18.00 of a 20.00 top-up that was then
-    refunded in full at the provider: 18.00 owed in receivable:reversals.
+    """A customer who owes 18.00 in receivable:reversals.
+
+    The customer, with a 10.00 credit limit, spent 18.00 of a 20.00 top-up that was then refunded
+    in full at the provider.
     """
     acc = new_account(shop, "Owing", credit_limit="10", billing={"tax_profile_id": "vat20"})
     with shop.begin() as s:

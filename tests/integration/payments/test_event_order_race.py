@@ -1,5 +1,6 @@
-"""A refund delivered while the payment's completion is being applied waits for it (events of
-one payment intent apply one at a time) and is then applied, never left deferred.
+"""A refund delivered while the payment's completion is being applied waits, then applies.
+
+Events of one payment intent apply one at a time, so the refund is never left deferred.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Concurrent deliveries and races on one payment, with real concurrent connections (threads,
-each with its own session) on real PostgreSQL.
+"""Concurrent deliveries and races on one payment, with real concurrent connections.
+
+Each thread has its own session on real PostgreSQL.
 """
 
 from __future__ import annotations

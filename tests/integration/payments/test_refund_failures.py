@@ -1,7 +1,8 @@
-"""Card refunds that fail at Stripe after we booked them (``refund.failed``,
-``charge.refund.updated`` with status ``failed``): undone exactly once, credit restored with its
-bonus, debts cancelled, cash corrected, an operator event queued; stale snapshots of the
-refunded total that still count the failed refund change nothing.
+"""Card refunds that fail at Stripe after we booked them are undone exactly once.
+
+Stripe says so by ``refund.failed`` or ``charge.refund.updated`` with status ``failed``: credit
+is restored with its bonus, debts cancelled, cash corrected, an operator event queued; stale
+snapshots of the refunded total that still count the failed refund change nothing.
 """
 
 from __future__ import annotations

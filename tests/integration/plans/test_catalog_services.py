@@ -1,5 +1,6 @@
-"""Models, top-up bonus rules, token packages, coding plans and failed-request policies on
-real PostgreSQL.
+"""Models, top-up bonus rules, token packages, coding plans and failed-request policies.
+
+All on real PostgreSQL.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Rate cards, the rating watermark, contracts, reseller price books and price resolution on
-real PostgreSQL.
+"""Rate cards, the rating watermark, contracts, reseller price books and price resolution.
+
+All on real PostgreSQL.
 """
 
 from __future__ import annotations
