@@ -48,6 +48,37 @@ def price(model: str, inp: str, out: str, **extra: Any) -> dict[str, Any]:
     return {"model": model, "input_per_mtok": inp, "output_per_mtok": out, **extra}
 
 
+def package(
+    package_id: str, name: str, price: str, tokens: int, *models: str, valid_days: int = 30
+) -> dict[str, Any]:
+    """A USD token package's body; ``models`` (when given) are the only models it covers."""
+    body: dict[str, Any] = {
+        "id": package_id,
+        "name": name,
+        "currency": "USD",
+        "price": price,
+        "tokens": tokens,
+        "valid_days": valid_days,
+    }
+    if models:
+        body["models"] = list(models)
+    return body
+
+
+def plan(
+    plan_id: str, monthly_fee: str, on_exhausted: str, *windows: tuple[str, str, int]
+) -> dict[str, Any]:
+    """A USD coding plan's body, named after its id; each window is (kind, unit, limit)."""
+    return {
+        "id": plan_id,
+        "name": plan_id.title(),
+        "currency": "USD",
+        "monthly_fee": monthly_fee,
+        "windows": [{"kind": kind, "unit": unit, "limit": limit} for kind, unit, limit in windows],
+        "on_exhausted": on_exhausted,
+    }
+
+
 def add_models(admin: Any, *model_ids: str, provider: str = "acme") -> None:
     """Add models to the catalog, each displayed under its own id."""
     for model_id in model_ids:

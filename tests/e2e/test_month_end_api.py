@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from litestar.testing import TestClient
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from api.app import create_app
 from api.auth import ApiKeyAuthMiddleware, create_key
-from tests.helpers import ok, problem
+from tests.helpers import ok, package, plan, problem
 
 JAN = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -51,23 +52,63 @@ def api(engine, clock):
         yield client, {role: {"Authorization": f"Bearer {k}"} for role, k in keys.items()}
 
 
-def test_a_month_through_the_api_then_the_close(api, clock, engine):
-    """A month through the API and its close, kept as one story (over 60 lines on purpose).
+class Month:
+    """The test client with the admin, finance and gateway keys, the clock and a record counter."""
 
-    Each step depends on the balances, invoices and numbers the steps before it left.
-    """
-    client, keys = api
-    admin, finance, gateway = keys["admin"], keys["finance"], keys["gateway"]
+    def __init__(self, client: TestClient, keys: dict[str, dict[str, str]], clock: Clock) -> None:
+        self.client, self.clock = client, clock
+        self.admin, self.finance, self.gateway = keys["admin"], keys["finance"], keys["gateway"]
+        self.n = iter(range(1, 1000))
 
-    def post(path, body, headers=admin, status=201):
-        return ok(client.post(path, json=body, headers=headers), status)
+    def post(self, path: str, body: Any, headers: Any = None, status: int = 201) -> Any:
+        """POST ``body`` as admin (unless ``headers`` say otherwise); the JSON of ``status``."""
+        headers = self.admin if headers is None else headers
+        return ok(self.client.post(path, json=body, headers=headers), status)
 
-    def get(path, headers=finance):
-        return ok(client.get(path, headers=headers), 200)
+    def get(self, path: str, headers: Any = None) -> Any:
+        """GET as finance (unless ``headers`` say otherwise); the JSON of a 200."""
+        headers = self.finance if headers is None else headers
+        return ok(self.client.get(path, headers=headers), 200)
 
-    # catalog
-    post("/v1/models", {"id": "m", "provider": "acme", "display_name": "M"})
-    post(
+    def usage(self, acc: dict[str, Any], when: datetime, count: int = 1, **kw: Any) -> None:
+        """Send ``count`` records of 1,000 + 1,000 tokens at ``when``; each must be charged."""
+        self.clock.now = when
+        records = [
+            {
+                "id": f"r{next(self.n)}",
+                "account_id": acc["id"],
+                "model": "m",
+                "occurred_at": when.isoformat(),
+                "input_tokens": 1000,
+                "output_tokens": 1000,
+                **kw,
+            }
+            for _ in range(count)
+        ]
+        results = self.post("/v1/usage", {"records": records}, self.gateway, 200)["results"]
+        assert {r["status"] for r in results} == {"charged"}, results
+
+
+def lines(inv: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """An invoice's lines as (kind, settlement, amount, tax, requests, tokens)."""
+    return [
+        (ln["kind"], ln["settlement"], ln["amount"]["amount"], ln["tax"]["amount"],
+         ln["requests"], ln["tokens"])
+        for ln in inv["lines"]
+    ]  # fmt: skip
+
+
+def totals(inv: dict[str, Any]) -> tuple[str, ...]:
+    """An invoice's subtotal, tax, total, prepaid applied, amount due and balance due."""
+    t = inv["totals"]
+    keys = ("subtotal", "tax", "total", "prepaid_applied", "amount_due", "balance_due")
+    return tuple(t[k]["amount"] for k in keys)
+
+
+def set_up_the_catalog(m: Month) -> None:
+    """Model m at 3/15 per Mtok, a 10 % bonus from 100.00, a package, a plan and VAT 20 %."""
+    m.post("/v1/models", {"id": "m", "provider": "acme", "display_name": "M"})
+    m.post(
         "/v1/rate-cards",
         {
             "currency": "USD",
@@ -75,7 +116,7 @@ def test_a_month_through_the_api_then_the_close(api, clock, engine):
             "prices": [{"model": "m", "input_per_mtok": "3", "output_per_mtok": "15"}],
         },
     )
-    post(
+    m.post(
         "/v1/topup-bonus-rules",
         {
             "currency": "USD",
@@ -83,33 +124,15 @@ def test_a_month_through_the_api_then_the_close(api, clock, engine):
             "tiers": [{"min_amount": "100.00", "bonus_pct": "10"}],
         },
     )
-    post(
-        "/v1/packages",
-        {
-            "id": "pk",
-            "name": "Starter 1M",
-            "currency": "USD",
-            "price": "9.00",
-            "tokens": 1_000_000,
-            "models": ["m"],
-            "valid_days": 30,
-        },
-    )
-    post(
-        "/v1/plans",
-        {
-            "id": "coder",
-            "name": "Coder",
-            "currency": "USD",
-            "monthly_fee": "20.00",
-            "windows": [{"kind": "monthly", "unit": "requests", "limit": 2}],
-            "on_exhausted": "wallet",
-        },
-    )
-    post("/v1/tax-profiles", {"id": "vat20", "name": "VAT 20 %", "rate_pct": "20"}, finance)
-    # accounts
-    acme = post("/v1/accounts", {"name": "Acme", "currency": "USD"})
-    globex = post(
+    m.post("/v1/packages", package("pk", "Starter 1M", "9.00", 1_000_000, "m"))
+    m.post("/v1/plans", plan("coder", "20.00", "wallet", ("monthly", "requests", 2)))
+    m.post("/v1/tax-profiles", {"id": "vat20", "name": "VAT 20 %", "rate_pct": "20"}, m.finance)
+
+
+def open_the_accounts(m: Month) -> dict[str, dict[str, Any]]:
+    """Acme (prepaid), Globex (net 30, VAT 20 %), Resell (100 % markup) and its two subs."""
+    acme = m.post("/v1/accounts", {"name": "Acme", "currency": "USD"})
+    globex = m.post(
         "/v1/accounts",
         {
             "name": "Globex",
@@ -120,10 +143,10 @@ def test_a_month_through_the_api_then_the_close(api, clock, engine):
     )
     assert globex["billing"]["net_terms_days"] == 30
     patched = ok(
-        client.patch(
+        m.client.patch(
             f"/v1/accounts/{globex['id']}",
             json={"billing": {"legal_name": "Globex GmbH", "billing_address": "1 Main St"}},
-            headers=finance,
+            headers=m.finance,
         ),
         200,
     )
@@ -136,11 +159,11 @@ def test_a_month_through_the_api_then_the_close(api, clock, engine):
         "billing_email": None,
         "settle_from_prepaid": False,
     }
-    resell = post(
+    resell = m.post(
         "/v1/accounts",
         {"name": "Resell", "currency": "USD", "kind": "reseller", "credit_limit": "100"},
     )
-    post(
+    m.post(
         "/v1/reseller-price-books",
         {
             "reseller_account_id": resell["id"],
@@ -149,85 +172,71 @@ def test_a_month_through_the_api_then_the_close(api, clock, engine):
             "effective_from": JAN.isoformat(),
         },
     )
-    s1 = post("/v1/accounts", {"name": "Sub One", "currency": "USD", "parent_id": resell["id"]})
-    s2 = post("/v1/accounts", {"name": "Sub Two", "currency": "USD", "parent_id": resell["id"]})
-    # money in
-    for acc, amount, method in (
-        (acme, "100.00", "bank_transfer"),
-        (globex, "0.05", "bank_transfer"),  # pays its first 0.05 of usage, then overage
-        (resell, "10.00", "bank_transfer"),
-        (s1, "50.00", "reseller"),
-        (s2, "50.00", "reseller"),
+    s1 = m.post("/v1/accounts", {"name": "Sub One", "currency": "USD", "parent_id": resell["id"]})
+    s2 = m.post("/v1/accounts", {"name": "Sub Two", "currency": "USD", "parent_id": resell["id"]})
+    return {"acme": acme, "globex": globex, "resell": resell, "s1": s1, "s2": s2}
+
+
+def put_money_in(m: Month, accs: dict[str, dict[str, Any]]) -> None:
+    """Top-ups for everyone, then Acme buys the package and subscribes to the plan."""
+    for who, amount, method in (
+        ("acme", "100.00", "bank_transfer"),
+        ("globex", "0.05", "bank_transfer"),  # pays its first 0.05 of usage, then overage
+        ("resell", "10.00", "bank_transfer"),
+        ("s1", "50.00", "reseller"),
+        ("s2", "50.00", "reseller"),
     ):
-        who = finance if method == "bank_transfer" else admin  # "reseller": the reseller's own
-        post(f"/v1/accounts/{acc['id']}/topups", {"amount": amount, "method": method}, who)
-    clock.now = march(2)
-    post(f"/v1/accounts/{acme['id']}/package-purchases", {"package_id": "pk"})
-    clock.now = march(2, 13)
-    post(f"/v1/accounts/{acme['id']}/subscriptions", {"plan_id": "coder"})
+        headers = m.finance if method == "bank_transfer" else m.admin  # "reseller": its own
+        body = {"amount": amount, "method": method}
+        m.post(f"/v1/accounts/{accs[who]['id']}/topups", body, headers)
+    m.clock.now = march(2)
+    m.post(f"/v1/accounts/{accs['acme']['id']}/package-purchases", {"package_id": "pk"})
+    m.clock.now = march(2, 13)
+    m.post(f"/v1/accounts/{accs['acme']['id']}/subscriptions", {"plan_id": "coder"})
 
-    n = iter(range(1, 1000))
 
-    def usage(acc, when, count=1, **kw):
-        clock.now = when
-        records = [
-            {
-                "id": f"r{next(n)}",
-                "account_id": acc["id"],
-                "model": "m",
-                "occurred_at": when.isoformat(),
-                "input_tokens": 1000,
-                "output_tokens": 1000,
-                **kw,
-            }
-            for _ in range(count)
-        ]
-        results = post("/v1/usage", {"records": records}, gateway, 200)["results"]
-        assert {r["status"] for r in results} == {"charged"}, results
-
-    usage(acme, march(5), 3)  # two plan requests, one from the package
-    usage(acme, march(5, 14), http_status=502)  # provider error: not billed
-    usage(globex, march(10), 5)  # 0.05 from prepaid credit, 0.04 overage
-    usage(globex, march(11), input_tokens=333_333, output_tokens=1)  # 1.000014
-    usage(globex, march(11, 13), http_status=502)
+def use_the_month(m: Month, accs: dict[str, dict[str, Any]]) -> None:
+    """Usage through March, with a failed request (502) for each invoiced account."""
+    acme, globex = accs["acme"], accs["globex"]
+    m.usage(acme, march(5), 3)  # two plan requests, one from the package
+    m.usage(acme, march(5, 14), http_status=502)  # provider error: not billed
+    m.usage(globex, march(10), 5)  # 0.05 from prepaid credit, 0.04 overage
+    m.usage(globex, march(11), input_tokens=333_333, output_tokens=1)  # 1.000014
+    m.usage(globex, march(11, 13), http_status=502)
     big = {"input_tokens": 2_000_000, "output_tokens": 200_000}  # wholesale 9.00, retail 18.00
-    usage(s1, march(20), **big)
-    usage(s2, march(21), **big)  # the float: 1.00 paid + 8.00 overage
-    usage(s2, march(21, 13), http_status=502)
+    m.usage(accs["s1"], march(20), **big)
+    m.usage(accs["s2"], march(21), **big)  # the float: 1.00 paid + 8.00 overage
+    m.usage(accs["s2"], march(21, 13), http_status=502)
 
+
+def close_march(m: Month, accs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Close March (refused too early, then idempotent); the invoices by account name."""
     # too early: the grace period (24 h by default) has not passed
-    clock.now = datetime(2026, 4, 1, 12, tzinfo=UTC)
+    m.clock.now = datetime(2026, 4, 1, 12, tzinfo=UTC)
+    close = "/v1/billing-periods/2026-03/close"
+    problem(m.client.post(close, headers=m.finance), 409, "period_not_ended")
     problem(
-        client.post("/v1/billing-periods/2026-03/close", headers=finance), 409, "period_not_ended"
+        m.client.post("/v1/billing-periods/2026-13/close", headers=m.finance),
+        400,
+        "invalid_period",
     )
-    problem(
-        client.post("/v1/billing-periods/2026-13/close", headers=finance), 400, "invalid_period"
-    )
-    # the close
-    clock.now = datetime(2026, 4, 2, tzinfo=UTC)
-    closed = post("/v1/billing-periods/2026-03/close", None, finance, 200)
+    m.clock.now = datetime(2026, 4, 2, tzinfo=UTC)
+    closed = m.post(close, None, m.finance, 200)
     assert (closed["status"], closed["accounts"], len(closed["invoices"])) == ("closed", 3, 3)
-    again = post("/v1/billing-periods/2026-03/close", None, finance, 200)
+    again = m.post(close, None, m.finance, 200)
     assert [i["id"] for i in again["invoices"]] == [i["id"] for i in closed["invoices"]]
-    listed = get("/v1/invoices?period=2026-03")["data"]
+    listed = m.get("/v1/invoices?period=2026-03")["data"]
     by_account = {i["account_id"]: i for i in listed}
-    assert set(by_account) == {acme["id"], globex["id"], resell["id"]}
-    numbers = [by_account[a["id"]]["number"] for a in (acme, globex, resell)]
+    names = ("acme", "globex", "resell")
+    assert set(by_account) == {accs[name]["id"] for name in names}
+    numbers = [by_account[accs[name]["id"]]["number"] for name in names]
     assert numbers == ["INV-USD-2026-000001", "INV-USD-2026-000002", "INV-USD-2026-000003"]
+    return {name: m.get(f"/v1/invoices/{by_account[accs[name]['id']]['id']}") for name in names}
 
-    def lines(inv):
-        return [
-            (ln["kind"], ln["settlement"], ln["amount"]["amount"], ln["tax"]["amount"],
-             ln["requests"], ln["tokens"])
-            for ln in inv["lines"]
-        ]  # fmt: skip
 
-    def totals(inv):
-        t = inv["totals"]
-        keys = ("subtotal", "tax", "total", "prepaid_applied", "amount_due", "balance_due")
-        return tuple(t[k]["amount"] for k in keys)
-
-    inv_acme = get(f"/v1/invoices/{by_account[acme['id']]['id']}")
+def check_the_invoices(invoices: dict[str, dict[str, Any]]) -> None:
+    """Every line and total of the three invoices, to the cent."""
+    inv_acme = invoices["acme"]
     assert lines(inv_acme) == [
         ("plan_fee", "prepaid", "20.00", "0.00", 1, 0),
         ("package", "prepaid", "9.00", "0.00", 1, 1_000_000),
@@ -238,7 +247,7 @@ def test_a_month_through_the_api_then_the_close(api, clock, engine):
     assert inv_acme["status"] == "paid" and inv_acme["due_date"] == "2026-04-02"
     assert inv_acme["lines"][3]["details"]["reason"] == "provider_error:not_billed"
 
-    inv_globex = get(f"/v1/invoices/{by_account[globex['id']]['id']}")
+    inv_globex = invoices["globex"]
     # everything consumed is taxed: the overage and the 0.05 the prepaid balance paid (its net
     # settled by the balance, its tax due). The third record was paid 0.014 from credit and
     # 0.004 as overage: one request, on the overage line, its 2,000 tokens shared 444/1,556.
@@ -260,18 +269,19 @@ def test_a_month_through_the_api_then_the_close(api, clock, engine):
     )
     assert inv_globex["bill_to"]["name"] == "Globex GmbH"
 
-    inv_resell = get(f"/v1/invoices/{by_account[resell['id']]['id']}")
     # 4.4M tokens used, 4.4M on the invoice: Sub Two's record (1.00 from the float, 8.00
     # overage) is counted once, its tokens shared 1:8; no tax profile, so no tax
-    assert lines(inv_resell) == [
+    assert lines(invoices["resell"]) == [
         ("overage", "due", "8.00", "0.00", 1, 1_955_555),
         ("prepaid_usage", "prepaid", "10.00", "0.00", 1, 2_444_445),
         ("failed_request_credit", "info", "0.02", "0.00", 1, 2000),
     ]
-    assert totals(inv_resell) == ("18.00", "0.00", "18.00", "10.00", "8.00", "8.00")
+    assert totals(invoices["resell"]) == ("18.00", "0.00", "18.00", "10.00", "8.00", "8.00")
 
-    # the ledger: trial balance sums to zero in every book, the rollforward ties
-    tb = get("/v1/reports/trial-balance?currency=USD&as_of=2026-04-02T00:00:00Z")
+
+def check_the_reports(m: Month, accs: dict[str, dict[str, Any]]) -> None:
+    """The trial balance sums to zero in every book, the rollforward and the others tie."""
+    tb = m.get("/v1/reports/trial-balance?currency=USD&as_of=2026-04-02T00:00:00Z")
     assert tb["summary"]["balanced"] is True
     for book, sums in tb["summary"]["books"].items():
         assert sums["net"] == "0.00", book
@@ -279,7 +289,7 @@ def test_a_month_through_the_api_then_the_close(api, clock, engine):
     assert codes[("operator", "receivable:invoiced")] == "9.26"
     assert codes[("operator", "receivable:unbilled")] == "0.00"
     assert codes[("operator", "tax:payable")] == "-0.22"
-    roll = get("/v1/reports/prepaid-liability?period=2026-03&currency=USD")
+    roll = m.get("/v1/reports/prepaid-liability?period=2026-03&currency=USD")
     assert roll["summary"]["ties"] is True
     movements = {r["line"]: r["total"] for r in roll["rows"]}
     assert movements == {
@@ -294,82 +304,86 @@ def test_a_month_through_the_api_then_the_close(api, clock, engine):
         "other": "0.00",
         "closing": "81.00",
     }
-    assert get(f"/v1/accounts/{acme['id']}/balance", admin)["paid"] == "81.00"
-    csv_text = client.get(
-        "/v1/reports/prepaid-liability?period=2026-03&currency=USD&format=csv", headers=finance
+    assert m.get(f"/v1/accounts/{accs['acme']['id']}/balance", m.admin)["paid"] == "81.00"
+    csv_text = m.client.get(
+        "/v1/reports/prepaid-liability?period=2026-03&currency=USD&format=csv", headers=m.finance
     )
     assert csv_text.headers["content-type"].startswith("text/csv")
     assert csv_text.text.splitlines()[0] == "line,paid,bonus,total"
-    revenue = get("/v1/reports/revenue-by-model?period=2026-03&currency=USD")
+    revenue = m.get("/v1/reports/revenue-by-model?period=2026-03&currency=USD")
     assert revenue["summary"]["ties"] is True and revenue["rows"][0]["revenue"] == "19.090014"
-    statement = get(f"/v1/reports/reseller-statement?reseller_id={resell['id']}&period=2026-03")
+    resell_id = accs["resell"]["id"]
+    statement = m.get(f"/v1/reports/reseller-statement?reseller_id={resell_id}&period=2026-03")
     assert statement["summary"]["margin"] == "18.00"
 
-    # the PDF of a real invoice
-    pdf = client.get(f"/v1/invoices/{inv_globex['id']}/pdf", headers=finance)
+
+def check_the_pdf(m: Month, inv_globex: dict[str, Any]) -> None:
+    """The PDF of a real invoice: its number, amount due and customer; no tax base shown."""
+    pdf = m.client.get(f"/v1/invoices/{inv_globex['id']}/pdf", headers=m.finance)
     assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
     text = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.content)).pages)
     assert "INV-USD-2026-000002" in text and "$1.26 USD" in text and "Globex GmbH" in text
     assert "(20% of $0.05)" not in text  # the whole line was paid with money: no base shown
 
-    # payments (idempotent per reference) and credit notes (own series)
-    clock.now = datetime(2026, 4, 20, tzinfo=UTC)
+
+def pay_and_credit(m: Month, inv_globex: dict[str, Any], inv_resell: dict[str, Any]) -> None:
+    """Payments (idempotent per reference), credit notes (own series) and the aging report."""
+    m.clock.now = datetime(2026, 4, 20, tzinfo=UTC)
     pay = {"amount": "1.26", "method": "bank_transfer", "reference": "BANK-2026-0420-1"}
-    first = post(f"/v1/invoices/{inv_globex['id']}/payments", pay, finance)
-    repeat = post(f"/v1/invoices/{inv_globex['id']}/payments", pay, finance)
+    first = m.post(f"/v1/invoices/{inv_globex['id']}/payments", pay, m.finance)
+    repeat = m.post(f"/v1/invoices/{inv_globex['id']}/payments", pay, m.finance)
     assert repeat["id"] == first["id"]
-    reused = client.post(  # the same reference for another invoice: a clear 409
-        f"/v1/invoices/{inv_resell['id']}/payments", json={**pay, "amount": "1.00"}, headers=finance
+    reused = m.client.post(  # the same reference for another invoice: a clear 409
+        f"/v1/invoices/{inv_resell['id']}/payments",
+        json={**pay, "amount": "1.00"},
+        headers=m.finance,
     )
     problem(reused, 409, "idempotency_conflict")
     assert f"already recorded as {first['id']}" in reused.json()["detail"]
-    assert get(f"/v1/invoices/{inv_globex['id']}")["status"] == "paid"
+    assert m.get(f"/v1/invoices/{inv_globex['id']}")["status"] == "paid"
+    notes = f"/v1/invoices/{inv_resell['id']}/credit-notes"
     problem(
-        client.post(
-            f"/v1/invoices/{inv_resell['id']}/credit-notes",
+        m.client.post(
+            notes,
             json={"amount": "1.00", "lines": [{"line_id": 1}], "reason": "x"},
-            headers=finance,
+            headers=m.finance,
         ),
         400,
         "validation_error",
     )
-    note = post(
-        f"/v1/invoices/{inv_resell['id']}/credit-notes",
-        {"amount": "2.00", "reason": "goodwill"},
-        finance,
-    )
+    note = m.post(notes, {"amount": "2.00", "reason": "goodwill"}, m.finance)
     assert (note["number"], note["total"]["amount"]) == ("CN-USD-2026-000001", "2.00")
     problem(
-        client.post(
-            f"/v1/invoices/{inv_resell['id']}/credit-notes",
-            json={"amount": "6.01", "reason": "too much"},
-            headers=finance,
-        ),
+        m.client.post(notes, json={"amount": "6.01", "reason": "too much"}, headers=m.finance),
         422,
         "credit_exceeds_invoice",
     )
-    resell_after = get(f"/v1/invoices/{inv_resell['id']}")
+    resell_after = m.get(f"/v1/invoices/{inv_resell['id']}")
     assert resell_after["totals"]["balance_due"]["amount"] == "6.00"
     assert [c["number"] for c in resell_after["credit_notes"]] == ["CN-USD-2026-000001"]
-    aging = get("/v1/reports/receivables-aging?currency=USD&as_of=2026-05-10")
+    aging = m.get("/v1/reports/receivables-aging?currency=USD&as_of=2026-05-10")
     assert aging["summary"]["ties"] is True and aging["summary"]["total"] == "6.00"
     assert aging["rows"][0]["bucket"] == "31-60"  # due on receipt, 2026-04-02
-    assert get(f"/v1/invoices/{inv_resell['id']}")["overdue"] is True
+    assert m.get(f"/v1/invoices/{inv_resell['id']}")["overdue"] is True
+
+
+def check_who_sees_what(m: Month, engine: Any, acme: dict[str, Any], inv_globex: Any) -> None:
+    """The gateway sees no invoices, a customer only its own; the paths are in the schema."""
     # the gateway may not see invoices; finance may not be refused for the close
-    problem(client.get("/v1/invoices", headers=gateway), 403, "forbidden")
-    tb = get("/v1/reports/trial-balance?currency=USD")
+    problem(m.client.get("/v1/invoices", headers=m.gateway), 403, "forbidden")
+    tb = m.get("/v1/reports/trial-balance?currency=USD")
     assert tb["summary"]["balanced"] is True
     # a customer sees its own invoices only; another account's invoice is 404, not 403
     with Session(engine) as s:
         customer_key = create_key(s, role="customer", account_id=acme["id"]).secret
         s.commit()
     own = {"Authorization": f"Bearer {customer_key}"}
-    mine = get("/v1/invoices", own)["data"]
+    mine = m.get("/v1/invoices", own)["data"]
     assert [i["account_id"] for i in mine] == [acme["id"]]
-    problem(client.get(f"/v1/invoices/{inv_globex['id']}", headers=own), 404, "not_found")
-    problem(client.get(f"/v1/invoices/{inv_globex['id']}/pdf", headers=own), 404, "not_found")
-    problem(client.get("/v1/reports/trial-balance?currency=USD", headers=own), 403, "forbidden")
-    schema = get("/schema/openapi.json", admin)["paths"]
+    problem(m.client.get(f"/v1/invoices/{inv_globex['id']}", headers=own), 404, "not_found")
+    problem(m.client.get(f"/v1/invoices/{inv_globex['id']}/pdf", headers=own), 404, "not_found")
+    problem(m.client.get("/v1/reports/trial-balance?currency=USD", headers=own), 403, "forbidden")
+    schema = m.get("/schema/openapi.json", m.admin)["paths"]
     for path in (
         "/v1/billing-periods/{period}/close",
         "/v1/invoices/{invoice_id}/pdf",
@@ -377,6 +391,24 @@ def test_a_month_through_the_api_then_the_close(api, clock, engine):
         "/v1/reports/prepaid-liability",
     ):
         assert path in schema, path
+
+
+def test_a_month_through_the_api_then_the_close(api, clock, engine):
+    """A month through the API and its close, one story told in named steps.
+
+    Each step depends on the balances, invoices and numbers the steps before it left.
+    """
+    m = Month(*api, clock)
+    set_up_the_catalog(m)
+    accs = open_the_accounts(m)
+    put_money_in(m, accs)
+    use_the_month(m, accs)
+    invoices = close_march(m, accs)
+    check_the_invoices(invoices)
+    check_the_reports(m, accs)
+    check_the_pdf(m, invoices["globex"])
+    pay_and_credit(m, invoices["globex"], invoices["resell"])
+    check_who_sees_what(m, engine, accs["acme"], invoices["globex"])
 
 
 def test_scheduler_job_closes_the_previous_month_once(session_factory):

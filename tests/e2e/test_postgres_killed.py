@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from integrations import TokenwalletClient
+from integrations import ClientStats, TokenwalletClient
 from tests.e2e.served import TOKENWALLET
 from tests.e2e.test_embedded_supervision import postmaster_pid, start, stop, wait_for
 
@@ -49,20 +49,13 @@ def post_until_answered(c: httpx.Client, path: str, body: dict, key: str) -> htt
         time.sleep(0.2)
 
 
-def test_postgres_killed_under_load_loses_and_doubles_nothing(tmp_path):
-    """Load, kill, restart and the final reconciliation of what was sent against the ledger.
-
-    One story, over 60 lines on purpose.
-    """
-    data_dir, log = tmp_path / "data", tmp_path / "serve.log"
-    proc, port = start(data_dir, log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        admin_key = cli(data_dir, "create-key", "--role", "admin").stdout.decode().strip()
-        gateway_key = cli(data_dir, "create-key", "--role", "gateway").stdout.decode().strip()
-        admin = httpx.Client(
-            base_url=url, headers={"Authorization": f"Bearer {admin_key}"}, timeout=10
-        )
+def set_up(url: str, data_dir: Path) -> tuple[str, str, list[str]]:
+    """Keys, the model, its card and the accounts of 100.00 each: (admin, gateway, accounts)."""
+    admin_key = cli(data_dir, "create-key", "--role", "admin").stdout.decode().strip()
+    gateway_key = cli(data_dir, "create-key", "--role", "gateway").stdout.decode().strip()
+    with httpx.Client(
+        base_url=url, headers={"Authorization": f"Bearer {admin_key}"}, timeout=10
+    ) as admin:
         assert admin.post(
             "/v1/models", json={"id": "m", "provider": "acme", "display_name": "M"}
         ).is_success
@@ -80,59 +73,84 @@ def test_postgres_killed_under_load_loses_and_doubles_nothing(tmp_path):
             )
             assert r.status_code == 201, r.text
             accounts.append(acc)
+    return admin_key, gateway_key, accounts
 
-        def top_ups() -> None:
-            with httpx.Client(
-                base_url=url, headers={"Authorization": f"Bearer {admin_key}"}, timeout=5
-            ) as c:
-                for n in range(TOPUPS_PER_ACCOUNT):
-                    for acc in accounts:
-                        resp = post_until_answered(
-                            c,
-                            f"/v1/accounts/{acc}/topups",
-                            {"amount": "1.00", "method": "bank_transfer"},
-                            key=f"topup-{acc}-{n}",
-                        )
-                        assert resp.status_code == 201, resp.text
-                    time.sleep(0.1)
 
-        gateway = TokenwalletClient(
-            url,
-            gateway_key,
-            max_batch=100,
-            flush_interval_s=0.05,
-            timeout_s=3,
-            retry_max_s=90,
-            backoff_base_s=0.05,
-            backoff_max_s=0.5,
-        )
-        with gateway:
-            crediting = threading.Thread(target=top_ups)
-            crediting.start()
+def top_ups(url: str, admin_key: str, accounts: list[str]) -> None:
+    """Top every account up by 1.00, TOPUPS_PER_ACCOUNT times, each retried until answered."""
+    with httpx.Client(
+        base_url=url, headers={"Authorization": f"Bearer {admin_key}"}, timeout=5
+    ) as c:
+        for n in range(TOPUPS_PER_ACCOUNT):
+            for acc in accounts:
+                resp = post_until_answered(
+                    c,
+                    f"/v1/accounts/{acc}/topups",
+                    {"amount": "1.00", "method": "bank_transfer"},
+                    key=f"topup-{acc}-{n}",
+                )
+                assert resp.status_code == 201, resp.text
+            time.sleep(0.1)
 
-            def report() -> None:
-                for n in range(RECORDS):
-                    gateway.report(
-                        {"id": f"r-{n}", "account_id": accounts[n % ACCOUNTS], "model": "m", **CALL}
-                    )
-                    time.sleep(0.003)
 
-            reporter = threading.Thread(target=report)
-            reporter.start()
-            wait_for(lambda: gateway.stats().charged >= 300, 60, "usage to flow")
-            killed = postmaster_pid(data_dir)
-            assert killed is not None
-            os.kill(killed, signal.SIGKILL)
-            wait_for(lambda: postmaster_pid(data_dir) not in (None, killed), 60, "the restart")
-            reporter.join()
-            crediting.join()
-            gateway.flush(timeout=120)
-            stats = gateway.stats()
+def load_and_kill(
+    url: str, data_dir: Path, keys: tuple[str, str], accounts: list[str]
+) -> ClientStats:
+    """Send RECORDS usage records and the top-ups, SIGKILL PostgreSQL mid-stream, wait it out.
+
+    Returns the gateway client's statistics once everything it was given is flushed.
+    """
+    admin_key, gateway_key = keys
+    gateway = TokenwalletClient(
+        url,
+        gateway_key,
+        max_batch=100,
+        flush_interval_s=0.05,
+        timeout_s=3,
+        retry_max_s=90,
+        backoff_base_s=0.05,
+        backoff_max_s=0.5,
+    )
+    with gateway:
+        crediting = threading.Thread(target=top_ups, args=(url, admin_key, accounts))
+        crediting.start()
+
+        def report() -> None:
+            for n in range(RECORDS):
+                gateway.report(
+                    {"id": f"r-{n}", "account_id": accounts[n % ACCOUNTS], "model": "m", **CALL}
+                )
+                time.sleep(0.003)
+
+        reporter = threading.Thread(target=report)
+        reporter.start()
+        wait_for(lambda: gateway.stats().charged >= 300, 60, "usage to flow")
+        killed = postmaster_pid(data_dir)
+        assert killed is not None
+        os.kill(killed, signal.SIGKILL)
+        wait_for(lambda: postmaster_pid(data_dir) not in (None, killed), 60, "the restart")
+        reporter.join()
+        crediting.join()
+        gateway.flush(timeout=120)
+        return gateway.stats()
+
+
+def test_postgres_killed_under_load_loses_and_doubles_nothing(tmp_path):
+    """Load, kill, restart and the final reconciliation of what was sent against the ledger."""
+    data_dir, log = tmp_path / "data", tmp_path / "serve.log"
+    proc, port = start(data_dir, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        admin_key, gateway_key, accounts = set_up(url, data_dir)
+        stats = load_and_kill(url, data_dir, (admin_key, gateway_key), accounts)
 
         assert stats.rejected == {}
         assert stats.charged + stats.duplicate == RECORDS
         assert stats.retries > 0, "the kill did not interrupt the stream"
         per_account = RECORDS // ACCOUNTS
+        admin = httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {admin_key}"}, timeout=10
+        )
         for acc in accounts:
             b = admin.get(f"/v1/accounts/{acc}/balance").json()
             expected = Decimal("100.00") + TOPUPS_PER_ACCOUNT - per_account * CALL_COST
