@@ -203,6 +203,73 @@ def page_of(
     return Page(tuple(convert(rows[:limit])), len(rows) > limit)
 
 
+def list_rows(
+    session: Session,
+    table: Any,
+    convert: Callable[[list[Any]], Iterable[T]],
+    *,
+    where: Iterable[tuple[Any, object]] = (),
+    limit: int,
+    starting_after: str | None,
+) -> Page[T]:
+    """One page of ``table``'s rows by id, each ``(column, value)`` of ``where`` a filter.
+
+    A filter whose value is ``None`` is left out (the caller did not ask for it).
+
+    Args:
+        session: the caller's session (read only).
+        table: the mapped class listed; its ``id`` orders the list.
+        convert: the rows of the page as values.
+        where: ``(column, value)`` pairs the rows must equal.
+        limit: the page size (clamped to 1..100).
+        starting_after: the last id of the previous page, or ``None`` for the first.
+    """
+    query = select(table)
+    for column, value in where:
+        if value is not None:
+            query = query.where(column == value)
+    return page_of(session, query, table.id, convert, limit=limit, starting_after=starting_after)
+
+
+def rows_by_parent(
+    session: Session, parent: Any, parents: Iterable[Any], *order_by: Any
+) -> dict[str, list[Any]]:
+    """The child rows of each parent row, by the parent's id, in one query.
+
+    Args:
+        session: the caller's session (read only).
+        parent: the child table's column that holds the parent's id.
+        parents: the parent rows (each has an ``id``).
+        *order_by: the children's order within a parent (none given: as the database returns
+            them).
+    """
+    out: dict[str, list[Any]] = {row.id: [] for row in parents}
+    if out:
+        query = select(parent.class_).where(parent.in_(out))
+        if order_by:
+            query = query.order_by(parent, *order_by)
+        for child in session.scalars(query):
+            out[getattr(child, parent.key)].append(child)
+    return out
+
+
+def version_at(session: Session, table: Any, at: datetime, *where: Any) -> Any:
+    """The row of a version series in force at ``at``: the greatest ``effective_from <= at``.
+
+    Args:
+        session: the caller's session (read only).
+        table: the mapped class of the versions (it has ``effective_from``).
+        at: the instant.
+        *where: the conditions that pick the series (its currency, its owner...).
+    """
+    return session.scalars(
+        select(table)
+        .where(*where, table.effective_from <= at)
+        .order_by(table.effective_from.desc())
+        .limit(1)
+    ).first()
+
+
 def found(row: R | None, what: str, **extra: object) -> R:
     """``row``, unless it is ``None``: then ``what`` (``"rate card rc_1"``) does not exist.
 

@@ -24,11 +24,13 @@ from plans._db import (
     clean_decimal,
     found,
     insert_version,
+    list_rows,
     money_unit,
     new_id,
-    page_of,
     parse_money,
     refuse_taken,
+    rows_by_parent,
+    version_at,
 )
 from plans.bonuses import BonusGrant, BonusRule, BonusTier, bonus_earned
 from plans.errors import InvalidCatalog
@@ -37,14 +39,7 @@ from plans.price_fields import parse_pct
 
 
 def _rules(session: Session, rows: list[BonusRuleRow]) -> list[BonusRule]:
-    tiers: dict[str, list[BonusTierRow]] = {row.id: [] for row in rows}
-    if rows:
-        for t in session.scalars(
-            select(BonusTierRow)
-            .where(BonusTierRow.rule_id.in_(tiers))
-            .order_by(BonusTierRow.rule_id, BonusTierRow.min_amount)
-        ):
-            tiers[t.rule_id].append(t)
+    tiers = rows_by_parent(session, BonusTierRow.rule_id, rows, BonusTierRow.min_amount)
     out = []
     for row in rows:
         unit = money_unit(row.currency)
@@ -215,16 +210,12 @@ def list_topup_bonus_rules(
     starting_after: str | None = None,
 ) -> Page[BonusRule]:
     """Bonus rule versions in creation order, optionally of one currency and/or owner."""
-    query = select(BonusRuleRow)
-    if currency is not None:
-        query = query.where(BonusRuleRow.currency == money_unit(currency).code)
-    if owner_account_id is not None:
-        query = query.where(BonusRuleRow.owner_account_id == owner_account_id)
-    return page_of(
+    code = money_unit(currency).code if currency is not None else None
+    return list_rows(
         session,
-        query,
-        BonusRuleRow.id,
+        BonusRuleRow,
         lambda rows: _rules(session, rows),
+        where=[(BonusRuleRow.currency, code), (BonusRuleRow.owner_account_id, owner_account_id)],
         limit=limit,
         starting_after=starting_after,
     )
@@ -240,16 +231,13 @@ def bonus_rule_in_force(
     """
     unit = money_unit(currency)
     at = check_aware(at, what="at")
-    row = session.scalars(
-        select(BonusRuleRow)
-        .where(
-            BonusRuleRow.currency == unit.code,
-            BonusRuleRow.owner_account_id.is_not_distinct_from(owner_account_id),
-            BonusRuleRow.effective_from <= at,
-        )
-        .order_by(BonusRuleRow.effective_from.desc())
-        .limit(1)
-    ).first()
+    row = version_at(
+        session,
+        BonusRuleRow,
+        at,
+        BonusRuleRow.currency == unit.code,
+        BonusRuleRow.owner_account_id.is_not_distinct_from(owner_account_id),
+    )
     return None if row is None else _rules(session, [row])[0]
 
 

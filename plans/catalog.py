@@ -33,9 +33,9 @@ from plans._db import (
     check_text,
     conflict_as,
     found,
+    list_rows,
     money_unit,
     page_limit,
-    page_of,
     parse_money,
 )
 from plans.bonus_rules import (
@@ -192,12 +192,10 @@ def list_models(
     session: Session, *, limit: int = 20, starting_after: str | None = None
 ) -> Page[ModelInfo]:
     """Models by id."""
-    query = select(CatalogModel)
-    return page_of(
+    return list_rows(
         session,
-        query,
-        CatalogModel.id,
-        lambda rows: (_model_info(r) for r in rows),
+        CatalogModel,
+        lambda rows: map(_model_info, rows),
         limit=limit,
         starting_after=starting_after,
     )
@@ -310,12 +308,10 @@ def list_packages(
     session: Session, *, limit: int = 20, starting_after: str | None = None
 ) -> Page[PackageSpec]:
     """Token packages by id."""
-    query = select(PackageRow)
-    return page_of(
+    return list_rows(
         session,
-        query,
-        PackageRow.id,
-        lambda rows: (_package_spec(r) for r in rows),
+        PackageRow,
+        lambda rows: map(_package_spec, rows),
         limit=limit,
         starting_after=starting_after,
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ledger.amounts import Amount
@@ -24,9 +23,10 @@ from plans._db import (
     check_text,
     found,
     insert_version,
+    list_rows,
     money_unit,
-    page_of,
     parse_money,
+    rows_by_parent,
 )
 from plans.catalog_errors import CatalogConflict
 from plans.errors import InvalidCatalog
@@ -80,10 +80,7 @@ def _plan_spec(row: PlanRow, windows: list[PlanWindowRow]) -> PlanSpec:
 
 
 def _plan_specs(session: Session, rows: list[PlanRow]) -> list[PlanSpec]:
-    windows: dict[str, list[PlanWindowRow]] = {row.id: [] for row in rows}
-    if rows:
-        for w in session.scalars(select(PlanWindowRow).where(PlanWindowRow.plan_id.in_(windows))):
-            windows[w.plan_id].append(w)
+    windows = rows_by_parent(session, PlanWindowRow.plan_id, rows)
     return [_plan_spec(row, windows[row.id]) for row in rows]
 
 
@@ -195,11 +192,9 @@ def list_plans(
     session: Session, *, limit: int = 20, starting_after: str | None = None
 ) -> Page[PlanSpec]:
     """Coding plans by id."""
-    query = select(PlanRow)
-    return page_of(
+    return list_rows(
         session,
-        query,
-        PlanRow.id,
+        PlanRow,
         lambda rows: _plan_specs(session, rows),
         limit=limit,
         starting_after=starting_after,

@@ -25,9 +25,10 @@ from plans._db import (
     clean_decimal,
     found,
     insert_version,
+    list_rows,
     money_unit,
     new_id,
-    page_of,
+    rows_by_parent,
 )
 from plans.discounts import ContractDiscount, all_models_pct, check_markups, parse_discounts
 from plans.errors import InvalidCatalog
@@ -74,14 +75,9 @@ def _contract_spec(row: ContractRow, discounts: list[ContractDiscountRow]) -> Co
 
 def contract_specs(session: Session, rows: list[ContractRow]) -> list[ContractSpec]:
     """The contract versions of ``rows`` with their discounts (one query), in order."""
-    by_contract: dict[str, list[ContractDiscountRow]] = {row.id: [] for row in rows}
-    if rows:
-        for d in session.scalars(
-            select(ContractDiscountRow)
-            .where(ContractDiscountRow.contract_id.in_(by_contract))
-            .order_by(ContractDiscountRow.contract_id, ContractDiscountRow.model)
-        ):
-            by_contract[d.contract_id].append(d)
+    by_contract = rows_by_parent(
+        session, ContractDiscountRow.contract_id, rows, ContractDiscountRow.model
+    )
     return [_contract_spec(row, by_contract[row.id]) for row in rows]
 
 
@@ -261,14 +257,11 @@ def list_contracts(
     starting_after: str | None = None,
 ) -> Page[ContractSpec]:
     """Contract versions in creation order, optionally of one account."""
-    query = select(ContractRow)
-    if account_id is not None:
-        query = query.where(ContractRow.account_id == account_id)
-    return page_of(
+    return list_rows(
         session,
-        query,
-        ContractRow.id,
+        ContractRow,
         lambda rows: contract_specs(session, rows),
+        where=[(ContractRow.account_id, account_id)],
         limit=limit,
         starting_after=starting_after,
     )

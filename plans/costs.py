@@ -33,6 +33,7 @@ from plans._db import (
     money_unit,
     new_id,
     refuse_taken,
+    version_at,
 )
 from plans.errors import InvalidCatalog
 from plans.models import CostCardRow, CostPriceRow
@@ -112,16 +113,13 @@ def _in_force(
     session: Session, upstream: str, unit: Unit, at: datetime
 ) -> Mapping[str, ModelPrice]:
     """The prices of the upstream's card in force at ``at`` (empty: none)."""
-    before = session.scalars(
-        select(CostCardRow)
-        .where(
-            CostCardRow.upstream == upstream,
-            CostCardRow.currency == unit.code,
-            CostCardRow.effective_from <= at,
-        )
-        .order_by(CostCardRow.effective_from.desc())
-        .limit(1)
-    ).first()
+    before = version_at(
+        session,
+        CostCardRow,
+        at,
+        CostCardRow.upstream == upstream,
+        CostCardRow.currency == unit.code,
+    )
     return {} if before is None else _cards(session, [before])[0].prices
 
 

@@ -33,26 +33,15 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ledger.base import Atoms, Base, UTCDateTime
+from plans.price_fields import PRICE_FIELDS
 
 #: Per-Mtok price columns: 18 integer digits, 12 decimals (one token = whole atoms).
 PriceNumeric = Numeric(30, 12)
 #: Percent columns: 0..100 with 2 decimals.
 PctNumeric = Numeric(5, 2)
 
-_PRICE_COLUMNS = (
-    "input_per_mtok",
-    "input_audio_per_mtok",
-    "input_image_per_mtok",
-    "cache_read_per_mtok",
-    "cache_write_5m_per_mtok",
-    "cache_write_30m_per_mtok",
-    "cache_write_1h_per_mtok",
-    "cache_write_12h_per_mtok",
-    "output_per_mtok",
-    "reasoning_per_mtok",
-    "output_audio_per_mtok",
-    "output_image_per_mtok",
-)
+#: the price columns are named after the price fields
+_PRICE_COLUMNS = PRICE_FIELDS
 
 
 #: price columns added by migration 0016, checked by one constraint

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ledger.units import Unit
-from plans._db import Page, check_aware, found, money_unit, page_of
+from plans._db import Page, check_aware, found, list_rows, money_unit, version_at
 from plans.errors import NoRateInForce
 from plans.models import RateCardPriceRow, RateCardRow
 from plans.price_rows import stored_prices
@@ -38,12 +38,10 @@ def cards_of(session: Session, rows: list[RateCardRow]) -> list[RateCard]:
 
 def card_row_at(session: Session, unit: Unit, at: datetime) -> RateCardRow | None:
     """The row of the ``unit`` card in force at ``at`` (greatest ``effective_from <= at``)."""
-    return session.scalars(
-        select(RateCardRow)
-        .where(RateCardRow.currency == unit.code, RateCardRow.effective_from <= at)
-        .order_by(RateCardRow.effective_from.desc())
-        .limit(1)
-    ).first()
+    row: RateCardRow | None = version_at(
+        session, RateCardRow, at, RateCardRow.currency == unit.code
+    )
+    return row
 
 
 def get_rate_card(session: Session, card_id: str) -> RateCard:
@@ -64,14 +62,12 @@ def list_rate_cards(
     starting_after: str | None = None,
 ) -> Page[RateCard]:
     """Rate cards in creation order, optionally of one currency."""
-    query = select(RateCardRow)
-    if currency is not None:
-        query = query.where(RateCardRow.currency == money_unit(currency).code)
-    return page_of(
+    code = money_unit(currency).code if currency is not None else None
+    return list_rows(
         session,
-        query,
-        RateCardRow.id,
+        RateCardRow,
         lambda rows: cards_of(session, rows),
+        where=[(RateCardRow.currency, code)],
         limit=limit,
         starting_after=starting_after,
     )

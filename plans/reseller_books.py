@@ -27,10 +27,11 @@ from plans._db import (
     clean_decimal,
     found,
     insert_version,
+    list_rows,
     money_unit,
     new_id,
-    page_of,
     refuse_taken,
+    version_at,
 )
 from plans.contracts import check_account_id, open_contracts, pure_contract
 from plans.discounts import check_markups
@@ -231,14 +232,11 @@ def list_reseller_price_books(
     starting_after: str | None = None,
 ) -> Page[ResellerPriceBook]:
     """Reseller price books in creation order, optionally of one reseller."""
-    query = select(ResellerPriceBookRow)
-    if reseller_account_id is not None:
-        query = query.where(ResellerPriceBookRow.reseller_account_id == reseller_account_id)
-    return page_of(
+    return list_rows(
         session,
-        query,
-        ResellerPriceBookRow.id,
+        ResellerPriceBookRow,
         lambda rows: books_of(session, rows),
+        where=[(ResellerPriceBookRow.reseller_account_id, reseller_account_id)],
         limit=limit,
         starting_after=starting_after,
     )
@@ -249,14 +247,11 @@ def reseller_book_in_force(
 ) -> ResellerPriceBook | None:
     """The reseller's price book in force at ``at`` (greatest ``effective_from <= at``)."""
     unit = money_unit(currency)
-    row = session.scalars(
-        select(ResellerPriceBookRow)
-        .where(
-            ResellerPriceBookRow.reseller_account_id == reseller_account_id,
-            ResellerPriceBookRow.currency == unit.code,
-            ResellerPriceBookRow.effective_from <= at,
-        )
-        .order_by(ResellerPriceBookRow.effective_from.desc())
-        .limit(1)
-    ).first()
+    row = version_at(
+        session,
+        ResellerPriceBookRow,
+        at,
+        ResellerPriceBookRow.reseller_account_id == reseller_account_id,
+        ResellerPriceBookRow.currency == unit.code,
+    )
     return None if row is None else books_of(session, [row])[0]
