@@ -44,17 +44,13 @@ from invoicing.errors import (
 from invoicing.lifecycle import finalize_invoice
 from invoicing.lines import (
     REVERSAL_DEBT,
+    CloseRows,
     CreditGroup,
     DraftLine,
     PackageRow,
     PlanFeeRow,
     UsageGroup,
-    failed_request_credit_line,
-    overage_line,
-    package_line,
-    plan_fee_line,
-    prepaid_usage_line,
-    reversal_debt_line,
+    invoice_lines,
 )
 from invoicing.models import BillingPeriod, Invoice, InvoiceLine
 from invoicing.periods import Period
@@ -243,23 +239,18 @@ def collect_lines(
         "prev": previous_cutoff_at,
     }
     since = {"acc": account.id, "pe": period.end}
-    lines: list[DraftLine | None] = []
-    for fee in session.execute(_PLAN_FEES, since):
-        row = PlanFeeRow(**fee._mapping)
-        lines.append(plan_fee_line(row, _catalog_name("plan", row.plan_id, session), period, unit))
-    for purchase in session.execute(_PACKAGES, since):
-        pkg = PackageRow(**purchase._mapping)
-        name = _catalog_name("package", pkg.package_id, session)
-        lines.append(package_line(pkg, name, period, unit))
-    usage = [UsageGroup(**row._mapping) for row in session.execute(_USAGE, params)]
-    lines += [overage_line(group, unit) for group in usage]
-    lines += [prepaid_usage_line(group, unit) for group in usage]
-    lines += [
-        failed_request_credit_line(CreditGroup(**row._mapping), unit)
-        for row in session.execute(_CREDITS, params)
-    ]
-    lines.append(reversal_debt_line(reversal_debt_to_bill(session, account)))
-    return [line for line in lines if line is not None]
+    fees = [PlanFeeRow(**row._mapping) for row in session.execute(_PLAN_FEES, since)]
+    plan_fees = [(fee, _catalog_name("plan", fee.plan_id, session)) for fee in fees]
+    purchases = [PackageRow(**row._mapping) for row in session.execute(_PACKAGES, since)]
+    packages = [(pkg, _catalog_name("package", pkg.package_id, session)) for pkg in purchases]
+    rows = CloseRows(
+        plan_fees=plan_fees,
+        packages=packages,
+        usage=[UsageGroup(**row._mapping) for row in session.execute(_USAGE, params)],
+        credits=[CreditGroup(**row._mapping) for row in session.execute(_CREDITS, params)],
+        reversal_debt=reversal_debt_to_bill(session, account),
+    )
+    return invoice_lines(rows, period, unit)
 
 
 # -- one account -----------------------------------------------------------------------------
@@ -331,13 +322,7 @@ def write_draft(
         InvoiceLine(
             invoice_id=invoice.id,
             position=i,
-            kind=d.kind,
-            description=d.description,
-            model=d.model,
-            source_period=d.source_period,
-            requests=d.requests,
-            tokens=d.tokens,
-            settlement=d.settlement,
+            **d.shown(),
             amount_exact=p.exact.atoms,
             amount=p.amount.atoms,
             tax_rate_pct=terms.tax_rate_pct if d.settlement != "info" and d.taxed else None,

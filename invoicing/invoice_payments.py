@@ -32,7 +32,7 @@ from invoicing.lifecycle import (
 )
 from invoicing.models import Invoice, InvoicePayment
 from ledger.amounts import Amount
-from ledger.base import utcnow
+from ledger.base import lock_row, utcnow
 from ledger.errors import IdempotencyConflict, InvalidAmount, NotFound
 from ledger.ids import new_id
 from ledger.journal import Entry, Leg, post_entry
@@ -228,12 +228,7 @@ def _lock_payment(session: Session, payment_id: str) -> tuple[Invoice, InvoicePa
     if found is None:
         raise NotFound(f"invoice payment {payment_id} does not exist")
     invoice = lock_invoice(session, found.invoice_id)
-    payment = session.scalars(
-        select(InvoicePayment)
-        .where(InvoicePayment.id == payment_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
+    payment = lock_row(session, InvoicePayment, payment_id)
     return invoice, payment
 
 
@@ -397,12 +392,7 @@ def mark_disputed(
     Negative: remove. ``disputed`` while anything is; then ``paid`` or ``finalized`` again. The
     caller holds the invoice row (the payment paths lock it first).
     """
-    invoice = session.scalars(
-        select(Invoice)
-        .where(Invoice.id == invoice_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
+    invoice = lock_row(session, Invoice, invoice_id)
     invoice.disputed = max(invoice.disputed + delta, 0)
     settle_status(invoice, at or utcnow())
     session.flush()

@@ -33,7 +33,7 @@ from invoicing.models import (
 )
 from invoicing.numbering import next_number
 from ledger.amounts import Amount
-from ledger.base import utcnow
+from ledger.base import lock_row, utcnow
 from ledger.errors import NotFound
 from ledger.ids import new_id
 from ledger.journal import Leg, post_entry
@@ -57,12 +57,7 @@ def lock_invoice(session: Session, invoice_id: str) -> Invoice:
     if seen is None:
         raise NotFound(f"invoice {invoice_id} does not exist")
     lock_accounts(session, [seen.account_id], with_parents=False)
-    return session.scalars(
-        select(Invoice)
-        .where(Invoice.id == invoice_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
+    return lock_row(session, Invoice, invoice_id)
 
 
 #: statuses of a finalized invoice that is not void (``disputed``: a payment on it is disputed)

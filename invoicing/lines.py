@@ -9,6 +9,7 @@ docs/invoicing.md for the kinds and how requests and tokens are counted once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -45,6 +46,18 @@ class DraftLine:
     taxable: Amount | None = None
     #: False for lines that are not a supply (a debt from a reversed payment): never taxed
     taxed: bool = True
+
+    def shown(self) -> dict[str, Any]:
+        """What the line says besides its money: kind, description, model, counts, settlement."""
+        return {
+            "kind": self.kind,
+            "description": self.description,
+            "model": self.model,
+            "source_period": self.source_period,
+            "requests": self.requests,
+            "tokens": self.tokens,
+            "settlement": self.settlement,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,3 +256,38 @@ def reversal_debt_line(owed: Amount) -> DraftLine | None:
         taxed=False,
         details={"ledger_account": "receivable:reversals"},
     )
+
+
+@dataclass(frozen=True, slots=True)
+class CloseRows:
+    """What the close reads for one account and period, before any line is built.
+
+    Attributes:
+        plan_fees: subscription fees not invoiced yet, each with its plan's name.
+        packages: package purchases not invoiced yet, each with its package's name.
+        usage: usage grouped by month, model and whether sub-accounts used it.
+        credits: failed-request credits grouped by reason.
+        reversal_debt: what refunds and disputes left owing that no invoice bills yet.
+    """
+
+    plan_fees: Sequence[tuple[PlanFeeRow, str]]
+    packages: Sequence[tuple[PackageRow, str]]
+    usage: Sequence[UsageGroup]
+    credits: Sequence[CreditGroup]
+    reversal_debt: Amount
+
+
+def invoice_lines(rows: CloseRows, period: Period, unit: Unit) -> list[DraftLine]:
+    """Every line of an invoice, in its order; a line with nothing to bill is left out.
+
+    The order: plan fees, packages, overage, prepaid usage, failed-request credits, then the
+    refund and dispute debts.
+    """
+    lines: list[DraftLine | None] = []
+    lines += [plan_fee_line(row, name, period, unit) for row, name in rows.plan_fees]
+    lines += [package_line(row, name, period, unit) for row, name in rows.packages]
+    lines += [overage_line(group, unit) for group in rows.usage]
+    lines += [prepaid_usage_line(group, unit) for group in rows.usage]
+    lines += [failed_request_credit_line(group, unit) for group in rows.credits]
+    lines.append(reversal_debt_line(rows.reversal_debt))
+    return [line for line in lines if line is not None]

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import ColumnElement, DateTime, MetaData, Numeric, any_, literal
+from sqlalchemy import ColumnElement, DateTime, MetaData, Numeric, any_, literal, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase, Session
@@ -21,6 +22,8 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+_Row = TypeVar("_Row")
 
 
 class Base(DeclarativeBase):
@@ -83,6 +86,25 @@ def in_array(column: Any, values: Iterable[Any]) -> ColumnElement[bool]:
     """
     clause: ColumnElement[bool] = column == any_(literal(list(values), ARRAY(column.type)))
     return clause
+
+
+def lock_row(session: Session, table: type[_Row], row_id: object) -> _Row:
+    """The row of ``table`` whose primary key is ``row_id``, locked ``FOR UPDATE`` and read anew.
+
+    An instance the session already holds is refreshed with the locked row's values
+    (``populate_existing``), so what the caller reads is what it locked.
+
+    Raises:
+        sqlalchemy.exc.NoResultFound: no such row.
+    """
+    key = sa_inspect(table).primary_key[0]
+    row: _Row = session.scalars(
+        select(table)
+        .where(key == row_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+    return row
 
 
 def utcnow() -> datetime:

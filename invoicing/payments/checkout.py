@@ -24,7 +24,7 @@ from invoicing.models import Invoice
 from invoicing.payments.gateway import CheckoutRequest, PaymentGateway
 from invoicing.payments.models import Payment
 from ledger.amounts import Amount
-from ledger.base import utcnow
+from ledger.base import lock_row, utcnow
 from ledger.errors import InvalidAmount, NotFound
 from ledger.ids import new_id
 from ledger.units import currency
@@ -259,12 +259,7 @@ def _lock_payable_invoice(
     if found is None:
         raise NotFound(f"invoice {invoice_id} does not exist")
     account = get_account(session, found.account_id, scope=scope)  # visibility before the lock
-    invoice = session.scalars(
-        select(Invoice)
-        .where(Invoice.id == invoice_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
+    invoice = lock_row(session, Invoice, invoice_id)
     label = invoice.number or invoice.id
     if invoice.status != "finalized":
         why = {

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import literal_column, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.orm import Session
 
 from invoicing.payments.handlers import Applied, apply_event, created_at, event_object, object_id
@@ -50,26 +50,35 @@ class EventResult:
     payment_id: str | None = None
 
 
+def _insert_failed(event: dict[str, Any], last_error: str | None = None) -> Insert:
+    """An insert of the event's first delivery as ``failed`` (what it stays if processing fails).
+
+    Args:
+        event: the verified provider event.
+        last_error: why its processing failed (None: not processed yet).
+    """
+    return insert(PaymentEvent).values(
+        id=event["id"],
+        provider="stripe",
+        type=str(event.get("type", "")),
+        status="failed",
+        outcome="",
+        object_id=object_id(event_object(event).get("id")),
+        livemode=bool(event.get("livemode", False)),
+        provider_created_at=created_at(event),
+        payload=event,
+        attempts=1,
+        last_error=last_error,
+    )
+
+
 def _claim(session: Session, event: dict[str, Any]) -> str | None:
     """Insert the event row, or lock the existing one.
 
     Its status before this delivery (None when new).
     """
-    obj = event_object(event)
     row: Any = session.execute(
-        insert(PaymentEvent)
-        .values(
-            id=event["id"],
-            provider="stripe",
-            type=str(event.get("type", "")),
-            status="failed",
-            outcome="",
-            object_id=object_id(obj.get("id")),
-            livemode=bool(event.get("livemode", False)),
-            provider_created_at=created_at(event),
-            payload=event,
-            attempts=1,
-        )
+        _insert_failed(event)
         .on_conflict_do_update(
             index_elements=[PaymentEvent.id],
             set_={"attempts": PaymentEvent.attempts + 1},
@@ -171,21 +180,7 @@ def record_failure(session: Session, event: dict[str, Any], exc: BaseException) 
     An event that a concurrent delivery processed meanwhile is left as it is. The caller commits.
     """
     session.execute(
-        insert(PaymentEvent)
-        .values(
-            id=event["id"],
-            provider="stripe",
-            type=str(event.get("type", "")),
-            status="failed",
-            outcome="",
-            object_id=object_id(event_object(event).get("id")),
-            livemode=bool(event.get("livemode", False)),
-            provider_created_at=created_at(event),
-            payload=event,
-            attempts=1,
-            last_error=_describe(exc),
-        )
-        .on_conflict_do_update(
+        _insert_failed(event, _describe(exc)).on_conflict_do_update(
             index_elements=[PaymentEvent.id],
             set_={
                 "status": "failed",

@@ -34,7 +34,7 @@ from invoicing.payments.models import (
     PaymentRefundApplication,
 )
 from ledger.amounts import Amount
-from ledger.base import utcnow
+from ledger.base import lock_row, utcnow
 from ledger.errors import DomainError
 from ledger.units import unit as unit_of
 from wallet.accounts import get_account
@@ -140,12 +140,7 @@ def lock_payment_invoice(session: Session, payment: Payment) -> Invoice:
     Taken before any wallet lock: the order of every invoice path is invoice row, then account row,
     then ledger accounts.
     """
-    return session.scalars(
-        select(Invoice)
-        .where(Invoice.id == payment.purpose_ref)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
+    return lock_row(session, Invoice, payment.purpose_ref)
 
 
 def card_metadata(payment: Payment) -> dict[str, str]:

@@ -10,11 +10,13 @@ from hypothesis import strategies as st
 
 from invoicing.lines import (
     REVERSAL_DEBT,
+    CloseRows,
     CreditGroup,
     PackageRow,
     PlanFeeRow,
     UsageGroup,
     failed_request_credit_line,
+    invoice_lines,
     overage_line,
     package_line,
     plan_fee_line,
@@ -153,3 +155,46 @@ def test_the_taxable_part_of_prepaid_usage_is_the_paid_part_within_the_line(paid
     assert line.taxable is not None and 0 <= line.taxable.atoms <= line.exact.atoms
     assert line.exact.atoms == paid + bonus
     assert (line.settlement == "info") == (paid + bonus == 0)
+
+
+def test_lines_come_as_fees_packages_overage_prepaid_usage_credits_debts_empty_ones_left_out():
+    fee = PlanFeeRow(
+        id=1,
+        period_start=datetime(2026, 11, 1, tzinfo=UTC),
+        period_end=datetime(2026, 12, 1, tzinfo=UTC),
+        fee=usd("20").atoms,
+        plan_id="pro",
+        subscription_id="sub_1",
+        from_bonus=0,
+    )
+    pkg = PackageRow(
+        id="pp_1",
+        package_id="big",
+        price=usd("50").atoms,
+        tokens=1_000,
+        effective_at=datetime(2026, 11, 2, tzinfo=UTC),
+        from_bonus=0,
+    )
+    rows = CloseRows(
+        plan_fees=[(fee, "Pro")],
+        packages=[(pkg, "Big")],
+        usage=[
+            usage(model="m1", overage=usd("3").atoms, overage_requests=1),
+            usage(model="m2", paid=usd("1").atoms, prepaid_records=1, prepaid_requests=1),
+        ],
+        credits=[CreditGroup(via_sub=False, reason="timeout", requests=1, tokens=9, credited=5)],
+        reversal_debt=usd("4"),
+    )
+    lines = invoice_lines(rows, NOV, USD)
+    assert [(line.kind, line.model) for line in lines] == [
+        ("plan_fee", None),
+        ("package", None),
+        ("overage", "m1"),
+        ("prepaid_usage", "m2"),
+        ("failed_request_credit", None),
+        (REVERSAL_DEBT, None),
+    ]
+    empty = CloseRows(
+        plan_fees=[], packages=[], usage=[usage()], credits=[], reversal_debt=usd("0")
+    )
+    assert invoice_lines(empty, NOV, USD) == []
