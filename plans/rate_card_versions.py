@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 
 from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from ledger.base import utcnow
 from ledger.errors import DomainError
@@ -158,11 +158,14 @@ def _removal_blockers(
     )
     for model, contract_id, account_id in contracts:
         out[model].append(f"contract {contract_id} of account {account_id} discounts it")
+    # each reseller's own book in force at ``start`` (or ``start`` itself when it has none)
+    earlier = aliased(ResellerPriceBookRow)
     floor = func.coalesce(
-        select(func.max(ResellerPriceBookRow.effective_from))
+        select(func.max(earlier.effective_from))
         .where(
-            ResellerPriceBookRow.currency == unit.code,
-            ResellerPriceBookRow.effective_from <= start,
+            earlier.reseller_account_id == ResellerPriceBookRow.reseller_account_id,
+            earlier.currency == unit.code,
+            earlier.effective_from <= start,
         )
         .scalar_subquery(),
         start,
