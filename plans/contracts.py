@@ -270,8 +270,13 @@ def list_contracts(
 def contract_in_force(
     session: Session, account_id: str, currency: Unit | str, at: datetime
 ) -> Contract | None:
-    """The account's contract in force at ``at``: the highest version whose term contains it."""
+    """The account's contract in force at ``at``: the highest version whose term contains it.
+
+    Raises:
+        InvalidCatalog: a naive ``at``.
+    """
     unit = money_unit(currency)
+    at = check_aware(at, what="at")
     row = session.scalars(
         select(ContractRow)
         .where(

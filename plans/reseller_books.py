@@ -245,8 +245,13 @@ def list_reseller_price_books(
 def reseller_book_in_force(
     session: Session, reseller_account_id: str, currency: Unit | str, at: datetime
 ) -> ResellerPriceBook | None:
-    """The reseller's price book in force at ``at`` (greatest ``effective_from <= at``)."""
+    """The reseller's price book in force at ``at`` (greatest ``effective_from <= at``).
+
+    Raises:
+        InvalidCatalog: a naive ``at``.
+    """
     unit = money_unit(currency)
+    at = check_aware(at, what="at")
     row = version_at(
         session,
         ResellerPriceBookRow,

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
+import pytest
+
 from plans import catalog
+from plans.errors import InvalidCatalog
 from plans.rate_card_versions import plan_rate_card
+from plans.reseller_books import reseller_book_in_force
 from tests.integration.plans.conftest import APR, FEB, JAN, MAR, price
 
 
@@ -40,3 +46,10 @@ def test_a_model_in_a_resellers_book_in_force_blocks_its_removal_whatever_others
         f"reseller price book {a.id} prices it (it needs a wholesale price)",
     )
 
+
+@pytest.mark.parametrize("in_force", [catalog.contract_in_force, reseller_book_in_force])
+def test_the_version_in_force_is_asked_at_an_aware_instant_only(models, in_force):
+    naive = datetime(2026, 2, 1)
+    with pytest.raises(InvalidCatalog, match="at must be a timestamp with a UTC offset"):
+        in_force(models, "acc_a", "USD", naive)
+    assert in_force(models, "acc_a", "USD", FEB) is None
