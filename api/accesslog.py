@@ -45,6 +45,13 @@ class AccessLog:
     """ASGI wrapper that logs each HTTP request once it has been answered."""
 
     def __init__(self, app: ASGIApp, *, gateway_sample: int = 1) -> None:
+        """Wrap an ASGI app.
+
+        Args:
+            app: the application whose requests are logged.
+            gateway_sample: log one gateway request (usage, authorizations) in this many;
+                errors and every other path are always logged.
+        """
         self.app = app
         self.gateway_sample = max(1, gateway_sample)
         self._prefix = f"{os.getpid():x}-{int(time.time()) & 0xFFFFFF:x}-"
@@ -58,6 +65,7 @@ class AccessLog:
         return f"{self._prefix}{next(self._seq)}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI event: tag an HTTP request with its id, then log it when answered."""
         if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return

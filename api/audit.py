@@ -105,9 +105,10 @@ def record_request(
 
 
 def run_ledger_audit(session: Session, *, actor: str) -> list[str]:
-    """Re-derive the ledger and wallet invariants from the raw rows and record the result
-    (``ledger.audit``: how many violations, the first 50) in the caller's transaction.
-    Returns the violations (empty: clean).
+    """Check the ledger and wallet invariants from the raw rows and record the result.
+
+    The ``ledger.audit`` event (how many violations, the first 50) is written in the caller's
+    transaction. Returns the violations (empty: clean).
     """
     from ledger.audit import find_violations
     from wallet.audit import find_violations as wallet_violations

@@ -74,6 +74,7 @@ class Batcher:
         max_records: int = 2000,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
+        """Set up an idle batcher; its threads start with the first call (see the class)."""
         self._factory = factory
         self._threads = threads
         self._max_calls = max_calls

@@ -356,8 +356,10 @@ def _import_litellm_map(
     strict: bool,
     apply: bool,
 ) -> ImportReport:
-    """Import the map at ``path`` as a USD card taking effect at ``effective_from`` (default
-    now + 15 minutes), committed when ``apply``; returns the import's report.
+    """Import the map at ``path`` as a USD card and return the import's report.
+
+    The card takes effect at ``effective_from`` (default now + 15 minutes) and is committed
+    only when ``apply``.
     """
     from datetime import UTC, datetime, timedelta
 
@@ -416,8 +418,10 @@ def accounts_record_overage_payment(
     amount: Annotated[str, typer.Option(help="decimal amount in the account's currency")],
     reference: Annotated[str, typer.Option(help="the payment's reference (idempotent)")],
 ) -> None:
-    """Record what a reseller's customer paid for its sub-account's overage (reseller's book:
-    cash:collected / receivable:unbilled); prints the payment as JSON.
+    """Record what a reseller's customer paid for its sub-account's overage.
+
+    Booked in the reseller's book (cash:collected / receivable:unbilled); prints the payment
+    as JSON.
     """
     import json
 

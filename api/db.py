@@ -33,8 +33,9 @@ class CommitOutcomeUnknown(DomainError):
 
 
 def is_connection_failure(exc: BaseException) -> bool:
-    """Whether a database error means the connection (or the server) is gone, rather than
-    that the statement failed on a live connection.
+    """Whether a database error means the connection or the server is gone.
+
+    False when the statement itself failed on a live connection.
     """
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
     sqlstate = getattr(orig, "sqlstate", None)

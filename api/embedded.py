@@ -1,11 +1,11 @@
-"""Supervision of the embedded PostgreSQL that ``tokenwallet serve`` runs when no
-``DATABASE_URL`` is set.
+"""Supervision of the embedded PostgreSQL that ``tokenwallet serve`` runs by default.
 
-``serve`` owns it: a watcher thread starts it again when it dies (``kill -9``, out of memory),
-logging one line per outage, and :meth:`EmbeddedSupervisor.stop` shuts it down (fast mode) when
-``serve`` stops, on SIGINT or SIGTERM, with one worker or several. Requests made while it is down
-answer 503 ``database_unavailable`` with Retry-After (see :mod:`api.errors`); the connection
-pool drops dead connections and reconnects once it is back.
+``serve`` runs it when no ``DATABASE_URL`` is set, and owns it: a watcher thread starts it again
+when it dies (``kill -9``, out of memory), logging one line per outage, and
+:meth:`EmbeddedSupervisor.stop` shuts it down (fast mode) when ``serve`` stops, on SIGINT or
+SIGTERM, with one worker or several. Requests made while it is down answer 503
+``database_unavailable`` with Retry-After (see :mod:`api.errors`); the connection pool drops dead
+connections and reconnects once it is back.
 """
 
 from __future__ import annotations
@@ -23,6 +23,12 @@ class EmbeddedSupervisor:
     """Keeps one embedded PostgreSQL server running until :meth:`stop`."""
 
     def __init__(self, server: Any, *, interval_s: float = 1.0) -> None:
+        """Supervise a running server; the watcher starts with :meth:`start_watching`.
+
+        Args:
+            server: the embedded PostgreSQL server (its ``pgdata`` locates the postmaster).
+            interval_s: seconds between two liveness checks of the watcher thread.
+        """
         self._server = server
         self._interval_s = interval_s
         self._stopped = threading.Event()

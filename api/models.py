@@ -49,8 +49,10 @@ class ApiKey(Base):
 
 
 class IdempotencyRecord(Base):
-    """The first response to a POST with an ``Idempotency-Key``, stored in the same transaction
-    as the request's effects, so a replay returns it and a different body is refused.
+    """The first response to a POST with an ``Idempotency-Key``, kept for replays.
+
+    It is stored in the same transaction as the request's effects, so a replay returns it and
+    a different body is refused.
     """
 
     __tablename__ = "idempotency_records"

@@ -22,8 +22,9 @@ log = logging.getLogger(__name__)
 
 
 def gateway_from_settings(settings: Settings) -> PaymentGateway | None:
-    """A Stripe gateway when both ``STRIPE_API_KEY`` and ``STRIPE_WEBHOOK_SECRET`` are set, else
-    None (card payments then answer ``payments_not_configured``).
+    """The Stripe gateway when ``STRIPE_API_KEY`` and ``STRIPE_WEBHOOK_SECRET`` are both set.
+
+    None otherwise: card payments then answer ``payments_not_configured``.
     """
     if settings.stripe_api_key is None or settings.stripe_webhook_secret is None:
         return None
@@ -68,6 +69,12 @@ class WebhookProcessingFailed(Exception):
     """
 
     def __init__(self, event_id: str, cause: BaseException) -> None:
+        """Name the failed event and keep what it raised.
+
+        Args:
+            event_id: the provider's id of the event.
+            cause: the exception its processing raised.
+        """
         super().__init__(f"event {event_id} failed: {type(cause).__name__}: {cause}")
         self.event_id = event_id
         self.cause = cause

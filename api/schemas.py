@@ -89,9 +89,15 @@ class Page(BaseModel, Generic[T]):
 
     @classmethod
     def of(cls, rows: Sequence[Any], limit: int, out: Callable[[Any], T]) -> Self:
-        """The page of ``rows`` fetched with one row more than ``limit`` (see
-        :func:`api.paging.keyset`): the first ``limit`` through ``out``; the extra row only
-        says there is more.
+        """The page of ``rows`` fetched with one row more than ``limit``.
+
+        The first ``limit`` rows go through ``out``; the extra row (see :func:`api.paging.keyset`)
+        only says there is more.
+
+        Args:
+            rows: the rows fetched, at most ``limit + 1``.
+            limit: the page size asked for.
+            out: turns a row into its response model.
         """
         return cls(data=[out(row) for row in rows[:limit]], has_more=len(rows) > limit)
 

@@ -298,8 +298,9 @@ class TokensOut(BaseModel):
 
 
 class ChargeOut(BaseModel):
-    """What the record was rated at, by component, before the failed-request policy and the
-    burn-down (``rated`` is their sum; ``billed`` and ``credited`` say what was charged).
+    """What the record was rated at, by component, before the failed-request policy and burn-down.
+
+    ``rated`` is the components' sum; ``billed`` and ``credited`` say what was charged.
     """
 
     rated: str = Field(examples=["0.0123"], description="decimal string")

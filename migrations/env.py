@@ -24,6 +24,7 @@ def _url() -> str:
 
 
 def run_migrations_offline() -> None:
+    """Emit the migrations' SQL for the configured URL without connecting (``alembic --sql``)."""
     context.configure(
         url=_url(),
         target_metadata=target_metadata,
@@ -35,6 +36,7 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
+    """Run the migrations on the caller's connection if it passed one, else on a new engine."""
     connection = config.attributes.get("connection")
     if connection is not None:
         context.configure(
