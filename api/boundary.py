@@ -174,6 +174,29 @@ def check_record(raw: Any, index: int, *, text_clean: bool = False) -> None:
         check_json(raw, f"records[{index}]", 2)
 
 
+def _check_query(query: bytes, handler: Any) -> None:
+    """The query string: a clean line, no empty value, and RFC 3339 instants where one is due.
+
+    Args:
+        query: the raw (still percent-encoded) query string, not empty.
+        handler: the route handler, whose instant-typed parameters are checked for an offset.
+    """
+    check_line(unquote_to_bytes(query.replace(b"+", b" ")).decode("utf-8", "replace"), "query")
+    instants = _instant_query_names(handler)
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if value == "":
+            raise EmptyParameter(
+                f"query parameter {name!r} has an empty value; leave it out instead",
+                field=name,
+            )
+        if name in instants and not _INSTANT.match(value):
+            raise EmptyParameter(
+                f"query parameter {name!r} must be an RFC 3339 date-time with an offset,"
+                f" e.g. 2026-11-01T00:00:00Z; got {value!r}",
+                field=name,
+            )
+
+
 async def check_request(request: Request[Any, Any, Any]) -> None:
     """Litestar ``before_request`` hook.
 
@@ -183,21 +206,8 @@ async def check_request(request: Request[Any, Any, Any]) -> None:
     path: str = request.scope["path"]
     check_line(path, "the path")
     query: bytes = request.scope.get("query_string", b"")
-    if query:
-        check_line(unquote_to_bytes(query.replace(b"+", b" ")).decode("utf-8", "replace"), "query")
-        instants = _instant_query_names(request.route_handler)
-        for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
-            if value == "":
-                raise EmptyParameter(
-                    f"query parameter {name!r} has an empty value; leave it out instead",
-                    field=name,
-                )
-            if name in instants and not _INSTANT.match(value):
-                raise EmptyParameter(
-                    f"query parameter {name!r} must be an RFC 3339 date-time with an offset,"
-                    f" e.g. 2026-11-01T00:00:00Z; got {value!r}",
-                    field=name,
-                )
+    if query:  # the helper is called only when there is a query (not on the gateway's POSTs)
+        _check_query(query, request.route_handler)
     key = request.headers.get("idempotency-key")
     if key is not None:
         check_line(key, "the Idempotency-Key header")

@@ -192,9 +192,10 @@ def _request_model(route_handler: Any) -> type[BaseModel] | None:
 def _strict_request_bodies(
     document: dict[str, Any], bodies: list[tuple[dict[str, Any], Any]]
 ) -> list[str]:
-    """Document each request body with Pydantic's validation schema of its model, drop the
-    components only Litestar's version of those bodies used, and add Pydantic's (a name still
-    used by a response gets the suffix ``Input``).
+    """Document each request body with Pydantic's validation schema of its model.
+
+    The components only Litestar's version of those bodies used are dropped and Pydantic's are
+    added (a name still used by a response gets the suffix ``Input``).
     """
     if not bodies:
         return []
@@ -311,6 +312,44 @@ def _alternative_media_types(responses: dict[str, Any], media_types: dict[str, s
                 }
 
 
+def _refine_operation(
+    operation: dict[str, Any],
+    method: str,
+    route_handler: Any,
+    *,
+    is_public: bool,
+    bodies: list[tuple[dict[str, Any], Any]],
+) -> None:
+    """Refine one operation in place: security, problem responses and alternative media types.
+
+    Args:
+        operation: the operation object of the generated document.
+        method: its HTTP method, lower case.
+        route_handler: the Litestar handler that serves it.
+        is_public: whether the path is outside API-key authentication.
+        bodies: collects ``(operation, model)`` for the request bodies documented afterwards.
+    """
+    if is_public:
+        operation["security"] = []
+    model = _request_model(route_handler)
+    if model is not None and "requestBody" in operation:
+        bodies.append((operation, model))
+    responses: dict[str, Any] = operation.setdefault("responses", {})
+    for key, response in list(responses.items()):
+        if _is_litestar_validation_body(response):
+            del responses[key]
+    statuses = problem_statuses(
+        method, operation, public=is_public, restricted=_restricted(route_handler)
+    )
+    statuses |= set(route_handler.opt.get("problems", ()))
+    _alternative_media_types(responses, route_handler.opt.get("media_types", {}))
+    for code in sorted(statuses):
+        responses.setdefault(str(code), _problem_response(code))
+    operation["responses"] = dict(
+        sorted(responses.items(), key=lambda kv: (kv[0] == "default", kv[0]))
+    )
+
+
 def refine(
     document: dict[str, Any], routes: Iterable[HTTPRoute], public_paths: Sequence[str]
 ) -> dict[str, Any]:
@@ -327,30 +366,10 @@ def refine(
         for route_handler in route.route_handlers:
             for method in route_handler.http_methods:
                 operation = item.get(method.lower())
-                if not isinstance(operation, dict):
-                    continue
-                if is_public:
-                    operation["security"] = []
-                model = _request_model(route_handler)
-                if model is not None and "requestBody" in operation:
-                    bodies.append((operation, model))
-                responses: dict[str, Any] = operation.setdefault("responses", {})
-                for key, response in list(responses.items()):
-                    if _is_litestar_validation_body(response):
-                        del responses[key]
-                statuses = problem_statuses(
-                    method.lower(),
-                    operation,
-                    public=is_public,
-                    restricted=_restricted(route_handler),
-                )
-                statuses |= set(route_handler.opt.get("problems", ()))
-                _alternative_media_types(responses, route_handler.opt.get("media_types", {}))
-                for code in sorted(statuses):
-                    responses.setdefault(str(code), _problem_response(code))
-                operation["responses"] = dict(
-                    sorted(responses.items(), key=lambda kv: (kv[0] == "default", kv[0]))
-                )
+                if isinstance(operation, dict):
+                    _refine_operation(
+                        operation, method.lower(), route_handler, is_public=is_public, bodies=bodies
+                    )
     _named_formats(document, _strict_request_bodies(document, bodies))
     _parameters(document)
     document["components"]["schemas"]["Problem"] = PROBLEM_SCHEMA
@@ -363,6 +382,7 @@ class DocumentedOpenAPIPlugin(OpenAPIPlugin):
     __slots__ = ()
 
     def provide_openapi_schema(self) -> dict[str, Any]:
+        """The refined document, built on the first request and kept."""
         if not self._openapi_schema:
             from api.app import PUBLIC_PATHS
 

@@ -40,6 +40,18 @@ def _worker(host: str, port: int) -> None:  # pragma: no cover - runs in a child
     uvicorn.Server(config).run(sockets=[sock])
 
 
+def _shut_down(procs: list[BaseProcess]) -> None:
+    """Ask every worker to stop (SIGTERM), wait up to 30 s in all, then kill the ones left."""
+    for proc in procs:
+        if proc.is_alive() and proc.pid is not None:
+            proc.terminate()  # uvicorn shuts down gracefully on SIGTERM
+    deadline = time.monotonic() + 30
+    for proc in procs:
+        proc.join(timeout=max(0.1, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+
+
 def supervise(host: str, port: int, workers: int) -> None:
     """Run ``workers`` HTTP processes on ``host:port`` until SIGINT or SIGTERM."""
     ctx = mp.get_context("spawn")
@@ -67,13 +79,6 @@ def supervise(host: str, port: int, workers: int) -> None:
                     time.sleep(_RESTART_AFTER_SECONDS)
                     procs[i] = start()
     finally:
-        for proc in procs:
-            if proc.is_alive() and proc.pid is not None:
-                proc.terminate()  # uvicorn shuts down gracefully on SIGTERM
-        deadline = time.monotonic() + 30
-        for proc in procs:
-            proc.join(timeout=max(0.1, deadline - time.monotonic()))
-            if proc.is_alive():
-                proc.kill()
+        _shut_down(procs)
         for s, handler in previous.items():
             signal.signal(s, handler)
