@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -13,6 +14,7 @@ from api.cli_reports import reports_app
 from api.settings import get_settings
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from datetime import datetime
     from pathlib import Path
 
@@ -94,6 +96,22 @@ def _migrated_engine(pool_size: int = 1) -> Engine:
             f" {state.head}: run `tokenwallet db upgrade`"
         )
     return engine
+
+
+@contextmanager
+def _disposing(engine: Engine) -> Iterator[Engine]:
+    """Yield ``engine`` to a command's block and dispose of it afterwards, whatever happens.
+
+    A domain error raised in the block prints one ``error:`` line and exits with code 2.
+    """
+    from ledger.errors import DomainError
+
+    try:
+        yield engine
+    except DomainError as exc:
+        raise _fail(exc.detail) from exc
+    finally:
+        engine.dispose()
 
 
 @app.command()
@@ -257,29 +275,21 @@ def create_key_command(
 
     from api.audit import record_event
     from api.auth import create_key
-    from ledger.errors import DomainError
 
-    engine = _migrated_engine()
-    try:
-        with Session(engine) as session:
-            new = create_key(
-                session, role=role, account_id=account, description=description, created_by="cli"
-            )
-            record_event(
-                session,
-                actor="cli",
-                actor_role=None,
-                action="api_key.create",
-                target_type="api_key",
-                target_id=new.id,
-                changes={"role": role, "account_id": account, "description": description},
-            )
-            session.commit()
-    except DomainError as exc:
-        typer.echo(f"error: {exc.detail}", err=True)
-        raise typer.Exit(2) from exc
-    finally:
-        engine.dispose()
+    with _disposing(_migrated_engine()) as engine, Session(engine) as session:
+        new = create_key(
+            session, role=role, account_id=account, description=description, created_by="cli"
+        )
+        record_event(
+            session,
+            actor="cli",
+            actor_role=None,
+            action="api_key.create",
+            target_type="api_key",
+            target_id=new.id,
+            changes={"role": role, "account_id": account, "description": description},
+        )
+        session.commit()
     typer.echo(new.secret)
     typer.echo(f"created {new.role} key {new.id}; store it now, it is not shown again", err=True)
 
@@ -321,10 +331,8 @@ def catalog_import_litellm(
 
     from api.db import make_engine
     from api.pricemaps import bundled_map_path
-    from ledger.errors import DomainError
 
-    engine = make_engine(_database_url(), pool_size=1)
-    try:
+    with _disposing(make_engine(_database_url(), pool_size=1)) as engine:
         if bundled == (file is not None):
             raise typer.BadParameter("give FILE or --bundled, one of the two")
         path = bundled_map_path() if bundled else Path(str(file))
@@ -338,11 +346,6 @@ def catalog_import_litellm(
             strict=strict,
             apply=apply,
         )
-    except DomainError as exc:
-        typer.echo(f"error: {exc.detail}", err=True)
-        raise typer.Exit(2) from exc
-    finally:
-        engine.dispose()
     _echo_import_report(report, as_json=as_json)
 
 
@@ -477,7 +480,6 @@ def payments_reconcile(
     from sqlalchemy.orm import Session
 
     from invoicing.payments.reconcile import reconcile_day
-    from ledger.errors import DomainError
 
     _setup_logging()
     try:
@@ -485,17 +487,11 @@ def payments_reconcile(
     except ValueError as exc:
         typer.echo(f"error: --day must be YYYY-MM-DD; got {day!r}", err=True)
         raise typer.Exit(2) from exc
-    engine = _migrated_engine()
-    try:
+    with _disposing(_migrated_engine()) as engine:
         gateway = _payment_gateway()
         with Session(engine) as session:
             reports = reconcile_day(session, gateway, when)
             session.commit()
-    except DomainError as exc:
-        typer.echo(f"error: {exc.detail}", err=True)
-        raise typer.Exit(2) from exc
-    finally:
-        engine.dispose()
     if not reports:
         typer.echo(f"{when}: no Stripe balance transactions and no cash:stripe movements")
     for r in reports:

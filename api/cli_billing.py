@@ -28,20 +28,13 @@ def billing_close(
 
     Safe to repeat and to run again after a crash.
     """
-    from api.cli import _migrated_engine
+    from api.cli import _disposing, _migrated_engine
     from invoicing.periods import Period
-    from ledger.errors import DomainError
 
-    engine = _migrated_engine(pool_size=2)
-    try:
+    with _disposing(_migrated_engine(pool_size=2)) as engine:
         p = Period.parse(period)
         result = _close_with_progress(engine, p, finalize=not draft)
         _record_close(engine, p, result, finalize=not draft)
-    except DomainError as exc:
-        typer.echo(f"error: {exc.detail}", err=True)
-        raise typer.Exit(2) from exc
-    finally:
-        engine.dispose()
     typer.echo(
         f"{result.period} {result.status}: {len(result.invoice_ids)} invoices"
         f" for {result.accounts} billing accounts"

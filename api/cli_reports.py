@@ -22,23 +22,14 @@ def _report(builder: Callable[[Session], Report], fmt: str, output: str) -> None
 
     from sqlalchemy.orm import Session
 
-    from ledger.errors import DomainError
-
     if fmt not in ("json", "csv"):
         typer.echo("error: --format is json or csv", err=True)
         raise typer.Exit(2)
-    from api.cli import _migrated_engine
+    from api.cli import _disposing, _migrated_engine
 
-    engine = _migrated_engine()
-    try:
-        with Session(engine) as session:
-            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-            report = builder(session)
-    except DomainError as exc:
-        typer.echo(f"error: {exc.detail}", err=True)
-        raise typer.Exit(2) from exc
-    finally:
-        engine.dispose()
+    with _disposing(_migrated_engine()) as engine, Session(engine) as session:
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        report = builder(session)
     text = report.to_csv() if fmt == "csv" else json.dumps(report.to_json(), indent=2) + "\n"
     if output:
         Path(output).write_text(text)
@@ -49,11 +40,13 @@ def _report(builder: Callable[[Session], Report], fmt: str, output: str) -> None
 
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="json or csv")]
 OutputOpt = Annotated[str, typer.Option("--output", "-o", help="file (default: stdout)")]
+PeriodOpt = Annotated[str, typer.Option(help="YYYY-MM")]
+CurrencyOpt = Annotated[str, typer.Option(help="ISO 4217 code")]
 
 
 @reports_app.command("trial-balance")
 def report_trial_balance(
-    currency: Annotated[str, typer.Option(help="ISO 4217 code")],
+    currency: CurrencyOpt,
     as_of: Annotated[str, typer.Option(help="RFC 3339 moment (default: now)")] = "",
     fmt: FormatOpt = "json",
     output: OutputOpt = "",
@@ -73,8 +66,8 @@ def report_trial_balance(
 
 @reports_app.command("prepaid-liability")
 def report_prepaid_liability(
-    period: Annotated[str, typer.Option(help="YYYY-MM")],
-    currency: Annotated[str, typer.Option(help="ISO 4217 code")],
+    period: PeriodOpt,
+    currency: CurrencyOpt,
     book: Annotated[str, typer.Option(help="operator or reseller:<id>")] = "operator",
     fmt: FormatOpt = "json",
     output: OutputOpt = "",
@@ -92,8 +85,8 @@ def report_prepaid_liability(
 
 @reports_app.command("revenue-by-model")
 def report_revenue_by_model(
-    period: Annotated[str, typer.Option(help="YYYY-MM")],
-    currency: Annotated[str, typer.Option(help="ISO 4217 code")],
+    period: PeriodOpt,
+    currency: CurrencyOpt,
     fmt: FormatOpt = "json",
     output: OutputOpt = "",
 ) -> None:
@@ -108,8 +101,8 @@ def report_revenue_by_model(
 
 @reports_app.command("margin")
 def report_margin(
-    period: Annotated[str, typer.Option(help="YYYY-MM")],
-    currency: Annotated[str, typer.Option(help="ISO 4217 code")],
+    period: PeriodOpt,
+    currency: CurrencyOpt,
     group_by: Annotated[str, typer.Option(help="model, upstream, account or day")] = "model",
     fmt: FormatOpt = "json",
     output: OutputOpt = "",
@@ -129,7 +122,7 @@ def report_margin(
 
 @reports_app.command("receivables-aging")
 def report_receivables_aging(
-    currency: Annotated[str, typer.Option(help="ISO 4217 code")],
+    currency: CurrencyOpt,
     as_of: Annotated[str, typer.Option(help="YYYY-MM-DD (default: today)")] = "",
     fmt: FormatOpt = "json",
     output: OutputOpt = "",
@@ -147,7 +140,7 @@ def report_receivables_aging(
 @reports_app.command("reseller-statement")
 def report_reseller_statement(
     reseller: Annotated[str, typer.Option(help="the reseller's account id")],
-    period: Annotated[str, typer.Option(help="YYYY-MM")],
+    period: PeriodOpt,
     fmt: FormatOpt = "json",
     output: OutputOpt = "",
 ) -> None:
@@ -165,7 +158,7 @@ def report_reseller_statement(
 @reports_app.command("sub-account-statement")
 def report_sub_account_statement(
     account: Annotated[str, typer.Option(help="the sub-account's id")],
-    period: Annotated[str, typer.Option(help="YYYY-MM")],
+    period: PeriodOpt,
     fmt: FormatOpt = "json",
     output: OutputOpt = "",
 ) -> None:
