@@ -21,17 +21,26 @@ writes ``bench/results/bank_topups.json``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
 import subprocess
+import time
 import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from bench import loadgen
-from bench.common import Options, _balances, _common, baseline, ratio, setup
-from bench.harness import CpuMeter, Server, exit_cleanly_on_sigterm, pg_bin, serve, write_result
+from bench.common import (
+    Options,
+    _balances,
+    _common,
+    baseline,
+    closing_all,
+    measured,
+    ratio,
+    setup,
+)
+from bench.harness import Server, exit_cleanly_on_sigterm, pg_bin, serve, write_result
 from bench.loadgen import Clock, Conn, percentiles_ms
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +99,7 @@ async def _load(
         while clock.running():
             ref = f"{run}-{uuid.uuid4().hex}"
             body = {"amount": str(AMOUNT), "method": "bank_transfer", "reference": ref}
-            t = loadgen.time.perf_counter()
+            t = time.perf_counter()
             try:
                 await conn.call(
                     "POST",
@@ -102,18 +111,15 @@ async def _load(
             except loadgen.HttpError as exc:
                 failures[str(exc.status)] += 1
                 continue
-            lat.append(loadgen.time.perf_counter() - t)
+            lat.append(time.perf_counter() - t)
             done[account] += 1
 
-    try:
-        meter = CpuMeter(server)
-        meter.start()
-        await asyncio.gather(*(client(c, a) for c, a in zip(conns, accounts, strict=True)))
-        elapsed = clock.elapsed()
-        cpu = meter.stop()
-    finally:
-        for c in conns:
-            c.close()
+    with closing_all(conns):
+        _, elapsed, cpu = await measured(
+            server,
+            clock,
+            lambda _clock: (client(c, a) for c, a in zip(conns, accounts, strict=True)),
+        )
     return {"done": done, "failures": failures, "latencies": lat, "elapsed": elapsed, "cpu": cpu}
 
 

@@ -5,19 +5,25 @@ Options, the catalog, accounts and keys, record bodies, the pgbench baseline and
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing as mp
 import os
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from bench import loadgen
 from bench.harness import (
+    CpuMeter,
     Server,
     pgbench_tpcb,
 )
-from bench.loadgen import Conn
+from bench.loadgen import Clock, Conn
+
+T = TypeVar("T")
 
 MODEL = "bench-model"
 PRICE_IN, PRICE_OUT = "3", "15"
@@ -190,12 +196,53 @@ async def _balances(server: Server, key: str, accounts: list[str]) -> dict[str, 
     async def one(conn: Conn, account: str) -> None:
         out[account] = await conn.call("GET", f"/v1/accounts/{account}/balance", expect=200)
 
-    try:
+    with closing_all(conns):
         await loadgen.for_each(conns, accounts, one)
-    finally:
-        for c in conns:
-            c.close()
     return out
 
 
-# -- ingest -----------------------------------------------------------------------------------
+@contextmanager
+def closing_all(conns: list[Conn]) -> Iterator[list[Conn]]:
+    """Close every connection on the way out, whatever happened."""
+    try:
+        yield conns
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+async def measured(
+    server: Server, clock: Clock | float, clients: Callable[[Clock], Iterable[Awaitable[T]]]
+) -> tuple[list[T], float, dict[str, Any]]:
+    """Run the clients in the timed window under a CPU meter.
+
+    Args:
+        server: the server under test (its CPU and PostgreSQL's are measured).
+        clock: a clock already running, or the seconds of one started with the meter.
+        clients: makes the clients' coroutines, given the clock they run by.
+
+    Returns:
+        What each client returned, the seconds elapsed on the clock, and the CPU seconds.
+    """
+    meter = CpuMeter(server)
+    meter.start()
+    if not isinstance(clock, Clock):
+        clock = Clock(clock)
+    results = await asyncio.gather(*clients(clock))
+    elapsed = clock.elapsed()
+    cpu = meter.stop()
+    return list(results), elapsed, cpu
+
+
+def check_balances(
+    balances: dict[str, dict[str, Any]], expected_paid: dict[str, Decimal]
+) -> dict[str, Any]:
+    """Paid balance equal to what is expected and nothing held, for every account."""
+    wrong: list[dict[str, str]] = []
+    for account, want in expected_paid.items():
+        b = balances[account]
+        if Decimal(b["paid"]) != want or Decimal(b["held"]) != 0:
+            wrong.append(
+                {"account": account, "paid": b["paid"], "expected": str(want), "held": b["held"]}
+            )
+    return {"accounts_checked": len(expected_paid), "mismatches": len(wrong), "first": wrong[:5]}

@@ -24,7 +24,6 @@ PostgreSQL over the timed window, so the cost of the load generator is visible.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
 import signal
 import sys
@@ -45,12 +44,14 @@ from bench.common import (
     _now,
     _record,
     baseline,
+    check_balances,
+    closing_all,
+    measured,
     price_of,
     ratio,
     setup,
 )
 from bench.harness import (
-    CpuMeter,
     Server,
     exit_cleanly_on_sigterm,
     serve,
@@ -91,20 +92,14 @@ async def _ingest_load(
             n += 1
         return n
 
-    try:
+    with closing_all(conns):
         # warm-up (imports, price caches, connection pool), one client, not measured
         await client(conns[0], 99, Clock(min(3, seconds)), record=False)
-        meter = CpuMeter(server)
-        meter.start()
-        clock = Clock(seconds)
-        batches = await asyncio.gather(
-            *(client(conn, c, clock, True) for c, conn in enumerate(conns))
+        batches, elapsed, cpu = await measured(
+            server,
+            seconds,
+            lambda clock: (client(conn, c, clock, True) for c, conn in enumerate(conns)),
         )
-        elapsed = clock.elapsed()
-        cpu = meter.stop()
-    finally:
-        for conn in conns:
-            conn.close()
     return {**stats, "elapsed": elapsed, "cpu": cpu, "batches": sum(batches)}
 
 
@@ -219,16 +214,10 @@ async def _auth_load(
             n += 1
             await run.pair(conn, account, f"a{c}-{n}-{uuid.uuid4().hex[:8]}")
 
-    try:
-        meter = CpuMeter(server)
-        meter.start()
-        clock = Clock(seconds)
-        await asyncio.gather(*(client(conn, c, clock) for c, conn in enumerate(conns)))
-        elapsed = clock.elapsed()
-        cpu = meter.stop()
-    finally:
-        for conn in conns:
-            conn.close()
+    with closing_all(conns):
+        _, elapsed, cpu = await measured(
+            server, seconds, lambda clock: (client(conn, c, clock) for c, conn in enumerate(conns))
+        )
     return {
         "latencies": run.latencies,
         "billed": run.billed,
@@ -239,20 +228,6 @@ async def _auth_load(
         "off_price": run.off_price,
         "pairs": run.pairs,
     }
-
-
-def check_balances(
-    balances: dict[str, dict[str, Any]], expected_paid: dict[str, Decimal]
-) -> dict[str, Any]:
-    """Paid balance equal to what is expected and nothing held, for every account."""
-    wrong: list[dict[str, str]] = []
-    for account, want in expected_paid.items():
-        b = balances[account]
-        if Decimal(b["paid"]) != want or Decimal(b["held"]) != 0:
-            wrong.append(
-                {"account": account, "paid": b["paid"], "expected": str(want), "held": b["held"]}
-            )
-    return {"accounts_checked": len(expected_paid), "mismatches": len(wrong), "first": wrong[:5]}
 
 
 def authorize_settle(opts: Options) -> None:
@@ -319,16 +294,10 @@ async def _overdraft_load(
             else:
                 counts[f"{r['status']}:{r.get('reason')}"] += 1
 
-    try:
-        meter = CpuMeter(server)
-        meter.start()
-        clock = Clock(0)
-        await asyncio.gather(*(client(conn, c) for c, conn in enumerate(conns)))
-        elapsed = clock.elapsed()
-        cpu = meter.stop()
-    finally:
-        for conn in conns:
-            conn.close()
+    with closing_all(conns):
+        _, elapsed, cpu = await measured(
+            server, 0, lambda _clock: (client(conn, c) for c, conn in enumerate(conns))
+        )
     return {"counts": counts, "billed": billed, "latencies": lat, "elapsed": elapsed, "cpu": cpu}
 
 

@@ -27,7 +27,16 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from bench.common import MODEL, Options, _balances, baseline, price_of, ratio, setup
+from bench.common import (
+    MODEL,
+    Options,
+    _balances,
+    baseline,
+    check_balances,
+    price_of,
+    ratio,
+    setup,
+)
 from bench.harness import CpuMeter, Server, serve, write_result
 from bench.loadgen import percentiles_ms
 from bench.loadgen import run as run_async
@@ -211,12 +220,7 @@ def _check(
     server: Server, key: str, accounts: list[str], funds: Decimal, billed: dict[str, Decimal]
 ) -> dict[str, Any]:
     balances = run_async(_balances(server, key, accounts))
-    wrong = [
-        {"account": a, "paid": b["paid"], "expected": str(funds - billed[a]), "held": b["held"]}
-        for a, b in balances.items()
-        if Decimal(b["paid"]) != funds - billed[a] or Decimal(b["held"]) != 0
-    ]
-    return {"accounts_checked": len(balances), "mismatches": len(wrong), "first": wrong[:5]}
+    return check_balances(balances, {a: funds - billed[a] for a in balances})
 
 
 def throughput(opts: Options) -> None:
