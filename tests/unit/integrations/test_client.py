@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -45,6 +46,15 @@ def rec(i: int | str, **kw: Any) -> dict[str, Any]:
         "output_tokens": 1000,
         **kw,
     }
+
+
+def in_threads(fn: Callable[[], None], n: int) -> None:
+    """Run ``fn`` in ``n`` threads at once and wait for them all."""
+    threads = [threading.Thread(target=fn) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 class Results:
@@ -321,11 +331,7 @@ def test_sixteen_threads_never_overspend_the_local_view(fake):
                 n += 1
             wins.append(n)
 
-        threads = [threading.Thread(target=spend) for _ in range(16)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        in_threads(spend, 16)
         assert sum(wins) == 66  # 66 * 0.015 = 0.99 <= 1.00 < 67 * 0.015
         assert g.remaining == Decimal("0.01")
 
@@ -344,11 +350,7 @@ def test_sixteen_threads_with_increments_stop_exactly_at_the_funds(fake):
                 g.settle({"input_tokens": 0, "output_tokens": 1000}, cost)
             wins.append(n)
 
-        threads = [threading.Thread(target=spend) for _ in range(16)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        in_threads(spend, 16)
         c.flush(timeout=5)
     assert sum(wins) == 40
     grant = fake.grants[g.id]
