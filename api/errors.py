@@ -158,6 +158,15 @@ _RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization, deadlock, l
 _outage_logged_at = 0.0
 
 
+def _retry_later(
+    request: Request[Any, Any, Any], code: str, detail: str, *, seconds: int
+) -> Response[dict[str, Any]]:
+    """The problem ``code`` for this request's path, with ``Retry-After: seconds``."""
+    response = problem(code, detail, instance=request.url.path)
+    response.headers["Retry-After"] = str(seconds)
+    return response
+
+
 def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     """The database cannot be reached.
 
@@ -168,14 +177,13 @@ def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[di
     if now - _outage_logged_at > 60:
         _outage_logged_at = now
         log.error("database unavailable: %s", str(exc).splitlines()[0] if str(exc) else exc)
-    response = problem(
+    return _retry_later(
+        request,
         "database_unavailable",
         "the database cannot be reached right now; nothing was changed. Retry shortly (with the"
         " same record ids or Idempotency-Key)",
-        instance=request.url.path,
+        seconds=2,
     )
-    response.headers["Retry-After"] = "2"
-    return response
 
 
 def _database_error(
@@ -188,25 +196,23 @@ def _database_error(
     if sqlstate not in _RETRYABLE_SQLSTATES:
         return _unexpected(request, exc)
     log.warning("retryable database conflict on %s: %s", request.url.path, sqlstate)
-    response = problem(
+    return _retry_later(
+        request,
         "concurrent_update",
         "another request changed the same data at the same moment and this one was rolled"
         " back; nothing was changed. Retry it (with the same Idempotency-Key)",
-        instance=request.url.path,
+        seconds=1,
     )
-    response.headers["Retry-After"] = "1"
-    return response
 
 
 def _pool_exhausted(request: Request[Any, Any, Any], exc: PoolTimeout) -> Response[dict[str, Any]]:
     log.warning("no database connection free for %s within the pool timeout", request.url.path)
-    response = problem(
+    return _retry_later(
+        request,
         "busy",
         "every database connection of this server is in use; nothing was changed. Retry shortly",
-        instance=request.url.path,
+        seconds=1,
     )
-    response.headers["Retry-After"] = "1"
-    return response
 
 
 def _too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[dict[str, Any]]:
