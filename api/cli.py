@@ -453,8 +453,7 @@ def accounts_record_overage_payment(
                 "open": {"amount": r.open.format(), "currency": r.open.unit.code},
             }
     except DomainError as exc:
-        typer.echo(f"error: {exc.code}: {exc.detail}", err=True)
-        raise typer.Exit(2) from exc
+        raise _fail(f"{exc.code}: {exc.detail}") from exc
     finally:
         engine.dispose()
     typer.echo(json.dumps(out, indent=2))
@@ -485,8 +484,7 @@ def payments_reconcile(
     try:
         when = date.fromisoformat(day) if day else (datetime.now(UTC) - timedelta(days=1)).date()
     except ValueError as exc:
-        typer.echo(f"error: --day must be YYYY-MM-DD; got {day!r}", err=True)
-        raise typer.Exit(2) from exc
+        raise _fail(f"--day must be YYYY-MM-DD; got {day!r}") from exc
     with _disposing(_migrated_engine()) as engine:
         gateway = _payment_gateway()
         with Session(engine) as session:

@@ -109,15 +109,14 @@ def billing_pdf(
     from invoicing.models import Invoice
 
     settings = get_settings()
-    from api.cli import _migrated_engine
+    from api.cli import _fail, _migrated_engine
 
     engine = _migrated_engine()
     try:
         with Session(engine) as session:
             inv = session.get(Invoice, invoice_id)
             if inv is None:
-                typer.echo(f"error: invoice {invoice_id} does not exist", err=True)
-                raise typer.Exit(2)
+                raise _fail(f"invoice {invoice_id} does not exist")
             issuer = Issuer(
                 name=settings.tokenwallet_invoice_issuer_name,
                 address=settings.tokenwallet_invoice_issuer_address,

@@ -22,10 +22,10 @@ def _report(builder: Callable[[Session], Report], fmt: str, output: str) -> None
 
     from sqlalchemy.orm import Session
 
+    from api.cli import _disposing, _fail, _migrated_engine
+
     if fmt not in ("json", "csv"):
-        typer.echo("error: --format is json or csv", err=True)
-        raise typer.Exit(2)
-    from api.cli import _disposing, _migrated_engine
+        raise _fail("--format is json or csv")
 
     with _disposing(_migrated_engine()) as engine, Session(engine) as session:
         session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
@@ -54,13 +54,13 @@ def report_trial_balance(
     """Debits and credits per book and account code as of a moment; each book sums to zero."""
     from datetime import datetime
 
+    from api.cli import _fail
     from invoicing.reports import trial_balance
     from ledger.base import utcnow
 
     at = datetime.fromisoformat(as_of) if as_of else utcnow()
     if at.tzinfo is None:
-        typer.echo("error: --as-of needs an offset, e.g. 2026-12-01T00:00:00+00:00", err=True)
-        raise typer.Exit(2)
+        raise _fail("--as-of needs an offset, e.g. 2026-12-01T00:00:00+00:00")
     _report(lambda s: trial_balance(s, currency=currency, as_of=at), fmt, output)
 
 
