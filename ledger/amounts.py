@@ -235,6 +235,46 @@ class Amount:
         return f"Amount({self.format()!r}, {self.unit.code})"
 
 
+def parse_money(value: object, unit: Unit, *, what: str, positive: bool = False) -> Amount:
+    """Money from outside: an amount in whole minor units of ``unit`` (cents for USD, yen for JPY).
+
+    Prices, fees, top-ups and refunds are shown to customers and invoiced, so they may not be
+    finer than the currency's minor unit. Errors name ``what`` and carry it as ``field``.
+
+    Args:
+        value: a decimal string such as ``"9.00"`` (surrounding spaces ignored), a Decimal or an
+            int.
+        unit: the currency.
+        what: the field's name, for the error.
+        positive: refuse zero too (money paid or refunded); otherwise only negatives are refused
+            (a price or a threshold may be zero).
+
+    Raises:
+        InvalidAmount: not such a value, a malformed, negative (or, ``positive``, zero) amount,
+            or one finer than a minor unit.
+    """
+    if isinstance(value, bool) or not isinstance(value, str | Decimal | int):
+        raise InvalidAmount(
+            f"{what} must be a decimal string such as '9.00', not {type(value).__name__}",
+            field=what,
+        )
+    try:
+        amount = Amount.parse(value.strip() if isinstance(value, str) else value, unit)
+    except InvalidAmount as exc:
+        raise InvalidAmount(f"{what}: {exc.detail}", field=what) from None
+    if positive and amount.atoms <= 0:
+        raise InvalidAmount(f"{what} must be greater than zero; got {value}", field=what)
+    if amount.atoms < 0:
+        raise InvalidAmount(f"{what} must not be negative, got {value}", field=what)
+    if amount.atoms % unit.atoms_per_minor:
+        raise InvalidAmount(
+            f"{what} must be a whole number of {unit.code} minor units "
+            f"(at most {unit.minor_exponent} decimals), got {value}",
+            field=what,
+        )
+    return amount
+
+
 def sum_amounts(amounts: list[Amount], unit: Unit) -> Amount:
     """Sum amounts of one unit (the zero of ``unit`` for an empty list)."""
     total = Amount.zero(unit)

@@ -18,8 +18,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ledger.amounts import Amount
-from ledger.errors import InvalidAmount, NotFound, UnknownUnit
+from ledger.errors import NotFound, UnknownUnit
 from ledger.ids import new_id as new_id  # re-exported: the catalog modules import it from here
 from ledger.units import Unit
 from ledger.units import currency as currency_unit
@@ -110,35 +109,6 @@ def money_unit(currency: Unit | str) -> Unit:
     if not isinstance(currency, str):
         raise UnknownUnit(f"currency must be an ISO 4217 code such as USD, got {currency!r}")
     return currency_unit(currency)
-
-
-def parse_money(value: object, unit: Unit, *, what: str) -> Amount:
-    """A non-negative amount in whole minor units of ``unit`` (cents for USD, yen for JPY).
-
-    Catalog amounts (prices, fees, bonus thresholds) are shown to customers and invoiced, so
-    they may not be finer than the currency's minor unit.
-
-    Raises:
-        InvalidAmount: a float, a malformed or negative value, or finer than a minor unit.
-    """
-    if isinstance(value, bool) or not isinstance(value, str | Decimal | int):
-        raise InvalidAmount(
-            f"{what} must be a decimal string such as '9.00', not {type(value).__name__}",
-            field=what,
-        )
-    try:
-        amount = Amount.parse(value.strip() if isinstance(value, str) else value, unit)
-    except InvalidAmount as exc:
-        raise InvalidAmount(f"{what}: {exc.detail}", field=what) from None
-    if amount.atoms < 0:
-        raise InvalidAmount(f"{what} must not be negative, got {value}", field=what)
-    if amount.atoms % unit.atoms_per_minor:
-        raise InvalidAmount(
-            f"{what} must be a whole number of {unit.code} minor units "
-            f"(at most {unit.minor_exponent} decimals), got {value}",
-            field=what,
-        )
-    return amount
 
 
 def check_models(
@@ -323,6 +293,28 @@ def refuse_taken(
     if taken is not None:
         text = message(taken) if callable(message) else message
         raise CatalogConflict(text, **{key: taken})
+
+
+def insert_new(
+    session: Session, head: Any, children: Iterable[object], what: str, **extra: object
+) -> None:
+    """Insert a catalog object that is never edited (a model, a package, a plan) and its children.
+
+    Args:
+        session: the caller's session (flushed, not committed).
+        head: the object's row; its ``id`` is the operator's.
+        children: its child rows (a plan's windows).
+        what: the object named for the 409 (``"plan pro"``).
+        **extra: the id under its key, for the 409.
+
+    Raises:
+        CatalogConflict: an object with the id exists (or is created meanwhile).
+    """
+    noun = what.split()[0]
+    message = f"{what} already exists; {noun}s are never edited"
+    if session.get(type(head), head.id) is not None:
+        raise CatalogConflict(message, **extra)
+    insert_version(session, head, children, message, **extra)
 
 
 def insert_version(

@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ledger.amounts import Amount
+from ledger.amounts import Amount, parse_money
 from ledger.base import utcnow
 from ledger.errors import MixedUnits
 from ledger.units import Unit
@@ -27,7 +27,6 @@ from plans._db import (
     list_rows,
     money_unit,
     new_id,
-    parse_money,
     refuse_taken,
     rows_by_parent,
     version_at,

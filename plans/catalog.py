@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.orm import Session
 
-from ledger.amounts import Amount
+from ledger.amounts import Amount, parse_money
 from ledger.base import utcnow
 from ledger.errors import NotFound
 from ledger.units import Unit
@@ -33,10 +33,10 @@ from plans._db import (
     check_text,
     conflict_as,
     found,
+    insert_new,
     list_rows,
     money_unit,
     page_limit,
-    parse_money,
 )
 from plans.bonus_rules import (
     bonus_for_topup,
@@ -167,14 +167,10 @@ def create_model(session: Session, *, id: str, provider: str, display_name: str)
     model_id = check_id(id, what="id")
     provider = check_text(provider, what="provider", max_length=100)
     display_name = check_text(display_name, what="display_name")
-    message = f"model {model_id} already exists; models are never edited"
-    if session.get(CatalogModel, model_id) is not None:
-        raise CatalogConflict(message, model=model_id)
     row = CatalogModel(
         id=model_id, provider=provider, display_name=display_name, created_at=utcnow()
     )
-    with conflict_as(session, message, model=model_id):
-        session.add(row)
+    insert_new(session, row, (), f"model {model_id}", model=model_id)
     return _model_info(row)
 
 
@@ -276,9 +272,6 @@ def create_package(
         valid_days, what="valid_days", minimum=1, hint=" (days the tokens stay usable)"
     )
     scope = check_models(session, models, what="models")
-    message = f"package {package_id} already exists; packages are never edited"
-    if session.get(PackageRow, package_id) is not None:
-        raise CatalogConflict(message, package_id=package_id)
     row = PackageRow(
         id=package_id,
         name=name,
@@ -289,8 +282,7 @@ def create_package(
         valid_days=valid_days,
         created_at=utcnow(),
     )
-    with conflict_as(session, message, package_id=package_id):
-        session.add(row)
+    insert_new(session, row, (), f"package {package_id}", package_id=package_id)
     return _package_spec(row)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from ledger.amounts import Amount
+from ledger.amounts import Amount, parse_money
 from ledger.base import utcnow
 from ledger.units import Unit
 from plans._db import (
@@ -22,13 +22,11 @@ from plans._db import (
     check_models,
     check_text,
     found,
-    insert_version,
+    insert_new,
     list_rows,
     money_unit,
-    parse_money,
     rows_by_parent,
 )
-from plans.catalog_errors import CatalogConflict
 from plans.errors import InvalidCatalog
 from plans.models import PlanRow, PlanWindowRow
 
@@ -158,9 +156,6 @@ def create_plan(
             field="on_exhausted",
         )
     scope = check_models(session, models, what="models")
-    message = f"plan {plan_id} already exists; plans are never edited"
-    if session.get(PlanRow, plan_id) is not None:
-        raise CatalogConflict(message, plan_id=plan_id)
     row = PlanRow(
         id=plan_id,
         name=name,
@@ -174,7 +169,7 @@ def create_plan(
         PlanWindowRow(plan_id=plan_id, kind=w.kind, unit=w.unit, quota_limit=w.limit, position=i)
         for i, w in enumerate(parsed)
     ]
-    insert_version(session, row, window_rows, message, plan_id=plan_id)
+    insert_new(session, row, window_rows, f"plan {plan_id}", plan_id=plan_id)
     return _plan_spec(row, window_rows)
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from ledger.accounts import AccountRef
 from ledger.amounts import Amount
+from ledger.amounts import parse_money as parse_money_in
 from ledger.base import utcnow
 from ledger.errors import DomainError, IdempotencyConflict, InvalidAmount, NotFound
 from ledger.ids import new_id
@@ -43,17 +44,9 @@ def parse_money(value: str, account: Account, *, what: str) -> Amount:
     """A positive amount in whole minor units of the account's currency (money from outside).
 
     Raises:
-        InvalidAmount: not a number, not positive, or finer than the currency's minor unit.
+        InvalidAmount: see :func:`ledger.amounts.parse_money`.
     """
-    unit = currency_of(account)
-    amount = Amount.parse(value, unit)
-    if amount.atoms <= 0:
-        raise InvalidAmount(f"{what} must be greater than zero; got {value}")
-    if amount.atoms % unit.atoms_per_minor:
-        raise InvalidAmount(
-            f"{what} {value} has more decimals than {unit.code} allows ({unit.minor_exponent})"
-        )
-    return amount
+    return parse_money_in(value, currency_of(account), what=what, positive=True)
 
 
 class PaidExpiryNotAllowed(DomainError):
