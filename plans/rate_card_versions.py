@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from typing import Required, TypedDict, Unpack
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, aliased
@@ -84,7 +85,8 @@ def plan_rate_card(
         session: the caller's session (read only).
         currency: ISO 4217 code or currency unit.
         effective_from: aware instant from which the card would be in force (inclusive).
-        prices: the listed prices, as :func:`create_rate_card` takes them.
+        prices: ``{"model", "input_per_mtok", "output_per_mtok", ...optional}`` items,
+            decimal strings (defaults: :meth:`~plans.prices.ModelPrice.from_spec`).
         inherit: models of the card in force at ``effective_from`` that ``prices`` does not
             list keep their price (``False``: the new card prices only what it lists).
         remove_models: models to stop pricing (with ``inherit``).
@@ -185,18 +187,21 @@ def _removal_blockers(
     return out
 
 
+class RateCardRequest(TypedDict, total=False):
+    """A new list rate card as asked for: the arguments of :func:`plan_rate_card`."""
+
+    currency: Required[Unit | str]
+    effective_from: Required[datetime]
+    prices: Required[Iterable[Mapping[str, object]]]
+    inherit: bool
+    remove_models: Iterable[str]
+    usage_of_models: UsageOfModels | None
+    usage_since: datetime | None
+    resolved_prices: Mapping[str, ModelPrice] | None
+
+
 def create_rate_card(
-    session: Session,
-    *,
-    currency: Unit | str,
-    effective_from: datetime,
-    prices: Iterable[Mapping[str, object]],
-    inherit: bool = True,
-    remove_models: Iterable[str] = (),
-    confirm_removals: bool = False,
-    usage_of_models: UsageOfModels | None = None,
-    usage_since: datetime | None = None,
-    resolved_prices: Mapping[str, ModelPrice] | None = None,
+    session: Session, *, confirm_removals: bool = False, **request: Unpack[RateCardRequest]
 ) -> RateCard:
     """Create a list rate card version; the stored prices are the resolved ones.
 
@@ -206,16 +211,8 @@ def create_rate_card(
 
     Args:
         session: the caller's session (flushed, not committed).
-        currency: ISO 4217 code or currency unit.
-        effective_from: aware instant from which the card is in force (inclusive).
-        prices: ``{"model", "input_per_mtok", "output_per_mtok", ...optional}`` items,
-            decimal strings (defaults: :meth:`~plans.prices.ModelPrice.from_spec`).
-        inherit: see :func:`plan_rate_card`.
-        remove_models: see :func:`plan_rate_card`.
         confirm_removals: go ahead with removals that have blockers.
-        usage_of_models: see :func:`plan_rate_card`.
-        usage_since: see :func:`plan_rate_card`.
-        resolved_prices: see :func:`plan_rate_card`.
+        **request: the card, as :func:`plan_rate_card` takes it.
 
     Returns:
         The new card.
@@ -229,19 +226,7 @@ def create_rate_card(
         CatalogConflict: a card of this currency already takes effect at that instant.
         BackdatedPriceChange: ``effective_from`` is not after the usage already priced.
     """
-    unit = money_unit(currency)
-    start = check_aware(effective_from, what="effective_from")
-    plan = plan_rate_card(
-        session,
-        currency=unit,
-        effective_from=start,
-        prices=prices,
-        inherit=inherit,
-        remove_models=remove_models,
-        usage_of_models=usage_of_models,
-        usage_since=usage_since,
-        resolved_prices=resolved_prices,
-    )
+    plan = plan_rate_card(session, **request)
     _refuse_unconfirmed(plan, confirm_removals)
     _store(session, plan.card)
     return plan.card
