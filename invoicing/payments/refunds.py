@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from invoicing.payments.gateway import PaymentGateway
+from invoicing.payments.gateway import PaymentGateway, ProviderRefund
 from invoicing.payments.models import Payment
 from invoicing.payments.refund_failures import record_refund
 from invoicing.payments.rules import refund_amount
@@ -101,6 +101,21 @@ def refund_card_payment(
         idempotency_key=f"tokenwallet-refund-{payment.id}-{key}"[:255],
         metadata=_refund_metadata(payment, reason),
     )
+    return _book_refund(session, payment, provider_refund, minor, reason)
+
+
+def _book_refund(
+    session: Session, payment: Payment, provider_refund: ProviderRefund, minor: int, reason: str
+) -> CardRefund:
+    """Bring our books up to the refunded total the provider answered, and keep the refund.
+
+    Args:
+        session: the caller's transaction (the payment row is locked).
+        payment: the card payment refunded.
+        provider_refund: the provider's answer.
+        minor: the minor units asked for (the total when the answer does not carry it).
+        reason: finance's reason.
+    """
     total = provider_refund.charge_amount_refunded_minor
     if total is None:
         total = payment.refunded_minor + minor

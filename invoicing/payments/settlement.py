@@ -213,24 +213,15 @@ def _fulfil(session: Session, payment: Payment, at: datetime) -> None:
     topup = session.get_one(Topup, payment.topup_id)
     try:
         with session.begin_nested():
-            if payment.purpose == "package":
-                purchase = buy_package(
-                    session,
-                    payment.account_id,
-                    payment.purpose_ref,
-                    at=at,
-                    from_lot_id=topup.paid_lot_id,
-                )
-                payment.fulfilled_ref = purchase.id
-            else:
-                sub = start_subscription(
-                    session,
-                    payment.account_id,
-                    payment.purpose_ref,
-                    at=at,
-                    from_lot_id=topup.paid_lot_id,
-                )
-                payment.fulfilled_ref = sub.id
+            buy = buy_package if payment.purpose == "package" else start_subscription
+            made = buy(
+                session,
+                payment.account_id,
+                payment.purpose_ref,
+                at=at,
+                from_lot_id=topup.paid_lot_id,
+            )
+            payment.fulfilled_ref = made.id
     except DomainError as exc:
         payment.fulfillment_error = f"{exc.code}: {exc.detail}"
         log.warning(
