@@ -254,37 +254,67 @@ def draw(
         be paid in full gets ``None`` and a refusal (``insufficient_funds`` or
         ``plan_quota_exhausted``); nothing is changed either way.
     """
-    allowed = set(sources) if sources is not None else None
     usable = _Usable(model, at, valid_at or at)
     d = Draw()
     money_left, tokens_left = money, tokens
     refusal: str | None = None
-    for source in w.order:
+    for source in _sources(w.order, sources, use_plan):
         if money_left == 0 and tokens_left == 0:
             break
-        if allowed is not None and source not in allowed:
-            continue
         if source == PLAN:
-            covered = _draw_plan(w, d, model, tokens_left, at) if use_plan else None
-            if covered:
-                money_left = tokens_left = 0
-            elif covered is False:
+            covered = _draw_plan(w, d, model, tokens_left, at)
+            if covered is False:
                 if not partial:
                     return None, money_left, "plan_quota_exhausted"
                 refusal = "plan_quota_exhausted"
+            elif covered:
+                money_left = tokens_left = 0
         elif source == PACKAGE:
             money_left, tokens_left = _draw_packages(w, d, money_left, tokens_left, usable)
-        elif source in (BONUS, PAID):
-            money_left = _draw_money(w, d, source, money_left, usable)
-            if money_left == 0:
+        elif money_left or source != OVERAGE:  # bonus or paid lots, or overage while money is left
+            money_left = _draw_cash(w, d, source, money_left, usable, partial)
+            if money_left == 0:  # the money is paid: so are the tokens
                 tokens_left = 0
-        elif source == OVERAGE and money_left:
-            money_left = _draw_overage(w, d, money_left, partial)
-            if money_left == 0:
-                tokens_left = 0
+    return _answer(d, money_left, refusal, partial)
+
+
+def _answer(
+    d: Draw, money_left: int, refusal: str | None, partial: bool
+) -> tuple[Draw | None, int, str | None]:
+    """What :func:`draw` returns once every source had its turn.
+
+    Money left unpaid refuses the request (``insufficient_funds`` unless the plan refused)
+    unless ``partial``; the refusal is reported only while money is left.
+    """
     if money_left > 0 and not partial:
         return None, money_left, refusal or "insufficient_funds"
     return d, money_left, refusal if money_left else None
+
+
+def _sources(order: tuple[str, ...], sources: Iterable[str] | None, use_plan: bool) -> list[str]:
+    """The sources of the burn order that may pay, in order.
+
+    Those of ``sources`` (all when None); plan quota only when ``use_plan``.
+    """
+    allowed = set(sources) if sources is not None else None
+    return [
+        s
+        for s in order
+        if s in _SOURCES and (allowed is None or s in allowed) and (use_plan or s != PLAN)
+    ]
+
+
+#: Every source :func:`draw` knows.
+_SOURCES = frozenset({PLAN, PACKAGE, BONUS, PAID, OVERAGE})
+
+
+def _draw_cash(
+    w: WalletState, d: Draw, source: str, money_left: int, usable: _Usable, partial: bool
+) -> int:
+    """Bonus or paid lots, or the credit limit (overage), pay what they can of the money left."""
+    if source == OVERAGE:
+        return _draw_overage(w, d, money_left, partial)
+    return _draw_money(w, d, source, money_left, usable)
 
 
 @dataclass(frozen=True, slots=True)

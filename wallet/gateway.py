@@ -283,6 +283,35 @@ class _Batch(UsageBatch):
         return (d.package_tokens if tokens else d.charged) > 0
 
     def increment(self, op: Increment) -> AuthorizationView | DomainError:
+        """Reserve more for an open multi-capture grant, first charging the records sent along."""
+        checked = self._incrementable(op)
+        if isinstance(checked, DomainError):
+            return checked
+        auth, a, ask, tokens = checked
+        usage = tuple(self.charge(op)) if op.records else None
+        if not auth.is_open:  # a record of the usage so far closed it (it had expired)
+            return AuthorizationClosed(f"authorization {auth.id} is {auth.status}")
+        if op.ttl is not None:
+            auth.expires_at = max(auth.expires_at, self.now + op.ttl)
+            auth.dirty = True
+        resolved = self._grant_price(auth, a)
+        auth.requested += ask
+        stop = self.stopped(a)
+        got, code = (0, stop) if stop else self._grant_more(auth, a, ask, tokens, resolved)
+        if got == 0:
+            auth.final, auth.dirty = True, True
+        # why nothing more could be granted (the grant stays open); cleared when more is
+        auth.decline_code = None if got else code
+        price = resolved.price if resolved is not None else None
+        return self.view(auth, price=price, granted_now=got, usage=usage)
+
+    def _incrementable(self, op: Increment) -> tuple[AuthRow, AccountRow, int, bool] | DomainError:
+        """The grant an increment names, its account and what is asked; or why it is refused.
+
+        Returns:
+            ``(authorization, account, atoms or tokens asked, whether tokens)``, or the error:
+            unknown, a single-use hold, closed or expired, a bad amount, the wrong kind.
+        """
         auth = self.snap.auths.get(op.authorization_id)
         if auth is None or self.account(auth.account_id, op.scope) is None:
             return NotFound(f"authorization {op.authorization_id} does not exist")
@@ -303,28 +332,16 @@ class _Batch(UsageBatch):
         if tokens != auth.token_grant:
             kind = "tokens" if auth.token_grant else "amount"
             return InvalidRequest(f"authorization {auth.id} grants {kind}; increment with {kind}")
-        usage = tuple(self.charge(op)) if op.records else None
-        if not auth.is_open:  # a record of the usage so far closed it (it had expired)
-            return AuthorizationClosed(f"authorization {auth.id} is {auth.status}")
-        if op.ttl is not None:
-            auth.expires_at = max(auth.expires_at, self.now + op.ttl)
-            auth.dirty = True
-        resolved = None
-        price = None
-        if auth.model is not None:
-            try:
-                resolved = self.resolve(auth.model, self.now, a)
-                price = resolved.price
-            except DomainError:
-                resolved = None
-        auth.requested += ask
-        stop = self.stopped(a)
-        got, code = (0, stop) if stop else self._grant_more(auth, a, ask, tokens, resolved)
-        if got == 0:
-            auth.final, auth.dirty = True, True
-        # why nothing more could be granted (the grant stays open); cleared when more is
-        auth.decline_code = None if got else code
-        return self.view(auth, price=price, granted_now=got, usage=usage)
+        return auth, a, ask, tokens
+
+    def _grant_price(self, auth: AuthRow, a: AccountRow) -> ResolvedPrice | None:
+        """The price of a model-scoped grant's model now; None when unscoped or not priced."""
+        if auth.model is None:
+            return None
+        try:
+            return self.resolve(auth.model, self.now, a)
+        except DomainError:
+            return None
 
     def release(self, op: Release) -> AuthorizationView | DomainError:
         auth = self.snap.auths.get(op.authorization_id)

@@ -25,7 +25,7 @@ policy: ``provider_error``, ``provider_truncation``, ``refusal``, ``client_disco
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from plans.errors import InvalidUsage
@@ -51,16 +51,33 @@ __all__ = [
 ]
 
 
+def _openai_usage(obj: Any, name: str) -> Parsed:
+    tokens, tier = _openai(obj, name)
+    return Parsed(tokens, service_tier=tier, source=name)
+
+
+def _anthropic_usage(obj: Any, name: str) -> Parsed:
+    tokens, tier = _anthropic(obj, name)
+    return Parsed(tokens, service_tier=tier, source=name)
+
+
+def _gemini_usage(obj: Any, name: str) -> Parsed:
+    return Parsed(_gemini(obj, name), source=name)
+
+
+#: The reader of each provider-object field: ``(object, field name) -> Parsed``.
+_READERS: dict[str, Callable[[Any, str], Parsed]] = {
+    "openai_usage": _openai_usage,
+    "openai_response": _openai_response,
+    "anthropic_usage": _anthropic_usage,
+    "anthropic_message": _anthropic_message,
+    "gemini_usage": _gemini_usage,
+    "gemini_response": _gemini_response,
+    "litellm_payload": _litellm,
+}
+
 #: The provider-object fields of a usage record.
-PROVIDER_FIELDS = (
-    "openai_usage",
-    "openai_response",
-    "anthropic_usage",
-    "anthropic_message",
-    "gemini_usage",
-    "gemini_response",
-    "litellm_payload",
-)
+PROVIDER_FIELDS = tuple(_READERS)
 
 
 def parse_usage(
@@ -90,23 +107,10 @@ def parse_usage(
         if sent or tool_calls:
             raise InvalidUsage("send token fields (and tool_calls) or a provider object, not both")
         ((name, obj),) = provider.items()
-        if name == "openai_usage":
-            tokens, tier = _openai(obj, name)
-            return Parsed(tokens, service_tier=tier, source=name)
-        if name == "anthropic_usage":
-            tokens, tier = _anthropic(obj, name)
-            return Parsed(tokens, service_tier=tier, source=name)
-        if name == "gemini_usage":
-            return Parsed(_gemini(obj, name), source=name)
-        if name == "openai_response":
-            return _openai_response(obj, name)
-        if name == "anthropic_message":
-            return _anthropic_message(obj, name)
-        if name == "gemini_response":
-            return _gemini_response(obj, name)
-        if name == "litellm_payload":
-            return _litellm(obj, name)
-        raise InvalidUsage(f"unknown provider field {name}")
+        reader = _READERS.get(name)
+        if reader is None:
+            raise InvalidUsage(f"unknown provider field {name}")
+        return reader(obj, name)
     tokens = Tokens(
         **{k: int(sent.get(k) or 0) for k in TOKEN_FIELDS},
         tool_calls=_tools(dict(tool_calls or {})),

@@ -15,9 +15,16 @@ from plans.catalog import PackageSpec, get_package
 from wallet.accounts import EVERYTHING, Scope, get_account
 from wallet.burn_order import PACKAGE
 from wallet.errors import InvalidRequest
-from wallet.ledger_accounts import book_of, currency_of, customer_ledger, house_ledger
+from wallet.ledger_accounts import (
+    CustomerLedger,
+    HouseLedger,
+    book_of,
+    currency_of,
+    customer_ledger,
+    house_ledger,
+)
 from wallet.lots import check_low_balance, draw_money, money_balance
-from wallet.models import CreditLot, PackagePurchase
+from wallet.models import Account, CreditLot, PackagePurchase
 
 
 def buy_package(
@@ -55,15 +62,9 @@ def buy_package(
     house = house_ledger(session, book_of(account), unit)
     before = money_balance(session, cust)
     purchase_id = new_id("pkp")
-    legs: list[Leg] = []
-    if spec.price.atoms:
-        draw = draw_money(session, account, spec.price, at=when, from_lot_id=from_lot_id)
-        legs += [*draw.legs, Leg(cust.deferred_packages.id, -spec.price)]
-    tokens = Amount(spec.tokens, TOKENS)
-    legs += [Leg(house.tokens_issued.id, tokens), Leg(cust.package_tokens.id, -tokens)]
     entry = post_entry(
         session,
-        legs,
+        _purchase_legs(session, account, spec, cust, house, when, from_lot_id),
         description=f"package {package_id} bought ({purchase_id})",
         idempotency_key=f"package:{purchase_id}",
         effective_at=when,
@@ -85,6 +86,24 @@ def buy_package(
     session.flush()
     check_low_balance(session, account, before)
     return purchase
+
+
+def _purchase_legs(
+    session: Session,
+    account: Account,
+    spec: PackageSpec,
+    cust: CustomerLedger,
+    house: HouseLedger,
+    when: datetime,
+    from_lot_id: int | None,
+) -> list[Leg]:
+    """The price from the wallet to deferred package revenue (when not free), the tokens issued."""
+    legs: list[Leg] = []
+    if spec.price.atoms:
+        draw = draw_money(session, account, spec.price, at=when, from_lot_id=from_lot_id)
+        legs += [*draw.legs, Leg(cust.deferred_packages.id, -spec.price)]
+    tokens = Amount(spec.tokens, TOKENS)
+    return [*legs, Leg(house.tokens_issued.id, tokens), Leg(cust.package_tokens.id, -tokens)]
 
 
 def _package_lot(

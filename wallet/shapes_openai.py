@@ -228,7 +228,28 @@ _RESPONSES_TOOLS = {
 
 
 def _openai_response(obj: Mapping[str, Any], w: str) -> Parsed:
+    """A whole Chat Completions or Responses object: its usage, outcome, tier and tool calls."""
     obj = _mapping(obj, w)
+    kind = _response_kind(obj, w)
+    usage = obj.get("usage")
+    if usage is None:
+        raise UsageNotFinal(
+            f"{w} carries no usage (a stream without include_usage, or a response still in"
+            " progress); send the usage when it is known"
+        )
+    tokens, usage_tier = _openai(_mapping(usage, f"{w}.usage"), f"{w}.usage")
+    tier = _tier(obj.get("service_tier"), f"{w}.service_tier") or usage_tier
+    if kind == "response":
+        return _responses_outcome(obj, _with_output_tools(tokens, obj), tier, w)
+    choices = obj.get("choices") or []
+    if not isinstance(choices, list):
+        raise UsageShapeMismatch(f"{w}.choices must be a list")
+    reason = _worst([c.get("finish_reason") for c in choices if isinstance(c, Mapping)])
+    return Parsed(tokens, reason, False, tier, source="openai_response")
+
+
+def _response_kind(obj: Mapping[str, Any], w: str) -> str:
+    """The object's ``object``; a usage object or anything else is refused as a mismatch."""
     kind = obj.get("object")
     if kind not in ("chat.completion", "chat.completion.chunk", "response"):
         if "prompt_tokens" in obj or "input_tokens" in obj:
@@ -239,44 +260,38 @@ def _openai_response(obj: Mapping[str, Any], w: str) -> Parsed:
             f"{w}.object must be 'chat.completion', 'chat.completion.chunk' or 'response'"
             f" (got {kind!r})"
         )
-    usage = obj.get("usage")
-    if usage is None:
-        raise UsageNotFinal(
-            f"{w} carries no usage (a stream without include_usage, or a response still in"
-            " progress); send the usage when it is known"
-        )
-    tokens, usage_tier = _openai(_mapping(usage, f"{w}.usage"), f"{w}.usage")
-    tier = _tier(obj.get("service_tier"), f"{w}.service_tier") or usage_tier
-    if kind == "response":
-        status = obj.get("status")
-        counts: dict[str, int] = {}
-        for item in obj.get("output") or ():
-            name = (
-                _RESPONSES_TOOLS.get(str(item.get("type"))) if isinstance(item, Mapping) else None
-            )
-            if name:
-                counts[name] = counts.get(name, 0) + 1
-        if counts:
-            merged = dict(tokens.tool_calls)
-            for k, v in counts.items():
-                merged[k] = merged.get(k, 0) + v
-            tokens = _replace_tools(tokens, merged)
-        if status == "completed":
-            return Parsed(tokens, "completed", False, tier, source="openai_response")
-        if status in ("failed", "cancelled"):
-            return Parsed(tokens, status, False, tier, source="openai_response")
-        if status == "incomplete":
-            details = obj.get("incomplete_details") or {}
-            reason = details.get("reason") if isinstance(details, Mapping) else None
-            reason = str(reason or "incomplete")
-            refused = reason.lower() in REFUSAL_REASONS
-            return Parsed(tokens, reason, not refused, tier, source="openai_response")
-        raise UsageNotFinal(
-            f"{w}.status is {status!r}; usage is final once the response is completed,"
-            " incomplete, failed or cancelled"
-        )
-    choices = obj.get("choices") or []
-    if not isinstance(choices, list):
-        raise UsageShapeMismatch(f"{w}.choices must be a list")
-    reason = _worst([c.get("finish_reason") for c in choices if isinstance(c, Mapping)])
-    return Parsed(tokens, reason, False, tier, source="openai_response")
+    return str(kind)
+
+
+def _with_output_tools(tokens: Tokens, obj: Mapping[str, Any]) -> Tokens:
+    """The tokens with the tool calls a Responses object's ``output`` items made added."""
+    counts: dict[str, int] = {}
+    for item in obj.get("output") or ():
+        name = _RESPONSES_TOOLS.get(str(item.get("type"))) if isinstance(item, Mapping) else None
+        if name:
+            counts[name] = counts.get(name, 0) + 1
+    if not counts:
+        return tokens
+    merged = dict(tokens.tool_calls)
+    for k, v in counts.items():
+        merged[k] = merged.get(k, 0) + v
+    return _replace_tools(tokens, merged)
+
+
+def _responses_outcome(obj: Mapping[str, Any], tokens: Tokens, tier: str | None, w: str) -> Parsed:
+    """A Responses object's outcome from its ``status``; one not final yet is refused."""
+    status = obj.get("status")
+    if status == "completed":
+        return Parsed(tokens, "completed", False, tier, source="openai_response")
+    if status in ("failed", "cancelled"):
+        return Parsed(tokens, status, False, tier, source="openai_response")
+    if status == "incomplete":
+        details = obj.get("incomplete_details") or {}
+        reason = details.get("reason") if isinstance(details, Mapping) else None
+        reason = str(reason or "incomplete")
+        refused = reason.lower() in REFUSAL_REASONS
+        return Parsed(tokens, reason, not refused, tier, source="openai_response")
+    raise UsageNotFinal(
+        f"{w}.status is {status!r}; usage is final once the response is completed,"
+        " incomplete, failed or cancelled"
+    )

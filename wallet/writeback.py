@@ -31,8 +31,8 @@ from ledger.models import JournalEntry, LedgerAccount
 from plans.catalog import FailedRequestPolicy
 from wallet.billing import Billing
 from wallet.burn_order import BONUS, OVERAGE, PACKAGE, PAID
-from wallet.burndown import Draw
-from wallet.ledger_accounts import HouseLedger, book_for, house_ledger
+from wallet.burndown import Draw, WalletState
+from wallet.ledger_accounts import CustomerLedger, HouseLedger, book_for, house_ledger
 from wallet.models import Authorization, CreditLot, QuotaWindow
 from wallet.outbox import emit
 from wallet.records import UsageIn
@@ -136,41 +136,9 @@ def _entries(
     accounts get one posting for the whole batch). Returns the entries, the entry id of each book
     and every ledger account they post to.
     """
-    sums: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
-    refs: dict[int, AccountRef] = {}
-    houses: dict[tuple[str, str], HouseLedger] = {}
-
-    def move(book: str, debit: AccountRef, credit: AccountRef, atoms: int) -> None:
-        per = sums[book]
-        per[debit.id] += atoms
-        per[credit.id] -= atoms
-        refs[debit.id], refs[credit.id] = debit, credit
-
-    for account_id in sorted(snap.wallets):
-        w = snap.wallets[account_id]
-        rec = recognized.get(account_id, 0)
-        if not (w.package_tokens or rec or any(w.debits.values())):
-            continue
-        a = snap.accounts[account_id]
-        cust = snap.ledgers[account_id]
-        book = book_for(a.parent_id)
-        house = houses.get((book, a.currency))
-        if house is None:
-            house = houses[(book, a.currency)] = house_ledger(session, book, w.unit)
-        for kind, acct in (
-            (BONUS, cust.bonus),
-            (PAID, cust.prepaid),
-            (OVERAGE, cust.receivable_unbilled),
-        ):
-            atoms = w.debits.get(kind, 0)
-            if atoms:
-                move(book, acct, house.revenue_usage, atoms)
-        if w.package_tokens:
-            move(book, cust.package_tokens, house.tokens_consumed, w.package_tokens)
-        if rec:
-            move(book, cust.deferred_packages, house.revenue_packages, rec)
-    entry_of: dict[str, int] = {}
+    sums, refs = _postings(session, snap, recognized)
     entries: list[tuple[int, EntrySpec]] = []
+    entry_of: dict[str, int] = {}
     for book, per in sorted(sums.items()):
         legs = tuple(Leg(i, Amount(atoms, refs[i].unit)) for i, atoms in per.items() if atoms)
         if not legs:
@@ -188,6 +156,51 @@ def _entries(
             )
         )
     return entries, entry_of, refs
+
+
+def _postings(
+    session: Session, snap: Snapshot, recognized: Mapping[str, int]
+) -> tuple[dict[str, dict[int, int]], dict[int, AccountRef]]:
+    """The batch's net atoms per ledger account id, per book, and every ledger account moved."""
+    sums: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    refs: dict[int, AccountRef] = {}
+    houses: dict[tuple[str, str], HouseLedger] = {}
+    for account_id in sorted(snap.wallets):
+        w = snap.wallets[account_id]
+        rec = recognized.get(account_id, 0)
+        if not (w.package_tokens or rec or any(w.debits.values())):
+            continue
+        a = snap.accounts[account_id]
+        book = book_for(a.parent_id)
+        house = houses.get((book, a.currency))
+        if house is None:
+            house = houses[(book, a.currency)] = house_ledger(session, book, w.unit)
+        per = sums[book]
+        for debit, credit, atoms in _moves(w, snap.ledgers[account_id], house, rec):
+            per[debit.id] += atoms
+            per[credit.id] -= atoms
+            refs[debit.id], refs[credit.id] = debit, credit
+    return sums, refs
+
+
+def _moves(
+    w: WalletState, cust: CustomerLedger, house: HouseLedger, recognized: int
+) -> list[tuple[AccountRef, AccountRef, int]]:
+    """What one account's usage in the batch moves, as (debit, credit, atoms), in posting order."""
+    moves = [
+        (acct, house.revenue_usage, atoms)
+        for kind, acct in (
+            (BONUS, cust.bonus),
+            (PAID, cust.prepaid),
+            (OVERAGE, cust.receivable_unbilled),
+        )
+        if (atoms := w.debits.get(kind, 0))
+    ]
+    if w.package_tokens:
+        moves.append((cust.package_tokens, house.tokens_consumed, w.package_tokens))
+    if recognized:
+        moves.append((cust.deferred_packages, house.revenue_packages, recognized))
+    return moves
 
 
 def _auth_row(auth: AuthRow, now: datetime) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import pytest
 
 from ledger.base import utcnow
 from tests.helpers import add_models, add_rate_card, new_key, ok
+from wallet.normalize import PROVIDER_FIELDS
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 M = Decimal(1_000_000)
@@ -550,13 +551,7 @@ def test_openapi_describes_the_record_the_result_and_the_price_dimensions(client
     batch = schemas[body["schema"]["$ref"].rsplit("/", 1)[1]]
     items = batch["properties"]["records"]["items"]
     for name in (
-        "openai_usage",
-        "openai_response",
-        "anthropic_usage",
-        "anthropic_message",
-        "gemini_usage",
-        "gemini_response",
-        "litellm_payload",
+        *PROVIDER_FIELDS,
         "service_tier",
         "tool_calls",
         "cache_write_30m_tokens",
