@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
@@ -123,6 +123,33 @@ def lock_accounts(
         .execution_options(populate_existing=True)
     ).all()
     return {a.id: a for a in rows}
+
+
+class _Owned(Protocol):
+    """A row that belongs to one wallet account (a top-up, a credit freeze)."""
+
+    @property
+    def account_id(self) -> str:
+        """The owning account's id."""
+        ...
+
+
+_OwnedRow = TypeVar("_OwnedRow", bound=_Owned)
+
+
+def lock_owned(session: Session, model: type[_OwnedRow], row_id: str, what: str) -> _OwnedRow:
+    """Lock a row's account row (the wallet's first lock), then the row, and return it read fresh.
+
+    Raises:
+        NotFound: no such row (``what`` names its kind in the message).
+    """
+    seen = session.get(model, row_id)
+    if seen is None:
+        raise NotFound(f"{what} {row_id} does not exist")
+    get_account(session, seen.account_id, lock=True)
+    locked = session.get(model, row_id, with_for_update=True, populate_existing=True)
+    assert locked is not None  # rows that belong to an account are never deleted
+    return locked
 
 
 def _parse_discounts(discounts: list[dict[str, Any]]) -> list[dict[str, str | None]]:

@@ -30,11 +30,10 @@ from sqlalchemy.orm import Session
 
 from ledger.amounts import Amount
 from ledger.base import utcnow
-from ledger.errors import NotFound
 from ledger.holds import create_hold, post_hold, void_hold
 from ledger.ids import new_id
 from ledger.journal import Leg, post_entry
-from wallet.accounts import get_account
+from wallet.accounts import get_account, lock_owned
 from wallet.burn_order import BONUS
 from wallet.clawbacks import freeze_shares
 from wallet.errors import InvalidRequest
@@ -171,16 +170,7 @@ def _lock(session: Session, freeze_id: str) -> CreditFreeze:
 
     The wallet's first lock: usage rewrites lots under it alone.
     """
-    seen = session.get(CreditFreeze, freeze_id)
-    if seen is None:
-        raise NotFound(f"freeze {freeze_id} does not exist")
-    get_account(session, seen.account_id, lock=True)
-    return session.scalars(
-        select(CreditFreeze)
-        .where(CreditFreeze.id == freeze_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
+    return lock_owned(session, CreditFreeze, freeze_id, "freeze")
 
 
 def release_freeze(session: Session, freeze_id: str, *, at: datetime | None = None) -> CreditFreeze:

@@ -19,7 +19,7 @@ from ledger.ids import new_id
 from ledger.journal import Leg, post_entry
 from ledger.locks import lock_key, xact_lock
 from plans.catalog import BonusGrant, bonus_for_topup
-from wallet.accounts import EVERYTHING, Scope, get_account
+from wallet.accounts import EVERYTHING, Scope, get_account, lock_owned
 from wallet.burn_order import BONUS, PAID
 from wallet.errors import Conflict, InvalidRequest, ReferenceUsed
 from wallet.ledger_accounts import (
@@ -358,16 +358,7 @@ def lock_topup(session: Session, topup_id: str) -> Topup:
     Raises:
         NotFound: no such top-up.
     """
-    topup = session.get(Topup, topup_id)
-    if topup is None:
-        raise NotFound(f"top-up {topup_id} does not exist")
-    get_account(session, topup.account_id, lock=True)
-    return session.scalars(
-        select(Topup)
-        .where(Topup.id == topup_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
+    return lock_owned(session, Topup, topup_id, "top-up")
 
 
 def lock_topup_lots(session: Session, topup: Topup) -> tuple[CreditLot, CreditLot | None]:

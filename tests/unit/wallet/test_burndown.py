@@ -119,18 +119,15 @@ def test_the_rater_matches_a_fraction_oracle(inp, out, pct, tokens, batch):
     price = ModelPrice.from_spec(input_per_mtok=inp, output_per_mtok=out, batch_discount_pct=pct)
     i, o, cr, w5, w1, r = tokens
     r = min(r, o)
-    total, output_part = rate_atoms(
-        Tokens(
-            input_tokens=i,
-            output_tokens=o,
-            cache_read_tokens=cr,
-            cache_write_5m_tokens=w5,
-            cache_write_1h_tokens=w1,
-            reasoning_tokens=r,
-        ),
-        price,
-        batch=batch,
-    )
+    counts = {
+        "input_tokens": i,
+        "output_tokens": o,
+        "cache_read_tokens": cr,
+        "cache_write_5m_tokens": w5,
+        "cache_write_1h_tokens": w1,
+        "reasoning_tokens": r,
+    }
+    total, output_part = rate_atoms(Tokens(**counts), price, batch=batch)
     per_token = {
         k: Fraction(getattr(price, f"{k}_per_mtok")) / 10**6
         for k in ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output", "reasoning")
@@ -145,18 +142,6 @@ def test_the_rater_matches_a_fraction_oracle(inp, out, pct, tokens, batch):
     ) * keep + oracle_out
     assert isinstance(total, int) and Fraction(total, 10**18) == oracle
     assert Fraction(output_part, 10**18) == oracle_out
-    exact = rate(
-        UsageQuantities(
-            input_tokens=i,
-            output_tokens=o,
-            cache_read_tokens=cr,
-            cache_write_5m_tokens=w5,
-            cache_write_1h_tokens=w1,
-            reasoning_tokens=r,
-            batch=batch,
-        ),
-        price,
-        USD,
-    )
+    exact = rate(UsageQuantities(**counts, batch=batch), price, USD)
     assert exact.total.atoms == total
     assert sum(line.amount.atoms for line in exact.lines) == total
