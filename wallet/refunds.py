@@ -441,6 +441,7 @@ def _restore_lots(
     if bonus_lot is not None and undo.bonus_back:
         bonus_lot.remaining += undo.bonus_back
     topup.refunded -= refund.refunded + refund.excess
-    # withheld bonus is not taken off again, though reverse_topup counted it (kept as it was)
-    topup.bonus_clawed_back -= refund.bonus_from_lot + refund.bonus_owed
+    # all the bonus reverse_topup counted as clawed back, the withheld part included: the undo
+    # cancels the withheld part too (back to promotions), so a later refund reclaims it again
+    topup.bonus_clawed_back -= refund.bonus_clawed_back
     session.flush()
