@@ -7,6 +7,7 @@ the database for API keys (keys are never created over HTTP in a test's setup).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -16,6 +17,19 @@ from api.auth import create_key
 from ledger.base import utcnow
 
 PROBLEM_JSON = "application/problem+json"
+JAN_2026 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class Clock:
+    """A clock to inject into the app: it reads ``now``, which the test moves."""
+
+    def __init__(self, now: datetime) -> None:
+        """Start the clock at ``now``."""
+        self.now = now
+
+    def __call__(self) -> datetime:
+        """The time the test has set."""
+        return self.now
 
 
 def ok(resp: Any, status: int = 201) -> Any:
@@ -77,6 +91,26 @@ def plan(
         "windows": [{"kind": kind, "unit": unit, "limit": limit} for kind, unit, limit in windows],
         "on_exhausted": on_exhausted,
     }
+
+
+def add_model_m(
+    client: Any, effective_from: datetime = JAN_2026, headers: dict[str, str] | None = None
+) -> None:
+    """Model ``m`` (displayed as M) on a USD rate card of 3 in / 15 out per Mtok.
+
+    Args:
+        client: any HTTP client of the API; ``headers`` (when given) authorize the calls.
+        effective_from: when the rate card takes effect (1 January 2026 unless said).
+        headers: the headers of an admin key, for a client that sends none of its own.
+    """
+    model = {"id": "m", "provider": "acme", "display_name": "M"}
+    ok(client.post("/v1/models", json=model, headers=headers))
+    card = {
+        "currency": "USD",
+        "effective_from": effective_from.isoformat(),
+        "prices": [price("m", "3", "15")],
+    }
+    ok(client.post("/v1/rate-cards", json=card, headers=headers))
 
 
 def add_models(admin: Any, *model_ids: str, provider: str = "acme") -> None:

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from api.app import create_app
 from api.auth import ApiKeyAuthMiddleware, create_key
+from tests.e2e.served import Server
 from tests.helpers import add_models, add_rate_card, new_key, price
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -38,6 +39,23 @@ def admin_key(engine) -> str:
 def admin(client, admin_key):
     client.headers["Authorization"] = f"Bearer {admin_key}"
     return client
+
+
+@pytest.fixture
+def keys(engine) -> dict[str, str]:
+    """The secrets of a new admin key and a new gateway key, by role."""
+    return {role: new_key(engine, role) for role in ("admin", "gateway")}
+
+
+@pytest.fixture
+def server(database_url, engine, tmp_path) -> Iterator[Server]:
+    """A served ``tokenwallet serve`` process on this test's database, stopped afterwards."""
+    srv = Server(database_url, tmp_path / "server.log")
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
 
 
 @pytest.fixture

@@ -63,6 +63,12 @@ class Server:
             time.sleep(0.1)
         raise RuntimeError(f"the server did not get healthy: {self.log_path.read_text()[-3000:]}")
 
+    def client(self, key: str, timeout: float = 30) -> httpx.Client:
+        """An HTTP client of this server that authenticates with the API key ``key``."""
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout
+        )
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)

@@ -16,7 +16,7 @@ from api.auth import create_key
 from ledger.base import Base
 from ledger.units import currency
 from plans import catalog
-from tests.helpers import ok, problem
+from tests.helpers import ok, plan, problem
 
 CATALOG_TABLES = sorted(
     t for t in Base.metadata.tables if t.startswith("catalog_") or t == "rating_watermarks"
@@ -333,17 +333,8 @@ def test_packages(cat, engine):
 
 
 def test_plans(cat, engine):
-    body = {
-        "id": "coder",
-        "name": "Coder",
-        "currency": "USD",
-        "monthly_fee": "20.00",
-        "windows": [
-            {"kind": "rolling_5h", "unit": "requests", "limit": 40},
-            {"kind": "weekly", "unit": "tokens", "limit": 5_000_000},
-        ],
-        "on_exhausted": "block",
-    }
+    windows = (("rolling_5h", "requests", 40), ("weekly", "tokens", 5_000_000))
+    body = plan("coder", "20.00", "block", *windows)
     created = ok(cat.post("/v1/plans", json=body))
     assert created == {**body, "models": []}
     assert ok(cat.get("/v1/plans/coder"), 200) == created

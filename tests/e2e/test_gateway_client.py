@@ -24,10 +24,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from api.auth import create_key
 from integrations import TokenwalletClient
 from tests.e2e.served import Server
-from tests.helpers import ok
+from tests.helpers import add_model_m, ok
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 CALL = {"input_tokens": 1000, "output_tokens": 1000}  # USD 0.018 at 3 in / 15 out per Mtok
@@ -36,50 +35,17 @@ TOKENWALLET = Path(sys.executable).with_name("tokenwallet")
 
 
 @pytest.fixture
-def keys(engine) -> dict[str, str]:
-    with Session(engine) as s:
-        admin = create_key(s, role="admin", description="e2e admin")
-        gateway = create_key(s, role="gateway", description="e2e gateway")
-        s.commit()
-    return {"admin": admin.secret, "gateway": gateway.secret}
-
-
-@pytest.fixture
-def server(database_url, engine, tmp_path) -> Iterator[Server]:
-    srv = Server(database_url, tmp_path / "server.log")
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture
 def admin(server, keys) -> Iterator[httpx.Client]:
     """Admin HTTP client with the catalog set up (model ``m``, USD 3 in / 15 out per Mtok)."""
-    with httpx.Client(
-        base_url=server.url, headers={"Authorization": f"Bearer {keys['admin']}"}, timeout=30
-    ) as c:
-        ok(c.post("/v1/models", json={"id": "m", "provider": "acme", "display_name": "M"}))
-        ok(
-            c.post(
-                "/v1/rate-cards",
-                json={
-                    "currency": "USD",
-                    "effective_from": T0.isoformat(),
-                    "prices": [{"model": "m", "input_per_mtok": "3", "output_per_mtok": "15"}],
-                },
-            )
-        )
+    with server.client(keys["admin"]) as c:
+        add_model_m(c, T0)
         yield c
 
 
 @pytest.fixture
 def gateway(server, keys, admin) -> Iterator[httpx.Client]:
     """Gateway HTTP client; skips the test when the server has no multi-capture grants yet."""
-    with httpx.Client(
-        base_url=server.url, headers={"Authorization": f"Bearer {keys['gateway']}"}, timeout=30
-    ) as c:
+    with server.client(keys["gateway"]) as c:
         probe = account(admin, None)
         resp = c.post(
             "/v1/authorizations",

@@ -18,11 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy.orm import Session
 
-from api.auth import create_key
 from integrations import TokenwalletClient
-from tests.e2e.served import Server
 
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
@@ -38,29 +35,8 @@ M = Decimal(1_000_000)
 
 
 @pytest.fixture
-def keys(engine) -> dict[str, str]:
-    with Session(engine) as s:
-        admin = create_key(s, role="admin")
-        gateway = create_key(s, role="gateway")
-        s.commit()
-    return {"admin": admin.secret, "gateway": gateway.secret}
-
-
-@pytest.fixture
-def server(database_url, engine, tmp_path) -> Iterator[Server]:
-    srv = Server(database_url, tmp_path / "server.log")
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture
 def admin(server, keys) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=server.url, headers={"Authorization": f"Bearer {keys['admin']}"}, timeout=30
-    ) as c:
+    with server.client(keys["admin"]) as c:
         ok(c.post("/v1/models", json={"id": MODEL, "provider": "openai", "display_name": MODEL}))
         ok(
             c.post(
@@ -261,8 +237,7 @@ def test_receiver_formats_ids_and_accounts(server, keys, admin):
         "response_cost": 0.00035,
         "metadata": {"user_api_key_auth_metadata": {"tokenwallet_account_id": acc}},
     }
-    headers = {"Authorization": f"Bearer {keys['gateway']}"}
-    with httpx.Client(base_url=server.url, headers=headers, timeout=30) as c:
+    with server.client(keys["gateway"]) as c:
         import json
 
         first = ok(c.post("/v1/integrations/litellm", content=json.dumps([slp])), 200)

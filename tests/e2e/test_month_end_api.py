@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from api.app import create_app
 from api.auth import ApiKeyAuthMiddleware, create_key
-from tests.helpers import ok, package, plan, problem
+from tests.helpers import Clock, add_model_m, ok, package, plan, problem
 
 JAN = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -29,17 +29,9 @@ def march(day: int, hour: int = 12) -> datetime:
     return datetime(2026, 3, day, hour, tzinfo=UTC)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = march(1, 9)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(march(1, 9))
 
 
 @pytest.fixture
@@ -107,15 +99,7 @@ def totals(inv: dict[str, Any]) -> tuple[str, ...]:
 
 def set_up_the_catalog(m: Month) -> None:
     """Model m at 3/15 per Mtok, a 10 % bonus from 100.00, a package, a plan and VAT 20 %."""
-    m.post("/v1/models", {"id": "m", "provider": "acme", "display_name": "M"})
-    m.post(
-        "/v1/rate-cards",
-        {
-            "currency": "USD",
-            "effective_from": JAN.isoformat(),
-            "prices": [{"model": "m", "input_per_mtok": "3", "output_per_mtok": "15"}],
-        },
-    )
+    add_model_m(m.client, JAN, m.admin)
     m.post(
         "/v1/topup-bonus-rules",
         {

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import ApiKeyAuthMiddleware, create_key
 from tests.e2e.served import Server
+from tests.helpers import package, plan
 
 pytestmark = pytest.mark.openapi
 
@@ -63,28 +64,8 @@ def _seed(url: str, key: str) -> None:
             f"/v1/accounts/{account['id']}/topups",
             {"amount": "100.00", "method": "bank_transfer", "reference": "seed-1"},
         )
-        post(
-            "/v1/packages",
-            {
-                "id": "pk-1m",
-                "name": "1M",
-                "currency": "USD",
-                "price": "9.00",
-                "tokens": 1_000_000,
-                "valid_days": 30,
-            },
-        )
-        post(
-            "/v1/plans",
-            {
-                "id": "coder",
-                "name": "Coder",
-                "currency": "USD",
-                "monthly_fee": "20.00",
-                "windows": [{"kind": "monthly", "unit": "requests", "limit": 100}],
-                "on_exhausted": "wallet",
-            },
-        )
+        post("/v1/packages", package("pk-1m", "1M", "9.00", 1_000_000))
+        post("/v1/plans", plan("coder", "20.00", "wallet", ("monthly", "requests", 100)))
 
 
 def _schemathesis(url: str, key: str, reports: Path, *selection: str) -> str:

@@ -21,7 +21,7 @@ from api.metrics import refresh_db_metrics
 from api.scheduler import Job, run_locked, summary
 from api.settings import get_settings
 from ledger.base import utcnow
-from tests.helpers import ok, problem
+from tests.helpers import add_model_m, ok, problem
 from wallet.accounts import create_account
 from wallet.outbox import emit
 
@@ -163,17 +163,7 @@ def test_admin_and_finance_writes_are_audited_and_readable(admin, engine):
 
 
 def test_business_metrics_on_metrics(admin, engine, session_factory, monkeypatch, database_url):
-    ok(admin.post("/v1/models", json={"id": "m", "provider": "acme", "display_name": "M"}))
-    ok(
-        admin.post(
-            "/v1/rate-cards",
-            json={
-                "currency": "USD",
-                "effective_from": T0.isoformat(),
-                "prices": [{"model": "m", "input_per_mtok": "3", "output_per_mtok": "15"}],
-            },
-        )
-    )
+    add_model_m(admin, T0)
     acc = ok(admin.post("/v1/accounts", json={"name": "A", "currency": "USD"}))
     declined = ok(
         admin.post(

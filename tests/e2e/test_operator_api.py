@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import ApiKeyAuthMiddleware, create_key
 from ledger.base import utcnow
-from tests.helpers import ok, problem
+from tests.helpers import add_model_m, ok, package, plan, problem
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -30,44 +30,9 @@ def key_headers(engine, role, account_id=None) -> dict[str, str]:
 @pytest.fixture
 def cat(admin, engine):
     """One model (USD 3 in / 15 out per Mtok), a package, a plan; returns a gateway key."""
-    ok(admin.post("/v1/models", json={"id": "m", "provider": "acme", "display_name": "M"}))
-    ok(
-        admin.post(
-            "/v1/rate-cards",
-            json={
-                "currency": "USD",
-                "effective_from": T0.isoformat(),
-                "prices": [{"model": "m", "input_per_mtok": "3", "output_per_mtok": "15"}],
-            },
-        )
-    )
-    ok(
-        admin.post(
-            "/v1/packages",
-            json={
-                "id": "pk",
-                "name": "Pk",
-                "currency": "USD",
-                "price": "1.00",
-                "tokens": 100_000,
-                "models": ["m"],
-                "valid_days": 30,
-            },
-        )
-    )
-    ok(
-        admin.post(
-            "/v1/plans",
-            json={
-                "id": "p",
-                "name": "P",
-                "currency": "USD",
-                "monthly_fee": "2.00",
-                "windows": [{"kind": "monthly", "unit": "requests", "limit": 5}],
-                "on_exhausted": "wallet",
-            },
-        )
-    )
+    add_model_m(admin, T0)
+    ok(admin.post("/v1/packages", json=package("pk", "Pk", "1.00", 100_000, "m")))
+    ok(admin.post("/v1/plans", json=plan("p", "2.00", "wallet", ("monthly", "requests", 5))))
     return key_headers(engine, "gateway")
 
 

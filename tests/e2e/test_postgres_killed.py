@@ -21,6 +21,7 @@ import httpx
 from integrations import ClientStats, TokenwalletClient
 from tests.e2e.served import TOKENWALLET
 from tests.e2e.test_embedded_supervision import postmaster_pid, start, stop, wait_for
+from tests.helpers import add_model_m
 
 CALL = {"input_tokens": 1000, "output_tokens": 1000}  # USD 0.018 at 3 in / 15 out per Mtok
 CALL_COST = Decimal("0.018")
@@ -56,15 +57,7 @@ def set_up(url: str, data_dir: Path) -> tuple[str, str, list[str]]:
     with httpx.Client(
         base_url=url, headers={"Authorization": f"Bearer {admin_key}"}, timeout=10
     ) as admin:
-        assert admin.post(
-            "/v1/models", json={"id": "m", "provider": "acme", "display_name": "M"}
-        ).is_success
-        card = {
-            "currency": "USD",
-            "effective_from": "2026-01-01T00:00:00Z",
-            "prices": [{"model": "m", "input_per_mtok": "3", "output_per_mtok": "15"}],
-        }
-        assert admin.post("/v1/rate-cards", json=card).is_success
+        add_model_m(admin)
         accounts = []
         for _ in range(ACCOUNTS):
             acc = admin.post("/v1/accounts", json={"name": "C", "currency": "USD"}).json()["id"]

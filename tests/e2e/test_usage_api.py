@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import create_key
 from ledger.base import utcnow
-from tests.helpers import account, balance, ok, rec, send
+from tests.helpers import account, balance, ok, package, plan, rec, send
 from wallet.authorizations import expire_authorizations
 
 
@@ -357,37 +357,13 @@ def test_reseller_usage_draws_float_at_wholesale(admin, gw):
 
 
 def test_plan_quota_then_block_and_package_tokens(admin, gw, engine):
-    ok(
-        admin.post(
-            "/v1/plans",
-            json={
-                "id": "p",
-                "name": "P",
-                "currency": "USD",
-                "monthly_fee": "1.00",
-                "windows": [{"kind": "rolling_5h", "unit": "requests", "limit": 2}],
-                "on_exhausted": "block",
-            },
-        )
-    )
+    ok(admin.post("/v1/plans", json=plan("p", "1.00", "block", ("rolling_5h", "requests", 2))))
     acc = account(admin, "2.00")
     ok(admin.post(f"/v1/accounts/{acc['id']}/subscriptions", json={"plan_id": "p"}))
     r = send(admin, gw, *[rec(f"p{i}", acc) for i in range(3)])
     assert [x["status"] for x in r] == ["charged", "charged", "rejected"]
     assert r[0]["billed"]["amount"] == "0.00" and r[2]["reason"] == "plan_quota_exhausted"
-    ok(
-        admin.post(
-            "/v1/packages",
-            json={
-                "id": "pk",
-                "name": "Pk",
-                "currency": "USD",
-                "price": "0.50",
-                "tokens": 3000,
-                "valid_days": 10,
-            },
-        )
-    )
+    ok(admin.post("/v1/packages", json=package("pk", "Pk", "0.50", 3000, valid_days=10)))
     acc2 = account(admin, "1.00")
     ok(admin.post(f"/v1/accounts/{acc2['id']}/package-purchases", json={"package_id": "pk"}))
     r = send(admin, gw, rec("k1", acc2), rec("k2", acc2))  # 2000 tokens each; the package has 3000

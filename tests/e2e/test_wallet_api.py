@@ -20,7 +20,7 @@ from api.app import create_app
 from api.auth import create_key
 from api.settings import Settings
 from ledger.base import utcnow
-from tests.helpers import ok, problem
+from tests.helpers import ok, package, plan, problem
 from wallet.lots import expire_lots
 from wallet.models import OutboxEvent, Subscription, SubscriptionPeriod
 from wallet.outbox import deliver_due, verify
@@ -47,36 +47,9 @@ def catalog(admin):
             },
         )
     )
-    ok(
-        admin.post(
-            "/v1/packages",
-            json={
-                "id": "pk-1m",
-                "name": "1M tokens",
-                "currency": "USD",
-                "price": "9.00",
-                "tokens": 1_000_000,
-                "models": ["m-large"],
-                "valid_days": 30,
-            },
-        )
-    )
-    ok(
-        admin.post(
-            "/v1/plans",
-            json={
-                "id": "coder",
-                "name": "Coder",
-                "currency": "USD",
-                "monthly_fee": "20.00",
-                "windows": [
-                    {"kind": "rolling_5h", "unit": "requests", "limit": 3},
-                    {"kind": "weekly", "unit": "requests", "limit": 10},
-                ],
-                "on_exhausted": "block",
-            },
-        )
-    )
+    ok(admin.post("/v1/packages", json=package("pk-1m", "1M tokens", "9.00", 1_000_000, "m-large")))
+    windows = (("rolling_5h", "requests", 3), ("weekly", "requests", 10))
+    ok(admin.post("/v1/plans", json=plan("coder", "20.00", "block", *windows)))
     return admin
 
 

@@ -13,7 +13,7 @@ from api.auth import ApiKeyAuthMiddleware
 from api.settings import Settings
 from invoicing.payments.stripe_gateway import StripeGateway
 from tests.e2e.payments.invoice_world import make_world
-from tests.helpers import ok
+from tests.helpers import ok, package, plan
 from tests.stripe_fakes import (
     API_KEY,
     WEBHOOK_SECRET,
@@ -52,32 +52,8 @@ def catalog(admin):
         )
     )
     ok(admin.post("/v1/models", json={"id": "m-1", "provider": "acme", "display_name": "M"}))
-    ok(
-        admin.post(
-            "/v1/packages",
-            json={
-                "id": "pk-1m",
-                "name": "1M tokens",
-                "currency": "USD",
-                "price": "9.00",
-                "tokens": 1_000_000,
-                "valid_days": 30,
-            },
-        )
-    )
-    ok(
-        admin.post(
-            "/v1/plans",
-            json={
-                "id": "coder",
-                "name": "Coder",
-                "currency": "USD",
-                "monthly_fee": "20.00",
-                "windows": [{"kind": "weekly", "unit": "requests", "limit": 10}],
-                "on_exhausted": "block",
-            },
-        )
-    )
+    ok(admin.post("/v1/packages", json=package("pk-1m", "1M tokens", "9.00", 1_000_000)))
+    ok(admin.post("/v1/plans", json=plan("coder", "20.00", "block", ("weekly", "requests", 10))))
     return admin
 
 

@@ -14,10 +14,10 @@ from litestar.testing import TestClient
 from sqlalchemy.orm import Session
 
 from api.app import create_app
-from api.auth import ApiKeyAuthMiddleware, create_key
+from api.auth import ApiKeyAuthMiddleware
 from api.settings import Settings
 from invoicing.payments.stripe_gateway import StripeGateway
-from tests.helpers import ok
+from tests.helpers import Clock, add_model_m, new_key, ok
 from tests.stripe_fakes import (
     API_KEY,
     WEBHOOK_SECRET,
@@ -30,14 +30,6 @@ from tests.stripe_fakes import (
 
 WEBHOOK = "/v1/webhooks/stripe"
 USD = 10**18
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 10, 1, 9, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 class World:
@@ -116,6 +108,45 @@ class World:
         assert aging["summary"]["ties"] is True
 
 
+def open_accounts(w: World, engine) -> None:
+    """Acme, Globex and Other: postpaid (100.00 of credit, net 30, VAT 20 %), each with a key."""
+    for name in ("acme", "globex", "other"):
+        w.accounts[name] = w.post(
+            "/v1/accounts",
+            {
+                "name": name.title(),
+                "currency": "USD",
+                "credit_limit": "100",
+                "billing": {"net_terms_days": 30, "tax_profile": "vat20"},
+            },
+        )
+        key = new_key(engine, "customer", w.accounts[name]["id"])
+        w.keys[name] = {"Authorization": f"Bearer {key}"}
+
+
+def bill_october(w: World, clock: Clock) -> None:
+    """18.00 of usage each for Acme and Globex on 10 October, then October closed as drafts."""
+    clock.now = datetime(2026, 10, 10, 12, tzinfo=UTC)
+    for i, name in enumerate(("acme", "globex")):
+        record = {
+            "id": f"u{i}",
+            "account_id": w.accounts[name]["id"],
+            "model": "m",
+            "occurred_at": clock.now.isoformat(),
+            "input_tokens": 1_000_000,
+            "output_tokens": 1_000_000,
+        }
+        (r,) = w.post("/v1/usage", {"records": [record]}, who="gateway", status=200)["results"]
+        assert (r["status"], r["billed"]["amount"]) == ("charged", "18.00")
+    clock.now = datetime(2026, 11, 2, 9, tzinfo=UTC)
+    closed = w.post(
+        "/v1/billing-periods/2026-10/close", {"finalize": False}, who="finance", status=200
+    )
+    by_account = {i["account_id"]: i for i in closed["invoices"]}
+    for name in ("acme", "globex"):
+        w.invoices[name] = by_account[w.accounts[name]["id"]]
+
+
 def make_world(engine, fake):
     """Build the world; yields it while its client is open.
 
@@ -123,58 +154,17 @@ def make_world(engine, fake):
     (Globex's is left a draft until a test finalizes it); Other is a third customer.
     """
     ApiKeyAuthMiddleware._cache.clear()
-    clock = Clock()
+    clock = Clock(datetime(2026, 10, 1, 9, tzinfo=UTC))
     gateway = StripeGateway(API_KEY, WEBHOOK_SECRET, http_client=fake, max_network_retries=0)
-    with Session(engine) as s:
-        keys = {r: create_key(s, role=r).secret for r in ("admin", "finance", "gateway")}
-        s.commit()
+    keys = {r: new_key(engine, r) for r in ("admin", "finance", "gateway")}
     app = create_app(engine, settings=Settings(), clock=clock, payment_gateway=gateway)
     with TestClient(app) as client:
         hdr = {r: {"Authorization": f"Bearer {k}"} for r, k in keys.items()}
         w = World(client, fake, engine, hdr)
-        w.post("/v1/models", {"id": "m", "provider": "acme", "display_name": "M"})
-        w.post(
-            "/v1/rate-cards",
-            {
-                "currency": "USD",
-                "effective_from": "2026-01-01T00:00:00+00:00",
-                "prices": [{"model": "m", "input_per_mtok": "3", "output_per_mtok": "15"}],
-            },
-        )
+        add_model_m(client, headers=w.keys["admin"])
         w.post("/v1/tax-profiles", {"id": "vat20", "rate_pct": "20"}, who="finance")
-        for name in ("acme", "globex", "other"):
-            w.accounts[name] = w.post(
-                "/v1/accounts",
-                {
-                    "name": name.title(),
-                    "currency": "USD",
-                    "credit_limit": "100",
-                    "billing": {"net_terms_days": 30, "tax_profile": "vat20"},
-                },
-            )
-            with Session(engine) as s:
-                key = create_key(s, role="customer", account_id=w.accounts[name]["id"]).secret
-                s.commit()
-            w.keys[name] = {"Authorization": f"Bearer {key}"}
-        clock.now = datetime(2026, 10, 10, 12, tzinfo=UTC)
-        for i, name in enumerate(("acme", "globex")):
-            record = {
-                "id": f"u{i}",
-                "account_id": w.accounts[name]["id"],
-                "model": "m",
-                "occurred_at": clock.now.isoformat(),
-                "input_tokens": 1_000_000,
-                "output_tokens": 1_000_000,
-            }
-            (r,) = w.post("/v1/usage", {"records": [record]}, who="gateway", status=200)["results"]
-            assert (r["status"], r["billed"]["amount"]) == ("charged", "18.00")
-        clock.now = datetime(2026, 11, 2, 9, tzinfo=UTC)
-        closed = w.post(
-            "/v1/billing-periods/2026-10/close", {"finalize": False}, who="finance", status=200
-        )
-        by_account = {i["account_id"]: i for i in closed["invoices"]}
-        for name in ("acme", "globex"):
-            w.invoices[name] = by_account[w.accounts[name]["id"]]
+        open_accounts(w, engine)
+        bill_october(w, clock)
         w.post(f"/v1/invoices/{w.invoices['acme']['id']}/finalize", who="finance", status=200)
         inv = w.invoice("acme")
         assert (inv["status"], inv["totals"]["balance_due"]["amount"]) == ("finalized", "21.60")

@@ -18,7 +18,7 @@ from tests.e2e.payments.card import (
     refunded_event,
     start_topup,
 )
-from tests.helpers import ok, problem
+from tests.helpers import ok, package, problem
 
 
 def test_partial_refund_from_stripe_reverses_the_right_paid_and_bonus(catalog, acc, fake, engine):
@@ -157,19 +157,7 @@ def test_dispute_freezes_credit_until_won(catalog, acc, fake, engine):
     b = balance(catalog, acc["id"])
     assert money(b) == ("500.00", "50.00", "220.00", "330.00")
     # Frozen credit cannot be spent: a purchase bigger than what is left is refused.
-    big = ok(
-        catalog.post(
-            "/v1/packages",
-            json={
-                "id": "pk-big",
-                "name": "Big",
-                "currency": "USD",
-                "price": "331.00",
-                "tokens": 10,
-                "valid_days": 30,
-            },
-        )
-    )
+    big = ok(catalog.post("/v1/packages", json=package("pk-big", "Big", "331.00", 10)))
     assert big["id"] == "pk-big"
     problem(
         catalog.post(f"/v1/accounts/{acc['id']}/package-purchases", json={"package_id": "pk-big"}),
