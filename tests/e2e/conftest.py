@@ -6,9 +6,11 @@ from datetime import UTC, datetime
 import pytest
 from litestar.testing import TestClient
 from sqlalchemy.orm import Session
+from typer.testing import CliRunner
 
 from api.app import create_app
 from api.auth import ApiKeyAuthMiddleware, create_key
+from api.settings import get_settings
 from tests.e2e.served import Server
 from tests.helpers import add_models, add_rate_card, new_key, price
 
@@ -39,6 +41,15 @@ def admin_key(engine) -> str:
 def admin(client, admin_key):
     client.headers["Authorization"] = f"Bearer {admin_key}"
     return client
+
+
+@pytest.fixture
+def cli(database_url, monkeypatch) -> Iterator[CliRunner]:
+    """A runner of the ``tokenwallet`` CLI whose settings point at this test's database."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    yield CliRunner()
+    get_settings.cache_clear()
 
 
 @pytest.fixture

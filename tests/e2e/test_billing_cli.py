@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
 
 from api.cli import app
-from api.settings import get_settings
 from tests.integration.invoicing.conftest import MAR, Usage, at, new_account, stock_shop
 
 
@@ -25,14 +23,6 @@ def shop(session_factory):
 @pytest.fixture
 def usage(session_factory) -> Usage:
     return Usage(session_factory)
-
-
-@pytest.fixture
-def cli(database_url, monkeypatch):
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    get_settings.cache_clear()
-    yield CliRunner()
-    get_settings.cache_clear()
 
 
 def test_close_reports_and_pdf_from_the_command_line(cli, shop, usage, tmp_path):

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
 import sqlalchemy as sa
-from typer.testing import CliRunner
 
 from api.cli import app
-from api.settings import get_settings
 from wallet.accounts import create_account
 from wallet.topups import record_topup
-
-
-@pytest.fixture
-def cli(database_url, monkeypatch):
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    get_settings.cache_clear()
-    yield CliRunner()
-    get_settings.cache_clear()
 
 
 def test_db_check_and_audit(cli, session_factory):

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from integrations import TokenwalletClient
 from tests.e2e.served import Server
-from tests.helpers import add_model_m, ok
+from tests.helpers import account_id, add_model_m, ok
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 CALL = {"input_tokens": 1000, "output_tokens": 1000}  # USD 0.018 at 3 in / 15 out per Mtok
@@ -46,7 +46,7 @@ def admin(server, keys) -> Iterator[httpx.Client]:
 def gateway(server, keys, admin) -> Iterator[httpx.Client]:
     """Gateway HTTP client; skips the test when the server has no multi-capture grants yet."""
     with server.client(keys["gateway"]) as c:
-        probe = account(admin, None)
+        probe = account_id(admin, None)
         resp = c.post(
             "/v1/authorizations",
             json={"account_id": probe, "multi_capture": True, "amount": "1.00"},
@@ -58,17 +58,6 @@ def gateway(server, keys, admin) -> Iterator[httpx.Client]:
             )
         assert resp.status_code == 201, resp.text
         yield c
-
-
-def account(admin: httpx.Client, top_up: str | None) -> str:
-    acc = ok(admin.post("/v1/accounts", json={"name": "C", "currency": "USD"}))["id"]
-    if top_up:
-        ok(
-            admin.post(
-                f"/v1/accounts/{acc}/topups", json={"amount": top_up, "method": "bank_transfer"}
-            )
-        )
-    return str(acc)
 
 
 def balance(admin: httpx.Client, acc: str) -> dict[str, Any]:
@@ -105,7 +94,7 @@ def client(server: Server, keys: dict[str, str], **kw: Any) -> TokenwalletClient
 
 
 def test_many_threads_report_usage_charged_exactly_once(server, keys, admin, gateway, engine):
-    accounts = [account(admin, "100.00") for _ in range(20)]
+    accounts = [account_id(admin, "100.00") for _ in range(20)]
     per_thread = 250
     with client(server, keys) as c:
 
@@ -134,7 +123,7 @@ def test_many_threads_report_usage_charged_exactly_once(server, keys, admin, gat
 
 
 def test_a_grant_is_spent_locally_down_to_an_exact_hard_stop(server, keys, admin, gateway, engine):
-    acc = account(admin, "0.90")  # exactly 60 calls of 0.015
+    acc = account_id(admin, "0.90")  # exactly 60 calls of 0.015
     tokens = {"input_tokens": 0, "output_tokens": 1000}
     with client(server, keys, flush_interval_s=0.02) as c:
         g = c.grant(acc, amount="0.30", model="m", low_water="0.10", increment="0.30")
@@ -176,7 +165,7 @@ def test_a_grant_is_spent_locally_down_to_an_exact_hard_stop(server, keys, admin
 
 
 def test_usage_survives_a_server_killed_and_restarted(server, keys, admin, gateway, engine):
-    accounts = [account(admin, "100.00") for _ in range(4)]
+    accounts = [account_id(admin, "100.00") for _ in range(4)]
     total = 1500
     with client(server, keys, max_batch=50, timeout_s=2) as c:
         done = threading.Event()

@@ -27,7 +27,7 @@ import litellm
 from litellm.integrations.generic_api.generic_api_callback import GenericAPILogger
 
 from integrations.litellm_logger import TokenwalletLogger
-from tests.helpers import ok
+from tests.helpers import account_id, ok
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 MODEL = "gpt-4o"  # in LiteLLM's map; priced here at 2.50 in / 10.00 out / 1.25 cached
@@ -56,17 +56,6 @@ def admin(server, keys) -> Iterator[httpx.Client]:
             )
         )
         yield c
-
-
-def account(admin: httpx.Client, top_up: str | None) -> str:
-    acc = ok(admin.post("/v1/accounts", json={"name": "C", "currency": "USD"}))["id"]
-    if top_up:
-        ok(
-            admin.post(
-                f"/v1/accounts/{acc}/topups", json={"amount": top_up, "method": "bank_transfer"}
-            )
-        )
-    return str(acc)
 
 
 def usage_rows(admin: httpx.Client, acc: str) -> list[dict[str, Any]]:
@@ -118,7 +107,7 @@ def mock(content: str, prompt: int, completion: int, cached: int = 0) -> dict[st
 def test_completion_usage_is_reported_exactly_once_through_the_client(
     admin, client, callbacks, engine
 ):
-    acc = account(admin, "10.00")
+    acc = account_id(admin, "10.00")
     logger = TokenwalletLogger(client, authorize=False)
     callbacks.append(logger)
     for i in range(3):
@@ -144,7 +133,7 @@ def test_completion_usage_is_reported_exactly_once_through_the_client(
 
 
 def test_pre_call_hook_draws_on_a_grant_and_refuses_at_the_hard_stop(admin, client, callbacks):
-    acc = account(admin, "0.05")
+    acc = account_id(admin, "0.05")
     logger = TokenwalletLogger(client, grant_amount="0.02")
     callbacks.append(logger)
 
@@ -194,7 +183,7 @@ def test_a_call_without_an_account_is_refused(admin, client, callbacks):
 
 
 def test_generic_api_logger_posts_to_the_receiver_as_it_is(server, keys, admin, callbacks):
-    acc = account(admin, "10.00")
+    acc = account_id(admin, "10.00")
 
     async def run() -> None:
         generic = GenericAPILogger(  # it starts its flush task: construct it on the loop
@@ -223,7 +212,7 @@ def test_generic_api_logger_posts_to_the_receiver_as_it_is(server, keys, admin, 
 
 
 def test_receiver_formats_ids_and_accounts(server, keys, admin):
-    acc = account(admin, "10.00")
+    acc = account_id(admin, "10.00")
     slp = {
         "id": "chatcmpl-1",
         "litellm_call_id": "call-abc",

@@ -75,22 +75,17 @@ def audit_events(client, **params):
 
 def test_patch_changes_every_setting_and_audits_before_and_after(admin, cat):
     acc = account(admin)
-    out = ok(
-        admin.patch(
-            f"/v1/accounts/{acc['id']}",
-            json={
-                "name": "Acme Ltd",
-                "credit_limit": "100.00",
-                "discounts": [{"model": "m", "pct": "20"}],
-                "burn_order": ["paid", "bonus", "package", "plan", "overage"],
-                "low_balance_threshold": "5.00",
-                "billing": {"net_terms_days": 30},
-                "reason": "signed contract #42",
-            },
-            headers={"Idempotency-Key": "edit-1"},
-        ),
-        200,
-    )
+    edit = {
+        "name": "Acme Ltd",
+        "credit_limit": "100.00",
+        "discounts": [{"model": "m", "pct": "20"}],
+        "burn_order": ["paid", "bonus", "package", "plan", "overage"],
+        "low_balance_threshold": "5.00",
+        "billing": {"net_terms_days": 30},
+        "reason": "signed contract #42",
+    }
+    key = {"Idempotency-Key": "edit-1"}
+    out = ok(admin.patch(f"/v1/accounts/{acc['id']}", json=edit, headers=key), 200)
     assert out["name"] == "Acme Ltd" and out["status"] == "active"
     assert out["credit_limit"] == {"amount": "100.00", "currency": "USD"}
     assert out["low_balance_threshold"] == {"amount": "5.00", "currency": "USD"}
@@ -107,19 +102,7 @@ def test_patch_changes_every_setting_and_audits_before_and_after(admin, cat):
     assert fields["name"] == {"before": "C", "after": "Acme Ltd"}
     assert fields["billing.net_terms_days"]["after"] == 30
     # a replay with the same key answers the same and records nothing more
-    again = admin.patch(
-        f"/v1/accounts/{acc['id']}",
-        json={
-            "name": "Acme Ltd",
-            "credit_limit": "100.00",
-            "discounts": [{"model": "m", "pct": "20"}],
-            "burn_order": ["paid", "bonus", "package", "plan", "overage"],
-            "low_balance_threshold": "5.00",
-            "billing": {"net_terms_days": 30},
-            "reason": "signed contract #42",
-        },
-        headers={"Idempotency-Key": "edit-1"},
-    )
+    again = admin.patch(f"/v1/accounts/{acc['id']}", json=edit, headers=key)
     assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
     # setting what is already set changes nothing and records nothing
     ok(admin.patch(f"/v1/accounts/{acc['id']}", json={"name": "Acme Ltd"}), 200)

@@ -20,7 +20,7 @@ from api.app import create_app
 from api.auth import create_key
 from api.settings import Settings
 from ledger.base import utcnow
-from tests.helpers import ok, package, plan, problem
+from tests.helpers import BONUS_TIERS, ok, package, plan, problem
 from wallet.lots import expire_lots
 from wallet.models import OutboxEvent, Subscription, SubscriptionPeriod
 from wallet.outbox import deliver_due, verify
@@ -39,11 +39,7 @@ def catalog(admin):
             "/v1/topup-bonus-rules",
             json={
                 "currency": "USD",
-                "tiers": [
-                    {"min_amount": "100.00", "bonus_pct": "5"},
-                    {"min_amount": "500.00", "bonus_pct": "10", "bonus_expires_days": 30},
-                    {"min_amount": "1000.00", "bonus_amount": "150.00"},
-                ],
+                "tiers": [*BONUS_TIERS, {"min_amount": "1000.00", "bonus_amount": "150.00"}],
             },
         )
     )

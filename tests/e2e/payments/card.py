@@ -6,6 +6,9 @@ ledger sums.
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
@@ -46,6 +49,34 @@ def deliver(client, evt, **kw):
     return client.post(
         WEBHOOK, content=body, headers={"Stripe-Signature": sig, "Content-Type": "application/json"}
     )
+
+
+def deliver_at_once(client, evt, times: int = 3) -> list[dict[str, Any]]:
+    """Deliver one signed event ``times`` at once (threads behind a barrier); the 200 answers.
+
+    One client is shared by the threads (its portal is thread-safe); each request runs its sync
+    handler in a worker thread with its own session and pooled connection.
+    """
+    body, sig = signed(evt)
+    barrier = threading.Barrier(times)
+    answers: list[dict[str, Any]] = []
+    errors: list[BaseException] = []
+
+    def deliver_once() -> None:
+        try:
+            barrier.wait(timeout=30)
+            r = client.post(WEBHOOK, content=body, headers={"Stripe-Signature": sig})
+            answers.append(ok(r, 200))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=deliver_once) for _ in range(times)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    return answers
 
 
 def completed(fake, payment_id, *, pi=None, paid=True):

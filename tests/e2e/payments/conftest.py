@@ -11,24 +11,8 @@ import pytest
 from api.app import create_app
 from api.auth import ApiKeyAuthMiddleware
 from api.settings import Settings
-from invoicing.payments.stripe_gateway import StripeGateway
 from tests.e2e.payments.invoice_world import make_world
-from tests.helpers import ok, package, plan
-from tests.stripe_fakes import (
-    API_KEY,
-    WEBHOOK_SECRET,
-    FakeStripeHTTP,
-)
-
-
-@pytest.fixture
-def fake():
-    return FakeStripeHTTP()
-
-
-@pytest.fixture
-def gateway(fake):
-    return StripeGateway(API_KEY, WEBHOOK_SECRET, http_client=fake, max_network_retries=0)
+from tests.helpers import BONUS_TIERS, ok, package, plan
 
 
 @pytest.fixture
@@ -44,10 +28,7 @@ def catalog(admin):
             "/v1/topup-bonus-rules",
             json={
                 "currency": "USD",
-                "tiers": [
-                    {"min_amount": "100.00", "bonus_pct": "5"},
-                    {"min_amount": "500.00", "bonus_pct": "10", "bonus_expires_days": 30},
-                ],
+                "tiers": BONUS_TIERS,
             },
         )
     )

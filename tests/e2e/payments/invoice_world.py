@@ -17,18 +17,12 @@ from api.app import create_app
 from api.auth import ApiKeyAuthMiddleware
 from api.settings import Settings
 from invoicing.payments.stripe_gateway import StripeGateway
+from tests.e2e.payments import card
+from tests.e2e.payments.card import WEBHOOK
 from tests.helpers import Clock, add_model_m, new_key, ok
-from tests.stripe_fakes import (
-    API_KEY,
-    WEBHOOK_SECRET,
-    FakeStripeHTTP,
-    completed_session,
-    event,
-    new_id,
-    signed,
-)
+from tests.stripe_fakes import API_KEY, WEBHOOK_SECRET, FakeStripeHTTP
 
-WEBHOOK = "/v1/webhooks/stripe"
+__all__ = ["USD", "WEBHOOK", "World", "make_world"]
 USD = 10**18
 
 
@@ -61,23 +55,13 @@ class World:
         )
 
     def deliver(self, evt):
-        body, sig = signed(evt)
-        return self.client.post(
-            WEBHOOK,
-            content=body,
-            headers={"Stripe-Signature": sig, "Content-Type": "application/json"},
-        )
+        return card.deliver(self.client, evt)
 
     def completed(self, payment_id: str, *, pi: str | None = None):
-        session = next(
-            s for s in self.fake.sessions.values() if s["metadata"]["tw_payment_id"] == payment_id
-        )
-        return event("checkout.session.completed", completed_session(session, pi or new_id("pi")))
+        return card.completed(self.fake, payment_id, pi=pi)
 
     def pay(self, payment_id: str) -> str:
-        evt = self.completed(payment_id)
-        assert ok(self.deliver(evt), 200)["status"] == "processed"
-        return evt["data"]["object"]["payment_intent"]
+        return card.pay(self.client, self.fake, payment_id)
 
     def balance(self, name: str) -> dict:
         return self.get(f"/v1/accounts/{self.accounts[name]['id']}/balance", "admin")

@@ -7,7 +7,6 @@ failures and expiry.
 
 from __future__ import annotations
 
-import threading
 import time
 
 import sqlalchemy as sa
@@ -19,6 +18,7 @@ from tests.e2e.payments.card import (
     balance,
     completed,
     deliver,
+    deliver_at_once,
     event_rows,
     ledger_balance,
     money,
@@ -154,27 +154,7 @@ def test_the_same_webhook_delivered_three_times_concurrently_credits_once(
     catalog, acc, fake, engine
 ):
     t = start_topup(catalog, acc["id"], "500.00")
-    body, sig = signed(completed(fake, t["payment_id"]))
-    barrier = threading.Barrier(3)
-    answers: list[dict] = []
-    errors: list[BaseException] = []
-
-    def deliver_once():
-        # One client shared by the threads (its portal is thread-safe); each request runs its
-        # sync handler in a worker thread with its own session and pooled connection.
-        try:
-            barrier.wait(timeout=30)
-            r = catalog.post(WEBHOOK, content=body, headers={"Stripe-Signature": sig})
-            answers.append(ok(r, 200))
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=deliver_once) for _ in range(3)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert errors == []
+    answers = deliver_at_once(catalog, completed(fake, t["payment_id"]))
     assert sorted(a["status"] for a in answers) == ["duplicate", "duplicate", "processed"]
     assert money(balance(catalog, acc["id"])) == ("500.00", "50.00", "0.00", "550.00")
     (row,) = event_rows(engine)

@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 from api.app import create_app
 from api.auth import ApiKeyAuthMiddleware
 from api.settings import Settings
-from tests.e2e.payments.invoice_world import USD, WEBHOOK
+from tests.e2e.payments.card import deliver_at_once
+from tests.e2e.payments.invoice_world import USD
 from tests.helpers import ok, problem
 from tests.stripe_fakes import (
     T0,
@@ -25,13 +26,12 @@ from tests.stripe_fakes import (
     event,
     new_id,
     payment_intent_obj,
-    signed,
 )
 
 # -- paying once ---------------------------------------------------------------------------
 
 
-def test_invoice_paid_by_card_once_even_when_the_webhook_arrives_three_times_concurrently(  # noqa: PLR0915
+def test_invoice_paid_by_card_once_even_when_the_webhook_arrives_three_times_concurrently(
     world,
 ):
     """A card payment started, its webhook delivered three times at once, the books checked.
@@ -68,25 +68,7 @@ def test_invoice_paid_by_card_once_even_when_the_webhook_arrives_three_times_con
     )
     assert again.status_code == 202 and again.json() == p
 
-    body, sig = signed(w.completed(p["id"]))
-    barrier = threading.Barrier(3)
-    answers: list[dict] = []
-    errors: list[BaseException] = []
-
-    def deliver_once():
-        try:
-            barrier.wait(timeout=30)
-            r = w.client.post(WEBHOOK, content=body, headers={"Stripe-Signature": sig})
-            answers.append(ok(r, 200))
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=deliver_once) for _ in range(3)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert errors == []
+    answers = deliver_at_once(w.client, w.completed(p["id"]))
     assert sorted(a["status"] for a in answers) == ["duplicate", "duplicate", "processed"]
     (first,) = [a for a in answers if a["status"] == "processed"]
     assert first["outcome"] == f"invoice {inv['id']} payment recorded"

@@ -219,6 +219,22 @@ def test_a_partial_lump_credit_is_taxed_on_the_taxable_share_of_the_due_lines(sh
 # -- debts left by refunds and disputes ----------------------------------------------------------
 
 
+def book_debt(s, account_id: str, amount: str, key: str, description: str, when) -> None:
+    """Book a debt the account owes for a refund or a dispute (Stripe's cash paid it out)."""
+    cash = s.execute(
+        sa.text("SELECT id FROM ledger_accounts WHERE code = 'cash:stripe' AND book = 'operator'")
+    ).scalar_one()
+    book_receivable(
+        s,
+        account_id,
+        usd(amount),
+        credit_account_id=cash,
+        key=key,
+        description=description,
+        effective_at=when,
+    )
+
+
 @pytest.fixture
 def owing(shop, usage):
     """A customer who owes 18.00 in receivable:reversals.
@@ -271,20 +287,7 @@ def test_refund_debts_are_billed_once_on_the_next_invoice_untaxed(owing, shop, u
     assert ledger_balance(session, "receivable:invoiced", owing.id) == "21.60"
     # a debt booked after April was closed is on the next invoice, and only it
     with shop.begin() as s:
-        cash = s.execute(
-            sa.text(
-                "SELECT id FROM ledger_accounts WHERE code = 'cash:stripe' AND book = 'operator'"
-            )
-        ).scalar_one()
-        book_receivable(
-            s,
-            owing.id,
-            usd("1.25"),
-            credit_account_id=cash,
-            key="dispute-fee-1",
-            description="dispute lost",
-            effective_at=at(3, 12, APR),
-        )
+        book_debt(s, owing.id, "1.25", "dispute-fee-1", "dispute lost", at(3, 12, APR))
     may = APR.next()
     close_period(shop, may, now=may.end + timedelta(days=1), grace=GRACE)
     (line,) = lines_of(session, by_account(session, may)[owing.id].id)
@@ -323,20 +326,7 @@ def test_a_draft_keeps_its_share_and_a_later_draft_bills_only_what_is_new(owing,
     assert march.status == "draft"
     assert ledger_balance(session, "receivable:reversals", owing.id) == "18.00"  # not moved yet
     with shop.begin() as s:
-        cash = s.execute(
-            sa.text(
-                "SELECT id FROM ledger_accounts WHERE code = 'cash:stripe' AND book = 'operator'"
-            )
-        ).scalar_one()
-        book_receivable(
-            s,
-            owing.id,
-            usd("2.00"),
-            credit_account_id=cash,
-            key="late-chargeback",
-            description="chargeback",
-            effective_at=at(2, 12, APR),
-        )
+        book_debt(s, owing.id, "2.00", "late-chargeback", "chargeback", at(2, 12, APR))
     close_period(shop, APR, now=APR_CLOSE, grace=GRACE, finalize=False)
     april = by_account(session, APR)[owing.id]
     assert [(ln.kind, money(ln.amount)) for ln in lines_of(session, april.id)] == [
@@ -404,19 +394,8 @@ def test_the_close_waits_for_a_refund_in_flight_and_bills_its_debt_once(
     """
     refunding = session_factory()
     refunding.begin()
-    cash = refunding.execute(
-        sa.text("SELECT id FROM ledger_accounts WHERE code = 'cash:stripe' AND book = 'operator'")
-    ).scalar_one()
     lock_accounts(refunding, [owing.id])
-    book_receivable(
-        refunding,
-        owing.id,
-        usd("0.50"),
-        credit_account_id=cash,
-        key="in-flight",
-        description="chargeback in flight",
-        effective_at=at(20),
-    )
+    book_debt(refunding, owing.id, "0.50", "in-flight", "chargeback in flight", at(20))
     results: list[object] = []
     closer = threading.Thread(
         target=lambda: results.append(close_period(shop, MAR, now=CLOSE_AT, grace=GRACE))

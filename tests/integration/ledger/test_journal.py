@@ -197,32 +197,17 @@ def test_trial_balance_sums_to_zero_per_book_and_unit(session, chart):
 
 
 def test_open_account_is_idempotent_and_refuses_changed_flags(session):
-    a = open_account(
-        session,
-        code="customer:prepaid",
-        type=AccountType.LIABILITY,
-        unit=currency("EUR"),
-        owner_id="c9",
-        forbid_negative=True,
-    )
-    b = open_account(
-        session,
-        code="customer:prepaid",
-        type=AccountType.LIABILITY,
-        unit=currency("EUR"),
-        owner_id="c9",
-        forbid_negative=True,
-    )
+    prepaid = {
+        "code": "customer:prepaid",
+        "type": AccountType.LIABILITY,
+        "unit": currency("EUR"),
+        "owner_id": "c9",
+    }
+    a = open_account(session, **prepaid, forbid_negative=True)
+    b = open_account(session, **prepaid, forbid_negative=True)
     assert a == b
     with pytest.raises(InvalidEntry):
-        open_account(
-            session,
-            code="customer:prepaid",
-            type=AccountType.LIABILITY,
-            unit=currency("EUR"),
-            owner_id="c9",
-            forbid_negative=False,
-        )
+        open_account(session, **prepaid, forbid_negative=False)
 
 
 def test_leg_helpers():

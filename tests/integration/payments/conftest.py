@@ -4,41 +4,18 @@ import pytest
 
 from invoicing.payments.checkout import CheckoutUrls, start_card_payment
 from invoicing.payments.events import receive_event
-from invoicing.payments.stripe_gateway import StripeGateway
 from plans.catalog import create_topup_bonus_rule
-from tests.stripe_fakes import (
-    API_KEY,
-    WEBHOOK_SECRET,
-    FakeStripeHTTP,
-    completed_session,
-    event,
-)
+from tests.helpers import BONUS_TIERS
+from tests.stripe_fakes import completed_session, event
 from wallet.accounts import create_account
 
 URLS = CheckoutUrls("https://shop.example/paid", "https://shop.example/cancel")
 
 
 @pytest.fixture
-def fake():
-    return FakeStripeHTTP()
-
-
-@pytest.fixture
-def gateway(fake):
-    return StripeGateway(API_KEY, WEBHOOK_SECRET, http_client=fake, max_network_retries=0)
-
-
-@pytest.fixture
 def account_id(in_tx):
     def setup(s):
-        create_topup_bonus_rule(
-            s,
-            currency="USD",
-            tiers=[
-                {"min_amount": "100.00", "bonus_pct": "5"},
-                {"min_amount": "500.00", "bonus_pct": "10", "bonus_expires_days": 30},
-            ],
-        )
+        create_topup_bonus_rule(s, currency="USD", tiers=BONUS_TIERS)
         return create_account(s, name="Buyer", currency="USD").id
 
     return in_tx(setup)

@@ -29,26 +29,25 @@ def cents(n: int) -> int:
     return n * CENT
 
 
-def test_crediting_the_rest_of_a_line_credits_its_remaining_tax_and_bonus():
-    line = Creditable(
+def taxed_line(**done: Credit) -> Creditable:
+    """A 10.00 line, 6.00 of it taxable at 20 % (1.20 of tax) and 4.00 paid by bonus."""
+    return Creditable(
         amount=cents(1000),
         taxable=cents(600),
         rate_pct=Decimal("20"),
         tax=cents(120),
         bonus=cents(400),
-        done=Credit(cents(300), cents(36), cents(120)),
+        **done,
     )
+
+
+def test_crediting_the_rest_of_a_line_credits_its_remaining_tax_and_bonus():
+    line = taxed_line(done=Credit(cents(300), cents(36), cents(120)))
     assert credit_of(line, None, USD, subject="line 1") == Credit(cents(700), cents(84), cents(280))
 
 
 def test_a_partial_credit_takes_the_same_share_of_the_taxable_part_and_of_the_bonus():
-    line = Creditable(
-        amount=cents(1000),
-        taxable=cents(600),
-        rate_pct=Decimal("20"),
-        tax=cents(120),
-        bonus=cents(400),
-    )
+    line = taxed_line()
     # 250 of 1000: 60% taxable -> 150 x 20% = 30; bonus 40% -> 100
     assert credit_of(line, cents(250), USD, subject="line 1") == Credit(
         cents(250), cents(30), cents(100)

@@ -167,26 +167,10 @@ def test_constructor_rejects_prices_finer_than_an_atom_per_token() -> None:
 
 
 def test_constructor_rejects_inexact_batch_discount() -> None:
-    twelve_places = Decimal("0.000000000001")
+    twelve_places = [Decimal("0.000000000001")] * 6
     with pytest.raises(InvalidPrice):
-        ModelPrice(
-            twelve_places,
-            twelve_places,
-            twelve_places,
-            twelve_places,
-            twelve_places,
-            twelve_places,
-            Decimal(50),
-        )
-    ModelPrice(
-        twelve_places,
-        twelve_places,
-        twelve_places,
-        twelve_places,
-        twelve_places,
-        twelve_places,
-        Decimal(0),
-    )
+        ModelPrice(*twelve_places, Decimal(50))
+    ModelPrice(*twelve_places, Decimal(0))
 
 
 @given(
