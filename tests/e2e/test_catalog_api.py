@@ -158,11 +158,8 @@ def test_backdated_card_is_refused_after_usage_was_priced(cat, engine):
     ok(cat.post("/v1/rate-cards", json=later))
 
 
-def test_contracts_reseller_books_and_price_quotes(cat):
-    """Contracts and a reseller's price book, then quotes that read them in precedence order.
-
-    One story (over 60 lines on purpose), as each quote depends on what the steps before created.
-    """
+def open_reseller_tree(cat) -> tuple[dict, dict, dict]:
+    """A reseller R with a sub-account S, and a plain customer P: (reseller, sub, plain)."""
     reseller = ok(
         cat.post("/v1/accounts", json={"name": "R", "currency": "USD", "kind": "reseller"})
     )
@@ -170,11 +167,11 @@ def test_contracts_reseller_books_and_price_quotes(cat):
         cat.post("/v1/accounts", json={"name": "S", "currency": "USD", "parent_id": reseller["id"]})
     )
     plain = ok(cat.post("/v1/accounts", json={"name": "P", "currency": "USD"}))
-    card = ok(
-        cat.post(
-            "/v1/rate-cards", json={"currency": "USD", "effective_from": JAN, "prices": [LARGE]}
-        )
-    )
+    return reseller, sub, plain
+
+
+def sign_contract(cat, reseller: dict) -> None:
+    """The reseller's contract: 20 % off everything, 50 % off m-large; read back and listed."""
     contract = ok(
         cat.post(
             "/v1/contracts",
@@ -194,6 +191,10 @@ def test_contracts_reseller_books_and_price_quotes(cat):
     assert ok(cat.get("/v1/contracts", params={"account_id": reseller["id"]}), 200)["data"] == [
         contract
     ]
+
+
+def open_price_book(cat, reseller: dict) -> dict:
+    """The reseller's price book: 40 % over its wholesale price; read back and listed."""
     book = ok(
         cat.post(
             "/v1/reseller-price-books",
@@ -211,7 +212,11 @@ def test_contracts_reseller_books_and_price_quotes(cat):
         cat.get("/v1/reseller-price-books", params={"reseller_account_id": reseller["id"]}), 200
     )
     assert listed["data"] == [book]
+    return book
 
+
+def check_the_sub_accounts_quote(cat, sub: dict, reseller: dict, book: dict, card: dict) -> None:
+    """The sub-account's quote: the book's retail price over the contract's wholesale price."""
     quote = ok(
         cat.get(
             "/v1/price-quotes",
@@ -235,6 +240,9 @@ def test_contracts_reseller_books_and_price_quotes(cat):
     assert quote["wholesale"]["prices"]["input_per_mtok"] == "1.50"
     assert quote["wholesale"]["card_id"] == card["id"]
 
+
+def refuse_bad_contracts_books_and_quotes(cat, reseller: dict, plain: dict) -> None:
+    """Unknown cards and accounts, missing terms, wrong currencies and kinds, no rate in force."""
     problem(
         cat.post(
             "/v1/contracts",
@@ -258,36 +266,47 @@ def test_contracts_reseller_books_and_price_quotes(cat):
         400,
         "validation_error",
     )
+    books = "/v1/reseller-price-books"
     problem(
         cat.post(
-            "/v1/reseller-price-books",
-            json={"reseller_account_id": plain["id"], "currency": "USD", "markup_pct": "10"},
+            books, json={"reseller_account_id": plain["id"], "currency": "USD", "markup_pct": "10"}
         ),
         400,
         "validation_error",
     )
     problem(
         cat.post(
-            "/v1/reseller-price-books",
+            books,
             json={"reseller_account_id": reseller["id"], "currency": "USD", "markup_pct": "-1"},
         ),
         400,
         "invalid_price",
     )
     problem(cat.get("/v1/contracts/ct_nope"), 404, "not_found")
-    problem(
-        cat.get(
-            "/v1/price-quotes",
-            params={
-                "account_id": "a",
-                "currency": "USD",
-                "model": "m-large",
-                "at": "2025-01-01T00:00:00Z",
-            },
-        ),
-        422,
-        "no_rate_in_force",
+    too_early = {
+        "account_id": "a",
+        "currency": "USD",
+        "model": "m-large",
+        "at": "2025-01-01T00:00:00Z",
+    }
+    problem(cat.get("/v1/price-quotes", params=too_early), 422, "no_rate_in_force")
+
+
+def test_contracts_reseller_books_and_price_quotes(cat):
+    """Contracts and a reseller's price book, then quotes that read them in precedence order.
+
+    One story in named steps, as each quote depends on what the steps before created.
+    """
+    reseller, sub, plain = open_reseller_tree(cat)
+    card = ok(
+        cat.post(
+            "/v1/rate-cards", json={"currency": "USD", "effective_from": JAN, "prices": [LARGE]}
+        )
     )
+    sign_contract(cat, reseller)
+    book = open_price_book(cat, reseller)
+    check_the_sub_accounts_quote(cat, sub, reseller, book, card)
+    refuse_bad_contracts_books_and_quotes(cat, reseller, plain)
 
 
 def test_packages(cat, engine):
@@ -358,18 +377,17 @@ def test_plans(cat, engine):
     problem(cat.get("/v1/plans/p2"), 404, "not_found")
 
 
-def test_topup_bonus_rules(cat, engine):
-    """Bonus rule versions, top-ups under each, then a reseller's own rules.
+TIERS = [
+    {"min_amount": "100.00", "bonus_pct": "5"},
+    {"min_amount": "1000.00", "bonus_amount": "150.00", "bonus_expires_days": 90},
+]
 
-    One story, over 60 lines on purpose (each step reads the versions the steps before created).
-    """
-    tiers = [
-        {"min_amount": "100.00", "bonus_pct": "5"},
-        {"min_amount": "1000.00", "bonus_amount": "150.00", "bonus_expires_days": 90},
-    ]
+
+def create_the_operators_rule(cat) -> dict:
+    """The operator's rule of TIERS from January, every tier field answered."""
     rule = ok(
         cat.post(
-            "/v1/topup-bonus-rules", json={"currency": "USD", "tiers": tiers, "effective_from": JAN}
+            "/v1/topup-bonus-rules", json={"currency": "USD", "tiers": TIERS, "effective_from": JAN}
         )
     )
     assert rule["tiers"] == [
@@ -386,6 +404,11 @@ def test_topup_bonus_rules(cat, engine):
             "bonus_expires_days": 90,
         },
     ]
+    return rule
+
+
+def create_a_resellers_rules(cat, engine, rule: dict) -> None:
+    """A reseller's rule set by an admin, then one set by its own key, which sees only its own."""
     reseller = ok(
         cat.post("/v1/accounts", json={"name": "R", "currency": "USD", "kind": "reseller"})
     )
@@ -394,7 +417,7 @@ def test_topup_bonus_rules(cat, engine):
             "/v1/topup-bonus-rules",
             json={
                 "currency": "USD",
-                "tiers": tiers[:1],
+                "tiers": TIERS[:1],
                 "owner_account_id": reseller["id"],
                 "effective_from": JAN,
             },
@@ -411,7 +434,7 @@ def test_topup_bonus_rules(cat, engine):
     mine = ok(
         cat.post(
             "/v1/topup-bonus-rules",
-            json={"currency": "USD", "tiers": tiers[:1]},
+            json={"currency": "USD", "tiers": TIERS[:1]},
             headers=as_reseller,
         )
     )
@@ -422,12 +445,16 @@ def test_topup_bonus_rules(cat, engine):
     problem(
         cat.post(
             "/v1/topup-bonus-rules",
-            json={"currency": "USD", "tiers": tiers[:1], "owner_account_id": "acc_other"},
+            json={"currency": "USD", "tiers": TIERS[:1], "owner_account_id": "acc_other"},
             headers=as_reseller,
         ),
         404,
         "not_found",
     )
+
+
+def refuse_bad_rules(cat, engine) -> None:
+    """Both bonus kinds in one tier, unordered tiers, two rules at one instant: nothing changes."""
     before = row_counts(engine)
     both = [{"min_amount": "1", "bonus_pct": "1", "bonus_amount": "1"}]
     problem(
@@ -436,18 +463,28 @@ def test_topup_bonus_rules(cat, engine):
         "validation_error",
     )
     problem(
-        cat.post("/v1/topup-bonus-rules", json={"currency": "USD", "tiers": tiers[::-1]}),
+        cat.post("/v1/topup-bonus-rules", json={"currency": "USD", "tiers": TIERS[::-1]}),
         400,
         "validation_error",
     )
     problem(
         cat.post(
-            "/v1/topup-bonus-rules", json={"currency": "USD", "tiers": tiers, "effective_from": JAN}
+            "/v1/topup-bonus-rules", json={"currency": "USD", "tiers": TIERS, "effective_from": JAN}
         ),
         409,
         "conflict",
     )
     assert row_counts(engine) == before
+
+
+def test_topup_bonus_rules(cat, engine):
+    """Bonus rule versions, then a reseller's own rules, in named steps.
+
+    Each step reads the versions the steps before created.
+    """
+    rule = create_the_operators_rule(cat)
+    create_a_resellers_rules(cat, engine, rule)
+    refuse_bad_rules(cat, engine)
 
 
 def test_failed_request_policies(cat, engine):
