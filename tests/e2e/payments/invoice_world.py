@@ -18,11 +18,9 @@ from api.auth import ApiKeyAuthMiddleware
 from api.settings import Settings
 from invoicing.payments.stripe_gateway import StripeGateway
 from tests.e2e.payments import card
-from tests.e2e.payments.card import WEBHOOK
-from tests.helpers import Clock, add_model_m, new_key, ok
+from tests.helpers import Clock, add_model_m, new_key, ok, problem
 from tests.stripe_fakes import API_KEY, WEBHOOK_SECRET, FakeStripeHTTP
 
-__all__ = ["USD", "WEBHOOK", "World", "make_world"]
 USD = 10**18
 
 
@@ -53,6 +51,16 @@ class World:
         return self.post(
             self.pay_url(name), {"method": "stripe", **body}, who=who, status=status, **headers
         )
+
+    def refused(self, name: str, who: str, status: int, code: str, **body) -> dict:
+        """A payment of invoice ``name`` asked by ``who`` (by card unless ``body`` says): refused.
+
+        Returns the problem's body, which must have ``status`` and ``code``.
+        """
+        resp = self.client.post(
+            self.pay_url(name), json={"method": "stripe", **body}, headers=self.keys[who]
+        )
+        return problem(resp, status, code)
 
     def deliver(self, evt):
         return card.deliver(self.client, evt)

@@ -18,7 +18,7 @@ from api.app import create_app
 from api.auth import ApiKeyAuthMiddleware
 from api.settings import Settings
 from tests.e2e.payments.card import deliver_at_once
-from tests.e2e.payments.invoice_world import USD
+from tests.e2e.payments.invoice_world import USD, World
 from tests.helpers import ok, problem
 from tests.stripe_fakes import (
     T0,
@@ -31,16 +31,8 @@ from tests.stripe_fakes import (
 # -- paying once ---------------------------------------------------------------------------
 
 
-def test_invoice_paid_by_card_once_even_when_the_webhook_arrives_three_times_concurrently(
-    world,
-):
-    """A card payment started, its webhook delivered three times at once, the books checked.
-
-    One story, over 60 lines on purpose.
-    """
-    w = world
-    inv = w.invoices["acme"]
-    p = w.start("acme", key="pay-oct")
+def check_the_checkout(w: World, p: dict, inv: dict) -> None:
+    """One Checkout Session at Stripe for the invoice's 21.60, tagged with our ids; no card data."""
     assert (p["purpose"], p["purpose_ref"], p["status"]) == ("invoice", inv["id"], "pending")
     assert p["amount"] == {"amount": "21.60", "currency": "USD"} and p["topup_id"] is None
     assert p["checkout_url"].startswith("https://checkout.stripe.com/c/pay/cs_test_")
@@ -57,6 +49,16 @@ def test_invoice_paid_by_card_once_even_when_the_webhook_arrives_three_times_con
         assert params[f"{prefix}[tw_invoice_id]"] == inv["id"]
         assert params[f"{prefix}[tw_purpose]"] == "invoice"
     assert not any("card" in k for k in params)
+
+
+def test_invoice_paid_by_card_once_even_when_the_webhook_arrives_three_times_concurrently(
+    world,
+):
+    """A card payment started, its webhook delivered three times at once, the books checked."""
+    w = world
+    inv = w.invoices["acme"]
+    p = w.start("acme", key="pay-oct")
+    check_the_checkout(w, p, inv)
     # Nothing is recorded before Stripe confirms the payment.
     assert w.invoice("acme")["totals"]["balance_due"]["amount"] == "21.60"
     assert w.ledger("cash:stripe") == 0
@@ -101,11 +103,7 @@ def test_invoice_paid_by_card_once_even_when_the_webhook_arrives_three_times_con
     assert w.balance("acme")["paid"] == "0.00"
     w.books_tie()
     # Paid: another card payment is refused.
-    problem(
-        w.client.post(w.pay_url("acme"), json={"method": "stripe"}, headers=w.keys["acme"]),
-        409,
-        "invoice_state",
-    )
+    w.refused("acme", "acme", 409, "invoice_state")
 
 
 def test_a_second_start_returns_the_open_checkout_and_an_expired_one_is_replaced(world):
@@ -167,31 +165,13 @@ def test_two_concurrent_starts_open_one_checkout(world):
 # -- bad states -----------------------------------------------------------------------------
 
 
-def test_bad_states_are_refused_with_problem_json_and_change_nothing(world):
-    """Every refused state against one world, then one check that none of them changed anything.
-
-    Over 60 lines on purpose: splitting it would rebuild the world per state and lose the final
-    check.
-    """
-    w = world
-    globex = w.invoices["globex"]
-    draft = problem(
-        w.client.post(w.pay_url("globex"), json={"method": "stripe"}, headers=w.keys["globex"]),
-        409,
-        "invoice_state",
-    )
+def refuse_whom_and_how_much(w: World) -> None:
+    """A draft, someone else's or an unknown invoice, bad amounts, and the wrong method or role."""
+    draft = w.refused("globex", "globex", 409, "invoice_state")
     assert "draft" in draft["detail"] and draft["invoice_status"] == "draft"
     # Another customer's invoice does not exist for it; finance and admin may pay any.
-    problem(
-        w.client.post(w.pay_url("acme"), json={"method": "stripe"}, headers=w.keys["globex"]),
-        404,
-        "not_found",
-    )
-    problem(
-        w.client.post(w.pay_url("acme"), json={"method": "stripe"}, headers=w.keys["other"]),
-        404,
-        "not_found",
-    )
+    w.refused("acme", "globex", 404, "not_found")
+    w.refused("acme", "other", 404, "not_found")
     problem(
         w.client.post(
             "/v1/invoices/inv_nope/payments", json={"method": "stripe"}, headers=w.keys["acme"]
@@ -200,52 +180,21 @@ def test_bad_states_are_refused_with_problem_json_and_change_nothing(world):
         "not_found",
     )
     # More than is owed, an amount finer than a cent, nothing at all.
-    too_much = problem(
-        w.client.post(
-            w.pay_url("acme"), json={"method": "stripe", "amount": "21.61"}, headers=w.keys["acme"]
-        ),
-        422,
-        "payment_exceeds_balance",
-    )
+    too_much = w.refused("acme", "acme", 422, "payment_exceeds_balance", amount="21.61")
     assert too_much["open_balance"] == "21.60"
     for amount in ("10.001", "0", "-1"):
-        problem(
-            w.client.post(
-                w.pay_url("acme"),
-                json={"method": "stripe", "amount": amount},
-                headers=w.keys["acme"],
-            ),
-            400,
-            "invalid_amount",
-        )
+        w.refused("acme", "acme", 400, "invalid_amount", amount=amount)
     # A card payment is recorded by Stripe's confirmation, not by the caller.
-    problem(
-        w.client.post(
-            w.pay_url("acme"),
-            json={"method": "stripe", "reference": "pi_mine"},
-            headers=w.keys["finance"],
-        ),
-        400,
-        "validation_error",
-    )
+    w.refused("acme", "finance", 400, "validation_error", reference="pi_mine")
     # Customers may not record bank transfers; finance must name the amount and reference.
-    problem(
-        w.client.post(
-            w.pay_url("acme"),
-            json={"method": "bank_transfer", "amount": "21.60", "reference": "TX"},
-            headers=w.keys["acme"],
-        ),
-        403,
-        "forbidden",
-    )
-    problem(
-        w.client.post(
-            w.pay_url("acme"), json={"method": "bank_transfer"}, headers=w.keys["finance"]
-        ),
-        400,
-        "validation_error",
-    )
-    # Void.
+    transfer = {"method": "bank_transfer", "amount": "21.60", "reference": "TX"}
+    w.refused("acme", "acme", 403, "forbidden", **transfer)
+    w.refused("acme", "finance", 400, "validation_error", method="bank_transfer")
+
+
+def refuse_void_and_paid(w: World) -> None:
+    """Globex's invoice finalized then voided, Acme's paid by bank transfer: no card for either."""
+    globex = w.invoices["globex"]
     w.post(f"/v1/invoices/{globex['id']}/finalize", who="finance", status=200)
     w.post(
         f"/v1/invoices/{globex['id']}/void",
@@ -253,11 +202,7 @@ def test_bad_states_are_refused_with_problem_json_and_change_nothing(world):
         who="finance",
         status=200,
     )
-    void = problem(
-        w.client.post(w.pay_url("globex"), json={"method": "stripe"}, headers=w.keys["globex"]),
-        409,
-        "invoice_state",
-    )
+    void = w.refused("globex", "globex", 409, "invoice_state")
     assert "void" in void["detail"]
     # Paid (by bank transfer, which finance still records as before).
     w.post(
@@ -265,16 +210,18 @@ def test_bad_states_are_refused_with_problem_json_and_change_nothing(world):
         {"method": "bank_transfer", "amount": "21.60", "reference": "TX-1"},
         who="finance",
     )
-    paid = problem(
-        w.client.post(w.pay_url("acme"), json={"method": "stripe"}, headers=w.keys["acme"]),
-        409,
-        "invoice_state",
-    )
+    paid = w.refused("acme", "acme", 409, "invoice_state")
     assert "paid" in paid["detail"]
-    assert w.fake.calls("POST", "/v1/checkout/sessions") == []
-    assert w.count("payments") == 0
-    assert w.ledger("cash:stripe") == 0
-    w.books_tie()
+
+
+def test_bad_states_are_refused_with_problem_json_and_change_nothing(world):
+    """Every refused state against one world, then one check that none of them changed anything."""
+    refuse_whom_and_how_much(world)
+    refuse_void_and_paid(world)
+    assert world.fake.calls("POST", "/v1/checkout/sessions") == []
+    assert world.count("payments") == 0
+    assert world.ledger("cash:stripe") == 0
+    world.books_tie()
 
 
 def test_without_stripe_keys_an_invoice_card_payment_answers_422(world, engine):
