@@ -62,6 +62,11 @@ def new_key(engine: Engine, role: str, account_id: str | None = None) -> str:
     return key.secret
 
 
+def key_headers(engine: Engine, role: str, account_id: str | None = None) -> dict[str, str]:
+    """The Authorization header of a new API key of ``role`` (bound to ``account_id`` if given)."""
+    return {"Authorization": f"Bearer {new_key(engine, role, account_id)}"}
+
+
 def price(model: str, inp: str, out: str, **extra: Any) -> dict[str, Any]:
     """A rate card's price of ``model``: input and output per Mtok, and any other field."""
     return {"model": model, "input_per_mtok": inp, "output_per_mtok": out, **extra}

@@ -12,7 +12,7 @@ from api.app import create_app
 from api.auth import ApiKeyAuthMiddleware, create_key
 from api.settings import get_settings
 from tests.e2e.served import Server
-from tests.helpers import add_models, add_rate_card, new_key, price
+from tests.helpers import add_models, add_rate_card, key_headers, new_key, price
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -77,4 +77,4 @@ def gw(admin, engine) -> dict[str, str]:
     """
     add_models(admin, "m")
     add_rate_card(admin, [price("m", "3", "15")], T0)
-    return {"Authorization": f"Bearer {new_key(engine, 'gateway')}"}
+    return key_headers(engine, "gateway")

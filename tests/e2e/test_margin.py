@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from api.cli import app as cli_app
 from api.settings import get_settings
 from ledger.base import utcnow
-from tests.helpers import add_models, add_rate_card, new_key, ok, price
+from tests.helpers import account_id, add_models, add_rate_card, key_headers, ok, price
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 M = Decimal(1_000_000)
@@ -48,25 +48,27 @@ def setup(admin, engine):
     # vendor's correction; cost cards bill nobody)
     later = cost_card(admin, "azure", utcnow() - timedelta(hours=1), [price("m-b", "0.6", "1.2")])
     assert {p["model"] for p in later["prices"]} == {"m-a", "m-b"} and azure["id"] != later["id"]
-    return {"Authorization": f"Bearer {new_key(engine, 'gateway')}"}
+    return key_headers(engine, "gateway")
 
 
-def account(admin) -> str:
-    acc = ok(admin.post("/v1/accounts", json={"name": "C", "currency": "USD"}))["id"]
-    ok(
-        admin.post(
-            f"/v1/accounts/{acc}/topups", json={"amount": "10.00", "method": "bank_transfer"}
-        )
-    )
-    return str(acc)
+REVENUE = {
+    "r1": cost((1000, "3"), (1000, "15")),
+    "r2": cost((1000, "3"), (1000, "15")) / 2,  # flex on the rate card too
+    "r3": cost((2000, "3"), (500, "15")),
+    "r4": cost((4000, "1"), (1000, "2")),
+    "r5": cost((1000, "3")),
+}
+COSTS = {
+    "r1": cost((1000, "2"), (1000, "10")),
+    "r2": cost((1000, "2"), (1000, "10")) / 2,
+    "r3": cost((2000, "2.5"), (500, "12")),
+    "r4": cost((4000, "0.6"), (1000, "1.2")),  # the later azure card
+}
 
 
-def test_margin_by_model_upstream_account_and_day_ties_to_the_ledger(admin, setup, engine):
-    """Records at two upstreams, then the report by each dimension tied to the ledger.
-
-    One story, over 60 lines on purpose.
-    """
-    a1, a2 = account(admin), account(admin)
+def send_at_two_upstreams(admin, gateway: dict) -> tuple[str, str]:
+    """Records r1..r5 of two accounts at upstreams direct and azure (r5 at none); the accounts."""
+    a1, a2 = account_id(admin, "10.00"), account_id(admin, "10.00")
     now = utcnow().isoformat()
 
     def rec(rid, acc, model, i, o, **kw):
@@ -80,56 +82,44 @@ def test_margin_by_model_upstream_account_and_day_ties_to_the_ledger(admin, setu
         rec("r4", a2, "m-b", 4000, 1000, upstream="azure"),
         rec("r5", a2, "m-a", 1000, 0),  # no upstream: uncosted
     ]
-    results = ok(admin.post("/v1/usage", json={"records": records}, headers=setup), 200)
+    results = ok(admin.post("/v1/usage", json={"records": records}, headers=gateway), 200)
     assert [r["status"] for r in results["results"]] == ["charged"] * 5
-    period = f"{datetime.now(UTC):%Y-%m}"
-    revenue = {
-        "r1": cost((1000, "3"), (1000, "15")),
-        "r2": cost((1000, "3"), (1000, "15")) / 2,  # flex on the rate card too
-        "r3": cost((2000, "3"), (500, "15")),
-        "r4": cost((4000, "1"), (1000, "2")),
-        "r5": cost((1000, "3")),
-    }
-    costs = {
-        "r1": cost((1000, "2"), (1000, "10")),
-        "r2": cost((1000, "2"), (1000, "10")) / 2,
-        "r3": cost((2000, "2.5"), (500, "12")),
-        "r4": cost((4000, "0.6"), (1000, "1.2")),  # the later azure card
-    }
-    by_model = ok(
-        admin.get("/v1/reports/margin", params={"period": period, "currency": "USD"}), 200
-    )
+    return a1, a2
+
+
+def margin(admin, **params: str) -> dict:
+    """The margin report of this month in USD, grouped as ``params`` say (by model unless said)."""
+    params = {"period": f"{datetime.now(UTC):%Y-%m}", "currency": "USD", **params}
+    return ok(admin.get("/v1/reports/margin", params=params), 200)
+
+
+def check_by_model(admin) -> None:
+    """By model: the totals tie to the ledger; m-a's uncosted record is counted apart."""
+    by_model = margin(admin)
     assert by_model["summary"]["ties"] is True
-    assert Decimal(by_model["summary"]["revenue"]) == sum(revenue.values())
-    assert Decimal(by_model["summary"]["cost"]) == sum(costs.values())
+    assert Decimal(by_model["summary"]["revenue"]) == sum(REVENUE.values())
+    assert Decimal(by_model["summary"]["cost"]) == sum(COSTS.values())
     rows = {r["model"]: r for r in by_model["rows"]}
-    ma_costed = revenue["r1"] + revenue["r2"] + revenue["r3"]
-    ma_cost = costs["r1"] + costs["r2"] + costs["r3"]
+    ma_costed = REVENUE["r1"] + REVENUE["r2"] + REVENUE["r3"]
+    ma_cost = COSTS["r1"] + COSTS["r2"] + COSTS["r3"]
     assert Decimal(rows["m-a"]["cost"]) == ma_cost
     assert Decimal(rows["m-a"]["margin"]) == ma_costed - ma_cost
     assert rows["m-a"]["uncosted_requests"] == 1
-    assert Decimal(rows["m-a"]["uncosted_revenue"]) == revenue["r5"]
-    assert Decimal(rows["m-b"]["margin"]) == revenue["r4"] - costs["r4"]
-    by_upstream = ok(
-        admin.get(
-            "/v1/reports/margin",
-            params={"period": period, "currency": "USD", "group_by": "upstream"},
-        ),
-        200,
-    )
-    up = {r["upstream"]: r for r in by_upstream["rows"]}
-    assert Decimal(up["direct"]["cost"]) == costs["r1"] + costs["r2"]
-    assert Decimal(up["azure"]["cost"]) == costs["r3"] + costs["r4"]
+    assert Decimal(rows["m-a"]["uncosted_revenue"]) == REVENUE["r5"]
+    assert Decimal(rows["m-b"]["margin"]) == REVENUE["r4"] - COSTS["r4"]
+
+
+def test_margin_by_model_upstream_account_and_day_ties_to_the_ledger(admin, setup, engine):
+    """Records at two upstreams, then the report by each dimension tied to the ledger."""
+    _, a2 = send_at_two_upstreams(admin, setup)
+    check_by_model(admin)
+    up = {r["upstream"]: r for r in margin(admin, group_by="upstream")["rows"]}
+    assert Decimal(up["direct"]["cost"]) == COSTS["r1"] + COSTS["r2"]
+    assert Decimal(up["azure"]["cost"]) == COSTS["r3"] + COSTS["r4"]
     assert up["(none)"]["uncosted_requests"] == 1
-    by_account = ok(
-        admin.get(
-            "/v1/reports/margin",
-            params={"period": period, "currency": "USD", "group_by": "account"},
-        ),
-        200,
-    )
-    acc_rows = {r["account"]: r for r in by_account["rows"]}
-    assert Decimal(acc_rows[a2]["revenue"]) == revenue["r4"] + revenue["r5"]
+    acc_rows = {r["account"]: r for r in margin(admin, group_by="account")["rows"]}
+    assert Decimal(acc_rows[a2]["revenue"]) == REVENUE["r4"] + REVENUE["r5"]
+    period = f"{datetime.now(UTC):%Y-%m}"
     by_day = admin.get(
         "/v1/reports/margin",
         params={"period": period, "currency": "USD", "group_by": "day", "format": "csv"},

@@ -13,18 +13,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from api.auth import ApiKeyAuthMiddleware, create_key
+from api.auth import ApiKeyAuthMiddleware
 from ledger.base import utcnow
-from tests.helpers import add_model_m, ok, package, plan, problem
+from tests.helpers import add_model_m, key_headers, ok, package, plan, problem
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def key_headers(engine, role, account_id=None) -> dict[str, str]:
-    with Session(engine) as s:
-        key = create_key(s, role=role, account_id=account_id)
-        s.commit()
-    return {"Authorization": f"Bearer {key.secret}"}
 
 
 @pytest.fixture
@@ -264,12 +257,8 @@ def test_the_last_admin_key_cannot_be_revoked(admin, engine):
 # -- history -------------------------------------------------------------------------------
 
 
-def test_topups_subscriptions_usage_and_statement_are_paged_and_filtered(admin, cat, engine):
-    """One account's lists paged and filtered in turn.
-
-    One story, over 60 lines on purpose (the pages cover the same history).
-    """
-    acc = account(admin)
+def page_the_topups(admin, acc) -> None:
+    """Three top-ups, paged two at a time and filtered by time (an aware instant only)."""
     for amount in ("1.00", "2.00", "3.00"):
         ok(
             admin.post(
@@ -297,6 +286,9 @@ def test_topups_subscriptions_usage_and_statement_are_paged_and_filtered(admin, 
         "validation_error",
     )
 
+
+def list_the_subscriptions(admin, acc) -> None:
+    """A subscription to plan p, listed and filtered by status."""
     ok(admin.post(f"/v1/accounts/{acc['id']}/subscriptions", json={"plan_id": "p"}))
     subs = ok(admin.get(f"/v1/accounts/{acc['id']}/subscriptions"), 200)["data"]
     assert [(s["plan_id"], s["status"]) for s in subs] == [("p", "active")]
@@ -307,6 +299,9 @@ def test_topups_subscriptions_usage_and_statement_are_paged_and_filtered(admin, 
         == []
     )
 
+
+def page_the_usage_records(admin, cat, acc) -> None:
+    """Three usage records paged two at a time; an unknown cursor is refused."""
     send(admin, cat, *[rec(f"u{i}", acc, output_tokens=1000 * (i + 1)) for i in range(3)])
     page = ok(admin.get(f"/v1/accounts/{acc['id']}/usage-records", params={"limit": 2}), 200)
     assert [r["id"] for r in page["data"]] == ["u0", "u1"] and page["has_more"]
@@ -326,6 +321,9 @@ def test_topups_subscriptions_usage_and_statement_are_paged_and_filtered(admin, 
         "unknown_cursor",
     )
 
+
+def list_the_ledger_movements(admin, acc) -> None:
+    """The prepaid ledger account's movements: three top-ups in, the plan fee out."""
     lines = ok(
         admin.get(
             f"/v1/accounts/{acc['id']}/ledger-movements",
@@ -346,6 +344,18 @@ def test_topups_subscriptions_usage_and_statement_are_paged_and_filtered(admin, 
         400,
         "validation_error",
     )
+
+
+def test_topups_subscriptions_usage_and_statement_are_paged_and_filtered(admin, cat, engine):
+    """One account's lists paged and filtered in turn, then read by its customer.
+
+    The steps build one history: the statement holds the top-ups and the plan's fee.
+    """
+    acc = account(admin)
+    page_the_topups(admin, acc)
+    list_the_subscriptions(admin, acc)
+    page_the_usage_records(admin, cat, acc)
+    list_the_ledger_movements(admin, acc)
     # a customer sees its own history and nobody else's
     own = key_headers(engine, "customer", acc["id"])
     other = account(admin)
@@ -385,11 +395,8 @@ def test_invoice_preview_of_the_open_month_stores_nothing(admin, cat, engine):
 # -- catalog read access -------------------------------------------------------------------
 
 
-def test_customers_and_resellers_read_the_catalog_and_their_prices(admin, cat, engine):
-    """One catalog read by each role in turn.
-
-    One story, over 60 lines on purpose (the roles see the same objects differently).
-    """
+def open_the_roles(admin, engine) -> dict[str, dict]:
+    """A reseller (50 % markup) with a sub-account, a direct customer (10 % off m), their keys."""
     reseller = account(admin, "100.00", kind="reseller")
     ok(
         admin.post(
@@ -407,7 +414,18 @@ def test_customers_and_resellers_read_the_catalog_and_their_prices(admin, cat, e
     customer = key_headers(engine, "customer", direct["id"])
     sub_customer = key_headers(engine, "customer", sub["id"])
     reseller_key = key_headers(engine, "reseller", reseller["id"])
+    return {
+        "reseller": reseller,
+        "sub": sub,
+        "direct": direct,
+        "customer": customer,
+        "sub_customer": sub_customer,
+        "reseller_key": reseller_key,
+    }
 
+
+def read_and_write_the_catalog(admin, customer: dict, reseller_key: dict) -> None:
+    """Customers and resellers read the catalog (resellers the rate cards too), never write it."""
     for path in ("/v1/models", "/v1/packages", "/v1/plans"):
         assert ok(admin.get(path, headers=customer), 200)["data"]
     problem(admin.get("/v1/rate-cards", headers=customer), 403, "forbidden")
@@ -425,12 +443,21 @@ def test_customers_and_resellers_read_the_catalog_and_their_prices(admin, cat, e
         "forbidden",
     )
 
+
+def read_the_prices(admin, r: dict) -> None:
+    """Each customer reads its own prices only: the direct one discounted, the sub's retail."""
+    direct, sub, customer = r["direct"], r["sub"], r["customer"]
     (mine,) = ok(admin.get(f"/v1/accounts/{direct['id']}/prices", headers=customer), 200)
     assert (mine["model"], mine["prices"]["output_per_mtok"]) == ("m", "13.50")
-    (retail,) = ok(admin.get(f"/v1/accounts/{sub['id']}/prices", headers=sub_customer), 200)
+    (retail,) = ok(admin.get(f"/v1/accounts/{sub['id']}/prices", headers=r["sub_customer"]), 200)
     assert retail["prices"]["output_per_mtok"] == "22.50" and retail["wholesale"] is None
     problem(admin.get(f"/v1/accounts/{sub['id']}/prices", headers=customer), 404, "not_found")
 
+
+def quote_by_role(admin, r: dict) -> None:
+    """Quotes: a customer's own, a reseller's for its present and future sub-accounts only."""
+    direct, sub, customer = r["direct"], r["sub"], r["customer"]
+    reseller, reseller_key = r["reseller"], r["reseller_key"]
     q = {"currency": "USD", "model": "m"}
     own = ok(
         admin.get("/v1/price-quotes", params={**q, "account_id": direct["id"]}, headers=customer),
@@ -474,3 +501,11 @@ def test_customers_and_resellers_read_the_catalog_and_their_prices(admin, cat, e
         422,
         "currency_mismatch",
     )
+
+
+def test_customers_and_resellers_read_the_catalog_and_their_prices(admin, cat, engine):
+    """One catalog read by each role in turn (the roles see the same objects differently)."""
+    roles = open_the_roles(admin, engine)
+    read_and_write_the_catalog(admin, roles["customer"], roles["reseller_key"])
+    read_the_prices(admin, roles)
+    quote_by_role(admin, roles)

@@ -18,7 +18,7 @@ import openai.types.responses as orr
 import pytest
 
 from ledger.base import utcnow
-from tests.helpers import add_models, add_rate_card, new_key, ok
+from tests.helpers import add_models, add_rate_card, key_headers, ok
 from wallet.normalize import PROVIDER_FIELDS
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -93,7 +93,7 @@ def gw(admin, engine):
             },
         )
     )
-    return {"Authorization": f"Bearer {new_key(engine, 'gateway')}"}
+    return key_headers(engine, "gateway")
 
 
 def account(admin, **kw):

@@ -6,8 +6,10 @@ and signed outgoing events.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -17,10 +19,9 @@ from litestar.testing import TestClient
 from sqlalchemy.orm import Session
 
 from api.app import create_app
-from api.auth import create_key
 from api.settings import Settings
 from ledger.base import utcnow
-from tests.helpers import BONUS_TIERS, ok, package, plan, problem
+from tests.helpers import BONUS_TIERS, key_headers, ok, package, plan, problem
 from wallet.lots import expire_lots
 from wallet.models import OutboxEvent, Subscription, SubscriptionPeriod
 from wallet.outbox import deliver_due, verify
@@ -243,17 +244,10 @@ def test_refund_claws_back_proportional_unspent_bonus(catalog):
     assert balance(catalog, acc["id"])["available"] == "0.00"
 
 
-def _key(engine, role, account_id):
-    with Session(engine) as s:
-        k = create_key(s, role=role, account_id=account_id)
-        s.commit()
-    return {"Authorization": f"Bearer {k.secret}"}
-
-
 def test_reseller_sees_only_its_own_subtree(catalog, engine, client):
     r1 = new_account(catalog, name="Reseller One", kind="reseller")
     r2 = new_account(catalog, name="Reseller Two", kind="reseller")
-    h1, h2 = _key(engine, "reseller", r1["id"]), _key(engine, "reseller", r2["id"])
+    h1, h2 = key_headers(engine, "reseller", r1["id"]), key_headers(engine, "reseller", r2["id"])
     sub1 = ok(client.post("/v1/accounts", json={"name": "Shop", "currency": "USD"}, headers=h1))
     assert sub1["parent_id"] == r1["id"]
     # the reseller records money it collected, in its own book
@@ -289,7 +283,7 @@ def test_reseller_sees_only_its_own_subtree(catalog, engine, client):
     listed = ok(client.get("/v1/accounts", headers=h2), 200)["data"]
     assert [a["id"] for a in listed] == [r2["id"]]
     # a customer key sees only its own account
-    hc = _key(engine, "customer", sub1["id"])
+    hc = key_headers(engine, "customer", sub1["id"])
     assert ok(client.get(f"/v1/accounts/{sub1['id']}/balance", headers=hc), 200)["paid"] == "30.00"
     problem(client.get(f"/v1/accounts/{r1['id']}", headers=hc), 404, "not_found")
     with Session(engine) as s:
@@ -346,17 +340,13 @@ def test_events_are_delivered_signed(catalog, engine):
         server.shutdown()
 
 
-def test_dead_letters_are_listed_and_replayed_over_the_api(catalog, engine, client):
-    """Two real endpoints of one account: one answers 204, one 500 until it is fixed.
+@contextlib.contextmanager
+def webhook_receiver(fixed: threading.Event) -> Iterator[tuple[str, dict[str, int]]]:
+    """A real local endpoint server: /good answers 204, /flaky 500 until ``fixed`` is set.
 
-    The failing delivery dies after its attempts, is listed as dead, is replayed once (a replayed
-    request with the same key replays the answer), and the endpoint that succeeded never receives
-    the event twice.
-
-    One story, over 60 lines on purpose.
+    Yields its base URL and the number of POSTs each path received.
     """
     hits: dict[str, int] = {"/good": 0, "/flaky": 0}
-    fixed = threading.Event()
 
     class Hook(BaseHTTPRequestHandler):
         def do_POST(self):
@@ -371,34 +361,45 @@ def test_dead_letters_are_listed_and_replayed_over_the_api(catalog, engine, clie
 
     server = HTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_port}"
     try:
-        acc = new_account(catalog, low_balance_threshold="10.00")
+        yield f"http://127.0.0.1:{server.server_port}", hits
+    finally:
+        server.shutdown()
+
+
+def kill_the_flaky_delivery(catalog, engine, client, base: str) -> tuple[dict, dict]:
+    """Both endpoints get the account's events; /flaky's dies after 3 attempts: (mine, theirs)."""
+    acc = new_account(catalog, low_balance_threshold="10.00")
+    mine = key_headers(engine, "customer", acc["id"])
+    theirs = key_headers(engine, "customer", new_account(catalog)["id"])
+    for path in ("/good", "/flaky"):
+        ok(client.post("/v1/webhook-endpoints", json={"url": base + path}, headers=mine))
+    ok(topup(catalog, acc["id"], "12.00"))
+    ok(catalog.post(f"/v1/accounts/{acc['id']}/package-purchases", json={"package_id": "pk-1m"}))
+    at = utcnow()
+    for i in range(3):
         with Session(engine) as s:
-            key = create_key(s, role="customer", account_id=acc["id"]).secret
-            other = create_key(s, role="customer", account_id=new_account(catalog)["id"]).secret
+            deliver_due(s, now=at + timedelta(hours=2 * i), max_attempts=3)
             s.commit()
-        mine = {"Authorization": f"Bearer {key}"}
-        for path in ("/good", "/flaky"):
-            ok(client.post("/v1/webhook-endpoints", json={"url": base + path}, headers=mine))
-        ok(topup(catalog, acc["id"], "12.00"))
-        ok(
-            catalog.post(
-                f"/v1/accounts/{acc['id']}/package-purchases", json={"package_id": "pk-1m"}
-            )
-        )
-        at = utcnow()
-        for i in range(3):
-            with Session(engine) as s:
-                deliver_due(s, now=at + timedelta(hours=2 * i), max_attempts=3)
-                s.commit()
+    return mine, theirs
+
+
+def test_dead_letters_are_listed_and_replayed_over_the_api(catalog, engine, client):
+    """Two real endpoints of one account: one answers 204, one 500 until it is fixed.
+
+    The failing delivery dies after its attempts, is listed as dead, is replayed once (a replayed
+    request with the same key replays the answer), and the endpoint that succeeded never receives
+    the event twice.
+    """
+    fixed = threading.Event()
+    with webhook_receiver(fixed) as (base, hits):
+        mine, theirs = kill_the_flaky_delivery(catalog, engine, client, base)
         assert hits == {"/good": 1, "/flaky": 3}
         dead = ok(client.get("/v1/webhook-deliveries?status=dead", headers=mine), 200)["data"]
         assert [(d["url"], d["attempts"], d["last_status"]) for d in dead] == [
             (base + "/flaky", 3, 500)
         ]
         # another customer sees none of it and cannot replay it
-        theirs = {"Authorization": f"Bearer {other}"}
         assert ok(client.get("/v1/webhook-deliveries", headers=theirs), 200)["data"] == []
         url = f"/v1/webhook-deliveries/{dead[0]['id']}/replay"
         problem(client.post(url, headers=theirs), 404, "not_found")
@@ -418,8 +419,6 @@ def test_dead_letters_are_listed_and_replayed_over_the_api(catalog, engine, clie
         ]
         # a delivery that is not dead is not replayed
         problem(client.post(url, headers=mine), 409, "conflict")
-    finally:
-        server.shutdown()
 
 
 def test_paid_credit_expiry_is_refused_unless_the_operator_allows_it(catalog, engine):

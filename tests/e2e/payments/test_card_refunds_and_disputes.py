@@ -137,22 +137,18 @@ def test_refund_with_our_metadata_before_completion_settles_then_refunds(catalog
 # -- disputes ------------------------------------------------------------------------------
 
 
-def test_dispute_freezes_credit_until_won(catalog, acc, fake, engine):
-    """A dispute opened, the credit frozen until it is won.
+def dispute_opened(pi: str) -> dict:
+    """A new ``charge.dispute.created`` event (its own id) of dispute dp_1: 200.00 of ``pi``."""
+    return dispute_event(
+        "charge.dispute.created", "dp_1", pi, amount=20000, status="needs_response"
+    )
 
-    One story, over 60 lines on purpose.
-    """
+
+def test_dispute_freezes_credit_until_won(catalog, acc, fake, engine):
+    """A dispute opened, the credit frozen until it is won."""
     t = start_topup(catalog, acc["id"], "500.00")  # bonus 50.00
     pi = pay(catalog, fake, t["payment_id"])
-    opened = ok(
-        deliver(
-            catalog,
-            dispute_event(
-                "charge.dispute.created", "dp_1", pi, amount=20000, status="needs_response"
-            ),
-        ),
-        200,
-    )
+    opened = ok(deliver(catalog, dispute_opened(pi)), 200)
     assert "froze 200.00 USD paid and 20.00 USD bonus credit" in opened["outcome"]
     b = balance(catalog, acc["id"])
     assert money(b) == ("500.00", "50.00", "220.00", "330.00")
@@ -185,18 +181,8 @@ def test_dispute_freezes_credit_until_won(catalog, acc, fake, engine):
     assert ledger_balance(engine, "cash:stripe") == 500 * 10**18
     assert ledger_balance(engine, "cash:stripe_disputed") == 0
     # A late redelivery of the opening changes nothing.
-    assert (
-        ok(
-            deliver(
-                catalog,
-                dispute_event(
-                    "charge.dispute.created", "dp_1", pi, amount=20000, status="needs_response"
-                ),
-            ),
-            200,
-        )["outcome"]
-        == "dispute dp_1 already won"
-    )
+    late = ok(deliver(catalog, dispute_opened(pi)), 200)
+    assert late["outcome"] == "dispute dp_1 already won"
     assert money(balance(catalog, acc["id"])) == ("500.00", "50.00", "0.00", "550.00")
 
 
