@@ -6,12 +6,9 @@ and signed outgoing events.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 import sqlalchemy as sa
@@ -22,6 +19,7 @@ from api.app import create_app
 from api.settings import Settings
 from ledger.base import utcnow
 from tests.helpers import BONUS_TIERS, key_headers, ok, package, plan, problem
+from tests.webhook_endpoint import webhook_endpoint
 from wallet.lots import expire_lots
 from wallet.models import OutboxEvent, Subscription, SubscriptionPeriod
 from wallet.outbox import deliver_due, verify
@@ -297,27 +295,15 @@ def test_reseller_sees_only_its_own_subtree(catalog, engine, client):
 def test_events_are_delivered_signed(catalog, engine):
     received: list[tuple[dict, bytes]] = []
 
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["content-length"]))
-            received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-            self.send_response(204)
-            self.end_headers()
+    def answer(path: str, headers: dict[str, str], body: bytes) -> int:
+        received.append((headers, body))
+        return 204
 
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with webhook_endpoint(answer) as base:
         acc = new_account(catalog, low_balance_threshold="10.00")
         ep = ok(
             catalog.post(
-                "/v1/webhook-endpoints",
-                json={
-                    "url": f"http://127.0.0.1:{server.server_port}/hook",
-                    "account_id": acc["id"],
-                },
+                "/v1/webhook-endpoints", json={"url": f"{base}/hook", "account_id": acc["id"]}
             )
         )
         assert ep["secret"].startswith("whsec_")
@@ -336,35 +322,6 @@ def test_events_are_delivered_signed(catalog, engine):
         assert not verify(ep["secret"], headers, body + b" ")
         event = json.loads(body)
         assert event["type"] == "balance.low" and event["data"]["available"]["amount"] == "3.00"
-    finally:
-        server.shutdown()
-
-
-@contextlib.contextmanager
-def webhook_receiver(fixed: threading.Event) -> Iterator[tuple[str, dict[str, int]]]:
-    """A real local endpoint server: /good answers 204, /flaky 500 until ``fixed`` is set.
-
-    Yields its base URL and the number of POSTs each path received.
-    """
-    hits: dict[str, int] = {"/good": 0, "/flaky": 0}
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers["content-length"]))
-            hits[self.path] += 1
-            broken = self.path == "/flaky" and not fixed.is_set()
-            self.send_response(500 if broken else 204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", hits
-    finally:
-        server.shutdown()
 
 
 def kill_the_flaky_delivery(catalog, engine, client, base: str) -> tuple[dict, dict]:
@@ -391,8 +348,15 @@ def test_dead_letters_are_listed_and_replayed_over_the_api(catalog, engine, clie
     request with the same key replays the answer), and the endpoint that succeeded never receives
     the event twice.
     """
+    hits = {"/good": 0, "/flaky": 0}
     fixed = threading.Event()
-    with webhook_receiver(fixed) as (base, hits):
+
+    def answer(path: str, headers: dict[str, str], body: bytes) -> int:
+        """/good answers 204, /flaky 500 until it is fixed."""
+        hits[path] += 1
+        return 500 if path == "/flaky" and not fixed.is_set() else 204
+
+    with webhook_endpoint(answer) as base:
         mine, theirs = kill_the_flaky_delivery(catalog, engine, client, base)
         assert hits == {"/good": 1, "/flaky": 3}
         dead = ok(client.get("/v1/webhook-deliveries?status=dead", headers=mine), 200)["data"]
