@@ -7,9 +7,11 @@ the database for API keys (keys are never created over HTTP in a test's setup).
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -161,6 +163,36 @@ def account_id(admin: Any, top_up: str | None = None) -> str:
     return str(account(admin, top_up)["id"])
 
 
+def authorize(
+    client: Any,
+    headers: dict[str, str],
+    acc: dict[str, Any],
+    estimated_input: int,
+    max_output: int,
+    model: str = "m",
+    **extra: Any,
+) -> dict[str, Any]:
+    """Authorize one call (one capture) for ``acc`` with a gateway's ``headers``; 201's body.
+
+    Args:
+        client: an HTTP client of the API.
+        headers: the gateway key's headers.
+        acc: the account, as the API answered it.
+        estimated_input: the call's estimated input tokens.
+        max_output: the call's output token limit.
+        model: the model called (``m`` unless said).
+        extra: any other field of the request (``ttl_seconds``).
+    """
+    body = {
+        "account_id": acc["id"],
+        "model": model,
+        "estimated_input_tokens": estimated_input,
+        "max_output_tokens": max_output,
+        **extra,
+    }
+    return ok(client.post("/v1/authorizations", json=body, headers=headers))  # type: ignore[no-any-return]
+
+
 def rec(rid: str, acc: dict[str, Any], **fields: Any) -> dict[str, Any]:
     """A usage record of model ``m`` for ``acc``: 1,000 input and 1,000 output tokens, now."""
     body = {
@@ -184,3 +216,25 @@ def send(client: Any, headers: dict[str, str], *records: dict[str, Any]) -> list
 def balance(admin: Any, acc: dict[str, Any]) -> dict[str, Any]:
     """The account's balance."""
     return ok(admin.get(f"/v1/accounts/{acc['id']}/balance"), 200)  # type: ignore[no-any-return]
+
+
+def lock_waiters(session: Session, *wait_events: str) -> int:
+    """Wait (about 30 s at most) for a backend to wait on a lock of one of ``wait_events``.
+
+    Polls ``pg_stat_activity`` every 50 ms, ending ``session``'s transaction after each read so
+    the next one sees the present; returns how many backends wait (0: none did in time).
+    """
+    waiting = 0
+    for _ in range(600):
+        waiting = session.scalar(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND wait_event = ANY(:events)"
+            ),
+            {"events": list(wait_events)},
+        )
+        session.rollback()
+        if waiting:
+            break
+        threading.Event().wait(0.05)
+    return waiting

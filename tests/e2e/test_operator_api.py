@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import ApiKeyAuthMiddleware
 from ledger.base import utcnow
-from tests.helpers import add_model_m, key_headers, ok, package, plan, problem
+from tests.helpers import add_model_m, authorize, key_headers, ok, package, plan, problem
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -147,18 +147,7 @@ def test_suspension_declines_authorizations_and_usage_with_a_stable_code(admin, 
     )
     ok(admin.patch(f"/v1/accounts/{acc['id']}", json={"status": "suspended"}), 200)
 
-    hold = ok(
-        admin.post(
-            "/v1/authorizations",
-            json={
-                "account_id": acc["id"],
-                "model": "m",
-                "estimated_input_tokens": 10,
-                "max_output_tokens": 100,
-            },
-            headers=cat,
-        )
-    )
+    hold = authorize(admin, cat, acc, 10, 100)
     assert (hold["status"], hold["decline_code"]) == ("declined", "account_suspended")
     more = ok(
         admin.post(

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import create_key
 from ledger.base import utcnow
-from tests.helpers import account, balance, ok, package, plan, rec, send
+from tests.helpers import account, authorize, balance, ok, package, plan, rec, send
 from wallet.authorizations import expire_authorizations
 
 
@@ -142,7 +142,7 @@ def test_provider_formats_price_cached_tokens_at_the_cache_rate(admin, gw):
 def test_hold_partial_capture_release_and_expiry(admin, gw, engine):
     """A hold's life from authorization to partial capture, release and expiry."""
     acc = account(admin, "1.00")
-    auth = hold(admin, gw, acc, 10_000, 10_000)
+    auth = authorize(admin, gw, acc, 10_000, 10_000)
     assert auth["status"] == "approved" and auth["held"]["amount"] == "0.18"
     b = balance(admin, acc)
     assert (b["held"], b["available"]) == ("0.18", "0.82")
@@ -156,21 +156,21 @@ def test_hold_partial_capture_release_and_expiry(admin, gw, engine):
     b = balance(admin, acc)
     assert (b["held"], b["paid"], b["available"]) == ("0.00", "0.982", "0.982")
     # void and expiry release exactly once
-    a2 = hold(admin, gw, acc, 0, 10_000)
+    a2 = authorize(admin, gw, acc, 0, 10_000)
     assert (
         ok(admin.post(f"/v1/authorizations/{a2['id']}/void", headers=gw), 200)["status"] == "voided"
     )
     assert (
         ok(admin.post(f"/v1/authorizations/{a2['id']}/void", headers=gw), 200)["status"] == "voided"
     )
-    a3 = hold(admin, gw, acc, 0, 10_000, ttl_seconds=1)
+    a3 = authorize(admin, gw, acc, 0, 10_000, ttl_seconds=1)
     with Session(engine) as s:
         assert expire_authorizations(s, now=utcnow() + timedelta(seconds=5)) == [a3["id"]]
         s.commit()
         assert expire_authorizations(s, now=utcnow() + timedelta(seconds=5)) == []
     assert balance(admin, acc)["available"] == "0.982"
     # nothing can cover a big call: declined with a code, nothing held
-    big = hold(admin, gw, acc, 0, 1_000_000)
+    big = authorize(admin, gw, acc, 0, 1_000_000)
     assert big["status"] == "declined" and big["decline_code"] == "insufficient_funds"
 
 
@@ -180,7 +180,7 @@ def test_capture_above_hold_is_charged_as_usage_and_capped_only_at_the_wallet(ad
         ("0.02", "0.02", "0.01", "capped_at_hold", "0.00"),  # what nothing can pay is credited
     ):
         acc = account(admin, funds)
-        auth = hold(admin, gw, acc, 0, 1000)
+        auth = authorize(admin, gw, acc, 0, 1000)
         assert auth["held"]["amount"] == "0.015"
         r = send(
             admin,
@@ -200,7 +200,7 @@ def test_capture_above_hold_is_charged_as_usage_and_capped_only_at_the_wallet(ad
 def test_concurrent_void_and_capture_of_one_hold(admin, gw):
     acc = account(admin, "1.00")
     for n in range(4):
-        auth = hold(admin, gw, acc, 0, 1000)
+        auth = authorize(admin, gw, acc, 0, 1000)
         out: list[int] = []
         barrier = threading.Barrier(2)
 
@@ -347,18 +347,6 @@ def test_a_database_conflict_is_a_retryable_503_that_changes_nothing(admin, gw, 
 
 
 # -- multi-capture authorizations over HTTP -----------------------------------------------------
-
-
-def hold(admin, gw, acc, estimated_input: int, max_output: int, **extra):
-    """Authorize one call of model ``m`` for ``acc`` (one capture); the approval or decline."""
-    body = {
-        "account_id": acc["id"],
-        "model": "m",
-        "estimated_input_tokens": estimated_input,
-        "max_output_tokens": max_output,
-        **extra,
-    }
-    return ok(admin.post("/v1/authorizations", json=body, headers=gw))
 
 
 def grant_(admin, gw, acc, status=201, **body):

@@ -24,7 +24,7 @@ from tests.e2e.payments.card import (
     payment_of,
     start_topup,
 )
-from tests.helpers import ok, problem
+from tests.helpers import authorize, ok, problem
 
 
 def test_package_bought_by_card(catalog, acc, fake, engine):
@@ -164,18 +164,7 @@ def test_frozen_credit_cannot_be_spent_by_usage_or_holds(catalog, acc, fake, eng
     )
     ok(deliver(catalog, opened), 200)
     assert money(balance(catalog, acc["id"])) == ("100.00", "5.00", "105.00", "0.00")
-    hold = ok(
-        catalog.post(
-            "/v1/authorizations",
-            json={
-                "account_id": acc["id"],
-                "model": "m-1",
-                "estimated_input_tokens": 1000,
-                "max_output_tokens": 1000,
-            },
-            headers=gw,
-        )
-    )
+    hold = authorize(catalog, gw, acc, 1000, 1000, "m-1")
     assert hold["status"] == "declined"
     usage = {
         "id": "u-1",

@@ -19,6 +19,7 @@ from invoicing.close import close_account, close_period
 from invoicing.errors import PeriodNotEnded, PeriodOrder
 from invoicing.models import Invoice
 from ledger.accounts import get_balance
+from tests.helpers import lock_waiters
 from wallet.gate import enter_exclusive, enter_shared
 from wallet.ledger_accounts import customer_ledger
 from wallet.models import Account
@@ -318,18 +319,7 @@ def test_a_usage_batch_in_flight_during_the_close_lands_on_the_invoice(
         target=lambda: results.append(close_period(shop, MAR, grace=timedelta(days=1)))
     )
     closer.start()  # cut-off from the database clock, like the scheduler and the CLI
-    for _ in range(600):  # until the close waits on the batch's gate (bounded)
-        waiting = session.scalar(
-            sa.text(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'"
-            )
-        )
-        session.rollback()
-        if waiting:
-            break
-        threading.Event().wait(0.05)
-    assert waiting == 1
+    assert lock_waiters(session, "advisory") == 1  # the close waits on the batch's gate
     release.set()
     batch.join(30)
     closer.join(30)

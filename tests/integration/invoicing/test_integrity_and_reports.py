@@ -23,6 +23,7 @@ from invoicing.reports import prepaid_liability, receivables_aging
 from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.errors import IdempotencyConflict
+from tests.helpers import lock_waiters
 from wallet.freezes import freeze_topup_credit
 from wallet.ledger_accounts import book_of, currency_of, house_ledger
 from wallet.models import Account
@@ -205,18 +206,7 @@ def test_a_unique_violation_on_the_reference_becomes_a_conflict(closed, shop, en
 
     t = threading.Thread(target=pay)
     t.start()
-    waiting = 0
-    for _ in range(600):  # until the service waits on the unique index (bounded)
-        waiting = session.scalar(
-            sa.text(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE wait_event_type = 'Lock' AND wait_event = 'transactionid'"
-            )
-        )
-        session.rollback()
-        if waiting:
-            break
-        threading.Event().wait(0.05)
+    waiting = lock_waiters(session, "transactionid")  # the service waits on the unique index
     raw.commit()
     raw.close()
     t.join(30)

@@ -25,6 +25,7 @@ from invoicing.lifecycle import finalize_draft, open_balance, void_invoice
 from invoicing.models import Invoice
 from invoicing.profiles import create_tax_profile
 from invoicing.reports import receivables_aging
+from tests.helpers import lock_waiters
 from wallet.accounts import lock_accounts
 from wallet.balance import balance_of
 from wallet.freezes import book_receivable
@@ -401,18 +402,7 @@ def test_the_close_waits_for_a_refund_in_flight_and_bills_its_debt_once(
         target=lambda: results.append(close_period(shop, MAR, now=CLOSE_AT, grace=GRACE))
     )
     closer.start()
-    waiting = 0
-    for _ in range(600):  # until the close waits on the account row (bounded)
-        waiting = session.scalar(
-            sa.text(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE wait_event_type = 'Lock' AND wait_event IN ('transactionid', 'tuple')"
-            )
-        )
-        session.rollback()
-        if waiting:
-            break
-        threading.Event().wait(0.05)
+    waiting = lock_waiters(session, "transactionid", "tuple")  # the close waits on the account row
     refunding.commit()
     refunding.close()
     closer.join(30)
