@@ -14,6 +14,7 @@ import inspect
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +42,21 @@ class InvalidIdempotencyKey(DomainError):
     code = "invalid_idempotency_key"
 
 
+Result = BaseModel | dict[str, Any] | list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A handler's result answered with another status than its route's.
+
+    A card payment that only started answers 202 where the route's wallet payment answers 201;
+    replays of the key answer the same status.
+    """
+
+    body: Result
+    status_code: int
+
+
 def _fingerprint(method: str, path: str, body: Any) -> str:
     if isinstance(body, BaseModel):
         body = body.model_dump(mode="json")
@@ -48,7 +64,7 @@ def _fingerprint(method: str, path: str, body: Any) -> str:
     return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
 
 
-def _encode(result: BaseModel | dict[str, Any] | list[Any]) -> bytes:
+def _encode(result: Result) -> bytes:
     if isinstance(result, BaseModel):
         return result.model_dump_json().encode()
     return json.dumps(result, default=str).encode()
@@ -93,8 +109,8 @@ def run_idempotent(
     *,
     body: Any,
     status_code: int,
-    produce: Callable[[], BaseModel | dict[str, Any] | list[Any]],
-    stored_view: Callable[[Any], BaseModel | dict[str, Any] | list[Any]] | None = None,
+    produce: Callable[[], Result | Reply],
+    stored_view: Callable[[Any], Result] | None = None,
     audit: bool = True,
 ) -> Response[bytes]:
     """Run ``produce`` at most once per (caller, key) and commit its effects with its response.
@@ -106,7 +122,8 @@ def run_idempotent(
         key: the ``Idempotency-Key`` header, or None to run without replay protection.
         body: the parsed request body.
         status_code: the status of a successful response.
-        produce: does the work and returns the response model.
+        produce: does the work and returns the response model (in a :class:`Reply` to answer
+            another status than ``status_code``).
         stored_view: what to keep for replays when the response holds a secret that must not be
             stored (a new API key): replays then return this redacted view.
         audit: record an admin's or finance's request in the audit log (api/audit.py), in the
@@ -125,7 +142,9 @@ def run_idempotent(
         fingerprint = _fingerprint(request.method, request.url.path, body)
         if not _claim(session, request, principal.key_id, key, fingerprint):
             return _replay(session, principal.key_id, key, fingerprint)
-    result = produce()
+    produced = produce()
+    result = produced.body if isinstance(produced, Reply) else produced
+    status_code = produced.status_code if isinstance(produced, Reply) else status_code
     content = _encode(result)
     if audit:
         _audit(session, request, principal, body, result)
@@ -186,7 +205,6 @@ def _replay(session: Session, principal: str, key: str, fingerprint: str) -> Res
     )
 
 
-Result = BaseModel | dict[str, Any] | list[Any]
 #: the parameters an idempotent handler declares (``data`` too when the request has a body)
 _NEEDED = ("request", "db", "idempotency_key")
 
@@ -209,8 +227,8 @@ def _idempotent(
     responses: dict[int, Any] | None,
     check: Callable[..., None] | None,
     kwargs: dict[str, Any],
-) -> Callable[[Callable[..., Result]], HTTPRouteHandler]:
-    def decorate(fn: Callable[..., Result]) -> HTTPRouteHandler:
+) -> Callable[[Callable[..., Result | Reply]], HTTPRouteHandler]:
+    def decorate(fn: Callable[..., Result | Reply]) -> HTTPRouteHandler:
         declared = inspect.signature(fn).parameters
         checked = list(inspect.signature(check).parameters) if check else []
         missing = [name for name in (*_NEEDED, *checked) if name not in declared]
@@ -251,13 +269,14 @@ def idempotent_post(
     responses: dict[int, Any] | None = None,
     check: Callable[..., None] | None = None,
     **kwargs: Any,
-) -> Callable[[Callable[..., Result]], HTTPRouteHandler]:
+) -> Callable[[Callable[..., Result | Reply]], HTTPRouteHandler]:
     """``@post`` for a write that runs once per ``Idempotency-Key`` (see :func:`run_idempotent`).
 
-    The handler does the work and returns its result model; it declares ``request``, ``db``
-    and ``idempotency_key`` (and ``data`` for a body). The method and path of the key's
-    fingerprint are the request's, the status is this route's, and the documented response is
-    the handler's return annotation unless ``responses`` says otherwise.
+    The handler does the work and returns its result model (in a :class:`Reply` to answer
+    another status); it declares ``request``, ``db`` and ``idempotency_key`` (and ``data`` for
+    a body). The method and path of the key's fingerprint are the request's, the status is this
+    route's, and the documented response is the handler's return annotation unless
+    ``responses`` says otherwise.
 
     Args:
         path: the route's path.
@@ -287,7 +306,7 @@ def idempotent_patch(
     audit: bool = True,
     responses: dict[int, Any] | None = None,
     **kwargs: Any,
-) -> Callable[[Callable[..., Result]], HTTPRouteHandler]:
+) -> Callable[[Callable[..., Result | Reply]], HTTPRouteHandler]:
     """``@patch`` answering 200 through the Idempotency-Key mechanism, like ``idempotent_post``."""
     return _idempotent(
         patch,

@@ -192,7 +192,7 @@ class AuthorizationsController(Controller):
                 scope_of(principal),
             )
         return await run_operation(
-            request, idempotency_key, op, body=data, status=201, render=authorization_out
+            request, idempotency_key, op, body=data, render=authorization_out
         )
 
     @post(
@@ -224,7 +224,7 @@ class AuthorizationsController(Controller):
             timedelta(days=state.settings.tokenwallet_usage_retention_days),
         )
         return await run_operation(
-            request, idempotency_key, op, body=data, status=200, render=authorization_out
+            request, idempotency_key, op, body=data, render=authorization_out
         )
 
     @post(
@@ -242,7 +242,7 @@ class AuthorizationsController(Controller):
         """Give back what it still reserves (repeat-safe)."""
         op = Release(authorization_id, "voided", scope_of(principal))
         return await run_operation(
-            request, idempotency_key, op, body=None, status=200, render=authorization_out
+            request, idempotency_key, op, body=None, render=authorization_out
         )
 
     @get(

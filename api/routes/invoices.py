@@ -9,18 +9,17 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, Literal
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
 from litestar.exceptions import PermissionDeniedException
-from litestar.openapi import ResponseSpec
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.auth import Principal, requires
 from api.deps import now_of
-from api.idempotency import idempotent_post, run_idempotent
-from api.openapi import only, returns
+from api.idempotency import Reply, idempotent_post
+from api.openapi import CARD_STARTED, only, returns
 from api.paging import keyset
 from api.payments import checkout_urls, require_gateway
 from api.routes.payments import PaymentOut as CardPaymentOut
@@ -345,6 +344,34 @@ class VoidIn(BaseModel):
     reason: str = Field(min_length=1, max_length=500)
 
 
+def _check_payment(
+    invoice_id: str, data: PaymentIn, db: Session, principal: Principal, state: State
+) -> None:
+    """Refuse an invoice payment before its key is looked at (a replay is refused again).
+
+    Args:
+        invoice_id: the invoice to pay.
+        data: the payment.
+        db: the request's session.
+        principal: the caller.
+        state: the app's state (its payment gateway).
+
+    Raises:
+        NotFound: a card payment of an invoice the caller may not see.
+        PaymentsNotConfigured: a card payment in a deployment without Stripe keys.
+        PermissionDeniedException: a payment by other means than card, by another role than
+            finance (403).
+    """
+    if data.method == "stripe":
+        visible_invoice(db, invoice_id, principal)  # 404 before anything else for others
+        require_gateway(state.payments)
+    elif not principal.has_role("finance"):
+        raise PermissionDeniedException(
+            f"a {principal.role} key may not record {data.method} payments (allowed: admin,"
+            " finance); pay by card with method stripe"
+        )
+
+
 class InvoicesController(Controller):
     """``/v1/invoices``: finance sees every invoice; resellers and customers their own."""
 
@@ -477,18 +504,11 @@ class InvoicesController(Controller):
         )
         return credit_note_out(note)
 
-    @post(
+    @idempotent_post(
         "/{invoice_id:str}/payments",
-        sync_to_thread=True,
-        status_code=201,
         guards=[requires("finance", "reseller", "customer")],
-        responses={
-            **returns(PaymentOut, 201),
-            202: ResponseSpec(
-                CardPaymentOut,
-                description="method stripe: the card payment started (pay at checkout_url)",
-            ),
-        },
+        responses={**returns(PaymentOut, 201), **returns(CardPaymentOut, 202, CARD_STARTED)},
+        check=_check_payment,
     )
     def payment(
         self,
@@ -499,7 +519,7 @@ class InvoicesController(Controller):
         principal: Principal,
         state: State,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[bytes]:
+    ) -> PaymentOut | Reply:
         """Record a payment, or start paying by card.
 
         ``bank_transfer``, ``other``: finance; the same reference again changes nothing. ``stripe``:
@@ -507,62 +527,27 @@ class InvoicesController(Controller):
         owed; 202 with the checkout URL.
         """
         if data.method == "stripe":
-            return self._card_payment(
-                invoice_id, request, data, db, principal, state, idempotency_key
-            )
-        if not principal.has_role("finance"):
-            raise PermissionDeniedException(
-                f"a {principal.role} key may not record {data.method} payments (allowed: admin,"
-                " finance); pay by card with method stripe"
-            )
-
-        def produce() -> PaymentOut:
-            inv = db.get(Invoice, invoice_id)
-            if inv is None:
-                raise NotFound(f"invoice {invoice_id} does not exist")
-            unit = currency(inv.currency)
-            assert data.amount is not None and data.reference is not None  # the validator
-            result = record_payment(
-                db,
-                invoice_id,
-                amount=Amount.parse(data.amount, unit),
-                method=data.method,
-                reference=data.reference,
-                received_at=data.received_at or now_of(state),
-            )
-            return payment_out(result.payment, unit)
-
-        return run_idempotent(
-            db, request, idempotency_key, body=data, status_code=201, produce=produce
-        )
-
-    def _card_payment(
-        self,
-        invoice_id: str,
-        request: Request[Principal, Principal, State],
-        data: PaymentIn,
-        db: Session,
-        principal: Principal,
-        state: State,
-        idempotency_key: str | None,
-    ) -> Response[bytes]:
-        """Start paying an invoice by card through Stripe (202)."""
-        visible_invoice(db, invoice_id, principal)  # 404 before anything else for others
-        gateway = require_gateway(state.payments)
-        urls = checkout_urls(state.settings, data.success_url, data.cancel_url)
-
-        def produce() -> CardPaymentOut:
             started = start_invoice_payment(
                 db,
-                gateway,
+                require_gateway(state.payments),
                 invoice_id,
-                urls=urls,
+                urls=checkout_urls(state.settings, data.success_url, data.cancel_url),
                 amount=data.amount,
                 scope=scope_of(principal),
                 now=now_of(state),
             )
-            return card_payment_out(db, started.payment)
-
-        return run_idempotent(
-            db, request, idempotency_key, body=data, status_code=202, produce=produce
+            return Reply(card_payment_out(db, started.payment), 202)
+        inv = db.get(Invoice, invoice_id)
+        if inv is None:
+            raise NotFound(f"invoice {invoice_id} does not exist")
+        unit = currency(inv.currency)
+        assert data.amount is not None and data.reference is not None  # the validator
+        result = record_payment(
+            db,
+            invoice_id,
+            amount=Amount.parse(data.amount, unit),
+            method=data.method,
+            reference=data.reference,
+            received_at=data.received_at or now_of(state),
         )
+        return payment_out(result.payment, unit)

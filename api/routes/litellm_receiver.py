@@ -151,6 +151,5 @@ class LiteLLMReceiver(Controller):
             idempotency_key,
             op,
             body=items,
-            status=200,
             render=results_out,
         )

@@ -5,15 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, get
 from litestar.datastructures import State
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.auth import Principal, requires
-from api.idempotency import run_idempotent
-from api.openapi import returns
+from api.idempotency import idempotent_post
 from api.paging import keyset
 from api.payments import require_gateway
 from api.schemas import DecimalString, IdempotencyKey, Limit, Money, Page, scope_of
@@ -167,31 +166,46 @@ def card_refund_out(r: CardRefund) -> CardRefundOut:
     )
 
 
-def run_card_refund(
+def card_refund(
     request: Request[Principal, Principal, State],
     db: Session,
     principal: Principal,
     payment_id: str,
     data: CardRefundIn,
     idempotency_key: str | None,
-) -> Response[bytes]:
-    """Refund a card payment through Stripe under the request's idempotency key."""
-    gateway = require_gateway(request.app.state.payments)
+) -> CardRefundOut:
+    """Refund a card payment through Stripe under the request's idempotency key.
 
-    def produce() -> CardRefundOut:
-        return card_refund_out(
-            refund_card_payment(
-                db,
-                gateway,
-                payment_id,
-                amount=data.amount,
-                reason=data.reason,
-                request_key=idempotency_key,
-                scope=scope_of(principal),
-            )
-        )
+    Args:
+        request: the request (its app's payment gateway).
+        db: the request's session.
+        principal: the caller.
+        payment_id: the card payment to refund.
+        data: the refund asked.
+        idempotency_key: the request's key, also Stripe's.
+    """
+    refund = refund_card_payment(
+        db,
+        require_gateway(request.app.state.payments),
+        payment_id,
+        amount=data.amount,
+        reason=data.reason,
+        request_key=idempotency_key,
+        scope=scope_of(principal),
+    )
+    return card_refund_out(refund)
 
-    return run_idempotent(db, request, idempotency_key, body=data, status_code=201, produce=produce)
+
+def require_card_payments(request: Request[Principal, Principal, State]) -> None:
+    """Refuse a card operation before its key is looked at when Stripe is not configured.
+
+    Args:
+        request: the request (its app's payment gateway).
+
+    Raises:
+        PaymentsNotConfigured: this deployment has no Stripe keys.
+    """
+    require_gateway(request.app.state.payments)
 
 
 class PaymentsController(Controller):
@@ -220,12 +234,8 @@ class PaymentsController(Controller):
         """One card payment with its disputes."""
         return payment_out(db, visible_payment(db, payment_id, scope_of(principal)))
 
-    @post(
-        "/{payment_id:str}/refunds",
-        sync_to_thread=True,
-        status_code=201,
-        guards=[requires("finance")],
-        responses=returns(CardRefundOut, 201),
+    @idempotent_post(
+        "/{payment_id:str}/refunds", guards=[requires("finance")], check=require_card_payments
     )
     def refund(
         self,
@@ -235,12 +245,12 @@ class PaymentsController(Controller):
         db: Session,
         principal: Principal,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[bytes]:
+    ) -> CardRefundOut:
         """Refund unspent paid credit of a card payment through Stripe.
 
         At most the unspent credit: a larger refund is refused before Stripe is called.
         """
-        return run_card_refund(request, db, principal, payment_id, data, idempotency_key)
+        return card_refund(request, db, principal, payment_id, data, idempotency_key)
 
 
 class ReconciliationOut(BaseModel):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, get
 from litestar.datastructures import State
 from litestar.params import QueryParameter
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import Principal, requires
 from api.deps import now_of
-from api.idempotency import idempotent_post, run_idempotent
+from api.idempotency import Reply, idempotent_post
 from api.openapi import CARD_STARTED, returns
 from api.paging import keyset
 from api.payments import checkout_urls, require_gateway
@@ -28,7 +28,7 @@ from api.timefilters import aware
 from invoicing.payments.checkout import start_card_payment
 from wallet.accounts import get_account, require_open
 from wallet.ledger_accounts import currency_of
-from wallet.models import Subscription
+from wallet.models import CreditLot, Subscription
 from wallet.packages import buy_package
 from wallet.subscriptions import cancel_subscription, start_subscription
 
@@ -99,6 +99,31 @@ def subscription_out(s: Subscription) -> SubscriptionOut:
     )
 
 
+def _check_purchase(
+    request: Request[Principal, Principal, State],
+    db: Session,
+    account_id: str,
+    data: PackagePurchaseIn | SubscriptionIn,
+    principal: Principal,
+) -> None:
+    """Refuse a purchase before its key is looked at (a replay is refused again).
+
+    Args:
+        request: the request (its app's payment gateway).
+        db: the request's session.
+        account_id: the buying account.
+        data: the purchase.
+        principal: the caller.
+
+    Raises:
+        AccountClosed: the account is closed.
+        PaymentsNotConfigured: a card purchase in a deployment without Stripe keys.
+    """
+    require_open(db, account_id, scope=scope_of(principal))
+    if data.method == "stripe":
+        require_gateway(request.app.state.payments)
+
+
 class AccountPurchasesController(Controller):
     """``/v1/accounts/{id}/package-purchases`` and ``/subscriptions``: buy and list."""
 
@@ -139,15 +164,14 @@ class AccountPurchasesController(Controller):
         rows = db.scalars(keyset(stmt, Subscription.id, starting_after, limit)).all()
         return Page[SubscriptionOut].of(rows, limit, subscription_out)
 
-    @post(
+    @idempotent_post(
         "/{account_id:str}/package-purchases",
-        sync_to_thread=True,
-        status_code=201,
         guards=[requires("finance", "reseller", "customer")],
         responses={
             **returns(PackagePurchaseOut, 201),
             **returns(CardPaymentOut, 202, CARD_STARTED),
         },
+        check=_check_purchase,
         opt={"problems": (402,)},
     )
     def package_purchase(
@@ -158,47 +182,37 @@ class AccountPurchasesController(Controller):
         db: Session,
         principal: Principal,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[bytes]:
+    ) -> PackagePurchaseOut | Reply:
         """Buy a token package with wallet credit (or start paying for it by card)."""
-        require_open(db, account_id, scope=scope_of(principal))
         if data.method == "stripe":
             return _card_purchase(
                 request, db, principal, account_id, data, idempotency_key, "package"
             )
-
-        def produce() -> PackagePurchaseOut:
-            p = buy_package(
-                db,
-                account_id,
-                data.package_id,
-                at=now_of(request.app.state),
-                scope=scope_of(principal),
-            )
-            account = get_account(db, account_id)
-            from wallet.models import CreditLot
-
-            lot = db.get_one(CreditLot, p.lot_id)
-            return PackagePurchaseOut(
-                id=p.id,
-                account_id=p.account_id,
-                package_id=p.package_id,
-                price=Money.atoms(p.price, currency_of(account)),
-                tokens=p.tokens,
-                lot_id=p.lot_id,
-                expires_at=lot.expires_at,
-                created_at=p.created_at,
-            )
-
-        return run_idempotent(
-            db, request, idempotency_key, body=data, status_code=201, produce=produce
+        p = buy_package(
+            db,
+            account_id,
+            data.package_id,
+            at=now_of(request.app.state),
+            scope=scope_of(principal),
+        )
+        account = get_account(db, account_id)
+        lot = db.get_one(CreditLot, p.lot_id)
+        return PackagePurchaseOut(
+            id=p.id,
+            account_id=p.account_id,
+            package_id=p.package_id,
+            price=Money.atoms(p.price, currency_of(account)),
+            tokens=p.tokens,
+            lot_id=p.lot_id,
+            expires_at=lot.expires_at,
+            created_at=p.created_at,
         )
 
-    @post(
+    @idempotent_post(
         "/{account_id:str}/subscriptions",
-        sync_to_thread=True,
-        status_code=201,
         guards=[requires("finance", "reseller", "customer")],
         responses={**returns(SubscriptionOut, 201), **returns(CardPaymentOut, 202, CARD_STARTED)},
+        check=_check_purchase,
         opt={"problems": (402,)},
     )
     def subscribe(
@@ -209,30 +223,18 @@ class AccountPurchasesController(Controller):
         db: Session,
         principal: Principal,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[bytes]:
+    ) -> SubscriptionOut | Reply:
         """Start a coding-plan subscription.
 
         The first month's fee is paid from the wallet (or by card: the subscription starts when
         Stripe confirms the payment).
         """
-        require_open(db, account_id, scope=scope_of(principal))
         if data.method == "stripe":
             return _card_purchase(request, db, principal, account_id, data, idempotency_key, "plan")
-
-        def produce() -> SubscriptionOut:
-            return subscription_out(
-                start_subscription(
-                    db,
-                    account_id,
-                    data.plan_id,
-                    at=now_of(request.app.state),
-                    scope=scope_of(principal),
-                )
-            )
-
-        return run_idempotent(
-            db, request, idempotency_key, body=data, status_code=201, produce=produce
+        sub = start_subscription(
+            db, account_id, data.plan_id, at=now_of(request.app.state), scope=scope_of(principal)
         )
+        return subscription_out(sub)
 
 
 class SubscriptionsController(Controller):
@@ -267,23 +269,17 @@ def _card_purchase(
     data: PackagePurchaseIn | SubscriptionIn,
     idempotency_key: str | None,
     purpose: Literal["package", "plan"],
-) -> Response[bytes]:
+) -> Reply:
     """Start paying for a package or a plan by card: a pending payment (202)."""
-    gateway = require_gateway(request.app.state.payments)
-    urls = checkout_urls(request.app.state.settings, data.success_url, data.cancel_url)
-
-    def produce() -> BaseModel:
-        started = start_card_payment(
-            db,
-            gateway,
-            account_id,
-            purpose=purpose,
-            urls=urls,
-            package_id=data.package_id if isinstance(data, PackagePurchaseIn) else None,
-            plan_id=data.plan_id if isinstance(data, SubscriptionIn) else None,
-            idempotency_key=idempotency_key,
-            scope=scope_of(principal),
-        )
-        return payment_out(db, started.payment)
-
-    return run_idempotent(db, request, idempotency_key, body=data, status_code=202, produce=produce)
+    started = start_card_payment(
+        db,
+        require_gateway(request.app.state.payments),
+        account_id,
+        purpose=purpose,
+        urls=checkout_urls(request.app.state.settings, data.success_url, data.cancel_url),
+        package_id=data.package_id if isinstance(data, PackagePurchaseIn) else None,
+        plan_id=data.plan_id if isinstance(data, SubscriptionIn) else None,
+        idempotency_key=idempotency_key,
+        scope=scope_of(principal),
+    )
+    return Reply(payment_out(db, started.payment), 202)

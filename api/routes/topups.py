@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, get
 from litestar.datastructures import State
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import QueryParameter
@@ -15,11 +15,11 @@ from sqlalchemy.orm import Session
 
 from api.auth import Principal, requires
 from api.deps import now_of
-from api.idempotency import run_idempotent
+from api.idempotency import idempotent_post
 from api.openapi import returns
 from api.paging import keyset
 from api.payments import checkout_urls, require_gateway
-from api.routes.payments import CardRefundIn, run_card_refund
+from api.routes.payments import CardRefundIn, CardRefundOut, card_refund
 from api.schemas import (
     POSITIVE_DECIMAL,
     DecimalString,
@@ -101,12 +101,26 @@ def topup_out(t: Topup, account: Account, *, payment: Any = None) -> TopupOut:
     )
 
 
-def _check_topup(data: TopupIn, principal: Principal) -> None:
-    """Refuse a top-up method the key's role may not record, and an expiry on card credit.
+def _check_topup(
+    request: Request[Principal, Principal, State],
+    db: Session,
+    account_id: str,
+    data: TopupIn,
+    principal: Principal,
+) -> None:
+    """Refuse a top-up before its key is looked at (a replay is refused again).
+
+    Args:
+        request: the request (its app's payment gateway).
+        db: the request's session.
+        account_id: the account to top up.
+        data: the top-up.
+        principal: the caller.
 
     Raises:
         PermissionDeniedException: the role may not record this method (403).
         PaidExpiryNotAllowed: a card top-up with ``paid_expires_in_days``.
+        PaymentsNotConfigured: a card top-up in a deployment without Stripe keys.
     """
     allowed = {
         "bank_transfer": ("admin", "finance"),
@@ -123,6 +137,9 @@ def _check_topup(data: TopupIn, principal: Principal) -> None:
             "card top-ups cannot carry an expiry; give paid credit an expiry on bank"
             " transfers, where the operator's terms allow it"
         )
+    require_open(db, account_id, scope=scope_of(principal))
+    if data.method == "stripe":
+        require_gateway(request.app.state.payments)
 
 
 def _card_topup(
@@ -132,26 +149,20 @@ def _card_topup(
     account_id: str,
     data: TopupIn,
     idempotency_key: str | None,
-) -> Response[bytes]:
+) -> TopupOut:
     """Start a card top-up: a pending top-up and its checkout (201)."""
-    gateway = require_gateway(request.app.state.payments)
-    urls = checkout_urls(request.app.state.settings, data.success_url, data.cancel_url)
-
-    def produce() -> TopupOut:
-        started = start_card_payment(
-            db,
-            gateway,
-            account_id,
-            purpose="topup",
-            urls=urls,
-            amount=data.amount,
-            idempotency_key=idempotency_key,
-            scope=scope_of(principal),
-        )
-        topup = db.get_one(Topup, started.payment.topup_id)
-        return topup_out(topup, get_account(db, account_id), payment=started.payment)
-
-    return run_idempotent(db, request, idempotency_key, body=data, status_code=201, produce=produce)
+    started = start_card_payment(
+        db,
+        require_gateway(request.app.state.payments),
+        account_id,
+        purpose="topup",
+        urls=checkout_urls(request.app.state.settings, data.success_url, data.cancel_url),
+        amount=data.amount,
+        idempotency_key=idempotency_key,
+        scope=scope_of(principal),
+    )
+    topup = db.get_one(Topup, started.payment.topup_id)
+    return topup_out(topup, get_account(db, account_id), payment=started.payment)
 
 
 class AccountTopupsController(Controller):
@@ -160,12 +171,10 @@ class AccountTopupsController(Controller):
     path = "/v1/accounts"
     tags = ["accounts"]
 
-    @post(
+    @idempotent_post(
         "/{account_id:str}/topups",
-        sync_to_thread=True,
-        status_code=201,
         guards=[requires("finance", "reseller", "customer")],
-        responses=returns(TopupOut, 201),
+        check=_check_topup,
         opt={"problems": (402,)},  # a reseller top-up draws the reseller's float
     )
     def topup(
@@ -176,35 +185,27 @@ class AccountTopupsController(Controller):
         db: Session,
         principal: Principal,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[bytes]:
+    ) -> TopupOut:
         """Record money received.
 
         ``bank_transfer`` (finance), ``reseller`` (a reseller on its sub-accounts), or ``stripe``
         (card checkout).
         """
-        _check_topup(data, principal)
-        require_open(db, account_id, scope=scope_of(principal))
         if data.method == "stripe":
             return _card_topup(request, db, principal, account_id, data, idempotency_key)
-
-        def produce() -> TopupOut:
-            result = record_topup(
-                db,
-                account_id,
-                amount=data.amount,
-                method=data.method,
-                reference=data.reference,
-                idempotency_key=idempotency_key,
-                at=now_of(request.app.state),
-                scope=scope_of(principal),
-                paid_expires_in_days=data.paid_expires_in_days,
-                paid_expiry_allowed=request.app.state.settings.tokenwallet_paid_credit_expiry_allowed,
-            )
-            return topup_out(result.topup, get_account(db, account_id))
-
-        return run_idempotent(
-            db, request, idempotency_key, body=data, status_code=201, produce=produce
+        result = record_topup(
+            db,
+            account_id,
+            amount=data.amount,
+            method=data.method,
+            reference=data.reference,
+            idempotency_key=idempotency_key,
+            at=now_of(request.app.state),
+            scope=scope_of(principal),
+            paid_expires_in_days=data.paid_expires_in_days,
+            paid_expiry_allowed=request.app.state.settings.tokenwallet_paid_credit_expiry_allowed,
         )
+        return topup_out(result.topup, get_account(db, account_id))
 
     @get(
         "/{account_id:str}/topups",
@@ -263,18 +264,34 @@ class RefundOut(BaseModel):
     entry_id: int
 
 
+def _check_refund(
+    request: Request[Principal, Principal, State], db: Session, topup_id: str
+) -> None:
+    """Refuse refunding a card top-up in a deployment without Stripe keys.
+
+    Args:
+        request: the request (its app's payment gateway).
+        db: the request's session.
+        topup_id: the top-up to refund.
+
+    Raises:
+        PaymentsNotConfigured: the top-up was paid by card and Stripe is not configured.
+    """
+    if payment_for_topup(db, topup_id) is not None:
+        require_gateway(request.app.state.payments)
+
+
 class TopupsController(Controller):
     """``/v1/topups``: refunds (finance)."""
 
     path = "/v1/topups"
     tags = ["accounts"]
 
-    @post(
+    @idempotent_post(
         "/{topup_id:str}/refunds",
-        sync_to_thread=True,
-        status_code=201,
         guards=[requires("finance")],
         responses=returns(RefundOut, 201),
+        check=_check_refund,
     )
     def refund(
         self,
@@ -284,7 +301,7 @@ class TopupsController(Controller):
         db: Session,
         principal: Principal,
         idempotency_key: IdempotencyKey = None,
-    ) -> Response[bytes]:
+    ) -> RefundOut | CardRefundOut:
         """Refund unspent paid credit of a top-up.
 
         The bonus that came with that money is taken back (unspent bonus first, spent bonus withheld
@@ -293,29 +310,17 @@ class TopupsController(Controller):
         """
         card = payment_for_topup(db, topup_id)
         if card is not None:
-            return run_card_refund(
-                request,
-                db,
-                principal,
-                card.id,
-                CardRefundIn(amount=data.amount, reason=data.reason),
-                idempotency_key,
-            )
-
-        def produce() -> RefundOut:
-            r = refund_topup(
-                db, topup_id, amount=data.amount, reason=data.reason, scope=scope_of(principal)
-            )
-            withheld = r.withheld or r.refunded - r.refunded
-            return RefundOut(
-                topup_id=r.topup_id,
-                refunded=Money.of(r.refunded),
-                bonus_clawed_back=Money.of(r.bonus_clawed_back),
-                withheld=Money.of(withheld),
-                payout=Money.of(r.refunded - withheld),
-                entry_id=r.entry_id,
-            )
-
-        return run_idempotent(
-            db, request, idempotency_key, body=data, status_code=201, produce=produce
+            asked = CardRefundIn(amount=data.amount, reason=data.reason)
+            return card_refund(request, db, principal, card.id, asked, idempotency_key)
+        r = refund_topup(
+            db, topup_id, amount=data.amount, reason=data.reason, scope=scope_of(principal)
+        )
+        withheld = r.withheld or r.refunded - r.refunded
+        return RefundOut(
+            topup_id=r.topup_id,
+            refunded=Money.of(r.refunded),
+            bonus_clawed_back=Money.of(r.bonus_clawed_back),
+            withheld=Money.of(withheld),
+            payout=Money.of(r.refunded - withheld),
+            entry_id=r.entry_id,
         )

@@ -60,9 +60,7 @@ class UsageController(Controller):
             scope_of(principal),
             timedelta(days=state.settings.tokenwallet_usage_retention_days),
         )
-        return await run_operation(
-            request, idempotency_key, op, body=data, status=200, render=results_out
-        )
+        return await run_operation(request, idempotency_key, op, body=data, render=results_out)
 
 
 class UsageTotalsRow(BaseModel):

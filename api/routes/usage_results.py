@@ -240,14 +240,21 @@ async def run_operation(
     op: Operation,
     *,
     body: Any,
-    status: int,
     render: Callable[[Any], Any],
 ) -> Response[bytes]:
-    """Run one gateway operation.
+    """Run one gateway operation and answer the route's status with its rendered result.
 
     Grouped with concurrent calls, or alone with its Idempotency-Key (a replay returns the first
     response).
+
+    Args:
+        request: the request (its route's status, its app's batcher and sessions).
+        key: the ``Idempotency-Key`` header, or None.
+        op: the operation.
+        body: what the key fingerprints and the audit records: the parsed request body.
+        render: the operation's result as the response body.
     """
+    status = request.route_handler.status_code
     if key is not None:
         return await _run_keyed(request, key, op, body=body, status=status, render=render)
     batcher: Batcher = request.app.state.batcher
