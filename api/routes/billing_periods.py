@@ -85,7 +85,6 @@ class BillingPeriodsController(Controller):
                 "invoices": len(result.invoice_ids),
             },
         )
-        db.commit()
         invoices = db.scalars(
             select(Invoice).where(Invoice.period == str(p)).order_by(Invoice.account_id)
         ).all()
