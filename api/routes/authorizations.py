@@ -6,7 +6,7 @@ Create, increment, void, show.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
@@ -35,6 +35,45 @@ from wallet.gateway import (
     Release,
 )
 
+#: money asked of a multi-capture grant, in the account's currency
+GrantAmount = Annotated[
+    str | None,
+    Field(
+        pattern=r"^[0-9]{1,15}(\.[0-9]{1,18})?$",
+        examples=["5.00"],
+        json_schema_extra=POSITIVE_DECIMAL,
+    ),
+]
+#: package tokens asked of a multi-capture grant
+GrantTokens = Annotated[int | None, Field(ge=1, le=10**15)]
+#: how long an authorization holds from now
+TtlSeconds = Annotated[int | None, Field(ge=1, le=86_400)]
+#: the fields of a single-use hold only
+_HOLD_ONLY = ("estimated_input_tokens", "max_output_tokens")
+
+
+def _form(
+    title: str,
+    *,
+    multi_capture: bool,
+    given: dict[str, str],
+    null: tuple[str, ...],
+    required: list[str],
+) -> dict[str, Any]:
+    """One form of the body in the OpenAPI document: its fields typed, the others null.
+
+    Args:
+        title: the form's name.
+        multi_capture: the value of ``multi_capture`` in this form.
+        given: the JSON type of each field the form gives.
+        null: the fields the form leaves out.
+        required: the fields it must give.
+    """
+    properties: dict[str, Any] = {"multi_capture": {"const": multi_capture}}
+    properties |= {name: {"type": kind} for name, kind in given.items()}
+    properties |= {name: {"type": "null"} for name in null}
+    return {"title": title, "required": required, "properties": properties}
+
 
 class AuthorizationIn(BaseModel):
     """A request for a single-use hold or, with ``multi_capture``, a reusable grant.
@@ -49,40 +88,31 @@ class AuthorizationIn(BaseModel):
         extra="forbid",
         json_schema_extra={
             "oneOf": [
-                {
-                    "title": "single-use hold",
-                    "required": ["model", "estimated_input_tokens", "max_output_tokens"],
-                    "properties": {
-                        "multi_capture": {"const": False},
-                        "model": {"type": "string"},
-                        "estimated_input_tokens": {"type": "integer"},
-                        "max_output_tokens": {"type": "integer"},
-                        "amount": {"type": "null"},
-                        "tokens": {"type": "null"},
+                _form(
+                    "single-use hold",
+                    multi_capture=False,
+                    given={
+                        "model": "string",
+                        "estimated_input_tokens": "integer",
+                        "max_output_tokens": "integer",
                     },
-                },
-                {
-                    "title": "multi-capture grant of money",
-                    "required": ["multi_capture", "amount"],
-                    "properties": {
-                        "multi_capture": {"const": True},
-                        "amount": {"type": "string"},
-                        "tokens": {"type": "null"},
-                        "estimated_input_tokens": {"type": "null"},
-                        "max_output_tokens": {"type": "null"},
-                    },
-                },
-                {
-                    "title": "multi-capture grant of package tokens",
-                    "required": ["multi_capture", "tokens"],
-                    "properties": {
-                        "multi_capture": {"const": True},
-                        "tokens": {"type": "integer"},
-                        "amount": {"type": "null"},
-                        "estimated_input_tokens": {"type": "null"},
-                        "max_output_tokens": {"type": "null"},
-                    },
-                },
+                    null=("amount", "tokens"),
+                    required=["model", "estimated_input_tokens", "max_output_tokens"],
+                ),
+                _form(
+                    "multi-capture grant of money",
+                    multi_capture=True,
+                    given={"amount": "string"},
+                    null=("tokens", *_HOLD_ONLY),
+                    required=["multi_capture", "amount"],
+                ),
+                _form(
+                    "multi-capture grant of package tokens",
+                    multi_capture=True,
+                    given={"tokens": "integer"},
+                    null=("amount", *_HOLD_ONLY),
+                    required=["multi_capture", "tokens"],
+                ),
             ]
         },
     )
@@ -91,14 +121,9 @@ class AuthorizationIn(BaseModel):
     estimated_input_tokens: int | None = Field(default=None, ge=0, le=10**9)
     max_output_tokens: int | None = Field(default=None, ge=0, le=10**9)
     multi_capture: bool = False
-    amount: str | None = Field(
-        default=None,
-        pattern=r"^[0-9]{1,15}(\.[0-9]{1,18})?$",
-        examples=["5.00"],
-        json_schema_extra=POSITIVE_DECIMAL,
-    )
-    tokens: int | None = Field(default=None, ge=1, le=10**15)
-    ttl_seconds: int | None = Field(default=None, ge=1, le=86_400)
+    amount: GrantAmount = None
+    tokens: GrantTokens = None
+    ttl_seconds: TtlSeconds = None
 
     @model_validator(mode="after")
     def _one_form(self) -> AuthorizationIn:
@@ -133,14 +158,9 @@ class IncrementIn(BaseModel):
         extra="forbid",
         json_schema_extra={"oneOf": [only("amount", "tokens"), only("tokens", "amount")]},
     )
-    amount: str | None = Field(
-        default=None,
-        pattern=r"^[0-9]{1,15}(\.[0-9]{1,18})?$",
-        examples=["5.00"],
-        json_schema_extra=POSITIVE_DECIMAL,
-    )
-    tokens: int | None = Field(default=None, ge=1, le=10**15)
-    ttl_seconds: int | None = Field(default=None, ge=1, le=86_400)
+    amount: GrantAmount = None
+    tokens: GrantTokens = None
+    ttl_seconds: TtlSeconds = None
     records: list[dict[str, Any]] = Field(
         default_factory=list, max_length=MAX_BATCH, json_schema_extra={"items": RECORD_SCHEMA}
     )

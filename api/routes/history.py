@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from api.auth import Principal, requires
 from api.deps import now_of
 from api.routes.catalog import PriceQuoteOut, quote_out
-from api.routes.invoices import TotalsOut
+from api.routes.invoices import LineOut, TotalsOut
 from api.schemas import Limit, Money, Page, scope_of
 from api.timefilters import IntCursor, UnknownCursor, aware
 from invoicing.close import Preview, preview_invoice
@@ -195,23 +195,8 @@ def _statement_line_out(r: Any) -> StatementLineOut:
 # -- invoice preview -------------------------------------------------------------------------
 
 
-class PreviewLineOut(BaseModel):
+class PreviewLineOut(LineOut):
     """A line of the preview, as the invoice would have it (see ``InvoiceLineOut``)."""
-
-    position: int
-    kind: str
-    description: str
-    model: str | None
-    source_period: str | None
-    requests: int
-    tokens: int
-    settlement: str
-    amount: Money
-    amount_exact: Money
-    tax: Money
-    tax_rate_pct: str | None
-    taxable: Money
-    details: dict[str, Any]
 
 
 class InvoicePreviewOut(BaseModel):

@@ -43,19 +43,14 @@ from wallet.accounts import get_account
 # -- invoices --------------------------------------------------------------------------------
 
 
-class InvoiceLineOut(BaseModel):
-    """A line: ``due``, ``prepaid`` (paid from the prepaid balance) or ``info`` (statement).
+class LineOut(BaseModel):
+    """A line of an invoice or of its preview (fields as in ``InvoiceLineOut``)."""
 
-    Billed. ``amount`` is rounded once to the minor unit; ``amount_exact`` is the ledger's. ``tax``
-    is ``taxable`` (the part paid with money, not bonus credit) at ``tax_rate_pct``.
-    """
-
-    id: int
     position: int
     kind: str
     description: str
     model: str | None
-    source_period: str | None = Field(description="for late usage: the month it occurred in")
+    source_period: str | None
     requests: int
     tokens: int
     settlement: str
@@ -65,6 +60,21 @@ class InvoiceLineOut(BaseModel):
     tax_rate_pct: str | None
     taxable: Money
     details: dict[str, Any]
+
+
+class _LineId(BaseModel):
+    id: int
+
+
+# pydantic orders a model's fields from its last base to its first, then its own
+class InvoiceLineOut(LineOut, _LineId):
+    """A line: ``due``, ``prepaid`` (paid from the prepaid balance) or ``info`` (statement).
+
+    Billed. ``amount`` is rounded once to the minor unit; ``amount_exact`` is the ledger's. ``tax``
+    is ``taxable`` (the part paid with money, not bonus credit) at ``tax_rate_pct``.
+    """
+
+    source_period: str | None = Field(description="for late usage: the month it occurred in")
 
 
 class TotalsOut(BaseModel):

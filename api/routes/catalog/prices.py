@@ -12,15 +12,10 @@ from ledger.amounts import Amount
 from plans.prices import PRICE_FIELDS, ModelPrice
 
 
-class _TokenPricesIn(BaseModel):
-    """Per-Mtok token prices.
-
-    Omitted ones take their defaults from this object's own input and output prices.
-    """
+class _OtherPricesIn(BaseModel):
+    """Per-Mtok prices of the token kinds other than input and output, each optional."""
 
     model_config = ConfigDict(extra="forbid")
-    input_per_mtok: str = price_field()
-    output_per_mtok: str = price_field()
     cache_read_per_mtok: str | None = price_field(optional=True)
     cache_write_5m_per_mtok: str | None = price_field(optional=True)
     cache_write_30m_per_mtok: str | None = price_field(optional=True)
@@ -31,6 +26,19 @@ class _TokenPricesIn(BaseModel):
     input_image_per_mtok: str | None = price_field(optional=True)
     output_audio_per_mtok: str | None = price_field(optional=True)
     output_image_per_mtok: str | None = price_field(optional=True)
+
+
+class _InputOutputPricesIn(BaseModel):
+    input_per_mtok: str = price_field()
+    output_per_mtok: str = price_field()
+
+
+# pydantic orders a model's fields from its last base to its first, then its own
+class _TokenPricesIn(_OtherPricesIn, _InputOutputPricesIn):
+    """Per-Mtok token prices.
+
+    Omitted ones take their defaults from this object's own input and output prices.
+    """
 
 
 class ContextTierIn(_TokenPricesIn):
@@ -42,7 +50,15 @@ class ContextTierIn(_TokenPricesIn):
     above_input_tokens: int = Field(ge=1, le=10**9, examples=[200_000])
 
 
-class ServiceTierIn(BaseModel):
+class _TierPricesIn(BaseModel):
+    multiplier: str | None = Field(
+        default=None, examples=["0.5"], description="decimal string > 0, at most 4 decimals"
+    )
+    input_per_mtok: str | None = price_field(optional=True)
+    output_per_mtok: str | None = price_field(optional=True)
+
+
+class ServiceTierIn(_OtherPricesIn, _TierPricesIn):
     """A service tier.
 
     ``multiplier`` of the standard prices (of the context tier the request falls in), or prices of
@@ -50,22 +66,6 @@ class ServiceTierIn(BaseModel):
     never multiplied.
     """
 
-    model_config = ConfigDict(extra="forbid")
-    multiplier: str | None = Field(
-        default=None, examples=["0.5"], description="decimal string > 0, at most 4 decimals"
-    )
-    input_per_mtok: str | None = price_field(optional=True)
-    output_per_mtok: str | None = price_field(optional=True)
-    cache_read_per_mtok: str | None = price_field(optional=True)
-    cache_write_5m_per_mtok: str | None = price_field(optional=True)
-    cache_write_30m_per_mtok: str | None = price_field(optional=True)
-    cache_write_1h_per_mtok: str | None = price_field(optional=True)
-    cache_write_12h_per_mtok: str | None = price_field(optional=True)
-    reasoning_per_mtok: str | None = price_field(optional=True)
-    input_audio_per_mtok: str | None = price_field(optional=True)
-    input_image_per_mtok: str | None = price_field(optional=True)
-    output_audio_per_mtok: str | None = price_field(optional=True)
-    output_image_per_mtok: str | None = price_field(optional=True)
     context_tiers: list[ContextTierIn] | None = Field(default=None, max_length=10)
 
 
@@ -103,10 +103,9 @@ class ModelPriceIn(_TokenPricesIn):
     context_tiers: list[ContextTierIn] | None = Field(default=None, max_length=10)
 
 
-class ContextTierOut(BaseModel):
-    """A context tier with its resolved prices."""
+class TokenPricesOut(BaseModel):
+    """Resolved prices per million tokens, one per token kind (``PRICE_FIELDS``)."""
 
-    above_input_tokens: int
     input_per_mtok: str
     output_per_mtok: str
     cache_read_per_mtok: str
@@ -119,6 +118,15 @@ class ContextTierOut(BaseModel):
     input_image_per_mtok: str
     output_audio_per_mtok: str
     output_image_per_mtok: str
+
+
+class _AboveInputTokens(BaseModel):
+    above_input_tokens: int
+
+
+# pydantic orders a model's fields from its last base to its first, then its own
+class ContextTierOut(TokenPricesOut, _AboveInputTokens):
+    """A context tier with its resolved prices."""
 
 
 class ServiceTierOut(BaseModel):
@@ -140,25 +148,16 @@ class ServiceTierOut(BaseModel):
     context_tiers: list[ContextTierOut] | None = None
 
 
-class ModelPriceOut(BaseModel):
+class _Model(BaseModel):
+    model: str
+
+
+class ModelPriceOut(TokenPricesOut, _Model):
     """One model's resolved prices, per-request fees, service tiers and context tiers.
 
     Prices are per million tokens, with the defaults applied when the model was created.
     """
 
-    model: str
-    input_per_mtok: str
-    output_per_mtok: str
-    cache_read_per_mtok: str
-    cache_write_5m_per_mtok: str
-    cache_write_30m_per_mtok: str
-    cache_write_1h_per_mtok: str
-    cache_write_12h_per_mtok: str
-    reasoning_per_mtok: str
-    input_audio_per_mtok: str
-    input_image_per_mtok: str
-    output_audio_per_mtok: str
-    output_image_per_mtok: str
     batch_discount_pct: str
     request_fees: dict[str, str] = Field(default_factory=dict)
     service_tiers: dict[str, ServiceTierOut] = Field(default_factory=dict)
