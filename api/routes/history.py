@@ -243,13 +243,7 @@ def _preview_lines(pv: Preview) -> list[PreviewLineOut]:
     return [
         PreviewLineOut(
             position=i,
-            kind=d.kind,
-            description=d.description,
-            model=d.model,
-            source_period=d.source_period,
-            requests=d.requests,
-            tokens=d.tokens,
-            settlement=d.settlement,
+            **d.shown(),
             amount=Money.of(priced.amount),
             amount_exact=Money.of(priced.exact),
             tax=Money.of(priced.tax),

@@ -81,3 +81,31 @@ def reseller_of(db: Session, principal: Principal, account_id: str | None) -> st
             " and retail prices for sub-accounts"
         )
     return account.id
+
+
+def owner_filter(db: Session, principal: Principal, account_id: str | None) -> str | None:
+    """The owner a list of reseller-owned versions is filtered by: a reseller key's own account.
+
+    Args:
+        db: the request's session.
+        principal: the caller.
+        account_id: the owner asked for (None: any).
+    """
+    if principal.role == "reseller":
+        return reseller_of(db, principal, account_id)
+    return account_id
+
+
+def hide_others(principal: Principal, owner_id: str | None, what: str) -> None:
+    """Refuse a reseller key a version that another account owns, as if it did not exist.
+
+    Args:
+        principal: the caller.
+        owner_id: the version's owner.
+        what: the version, named as in the error (``reseller price book pb_1``).
+
+    Raises:
+        NotFound: a reseller key and someone else's version.
+    """
+    if principal.role == "reseller" and owner_id != principal.account_id:
+        raise NotFound(f"{what} does not exist")

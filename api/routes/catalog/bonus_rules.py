@@ -12,10 +12,9 @@ from sqlalchemy.orm import Session
 from api.auth import Principal, requires
 from api.idempotency import idempotent_post
 from api.openapi import only
-from api.routes.catalog._common import pct_str, reseller_of
+from api.routes.catalog._common import hide_others, owner_filter, pct_str, reseller_of
 from api.routes.catalog.prices import money_str
 from api.schemas import MONEY_PATTERN, PCT_PATTERN, IdempotencyKey, Limit, Page
-from ledger.errors import NotFound
 from plans import catalog
 
 
@@ -136,12 +135,10 @@ class TopupBonusRulesController(Controller):
 
         A reseller key sees its own.
         """
-        if principal.role == "reseller":
-            owner_account_id = reseller_of(db, principal, owner_account_id)
         page = catalog.list_topup_bonus_rules(
             db,
             currency=currency,
-            owner_account_id=owner_account_id,
+            owner_account_id=owner_filter(db, principal, owner_account_id),
             limit=limit,
             starting_after=starting_after,
         )
@@ -151,8 +148,7 @@ class TopupBonusRulesController(Controller):
     def get_rule(self, rule_id: str, db: Session, principal: Principal) -> BonusRuleOut:
         """One bonus rule version."""
         rule = catalog.get_topup_bonus_rule(db, rule_id)
-        if principal.role == "reseller" and rule.owner_account_id != principal.account_id:
-            raise NotFound(f"top-up bonus rule {rule_id} does not exist")
+        hide_others(principal, rule.owner_account_id, f"top-up bonus rule {rule_id}")
         return _rule_out(rule)
 
 

@@ -11,10 +11,9 @@ from sqlalchemy.orm import Session
 
 from api.auth import Principal, requires
 from api.idempotency import idempotent_post
-from api.routes.catalog._common import pct_str, reseller_of
+from api.routes.catalog._common import hide_others, owner_filter, pct_str, reseller_of
 from api.routes.catalog.prices import ModelPriceIn, ModelPriceOut, price_items, prices_out
 from api.schemas import MARKUP_PATTERN, IdempotencyKey, Limit, Page
-from ledger.errors import NotFound
 from plans import catalog
 
 
@@ -110,10 +109,11 @@ class ResellerPriceBooksController(Controller):
 
         A reseller key sees its own.
         """
-        if principal.role == "reseller":
-            reseller_account_id = reseller_of(db, principal, reseller_account_id)
         page = catalog.list_reseller_price_books(
-            db, reseller_account_id=reseller_account_id, limit=limit, starting_after=starting_after
+            db,
+            reseller_account_id=owner_filter(db, principal, reseller_account_id),
+            limit=limit,
+            starting_after=starting_after,
         )
         return Page[ResellerPriceBookOut](
             data=[_book_out(b) for b in page.items], has_more=page.has_more
@@ -123,6 +123,5 @@ class ResellerPriceBooksController(Controller):
     def get_book(self, book_id: str, db: Session, principal: Principal) -> ResellerPriceBookOut:
         """One reseller price book version."""
         book = catalog.get_reseller_price_book(db, book_id)
-        if principal.role == "reseller" and book.reseller_account_id != principal.account_id:
-            raise NotFound(f"reseller price book {book_id} does not exist")
+        hide_others(principal, book.reseller_account_id, f"reseller price book {book_id}")
         return _book_out(book)

@@ -131,6 +131,24 @@ def _usage_check(request: Request[Any, Any, Any], db: Session, currency: str) ->
     }
 
 
+def _card_args(request: Request[Any, Any, Any], db: Session, data: RateCardIn) -> dict[str, Any]:
+    """What planning and creating a card take from its request, with its check of usage.
+
+    Args:
+        request: the request (its app's usage retention).
+        db: the request's session.
+        data: the card.
+    """
+    return {
+        "currency": data.currency,
+        "effective_from": data.effective_from,
+        "prices": price_items(data.prices),
+        "inherit": data.inherit,
+        "remove_models": data.remove_models,
+        **_usage_check(request, db, data.currency),
+    }
+
+
 def _preview_out(plan: catalog.RateCardPlan, confirm: bool) -> RateCardPreviewOut:
     refused = bool(plan.blocked) and not confirm
     return RateCardPreviewOut(
@@ -200,18 +218,10 @@ class RateCardsController(Controller):
         usage is already priced at or after ``effective_from``; 409 ``model_removal_unconfirmed``:
         it would stop pricing a model still in use (see ``POST /v1/rate-cards/preview``).
         """
-        return _card_out(
-            catalog.create_rate_card(
-                db,
-                currency=data.currency,
-                effective_from=data.effective_from,
-                prices=price_items(data.prices),
-                inherit=data.inherit,
-                remove_models=data.remove_models,
-                confirm_removals=data.confirm_removals,
-                **_usage_check(request, db, data.currency),
-            )
+        card = catalog.create_rate_card(
+            db, confirm_removals=data.confirm_removals, **_card_args(request, db, data)
         )
+        return _card_out(card)
 
     @idempotent_post(
         "/preview",
@@ -231,15 +241,7 @@ class RateCardsController(Controller):
         The card it would create and what it changes per model (added, changed, unchanged,
         inherited, removed with blockers). Writes nothing.
         """
-        plan = catalog.plan_rate_card(
-            db,
-            currency=data.currency,
-            effective_from=data.effective_from,
-            prices=price_items(data.prices),
-            inherit=data.inherit,
-            remove_models=data.remove_models,
-            **_usage_check(request, db, data.currency),
-        )
+        plan = catalog.plan_rate_card(db, **_card_args(request, db, data))
         return _preview_out(plan, data.confirm_removals)
 
     @idempotent_post(
