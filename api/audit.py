@@ -12,10 +12,11 @@ nothing (nothing changed). Read it at ``GET /v1/audit-events`` (admin, finance).
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 from litestar import Request
-from sqlalchemy import insert
+from sqlalchemy import Select, insert, select
 from sqlalchemy.orm import Session
 
 from api.accesslog import request_id_of
@@ -122,3 +123,37 @@ def run_ledger_audit(session: Session, *, actor: str) -> list[str]:
         changes={"violations": len(problems), "problems": problems[:50]},
     )
     return problems
+
+
+def events_query(
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+    target_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Select[AuditEvent]:
+    """Audit events, filtered, as a query to page by id.
+
+    Args:
+        actor: only this actor's (a key id, ``cli``, ``scheduler``; None or empty: any).
+        action: only this action, or with a final ``*`` the actions it prefixes.
+        target_id: only events about this id.
+        since: only events at or after this instant.
+        until: only events before this instant.
+    """
+    stmt = select(AuditEvent)
+    if actor:
+        stmt = stmt.where(AuditEvent.actor == actor)
+    if action:
+        if action.endswith("*"):
+            stmt = stmt.where(AuditEvent.action.startswith(action[:-1], autoescape=True))
+        else:
+            stmt = stmt.where(AuditEvent.action == action)
+    if target_id:
+        stmt = stmt.where(AuditEvent.target_id == target_id)
+    if since is not None:
+        stmt = stmt.where(AuditEvent.at >= since)
+    if until is not None:
+        stmt = stmt.where(AuditEvent.at < until)
+    return stmt

@@ -13,7 +13,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.models import ROLES, ApiKey
@@ -225,3 +225,8 @@ def requires(*roles: str) -> Any:
 
     guard.roles = ("admin", *roles)  # type: ignore[attr-defined]  # read by api.openapi
     return guard
+
+
+def keys_query() -> Select[ApiKey]:
+    """Every API key (revoked ones too), as a query to page by id."""
+    return select(ApiKey)

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, Protocol, TypeVar
 
-from sqlalchemy import select, text
+from sqlalchemy import Select, select, text
 from sqlalchemy.orm import Session
 
 from ledger.amounts import Amount, exact_decimal
@@ -490,3 +491,49 @@ def require_open(session: Session, account_id: str, *, scope: Scope = EVERYTHING
             f"account {account.id} is closed; nothing can be bought or paid into it"
         )
     return account
+
+
+def accounts_query(scope: Scope, *, parent_id: str | None = None) -> Select[Account]:
+    """The accounts ``scope`` sees, as a query to page by id.
+
+    Args:
+        scope: the caller's scope.
+        parent_id: only the sub-accounts of this account (None or empty: all).
+    """
+    stmt = select(Account)
+    if scope.kind == "self":
+        stmt = stmt.where(Account.id == scope.root_id)
+    elif scope.kind == "subtree":
+        stmt = stmt.where((Account.id == scope.root_id) | (Account.parent_id == scope.root_id))
+    if parent_id:
+        stmt = stmt.where(Account.parent_id == parent_id)
+    return stmt
+
+
+def account_rows(
+    model: Any,
+    account_id: str,
+    *,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+    **equal: object,
+) -> Select[Any]:
+    """The rows of ``model`` that belong to one account, as a query to page by id.
+
+    Args:
+        model: a mapped class with ``account_id`` and ``created_at`` (top-ups, subscriptions,
+            card payments...).
+        account_id: the account.
+        created_from: only rows created at or after this instant (None: from the start).
+        created_to: only rows created before this instant (None: to now).
+        **equal: column values the rows must have; an empty or None value filters nothing.
+    """
+    stmt = select(model).where(model.account_id == account_id)
+    if created_from is not None:
+        stmt = stmt.where(model.created_at >= created_from)
+    if created_to is not None:
+        stmt = stmt.where(model.created_at < created_to)
+    for column, value in equal.items():
+        if value:
+            stmt = stmt.where(getattr(model, column) == value)
+    return stmt

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
@@ -439,3 +439,49 @@ def add_endpoint(session: Session, *, url: str, account_id: str | None) -> Webho
     session.add(ep)
     session.flush()
     return ep
+
+
+def endpoints_of(
+    session: Session, account_id: str | None, *, every_account: bool = False, limit: int = 100
+) -> list[WebhookEndpoint]:
+    """Webhook endpoints by id: an account's, or every account's.
+
+    Args:
+        session: the caller's session (read only).
+        account_id: whose endpoints (None: the operator's own, which no account owns).
+        every_account: everyone's endpoints instead (``account_id`` is then not looked at).
+        limit: at most this many.
+    """
+    stmt = select(WebhookEndpoint).order_by(WebhookEndpoint.id)
+    if not every_account:
+        stmt = stmt.where(WebhookEndpoint.account_id == account_id)
+    return list(session.scalars(stmt.limit(limit)))
+
+
+def deliveries_query(
+    account_id: str | None,
+    *,
+    every_account: bool = False,
+    status: str | None = None,
+    endpoint_id: str | None = None,
+) -> Select[WebhookDelivery, OutboxEvent, WebhookEndpoint]:
+    """Deliveries with their event and endpoint, as a query to page by delivery id.
+
+    Args:
+        account_id: only deliveries to this account's endpoints (None: the operator's own).
+        every_account: deliveries to every account's endpoints instead.
+        status: only deliveries in this status (None or empty: any).
+        endpoint_id: only deliveries to this endpoint (None or empty: any).
+    """
+    stmt = (
+        select(WebhookDelivery, OutboxEvent, WebhookEndpoint)
+        .join(OutboxEvent, OutboxEvent.id == WebhookDelivery.event_id)
+        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+    )
+    if not every_account:
+        stmt = stmt.where(WebhookEndpoint.account_id == account_id)
+    if status:
+        stmt = stmt.where(WebhookDelivery.status == status)
+    if endpoint_id:
+        stmt = stmt.where(WebhookDelivery.endpoint_id == endpoint_id)
+    return stmt

@@ -12,7 +12,6 @@ from litestar import Controller, Request, get
 from litestar.datastructures import State
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.audit import record_request
@@ -31,7 +30,7 @@ from api.schemas import (
     scope_of,
 )
 from invoicing.profiles import get_billing_profile, set_billing_profile
-from wallet.accounts import create_account, get_account, update_account
+from wallet.accounts import accounts_query, create_account, get_account, update_account
 from wallet.balance import balance_of
 from wallet.ledger_accounts import currency_of
 from wallet.models import Account
@@ -259,14 +258,7 @@ class AccountsController(Controller):
         parent_id: str | None = None,
     ) -> Page[AccountOut]:
         """Accounts in the caller's scope, oldest first."""
-        scope = scope_of(principal)
-        stmt = select(Account)
-        if scope.kind == "self":
-            stmt = stmt.where(Account.id == scope.root_id)
-        elif scope.kind == "subtree":
-            stmt = stmt.where((Account.id == scope.root_id) | (Account.parent_id == scope.root_id))
-        if parent_id:
-            stmt = stmt.where(Account.parent_id == parent_id)
+        stmt = accounts_query(scope_of(principal), parent_id=parent_id)
         rows = db.scalars(keyset(stmt, Account.id, starting_after, limit)).all()
         return Page[AccountOut].of(rows, limit, lambda a: with_billing(db, account_out(a)))
 

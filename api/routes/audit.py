@@ -8,9 +8,9 @@ from typing import Annotated, Any
 from litestar import Controller, get
 from litestar.params import QueryParameter
 from pydantic import BaseModel
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.audit import events_query
 from api.auth import requires
 from api.models import AuditEvent
 from api.paging import keyset
@@ -56,21 +56,13 @@ class AuditEventsController(Controller):
         Key id, ``cli``, ``scheduler``. Exact, or a prefix ending in ``*``: ``account.*``. ``from``
         inclusive, ``to`` exclusive; RFC 3339 with offset.
         """
-        created_from, created_to = aware("from", from_), aware("to", to)
-        stmt = select(AuditEvent)
-        if actor:
-            stmt = stmt.where(AuditEvent.actor == actor)
-        if action:
-            if action.endswith("*"):
-                stmt = stmt.where(AuditEvent.action.startswith(action[:-1], autoescape=True))
-            else:
-                stmt = stmt.where(AuditEvent.action == action)
-        if target_id:
-            stmt = stmt.where(AuditEvent.target_id == target_id)
-        if created_from is not None:
-            stmt = stmt.where(AuditEvent.at >= created_from)
-        if created_to is not None:
-            stmt = stmt.where(AuditEvent.at < created_to)
+        stmt = events_query(
+            actor=actor,
+            action=action,
+            target_id=target_id,
+            since=aware("from", from_),
+            until=aware("to", to),
+        )
         rows = db.scalars(keyset(stmt, AuditEvent.id, starting_after, limit)).all()
         return Page[AuditEventOut].of(
             rows, limit, lambda r: AuditEventOut.model_validate(r, from_attributes=True)

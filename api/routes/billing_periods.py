@@ -8,7 +8,6 @@ from typing import Any
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.audit import record_request
@@ -17,8 +16,9 @@ from api.deps import now_of
 from api.routes.invoices import InvoiceOut, invoice_out, today_of
 from api.schemas import IdempotencyKey
 from invoicing.close import close_period
-from invoicing.models import BillingPeriod, Invoice
+from invoicing.models import BillingPeriod
 from invoicing.periods import Period
+from invoicing.queries import period_invoices
 
 
 class CloseIn(BaseModel):
@@ -85,15 +85,14 @@ class BillingPeriodsController(Controller):
                 "invoices": len(result.invoice_ids),
             },
         )
-        invoices = db.scalars(
-            select(Invoice).where(Invoice.period == str(p)).order_by(Invoice.account_id)
-        ).all()
         today = today_of(state)
         return CloseOut(
             period=str(p),
             status=result.status,
             accounts=result.accounts,
-            invoices=[invoice_out(db, i, today=today, full=False) for i in invoices],
+            invoices=[
+                invoice_out(db, i, today=today, full=False) for i in period_invoices(db, str(p))
+            ],
         )
 
     @get("/{period:str}", sync_to_thread=True)

@@ -13,7 +13,6 @@ from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
 from litestar.exceptions import PermissionDeniedException
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.auth import Principal, requires
@@ -32,7 +31,12 @@ from invoicing.lifecycle import finalize_draft, is_overdue, open_balance, void_i
 from invoicing.models import CreditNote, Invoice, InvoiceLine, InvoicePayment
 from invoicing.payments.checkout import start_invoice_payment
 from invoicing.periods import Period
-from invoicing.queries import invoice_credit_notes, invoice_lines, invoice_payments
+from invoicing.queries import (
+    invoice_credit_notes,
+    invoice_lines,
+    invoice_payments,
+    invoices_query,
+)
 from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.decimals import format_pct as _pct
@@ -401,16 +405,12 @@ class InvoicesController(Controller):
         starting_after: str | None = None,
     ) -> Page[InvoiceOut]:
         """Invoices by id (oldest first), filtered by account, period and status."""
-        scope = scope_of(principal)
-        stmt = select(Invoice)
-        if scope.kind != "all":
-            stmt = stmt.where(Invoice.account_id == scope.root_id)
-        if account_id:
-            stmt = stmt.where(Invoice.account_id == account_id)
-        if period:
-            stmt = stmt.where(Invoice.period == str(Period.parse(period)))
-        if status:
-            stmt = stmt.where(Invoice.status == status)
+        stmt = invoices_query(
+            scope_of(principal),
+            account_id=account_id,
+            period=str(Period.parse(period)) if period else None,
+            status=status,
+        )
         rows = db.scalars(keyset(stmt, Invoice.id, starting_after, limit)).all()
         today = today_of(state)
         return Page[InvoiceOut].of(rows, limit, lambda i: invoice_out(db, i, today=today))

@@ -8,10 +8,9 @@ from typing import Annotated, Any, Literal
 from litestar import Controller, Request, get
 from litestar.params import Parameter
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.auth import Principal, create_key, requires, revoke_key
+from api.auth import Principal, create_key, keys_query, requires, revoke_key
 from api.idempotency import idempotent_post
 from api.models import ApiKey
 from api.paging import keyset
@@ -105,7 +104,7 @@ class ApiKeysController(Controller):
         starting_after: str | None = None,
     ) -> Page[ApiKeyOut]:
         """List keys (admin), oldest first, without secrets."""
-        rows = db.scalars(keyset(select(ApiKey), ApiKey.id, starting_after, limit)).all()
+        rows = db.scalars(keyset(keys_query(), ApiKey.id, starting_after, limit)).all()
         return Page[ApiKeyOut].of(
             rows,
             limit,

@@ -8,7 +8,6 @@ from typing import Any
 from litestar import Controller, Request, get
 from litestar.datastructures import State
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.auth import Principal, requires
@@ -16,13 +15,15 @@ from api.idempotency import idempotent_post
 from api.paging import keyset
 from api.payments import require_gateway
 from api.schemas import DecimalString, IdempotencyKey, Limit, Money, Page, scope_of
-from invoicing.payments.models import Payment, PaymentDispute, ReconciliationReport
+from invoicing.payments.disputes import payment_disputes
+from invoicing.payments.models import Payment
+from invoicing.payments.reconcile import stored_reports
 from invoicing.payments.refunds import CardRefund, refund_card_payment
 from invoicing.payments.settlement import InvoiceRefund
 from ledger.amounts import Amount
 from ledger.errors import NotFound
 from ledger.units import unit as unit_of
-from wallet.accounts import Scope, get_account
+from wallet.accounts import Scope, account_rows, get_account
 from wallet.models import CreditFreeze
 
 VIEW_ROLES = ("finance", "reseller", "customer")
@@ -77,9 +78,7 @@ def payment_out(db: Session, p: Payment) -> PaymentOut:
     """Wire form of a payment (with its disputes)."""
     unit = unit_of(p.currency)
     disputes = []
-    for d in db.scalars(
-        select(PaymentDispute).where(PaymentDispute.payment_id == p.id).order_by(PaymentDispute.id)
-    ):
+    for d in payment_disputes(db, p.id):
         freeze = db.get(CreditFreeze, d.freeze_id) if d.freeze_id else None
         disputes.append(
             DisputeOut(
@@ -225,7 +224,7 @@ class PaymentsController(Controller):
     ) -> Page[PaymentOut]:
         """An account's card payments, oldest first."""
         get_account(db, account_id, scope=scope_of(principal))
-        stmt = select(Payment).where(Payment.account_id == account_id)
+        stmt = account_rows(Payment, account_id)
         rows = db.scalars(keyset(stmt, Payment.id, starting_after, limit)).all()
         return Page[PaymentOut].of(rows, limit, lambda p: payment_out(db, p))
 
@@ -280,13 +279,8 @@ class ReconciliationsController(Controller):
         self, db: Session, day: dt.date | None = None, limit: Limit = 31
     ) -> list[ReconciliationOut]:
         """Reports, newest day first (or one day's, per currency)."""
-        stmt = select(ReconciliationReport).order_by(
-            ReconciliationReport.day.desc(), ReconciliationReport.currency
-        )
-        if day is not None:
-            stmt = stmt.where(ReconciliationReport.day == day)
         out = []
-        for r in db.scalars(stmt.limit(limit)):
+        for r in stored_reports(db, day=day, limit=limit):
             unit = unit_of(r.currency)
             out.append(
                 ReconciliationOut(

@@ -12,7 +12,6 @@ from litestar import Controller, Request, get
 from litestar.datastructures import State
 from litestar.params import QueryParameter
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.auth import Principal, requires
@@ -26,7 +25,7 @@ from api.routes.payments import payment_out
 from api.schemas import IdempotencyKey, Limit, Money, Page, scope_of
 from api.timefilters import aware
 from invoicing.payments.checkout import start_card_payment
-from wallet.accounts import get_account, require_open
+from wallet.accounts import account_rows, get_account, require_open
 from wallet.ledger_accounts import currency_of
 from wallet.models import CreditLot, Subscription
 from wallet.packages import buy_package
@@ -152,15 +151,14 @@ class AccountPurchasesController(Controller):
         Live and ended. ``from`` inclusive, ``to`` exclusive, with offset.
         """
         account = get_account(db, account_id, scope=scope_of(principal))
-        stmt = select(Subscription).where(Subscription.account_id == account.id)
-        if (f := aware("from", from_)) is not None:
-            stmt = stmt.where(Subscription.created_at >= f)
-        if (t := aware("to", to)) is not None:
-            stmt = stmt.where(Subscription.created_at < t)
-        if status:
-            stmt = stmt.where(Subscription.status == status)
-        if plan_id:
-            stmt = stmt.where(Subscription.plan_id == plan_id)
+        stmt = account_rows(
+            Subscription,
+            account.id,
+            created_from=aware("from", from_),
+            created_to=aware("to", to),
+            status=status,
+            plan_id=plan_id,
+        )
         rows = db.scalars(keyset(stmt, Subscription.id, starting_after, limit)).all()
         return Page[SubscriptionOut].of(rows, limit, subscription_out)
 

@@ -10,7 +10,6 @@ from litestar.datastructures import State
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import QueryParameter
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.auth import Principal, requires
@@ -32,7 +31,7 @@ from api.schemas import (
 from api.timefilters import aware
 from invoicing.payments.checkout import start_card_payment
 from invoicing.payments.refunds import payment_for_topup
-from wallet.accounts import get_account, require_open
+from wallet.accounts import account_rows, get_account, require_open
 from wallet.ledger_accounts import currency_of
 from wallet.models import Account, Topup
 from wallet.refunds import refund_topup
@@ -229,15 +228,14 @@ class AccountTopupsController(Controller):
         ``from`` inclusive, ``to`` exclusive, with offset.
         """
         account = get_account(db, account_id, scope=scope_of(principal))
-        stmt = select(Topup).where(Topup.account_id == account.id)
-        if (f := aware("from", from_)) is not None:
-            stmt = stmt.where(Topup.created_at >= f)
-        if (t := aware("to", to)) is not None:
-            stmt = stmt.where(Topup.created_at < t)
-        if status:
-            stmt = stmt.where(Topup.status == status)
-        if method:
-            stmt = stmt.where(Topup.method == method)
+        stmt = account_rows(
+            Topup,
+            account.id,
+            created_from=aware("from", from_),
+            created_to=aware("to", to),
+            status=status,
+            method=method,
+        )
         rows = db.scalars(keyset(stmt, Topup.id, starting_after, limit)).all()
         return Page[TopupOut].of(rows, limit, lambda t: topup_out(t, account))
 

@@ -12,7 +12,6 @@ from litestar import Controller, Request, get
 from litestar.datastructures import State
 from litestar.params import Parameter
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.auth import Principal, requires
@@ -21,7 +20,7 @@ from api.paging import keyset
 from api.schemas import IdempotencyKey, Page, scope_of
 from wallet.accounts import get_account
 from wallet.models import OutboxEvent, WebhookDelivery, WebhookEndpoint
-from wallet.outbox import add_endpoint, replay_delivery
+from wallet.outbox import add_endpoint, deliveries_query, endpoints_of, replay_delivery
 
 #: Delivery ids are BIGINT; no id reaches this bound (larger numbers made PostgreSQL fail)
 MAX_BIGINT = 10**18
@@ -97,10 +96,7 @@ class WebhookEndpointsController(Controller):
     @get("/", sync_to_thread=True)
     def list_endpoints(self, db: Session, principal: Principal) -> Page[EndpointOut]:
         """The caller's endpoints (admins: all)."""
-        stmt = select(WebhookEndpoint).order_by(WebhookEndpoint.id)
-        if principal.role != "admin":
-            stmt = stmt.where(WebhookEndpoint.account_id == principal.account_id)
-        rows = db.scalars(stmt.limit(100)).all()
+        rows = endpoints_of(db, principal.account_id, every_account=principal.role == "admin")
         return Page[EndpointOut](
             data=[
                 EndpointOut(
@@ -184,17 +180,12 @@ class WebhookDeliveriesController(Controller):
 
         ``status=dead`` lists the dead letters.
         """
-        stmt = (
-            select(WebhookDelivery, OutboxEvent, WebhookEndpoint)
-            .join(OutboxEvent, OutboxEvent.id == WebhookDelivery.event_id)
-            .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+        stmt = deliveries_query(
+            principal.account_id,
+            every_account=principal.role == "admin",
+            status=status,
+            endpoint_id=endpoint_id,
         )
-        if principal.role != "admin":
-            stmt = stmt.where(WebhookEndpoint.account_id == principal.account_id)
-        if status:
-            stmt = stmt.where(WebhookDelivery.status == status)
-        if endpoint_id:
-            stmt = stmt.where(WebhookDelivery.endpoint_id == endpoint_id)
         rows = db.execute(keyset(stmt, WebhookDelivery.id, starting_after, limit)).all()
         return Page[DeliveryOut].of(rows, limit, lambda row: delivery_out(*row))
 

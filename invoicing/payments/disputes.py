@@ -239,3 +239,14 @@ def apply_dispute(
     payment.updated_at = utcnow()
     session.flush()
     return "; ".join(done) or f"dispute {row.id} is {d.status}"
+
+
+def payment_disputes(session: Session, payment_id: str) -> list[PaymentDispute]:
+    """The disputes of a card payment, oldest first."""
+    return list(
+        session.scalars(
+            select(PaymentDispute)
+            .where(PaymentDispute.payment_id == payment_id)
+            .order_by(PaymentDispute.id)
+        )
+    )

@@ -156,3 +156,21 @@ def _store(session: Session, report: DayReport) -> None:
             set_={**values, "run_count": ReconciliationReport.run_count + 1},
         )
     )
+
+
+def stored_reports(
+    session: Session, *, day: date | None = None, limit: int
+) -> list[ReconciliationReport]:
+    """Stored daily reports, newest day first, then by currency.
+
+    Args:
+        session: the caller's session (read only).
+        day: only this day's reports, one per currency (None: every day).
+        limit: at most this many.
+    """
+    stmt = select(ReconciliationReport).order_by(
+        ReconciliationReport.day.desc(), ReconciliationReport.currency
+    )
+    if day is not None:
+        stmt = stmt.where(ReconciliationReport.day == day)
+    return list(session.scalars(stmt.limit(limit)))
