@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, select, text
 from sqlalchemy.orm import Session
 
 from invoicing.models import CreditNote, Invoice, InvoiceLine, InvoicePayment
@@ -68,3 +69,10 @@ def period_invoices(db: Session, period: str) -> Sequence[Invoice]:
     return db.scalars(
         select(Invoice).where(Invoice.period == period).order_by(Invoice.account_id)
     ).all()
+
+
+def database_now(db: Session) -> datetime:
+    """The database's clock now: the close's cut-off, and so a preview's."""
+    now = db.scalar(text("SELECT clock_timestamp()"))
+    assert isinstance(now, datetime)
+    return now

@@ -126,3 +126,49 @@ def statement_page(
         _STATEMENT_PAGE,
         {"ids": ids, "after": after, "f": since, "t": until, "n": limit + 1},
     ).all()
+
+
+#: the key of each grouping of :func:`summed_usage`, as SQL over ``wallet_usage_records``
+_TOTALS_KEYS = {
+    "model": "model",
+    "day": "to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+    "reason": "coalesce(reason, 'billed')",
+}
+
+
+def summed_usage(
+    db: Session,
+    account_id: str,
+    group_by: str,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+) -> Sequence[Row[Any]]:
+    """The account's usage in [``since``, ``until``) summed per model, UTC day or reason code.
+
+    Each row: ``key``, ``n`` records, tokens ``i`` (input, audio and image), ``o`` (output),
+    ``cr`` (cache reads), ``cw`` (cache writes of every duration), and money atoms ``rated``,
+    ``billed``, ``credited``; by key.
+
+    Args:
+        db: the caller's session (read only).
+        account_id: the account.
+        group_by: ``model``, ``day`` or ``reason`` (a record billed in full: ``billed``).
+        since: from this instant (None: from the first record).
+        until: before this instant (None: to the last).
+    """
+    return db.execute(
+        text(
+            f"SELECT {_TOTALS_KEYS[group_by]} AS key, count(*) AS n,"  # noqa: S608 (a constant key)
+            " sum(input_tokens + input_audio_tokens + input_image_tokens) AS i,"
+            " sum(output_tokens) AS o, sum(cache_read_tokens) AS cr,"
+            " sum(cache_write_5m_tokens + cache_write_30m_tokens + cache_write_1h_tokens"
+            " + cache_write_12h_tokens) AS cw,"
+            " sum(rated) AS rated, sum(billed) AS billed, sum(credited) AS credited"
+            " FROM wallet_usage_records WHERE account_id = :a"
+            " AND (CAST(:f AS timestamptz) IS NULL OR occurred_at >= :f)"
+            " AND (CAST(:t AS timestamptz) IS NULL OR occurred_at < :t)"
+            " GROUP BY 1 ORDER BY 1"
+        ),
+        {"a": account_id, "f": since, "t": until},
+    ).all()

@@ -14,7 +14,6 @@ from litestar import Controller, get
 from litestar.datastructures import State
 from litestar.params import QueryParameter
 from pydantic import BaseModel, Field
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from api.auth import Principal, requires
@@ -25,6 +24,7 @@ from api.schemas import Limit, Money, Page, scope_of
 from api.timefilters import IntCursor, UnknownCursor, aware
 from invoicing.close import Preview, preview_invoice
 from invoicing.periods import Period
+from invoicing.queries import database_now
 from ledger.amounts import Amount
 from ledger.base import utcnow
 from ledger.decimals import format_pct as _pct
@@ -417,8 +417,7 @@ class AccountHistoryController(Controller):
         that is already closed answers 409 ``invoice_exists`` with its id.
         """
         account = get_account(db, account_id, scope=scope_of(principal))
-        now = now_of(state) or db.scalar(text("SELECT clock_timestamp()"))
-        assert now is not None
+        now = now_of(state) or database_now(db)
         p = Period.parse(period) if period else Period.containing(now)
         pv = preview_invoice(db, account, p, now=now)
         unit = currency_of(account)

@@ -13,7 +13,6 @@ from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import QueryParameter
 from pydantic import BaseModel
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from api.auth import Principal, requires
@@ -30,6 +29,7 @@ from wallet.errors import InvalidRequest
 from wallet.gateway import (
     ChargeUsage,
 )
+from wallet.history import summed_usage
 from wallet.ledger_accounts import currency_of
 
 
@@ -85,13 +85,6 @@ class UsageTotals(BaseModel):
     data: list[UsageTotalsRow]
 
 
-_GROUPS = {
-    "model": "model",
-    "day": "to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
-    "reason": "coalesce(reason, 'billed')",
-}
-
-
 @get(
     "/v1/accounts/{account_id:str}/usage",
     sync_to_thread=True,
@@ -112,21 +105,7 @@ def usage_totals(
             raise InvalidRequest(f"{name} must carry a UTC offset, e.g. 2026-11-01T00:00:00Z")
     account = get_account(db, account_id, scope=scope_of(principal))
     unit = currency_of(account)
-    rows = db.execute(
-        text(
-            f"SELECT {_GROUPS[group_by]} AS key, count(*) AS n,"  # noqa: S608
-            " sum(input_tokens + input_audio_tokens + input_image_tokens) AS i,"
-            " sum(output_tokens) AS o, sum(cache_read_tokens) AS cr,"
-            " sum(cache_write_5m_tokens + cache_write_30m_tokens + cache_write_1h_tokens"
-            " + cache_write_12h_tokens) AS cw,"
-            " sum(rated) AS rated, sum(billed) AS billed, sum(credited) AS credited"
-            " FROM wallet_usage_records WHERE account_id = :a"
-            " AND (CAST(:f AS timestamptz) IS NULL OR occurred_at >= :f)"
-            " AND (CAST(:t AS timestamptz) IS NULL OR occurred_at < :t)"
-            " GROUP BY 1 ORDER BY 1"
-        ),
-        {"a": account.id, "f": from_, "t": to},
-    ).all()
+    rows = summed_usage(db, account.id, group_by, since=from_, until=to)
     return UsageTotals(
         account_id=account.id,
         group_by=group_by,
