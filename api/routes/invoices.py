@@ -22,6 +22,7 @@ from api.openapi import CARD_STARTED, only, returns
 from api.paging import keyset
 from api.payments import checkout_urls, require_gateway
 from api.routes.payments import PaymentOut as CardPaymentOut
+from api.routes.payments import ReturnUrl
 from api.routes.payments import payment_out as card_payment_out
 from api.schemas import DecimalString, IdempotencyKey, Limit, Money, Page, scope_of
 from invoicing.credit_notes import CreditRequest, issue_credit_note
@@ -330,8 +331,8 @@ class PaymentIn(BaseModel):
     method: Literal["bank_transfer", "stripe", "other"] = "bank_transfer"
     reference: str | None = Field(default=None, min_length=1, max_length=200)
     received_at: AwareDatetime | None = None
-    success_url: str | None = Field(default=None, max_length=2000)
-    cancel_url: str | None = Field(default=None, max_length=2000)
+    success_url: ReturnUrl = None
+    cancel_url: ReturnUrl = None
 
     @model_validator(mode="after")
     def _fields_of_method(self) -> PaymentIn:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, get
 from litestar.datastructures import State
@@ -27,6 +27,8 @@ from wallet.accounts import Scope, account_rows, get_account
 from wallet.models import CreditFreeze
 
 VIEW_ROLES = ("finance", "reseller", "customer")
+#: where Stripe's checkout sends the customer back (None: the configured page)
+ReturnUrl = Annotated[str | None, Field(max_length=2000)]
 
 
 class DisputeOut(BaseModel):

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from litestar import Controller, Request, get
 from litestar.datastructures import State
 from litestar.params import QueryParameter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy.orm import Session
 
 from api.auth import Principal, requires
@@ -21,7 +21,7 @@ from api.openapi import CARD_STARTED, returns
 from api.paging import keyset
 from api.payments import checkout_urls, require_gateway
 from api.routes.payments import PaymentOut as CardPaymentOut
-from api.routes.payments import payment_out
+from api.routes.payments import ReturnUrl, payment_out
 from api.schemas import IdempotencyKey, Limit, Money, Page, scope_of
 from api.timefilters import aware
 from invoicing.payments.checkout import start_card_payment
@@ -42,8 +42,8 @@ class PackagePurchaseIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     package_id: str
     method: Literal["wallet", "stripe"] = "wallet"
-    success_url: str | None = Field(default=None, max_length=2000)
-    cancel_url: str | None = Field(default=None, max_length=2000)
+    success_url: ReturnUrl = None
+    cancel_url: ReturnUrl = None
 
 
 class PackagePurchaseOut(BaseModel):
@@ -69,8 +69,8 @@ class SubscriptionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     plan_id: str
     method: Literal["wallet", "stripe"] = "wallet"
-    success_url: str | None = Field(default=None, max_length=2000)
-    cancel_url: str | None = Field(default=None, max_length=2000)
+    success_url: ReturnUrl = None
+    cancel_url: ReturnUrl = None
 
 
 class SubscriptionOut(BaseModel):

@@ -18,7 +18,7 @@ from api.idempotency import idempotent_post
 from api.openapi import returns
 from api.paging import keyset
 from api.payments import checkout_urls, require_gateway
-from api.routes.payments import CardRefundIn, CardRefundOut, card_refund
+from api.routes.payments import CardRefundIn, CardRefundOut, ReturnUrl, card_refund
 from api.schemas import (
     POSITIVE_DECIMAL,
     DecimalString,
@@ -57,8 +57,8 @@ class TopupIn(BaseModel):
         description="the paid credit expires after this many days (only where the operator's"
         " terms allow it: TOKENWALLET_PAID_CREDIT_EXPIRY_ALLOWED; refused otherwise)",
     )
-    success_url: str | None = Field(default=None, max_length=2000)
-    cancel_url: str | None = Field(default=None, max_length=2000)
+    success_url: ReturnUrl = None
+    cancel_url: ReturnUrl = None
 
 
 class TopupOut(BaseModel):
