@@ -40,6 +40,7 @@ def stripe_webhook(
     try:
         ack = handle_stripe_webhook(db, gateway, body, stripe_signature)
     except WebhookProcessingFailed as exc:
+        db.rollback()  # an error answered without raising commits nothing (see provide_db)
         return problem(
             "webhook_processing_failed",
             f"event {exc.event_id} could not be processed and is stored for retry;"
