@@ -5,6 +5,7 @@ Who reads what, price and percent strings, the reseller a write acts for.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -81,6 +82,19 @@ def reseller_of(db: Session, principal: Principal, account_id: str | None) -> st
             " and retail prices for sub-accounts"
         )
     return account.id
+
+
+def acting_reseller(field: str) -> Callable[[Any, Session, Principal], None]:
+    """The ``check=`` of a write owned by a reseller: refuses an owner the key does not act for.
+
+    Args:
+        field: the body's field that names the owning reseller account.
+    """
+
+    def check(data: Any, db: Session, principal: Principal) -> None:
+        reseller_of(db, principal, getattr(data, field))
+
+    return check
 
 
 def owner_filter(db: Session, principal: Principal, account_id: str | None) -> str | None:

@@ -12,7 +12,13 @@ from sqlalchemy.orm import Session
 from api.auth import Principal, requires
 from api.idempotency import idempotent_post
 from api.openapi import only
-from api.routes.catalog._common import hide_others, owner_filter, pct_str, reseller_of
+from api.routes.catalog._common import (
+    acting_reseller,
+    hide_others,
+    owner_filter,
+    pct_str,
+    reseller_of,
+)
 from api.routes.catalog.prices import money_str
 from api.schemas import MONEY_PATTERN, PCT_PATTERN, IdempotencyKey, Limit, Page
 from plans import catalog
@@ -85,11 +91,6 @@ def _rule_out(r: catalog.BonusRule) -> BonusRuleOut:
     )
 
 
-def _check_owner(data: BonusRuleIn, db: Session, principal: Principal) -> None:
-    """Refuse a rule owned by an account that is not a reseller the key acts for."""
-    reseller_of(db, principal, data.owner_account_id)
-
-
 class TopupBonusRulesController(Controller):
     """Top-up bonus rules (admin; a reseller for top-ups it records on its sub-accounts)."""
 
@@ -97,7 +98,7 @@ class TopupBonusRulesController(Controller):
     tags = ["catalog"]
     guards = [requires("reseller")]
 
-    @idempotent_post(check=_check_owner)
+    @idempotent_post(check=acting_reseller("owner_account_id"))
     def create_rule(
         self,
         request: Request[Any, Any, Any],

@@ -11,7 +11,13 @@ from sqlalchemy.orm import Session
 
 from api.auth import Principal, requires
 from api.idempotency import idempotent_post
-from api.routes.catalog._common import hide_others, owner_filter, pct_str, reseller_of
+from api.routes.catalog._common import (
+    acting_reseller,
+    hide_others,
+    owner_filter,
+    pct_str,
+    reseller_of,
+)
 from api.routes.catalog.prices import ModelPriceIn, ModelPriceOut, price_items, prices_out
 from api.schemas import MARKUP_PATTERN, IdempotencyKey, Limit, Page
 from plans import catalog
@@ -61,11 +67,6 @@ def _book_out(b: catalog.ResellerPriceBook) -> ResellerPriceBookOut:
     )
 
 
-def _check_reseller(data: ResellerPriceBookIn, db: Session, principal: Principal) -> None:
-    """Refuse a book for an account that is not a reseller the key acts for."""
-    reseller_of(db, principal, data.reseller_account_id)
-
-
 class ResellerPriceBooksController(Controller):
     """Reseller retail price books (admin, or a reseller for its own sub-accounts)."""
 
@@ -73,7 +74,7 @@ class ResellerPriceBooksController(Controller):
     tags = ["catalog"]
     guards = [requires("reseller")]
 
-    @idempotent_post(check=_check_reseller)
+    @idempotent_post(check=acting_reseller("reseller_account_id"))
     def create_book(
         self,
         request: Request[Any, Any, Any],
