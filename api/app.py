@@ -30,7 +30,7 @@ from api.batcher import Batcher
 from api.boundary import check_request
 from api.db import make_sessionmaker
 from api.deps import provide_db, provide_principal
-from api.errors import EXCEPTION_HANDLERS
+from api.errors import EXCEPTION_HANDLERS, problem_details_plugin
 from api.logs import quiet_noisy_loggers
 from api.metrics import refresh_db_metrics
 from api.openapi import install
@@ -251,6 +251,7 @@ def create_app(
         },
         middleware=_middleware(),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        plugins=[problem_details_plugin()],
         before_request=check_request,
         state=State(
             {

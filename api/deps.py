@@ -27,8 +27,8 @@ async def provide_db(
     thrown in at the ``yield``. So a write request (not GET, HEAD or OPTIONS) whose handler
     returned commits what its transaction still holds, through :func:`api.db.commit` (a lost
     COMMIT answers 503 ``commit_unknown`` instead of the built response), and an exception
-    rolls everything back. A handler that answers an error *without raising* must roll back
-    itself first (the Stripe webhook's failure answer does). Reads never commit: a GET leaves
+    rolls everything back. Handlers answer errors by raising (a domain error or an
+    :class:`api.errors.Problem`), so no error answer commits. Reads never commit: a GET leaves
     only reads behind. Handlers that commit themselves (the Idempotency-Key mechanism does,
     with the stored response) leave no transaction, and nothing happens here.
 

@@ -1,4 +1,8 @@
-"""RFC 9457 problem+json responses: one table from stable error codes to HTTP statuses."""
+"""RFC 9457 problem+json: one table from stable error codes to statuses, rendered by Litestar.
+
+Every error answer is a :class:`Problem` (Litestar's ``ProblemDetailsException`` with the table's
+status, title and ``code``), raised by a handler or built by the exception handlers below.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,11 @@ from litestar.exceptions import (
     NotFoundException,
     PermissionDeniedException,
     ValidationException,
+)
+from litestar.plugins.problem_details import (
+    ProblemDetailsConfig,
+    ProblemDetailsException,
+    ProblemDetailsPlugin,
 )
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from sqlalchemy.exc import DBAPIError
@@ -93,29 +102,63 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
 }
 
 
+class Problem(ProblemDetailsException):
+    """A problem of the error table, raised or rendered by Litestar's ProblemDetails plugin.
+
+    ``code`` gives the status (unless ``status`` overrides it) and the title; ``type`` is
+    ``/problems/<code with dashes>``; extra fields that are None are left out.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        detail: str,
+        *,
+        status: int | None = None,
+        instance: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        """Build the problem of ``code``.
+
+        Args:
+            code: a key of :data:`ERROR_TABLE` (an unknown code answers 422 with its own title).
+            detail: what happened and what to change, for a person.
+            status: the HTTP status when it is not the table's.
+            instance: the path the problem occurred at.
+            headers: response headers (e.g. Retry-After).
+            **extra: more members of the problem (``field``, ``errors``, ...).
+        """
+        table_status, title = ERROR_TABLE.get(code, (422, code.replace("_", " ").capitalize()))
+        super().__init__(
+            detail=detail,
+            status_code=status or table_status,
+            headers=headers,
+            type_=f"/problems/{code.replace('_', '-')}",
+            title=title,
+            instance=instance,
+            extra={"code": code, **{k: v for k, v in extra.items() if v is not None}},
+        )
+        self.code = code
+
+
 def problem(
-    code: str, detail: str, *, status: int | None = None, instance: str | None = None, **extra: Any
+    request: Request[Any, Any, Any],
+    code: str,
+    detail: str,
+    *,
+    status: int | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
 ) -> Response[dict[str, Any]]:
-    """Build a problem+json response for ``code`` (its status and title come from the table)."""
-    table_status, title = ERROR_TABLE.get(code, (422, code.replace("_", " ").capitalize()))
-    body: dict[str, Any] = {
-        "type": f"/problems/{code.replace('_', '-')}",
-        "title": title,
-        "status": status or table_status,
-        "detail": detail,
-        "code": code,
-    }
-    if instance:
-        body["instance"] = instance
-    body.update({k: v for k, v in extra.items() if v is not None})
-    return Response(body, status_code=body["status"], media_type=PROBLEM_MEDIA_TYPE)
+    """The problem+json response of ``code`` at the request's path (see :class:`Problem`)."""
+    exc = Problem(code, detail, status=status, instance=request.url.path, headers=headers, **extra)
+    return exc.to_response(request)
 
 
 def _domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
-    response = problem(exc.code, exc.detail, instance=request.url.path, **exc.extra)
-    if response.status_code == 503:
-        response.headers["Retry-After"] = "1"
-    return response
+    retry = {"Retry-After": "1"} if ERROR_TABLE.get(exc.code, (422,))[0] == 503 else None
+    return problem(request, exc.code, exc.detail, headers=retry, **exc.extra)
 
 
 def _validation_error(
@@ -129,7 +172,7 @@ def _validation_error(
             )
     summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors if e["field"])
     detail = summary or str(exc.detail) or "the request body or parameters are not valid"
-    return problem("validation_error", detail, instance=request.url.path, errors=errors or None)
+    return problem(request, "validation_error", detail, errors=errors or None)
 
 
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
@@ -146,10 +189,8 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     else:
         code = "validation_error"
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail else code
-    response = problem(code, detail, status=exc.status_code, instance=request.url.path)
-    for name, value in (exc.headers or {}).items():
-        response.headers[name] = value  # e.g. a 405's Allow: the path's methods (RFC 9110)
-    return response
+    # exc.headers: e.g. a 405's Allow, the path's methods (RFC 9110)
+    return problem(request, code, detail, status=exc.status_code, headers=exc.headers or None)
 
 
 _RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization, deadlock, lock timeout
@@ -162,9 +203,7 @@ def _retry_later(
     request: Request[Any, Any, Any], code: str, detail: str, *, seconds: int
 ) -> Response[dict[str, Any]]:
     """The problem ``code`` for this request's path, with ``Retry-After: seconds``."""
-    response = problem(code, detail, instance=request.url.path)
-    response.headers["Retry-After"] = str(seconds)
-    return response
+    return problem(request, code, detail, headers={"Retry-After": str(seconds)})
 
 
 def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
@@ -222,20 +261,23 @@ def _too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[
     one.
     """
     return problem(
-        "json_too_deep",
-        "the body is nested too deeply to parse; flatten the document",
-        instance=request.url.path,
+        request, "json_too_deep", "the body is nested too deeply to parse; flatten the document"
     )
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(
+        request,
         "internal_error",
         "the server failed to handle this request; nothing was changed",
         status=HTTP_500_INTERNAL_SERVER_ERROR,
-        instance=request.url.path,
     )
+
+
+def problem_details_plugin() -> ProblemDetailsPlugin:
+    """Litestar's RFC 9457 plugin: a raised :class:`Problem` is answered as it says."""
+    return ProblemDetailsPlugin(ProblemDetailsConfig())
 
 
 EXCEPTION_HANDLERS: dict[type[Exception], Any] = {

@@ -15,7 +15,7 @@ from litestar.datastructures import State
 from litestar.params import HeaderParameter
 from sqlalchemy.orm import Session
 
-from api.errors import problem
+from api.errors import Problem
 from api.payments import WebhookProcessingFailed, handle_stripe_webhook, require_gateway
 
 
@@ -40,13 +40,12 @@ def stripe_webhook(
     try:
         ack = handle_stripe_webhook(db, gateway, body, stripe_signature)
     except WebhookProcessingFailed as exc:
-        db.rollback()  # an error answered without raising commits nothing (see provide_db)
-        return problem(
+        raise Problem(
             "webhook_processing_failed",
             f"event {exc.event_id} could not be processed and is stored for retry;"
             " nothing of its effect was kept",
             instance="/v1/webhooks/stripe",
-        )
+        ) from exc
     return Response(
         {
             "received": True,
