@@ -247,11 +247,9 @@ def db_audit() -> None:
 
     from api.audit import run_ledger_audit
 
-    engine = _migrated_engine()
-    with Session(engine) as session:
+    with _disposing(_migrated_engine()) as engine, Session(engine) as session:
         problems = run_ledger_audit(session, actor="cli")
         session.commit()  # the result is kept (audit log, and /metrics reports it)
-    engine.dispose()
     for p in problems:
         typer.echo(p, err=True)
     if problems:
@@ -516,13 +514,9 @@ def payments_retry_events() -> None:
     from invoicing.payments.events import retry_failed_events
 
     _setup_logging()
-    engine = _migrated_engine()
-    try:
-        with Session(engine) as session:
-            report = retry_failed_events(session)
-            session.commit()
-    finally:
-        engine.dispose()
+    with _disposing(_migrated_engine()) as engine, Session(engine) as session:
+        report = retry_failed_events(session)
+        session.commit()
     typer.echo(
         f"processed {len(report['processed'])} event(s); still failing: {len(report['failed'])}"
     )

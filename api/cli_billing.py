@@ -109,22 +109,18 @@ def billing_pdf(
     from invoicing.models import Invoice
 
     settings = get_settings()
-    from api.cli import _fail, _migrated_engine
+    from api.cli import _disposing, _fail, _migrated_engine
 
-    engine = _migrated_engine()
-    try:
-        with Session(engine) as session:
-            inv = session.get(Invoice, invoice_id)
-            if inv is None:
-                raise _fail(f"invoice {invoice_id} does not exist")
-            issuer = Issuer(
-                name=settings.tokenwallet_invoice_issuer_name,
-                address=settings.tokenwallet_invoice_issuer_address,
-                tax_id=settings.tokenwallet_invoice_issuer_tax_id,
-            )
-            pdf = render_invoice_pdf(session, inv, issuer=issuer)
-            target = Path(output or f"{inv.number or 'draft-' + inv.id}.pdf")
-    finally:
-        engine.dispose()
+    with _disposing(_migrated_engine()) as engine, Session(engine) as session:
+        inv = session.get(Invoice, invoice_id)
+        if inv is None:
+            raise _fail(f"invoice {invoice_id} does not exist")
+        issuer = Issuer(
+            name=settings.tokenwallet_invoice_issuer_name,
+            address=settings.tokenwallet_invoice_issuer_address,
+            tax_id=settings.tokenwallet_invoice_issuer_tax_id,
+        )
+        pdf = render_invoice_pdf(session, inv, issuer=issuer)
+        target = Path(output or f"{inv.number or 'draft-' + inv.id}.pdf")
     target.write_bytes(pdf)
     typer.echo(f"wrote {target}")

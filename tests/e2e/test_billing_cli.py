@@ -55,3 +55,9 @@ def test_close_reports_and_pdf_from_the_command_line(cli, shop, usage, tmp_path)
     pdf = cli.invoke(app, ["billing", "pdf", invoice_id, "--output", str(out)])
     assert pdf.exit_code == 0, pdf.output
     assert out.read_bytes().startswith(b"%PDF")
+
+
+def test_a_pdf_of_an_unknown_invoice_is_one_line_and_exit_2(cli):
+    missing = cli.invoke(app, ["billing", "pdf", "inv_missing"])
+    assert missing.exit_code == 2
+    assert missing.output.strip() == "error: invoice inv_missing does not exist"
