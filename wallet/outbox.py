@@ -112,10 +112,15 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, *, tolerance_s:
 
 
 def http_sender(url: str, headers: Mapping[str, str], body: bytes) -> int:
-    """POST with httpx (5 s timeout, redirects followed); any network failure counts as 0."""
+    """POST with httpx (5 s timeout); any network failure counts as 0.
+
+    Redirects are not followed: a 301, 302 or 303 would turn the POST into a GET without the
+    signed body, and an endpoint that answered that GET with 200 would count as delivered. A 3xx
+    is a failed attempt, retried like any other; an endpoint is registered with its final URL.
+    """
     try:
         with httpx.stream(
-            "POST", url, content=body, headers=dict(headers), timeout=5, follow_redirects=True
+            "POST", url, content=body, headers=dict(headers), timeout=5, follow_redirects=False
         ) as response:
             return response.status_code
     except (httpx.HTTPError, OSError):
