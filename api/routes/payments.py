@@ -131,7 +131,7 @@ class CardRefundIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     amount: DecimalString | None = None
-    reason: str = Field(default="", max_length=450)
+    reason: str = Field(default="", max_length=500)
 
 
 class CardRefundOut(BaseModel):

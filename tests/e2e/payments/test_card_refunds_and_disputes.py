@@ -232,3 +232,19 @@ def test_dispute_closed_before_created_ends_right(catalog, acc, fake):
 
 
 # -- packages and plans by card ------------------------------------------------------------
+
+
+def test_a_card_topup_refund_takes_a_reason_as_long_as_any_refund(catalog, acc, fake):
+    t = start_topup(catalog, acc["id"], "20.00")
+    pi = pay(catalog, fake, t["payment_id"])
+    fake.charges[pi] = {"id": "ch_long", "amount": 2000}
+    reason = "r" * 500  # the most a refund's reason may be; Stripe's metadata keeps 450
+    r = ok(catalog.post(f"/v1/topups/{t['id']}/refunds", json={"amount": "5.00", "reason": reason}))
+    assert r["refunded"]["amount"] == "5.00"
+    (call,) = fake.calls("POST", "/v1/refunds")
+    assert call.params["metadata[tw_reason]"] == "r" * 450
+    problem(
+        catalog.post(f"/v1/topups/{t['id']}/refunds", json={"reason": "r" * 501}),
+        400,
+        "validation_error",
+    )
