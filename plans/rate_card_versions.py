@@ -252,8 +252,9 @@ def _store(session: Session, card: RateCard) -> None:
     unit, start = card.currency, card.effective_from
 
     def conflict(taken: str | None) -> str:
+        card_named = f"rate card {taken}" if taken else "a rate card created at the same moment"
         return (
-            f"rate card {taken} already takes effect for {unit.code} at {start.isoformat()}; "
+            f"{card_named} already takes effect for {unit.code} at {start.isoformat()}; "
             "a card is never edited: choose another effective_from for the new version"
         )
 

@@ -103,6 +103,20 @@ def test_second_card_at_the_same_instant_is_a_conflict(models):
     )
 
 
+def test_a_card_racing_another_for_its_instant_is_a_conflict_that_says_so(models, monkeypatch):
+    """Two requests can both find the instant free; the unique key refuses the later insert."""
+    import plans.rate_card_versions
+
+    list_cards(models)
+    monkeypatch.setattr(plans.rate_card_versions, "refuse_taken", lambda *a, **k: None)
+    with pytest.raises(catalog.CatalogConflict) as refused:
+        catalog.create_rate_card(
+            models, currency="USD", effective_from=JAN, prices=[price("m-large", "1", "2")]
+        )
+    assert str(refused.value).startswith("a rate card created at the same moment already takes")
+    assert "None" not in str(refused.value)
+
+
 def test_watermark_is_monotonic_and_refuses_backdated_cards_and_contracts(models):
     list_cards(models)
     assert catalog.priced_through(models, USD) is None
