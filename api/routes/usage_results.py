@@ -14,10 +14,14 @@ from typing import Any, Literal
 import msgspec
 from litestar import Request, Response
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
+from api.audit import AUDITED_ROLES
+from api.auth import principal_of
 from api.batcher import Batcher
 from api.deps import now_of
 from api.idempotency import run_idempotent
+from api.metrics import observe
 from api.routes.catalog import ModelPriceOut, price_out
 from api.schemas import Money
 from api.usage_schema import ChargeOut, TokensOut
@@ -31,7 +35,7 @@ from wallet.gateway import (
     Operation,
     OperationResult,
     UsageResult,
-    run_one,
+    execute,
 )
 
 
@@ -244,8 +248,8 @@ async def run_operation(
 ) -> Response[bytes]:
     """Run one gateway operation and answer the route's status with its rendered result.
 
-    Grouped with concurrent calls, or alone with its Idempotency-Key (a replay returns the first
-    response).
+    Grouped with concurrent calls; alone with its Idempotency-Key (a replay returns the first
+    response), and alone when an admin or finance key calls, so the audit log records it.
 
     Args:
         request: the request (its route's status, its app's batcher and sessions).
@@ -255,8 +259,10 @@ async def run_operation(
         render: the operation's result as the response body.
     """
     status = request.route_handler.status_code
-    if key is not None:
-        return await _run_keyed(request, key, op, body=body, status=status, render=render)
+    if key is not None or principal_of(request).role in AUDITED_ROLES:
+        # alone, in its own transaction: replay protection, and the audit row of an admin's
+        # or finance's call (gateway keys are not audited and take the grouped path)
+        return await _run_alone(request, key, op, body=body, status=status, render=render)
     batcher: Batcher = request.app.state.batcher
     result: OperationResult = await batcher.run(op)
     if isinstance(result, DomainError):
@@ -264,9 +270,9 @@ async def run_operation(
     return json_response(status, render(result))
 
 
-async def _run_keyed(
+async def _run_alone(
     request: Request[Any, Any, Any],
-    key: str,
+    key: str | None,
     op: Operation,
     *,
     body: Any,
@@ -278,14 +284,22 @@ async def _run_keyed(
     state = request.app.state
 
     def work() -> Response[bytes]:
-        with state.sessionmaker() as db:
-            return run_idempotent(
-                db,
-                request,
-                key,
-                body=body,
-                status_code=status,
-                produce=lambda: render(run_one(db, op, now=now_of(state))),
-            )
+        ran: list[OperationResult] = []  # empty when a replay answers
+
+        def produce(db: Session) -> Any:
+            (result,) = execute(db, [op], now=now_of(state))
+            ran.append(result)
+            if isinstance(result, DomainError):
+                raise result
+            return render(result)
+
+        try:
+            with state.sessionmaker() as db:
+                return run_idempotent(
+                    db, request, key, body=body, status_code=status, produce=lambda: produce(db)
+                )
+        finally:
+            if ran:  # counted on /metrics as the batcher counts grouped calls
+                observe([op], ran)
 
     return await anyio.to_thread.run_sync(work)

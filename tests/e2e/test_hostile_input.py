@@ -84,6 +84,16 @@ def test_an_admin_batch_with_a_nul_is_audited_without_it(admin, gw):
     assert stored == {"k\ufffd": ["\ufffd", "a"]}
 
 
+def test_an_admin_batch_without_a_key_is_audited_and_a_gateway_batch_is_not(admin, gw):
+    acc = account(admin, "10.00")
+    mine = ok(admin.post("/v1/usage", json={"records": [rec("adm-1", acc)]}), 200)
+    assert [r["status"] for r in mine["results"]] == ["charged"]
+    assert [r["status"] for r in send(admin, gw, rec("gw-1", acc))] == ["charged"]
+    events = ok(admin.get("/v1/audit-events", params={"action": "POST /v1/usage"}), 200)["data"]
+    audited = [e["changes"]["request"]["records"][0]["id"] for e in events]
+    assert audited == ["adm-1"]
+
+
 def test_a_nul_inside_a_provider_usage_object_rejects_its_record_alone(admin, gw):
     acc = account(admin, "10.00")
     clean = rec("ok", acc)
