@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 class EmbeddedSupervisor:
     """Keeps one embedded PostgreSQL server running until :meth:`stop`."""
 
-    def __init__(self, server: Any, *, interval_s: float = 1.0) -> None:
+    def __init__(self, server: Any, *, interval_s: float = 1.0) -> None:  # float-ok: seconds
         """Supervise a running server; the watcher starts with :meth:`start_watching`.
 
         Args:
