@@ -297,15 +297,7 @@ def _sources(order: tuple[str, ...], sources: Iterable[str] | None, use_plan: bo
     Those of ``sources`` (all when None); plan quota only when ``use_plan``.
     """
     allowed = set(sources) if sources is not None else None
-    return [
-        s
-        for s in order
-        if s in _SOURCES and (allowed is None or s in allowed) and (use_plan or s != PLAN)
-    ]
-
-
-#: Every source :func:`draw` knows.
-_SOURCES = frozenset({PLAN, PACKAGE, BONUS, PAID, OVERAGE})
+    return [s for s in order if (allowed is None or s in allowed) and (use_plan or s != PLAN)]
 
 
 def _draw_cash(
