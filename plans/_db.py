@@ -146,33 +146,6 @@ def page_limit(limit: int) -> int:
     return max(1, min(int(limit), MAX_PAGE))
 
 
-def page_of(
-    session: Session,
-    query: Select[Any],
-    key: Any,
-    convert: Callable[[list[Any]], Iterable[T]],
-    *,
-    limit: int,
-    starting_after: str | None,
-) -> Page[T]:
-    """One page of ``query``'s rows in ``key`` order, after ``starting_after`` (keyset paging).
-
-    Args:
-        session: the caller's session (read only).
-        query: the rows to page through (filters applied).
-        key: the unique column the list is ordered by (the objects' ids).
-        convert: the rows of the page as values.
-        limit: the page size (clamped to 1..100).
-        starting_after: the last key of the previous page, or ``None`` for the first.
-    """
-    limit = page_limit(limit)
-    stmt = query.order_by(key).limit(limit + 1)
-    if starting_after:
-        stmt = stmt.where(key > starting_after)
-    rows = list(session.scalars(stmt))
-    return Page(tuple(convert(rows[:limit])), len(rows) > limit)
-
-
 def list_rows(
     session: Session,
     table: Any,
@@ -194,11 +167,15 @@ def list_rows(
         limit: the page size (clamped to 1..100).
         starting_after: the last id of the previous page, or ``None`` for the first.
     """
-    query = select(table)
+    limit = page_limit(limit)
+    stmt = select(table).order_by(table.id).limit(limit + 1)
     for column, value in where:
         if value is not None:
-            query = query.where(column == value)
-    return page_of(session, query, table.id, convert, limit=limit, starting_after=starting_after)
+            stmt = stmt.where(column == value)
+    if starting_after:
+        stmt = stmt.where(table.id > starting_after)
+    rows = list(session.scalars(stmt))
+    return Page(tuple(convert(rows[:limit])), len(rows) > limit)
 
 
 def rows_by_parent(
