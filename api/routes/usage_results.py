@@ -21,7 +21,7 @@ from api.auth import principal_of
 from api.batcher import Batcher
 from api.deps import now_of
 from api.idempotency import run_idempotent
-from api.metrics import observe
+from api.metrics import observe, observe_failure
 from api.routes.catalog import ModelPriceOut, price_out
 from api.schemas import Money
 from api.usage_schema import ChargeOut, TokensOut
@@ -293,13 +293,21 @@ async def _run_alone(
                 raise result
             return render(result)
 
+        # counted on /metrics as the batcher counts grouped calls: a result once committed (or a
+        # domain error), a failed transaction as a failure
         try:
             with state.sessionmaker() as db:
-                return run_idempotent(
+                response = run_idempotent(
                     db, request, key, body=body, status_code=status, produce=lambda: produce(db)
                 )
-        finally:
-            if ran:  # counted on /metrics as the batcher counts grouped calls
+        except Exception as exc:
+            if ran and not isinstance(ran[0], DomainError):
+                observe_failure(op, exc)
+            elif ran:
                 observe([op], ran)
+            raise
+        if ran:
+            observe([op], ran)
+        return response
 
     return await anyio.to_thread.run_sync(work)
