@@ -23,7 +23,6 @@ from api.routes.usage_results import (
     run_operation,
 )
 from api.schemas import IdempotencyKey, Money, scope_of
-from ledger.amounts import Amount
 from wallet.accounts import get_account
 from wallet.errors import InvalidRequest
 from wallet.gateway import (
@@ -117,9 +116,9 @@ def usage_totals(
                 output_tokens=int(r.o),
                 cache_read_tokens=int(r.cr),
                 cache_write_tokens=int(r.cw),
-                rated=Money.of(Amount(int(r.rated), unit)),
-                billed=Money.of(Amount(int(r.billed), unit)),
-                credited=Money.of(Amount(int(r.credited), unit)),
+                rated=Money.atoms(int(r.rated), unit),
+                billed=Money.atoms(int(r.billed), unit),
+                credited=Money.atoms(int(r.credited), unit),
             )
             for r in rows
         ],
